@@ -1,0 +1,139 @@
+"""The backend seam: the one interface every job store implements.
+
+Why the cut is here: the delivery promise (DESIGN §3) must hold the same on SQLite, PostgreSQL
+and Redis, so everything engine-specific (SQL, Lua, locking, wake-ups) lives behind this
+Protocol and everything about *policy* (when to retry, how long to back off, when a job is a
+crash-looping poison) lives in the worker above it. A backend only moves jobs between states,
+one method per transition, batch-first, and answers questions about them. The contract suite in
+``tests/contract/`` is the executable definition of this interface.
+
+Rules every implementation follows:
+
+* Every method is keyword-only after the batch argument, and batch-first: one call settles
+  many jobs in one transaction / pipeline.
+* Transitions out of ``running`` take :class:`~forebay.job.Lease` values and apply only when the
+  token still matches; the ids whose token did not match are returned ("refused"), never raised.
+* Times are epoch seconds (``float``) at this seam; the public API speaks ``datetime``.
+* Engine errors are translated into :class:`~forebay.errors.BackendError` at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
+
+__all__ = ["Backend", "Capabilities", "PruneSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What differs between engines, said explicitly instead of behaving differently."""
+
+    name: str
+    cross_process_wakeup: bool
+    """An enqueue in one process wakes idle workers in another at once (else: polling)."""
+    transactional_enqueue: bool
+    """``enqueue(..., connection=conn)`` joins the caller's own database transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneSpec:
+    """Delete finished jobs whose ``finished_at`` is older than these cut-offs (epoch seconds)."""
+
+    completed_before: float
+    dead_before: float
+    cancelled_before: float
+    limit: int = 10_000
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A job store. See the module docstring for the rules."""
+
+    capabilities: Capabilities
+
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema if it is missing. Idempotent."""
+
+    async def close(self) -> None:
+        """Flush pending writes and disconnect. Idempotent."""
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names of those applied."""
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailable unless the store answers."""
+
+    # -- enqueue ---------------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, max_depth: dict[str, int] | None = None
+    ) -> list[Job]:
+        """Store jobs durably; return one Job per input, in order.
+
+        A job whose (queue, key) already exists is not stored again: the existing job is
+        returned with ``created=False``. If a queue named in ``max_depth`` would hold more than
+        that many unfinished jobs, the whole call is refused with QueueFull and nothing is stored.
+        """
+
+    # -- running ---------------------------------------------------------------------------
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+        """Move up to ``limit`` due jobs of ``queue`` to running, best first; return them.
+
+        Order: higher priority, then earlier run_at, then enqueue order. Each returned job has a
+        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented.
+        """
+
+    async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
+        """Push the lease expiry of running jobs to now + lease_s; return ids refused."""
+
+    async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
+        """Record progress on a running job; False if the lease is no longer held."""
+
+    async def complete(self, leases: Sequence[Lease]) -> list[int]:
+        """running -> completed; return ids refused (stale token)."""
+
+    async def retry(self, retries: Sequence[Retry]) -> list[int]:
+        """running -> queued at run_at, attempt kept spent; return ids refused."""
+
+    async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
+        """running -> dead; return ids refused."""
+
+    async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
+        """running -> queued at run_at, giving back the attempt and delivery; return ids refused."""
+
+    async def release(self, leases: Sequence[Lease]) -> list[int]:
+        """running -> queued now, giving back the attempt and delivery; return ids refused."""
+
+    async def reclaim_expired(self, *, now: float | None = None) -> int:
+        """running jobs whose lease expired -> queued (attempt given back); return how many."""
+
+    # -- operator actions ------------------------------------------------------------------
+    async def cancel(self, ids: Sequence[int]) -> list[int]:
+        """queued -> cancelled; return the ids that were cancelled."""
+
+    async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        """dead -> queued now with counters reset; return how many (would be) replayed."""
+
+    async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        """Delete dead jobs that match; return how many (would be) deleted."""
+
+    async def prune(self, spec: PruneSpec) -> int:
+        """Delete finished jobs past their retention, at most ``spec.limit``; return how many."""
+
+    # -- reading ---------------------------------------------------------------------------
+    async def get_job(self, job_id: int) -> Job | None:
+        """The job with that id, or None."""
+
+    async def list_jobs(
+        self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Job]:
+        """Jobs matching ``where``, newest first, paged by ``before_id``."""
+
+    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+        """Counts per queue and state, sorted by queue name."""
+
+    async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
+        """Return when a job may be due on one of ``queues``, or after ``timeout_s``."""

@@ -1,0 +1,502 @@
+"""The SQLite backend: an embedded file, zero setup, safe for several processes on one machine.
+
+* WAL journal, ``synchronous=FULL`` by default: a committed job survives power loss.
+  (``?synchronous=NORMAL`` in the URL trades that for speed: survives a process crash, not an
+  OS crash.)
+* All writes go through one :class:`~forebay.backends.sqlite.writer.Writer` thread that
+  group-commits concurrent operations; reads use a second connection on a reader thread, so
+  status queries never wait behind writes.
+* Leasing is one ``UPDATE ... RETURNING`` under SQLite's write lock, so two processes never lease
+  the same job; the partial index ``forebay_jobs_due`` keeps its cost flat as history grows.
+* Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
+  commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.sqlite.writer import Writer, translate
+from forebay.errors import BackendError, ConfigError, QueueFull
+from forebay.job import (
+    Deferral,
+    Failure,
+    Job,
+    JobFilter,
+    JobState,
+    Lease,
+    NewJob,
+    QueueCounts,
+    Retry,
+    to_datetime,
+)
+from forebay.sqlfiles import load_queries, migration_files
+
+__all__ = ["SQLiteBackend"]
+
+T = TypeVar("T")
+
+COLUMNS = (
+    "id, queue, payload, state, key, priority, attempt, deliveries, defers, run_at, created_at, "
+    "updated_at, finished_at, lease_token, lease_expires_at, worker_id, progress, "
+    "progress_message, error, error_type, run_id"
+)
+_PACKAGE = "forebay.backends.sqlite"
+_STATES = {s.value: s for s in JobState}
+_SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
+
+
+def _queries() -> dict[str, str]:
+    raw = load_queries(_PACKAGE)
+    flt = raw["filter"].split("\n", 1)[1]  # drop the section's leading comment line
+    return {
+        name: sql.replace("{columns}", COLUMNS).replace("{filter}", f"({flt})")
+        for name, sql in raw.items()
+    }
+
+
+Q = _queries()
+
+
+def row_to_job(row: Sequence[Any], created: bool = True) -> Job:
+    return Job(
+        id=row[0],
+        queue=row[1],
+        payload=json.loads(row[2]),
+        state=_STATES[row[3]],
+        key=row[4],
+        priority=row[5],
+        attempt=row[6],
+        deliveries=row[7],
+        defers=row[8],
+        run_at=to_datetime(row[9]),
+        created_at=to_datetime(row[10]),
+        updated_at=to_datetime(row[11]),
+        finished_at=to_datetime(row[12]),
+        lease_token=row[13],
+        lease_expires_at=to_datetime(row[14]),
+        worker_id=row[15],
+        progress_pct=row[16],
+        progress_message=row[17],
+        error=row[18],
+        error_type=row[19],
+        run_id=row[20],
+        created=created,
+    )
+
+
+def _filter_params(where: JobFilter) -> dict[str, Any]:
+    return {
+        "queue": where.queue,
+        "state": None if where.state is None else str(where.state),
+        "error_type": where.error_type,
+        "since": None if where.since is None else where.since.timestamp(),
+        "until": None if where.until is None else where.until.timestamp(),
+        "run_id": where.run_id,
+        "ids": None if where.ids is None else json.dumps(list(where.ids)),
+    }
+
+
+class SQLiteBackend:
+    """Jobs in one SQLite file. See the module docstring."""
+
+    capabilities = Capabilities(
+        name="sqlite", cross_process_wakeup=False, transactional_enqueue=False
+    )
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", poll_s: float = 0.02
+    ) -> None:
+        if str(path) in ("", ":memory:"):
+            raise ConfigError(
+                "the SQLite backend needs a file (several connections share it); "
+                "use sqlite:///path/to/forebay.db"
+            )
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNC_MODES:
+            raise ConfigError(f"synchronous must be one of {', '.join(_SYNC_MODES)}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.poll_s = poll_s
+        self._writer: Writer | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
+        self._open_lock = asyncio.Lock()
+        self._local_wakeup: dict[str, asyncio.Event] = {}
+        self._reader_local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({str(self.path)!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA busy_timeout = 30000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise BackendError(f"could not switch {self.path} to WAL journal mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # validated in __init__
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return conn
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            if self.path.parent and not self.path.parent.exists():
+                raise ConfigError(f"folder {self.path.parent} does not exist")
+            writer = Writer(self._connect)
+            try:
+                await asyncio.to_thread(writer.start)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            self._writer = writer
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="forebay-sqlite-reader")
+            await self.migrate()
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await asyncio.to_thread(writer.stop)
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+                reader.shutdown(wait=True)
+
+    def _close_reader(self) -> None:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._reader_local.conn = None
+
+    async def migrate(self) -> list[str]:
+        return await self._write(_apply_migrations)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _write(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._writer is None:
+            raise BackendError("the SQLite backend is not open; call open() first")
+        return self._writer.submit(op)
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise BackendError("the SQLite backend is not open; call open() first")
+
+        def run() -> T:
+            conn = getattr(self._reader_local, "conn", None)
+            if conn is None:
+                conn = self._reader_local.conn = self._connect()
+            try:
+                return op(conn)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    def _wake(self, queues: Iterable[str]) -> None:
+        for name in queues:
+            event = self._local_wakeup.get(name)
+            if event is not None:
+                event.set()
+
+    # -- enqueue --------------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, max_depth: dict[str, int] | None = None
+    ) -> list[Job]:
+        if not jobs:
+            return []
+        jobs = list(jobs)
+        result = await self._write(lambda conn: _insert(conn, jobs, max_depth or {}))
+        self._wake({j.queue for j in jobs})
+        return result
+
+    # -- running --------------------------------------------------------------------------
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        token = secrets.token_hex(8)
+
+        def op(conn: sqlite3.Connection) -> list[Job]:
+            now = time.time()
+            rows = conn.execute(
+                Q["lease"],
+                {
+                    "token": token,
+                    "expires": now + lease_s,
+                    "worker": worker_id,
+                    "now": now,
+                    "queue": queue,
+                    "limit": limit,
+                },
+            ).fetchall()
+            rows.sort(key=lambda r: (-r[5], r[9], r[0]))
+            return [row_to_job(r) for r in rows]
+
+        return await self._write(op)
+
+    async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return ((now + lease_s, now, lz.job_id, lz.token) for lz in leases)
+
+        return await self._settle(Q["extend"], leases, params)
+
+    async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return [(pct, message, now, lease.job_id, lease.token)]
+
+        return not await self._settle(Q["progress"], [lease], params)
+
+    async def complete(self, leases: Sequence[Lease]) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return ((now, now, lz.job_id, lz.token) for lz in leases)
+
+        return await self._settle(Q["complete"], leases, params)
+
+    async def retry(self, retries: Sequence[Retry]) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return (
+                (r.run_at, r.error, r.error_type, now, r.lease.job_id, r.lease.token)
+                for r in retries
+            )
+
+        return await self._settle(Q["retry"], [r.lease for r in retries], params)
+
+    async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return (
+                (f.error, f.error_type, now, now, f.lease.job_id, f.lease.token) for f in failures
+            )
+
+        return await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+
+    async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return ((d.run_at, d.reason, now, d.lease.job_id, d.lease.token) for d in deferrals)
+
+        return await self._settle(Q["defer"], [d.lease for d in deferrals], params)
+
+    async def release(self, leases: Sequence[Lease]) -> list[int]:
+        def params(now: float) -> Iterable[tuple[Any, ...]]:
+            return ((now, lz.job_id, lz.token) for lz in leases)
+
+        return await self._settle(Q["release"], leases, params)
+
+    async def _settle(
+        self,
+        sql: str,
+        leases: Sequence[Lease],
+        params: Callable[[float], Iterable[tuple[Any, ...]]],
+    ) -> list[int]:
+        """Run one token-checked UPDATE per job; return the ids whose token did not match."""
+        if not leases:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            refused = []
+            execute = conn.execute
+            for lease, args in zip(leases, params(time.time()), strict=True):
+                if execute(sql, args).rowcount != 1:
+                    refused.append(lease.job_id)
+            return refused
+
+        return await self._write(op)
+
+    async def reclaim_expired(self, *, now: float | None = None) -> int:
+        at = time.time() if now is None else now
+        count = await self._write(lambda c: c.execute(Q["reclaim_expired"], {"now": at}).rowcount)
+        return int(count)
+
+    # -- operator actions -----------------------------------------------------------------
+    async def cancel(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        payload = json.dumps([int(i) for i in ids])
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(Q["cancel"], {"now": time.time(), "ids": payload}).fetchall()
+            return sorted(r[0] for r in rows)
+
+        return await self._write(op)
+
+    async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        params = _filter_params(where) | {"now": time.time()}
+        if dry_run:
+            return int(await self._read(lambda c: c.execute(Q["count_dead"], params).fetchone()[0]))
+        count = await self._write(lambda c: c.execute(Q["replay"], params).rowcount)
+        self._wake(self._local_wakeup)
+        return int(count)
+
+    async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        params = _filter_params(where)
+        if dry_run:
+            return int(await self._read(lambda c: c.execute(Q["count_dead"], params).fetchone()[0]))
+        return int(await self._write(lambda c: c.execute(Q["purge"], params).rowcount))
+
+    async def prune(self, spec: PruneSpec) -> int:
+        params = {
+            "completed_before": spec.completed_before,
+            "dead_before": spec.dead_before,
+            "cancelled_before": spec.cancelled_before,
+            "limit": spec.limit,
+        }
+        return int(await self._write(lambda c: c.execute(Q["prune"], params).rowcount))
+
+    # -- reading --------------------------------------------------------------------------
+    async def get_job(self, job_id: int) -> Job | None:
+        row = await self._read(lambda c: c.execute(Q["get_job"], (job_id,)).fetchone())
+        return None if row is None else row_to_job(row)
+
+    async def list_jobs(
+        self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Job]:
+        params = _filter_params(where) | {"limit": limit, "before_id": before_id}
+        rows = await self._read(lambda c: c.execute(Q["list_jobs"], params).fetchall())
+        return [row_to_job(r) for r in rows]
+
+    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+        at = time.time() if now is None else now
+
+        def op(conn: sqlite3.Connection) -> list[QueueCounts]:
+            per_queue: dict[str, dict[str, Any]] = {}
+            for queue, state, n in conn.execute(Q["counts"]):
+                per_queue.setdefault(queue, {})[state] = n
+            for queue, scheduled, retrying, oldest in conn.execute(Q["queued_detail"], {"now": at}):
+                detail = per_queue.setdefault(queue, {})
+                detail["scheduled"] = scheduled or 0
+                detail["retrying"] = retrying or 0
+                detail["oldest_queued_age_s"] = None if oldest is None else max(0.0, at - oldest)
+            return [QueueCounts(queue=q, **d) for q, d in sorted(per_queue.items())]
+
+        return await self._read(op)
+
+    async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
+        """Wake on an enqueue in this process at once, on other processes' commits by polling."""
+        events = []
+        for name in queues:
+            event = self._local_wakeup.get(name)
+            if event is None:
+                event = self._local_wakeup[name] = asyncio.Event()
+            event.clear()
+            events.append(event)
+        deadline = time.monotonic() + timeout_s
+        version = await self._data_version()
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                done, _ = await asyncio.wait(
+                    waiters, timeout=min(self.poll_s, remaining), return_when="FIRST_COMPLETED"
+                )
+                if done or await self._data_version() != version:
+                    return
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _data_version(self) -> int:
+        return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+
+
+# -- operations run on the writer thread (inside its transaction) ----------------------------
+def _apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    conn.execute(Q["create_migrations_table"])
+    applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+    done = []
+    for version, name, sql in migration_files(_PACKAGE):
+        if version in applied:
+            continue
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute(Q["record_migration"], {"version": version, "name": name, "now": time.time()})
+        done.append(name)
+    return done
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (sqlite3.execute runs one at a time)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
+        raise BackendError("a migration ends with an incomplete statement")
+    return out
+
+
+def _insert(conn: sqlite3.Connection, jobs: list[NewJob], max_depth: dict[str, int]) -> list[Job]:
+    now = time.time()
+    _check_depth(conn, jobs, max_depth)
+    results: list[Job | None] = [None] * len(jobs)
+    plain = [i for i, j in enumerate(jobs) if j.key is None]
+    if plain:
+        first = conn.execute(Q["next_job_id"]).fetchone()[0] + 1
+        conn.executemany(Q["insert_job"], [_row(jobs[i], now) for i in plain])
+        # AUTOINCREMENT under the write lock hands out consecutive ids.
+        for offset, i in enumerate(plain):
+            results[i] = _new_job(first + offset, jobs[i], now)
+    for i, j in enumerate(jobs):
+        if j.key is None:
+            continue
+        row = conn.execute(Q["insert_keyed_job"], _row(j, now)).fetchone()
+        if row is not None:
+            results[i] = _new_job(row[0], j, now)
+        else:
+            existing = conn.execute(Q["job_by_key"], (j.queue, j.key)).fetchone()
+            results[i] = row_to_job(existing, created=False)
+    return [r for r in results if r is not None]
+
+
+def _row(j: NewJob, now: float) -> tuple[Any, ...]:
+    run_at = now if j.run_at is None else j.run_at
+    return (j.queue, j.payload_json, j.key, j.priority, run_at, j.run_id, now, now)
+
+
+def _check_depth(conn: sqlite3.Connection, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
+    for queue, cap in max_depth.items():
+        incoming = sum(1 for j in jobs if j.queue == queue)
+        if not incoming:
+            continue
+        depth = conn.execute(Q["depth"], {"queue": queue, "cap": cap}).fetchone()[0]
+        if depth + incoming > cap:
+            raise QueueFull(queue, cap)
+
+
+def _new_job(job_id: int, new: NewJob, now: float) -> Job:
+    created_at = to_datetime(now)
+    return Job(
+        id=job_id,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        key=new.key,
+        priority=new.priority,
+        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
+        created_at=created_at,
+        updated_at=created_at,
+        run_id=new.run_id,
+    )

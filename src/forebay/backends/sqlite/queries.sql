@@ -1,0 +1,156 @@
+-- SQL of the SQLite backend. Sections are loaded by forebay.sqlfiles.load_queries.
+-- Parameters are named (:name). Times are epoch seconds.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS forebay_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+
+-- name: applied_migrations
+SELECT version FROM forebay_migrations ORDER BY version
+
+-- name: record_migration
+INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :name, :now)
+
+-- name: next_job_id
+SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0)
+
+-- name: insert_job
+INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: insert_keyed_job
+INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: job_by_key
+SELECT {columns} FROM forebay_jobs WHERE queue = ? AND key = ?
+
+-- name: depth
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM forebay_jobs
+    WHERE queue = :queue AND state IN ('queued', 'running')
+    LIMIT :cap
+)
+
+-- name: lease
+UPDATE forebay_jobs
+SET state = 'running', lease_token = :token, lease_expires_at = :expires, worker_id = :worker,
+    attempt = attempt + 1, deliveries = deliveries + 1, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (
+    SELECT id FROM forebay_jobs
+    WHERE queue = :queue AND state = 'queued' AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING {columns}
+
+-- name: extend
+UPDATE forebay_jobs SET lease_expires_at = ?, updated_at = ?
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: progress
+UPDATE forebay_jobs SET progress = ?, progress_message = ?, updated_at = ?
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: complete
+UPDATE forebay_jobs
+SET state = 'completed', finished_at = ?, updated_at = ?,
+    lease_token = NULL, lease_expires_at = NULL, progress = 100
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: retry
+UPDATE forebay_jobs
+SET state = 'queued', run_at = ?, error = ?, error_type = ?, updated_at = ?,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: dead_letter
+UPDATE forebay_jobs
+SET state = 'dead', error = ?, error_type = ?, finished_at = ?, updated_at = ?,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: defer
+UPDATE forebay_jobs
+SET state = 'queued', run_at = ?, progress_message = ?, updated_at = ?,
+    attempt = attempt - 1, deliveries = deliveries - 1, defers = defers + 1,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: release
+UPDATE forebay_jobs
+SET state = 'queued', updated_at = ?,
+    attempt = attempt - 1, deliveries = deliveries - 1,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: reclaim_expired
+UPDATE forebay_jobs
+SET state = 'queued', attempt = MAX(attempt - 1, 0), updated_at = :now,
+    error = 'lease expired: the worker stopped heartbeating (crashed or was killed)',
+    error_type = 'LeaseExpired',
+    lease_token = NULL, lease_expires_at = NULL
+WHERE state = 'running' AND lease_expires_at < :now
+
+-- name: cancel
+UPDATE forebay_jobs SET state = 'cancelled', finished_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
+RETURNING id
+
+-- name: filter
+-- shared WHERE clause of listings, replay and purge (appended to their statements)
+(:queue IS NULL OR queue = :queue)
+AND (:state IS NULL OR state = :state)
+AND (:error_type IS NULL OR error_type = :error_type)
+AND (:since IS NULL OR updated_at >= :since)
+AND (:until IS NULL OR updated_at < :until)
+AND (:run_id IS NULL OR run_id = :run_id)
+AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+
+-- name: replay
+UPDATE forebay_jobs
+SET state = 'queued', run_at = :now, updated_at = :now, finished_at = NULL,
+    attempt = 0, deliveries = 0, defers = 0, progress = NULL, progress_message = NULL
+WHERE state = 'dead' AND {filter}
+
+-- name: count_dead
+SELECT COUNT(*) FROM forebay_jobs WHERE state = 'dead' AND {filter}
+
+-- name: purge
+DELETE FROM forebay_jobs WHERE state = 'dead' AND {filter}
+
+-- name: prune
+DELETE FROM forebay_jobs WHERE id IN (
+    SELECT id FROM forebay_jobs WHERE state = 'completed' AND finished_at < :completed_before
+    UNION ALL
+    SELECT id FROM forebay_jobs WHERE state = 'dead' AND finished_at < :dead_before
+    UNION ALL
+    SELECT id FROM forebay_jobs WHERE state = 'cancelled' AND finished_at < :cancelled_before
+    LIMIT :limit
+)
+
+-- name: get_job
+SELECT {columns} FROM forebay_jobs WHERE id = ?
+
+-- name: list_jobs
+SELECT {columns} FROM forebay_jobs
+WHERE (:before_id IS NULL OR id < :before_id) AND {filter}
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: counts
+SELECT queue, state, COUNT(*) FROM forebay_jobs GROUP BY queue, state
+
+-- name: queued_detail
+SELECT queue,
+       SUM(run_at > :now),
+       SUM(attempt > 0),
+       MIN(CASE WHEN run_at <= :now THEN run_at END)
+FROM forebay_jobs WHERE state = 'queued'
+GROUP BY queue

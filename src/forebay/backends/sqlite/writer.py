@@ -1,0 +1,173 @@
+"""The SQLite writer: one thread, one connection, group commit.
+
+Every write of a backend instance goes through one thread that owns the write connection. Callers
+submit a function and await its future; the thread takes *all* operations that are waiting, runs
+them in one ``BEGIN IMMEDIATE`` transaction (each inside its own savepoint, so one failing
+operation does not undo the others), commits once, and then resolves every future. While one
+commit is being synced to disk, new operations pile up and go into the next one: many
+concurrent callers cost one fsync, yet each is answered only after its own write is durable.
+
+Several processes may share the file: SQLite's write lock serialises their transactions and
+``busy_timeout`` makes a writer wait for the lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from forebay.errors import BackendError, BackendUnavailable
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+_STOP = object()
+_MAX_GROUP = 512  # operations per transaction: bounds the latency of the first in a group
+
+
+def translate(exc: BaseException) -> BaseException:
+    """sqlite3 errors become forebay's BackendError tree; others pass through."""
+    if isinstance(exc, sqlite3.OperationalError):
+        msg = str(exc)
+        if "locked" in msg or "busy" in msg or "unable to open" in msg:
+            return BackendUnavailable(f"SQLite database is unavailable: {msg}")
+        return BackendError(f"SQLite error: {msg}")
+    if isinstance(exc, sqlite3.Error):
+        return BackendError(f"SQLite error: {exc}")
+    return exc
+
+
+class Writer:
+    """Owns the write connection; see the module docstring."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="forebay-sqlite-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread = None
+            raise translate(self._startup_error)
+
+    def stop(self) -> None:
+        """Finish every submitted operation, then close the connection and the thread."""
+        if self._thread is None:
+            return
+        self._inbox.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``op`` for the next group; the future resolves after its commit."""
+        if self._thread is None:
+            raise BackendError("the SQLite backend is closed; open it first")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._inbox.put((op, fut, loop))
+        return fut
+
+    # -- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # reported to start()
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                group = [self._inbox.get()]
+                while len(group) < _MAX_GROUP:
+                    try:
+                        group.append(self._inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if any(item is _STOP for item in group):
+                    stopping = True
+                    group = [item for item in group if item is not _STOP]
+                    # Anything submitted before the stop is still carried out.
+                    while True:
+                        try:
+                            item = self._inbox.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is not _STOP:
+                            group.append(item)
+                if group:
+                    self._run_group(conn, group)
+        finally:
+            conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._resolve(group, [(False, translate(exc))] * len(group))
+            return
+        single = len(group) == 1
+        for op, _fut, _loop in group:
+            if single:
+                # One operation: the transaction itself is its savepoint.
+                try:
+                    outcomes.append((True, op(conn)))
+                except BaseException as exc:  # handed to the caller
+                    _rollback(conn)
+                    self._resolve(group, [(False, translate(exc))])
+                    return
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append((True, op(conn)))
+                conn.execute("RELEASE op")
+            except BaseException as exc:  # handed to the caller, the others go on
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((False, translate(exc)))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            outcomes = [(False, translate(exc))] * len(group)
+        self._resolve(group, outcomes)
+
+    @staticmethod
+    def _resolve(group: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+        # One wake-up per event loop, not one per operation.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_op, fut, loop), (ok, value) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in by_loop.items():
+            # RuntimeError: the loop was closed meanwhile, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, items)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.done():  # the caller was cancelled; the write happened all the same
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

@@ -1,0 +1,296 @@
+"""Jobs and the values that move them between states.
+
+States (DESIGN §2)::
+
+                enqueue                lease                  success
+      (none) ──────────▶ queued ──────────────▶ running ──────────────▶ completed
+                          ▲   ▲                   │  │
+            retry(run_at) │   │ lease expired /   │  │ permanent error, attempts exhausted,
+                          │   │ shutdown release  │  │ or crash limit reached
+                          └───┴───────────────────┘  ▼
+                                 replay ◀──────── dead
+      queued ─ cancel ─▶ cancelled
+
+Counters kept on every job:
+
+* ``attempt`` — tries spent on errors, 1-based while running. A lease counts one attempt; a
+  crash (expired lease), a defer and a graceful release give it back.
+* ``deliveries`` — leases that ended in an outcome or a crash. A job that crashes its worker
+  again and again is dead-lettered once ``deliveries`` passes the queue's ``max_deliveries``.
+* ``defers`` — times the handler raised :class:`~forebay.Defer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeAlias, cast
+
+from forebay.errors import InvalidPayload
+
+__all__ = [
+    "JSON",
+    "Job",
+    "JobFilter",
+    "JobState",
+    "Lease",
+    "NewJob",
+    "QueueCounts",
+    "utcnow",
+]
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+
+TERMINAL_STATES = frozenset({"completed", "dead", "cancelled"})
+
+
+class JobState(enum.StrEnum):
+    """The five states a job can be in. ``completed``, ``dead`` and ``cancelled`` are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self.value in TERMINAL_STATES
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def to_datetime(ts: float | None) -> datetime | None:
+    """Epoch seconds (as stored) to an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def to_timestamp(value: datetime) -> float:
+    """An aware datetime to epoch seconds; a naive one is refused (ambiguous)."""
+    if value.tzinfo is None:
+        raise InvalidPayload("datetimes must be timezone-aware (UTC); got a naive datetime")
+    return value.timestamp()
+
+
+def dump_payload(payload: object) -> str:
+    """Serialise a payload to compact JSON, or raise InvalidPayload saying why."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"payload must be JSON-serialisable: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue. Build it with :meth:`create`, which validates every field."""
+
+    queue: str
+    payload_json: str
+    payload: JSON = field(compare=False, repr=False, default=None)
+    key: str | None = None
+    priority: int = 0
+    run_at: float | None = None  # epoch seconds; None means now
+    run_id: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        queue: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        run_id: str | None = None,
+    ) -> NewJob:
+        validate_queue_name(queue)
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
+            raise InvalidPayload("key must be a non-empty string of at most 512 characters")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidPayload("priority must be an integer")
+        if not -(2**31) <= priority < 2**31:
+            raise InvalidPayload("priority must fit in 32 bits")
+        if run_at is not None and delay is not None:
+            raise InvalidPayload("give run_at or delay, not both")
+        ts: float | None = None
+        if run_at is not None:
+            ts = to_timestamp(run_at)
+        elif delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            if not math.isfinite(seconds) or seconds < 0:
+                raise InvalidPayload("delay must be a finite, non-negative duration")
+            ts = utcnow().timestamp() + seconds if seconds else None
+        return cls(queue, dump_payload(payload), cast(JSON, payload), key, priority, ts, run_id)
+
+
+def validate_queue_name(queue: str) -> None:
+    if not isinstance(queue, str) or not queue or len(queue) > 128:
+        raise InvalidPayload("queue name must be a non-empty string of at most 128 characters")
+    if not all(c.isalnum() or c in "-_.:" for c in queue):
+        raise InvalidPayload(f"queue name {queue!r} may only contain letters, digits and - _ . :")
+
+
+ProgressReporter: TypeAlias = Callable[["Job", float, "str | None"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored. Handlers receive one (with :meth:`progress` usable while it runs)."""
+
+    id: int
+    queue: str
+    payload: JSON
+    state: JobState
+    key: str | None = None
+    priority: int = 0
+    attempt: int = 0
+    deliveries: int = 0
+    defers: int = 0
+    run_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    progress_pct: float | None = None
+    progress_message: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    run_id: str | None = None
+    created: bool = True
+    """False when enqueue found an existing job with the same (queue, key)."""
+    _reporter: ProgressReporter | None = field(default=None, compare=False, repr=False)
+
+    async def progress(self, pct: float, message: str | None = None) -> None:
+        """Record progress (0–100) and a short message, visible in status while the job runs."""
+        if self._reporter is None:
+            raise RuntimeError("job.progress() works only inside a running handler")
+        if not 0 <= pct <= 100:
+            raise ValueError("progress must be between 0 and 100")
+        await self._reporter(self, float(pct), message)
+
+    @property
+    def lease(self) -> Lease:
+        if self.lease_token is None:
+            raise RuntimeError(f"job {self.id} is not leased")
+        return Lease(self.id, self.lease_token)
+
+    def to_dict(self) -> dict[str, JSON]:
+        """A JSON-ready view of the job (datetimes as ISO 8601)."""
+
+        def iso(d: datetime | None) -> str | None:
+            return None if d is None else d.isoformat()
+
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "state": str(self.state),
+            "key": self.key,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "deliveries": self.deliveries,
+            "defers": self.defers,
+            "run_at": iso(self.run_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "finished_at": iso(self.finished_at),
+            "lease_expires_at": iso(self.lease_expires_at),
+            "worker_id": self.worker_id,
+            "progress": self.progress_pct,
+            "progress_message": self.progress_message,
+            "error": self.error,
+            "error_type": self.error_type,
+            "run_id": self.run_id,
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim on a running job: only the holder of the current token may settle it."""
+
+    job_id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Put a running job back to ``queued`` to run at ``run_at`` (the attempt stays spent)."""
+
+    lease: Lease
+    run_at: float
+    error: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Dead-letter a running job."""
+
+    lease: Lease
+    error: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """Put a running job back without spending an attempt."""
+
+    lease: Lease
+    run_at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing, replay or purge applies to. Every field narrows the match."""
+
+    queue: str | None = None
+    state: JobState | None = None
+    error_type: str | None = None
+    since: datetime | None = None  # updated_at >= since
+    until: datetime | None = None  # updated_at < until
+    run_id: str | None = None
+    ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Counts of one queue's jobs per state, and the age of its oldest due job."""
+
+    queue: str
+    queued: int = 0
+    running: int = 0
+    completed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    scheduled: int = 0  # queued with run_at in the future
+    retrying: int = 0  # queued after an error
+    oldest_queued_age_s: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Jobs not finished: what ``max_depth`` bounds."""
+        return self.queued + self.running
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "queue": self.queue,
+            "queued": self.queued,
+            "running": self.running,
+            "completed": self.completed,
+            "dead": self.dead,
+            "cancelled": self.cancelled,
+            "scheduled": self.scheduled,
+            "retrying": self.retrying,
+            "oldest_queued_age_s": self.oldest_queued_age_s,
+        }

@@ -1,0 +1,88 @@
+"""How one queue's jobs are handled: the handler and its policy (attempts, timeouts, leases)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from forebay.backoff import Backoff
+from forebay.errors import ConfigError
+from forebay.job import Job, validate_queue_name
+
+__all__ = ["BatchHandler", "ExhaustedHook", "Handler", "QueueConfig"]
+
+Handler: TypeAlias = Callable[[Job], Awaitable[object]] | Callable[[Job], object]
+BatchHandler: TypeAlias = Callable[
+    [Sequence[Job]],
+    Awaitable[Mapping[int, BaseException | None] | None]
+    | Mapping[int, BaseException | None]
+    | None,
+]
+ExhaustedHook: TypeAlias = Callable[[Job, BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """One queue's handler and policy. Built by :meth:`forebay.Forebay.handler`.
+
+    * ``max_attempts``: error attempts before the job is dead (``1`` = never retry).
+    * ``max_deliveries``: leases (including ones that ended in a worker crash) before a job is
+      declared a crash-looping poison and dead-lettered; default ``max_attempts + 3``.
+    * ``max_defers``: :class:`~forebay.Defer` signals honoured before a defer counts as an error.
+    * ``timeout_s``: wall time one run (or one batch) may take; past it, a transient error.
+    * ``lease_s``: how long a lease lasts without a heartbeat (heartbeats every ``lease_s / 3``);
+      a crashed worker's jobs run again about ``lease_s`` after the crash.
+    * ``concurrency``: handler calls running at once in one worker process.
+    * ``batch_size``: when set, the handler takes a list of up to that many jobs and may return
+      ``{job_id: exception}`` for the ones that failed (the others complete).
+    * ``max_depth``: unfinished jobs the queue may hold; enqueue beyond it raises QueueFull.
+    * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
+    """
+
+    name: str
+    handler: Handler | BatchHandler | None = None
+    max_attempts: int = 5
+    max_deliveries: int | None = None
+    max_defers: int = 100
+    timeout_s: float = 300.0
+    lease_s: float = 30.0
+    concurrency: int = 8
+    batch_size: int | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    max_depth: int | None = None
+    on_exhausted: ExhaustedHook | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            validate_queue_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        checks = {
+            "max_attempts": self.max_attempts >= 1,
+            "max_defers": self.max_defers >= 0,
+            "timeout_s": self.timeout_s > 0,
+            "lease_s": self.lease_s > 0,
+            "concurrency": self.concurrency >= 1,
+            "batch_size": self.batch_size is None or self.batch_size >= 1,
+            "max_depth": self.max_depth is None or self.max_depth >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"queue {self.name!r}: invalid {', '.join(bad)} (must be positive)")
+        if self.max_deliveries is not None and self.max_deliveries < self.max_attempts:
+            raise ConfigError(
+                f"queue {self.name!r}: max_deliveries ({self.max_deliveries}) must be at least "
+                f"max_attempts ({self.max_attempts}): every attempt is a delivery"
+            )
+        if self.on_exhausted is not None and not inspect.iscoroutinefunction(self.on_exhausted):
+            raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
+
+    @property
+    def delivery_limit(self) -> int:
+        return self.max_deliveries if self.max_deliveries is not None else self.max_attempts + 3
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)

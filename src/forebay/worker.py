@@ -1,0 +1,527 @@
+"""The worker: leases jobs, runs handlers, settles outcomes, keeps leases alive, shuts down cleanly.
+
+Per worker process:
+
+* one **lane** per queue leases up to its free concurrency in one call and starts one task per
+  job (or per batch);
+* the **settler** collects outcomes and writes them in batches (complete / retry / dead / defer in
+  one group commit); at most one flush is in flight, so outcomes that arrive meanwhile share the
+  next one;
+* named background loops: **heartbeat** (extends the leases of running jobs every ``lease_s/3``
+  and cancels a handler whose lease was lost), **reclaimer** (requeues jobs whose lease expired:
+  their worker died), **pruner** (deletes finished jobs past their retention).
+
+Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the crash-loop
+limit (``deliveries > max_deliveries`` at lease time) and ``on_exhausted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from forebay.backends.base import Backend, PruneSpec
+from forebay.errors import Defer, PermanentError
+from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.queue_config import QueueConfig
+
+__all__ = ["Worker", "WorkerSettings"]
+
+log = logging.getLogger("forebay.worker")
+
+_MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker process runs (per-queue policy lives in QueueConfig)."""
+
+    burst: bool = False
+    """Process until no job is due and none is running, then return (for scripts and tests)."""
+    shutdown_grace_s: float = 30.0
+    idle_poll_s: float = 1.0
+    """Longest wait for work before leasing again (catches scheduled jobs coming due)."""
+    reclaim_every_s: float = 1.0
+    prune_every_s: float = 60.0
+    completed_retention: timedelta = timedelta(hours=1)
+    dead_retention: timedelta = timedelta(days=7)
+    cancelled_retention: timedelta = timedelta(days=1)
+    handle_signals: bool = True
+    worker_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    job: Job
+    config: QueueConfig
+    error: BaseException | None = None
+
+
+class _Settler:
+    """Batches outcomes into backend transitions; one flush in flight at a time."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._pending: list[_Outcome] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="forebay-settler")
+
+    def add(self, outcome: _Outcome) -> None:
+        self._pending.append(outcome)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def drained(self) -> None:
+        """Wait until every outcome added so far is committed."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                await self._worker._settle(batch)
+            except Exception:
+                # The jobs stay running; their leases expire and they run again (at-least-once).
+                log.exception(
+                    "could not record %d job outcomes; they will be redelivered", len(batch)
+                )
+
+
+class Worker:
+    """Runs the handlers of an app's queues. Usually made by :meth:`forebay.Forebay.worker`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Sequence[QueueConfig],
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue with a handler")
+        self.backend = backend
+        self.queues = {q.name: q for q in queues}
+        self.settings = settings or WorkerSettings()
+        self.worker_id = self.settings.worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        )
+        self._running: dict[int, tuple[Job, QueueConfig, asyncio.Task[Any]]] = {}
+        self._lane_running: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self._slot_freed: dict[str, asyncio.Event] = {}
+        self._stopping: asyncio.Event | None = None
+        self._settler: _Settler | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self.processed = 0
+        """Jobs whose outcome was recorded by this worker (any outcome)."""
+
+    # -- control ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop leasing; running jobs get ``shutdown_grace_s`` to finish. Safe to call twice."""
+        if self._stopping is not None and not self._stopping.is_set():
+            log.info("worker %s stopping: no new leases", self.worker_id)
+            self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until stopped (SIGTERM/SIGINT, :meth:`stop`) or, in burst mode, until idle."""
+        self._stopping = asyncio.Event()
+        self._slot_freed = {name: asyncio.Event() for name in self.queues}
+        self._settler = _Settler(self)
+        await self.backend.open()
+        loop = asyncio.get_running_loop()
+        signals = self._install_signals(loop)
+        self._settler.start()
+        self._loops = [
+            asyncio.create_task(self._heartbeat_loop(), name="forebay-heartbeat"),
+            asyncio.create_task(self._reclaim_loop(), name="forebay-reclaimer"),
+            asyncio.create_task(self._prune_loop(), name="forebay-pruner"),
+        ]
+        log.info("worker %s started on queues %s", self.worker_id, ", ".join(self.queues))
+        lanes = [
+            asyncio.create_task(self._lane(q), name=f"forebay-lane-{q.name}")
+            for q in self.queues.values()
+        ]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await self._shutdown()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        if not self.settings.handle_signals:
+            return []
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    async def _shutdown(self) -> None:
+        assert self._settler is not None
+        tasks = [task for _, _, task in self._running.values()]
+        if tasks:
+            log.info(
+                "waiting up to %ss for %d running jobs", self.settings.shutdown_grace_s, len(tasks)
+            )
+            _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+            if still:
+                leases = [job.lease for job, _, task in self._running.values() if task in still]
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
+                await self._settler.drained()
+                # Released jobs go back to queued without spending an attempt.
+                await self.backend.release(leases)
+                log.info("released %d unfinished jobs back to their queues", len(leases))
+        await self._settler.close()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+
+    # -- leasing ---------------------------------------------------------------------------
+    async def _lane(self, config: QueueConfig) -> None:
+        assert self._stopping is not None and self._settler is not None
+        per_unit = config.batch_size or 1
+        freed = self._slot_freed[config.name]
+        while not self._stopping.is_set():
+            free = config.concurrency - self._lane_running[config.name]
+            if free <= 0:
+                freed.clear()
+                await self._until(freed.wait())
+                await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
+                continue
+            jobs = await self.backend.lease(
+                queue=config.name,
+                limit=free * per_unit,
+                worker_id=self.worker_id,
+                lease_s=config.lease_s,
+            )
+            if jobs:
+                self._start(config, jobs)
+                continue
+            if self.settings.burst:
+                if self._lane_running[config.name] == 0:
+                    await self._settler.drained()
+                    if not await self._has_due(config):
+                        return
+                    continue
+                freed.clear()
+                await self._until(freed.wait())
+                continue
+            await self._until(
+                self.backend.wait_for_work([config.name], timeout_s=self.settings.idle_poll_s)
+            )
+
+    async def _has_due(self, config: QueueConfig) -> bool:
+        """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
+        jobs = await self.backend.lease(
+            queue=config.name, limit=1, worker_id=self.worker_id, lease_s=config.lease_s
+        )
+        if jobs:
+            self._start(config, jobs)
+        return bool(jobs)
+
+    async def _until(self, awaitable: Awaitable[Any]) -> None:
+        """Await ``awaitable`` unless the worker starts stopping first."""
+        assert self._stopping is not None
+        waiter = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (waiter, stop):
+                if not fut.done():
+                    fut.cancel()
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            raise waiter.exception()  # type: ignore[misc]
+
+    def _start(self, config: QueueConfig, jobs: list[Job]) -> None:
+        assert self._settler is not None
+        limit = config.delivery_limit
+        runnable = []
+        for job in jobs:
+            job = replace(job, _reporter=self._report_progress)
+            if job.deliveries > limit:
+                # Crash loop: it was leased more often than it ever finished.
+                err = PermanentError(
+                    f"delivered {job.deliveries} times without finishing "
+                    f"(max_deliveries={limit}): its worker keeps dying"
+                )
+                self._settler.add(_Outcome(job, config, _CrashLoop(err)))
+                continue
+            runnable.append(job)
+        if not runnable:
+            return
+        if config.batch_size:
+            for i in range(0, len(runnable), config.batch_size):
+                self._spawn(config, runnable[i : i + config.batch_size])
+        else:
+            for job in runnable:
+                self._spawn(config, [job])
+
+    def _spawn(self, config: QueueConfig, jobs: list[Job]) -> None:
+        self._lane_running[config.name] += 1
+        coro = (
+            self._run_batch(config, jobs) if config.batch_size else self._run_one(config, jobs[0])
+        )
+        task = asyncio.create_task(coro)
+        for job in jobs:
+            self._running[job.id] = (job, config, task)
+
+    def _finish(self, config: QueueConfig, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self._running.pop(job.id, None)
+        self._lane_running[config.name] -= 1
+        self._slot_freed[config.name].set()
+
+    # -- running ---------------------------------------------------------------------------
+    async def _run_one(self, config: QueueConfig, job: Job) -> None:
+        assert self._settler is not None
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(config.timeout_s):
+                if config.is_async:
+                    await config.handler(job)  # type: ignore[misc,arg-type]
+                else:
+                    await asyncio.to_thread(config.handler, job)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            # Lease lost or shutdown: someone else settles (or releases) this job.
+            self._finish(config, [job])
+            raise
+        except TimeoutError:
+            error = TimeoutError(f"handler ran longer than timeout_s={config.timeout_s:g}")
+        except Exception as exc:
+            error = exc
+        self._finish(config, [job])
+        self._settler.add(_Outcome(job, config, error))
+
+    async def _run_batch(self, config: QueueConfig, jobs: list[Job]) -> None:
+        assert self._settler is not None
+        results: Mapping[int, BaseException | None] = {}
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(config.timeout_s):
+                if config.is_async:
+                    returned = await config.handler(jobs)  # type: ignore[misc,arg-type]
+                else:
+                    returned = await asyncio.to_thread(config.handler, jobs)  # type: ignore[arg-type]
+            results = returned or {}
+        except asyncio.CancelledError:
+            self._finish(config, jobs)
+            raise
+        except TimeoutError:
+            error = TimeoutError(f"batch handler ran longer than timeout_s={config.timeout_s:g}")
+        except Exception as exc:
+            error = exc
+        self._finish(config, jobs)
+        for job in jobs:
+            self._settler.add(
+                _Outcome(job, config, error if error is not None else results.get(job.id))
+            )
+
+    async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
+        await self.backend.progress(job.lease, pct=pct, message=message)
+
+    # -- settling --------------------------------------------------------------------------
+    async def _settle(self, outcomes: list[_Outcome]) -> None:
+        now = time.time()
+        completes: list[Lease] = []
+        retries: list[Retry] = []
+        failures: list[Failure] = []
+        deferrals: list[Deferral] = []
+        dead: list[_Outcome] = []
+        for o in outcomes:
+            kind = _classify(o)
+            if kind == "complete":
+                completes.append(o.job.lease)
+            elif kind == "defer":
+                assert isinstance(o.error, Defer)
+                deferrals.append(Deferral(o.job.lease, now + o.error.delay_s, o.error.reason))
+            elif kind == "retry":
+                delay = o.config.backoff.delay_s(o.job.attempt)
+                retries.append(Retry(o.job.lease, now + delay, *_describe(o.error)))
+            else:
+                failures.append(Failure(o.job.lease, *_describe(o.error)))
+                dead.append(o)
+        results = await asyncio.gather(
+            self.backend.complete(completes) if completes else _none(),
+            self.backend.retry(retries) if retries else _none(),
+            self.backend.dead_letter(failures) if failures else _none(),
+            self.backend.defer(deferrals) if deferrals else _none(),
+        )
+        refused = {job_id for ids in results for job_id in ids}
+        self.processed += len(outcomes) - len(refused)
+        if refused:
+            log.warning(
+                "lease lost before settling jobs %s; another worker owns them", sorted(refused)
+            )
+        if log.isEnabledFor(logging.INFO):
+            _log_outcomes(outcomes, refused)
+        for o in dead:
+            if o.job.id not in refused:
+                await self._exhausted(o)
+
+    async def _exhausted(self, o: _Outcome) -> None:
+        hook = o.config.on_exhausted
+        if hook is None:
+            return
+        try:
+            await hook(o.job, _unwrap(o.error))
+        except Exception:
+            log.exception(
+                "on_exhausted hook of queue %s failed for job %s", o.config.name, o.job.id
+            )
+
+    # -- background loops ----------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = min(q.lease_s for q in self.queues.values()) / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("heartbeat failed; will try again in %.1fs", interval)
+
+    async def _heartbeat(self) -> None:
+        by_queue: dict[str, list[Lease]] = {}
+        for job, config, _task in list(self._running.values()):
+            by_queue.setdefault(config.name, []).append(job.lease)
+        for name, leases in by_queue.items():
+            lost = await self.backend.extend(leases, lease_s=self.queues[name].lease_s)
+            for job_id in lost:
+                entry = self._running.get(job_id)
+                if entry is not None:
+                    log.warning("lease of job %s was lost; cancelling its handler", job_id)
+                    entry[2].cancel()
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            try:
+                n = await self.backend.reclaim_expired()
+                if n:
+                    log.warning("requeued %d jobs whose worker stopped heartbeating", n)
+                    for event in self._slot_freed.values():
+                        event.set()
+            except Exception:
+                log.exception("reclaiming expired leases failed")
+            await asyncio.sleep(self.settings.reclaim_every_s)
+
+    async def _prune_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.prune_every_s)
+            try:
+                await self.prune_once()
+            except Exception:
+                log.exception("pruning finished jobs failed")
+
+    async def prune_once(self) -> int:
+        """Delete finished jobs past their retention, in bounded batches; return how many."""
+        s = self.settings
+        now = time.time()
+        spec = PruneSpec(
+            completed_before=now - s.completed_retention.total_seconds(),
+            dead_before=now - s.dead_retention.total_seconds(),
+            cancelled_before=now - s.cancelled_retention.total_seconds(),
+        )
+        total = 0
+        while True:
+            n = await self.backend.prune(spec)
+            total += n
+            if n < spec.limit:
+                return total
+
+
+class _CrashLoop(PermanentError):
+    def __init__(self, inner: PermanentError) -> None:
+        super().__init__(str(inner))
+
+
+def _classify(o: _Outcome) -> str:
+    err = o.error
+    if err is None:
+        return "complete"
+    if isinstance(err, Defer):
+        if o.job.defers < o.config.max_defers:
+            return "defer"
+        o.error = RuntimeError(f"deferred {o.job.defers} times (max_defers): {err.reason}")
+        err = o.error
+    if isinstance(err, PermanentError):
+        return "dead"
+    return "retry" if o.job.attempt < o.config.max_attempts else "dead"
+
+
+def _describe(err: BaseException | None) -> tuple[str, str]:
+    if isinstance(err, _CrashLoop):
+        return str(err)[:_MAX_ERROR_CHARS], "CrashLoop"
+    name = type(err).__name__ if err is not None else "Error"
+    text = f"{name}: {err}" if str(err) else name
+    return text[:_MAX_ERROR_CHARS], name
+
+
+def _unwrap(err: BaseException | None) -> BaseException:
+    return err if err is not None else RuntimeError("unknown error")
+
+
+def _log_outcomes(outcomes: list[_Outcome], refused: set[int]) -> None:
+    for o in outcomes:
+        if o.job.id in refused:
+            continue
+        kind = _classify(o)
+        level = logging.DEBUG if kind == "complete" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "job %s %s",
+                o.job.id,
+                {"complete": "completed", "defer": "deferred", "retry": "retrying", "dead": "dead"}[
+                    kind
+                ],
+                extra={
+                    "job_id": o.job.id,
+                    "queue": o.job.queue,
+                    "attempt": o.job.attempt,
+                    "outcome": kind,
+                    "error": None if o.error is None else _describe(o.error)[0],
+                },
+            )
+
+
+async def _none() -> list[int]:
+    return []
