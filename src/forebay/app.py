@@ -15,6 +15,7 @@ from forebay.backends import DEFAULT_URL, Backend, backend_from_url
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound
 from forebay.job import Job, JobFilter, NewJob, QueueCounts
+from forebay.observer import Observer, notify_enqueued
 from forebay.queue_config import ExhaustedHook, QueueConfig
 from forebay.worker import Worker, WorkerSettings
 
@@ -31,11 +32,19 @@ class Forebay:
     is opened on first use; ``async with app:`` (or :meth:`close`) releases it.
     """
 
-    def __init__(self, url: str | None = None, *, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        backend: Backend | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
         if backend is not None and url is not None:
             raise ConfigError("give url or backend, not both")
         self.url = url or os.environ.get("FOREBAY_URL") or DEFAULT_URL
         self._backend = backend
+        self.observers: list[Observer] = list(observers)
+        """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
         self.queues: dict[str, QueueConfig] = {}
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
@@ -134,20 +143,30 @@ class Forebay:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         run_id: str | None = None,
+        connection: object | None = None,
     ) -> Job:
-        """Store one job durably and return it (``job.created`` is False for a known key)."""
+        """Store one job durably and return it (``job.created`` is False for a known key).
+
+        ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
+        then exists if and only if your transaction commits.
+        """
         new = NewJob.create(
             queue, payload, key=key, priority=priority, run_at=run_at, delay=delay, run_id=run_id
         )
-        backend = await self.open()
-        jobs = await backend.enqueue([new], max_depth=self._depth_limits([new]))
-        return jobs[0]
+        return (await self.enqueue_many([new], connection=connection))[0]
 
-    async def enqueue_many(self, jobs: Iterable[NewJob]) -> list[Job]:
+    async def enqueue_many(
+        self, jobs: Iterable[NewJob], *, connection: object | None = None
+    ) -> list[Job]:
         """Store many jobs in one transaction (build them with :meth:`NewJob.create`)."""
         batch = list(jobs)
         backend = await self.open()
-        return await backend.enqueue(batch, max_depth=self._depth_limits(batch))
+        stored = await backend.enqueue(
+            batch, max_depth=self._depth_limits(batch), connection=connection
+        )
+        if self.observers:
+            notify_enqueued(self.observers, stored)
+        return stored
 
     def _depth_limits(self, jobs: Sequence[NewJob]) -> dict[str, int] | None:
         limits = {
@@ -222,7 +241,7 @@ class Forebay:
             )
         if not names:
             raise ConfigError("this app declares no handler: decorate a function with @app.handler")
-        return Worker(self.backend, [handled[n] for n in names], settings)
+        return Worker(self.backend, [handled[n] for n in names], settings, observers=self.observers)
 
     async def run_worker(
         self,

@@ -32,6 +32,7 @@ from typing import Any
 from forebay.backends.base import Backend, PruneSpec
 from forebay.errors import Defer, PermanentError
 from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.observer import Observer, Outcome, notify_settled
 from forebay.queue_config import QueueConfig
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -64,6 +65,7 @@ class _Outcome:
     job: Job
     config: QueueConfig
     error: BaseException | None = None
+    duration_s: float = 0.0
 
 
 class _Settler:
@@ -125,12 +127,15 @@ class Worker:
         backend: Backend,
         queues: Sequence[QueueConfig],
         settings: WorkerSettings | None = None,
+        *,
+        observers: Sequence[Observer] = (),
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue with a handler")
         self.backend = backend
         self.queues = {q.name: q for q in queues}
         self.settings = settings or WorkerSettings()
+        self.observers = list(observers)
         self.worker_id = self.settings.worker_id or (
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         )
@@ -200,14 +205,17 @@ class Worker:
             )
             _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
             if still:
-                leases = [job.lease for job, _, task in self._running.values() if task in still]
+                unfinished = [job for job, _, task in self._running.values() if task in still]
                 for task in still:
                     task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
                 await self._settler.drained()
                 # Released jobs go back to queued without spending an attempt.
-                await self.backend.release(leases)
-                log.info("released %d unfinished jobs back to their queues", len(leases))
+                refused = set(await self.backend.release([job.lease for job in unfinished]))
+                for job in unfinished:
+                    if job.id not in refused:
+                        notify_settled(self.observers, job, "released", 0.0)
+                log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.close()
         for task in self._loops:
             task.cancel()
@@ -314,6 +322,7 @@ class Worker:
     async def _run_one(self, config: QueueConfig, job: Job) -> None:
         assert self._settler is not None
         error: BaseException | None = None
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(config.timeout_s):
                 if config.is_async:
@@ -329,12 +338,13 @@ class Worker:
         except Exception as exc:
             error = exc
         self._finish(config, [job])
-        self._settler.add(_Outcome(job, config, error))
+        self._settler.add(_Outcome(job, config, error, time.perf_counter() - started))
 
     async def _run_batch(self, config: QueueConfig, jobs: list[Job]) -> None:
         assert self._settler is not None
         results: Mapping[int, BaseException | None] = {}
         error: BaseException | None = None
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(config.timeout_s):
                 if config.is_async:
@@ -393,6 +403,10 @@ class Worker:
             )
         if log.isEnabledFor(logging.INFO):
             _log_outcomes(outcomes, refused)
+        if self.observers:
+            for o in outcomes:
+                if o.job.id not in refused:
+                    notify_settled(self.observers, o.job, _PAST[_classify(o)], o.duration_s)
         for o in dead:
             if o.job.id not in refused:
                 await self._exhausted(o)
@@ -466,6 +480,14 @@ class Worker:
             total += n
             if n < spec.limit:
                 return total
+
+
+_PAST: dict[str, Outcome] = {
+    "complete": "completed",
+    "defer": "deferred",
+    "retry": "retried",
+    "dead": "dead",
+}
 
 
 class _CrashLoop(PermanentError):

@@ -69,9 +69,17 @@ class Backend(Protocol):
 
     # -- enqueue ---------------------------------------------------------------------------
     async def enqueue(
-        self, jobs: Sequence[NewJob], *, max_depth: dict[str, int] | None = None
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        max_depth: dict[str, int] | None = None,
+        connection: object | None = None,
     ) -> list[Job]:
         """Store jobs durably; return one Job per input, in order.
+
+        ``connection`` (only where ``capabilities.transactional_enqueue``): the caller's own
+        database connection, inside a transaction the caller commits or rolls back; the jobs
+        exist if and only if that transaction commits. Other backends raise ConfigError.
 
         A job whose (queue, key) already exists is not stored again: the existing job is
         returned with ``created=False``. If a queue named in ``max_depth`` would hold more than

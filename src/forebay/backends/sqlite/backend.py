@@ -219,8 +219,17 @@ class SQLiteBackend:
 
     # -- enqueue --------------------------------------------------------------------------
     async def enqueue(
-        self, jobs: Sequence[NewJob], *, max_depth: dict[str, int] | None = None
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        max_depth: dict[str, int] | None = None,
+        connection: object | None = None,
     ) -> list[Job]:
+        if connection is not None:
+            raise ConfigError(
+                "the SQLite backend cannot join your transaction (connection=...); "
+                "use the postgres backend for transactional enqueue"
+            )
         if not jobs:
             return []
         jobs = list(jobs)

@@ -1,0 +1,47 @@
+"""The observation seam: where metrics, logs and traces learn what happened to jobs.
+
+The app and its workers call every registered :class:`Observer` at the seams (after an enqueue
+committed, after an outcome was recorded), so instrumentation lives in one place and never in
+backends. Observer methods run on the event loop's hot path: they must be quick and must not
+raise (an exception is logged and swallowed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal, Protocol, TypeAlias
+
+from forebay.job import Job
+
+__all__ = ["Observer", "Outcome", "notify_enqueued", "notify_settled"]
+
+log = logging.getLogger("forebay.observer")
+
+Outcome: TypeAlias = Literal["completed", "retried", "dead", "deferred", "released"]
+
+
+class Observer(Protocol):
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        """Jobs were committed (``job.created`` is False for a duplicate key)."""
+
+    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
+        """A job's run ended with ``outcome`` after ``duration_s`` in its handler."""
+
+
+def notify_enqueued(observers: Sequence[Observer], jobs: Sequence[Job]) -> None:
+    for observer in observers:
+        try:
+            observer.enqueued(jobs)
+        except Exception:
+            log.exception("observer %r failed in enqueued()", observer)
+
+
+def notify_settled(
+    observers: Sequence[Observer], job: Job, outcome: Outcome, duration_s: float
+) -> None:
+    for observer in observers:
+        try:
+            observer.settled(job, outcome, duration_s)
+        except Exception:
+            log.exception("observer %r failed in settled()", observer)
