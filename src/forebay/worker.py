@@ -360,10 +360,10 @@ class Worker:
         except Exception as exc:
             error = exc
         self._finish(config, jobs)
+        duration = time.perf_counter() - started
         for job in jobs:
-            self._settler.add(
-                _Outcome(job, config, error if error is not None else results.get(job.id))
-            )
+            outcome = error if error is not None else results.get(job.id)
+            self._settler.add(_Outcome(job, config, outcome, duration))
 
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
         await self.backend.progress(job.lease, pct=pct, message=message)
