@@ -144,4 +144,9 @@ class Backend(Protocol):
         """Counts per queue and state, sorted by queue name."""
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
-        """Return when a job may be due on one of ``queues``, or after ``timeout_s``."""
+        """Return when a job may be due on one of ``queues``, or after ``timeout_s``.
+
+        Work committed after the previous call (for the same queues, on this instance) returned
+        makes this call return at once: nothing enqueued between a worker's empty lease and its
+        next wait is missed. Spurious wake-ups are allowed; the caller simply leases again.
+        """

@@ -135,6 +135,7 @@ class SQLiteBackend:
         self._open_lock = asyncio.Lock()
         self._local_wakeup: dict[str, asyncio.Event] = {}
         self._reader_local = threading.local()
+        self._seen_version: dict[tuple[str, ...], int] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
@@ -145,7 +146,7 @@ class SQLiteBackend:
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         conn.execute("PRAGMA busy_timeout = 30000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _set_wal(conn)
         if str(mode).lower() != "wal":
             conn.close()
             raise BackendError(f"could not switch {self.path} to WAL journal mode (got {mode})")
@@ -397,7 +398,11 @@ class SQLiteBackend:
         return await self._read(op)
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
-        """Wake on an enqueue in this process at once, on other processes' commits by polling."""
+        """Wake on an enqueue in this process at once, on other processes' commits by polling.
+
+        A commit made after the previous call for the same queues returned wakes this call at
+        once, so work that lands between a worker's empty lease and its wait is never missed.
+        """
         events = []
         for name in queues:
             event = self._local_wakeup.get(name)
@@ -405,25 +410,44 @@ class SQLiteBackend:
                 event = self._local_wakeup[name] = asyncio.Event()
             event.clear()
             events.append(event)
+        watch = tuple(sorted(queues))
         deadline = time.monotonic() + timeout_s
+        seen = self._seen_version.get(watch)
         version = await self._data_version()
         waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
-            while True:
+            while seen is None or version == seen:
+                seen = version if seen is None else seen
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
                 done, _ = await asyncio.wait(
                     waiters, timeout=min(self.poll_s, remaining), return_when="FIRST_COMPLETED"
                 )
-                if done or await self._data_version() != version:
+                version = await self._data_version()
+                if done:
                     return
         finally:
+            self._seen_version[watch] = version
             for w in waiters:
                 w.cancel()
 
     async def _data_version(self) -> int:
         return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+
+
+def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
+    """Switch to WAL. Two processes creating the same file race for the exclusive lock that
+    the switch needs, and SQLite answers "locked" at once instead of calling the busy handler;
+    so retry briefly (blocking is fine: this runs on a backend thread at open)."""
+    for attempt in range(attempts):
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")
 
 
 # -- operations run on the writer thread (inside its transaction) ----------------------------
