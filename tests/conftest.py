@@ -16,8 +16,11 @@ def _available_backends() -> list[str]:
 
     names = []
     for kind in BACKENDS:
-        module = {"sqlite": "forebay.backends.sqlite", "postgres": "forebay.backends.postgres",
-                  "redis": "forebay.backends.redis"}[kind]
+        module = {
+            "sqlite": "forebay.backends.sqlite",
+            "postgres": "forebay.backends.postgres",
+            "redis": "forebay.backends.redis",
+        }[kind]
         if importlib.util.find_spec(module) is not None:
             names.append(kind)
     return names

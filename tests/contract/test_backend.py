@@ -82,7 +82,7 @@ async def test_max_depth_refuses_the_whole_call_and_stores_nothing(backend: Back
     counts = {c.queue: c for c in await backend.counts()}
     assert counts["q"].queued == 2
     # running jobs count toward depth, finished ones do not
-    [a, b] = await lease(backend)
+    [a, _b] = await lease(backend)
     await backend.complete([a.lease])
     await backend.enqueue([new(), new()], max_depth={"q": 3})
     with pytest.raises(QueueFull):
@@ -106,8 +106,16 @@ def test_invalid_payloads_are_refused_before_the_store() -> None:
 async def test_lease_order_priority_then_run_at_then_enqueue_order(backend: Backend) -> None:
     now = datetime.now(UTC)
     low = (await backend.enqueue([new(payload="low", priority=0)]))[0]
-    high_late = (await backend.enqueue([new(payload="high-late", priority=5, run_at=now - timedelta(seconds=1))]))[0]
-    high_early = (await backend.enqueue([new(payload="high-early", priority=5, run_at=now - timedelta(seconds=10))]))[0]
+    high_late = (
+        await backend.enqueue(
+            [new(payload="high-late", priority=5, run_at=now - timedelta(seconds=1))]
+        )
+    )[0]
+    high_early = (
+        await backend.enqueue(
+            [new(payload="high-early", priority=5, run_at=now - timedelta(seconds=10))]
+        )
+    )[0]
     low2 = (await backend.enqueue([new(payload="low2", priority=0)]))[0]
     first = await lease(backend, limit=1)
     rest = await lease(backend, limit=10)
@@ -155,6 +163,7 @@ async def test_two_backends_never_lease_the_same_job(url: str, backend: Backend)
     other = backend_from_url(url)
     await other.open()
     try:
+
         async def drain(store: Backend) -> list[int]:
             got: list[int] = []
             while batch := await store.lease(queue="q", limit=7, worker_id=WORKER, lease_s=30):
@@ -255,7 +264,10 @@ async def test_retry_requeues_at_run_at_with_the_attempt_spent(backend: Backend)
 async def test_dead_letter(backend: Backend) -> None:
     job = (await backend.enqueue([new()]))[0]
     [leased] = await lease(backend)
-    assert await backend.dead_letter([Failure(leased.lease, "PermanentError: no", "PermanentError")]) == []
+    assert (
+        await backend.dead_letter([Failure(leased.lease, "PermanentError: no", "PermanentError")])
+        == []
+    )
     stored = await backend.get_job(job.id)
     assert stored is not None and stored.state is JobState.DEAD
     assert stored.error_type == "PermanentError" and stored.finished_at is not None
@@ -381,11 +393,16 @@ async def test_prune_is_bounded(backend: Backend) -> None:
 # -- reading ---------------------------------------------------------------------------------
 async def test_counts_per_queue_and_state(backend: Backend) -> None:
     await backend.enqueue([new("a") for _ in range(4)] + [new("b")])
-    x, y, z = await lease(backend, "a", limit=3)
+    x, y, _z = await lease(backend, "a", limit=3)
     await backend.complete([x.lease])
     await backend.dead_letter([Failure(y.lease, "e", "E")])
     counts = {c.queue: c for c in await backend.counts()}
-    assert (counts["a"].queued, counts["a"].running, counts["a"].completed, counts["a"].dead) == (1, 1, 1, 1)
+    assert (counts["a"].queued, counts["a"].running, counts["a"].completed, counts["a"].dead) == (
+        1,
+        1,
+        1,
+        1,
+    )
     assert counts["a"].depth == 2
     assert counts["b"].queued == 1 and counts["b"].running == 0
     assert counts["a"].oldest_queued_age_s is not None and counts["a"].oldest_queued_age_s >= 0
@@ -402,7 +419,10 @@ async def test_list_jobs_filters_and_pages_newest_first(backend: Backend) -> Non
     [leased] = await lease(backend, "b")
     running = await backend.list_jobs(JobFilter(state=JobState.RUNNING))
     assert [j.id for j in running] == [leased.id]
-    assert [j.id for j in await backend.list_jobs(JobFilter(ids=(a_ids[0], a_ids[4])))] == [a_ids[4], a_ids[0]]
+    assert [j.id for j in await backend.list_jobs(JobFilter(ids=(a_ids[0], a_ids[4])))] == [
+        a_ids[4],
+        a_ids[0],
+    ]
 
 
 async def test_get_missing_job_is_none(backend: Backend) -> None:

@@ -62,15 +62,25 @@ async def test_handler_sees_its_job_and_reports_progress(app: Forebay) -> None:
         await job.progress(50, "parsed")
         stored = await app.get_job(job.id)
         observed.update(
-            state=stored.state, pct=stored.progress_pct, msg=stored.progress_message,
-            key=job.key, attempt=job.attempt, token=job.lease_token, queue=job.queue,
+            state=stored.state,
+            pct=stored.progress_pct,
+            msg=stored.progress_message,
+            key=job.key,
+            attempt=job.attempt,
+            token=job.lease_token,
+            queue=job.queue,
         )
 
     job = await app.enqueue("docs", {"url": "x"}, key="doc-1")
     await app.run_worker(burst=True)
     assert observed == {
-        "state": JobState.RUNNING, "pct": 50.0, "msg": "parsed", "key": "doc-1",
-        "attempt": 1, "token": observed["token"], "queue": "docs",
+        "state": JobState.RUNNING,
+        "pct": 50.0,
+        "msg": "parsed",
+        "key": "doc-1",
+        "attempt": 1,
+        "token": observed["token"],
+        "queue": "docs",
     }
     assert observed["token"]
     done = await app.get_job(job.id)
@@ -234,7 +244,7 @@ async def test_crash_looping_job_is_dead_lettered_after_max_deliveries(
     await crashing.open()
     try:
         for _ in range(3):
-            [leased] = await crashing.lease(queue="docs", limit=1, worker_id="doomed", lease_s=1)
+            [_leased] = await crashing.lease(queue="docs", limit=1, worker_id="doomed", lease_s=1)
             assert await crashing.reclaim_expired(now=time.time() + 3600) == 1
     finally:
         await crashing.close()
@@ -399,7 +409,7 @@ async def test_max_depth_backpressure_through_the_app(app: Forebay) -> None:
 
     await app.enqueue("docs", 1)
     await app.enqueue("docs", 2)
-    with pytest.raises(QueueFull, match="max_depth|full"):
+    with pytest.raises(QueueFull, match=r"max_depth|full"):
         await app.enqueue("docs", 3)
     await app.run_worker(burst=True)
     await app.enqueue("docs", 3)  # room again once drained
