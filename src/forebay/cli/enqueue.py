@@ -1,0 +1,305 @@
+"""``forebay enqueue``: one job from a JSON argument, or many from a JSON Lines file or stdin."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, BinaryIO, TypeAlias
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from forebay.app import Forebay
+from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, parse_time
+from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
+from forebay.cli.session import make_app, run
+from forebay.errors import ForebayError, InvalidPayload
+from forebay.job import JSON, Job, NewJob
+
+__all__ = ["enqueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class _JobOptions:
+    """What every job of one ``forebay enqueue`` gets besides its payload."""
+
+    queue: str
+    key: str | None = None
+    key_field: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay_s: float | None = None
+
+    def new_job(self, payload: object) -> NewJob:
+        return NewJob.create(
+            self.queue,
+            payload,
+            key=self._key(payload),
+            priority=self.priority,
+            run_at=self.run_at,
+            delay=self.delay_s,
+        )
+
+    def _key(self, payload: object) -> str | None:
+        if self.key_field is None:
+            return self.key
+        value = payload.get(self.key_field) if isinstance(payload, dict) else None
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise InvalidPayload(
+                f"payload has no string or integer field {self.key_field!r} for --key-field"
+            )
+        return str(value)
+
+
+@dataclass(slots=True)
+class _Tally:
+    created: int = 0
+    existing: int = 0
+
+    def add(self, jobs: list[Job], ids: list[int]) -> None:
+        for job in jobs:
+            ids.append(job.id)
+            if job.created:
+                self.created += 1
+            else:
+                self.existing += 1
+
+
+class _BadLine(Exception):
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"line {number}: {reason}")
+        self.number = number
+
+
+def enqueue(
+    queue: Annotated[str, typer.Argument(help="The queue to put the job on.")],
+    payload: Annotated[
+        str | None,
+        typer.Argument(metavar="[JSON]", help="The job's payload as JSON, e.g. '{\"id\": 7}'."),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="PATH",
+            help="Enqueue one job per line of a JSON Lines file; - reads stdin.",
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="Idempotency key: a second enqueue with it returns the first job."),
+    ] = None,
+    key_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FIELD",
+            help="With --file: take each job's key from this payload field (reruns are harmless).",
+        ),
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    delay_s: Annotated[
+        float | None, typer.Option(min=0, help="Run no earlier than this many seconds from now.")
+    ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option(metavar="ISO", help="Run no earlier than this time, e.g. 2026-11-22T09:00Z."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="With --file: jobs per transaction.")
+    ] = 1000,
+    app_ref: AppOption = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enqueue a job, or one job per line of a JSON Lines file.
+
+    Prints the job id and whether it was created ([bold]created=false[/]: the key already
+    existed, and the existing job is shown).
+    """
+    _check_combination(payload, file, key, key_field, delay_s, run_at)
+    options = _JobOptions(queue, key, key_field, priority, parse_time(run_at, "--run-at"), delay_s)
+    app = make_app(url, app_ref)
+    if file is None:
+        assert payload is not None
+        job = run(_enqueue_one(app, options, parse_json(payload, "the payload")))
+        _print_job(job, as_json)
+        return
+    tally, ids = run(_enqueue_file(app, options, file, batch_size))
+    _print_tally(queue, tally, ids, as_json)
+
+
+def _check_combination(
+    payload: str | None,
+    file: str | None,
+    key: str | None,
+    key_field: str | None,
+    delay_s: float | None,
+    run_at: str | None,
+) -> None:
+    if (payload is None) == (file is None):
+        fail("give a JSON payload or --file PATH (one JSON payload per line), not both", EXIT_USAGE)
+    if file is not None and key is not None:
+        fail("--key names one job; with --file use --key-field FIELD", EXIT_USAGE)
+    if file is None and key_field is not None:
+        fail("--key-field works with --file; for one job use --key", EXIT_USAGE)
+    if delay_s is not None and run_at is not None:
+        fail("give --delay-s or --run-at, not both", EXIT_USAGE)
+
+
+async def _enqueue_one(app: Forebay, options: _JobOptions, payload: object) -> Job:
+    new = options.new_job(payload)  # validates before anything is opened
+    async with app:
+        return (await app.enqueue_many([new]))[0]
+
+
+def _print_job(job: Job, as_json: bool) -> None:
+    if as_json:
+        print_json({**job.to_dict(), "created": job.created})
+        return
+    when = f", runs {format_time(job.run_at)}" if job.run_at and job.state == "queued" else ""
+    if job.created:
+        stdout().print(f"job {job.id} queued on {job.queue}{when} (created=true)", markup=False)
+    else:
+        stdout().print(
+            f"job {job.id} on {job.queue} already exists with key {job.key}, "
+            f"state {job.state} (created=false)",
+            markup=False,
+        )
+
+
+# -- many jobs from a file --------------------------------------------------------------------
+_Advance: TypeAlias = Callable[[int, int], None]
+"""Told (jobs so far, bytes just read) as lines are read."""
+
+
+async def _enqueue_file(
+    app: Forebay, options: _JobOptions, file: str, batch_size: int
+) -> tuple[_Tally, list[int]]:
+    """Check every line of a file first (so bad input stores nothing), then enqueue in batches.
+
+    Stdin cannot be read twice: a bad line there stops the command after the batches before it.
+    """
+    path = None if file == "-" else Path(file)
+    total = path.stat().st_size if path is not None else None
+    with _progress() as progress:
+        if path is not None:
+            checking = progress.add_task("checking", total=total, jobs=0)
+            with path.open("rb") as stream:
+                _check_lines(stream, options, _advancer(progress, checking))
+        task = progress.add_task("enqueueing", total=total, jobs=0)
+        async with app:
+            with _open(path) as stream:
+                return await _enqueue_lines(
+                    app, stream, options, batch_size, _advancer(progress, task)
+                )
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[jobs]:,} jobs"),
+        TimeElapsedColumn(),
+        console=stderr(),
+        disable=not stderr().is_terminal,
+    )
+
+
+def _advancer(progress: Progress, task: TaskID) -> _Advance:
+    def advance(jobs: int, size: int) -> None:
+        progress.update(task, advance=size, jobs=jobs)
+
+    return advance
+
+
+@contextmanager
+def _open(path: Path | None) -> Iterator[BinaryIO]:
+    if path is None:
+        yield sys.stdin.buffer  # not ours to close
+        return
+    with path.open("rb") as stream:
+        yield stream
+
+
+def _check_lines(stream: Iterable[bytes], options: _JobOptions, seen: _Advance) -> None:
+    try:
+        for count, (_job, size) in enumerate(_read_jobs(stream, options), 1):
+            seen(count, size)
+    except _BadLine as bad:
+        fail(f"{bad}; nothing was enqueued", EXIT_USAGE)
+
+
+async def _enqueue_lines(
+    app: Forebay, stream: Iterable[bytes], options: _JobOptions, batch_size: int, done: _Advance
+) -> tuple[_Tally, list[int]]:
+    tally, ids = _Tally(), list[int]()
+    batch: list[NewJob] = []
+    size = 0
+    try:
+        for job, line_size in _read_jobs(stream, options):
+            batch.append(job)
+            size += line_size
+            if len(batch) >= batch_size:
+                await _store(app, batch, tally, ids)
+                done(len(ids), size)
+                batch, size = [], 0
+        await _store(app, batch, tally, ids)
+        done(len(ids), size)
+    except _BadLine as bad:
+        fail(f"{bad}; the {len(ids)} jobs before it were enqueued", EXIT_USAGE)
+    except ForebayError as exc:
+        fail(f"{exc}; the {len(ids)} jobs before this batch were enqueued")
+    return tally, ids
+
+
+async def _store(app: Forebay, batch: list[NewJob], tally: _Tally, ids: list[int]) -> None:
+    if batch:
+        tally.add(await app.enqueue_many(batch), ids)
+
+
+def _read_jobs(stream: Iterable[bytes], options: _JobOptions) -> Iterator[tuple[NewJob, int]]:
+    """(job, bytes of its line) per non-blank line; _BadLine names the first bad one."""
+    for number, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        try:
+            job = options.new_job(json.loads(raw))
+        except InvalidPayload as exc:
+            raise _BadLine(number, str(exc)) from None
+        except ValueError as exc:  # JSON (or its UTF-8) is malformed
+            raise _BadLine(number, f"not valid JSON ({exc})") from None
+        yield job, len(raw)
+
+
+def _print_tally(queue: str, tally: _Tally, ids: list[int], as_json: bool) -> None:
+    if as_json:
+        document: dict[str, JSON] = {
+            "queue": queue,
+            "jobs": len(ids),
+            "created": tally.created,
+            "existing": tally.existing,
+            "ids": list[JSON](ids),
+        }
+        print_json(document)
+        return
+    stdout().print(
+        f"enqueued {len(ids):,} jobs on {queue}: {tally.created:,} created, "
+        f"{tally.existing:,} already existed (same key)",
+        markup=False,
+    )

@@ -1,0 +1,204 @@
+"""The service's settings: one object, read in one place (flags, then ``FOREBAY_*`` variables).
+
+=====================  ===========================  =========================================
+setting                environment variable         default
+=====================  ===========================  =========================================
+``host``               ``FOREBAY_HOST``             ``127.0.0.1``
+``port``               ``FOREBAY_PORT``             ``8000``
+``url``                ``FOREBAY_URL``              the app's own URL (``sqlite:///./forebay.db``)
+``api_tokens``         ``FOREBAY_API_TOKENS``       none (allowed on a loopback host only)
+``workers``            ``FOREBAY_WORKERS``          ``true``: run the app's workers in-process
+``max_body_bytes``     ``FOREBAY_MAX_BODY_BYTES``   1 MiB, for ``POST /v1/queues/{queue}/jobs``
+``log_format``         ``FOREBAY_LOG_FORMAT``       ``text`` (or ``json``)
+``log_level``          ``FOREBAY_LOG_LEVEL``        ``info``
+=====================  ===========================  =========================================
+
+API tokens are comma-separated; each is ``TOKEN`` (every scope) or ``TOKEN:SCOPE+SCOPE`` with
+scopes ``enqueue`` (post jobs), ``read`` (jobs, queues, dead letters) and ``admin`` (cancel,
+replay, purge; implies the other two), e.g.
+``FOREBAY_API_TOKENS="s3cr3t-producer:enqueue,s3cr3t-ops:admin"``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Literal
+
+from forebay.errors import ConfigError
+
+__all__ = ["ApiToken", "Scope", "ServiceSettings", "parse_api_tokens"]
+
+LogFormat = Literal["text", "json"]
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class Scope(StrEnum):
+    """What an API token may do. ``admin`` implies ``enqueue`` and ``read``."""
+
+    ENQUEUE = "enqueue"
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token for the ``/v1`` API and the scopes it grants."""
+
+    token: str = field(repr=False)
+    scopes: frozenset[Scope]
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
+    """Parse ``TOKEN[:SCOPE+SCOPE],...``; raise ConfigError saying what is wrong."""
+    tokens: list[ApiToken] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        secret, _, scope_text = item.partition(":")
+        if not secret or any(c.isspace() for c in secret):
+            raise ConfigError(
+                "FOREBAY_API_TOKENS: a token is empty or contains spaces; "
+                "use TOKEN or TOKEN:enqueue+read, separated by commas"
+            )
+        scopes = _parse_scopes(scope_text) if scope_text else frozenset(Scope)
+        tokens.append(ApiToken(secret, scopes))
+    if len({t.token for t in tokens}) != len(tokens):
+        raise ConfigError("FOREBAY_API_TOKENS: the same token is listed twice")
+    return tuple(tokens)
+
+
+def _parse_scopes(text: str) -> frozenset[Scope]:
+    names = [name.strip().lower() for name in text.split("+")]
+    known = {s.value for s in Scope}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"FOREBAY_API_TOKENS: unknown scope {unknown[0]!r}; scopes are enqueue, read, admin "
+            "joined with + (e.g. TOKEN:enqueue+read)"
+        )
+    return frozenset(Scope(n) for n in names)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """How ``forebay serve`` runs. Build it with :meth:`from_env`, which validates it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    url: str | None = None
+    """Backend URL; None keeps the app's own (``Forebay(url)`` or ``FOREBAY_URL``)."""
+    api_tokens: tuple[ApiToken, ...] = ()
+    workers: bool = True
+    """Run the app's workers in the service's process and event loop (False: intake only)."""
+    max_body_bytes: int = 1_048_576
+    """Largest body ``POST /v1/queues/{queue}/jobs`` accepts (sources have their own limit)."""
+    retry_after_s: float = 1.0
+    """``Retry-After`` sent with 503 when the backend is unreachable."""
+    readiness_timeout_s: float = 2.0
+    """How long ``/readyz`` waits for the backend before calling it unreachable."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM: how long running jobs may take to finish before they are released."""
+    log_format: LogFormat = "text"
+    log_level: str = "info"
+    access_log: bool = False
+    bench_endpoint: bool = False
+    """Serve the hidden ``POST /v1/_bare/queues/{queue}/jobs`` used by ``benchmarks/intake.py``."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range (1-65535)")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log format {self.log_format!r}: use text or json")
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ConfigError(f"log level {self.log_level!r}: use one of {', '.join(_LOG_LEVELS)}")
+        if not self.api_tokens and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to serve on {self.host} without API tokens: anyone who can reach it "
+                "could enqueue and purge jobs. Set FOREBAY_API_TOKENS (e.g. "
+                "FOREBAY_API_TOKENS=$(openssl rand -hex 24)) or serve on 127.0.0.1"
+            )
+
+    @property
+    def auth_required(self) -> bool:
+        """Without tokens (allowed on loopback only) the ``/v1`` API is open."""
+        return bool(self.api_tokens)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> ServiceSettings:
+        """Settings from ``FOREBAY_*`` variables, then ``overrides`` (flags; None = not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"FOREBAY_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown service settings: {', '.join(sorted(unknown))}")
+        if isinstance(values.get("api_tokens"), str):
+            values["api_tokens"] = parse_api_tokens(str(values["api_tokens"]))
+        elif "api_tokens" in values:
+            values["api_tokens"] = _tokens(values["api_tokens"])
+        return cls(**values)  # type: ignore[arg-type]  # each value was converted above
+
+    def redacted(self) -> dict[str, object]:
+        """The settings for a log line, tokens replaced by their scopes."""
+        shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["api_tokens"] = [sorted(t.scopes) for t in self.api_tokens]
+        return shown
+
+
+def _tokens(value: object) -> tuple[ApiToken, ...]:
+    if not isinstance(value, Iterable) or not all(isinstance(t, ApiToken) for t in value):
+        raise ConfigError("api_tokens must be ApiToken values (see parse_api_tokens)")
+    return tuple(value)
+
+
+_INTS = ("port", "max_body_bytes")
+_FLOATS = ("retry_after_s", "readiness_timeout_s", "shutdown_grace_s")
+_BOOLS = ("workers", "access_log", "bench_endpoint")
+
+
+def _convert(name: str, raw: str) -> object:
+    var = f"FOREBAY_{name.upper()}"
+    try:
+        if name in _INTS:
+            return int(raw)
+        if name in _FLOATS:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a number") from None
+    if name in _BOOLS:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{var}={raw!r}: use true or false")
+    if name == "log_format":
+        return raw.strip().lower()
+    return raw.strip()

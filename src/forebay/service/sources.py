@@ -1,0 +1,184 @@
+"""Sources: named webhook endpoints that turn one HTTP request into jobs.
+
+Why the seam is here: every sender (Label Studio, GitHub, a form, a script) authenticates,
+shapes and repeats its deliveries differently, yet forebay's promise after the body is read is
+the same for all of them. A :class:`Source` holds exactly the per-sender parts — how the
+request is authenticated, how one body becomes one or more job payloads (``split``), and which
+key makes a repeated delivery harmless (``key``) — and the service does the rest: size limit,
+JSON parsing, one durable enqueue of all the request's jobs, the answer.
+
+Declare one on the app and a handler for its queue::
+
+    app.source(
+        "labelstudio",
+        queue="labelstudio",
+        auth=SharedSecret(header="X-Forebay-Secret", secret=os.environ["LS_SECRET"]),
+        key=lambda payload: f"{payload['annotation']['id']}:{payload['annotation']['updated_at']}",
+    )
+
+    @app.handler("labelstudio")
+    async def ingest(job): ...
+
+Senders then ``POST /v1/sources/labelstudio``. A ``split`` or ``key`` function may raise
+:class:`~forebay.InvalidPayload` to reject a body (the sender gets 400 with the message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, TypeAlias
+
+from forebay.errors import ConfigError, InvalidPayload
+from forebay.job import JSON, NewJob, validate_queue_name
+
+__all__ = [
+    "HmacSignature",
+    "KeyFunction",
+    "SharedSecret",
+    "Source",
+    "SourceAuth",
+    "SplitFunction",
+]
+
+SplitFunction: TypeAlias = Callable[[JSON], Iterable[JSON]]
+"""Turns one parsed request body into the payloads of one or more jobs."""
+KeyFunction: TypeAlias = Callable[[JSON], "str | None"]
+"""Gives a job payload its idempotency key (None: no dedupe for that job)."""
+
+RESERVED_SOURCE_NAMES = frozenset({"api", "unknown"})
+"""Used as ``source`` label values in metrics for the jobs API and for unknown names."""
+
+
+class SourceAuth(Protocol):
+    """How a source authenticates a request: one header, checked in constant time."""
+
+    header: str
+    """The request header that carries the credential."""
+    signs_body: ClassVar[bool]
+    """True when :meth:`verify` needs the body (signatures); False lets the service check
+    the credential before it reads any of the body."""
+
+    def verify(self, value: str, body: bytes) -> bool:
+        """True when ``value`` (the header's value) is a valid credential for ``body``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSecret:
+    """The request must carry ``header: secret`` exactly (e.g. a custom webhook header).
+
+    For a bearer token, use ``SharedSecret(header="Authorization", secret="Bearer TOKEN")``.
+    """
+
+    header: str
+    secret: str = field(repr=False)
+    signs_body: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_header(self.header)
+        if not self.secret:
+            raise ConfigError("SharedSecret: the secret must not be empty")
+
+    def verify(self, value: str, body: bytes) -> bool:
+        return hmac.compare_digest(value.encode(), self.secret.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class HmacSignature:
+    """The request must carry ``header: <prefix><hex HMAC of the raw body>``.
+
+    The defaults match the common ``X-Hub-Signature-256: sha256=<hex>`` convention::
+
+        HmacSignature(header="X-Hub-Signature-256", secret=os.environ["WEBHOOK_SECRET"])
+    """
+
+    header: str
+    secret: str = field(repr=False)
+    algorithm: str = "sha256"
+    prefix: str = "sha256="
+    signs_body: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_header(self.header)
+        if not self.secret:
+            raise ConfigError("HmacSignature: the secret must not be empty")
+        if self.algorithm not in hashlib.algorithms_available:
+            raise ConfigError(f"HmacSignature: unknown hash algorithm {self.algorithm!r}")
+
+    def sign(self, body: bytes) -> str:
+        """The header value a sender would send for ``body`` (useful in tests and clients)."""
+        digest = hmac.new(self.secret.encode(), body, self.algorithm).hexdigest()
+        return f"{self.prefix}{digest}"
+
+    def verify(self, value: str, body: bytes) -> bool:
+        return hmac.compare_digest(value.strip().encode(), self.sign(body).encode())
+
+
+def _check_header(header: str) -> None:
+    if not header or not all(c.isalnum() or c in "-_" for c in header):
+        raise ConfigError(f"header name {header!r} is not a valid HTTP header name")
+
+
+def _one_job(body: JSON) -> Iterable[JSON]:
+    return (body,)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A named intake endpoint, ``POST /v1/sources/{name}``, feeding ``queue``.
+
+    Made by :meth:`forebay.Forebay.source`. ``split`` defaults to "the body is one job";
+    ``key`` defaults to no dedupe; ``auth`` None accepts unauthenticated requests (the
+    service logs a warning at start-up).
+    """
+
+    name: str
+    queue: str
+    auth: SourceAuth | None = None
+    key: KeyFunction | None = None
+    split: SplitFunction | None = None
+    max_body_bytes: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        try:
+            validate_queue_name(self.name)
+            validate_queue_name(self.queue)
+        except InvalidPayload as exc:
+            raise ConfigError(f"source {self.name!r}: {exc}") from None
+        if self.name in RESERVED_SOURCE_NAMES:
+            raise ConfigError(
+                f"source name {self.name!r} is reserved (metrics use it); choose another"
+            )
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"source {self.name!r}: max_body_bytes must be positive")
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes | None) -> bool:
+        """True if the request is allowed. ``body`` None: before reading it (header-only
+        check; a signing ``auth`` then only checks the header is present)."""
+        if self.auth is None:
+            return True
+        value = headers.get(self.auth.header)
+        if value is None:
+            return False
+        if body is None:
+            return self.auth.signs_body or self.auth.verify(value, b"")
+        return not self.auth.signs_body or self.auth.verify(value, body)
+
+    def jobs(self, body: JSON) -> list[NewJob]:
+        """The jobs one parsed body becomes; raise InvalidPayload to refuse the body."""
+        payloads = (self.split or _one_job)(body)
+        try:
+            items = list(payloads)
+        except TypeError:
+            raise InvalidPayload(f"source {self.name!r}: split() must return an iterable") from None
+        jobs = []
+        for payload in items:
+            key = self.key(payload) if self.key is not None else None
+            if key is not None and not isinstance(key, str):
+                raise InvalidPayload(
+                    f"source {self.name!r}: key() returned {type(key).__name__}, not a string"
+                )
+            jobs.append(NewJob.create(self.queue, payload, key=key))
+        return jobs
