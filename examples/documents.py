@@ -36,7 +36,11 @@ async def demo(n: int = 200) -> None:
         for i in range(n):
             await app.enqueue(
                 "documents",
-                {"url": f"https://example.org/doc/{i}.pdf", "flaky": i % 7 == 0, "malformed": i % 50 == 0},
+                {
+                    "url": f"https://example.org/doc/{i}.pdf",
+                    "flaky": i % 7 == 0,
+                    "malformed": i % 50 == 0,
+                },
                 key=f"doc-{i}",
             )
         worker = app.worker(settings=WorkerSettings(burst=True))

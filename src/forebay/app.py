@@ -17,6 +17,7 @@ from forebay.errors import ConfigError, JobNotFound
 from forebay.job import Job, JobFilter, NewJob, QueueCounts
 from forebay.observer import Observer, notify_enqueued
 from forebay.queue_config import ExhaustedHook, QueueConfig
+from forebay.service.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["Forebay"]
@@ -46,6 +47,7 @@ class Forebay:
         self.observers: list[Observer] = list(observers)
         """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
         self.queues: dict[str, QueueConfig] = {}
+        self.sources: dict[str, Source] = {}
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         self._sync: _SyncRunner | None = None
@@ -101,6 +103,23 @@ class Forebay:
             else QueueConfig(name, max_depth=max_depth)
         )
 
+    def source(
+        self,
+        name: str,
+        *,
+        queue: str,
+        auth: SourceAuth | None = None,
+        key: KeyFunction | None = None,
+        split: SplitFunction | None = None,
+        max_body_bytes: int = 1_048_576,
+    ) -> Source:
+        """Declare the webhook ``POST /v1/sources/{name}``, feeding ``queue`` (see
+        :mod:`forebay.service.sources`); declare the queue's handler as usual."""
+        if name in self.sources:
+            raise ConfigError(f"source {name!r} is already declared")
+        self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
+        return self.sources[name]
+
     # -- lifecycle ----------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
@@ -119,9 +138,9 @@ class Forebay:
         return self.backend
 
     async def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            await self.backend.close()
+        self._opened = False
+        if self._backend is not None:  # also when a worker opened it (Worker.run opens it)
+            await self._backend.close()
 
     async def __aenter__(self) -> Forebay:
         await self.open()

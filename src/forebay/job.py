@@ -26,8 +26,10 @@ import enum
 import json
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TypeAlias, cast
 
 from forebay.errors import InvalidPayload
@@ -79,10 +81,13 @@ def to_timestamp(value: datetime) -> float:
     return value.timestamp()
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dump_payload(payload: object) -> str:
     """Serialise a payload to compact JSON, or raise InvalidPayload saying why."""
     try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload must be JSON-serialisable: {exc}") from None
 
@@ -132,7 +137,14 @@ class NewJob:
 
 
 def validate_queue_name(queue: str) -> None:
-    if not isinstance(queue, str) or not queue or len(queue) > 128:
+    if not isinstance(queue, str):
+        raise InvalidPayload("queue name must be a string")
+    _validate_queue_name(queue)
+
+
+@lru_cache(maxsize=1024)
+def _validate_queue_name(queue: str) -> None:
+    if not queue or len(queue) > 128:
         raise InvalidPayload("queue name must be a non-empty string of at most 128 characters")
     if not all(c.isalnum() or c in "-_.:" for c in queue):
         raise InvalidPayload(f"queue name {queue!r} may only contain letters, digits and - _ . :")
@@ -140,10 +152,20 @@ def validate_queue_name(queue: str) -> None:
 
 ProgressReporter: TypeAlias = Callable[["Job", float, "str | None"], Awaitable[None]]
 
+# Set by the worker inside each handler's task, so job.progress() reaches the right backend.
+progress_reporter: ContextVar[ProgressReporter | None] = ContextVar(
+    "forebay_progress_reporter", default=None
+)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Job:
-    """A job as stored. Handlers receive one (with :meth:`progress` usable while it runs)."""
+    """A job as stored. Handlers receive one (with :meth:`progress` usable while it runs).
+
+    Treat it as read-only (derive a changed copy with ``dataclasses.replace``); it is not frozen
+    only because frozen dataclasses cost several times more to build, and workers build one per
+    job on the hot path.
+    """
 
     id: int
     queue: str
@@ -168,15 +190,15 @@ class Job:
     run_id: str | None = None
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
-    _reporter: ProgressReporter | None = field(default=None, compare=False, repr=False)
 
     async def progress(self, pct: float, message: str | None = None) -> None:
         """Record progress (0–100) and a short message, visible in status while the job runs."""
-        if self._reporter is None:
+        reporter = progress_reporter.get()
+        if reporter is None or self.lease_token is None:
             raise RuntimeError("job.progress() works only inside a running handler")
         if not 0 <= pct <= 100:
             raise ValueError("progress must be between 0 and 100")
-        await self._reporter(self, float(pct), message)
+        await reporter(self, float(pct), message)
 
     @property
     def lease(self) -> Lease:

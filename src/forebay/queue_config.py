@@ -53,8 +53,11 @@ class QueueConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
+    is_async: bool = field(init=False, default=False)
+    """Whether the handler is a coroutine function (worked out once, not per job)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
         try:
             validate_queue_name(self.name)
         except ValueError as exc:
@@ -82,7 +85,3 @@ class QueueConfig:
     @property
     def delivery_limit(self) -> int:
         return self.max_deliveries if self.max_deliveries is not None else self.max_attempts + 3
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)

@@ -25,13 +25,13 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from forebay.backends.base import Backend, PruneSpec
 from forebay.errors import Defer, PermanentError
-from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.job import Deferral, Failure, Job, Lease, Retry, progress_reporter
 from forebay.observer import Observer, Outcome, notify_settled
 from forebay.queue_config import QueueConfig
 
@@ -143,10 +143,16 @@ class Worker:
         self._lane_running: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._slot_freed: dict[str, asyncio.Event] = {}
         self._stopping: asyncio.Event | None = None
+        self._last_heartbeat: float | None = None
         self._settler: _Settler | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.processed = 0
         """Jobs whose outcome was recorded by this worker (any outcome)."""
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        """``time.monotonic()`` when the heartbeat loop last renewed leases (None: not yet)."""
+        return self._last_heartbeat
 
     # -- control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -284,7 +290,6 @@ class Worker:
         limit = config.delivery_limit
         runnable = []
         for job in jobs:
-            job = replace(job, _reporter=self._report_progress)
             if job.deliveries > limit:
                 # Crash loop: it was leased more often than it ever finished.
                 err = PermanentError(
@@ -323,6 +328,7 @@ class Worker:
         assert self._settler is not None
         error: BaseException | None = None
         started = time.perf_counter()
+        progress_reporter.set(self._report_progress)  # this task's own context
         try:
             async with asyncio.timeout(config.timeout_s):
                 if config.is_async:
@@ -345,6 +351,7 @@ class Worker:
         results: Mapping[int, BaseException | None] = {}
         error: BaseException | None = None
         started = time.perf_counter()
+        progress_reporter.set(self._report_progress)
         try:
             async with asyncio.timeout(config.timeout_s):
                 if config.is_async:
@@ -429,6 +436,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self._heartbeat()
+                self._last_heartbeat = time.monotonic()
             except Exception:
                 log.exception("heartbeat failed; will try again in %.1fs", interval)
 

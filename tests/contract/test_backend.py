@@ -89,6 +89,38 @@ async def test_max_depth_refuses_the_whole_call_and_stores_nothing(backend: Back
         await backend.enqueue([new()], max_depth={"q": 3})
 
 
+async def test_concurrent_enqueues_each_get_their_own_answer(backend: Backend) -> None:
+    """Many callers at once (group-committed together) still see exactly their own jobs."""
+    keys = [f"k{i % 10}" for i in range(50)]
+    results = await asyncio.gather(
+        *(backend.enqueue([new(payload={"i": i}, key=k)]) for i, k in enumerate(keys))
+    )
+    by_key: dict[str, set[int]] = {}
+    created = 0
+    for (job,), key in zip(results, keys, strict=True):
+        assert job.key == key
+        by_key.setdefault(key, set()).add(job.id)
+        created += job.created
+    assert created == 10 and all(len(ids) == 1 for ids in by_key.values())
+    plain = await asyncio.gather(*(backend.enqueue([new(payload={"p": i})]) for i in range(30)))
+    assert [j.payload for (j,) in plain] == [{"p": i} for i in range(30)]
+    assert len({j.id for (j,) in plain}) == 30
+
+
+async def test_concurrent_enqueues_respect_max_depth(backend: Backend) -> None:
+    async def one(i: int) -> bool:
+        try:
+            await backend.enqueue([new(payload={"i": i})], max_depth={"q": 5})
+        except QueueFull:
+            return False
+        return True
+
+    accepted = await asyncio.gather(*(one(i) for i in range(20)))
+    assert sum(accepted) == 5
+    counts = {c.queue: c for c in await backend.counts()}
+    assert counts["q"].queued == 5
+
+
 def test_invalid_payloads_are_refused_before_the_store() -> None:
     with pytest.raises(InvalidPayload, match="JSON"):
         new(payload={"when": datetime.now(UTC)})

@@ -27,7 +27,7 @@ from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, pa
 from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
 from forebay.cli.session import make_app, run
 from forebay.errors import ForebayError, InvalidPayload
-from forebay.job import JSON, Job, NewJob
+from forebay.job import JSON, Job, JobState, NewJob, utcnow
 
 __all__ = ["enqueue"]
 
@@ -88,7 +88,7 @@ def enqueue(
     queue: Annotated[str, typer.Argument(help="The queue to put the job on.")],
     payload: Annotated[
         str | None,
-        typer.Argument(metavar="[JSON]", help="The job's payload as JSON, e.g. '{\"id\": 7}'."),
+        typer.Argument(metavar="JSON", help="The job's payload as JSON, e.g. '{\"id\": 7}'."),
     ] = None,
     file: Annotated[
         str | None,
@@ -127,7 +127,7 @@ def enqueue(
 ) -> None:
     """Enqueue a job, or one job per line of a JSON Lines file.
 
-    Prints the job id and whether it was created ([bold]created=false[/]: the key already
+    Prints the job id and whether it was created (**created=false**: the key already
     existed, and the existing job is shown).
     """
     _check_combination(payload, file, key, key_field, delay_s, run_at)
@@ -150,8 +150,10 @@ def _check_combination(
     delay_s: float | None,
     run_at: str | None,
 ) -> None:
-    if (payload is None) == (file is None):
-        fail("give a JSON payload or --file PATH (one JSON payload per line), not both", EXIT_USAGE)
+    if payload is None and file is None:
+        fail("give the job's payload as JSON, or --file PATH with one payload per line", EXIT_USAGE)
+    if payload is not None and file is not None:
+        fail("give a JSON payload or --file PATH, not both", EXIT_USAGE)
     if file is not None and key is not None:
         fail("--key names one job; with --file use --key-field FIELD", EXIT_USAGE)
     if file is None and key_field is not None:
@@ -170,7 +172,8 @@ def _print_job(job: Job, as_json: bool) -> None:
     if as_json:
         print_json({**job.to_dict(), "created": job.created})
         return
-    when = f", runs {format_time(job.run_at)}" if job.run_at and job.state == "queued" else ""
+    scheduled = job.run_at is not None and job.run_at > utcnow() and job.state == JobState.QUEUED
+    when = f", runs at {format_time(job.run_at)}" if scheduled else ""
     if job.created:
         stdout().print(f"job {job.id} queued on {job.queue}{when} (created=true)", markup=False)
     else:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
+import rich.json
 import typer
-from rich.json import JSON as RichJSON
 from rich.table import Table
 from rich.text import Text
 
 from forebay.app import Forebay
 from forebay.cli.options import ErrorTypeOption, JsonOption, LimitOption, QueueOption, UrlOption
-from forebay.cli.output import fail, format_time, print_json, stdout
+from forebay.cli.output import fail, format_ago, format_time, print_json, stdout
 from forebay.cli.session import make_app, run
 from forebay.job import JSON, Job, JobFilter, JobState
 
@@ -79,7 +79,7 @@ def jobs_table(found: Sequence[Job]) -> Table:
             str(j.attempt),
             str(j.priority),
             j.key or "",
-            format_time(j.updated_at),
+            format_ago(j.updated_at),
             Text(detail.splitlines()[0] if detail else ""),
         )
     return table
@@ -113,7 +113,7 @@ def job_details(j: Job) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    rows: list[tuple[str, str | Text | RichJSON | None]] = [
+    rows: list[tuple[str, str | Text | rich.json.JSON | None]] = [
         ("id", str(j.id)),
         ("queue", j.queue),
         ("state", state_text(j.state)),
@@ -132,7 +132,7 @@ def job_details(j: Job) -> Table:
         ("finished", format_time(j.finished_at) or None),
         ("lease until", format_time(j.lease_expires_at) or None),
         ("worker", j.worker_id),
-        ("payload", RichJSON.from_data(j.payload)),
+        ("payload", rich.json.JSON.from_data(j.payload)),
     ]
     for name, value in rows:
         if value is not None:

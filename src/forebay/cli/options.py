@@ -31,12 +31,10 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
-        envvar="FOREBAY_URL",
-        show_envvar=True,
         show_default=False,
         metavar="URL",
-        help=f"Backend URL: sqlite:///path.db, postgresql://..., redis://... "
-        f"[default: {DEFAULT_URL}]",
+        help="Backend URL: sqlite:///path.db, postgresql://..., redis://... "
+        f"(default: FOREBAY_URL, else {DEFAULT_URL})",
     ),
 ]
 JsonOption = Annotated[
@@ -88,7 +86,8 @@ def parse_json(text: str, what: str) -> object:
     try:
         return json.loads(text)
     except ValueError as exc:
-        fail(f"{what} is not valid JSON ({exc}); quote it for the shell: '{{\"a\": 1}}'", EXIT_USAGE)
+        hint = "quote it for the shell, e.g. '{\"id\": 7}'"
+        fail(f"{what} is not valid JSON ({exc}); {hint}", EXIT_USAGE)
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from functools import cache
@@ -25,6 +26,7 @@ __all__ = [
     "EXIT_USAGE",
     "fail",
     "format_age",
+    "format_ago",
     "format_time",
     "print_json",
     "stderr",
@@ -37,9 +39,17 @@ EXIT_USAGE = 2
 """The command line itself is wrong: bad JSON, bad time, conflicting options."""
 
 
+_PIPE_WIDTH = 200
+"""Columns when stdout is not a terminal (a pipe, a file) and COLUMNS is unset: wide enough
+that tables are not truncated for grep and less."""
+
+
 @cache
 def stdout() -> Console:
-    return Console(soft_wrap=False)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPE_WIDTH
+    return console
 
 
 @cache
@@ -65,11 +75,16 @@ def format_time(value: datetime | None, now: datetime | None = None) -> str:
     """``2026-11-22 10:00:03Z (12s ago)``; empty for None."""
     if value is None:
         return ""
-    now = now or datetime.now(UTC)
     stamp = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    delta = (now - value).total_seconds()
-    relative = f"{format_age(delta)} ago" if delta >= 0 else f"in {format_age(-delta)}"
-    return f"{stamp} ({relative})"
+    return f"{stamp} ({format_ago(value, now)})"
+
+
+def format_ago(value: datetime | None, now: datetime | None = None) -> str:
+    """``12s ago`` (or ``in 4m05s`` for a future time); empty for None."""
+    if value is None:
+        return ""
+    delta = ((now or datetime.now(UTC)) - value).total_seconds()
+    return f"{format_age(delta)} ago" if delta >= 0 else f"in {format_age(-delta)}"
 
 
 def format_age(seconds: float | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from forebay.app import Forebay
 from forebay.backends import DEFAULT_URL
+from forebay.cli.logs import LogLevel, configure_logging
 from forebay.cli.output import EXIT_USAGE, fail
 from forebay.errors import ForebayError
 
@@ -25,7 +27,13 @@ T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run a command's async body; a forebay error or an OS error becomes one line on stderr."""
+    """Run a command's async body; a forebay error or an OS error becomes one line on stderr.
+
+    Unless the command set up logging (the worker does), only errors are logged, one line each:
+    a backend's "trying again" warnings would break the one-line promise.
+    """
+    if not logging.getLogger().handlers:
+        configure_logging(LogLevel.ERROR)
     try:
         return asyncio.run(main)
     except ForebayError as exc:
@@ -43,7 +51,8 @@ def make_app(url: str | None, app_ref: str | None = None) -> Forebay:
     """The app a command works with: the user's (``module:attribute``) or a bare one.
 
     A bare app knows no queue declarations; the user's app brings them (``max_depth``,
-    handlers). An explicit ``--url`` (or ``FOREBAY_URL``) overrides the app's own URL.
+    handlers). An explicit ``--url`` overrides the app's own URL (which it took from its code,
+    else from ``FOREBAY_URL``).
     """
     if app_ref is None:
         return Forebay(resolve_url(url))

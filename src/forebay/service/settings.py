@@ -33,7 +33,7 @@ from forebay.errors import ConfigError
 __all__ = ["ApiToken", "Scope", "ServiceSettings", "parse_api_tokens"]
 
 LogFormat = Literal["text", "json"]
-_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_LOG_LEVELS = ("error", "warning", "info", "debug")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

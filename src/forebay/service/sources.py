@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, TypeAlias
@@ -47,6 +48,8 @@ SplitFunction: TypeAlias = Callable[[JSON], Iterable[JSON]]
 """Turns one parsed request body into the payloads of one or more jobs."""
 KeyFunction: TypeAlias = Callable[[JSON], "str | None"]
 """Gives a job payload its idempotency key (None: no dedupe for that job)."""
+
+log = logging.getLogger("forebay.service")
 
 RESERVED_SOURCE_NAMES = frozenset({"api", "unknown"})
 """Used as ``source`` label values in metrics for the jobs API and for unknown names."""
@@ -167,18 +170,32 @@ class Source:
         return not self.auth.signs_body or self.auth.verify(value, body)
 
     def jobs(self, body: JSON) -> list[NewJob]:
-        """The jobs one parsed body becomes; raise InvalidPayload to refuse the body."""
-        payloads = (self.split or _one_job)(body)
+        """The jobs one parsed body becomes, or InvalidPayload saying why the body is refused.
+
+        ``split``/``key`` may raise InvalidPayload themselves; a LookupError, TypeError,
+        ValueError or AttributeError they raise (a field missing from the body) is refused the
+        same way, with the traceback logged.
+        """
         try:
-            items = list(payloads)
-        except TypeError:
-            raise InvalidPayload(f"source {self.name!r}: split() must return an iterable") from None
+            items = list((self.split or _one_job)(body))
+            keys = [self.key(p) if self.key is not None else None for p in items]
+        except InvalidPayload:
+            raise
+        except _SHAPE_ERRORS as exc:
+            # The body lacks what split()/key() expect: the sender's mistake, not a crash.
+            log.warning("source %s could not read a body", self.name, exc_info=True)
+            raise InvalidPayload(
+                f"source {self.name!r} could not read the body: {type(exc).__name__}: {exc}"
+            ) from exc
         jobs = []
-        for payload in items:
-            key = self.key(payload) if self.key is not None else None
+        for payload, key in zip(items, keys, strict=True):
             if key is not None and not isinstance(key, str):
                 raise InvalidPayload(
-                    f"source {self.name!r}: key() returned {type(key).__name__}, not a string"
+                    f"source {self.name!r}: the key of a job must be a string, "
+                    f"got {type(key).__name__}"
                 )
             jobs.append(NewJob.create(self.queue, payload, key=key))
         return jobs
+
+
+_SHAPE_ERRORS = (LookupError, TypeError, ValueError, AttributeError)

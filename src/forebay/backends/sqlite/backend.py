@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from forebay.backends.base import Capabilities, PruneSpec
-from forebay.backends.sqlite.writer import Writer, translate
+from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, ConfigError, QueueFull
 from forebay.job import (
     Deferral,
@@ -167,7 +167,8 @@ class SQLiteBackend:
                 raise translate(exc) from exc
             self._writer = writer
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="forebay-sqlite-reader")
-            await self.migrate()
+            # Kept so `forebay migrate` can say what opening applied.
+            self.applied_on_open: list[str] = await self.migrate()
 
     async def close(self) -> None:
         async with self._open_lock:
@@ -233,9 +234,9 @@ class SQLiteBackend:
             )
         if not jobs:
             return []
-        jobs = list(jobs)
-        result = await self._write(lambda conn: _insert(conn, jobs, max_depth or {}))
-        self._wake({j.queue for j in jobs})
+        op = _Enqueue(list(jobs), max_depth or {})
+        result: list[Job] = await self._write(op)
+        self._wake({j.queue for j in op.jobs})
         return result
 
     # -- running --------------------------------------------------------------------------
@@ -263,10 +264,7 @@ class SQLiteBackend:
         return await self._write(op)
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
-        def params(now: float) -> Iterable[tuple[Any, ...]]:
-            return ((now + lease_s, now, lz.job_id, lz.token) for lz in leases)
-
-        return await self._settle(Q["extend"], leases, params)
+        return await self._settle_by_token(Q["extend"], leases, lease_s=lease_s)
 
     async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
         def params(now: float) -> Iterable[tuple[Any, ...]]:
@@ -275,10 +273,7 @@ class SQLiteBackend:
         return not await self._settle(Q["progress"], [lease], params)
 
     async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        def params(now: float) -> Iterable[tuple[Any, ...]]:
-            return ((now, now, lz.job_id, lz.token) for lz in leases)
-
-        return await self._settle(Q["complete"], leases, params)
+        return await self._settle_by_token(Q["complete"], leases)
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
         def params(now: float) -> Iterable[tuple[Any, ...]]:
@@ -308,6 +303,33 @@ class SQLiteBackend:
             return ((now, lz.job_id, lz.token) for lz in leases)
 
         return await self._settle(Q["release"], leases, params)
+
+    async def _settle_by_token(
+        self, sql: str, leases: Sequence[Lease], *, lease_s: float = 0.0
+    ) -> list[int]:
+        """One set-based UPDATE per lease token; return the ids whose token did not match."""
+        if not leases:
+            return []
+        by_token: dict[str, list[int]] = {}
+        for lz in leases:
+            by_token.setdefault(lz.token, []).append(lz.job_id)
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            now = time.time()
+            refused: list[int] = []
+            for token, ids in by_token.items():
+                params = {
+                    "token": token,
+                    "ids": json.dumps(ids),
+                    "now": now,
+                    "expires": now + lease_s,
+                }
+                done = {row[0] for row in conn.execute(sql, params)}
+                if len(done) != len(ids):
+                    refused.extend(i for i in ids if i not in done)
+            return refused
+
+        return await self._write(op)
 
     async def _settle(
         self,
@@ -481,12 +503,39 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def _insert(conn: sqlite3.Connection, jobs: list[NewJob], max_depth: dict[str, int]) -> list[Job]:
+class _Enqueue(Mergeable):
+    """One caller's enqueue; concurrent callers' enqueues merge into one insert."""
+
+    __slots__ = ("jobs", "max_depth")
+
+    def __init__(self, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
+        self.jobs = jobs
+        self.max_depth = max_depth
+
+    @staticmethod
+    def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
+        incoming: dict[str, int] = {}
+        for op in ops:
+            # Each caller's depth limit counts the jobs of the callers merged before it.
+            _check_depth(conn, op.jobs, op.max_depth, incoming)
+            for j in op.jobs:
+                incoming[j.queue] = incoming.get(j.queue, 0) + 1
+        stored = _insert(conn, [j for op in ops for j in op.jobs])
+        out, start = [], 0
+        for op in ops:
+            out.append(stored[start : start + len(op.jobs)])
+            start += len(op.jobs)
+        return out
+
+
+def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
     now = time.time()
-    _check_depth(conn, jobs, max_depth)
     results: list[Job | None] = [None] * len(jobs)
     plain = [i for i, j in enumerate(jobs) if j.key is None]
-    if plain:
+    if len(plain) == 1:
+        row = conn.execute(Q["insert_job_returning"], _row(jobs[plain[0]], now)).fetchone()
+        results[plain[0]] = _new_job(row[0], jobs[plain[0]], now)
+    elif plain:
         first = conn.execute(Q["next_job_id"]).fetchone()[0] + 1
         conn.executemany(Q["insert_job"], [_row(jobs[i], now) for i in plain])
         # AUTOINCREMENT under the write lock hands out consecutive ids.
@@ -509,13 +558,18 @@ def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     return (j.queue, j.payload_json, j.key, j.priority, run_at, j.run_id, now, now)
 
 
-def _check_depth(conn: sqlite3.Connection, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
+def _check_depth(
+    conn: sqlite3.Connection,
+    jobs: list[NewJob],
+    max_depth: dict[str, int],
+    pending: dict[str, int] | None = None,
+) -> None:
     for queue, cap in max_depth.items():
         incoming = sum(1 for j in jobs if j.queue == queue)
         if not incoming:
             continue
         depth = conn.execute(Q["depth"], {"queue": queue, "cap": cap}).fetchone()[0]
-        if depth + incoming > cap:
+        if depth + (pending or {}).get(queue, 0) + incoming > cap:
             raise QueueFull(queue, cap)
 
 

@@ -21,6 +21,11 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0
 INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 
+-- name: insert_job_returning
+INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING id
+
 -- name: insert_keyed_job
 INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -51,18 +56,22 @@ WHERE id IN (
 RETURNING {columns}
 
 -- name: extend
-UPDATE forebay_jobs SET lease_expires_at = ?, updated_at = ?
-WHERE id = ? AND lease_token = ? AND state = 'running'
+-- one statement per lease token (a worker's lease batch shares one); ids as a JSON array
+UPDATE forebay_jobs SET lease_expires_at = :expires, updated_at = :now
+WHERE lease_token = :token AND state = 'running' AND id IN (SELECT value FROM json_each(:ids))
+RETURNING id
 
 -- name: progress
 UPDATE forebay_jobs SET progress = ?, progress_message = ?, updated_at = ?
 WHERE id = ? AND lease_token = ? AND state = 'running'
 
 -- name: complete
+-- one statement per lease token (a worker's lease batch shares one); ids as a JSON array
 UPDATE forebay_jobs
-SET state = 'completed', finished_at = ?, updated_at = ?,
+SET state = 'completed', finished_at = :now, updated_at = :now,
     lease_token = NULL, lease_expires_at = NULL, progress = 100
-WHERE id = ? AND lease_token = ? AND state = 'running'
+WHERE lease_token = :token AND state = 'running' AND id IN (SELECT value FROM json_each(:ids))
+RETURNING id
 
 -- name: retry
 UPDATE forebay_jobs

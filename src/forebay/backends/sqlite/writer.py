@@ -114,31 +114,18 @@ class Writer:
             conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._resolve(group, [(False, translate(exc))] * len(group))
             return
-        single = len(group) == 1
-        for op, _fut, _loop in group:
-            if single:
-                # One operation: the transaction itself is its savepoint.
-                try:
-                    outcomes.append((True, op(conn)))
-                except BaseException as exc:  # handed to the caller
-                    _rollback(conn)
-                    self._resolve(group, [(False, translate(exc))])
-                    return
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                outcomes.append((True, op(conn)))
-                conn.execute("RELEASE op")
-            except BaseException as exc:  # handed to the caller, the others go on
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((False, translate(exc)))
+        outcomes: list[tuple[bool, Any]] = []
+        isolate = len(group) > 1
+        for run in _runs([op for op, _fut, _loop in group]):
+            outcomes.extend(_run_ops(conn, run, isolate))
+        if not conn.in_transaction:  # a lone operation failed and rolled the group back
+            self._resolve(group, outcomes)
+            return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -156,6 +143,62 @@ class Writer:
             # RuntimeError: the loop was closed meanwhile, so nobody is waiting.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, items)
+
+
+class Mergeable:
+    """An operation that may run together with its neighbours of the same kind.
+
+    Consecutive operations whose ``merge`` is the same function run as one call
+    ``merge(conn, ops) -> results`` (e.g. many callers' enqueues become one executemany).
+    If the merged call fails, each runs alone, so one bad operation fails only its caller.
+    """
+
+    merge: Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return type(self).merge(conn, [self])[0]
+
+
+def _runs(ops: list[Operation]) -> list[list[Operation]]:
+    """Split a group into runs of mergeable neighbours (other operations stand alone)."""
+    runs: list[list[Operation]] = []
+    for op in ops:
+        merge = getattr(op, "merge", None)
+        if runs and merge is not None and getattr(runs[-1][0], "merge", None) is merge:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _run_ops(
+    conn: sqlite3.Connection, run: list[Operation], isolate: bool
+) -> list[tuple[bool, Any]]:
+    """Run one run of operations; with ``isolate``, inside a savepoint so a failure undoes
+    only its own writes (a single operation needs none: its failure rolls back the group)."""
+    if not isolate:
+        try:
+            return [(True, run[0](conn))]
+        except BaseException as exc:  # handed to the caller
+            _rollback(conn)
+            return [(False, translate(exc))]
+    if len(run) > 1:
+        merged = _in_savepoint(conn, lambda c: run[0].merge(c, run))  # type: ignore[attr-defined]
+        if merged[0]:
+            return [(True, value) for value in merged[1]]
+    return [_in_savepoint(conn, op) for op in run]
+
+
+def _in_savepoint(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+    conn.execute("SAVEPOINT op")
+    try:
+        result = op(conn)
+    except BaseException as exc:  # handed to the caller, the others go on
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return (False, translate(exc))
+    conn.execute("RELEASE op")
+    return (True, result)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,504 @@
+"""forebay on PostgreSQL, beside a raw asyncpg loop running the same statements and the peers.
+
+    python benchmarks/postgres.py                        # forebay + raw asyncpg, median of 3
+    python benchmarks/postgres.py --peers DIR --peers-python PY   # + the peers, same run
+    python benchmarks/postgres.py --quick                # a smoke run: small N, 1 repeat
+
+The database is ``--dsn`` (default ``postgresql://postgres@127.0.0.1:5432/bench``; forebay uses
+its own schema there, dropped afterwards). Every figure is median [min-max] of ``--repeats``,
+with PostgreSQL's default durability (``synchronous_commit=on``). Peers: PgQueuer (1 and 2
+processes), Procrastinate and SAQ's PostgreSQL queue, through the peer harness, on the same
+database. Phases:
+
+* ``enqueue 1 caller``: one caller awaiting one ``app.enqueue`` at a time;
+* ``enqueue 100 callers``: 100 concurrent callers, each awaiting its own single enqueue
+  (group commit: many callers' jobs per INSERT and commit);
+* ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
+* ``process no-op, 1 / 2 worker processes``: separate worker processes drain a backlog of no-op
+  jobs (rate = jobs / (last job start - first job start), as the peer harness measures);
+* ``enqueue->start latency``: a worker idles, jobs are enqueued one at a time at ``--rate``
+  per second; p50 and p99 of (handler start - time before the enqueue call), in ms;
+* ``lease+ack, N queued``: lease 100 + complete 100 through the backend, with 10,000 and with
+  ``--big-backlog`` jobs queued (leasing cost should not grow with the backlog);
+* ``--churn N``: N jobs through a worker that prunes completed jobs at once; the size of the
+  jobs table with its indexes is sampled (it should stay bounded, not grow with N);
+* raw asyncpg: forebay's own SQL statements (from its ``queries.sql``) in a plain loop on one
+  connection, without forebay's Python around them: the ceiling for each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import asyncpg  # noqa: E402
+from harness import Row, peer_python, peers_dir, print_table, run_peer  # noqa: E402
+
+from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
+from forebay.backends.postgres import PostgresBackend  # noqa: E402
+from forebay.backends.postgres.schema import queries  # noqa: E402
+
+PAYLOAD = {"doc": "x" * 40}
+DEFAULT_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/bench")
+
+
+def schema_url(dsn: str, schema: str) -> str:
+    return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+
+
+def new_schema() -> str:
+    return f"forebay_bench_{secrets.token_hex(3)}"
+
+
+async def drop(url: str) -> None:
+    backend = PostgresBackend.from_url(url)
+    await backend.open()
+    await backend.drop_everything()
+    await backend.close()
+
+
+def fresh(dsn: str) -> str:
+    return schema_url(dsn, new_schema())
+
+
+# -- forebay phases ----------------------------------------------------------------------------
+async def enqueue_one_caller(url: str, n: int) -> float:
+    async with Forebay(url) as app:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await app.enqueue("bench", PAYLOAD)
+        rate = n / (time.perf_counter() - t0)
+    await drop(url)
+    return rate
+
+
+async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> float:
+    async with Forebay(url) as app:
+
+        async def caller(k: int) -> None:
+            for _ in range(k):
+                await app.enqueue("bench", PAYLOAD)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
+        rate = (n // callers * callers) / (time.perf_counter() - t0)
+    await drop(url)
+    return rate
+
+
+async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> float:
+    async with Forebay(url) as app:
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            await app.enqueue_many(
+                NewJob.create("bench", PAYLOAD) for _ in range(min(batch, n - i))
+            )
+        rate = n / (time.perf_counter() - t0)
+    await drop(url)
+    return rate
+
+
+async def fill(url: str, n: int, queue: str = "bench") -> None:
+    async with Forebay(url) as app:
+        for i in range(0, n, 10_000):
+            await app.enqueue_many(NewJob.create(queue, PAYLOAD) for _ in range(min(10_000, n - i)))
+        conn = await asyncpg.connect(url.split("?")[0])
+        schema = url.rsplit("schema=", 1)[1]
+        await conn.execute(f'VACUUM ANALYZE "{schema}".jobs')
+        await conn.close()
+
+
+def process_in_children(url: str, n: int, concurrency: int, procs: int) -> float:
+    """Drain ``n`` queued no-op jobs with ``procs`` worker processes; return jobs/s."""
+    argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(concurrency)]
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    reports = [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
+    done = sum(r["n"] for r in reports)
+    if done != n:
+        raise RuntimeError(f"workers processed {done} jobs, expected {n}")
+    first = min(r["first"] for r in reports if r["n"])
+    last = max(r["last"] for r in reports if r["n"])
+    return done / (last - first)
+
+
+async def child_worker(url: str, concurrency: int) -> None:
+    app = Forebay(url)
+    stamps: list[float] = []
+
+    @app.handler("bench", concurrency=concurrency)
+    async def noop(job: Job) -> None:
+        stamps.append(time.time())
+
+    await app.run_worker(burst=True, settings=WorkerSettings(burst=True, handle_signals=False))
+    await app.close()
+    report = {"n": len(stamps), "first": stamps[0] if stamps else 0, "last": max(stamps, default=0)}
+    print(json.dumps(report))
+
+
+async def latency_child(url: str, marks: str) -> None:
+    """A worker that idles and records (start time, enqueue time) of each job, until SIGTERM."""
+    app = Forebay(url)
+    fd = os.open(marks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    @app.handler("latency", concurrency=8)
+    async def record(job: Job) -> None:
+        os.write(fd, b"%.6f %.6f\n" % (time.time(), float(job.payload["ts"])))  # type: ignore[index,arg-type]
+
+    await app.run_worker()
+    await app.close()
+
+
+def latency(dsn: str, rate: float, seconds: float) -> tuple[float, float]:
+    url = fresh(dsn)
+    marks = Path(f"/tmp/forebay-bench-latency-{os.getpid()}.txt")
+    marks.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, __file__, "--latency-child", url, str(marks)])
+    try:
+        asyncio.run(_latency_producer(url, marks, rate, seconds))
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(60)
+    lines = [tuple(map(float, ln.split())) for ln in marks.read_text().splitlines()]
+    marks.unlink()
+    asyncio.run(drop(url))
+    lat = sorted((start - ts) * 1000 for start, ts in lines if ts > 0)
+    return pct(lat, 50), pct(lat, 99)
+
+
+async def _latency_producer(url: str, marks: Path, rate: float, seconds: float) -> None:
+    async with Forebay(url) as app:
+        for _ in range(5):  # warm-up: wait until the worker really consumes
+            await app.enqueue("latency", {"ts": 0})
+        await _until_lines(marks, 5)
+        k = int(rate * seconds)
+        t0 = time.perf_counter()
+        for j in range(k):
+            delay = t0 + j / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await app.enqueue("latency", {"ts": time.time()})
+        await _until_lines(marks, 5 + k)
+
+
+async def _until_lines(path: Path, n: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or path.read_bytes().count(b"\n") < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the latency worker did not record {n} jobs")
+        await asyncio.sleep(0.02)
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))] if values else 0.0
+
+
+async def lease_ack_rate(url: str, jobs: int, batch: int = 100) -> float:
+    """Lease + complete in batches straight through the backend (no handler)."""
+    async with Forebay(url) as app:
+        backend = app.backend
+        t0 = time.perf_counter()
+        done = 0
+        while done < jobs:
+            leased = await backend.lease(queue="bench", limit=batch, worker_id="b", lease_s=60)
+            if not leased:
+                break
+            await backend.complete([j.lease for j in leased])
+            done += len(leased)
+        return done / (time.perf_counter() - t0)
+
+
+# -- raw asyncpg: forebay's statements, no forebay around them --------------------------------
+async def raw_session(dsn: str) -> tuple[Any, dict[str, str], str]:
+    url = fresh(dsn)
+    backend = PostgresBackend.from_url(url)
+    await backend.open()  # creates the schema
+    await backend.close()
+    schema = url.rsplit("schema=", 1)[1]
+    conn = await asyncpg.connect(dsn, server_settings={"jit": "off"})
+    return conn, queries(schema), url
+
+
+def _args(rows: int) -> tuple[Any, ...]:
+    """The enqueue statement's parameters for ``rows`` plain jobs of one queue."""
+    return ([json.dumps(PAYLOAD)] * rows, "bench", None, None, None, None, None)
+
+
+async def raw_insert(dsn: str, n: int, per_statement: int) -> float:
+    conn, q, url = await raw_session(dsn)
+    args = _args(per_statement)
+    t0 = time.perf_counter()
+    for _ in range(n // per_statement):
+        await conn.fetch(q["enqueue"], *args)
+    rate = (n // per_statement * per_statement) / (time.perf_counter() - t0)
+    await conn.close()
+    await drop(url)
+    return rate
+
+
+async def raw_claim_ack(dsn: str, n: int, per_batch: int = 100) -> float:
+    conn, q, url = await raw_session(dsn)
+    for i in range(0, n, 10_000):
+        await conn.fetch(q["enqueue"], *_args(min(10_000, n - i)))
+    t0 = time.perf_counter()
+    done = 0
+    while True:
+        rows = await conn.fetch(q["lease"], "bench", per_batch, "token", 60.0, "raw")
+        if not rows:
+            break
+        k = len(rows)
+        await conn.fetch(
+            q["settle"], [r[0] for r in rows], ["token"] * k, None, None, None, None, "complete"
+        )
+        done += k
+    rate = done / (time.perf_counter() - t0)
+    await conn.close()
+    await drop(url)
+    return rate
+
+
+# -- the run ----------------------------------------------------------------------------------
+def forebay_rows(args: argparse.Namespace) -> list[Row]:
+    note = f"concurrency {args.concurrency}"
+    rows = [
+        Row("forebay", "enqueue 1 caller"),
+        Row("forebay", "enqueue 100 callers"),
+        Row("forebay", "enqueue bulk", note="1,000 per call"),
+        Row("forebay", "process no-op, 1 worker process", note=note),
+        Row("forebay", "process no-op, 2 worker processes", note=note),
+    ]
+    for _ in range(args.repeats):
+        rows[0].values.append(asyncio.run(enqueue_one_caller(fresh(args.dsn), args.n // 4)))
+        rows[1].values.append(asyncio.run(enqueue_concurrent(fresh(args.dsn), args.n)))
+        rows[2].values.append(asyncio.run(enqueue_bulk(fresh(args.dsn), args.n * 5)))
+        for procs, row in ((1, rows[3]), (2, rows[4])):
+            url = fresh(args.dsn)
+            asyncio.run(fill(url, args.n * 2))
+            row.values.append(process_in_children(url, args.n * 2, args.concurrency, procs))
+            asyncio.run(drop(url))
+    return rows
+
+
+def raw_rows(args: argparse.Namespace) -> list[Row]:
+    rows = [
+        Row("raw asyncpg", "insert 1 per commit", note="forebay's enqueue statement"),
+        Row("raw asyncpg", "insert 100 per commit"),
+        Row("raw asyncpg", "insert 1,000 per commit"),
+        Row("raw asyncpg", "claim+ack 100 per batch", note="forebay's lease + settle"),
+    ]
+    for _ in range(args.repeats):
+        rows[0].values.append(asyncio.run(raw_insert(args.dsn, args.n // 4, 1)))
+        rows[1].values.append(asyncio.run(raw_insert(args.dsn, args.n * 5, 100)))
+        rows[2].values.append(asyncio.run(raw_insert(args.dsn, args.n * 5, 1000)))
+        rows[3].values.append(asyncio.run(raw_claim_ack(args.dsn, args.n * 2)))
+    return rows
+
+
+def latency_rows(args: argparse.Namespace) -> list[Row]:
+    p50 = Row("forebay", f"enqueue->start p50 @{args.rate:g}/s", unit="ms")
+    p99 = Row("forebay", f"enqueue->start p99 @{args.rate:g}/s", unit="ms")
+    for _ in range(args.repeats):
+        a, b = latency(args.dsn, args.rate, args.latency_seconds)
+        p50.values.append(a)
+        p99.values.append(b)
+    return [p50, p99]
+
+
+def backlog_rows(args: argparse.Namespace) -> list[Row]:
+    rows = []
+    per_repeat = args.n
+    for backlog in (10_000, args.big_backlog):
+        url = fresh(args.dsn)
+        asyncio.run(fill(url, backlog + per_repeat * args.repeats))
+        row = Row("forebay", f"lease+ack 100/batch, {backlog:,} queued")
+        row.values = [asyncio.run(lease_ack_rate(url, per_repeat)) for _ in range(args.repeats)]
+        asyncio.run(drop(url))
+        rows.append(row)
+    rows[1].note = f"{rows[1].median / rows[0].median:.0%} of the rate at 10,000"
+    return rows
+
+
+def churn_rows(args: argparse.Namespace) -> list[Row]:
+    """Push ``--churn`` jobs through a worker that prunes as it goes; sample the table's size."""
+    url = fresh(args.dsn)
+    asyncio.run(fill(url, 0))
+    argv = [sys.executable, __file__, "--churn-child", url, "--concurrency", str(args.concurrency)]
+    child = subprocess.Popen(argv)
+    try:
+        sizes = asyncio.run(_churn_producer(url, args.churn))
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(120)
+    asyncio.run(drop(url))
+    first = next((mb for done, mb in sizes if done >= args.churn // 10), sizes[0][1])
+    peak, last = max(mb for _, mb in sizes), sizes[-1][1]
+    note = f"peak {peak:.0f} MB, at the end {last:.0f} MB"
+    return [
+        Row("forebay", f"table+indexes after 10% of {args.churn:,} jobs", [first], "MB"),
+        Row("forebay", f"table+indexes peak over {args.churn:,} jobs", [peak], "MB", note),
+    ]
+
+
+async def _churn_producer(url: str, total: int) -> list[tuple[int, float]]:
+    """Enqueue in bulk while the backlog stays under 50,000; return (jobs done, MB) samples."""
+    schema = url.rsplit("schema=", 1)[1]
+    conn = await asyncpg.connect(url.split("?")[0])
+    size_sql = f"SELECT pg_total_relation_size('\"{schema}\".jobs')"
+    samples: list[tuple[int, float]] = []
+    async with Forebay(url) as app:
+        enqueued = 0
+        while True:
+            depth = sum(c.depth for c in await app.counts())
+            samples.append((enqueued - depth, await conn.fetchval(size_sql) / 2**20))
+            if depth == 0 and enqueued >= total:
+                break
+            if enqueued < total and depth < 50_000:
+                k = min(10_000, total - enqueued)
+                await app.enqueue_many(NewJob.create("bench", PAYLOAD) for _ in range(k))
+                enqueued += k
+            else:
+                await asyncio.sleep(0.5)
+    await conn.close()
+    return samples
+
+
+async def churn_child(url: str, concurrency: int) -> None:
+    app = Forebay(url)
+
+    @app.handler("bench", concurrency=concurrency)
+    async def noop(job: Job) -> None:
+        return None
+
+    settings = WorkerSettings(completed_retention=timedelta(0), prune_every_s=1.0)
+    await app.run_worker(settings=settings)
+    await app.close()
+
+
+PEERS = (
+    # peer, config, share of --n (the slow ones get fewer jobs to keep the run short)
+    ("pgqueuer", "default", 1.0),
+    ("pgqueuer", "x2", 1.0),
+    ("procrastinate", "default", 0.1),
+    ("saq_pg", "default", 0.2),
+)
+
+
+def peer_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
+    directory = peers_dir(args.peers)
+    if directory is None:
+        return [], []
+    python = peer_python(args.peers_python)
+    env_note = "BENCH_PG_DSN" if "BENCH_PG_DSN" in os.environ else "bench database"
+    rows, latencies = [], []
+    for peer, config, share in PEERS:
+        n = max(500, int(args.n * share))
+        results = run_peer(directory, python, peer, config=config, n=n, repeats=args.repeats)
+        how = str(results[0]["enqueue_how"]) if results else "failed"
+        name = f"{peer} ({config})"
+        rows.append(Row(name, "enqueue", [float(r["enqueue_rate"]) for r in results], note=how))  # type: ignore[arg-type]
+        rows.append(
+            Row(name, "process no-op", [float(r["process_rate"]) for r in results], note=f"N={n}")  # type: ignore[arg-type]
+        )
+    extra = ("--rate", str(args.rate), "--seconds", str(args.latency_seconds))
+    results = run_peer(
+        directory, python, "pgqueuer", latency=True, repeats=args.repeats, extra=extra
+    )
+    for key in ("p50_ms", "p99_ms"):
+        label = f"enqueue->start {key[:3]} @{args.rate:g}/s"
+        latencies.append(
+            Row("pgqueuer", label, [float(r[key]) for r in results], unit="ms", note=env_note)
+        )  # type: ignore[arg-type]
+    return rows, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL database to benchmark in")
+    ap.add_argument(
+        "--n", type=int, default=20_000, help="jobs per phase (bulk: 5x, processing: 2x)"
+    )
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--concurrency", type=int, default=128, help="worker concurrency for processing"
+    )
+    ap.add_argument("--rate", type=float, default=100.0, help="jobs/s for the latency phase")
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--big-backlog", type=int, default=1_000_000)
+    ap.add_argument("--no-backlog", action="store_true", help="skip the 10k vs big backlog phase")
+    ap.add_argument(
+        "--churn",
+        type=int,
+        default=0,
+        help="also run this many jobs with pruning, sizing the table",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: --n 2000, 1 repeat, 100k backlog"
+    )
+    ap.add_argument("--peers", help="peer harness directory (run_peers.py); or FOREBAY_BENCH_PEERS")
+    ap.add_argument("--peers-python", help="Python with the peers installed")
+    ap.add_argument("--child-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--latency-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--churn-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_worker:
+        asyncio.run(child_worker(args.child_worker, args.concurrency))
+        return
+    if args.latency_child:
+        asyncio.run(latency_child(*args.latency_child))
+        return
+    if args.churn_child:
+        asyncio.run(churn_child(args.churn_child, args.concurrency))
+        return
+    if args.quick:
+        args.n, args.repeats, args.big_backlog, args.latency_seconds = 2000, 1, 100_000, 3.0
+    raw = raw_rows(args)
+    ours = forebay_rows(args)
+    baseline = {
+        "enqueue 1 caller": raw[0].median,
+        "enqueue 100 callers": raw[0].median,
+        "enqueue bulk": raw[2].median,
+        "process no-op, 1 worker process": raw[3].median,
+        "process no-op, 2 worker processes": raw[3].median,
+    }
+    print(f"PostgreSQL at {args.dsn.split('@')[-1]}, synchronous_commit=on; {os.cpu_count()} cores")
+    print_table(
+        "forebay vs raw asyncpg running forebay's statements (ratio: forebay / raw: single-row "
+        "commits for single enqueues, 1,000-row statements for bulk, claim+ack for processing)",
+        ours + raw,
+        baseline=baseline,
+    )
+    ours_latency = latency_rows(args)
+    peers, peer_latency = peer_rows(args)
+    if peers:
+        by = {r.system + "|" + r.phase: r.median for r in peers}
+        print_table("peers in the same run", peers)
+        pgq_proc = by.get("pgqueuer (default)|process no-op", float("nan"))
+        pgq_bulk = by.get("pgqueuer (default)|enqueue", float("nan"))
+        print(
+            f"\nforebay / PgQueuer, same run: no-op processing (1 process) "
+            f"{ours[3].median / pgq_proc:.2f}x, bulk enqueue {ours[2].median / pgq_bulk:.2f}x, "
+            f"2 processes vs 1: {ours[4].median / ours[3].median:.2f}x"
+        )
+    print_table("idle enqueue->start latency", ours_latency + peer_latency)
+    if not args.no_backlog:
+        print_table("leasing cost vs backlog", backlog_rows(args))
+    if args.churn:
+        print_table("table size over a long run, pruning completed jobs at once", churn_rows(args))
+
+
+if __name__ == "__main__":
+    main()

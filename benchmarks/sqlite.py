@@ -1,0 +1,332 @@
+"""forebay on its default SQLite backend, beside a raw sqlite3 loop and the fastest peers.
+
+    python benchmarks/sqlite.py                      # forebay + raw SQLite, median of 3
+    python benchmarks/sqlite.py --backlog --memory   # + leasing cost vs backlog, worker memory
+    python benchmarks/sqlite.py --peers DIR --peers-python PY   # + peers in the same run
+
+Every figure is jobs per second, median [min-max] of ``--repeats``, at the default durability
+(WAL, ``synchronous=FULL``: survives power loss). Phases:
+
+* ``enqueue 1 caller``: one caller awaiting one ``app.enqueue`` at a time;
+* ``enqueue 100 callers``: 100 concurrent callers, each awaiting its own single enqueue (group commit);
+* ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
+* ``process no-op, 1 worker process``: a separate worker process drains a backlog of no-op jobs
+  (rate = jobs / (last job start - first job start), as the peer harness measures);
+* raw sqlite3: the same writes with the stdlib, no queue logic: single-row commits, 100-row
+  transactions, claim (UPDATE ... RETURNING) + ack of 100 per transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import Row, peer_python, peers_dir, print_table, rss_mb, run_peer  # noqa: E402
+
+from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
+
+PAYLOAD = {"doc": "x" * 40}
+
+
+def fresh_url(tmp: Path, name: str) -> str:
+    for suffix in ("", "-wal", "-shm"):
+        (tmp / f"{name}.db{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{tmp / name}.db"
+
+
+# -- forebay phases ----------------------------------------------------------------------------
+async def enqueue_one_caller(url: str, n: int) -> float:
+    async with Forebay(url) as app:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await app.enqueue("bench", PAYLOAD)
+        return n / (time.perf_counter() - t0)
+
+
+async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> float:
+    async with Forebay(url) as app:
+
+        async def caller(k: int) -> None:
+            for _ in range(k):
+                await app.enqueue("bench", PAYLOAD)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
+        return (n // callers * callers) / (time.perf_counter() - t0)
+
+
+async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> float:
+    async with Forebay(url) as app:
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            await app.enqueue_many(
+                NewJob.create("bench", PAYLOAD) for _ in range(min(batch, n - i))
+            )
+        return n / (time.perf_counter() - t0)
+
+
+async def fill(url: str, n: int, queue: str = "bench") -> None:
+    async with Forebay(url) as app:
+        for i in range(0, n, 5000):
+            await app.enqueue_many(NewJob.create(queue, PAYLOAD) for _ in range(min(5000, n - i)))
+
+
+def process_in_child(url: str, n: int, concurrency: int, procs: int = 1) -> tuple[float, float]:
+    """Drain ``n`` queued no-op jobs with worker processes; return (jobs/s, peak RSS MB)."""
+    argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(concurrency)]
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    reports = [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
+    done = sum(r["n"] for r in reports)
+    if done != n:
+        raise RuntimeError(f"workers processed {done} jobs, expected {n}")
+    first = min(r["first"] for r in reports)
+    last = max(r["last"] for r in reports)
+    return done / (last - first), max(r["rss_mb"] for r in reports)
+
+
+async def child_worker(url: str, concurrency: int) -> None:
+    app = Forebay(url)
+    stamps: list[float] = []
+    samples: list[float] = []
+
+    @app.handler("bench", concurrency=concurrency)
+    async def noop(job: Job) -> None:
+        stamps.append(time.time())
+        if len(stamps) % 50_000 == 0:
+            samples.append(rss_mb())
+
+    await app.run_worker(burst=True, settings=WorkerSettings(burst=True, handle_signals=False))
+    await app.close()
+    samples.append(rss_mb())
+    report = {
+        "n": len(stamps),
+        "first": stamps[0] if stamps else 0,
+        "last": stamps[-1] if stamps else 0,
+        "rss_mb": max(samples),
+        "rss_samples": samples,
+    }
+    print(json.dumps(report))
+
+
+async def lease_ack_rate(url: str, jobs: int = 20_000, batch: int = 100) -> float:
+    """Lease + complete in batches straight through the backend (no handler)."""
+    async with Forebay(url) as app:
+        backend = app.backend
+        t0 = time.perf_counter()
+        done = 0
+        while done < jobs:
+            leased = await backend.lease(queue="bench", limit=batch, worker_id="b", lease_s=60)
+            if not leased:
+                break
+            await backend.complete([j.lease for j in leased])
+            done += len(leased)
+        return done / (time.perf_counter() - t0)
+
+
+# -- raw sqlite3 ------------------------------------------------------------------------------
+RAW_SCHEMA = """
+CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX q_pending ON q (id) WHERE state = 0;
+"""
+
+
+def raw_db(path: Path) -> sqlite3.Connection:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(RAW_SCHEMA)
+    return db
+
+
+def raw_insert(path: Path, n: int, per_tx: int) -> float:
+    db = raw_db(path)
+    body = json.dumps(PAYLOAD)
+    t0 = time.perf_counter()
+    for _ in range(n // per_tx):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO q (payload) VALUES (?)", [(body,)] * per_tx)
+        db.execute("COMMIT")
+    rate = (n // per_tx * per_tx) / (time.perf_counter() - t0)
+    db.close()
+    return rate
+
+
+def raw_claim_ack(path: Path, n: int, per_tx: int = 100) -> float:
+    db = raw_db(path)
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO q (payload) VALUES (?)", [(json.dumps(PAYLOAD),)] * n)
+    db.execute("COMMIT")
+    claim = (
+        "UPDATE q SET state = 1 WHERE id IN "
+        "(SELECT id FROM q WHERE state = 0 ORDER BY id LIMIT ?) RETURNING id, payload"
+    )
+    t0 = time.perf_counter()
+    done = 0
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        rows = db.execute(claim, (per_tx,)).fetchall()
+        db.execute("COMMIT")
+        if not rows:
+            break
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("UPDATE q SET state = 2 WHERE id = ?", [(r[0],) for r in rows])
+        db.execute("COMMIT")
+        done += len(rows)
+    rate = done / (time.perf_counter() - t0)
+    db.close()
+    return rate
+
+
+# -- the run ----------------------------------------------------------------------------------
+def forebay_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    rows = [
+        Row("forebay", "enqueue 1 caller"),
+        Row("forebay", "enqueue 100 callers"),
+        Row("forebay", "enqueue bulk"),
+        Row("forebay", "process no-op, 1 worker process", note=f"concurrency {args.concurrency}"),
+        Row("forebay", "process no-op, 2 worker processes", note=f"concurrency {args.concurrency}"),
+    ]
+    for _ in range(args.repeats):
+        rows[0].values.append(asyncio.run(enqueue_one_caller(fresh_url(tmp, "one"), args.n // 4)))
+        rows[1].values.append(asyncio.run(enqueue_concurrent(fresh_url(tmp, "many"), args.n)))
+        rows[2].values.append(asyncio.run(enqueue_bulk(fresh_url(tmp, "bulk"), args.n * 5)))
+        for procs, row in ((1, rows[3]), (2, rows[4])):
+            url = fresh_url(tmp, "proc")
+            asyncio.run(fill(url, args.n * 2))
+            rate, _ = process_in_child(url, args.n * 2, args.concurrency, procs)
+            row.values.append(rate)
+    return rows
+
+
+def raw_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    rows = [
+        Row("raw sqlite3", "insert 1 per commit"),
+        Row("raw sqlite3", "insert 100 per commit"),
+        Row("raw sqlite3", "claim+ack 100 per commit"),
+    ]
+    path = tmp / "raw.db"
+    for _ in range(args.repeats):
+        rows[0].values.append(raw_insert(path, args.n // 4, 1))
+        rows[1].values.append(raw_insert(path, args.n * 5, 100))
+        rows[2].values.append(raw_claim_ack(path, args.n * 2))
+    return rows
+
+
+def backlog_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    rows = []
+    for backlog in (10_000, args.big_backlog):
+        url = fresh_url(tmp, f"backlog{backlog}")
+        asyncio.run(fill(url, backlog + 20_000))
+        row = Row("forebay", f"lease+ack 100/batch, {backlog:,} queued")
+        row.values = [
+            asyncio.run(lease_ack_rate(url, 20_000 // args.repeats)) for _ in range(args.repeats)
+        ]
+        rows.append(row)
+    ratio = rows[1].median / rows[0].median
+    rows[1].note = f"{ratio:.0%} of the rate at 10,000"
+    return rows
+
+
+def memory_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    url = fresh_url(tmp, "memory")
+    asyncio.run(fill(url, args.memory_jobs))
+    argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(args.concurrency)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    samples = report["rss_samples"]
+    first, peak = samples[0], max(samples)
+    return [
+        Row("forebay", f"worker RSS after 50k of {args.memory_jobs:,} jobs", [first], "MB"),
+        Row(
+            "forebay",
+            f"worker RSS peak over {args.memory_jobs:,} jobs",
+            [peak],
+            "MB",
+            f"+{(peak / first - 1):.0%} over the run",
+        ),
+    ]
+
+
+def peer_rows(args: argparse.Namespace) -> list[Row]:
+    directory = peers_dir(args.peers)
+    if directory is None:
+        return []
+    python = peer_python(args.peers_python)
+    rows = []
+    for peer in ("pgqueuer", "dramatiq"):
+        results = run_peer(directory, python, peer, n=args.n, repeats=args.repeats)
+        rows.append(
+            Row(peer, "enqueue (peer's fastest API)", [float(r["enqueue_rate"]) for r in results])
+        )  # type: ignore[arg-type]
+        rows.append(
+            Row(peer, "process no-op (peer default)", [float(r["process_rate"]) for r in results])
+        )  # type: ignore[arg-type]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n", type=int, default=20_000, help="jobs per phase (bulk: 5x, processing: 2x)"
+    )
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=64, help="worker concurrency for processing")
+    ap.add_argument(
+        "--backlog", action="store_true", help="leasing cost at 10k vs --big-backlog queued"
+    )
+    ap.add_argument("--big-backlog", type=int, default=1_000_000)
+    ap.add_argument("--memory", action="store_true", help="worker memory over --memory-jobs jobs")
+    ap.add_argument("--memory-jobs", type=int, default=1_000_000)
+    ap.add_argument("--peers", help="peer harness directory (run_peers.py); or FOREBAY_BENCH_PEERS")
+    ap.add_argument("--peers-python", help="Python with the peers installed")
+    ap.add_argument("--child-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_worker:
+        asyncio.run(child_worker(args.child_worker, args.concurrency))
+        return
+    with tempfile.TemporaryDirectory(prefix="forebay-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        raw = raw_rows(args, tmp)
+        ours = forebay_rows(args, tmp)
+        baseline = {
+            "enqueue 1 caller": raw[0].median,
+            "enqueue 100 callers": raw[0].median,
+            "enqueue bulk": raw[1].median,
+        }
+        print(f"sqlite {sqlite3.sqlite_version}, WAL, synchronous=FULL; {os.cpu_count()} cores")
+        print_table(
+            "forebay vs raw sqlite3 (ratio: forebay / raw single-row or 100-row commits)",
+            ours + raw,
+            baseline=baseline,
+        )
+        peers = peer_rows(args)
+        if peers:
+            fastest = max(r.median for r in peers if r.phase.startswith("process"))
+            print_table(
+                "peers in the same run (ratio: forebay 1-process no-op rate / the peer's)",
+                peers,
+            )
+            print(f"\nforebay 1-process no-op / fastest peer: {ours[3].median / fastest:.2f}x")
+        if args.backlog:
+            print_table("leasing cost vs backlog", backlog_rows(args, tmp))
+        if args.memory:
+            print_table("worker memory", memory_rows(args, tmp))
+
+
+if __name__ == "__main__":
+    main()

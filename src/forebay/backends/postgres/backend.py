@@ -1,0 +1,591 @@
+"""The PostgreSQL backend: many workers on many machines, transactional enqueue.
+
+* Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
+  created by numbered, forward-only migrations (:mod:`forebay.backends.postgres.schema`);
+  ``migration_sql()`` prints them for DBAs without connecting.
+* Leasing is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))``: any
+  number of workers on any number of hosts take disjoint jobs without waiting on each other;
+  the partial index ``jobs_due`` keeps its cost flat as history grows.
+* Wake-ups by LISTEN/NOTIFY (:mod:`~forebay.backends.postgres.listener`), so an idle worker
+  starts a new job within milliseconds, with a fallback poll while the listener reconnects.
+* Group commit (:mod:`~forebay.backends.postgres.group_commit`): concurrent enqueues become one
+  multi-row ``INSERT ... SELECT FROM unnest(...)``, and concurrent outcomes (complete, retry,
+  dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
+* ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
+  transaction: the jobs exist if and only if it commits.
+* Errors are translated at the boundary and operations ride out a server restart
+  (:mod:`~forebay.backends.postgres.connection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+
+from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.postgres.connection import Connector, PostgresSettings, Resend, translate
+from forebay.backends.postgres.group_commit import GroupCommit
+from forebay.backends.postgres.listener import Listener
+from forebay.backends.postgres.schema import migrations, queries
+from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
+from forebay.job import (
+    Deferral,
+    Failure,
+    Job,
+    JobFilter,
+    JobState,
+    Lease,
+    NewJob,
+    QueueCounts,
+    Retry,
+    to_datetime,
+)
+
+__all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
+
+_STATES = {s.value: s for s in JobState}
+_ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's batch may be more)
+_SETTLE_GROUP_ROWS = 20_000
+_LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
+
+
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    jobs: list[NewJob]
+    max_depth: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Settlement:
+    """One job leaving ``running``: the arguments of one row of the ``settle`` statement."""
+
+    job_id: int
+    token: str
+    outcome: str  # complete | retry | dead | defer | release
+    at: datetime | None = None
+    message: str | None = None
+    kind: str | None = None
+
+
+def row_to_job(row: Sequence[Any], created: bool = True) -> Job:
+    """A row of ``{columns}`` (see schema.COLUMNS) as a Job."""
+    return Job(
+        id=row[0],
+        queue=row[1],
+        payload=json.loads(row[2]),
+        state=_STATES[row[3]],
+        key=row[4],
+        priority=row[5],
+        attempt=row[6],
+        deliveries=row[7],
+        defers=row[8],
+        run_at=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        finished_at=row[12],
+        lease_token=row[13],
+        lease_expires_at=row[14],
+        worker_id=row[15],
+        progress_pct=row[16],
+        progress_message=row[17],
+        error=row[18],
+        error_type=row[19],
+        run_id=row[20],
+        created=created,
+    )
+
+
+class PostgresBackend:
+    """Jobs in PostgreSQL. See the module docstring; build it with :meth:`from_url`."""
+
+    capabilities = Capabilities(
+        name="postgres", cross_process_wakeup=True, transactional_enqueue=True
+    )
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self.settings = settings
+        self._q = queries(settings.schema)
+        self._connector = Connector(settings)
+        self._listener = Listener(self._connector.connect, settings.schema, poll_s=settings.poll_s)
+        self._enqueuer: GroupCommit[_Enqueue, list[Job]] = GroupCommit(
+            "enqueue",
+            self._flush_enqueues,
+            weight=lambda r: len(r.jobs),
+            max_weight=_ENQUEUE_GROUP_ROWS,
+        )
+        self._settler: GroupCommit[list[_Settlement], list[int]] = GroupCommit(
+            "settle", self._flush_settlements, weight=len, max_weight=_SETTLE_GROUP_ROWS
+        )
+        self._open_lock = asyncio.Lock()
+        self._listening: asyncio.Future[None] | None = None
+        self.applied_on_open: list[str] = []
+        """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresBackend:
+        """``postgresql://user:password@host:5432/db?schema=forebay`` (see PostgresSettings)."""
+        return cls(PostgresSettings.from_url(url))
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend(schema={self.settings.schema!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._connector.is_open:
+                return
+            await self._connector.open()
+            try:
+                self.applied_on_open = await self.migrate()
+            except BaseException:
+                await self._connector.close()
+                raise
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            await self._listener.stop()
+            self._listening = None
+            await self._enqueuer.drain()
+            await self._settler.drain()
+            await self._connector.close()
+
+    async def migrate(self) -> list[str]:
+        return await self._run(self._migrate_on, Resend.IF_UNSENT)
+
+    async def _migrate_on(self, conn: Any) -> list[str]:
+        q = self._q
+        wanted = migrations(self.settings.schema)
+        if await conn.fetchval(q["migrations_table_exists"]):
+            applied = {r[0] for r in await conn.fetch(q["applied_migrations"])}
+            if all(version in applied for version, _, _ in wanted):
+                return []  # up to date: needs no DDL rights (a DBA may have applied them)
+        done = []
+        async with conn.transaction():
+            await conn.execute(q["migration_lock"])
+            await conn.execute(q["create_schema"])
+            await conn.execute(q["create_migrations_table"])
+            applied = {r[0] for r in await conn.fetch(q["applied_migrations"])}
+            for version, name, sql in wanted:
+                if version in applied:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(q["record_migration"], version, name)
+                done.append(name)
+        return done
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.fetchval("SELECT 1"), Resend.NEVER)
+
+    async def drop_everything(self) -> None:
+        """Drop this backend's schema with every job in it (tests, teardown)."""
+        await self._run(lambda c: c.execute(self._q["drop_schema"]), Resend.ALWAYS)
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _run(self, op: Callable[[Any], Awaitable[T]], resend: Resend) -> T:
+        if not self._connector.is_open:
+            raise BackendError("the PostgreSQL backend is not open; call open() first")
+        return await self._connector.run(op, resend)
+
+    # -- enqueue --------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        max_depth: dict[str, int] | None = None,
+        connection: object | None = None,
+    ) -> list[Job]:
+        batch = list(jobs)
+        if not batch:
+            return []
+        present = {j.queue for j in batch}
+        caps = {q: cap for q, cap in (max_depth or {}).items() if q in present}
+        request = _Enqueue(batch, caps)
+        if connection is not None:
+            return await self._enqueue_on(connection, request)
+        return await self._enqueuer.submit(request)
+
+    async def _enqueue_on(self, connection: object, request: _Enqueue) -> list[Job]:
+        """Transactional enqueue: the caller's connection, the caller's transaction."""
+        if not isinstance(connection, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
+            raise ConfigError(
+                "connection= must be an asyncpg connection (asyncpg.connect() or a pool's "
+                f"acquire()), inside your transaction; got {type(connection).__name__}"
+            )
+        try:
+            result = (await _insert_requests(connection, self._q, [request]))[0]
+        except Exception as exc:
+            raise translate(exc) from exc
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _flush_enqueues(self, requests: list[_Enqueue]) -> list[list[Job] | BaseException]:
+        keyed = all(j.key is not None for r in requests for j in r.jobs)
+        try:
+            return await self._run(
+                lambda c: _insert_requests(c, self._q, requests),
+                Resend.ALWAYS if keyed else Resend.IF_UNSENT,  # keys make a repeat harmless
+            )
+        except (InvalidPayload, BackendError) as exc:
+            if len(requests) == 1 or isinstance(exc, BackendUnavailable):
+                return [exc] * len(requests)
+        # One caller's bad value must not fail the others' jobs: write each request alone.
+        # (The failed statement stored nothing, so nothing is written twice.)
+        return [(await self._flush_enqueues([r]))[0] for r in requests]
+
+    # -- running --------------------------------------------------------------------------
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        if self._listening is None:
+            # A process that leases will wait for work: LISTEN before its first lease, so no
+            # job committed after that lease goes unnoticed. (Producers never listen.)
+            self._listening = asyncio.ensure_future(self._listener.started(_LISTEN_WAIT_S))
+        await asyncio.shield(self._listening)
+        token = secrets.token_hex(8)
+        sql = self._q["lease"]
+        rows = await self._run(
+            lambda c: c.fetch(sql, queue, limit, token, float(lease_s), worker_id),
+            Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
+        )
+        rows.sort(key=lambda r: (-r[5], r[9], r[0]))
+        return [row_to_job(r) for r in rows]
+
+    async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
+        if not leases:
+            return []
+        sql = self._q["extend"]
+        ids = [lz.job_id for lz in leases]
+        tokens = [lz.token for lz in leases]
+        rows = await self._run(lambda c: c.fetch(sql, ids, tokens, float(lease_s)), Resend.ALWAYS)
+        extended = {r[0] for r in rows}
+        return [i for i in ids if i not in extended]
+
+    async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
+        sql = self._q["progress"]
+        row = await self._run(
+            lambda c: c.fetchval(sql, lease.job_id, lease.token, float(pct), message),
+            Resend.ALWAYS,
+        )
+        return row is not None
+
+    async def complete(self, leases: Sequence[Lease]) -> list[int]:
+        return await self._settle([_Settlement(lz.job_id, lz.token, "complete") for lz in leases])
+
+    async def retry(self, retries: Sequence[Retry]) -> list[int]:
+        return await self._settle(
+            [
+                _Settlement(
+                    r.lease.job_id, r.lease.token, "retry", _dt(r.run_at), r.error, r.error_type
+                )
+                for r in retries
+            ]
+        )
+
+    async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
+        return await self._settle(
+            [
+                _Settlement(f.lease.job_id, f.lease.token, "dead", None, f.error, f.error_type)
+                for f in failures
+            ]
+        )
+
+    async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
+        return await self._settle(
+            [
+                _Settlement(d.lease.job_id, d.lease.token, "defer", _dt(d.run_at), d.reason)
+                for d in deferrals
+            ]
+        )
+
+    async def release(self, leases: Sequence[Lease]) -> list[int]:
+        return await self._settle([_Settlement(lz.job_id, lz.token, "release") for lz in leases])
+
+    async def _settle(self, settlements: list[_Settlement]) -> list[int]:
+        """Group-committed: return the ids whose token did not match (refused)."""
+        if not settlements:
+            return []
+        if not self._connector.is_open:
+            raise BackendError("the PostgreSQL backend is not open; call open() first")
+        return await self._settler.submit(settlements)
+
+    async def _flush_settlements(
+        self, requests: list[list[_Settlement]]
+    ) -> list[list[int] | BaseException]:
+        refused: list[list[int]] = [[] for _ in requests]
+        for round_ in _rounds(requests):
+            settled = await self._settle_round([s for _, s in round_])
+            for index, s in round_:
+                if s.job_id not in settled:
+                    refused[index].append(s.job_id)
+        return list(refused)
+
+    async def _settle_round(self, items: list[_Settlement]) -> set[int]:
+        sql = self._q["settle"]
+        args = _settle_args(items)
+        # Not resent after an error mid-flight: had it committed, a repeat would refuse its
+        # own jobs. Jobs left unsettled keep running until their lease expires, then run again
+        # (at-least-once).
+        rows = await self._run(lambda c: c.fetch(sql, *args), Resend.IF_UNSENT)
+        return {r[0] for r in rows}
+
+    async def reclaim_expired(self, *, now: float | None = None) -> int:
+        sql = self._q["reclaim_expired"]
+        at = None if now is None else _dt(now)
+        return int(await self._run(lambda c: c.fetchval(sql, at), Resend.ALWAYS))
+
+    # -- operator actions -----------------------------------------------------------------
+    async def cancel(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        sql = self._q["cancel"]
+        wanted = [int(i) for i in ids]
+        rows = await self._run(lambda c: c.fetch(sql, wanted), Resend.IF_UNSENT)
+        return sorted(r[0] for r in rows)
+
+    async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        return await self._dead_action("replay", where, dry_run)
+
+    async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        return await self._dead_action("purge", where, dry_run)
+
+    async def _dead_action(self, name: str, where: JobFilter, dry_run: bool) -> int:
+        args = _filter_args(where)
+        sql = self._q["count_dead" if dry_run else name]
+        resend = Resend.ALWAYS if dry_run else Resend.IF_UNSENT
+        return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
+
+    async def prune(self, spec: PruneSpec) -> int:
+        sql = self._q["prune"]
+        args = (
+            _dt(spec.completed_before),
+            _dt(spec.dead_before),
+            _dt(spec.cancelled_before),
+            spec.limit,
+        )
+        return int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
+
+    # -- reading --------------------------------------------------------------------------
+    async def get_job(self, job_id: int) -> Job | None:
+        sql = self._q["get_job"]
+        row = await self._run(lambda c: c.fetchrow(sql, int(job_id)), Resend.ALWAYS)
+        return None if row is None else row_to_job(row)
+
+    async def list_jobs(
+        self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Job]:
+        sql = self._q["list_jobs"]
+        args = (*_filter_args(where), before_id, limit)
+        rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
+        return [row_to_job(r) for r in rows]
+
+    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+        sql = self._q["counts"]
+        at = None if now is None else _dt(now)
+        rows = await self._run(lambda c: c.fetch(sql, at), Resend.ALWAYS)
+        per_queue: dict[str, dict[str, Any]] = {}
+        for queue, state, n, scheduled, retrying, age in rows:
+            detail = per_queue.setdefault(queue, {})
+            detail[state] = n
+            if state == JobState.QUEUED:
+                detail["scheduled"] = scheduled
+                detail["retrying"] = retrying
+                detail["oldest_queued_age_s"] = None if age is None else max(0.0, age)
+        return [QueueCounts(queue=q, **d) for q, d in sorted(per_queue.items())]
+
+    async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
+        """Return on a notification for one of ``queues`` (from any process), or on timeout."""
+        await self._listener.wait(queues, timeout_s)
+
+
+# -- statements run on one connection --------------------------------------------------------
+async def _insert_requests(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+) -> list[list[Job] | BaseException]:
+    """Store the jobs of several requests in one statement (one transaction when any request
+    has a max_depth, since its check and insert must not be split); one result per request."""
+    if not any(r.max_depth for r in requests):
+        return _split([r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests)))
+    async with conn.transaction():  # a savepoint inside a caller's transaction
+        verdicts = await _check_depths(conn, q, requests)
+        accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
+        stored = iter(
+            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted)))
+        )
+    return [next(stored) if v is None else v for v in verdicts]
+
+
+def _all_jobs(requests: list[_Enqueue]) -> list[NewJob]:
+    return [j for r in requests for j in r.jobs]
+
+
+def _split(sizes: list[list[NewJob]], jobs: list[Job]) -> list[list[Job] | BaseException]:
+    out: list[list[Job] | BaseException] = []
+    start = 0
+    for batch in sizes:
+        out.append(jobs[start : start + len(batch)])
+        start += len(batch)
+    return out
+
+
+async def _check_depths(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+) -> list[QueueFull | None]:
+    """Lock the capped queues, count them, and refuse each request that would overflow one."""
+    caps: dict[str, int] = {}
+    for r in requests:
+        for queue, cap in r.max_depth.items():
+            caps[queue] = max(caps.get(queue, 0), cap)
+    await conn.fetchval(q["lock_queues"], list(caps))
+    rows = await conn.fetch(q["depths"], list(caps), list(caps.values()))
+    depth: Counter[str] = Counter({name: n for name, n in rows})
+    verdicts: list[QueueFull | None] = []
+    for r in requests:
+        incoming = Counter(j.queue for j in r.jobs)
+        full = [
+            (queue, cap)
+            for queue, cap in r.max_depth.items()
+            if depth[queue] + incoming[queue] > cap
+        ]
+        if full:
+            verdicts.append(QueueFull(*full[0]))
+            continue
+        depth.update(incoming)
+        verdicts.append(None)
+    return verdicts
+
+
+async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob]) -> list[Job]:
+    """One multi-row INSERT; jobs whose (queue, key) exists come back as that job."""
+    if not jobs:
+        return []
+    try:
+        rows = await conn.fetch(q["enqueue"], *_insert_args(jobs))
+    except asyncpg.DataError as exc:
+        raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
+    rows.sort(key=lambda r: r[0])  # ids were drawn in input order
+    out: list[Job | None] = []
+    existing: list[int] = []
+    it = iter(rows)
+    row = next(it, None)
+    for index, new in enumerate(jobs):
+        if row is not None and (new.key is None or (row[1] == new.queue and row[2] == new.key)):
+            out.append(_new_job(row[0], new, row[3]))
+            row = next(it, None)
+        else:
+            out.append(None)
+            existing.append(index)
+    if existing:
+        await _fill_existing(conn, q, jobs, existing, out)
+    return [j for j in out if j is not None]
+
+
+def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
+    """The ``enqueue`` statement's arrays. A column whose every value is the default is sent as
+    NULL (``unnest`` pads it with NULLs, the statement fills in the default): encoding arrays
+    element by element is most of the client's cost of a bulk enqueue."""
+    queue = jobs[0].queue
+    queues = None if all(j.queue == queue for j in jobs) else [j.queue for j in jobs]
+    keys = [j.key for j in jobs] if any(j.key is not None for j in jobs) else None
+    priorities = [j.priority for j in jobs] if any(j.priority for j in jobs) else None
+    run_ats = (
+        [None if j.run_at is None else to_datetime(j.run_at) for j in jobs]
+        if any(j.run_at is not None for j in jobs)
+        else None
+    )
+    run_ids = [j.run_id for j in jobs] if any(j.run_id is not None for j in jobs) else None
+    payloads = [j.payload_json for j in jobs]
+    return payloads, queue, queues, keys, priorities, run_ats, run_ids
+
+
+async def _fill_existing(
+    conn: Any, q: dict[str, str], jobs: list[NewJob], indexes: list[int], out: list[Job | None]
+) -> None:
+    rows = await conn.fetch(
+        q["jobs_by_key"], [jobs[i].queue for i in indexes], [jobs[i].key for i in indexes]
+    )
+    found = {(r[1], r[4]): row_to_job(r, created=False) for r in rows}
+    for i in indexes:
+        job = found.get((jobs[i].queue, jobs[i].key))
+        if job is None:  # deleted between the INSERT and this read (a purge): rare
+            raise BackendError(
+                f"job with key {jobs[i].key!r} on queue {jobs[i].queue!r} was deleted while "
+                "being enqueued again; enqueue it once more"
+            )
+        out[i] = job
+
+
+def _new_job(job_id: int, new: NewJob, created_at: datetime) -> Job:
+    return Job(
+        id=job_id,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        key=new.key,
+        priority=new.priority,
+        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
+        created_at=created_at,
+        updated_at=created_at,
+        run_id=new.run_id,
+    )
+
+
+def _rounds(requests: list[list[_Settlement]]) -> list[list[tuple[int, _Settlement]]]:
+    """Split a group so that no job appears twice in one statement (which would settle it
+    once yet report it settled twice); in practice there is one round."""
+    rounds: list[list[tuple[int, _Settlement]]] = []
+    seen: list[set[int]] = []
+    for index, request in enumerate(requests):
+        for s in request:
+            k = 0
+            while k < len(rounds) and s.job_id in seen[k]:
+                k += 1
+            if k == len(rounds):
+                rounds.append([])
+                seen.append(set())
+            rounds[k].append((index, s))
+            seen[k].add(s.job_id)
+    return rounds
+
+
+def _settle_args(items: list[_Settlement]) -> tuple[Any, ...]:
+    """The ``settle`` statement's arrays; like ``_insert_args``, all-default columns go as NULL."""
+    outcome = items[0].outcome
+    same = all(s.outcome == outcome for s in items)
+    return (
+        [s.job_id for s in items],
+        [s.token for s in items],
+        None if same else [s.outcome for s in items],
+        [s.at for s in items] if any(s.at is not None for s in items) else None,
+        [s.message for s in items] if any(s.message is not None for s in items) else None,
+        [s.kind for s in items] if any(s.kind is not None for s in items) else None,
+        outcome,
+    )
+
+
+def _filter_args(where: JobFilter) -> tuple[Any, ...]:
+    return (
+        where.queue,
+        None if where.state is None else str(where.state),
+        where.error_type,
+        where.since,
+        where.until,
+        where.run_id,
+        None if where.ids is None else [int(i) for i in where.ids],
+    )
+
+
+def _dt(ts: float) -> datetime:
+    value = to_datetime(ts)
+    assert value is not None
+    return value

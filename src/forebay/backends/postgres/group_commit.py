@@ -1,0 +1,122 @@
+"""Group commit on asyncio: concurrent callers' requests share one statement and one commit.
+
+A caller submits a request and awaits its own result. When no flush is waiting to start, a
+flush task is created; by the time it runs it takes *every* request submitted meanwhile, hands
+them to ``flush`` (which writes them in one round trip / transaction), and resolves each
+caller's future with its own result. While flushes are in flight, new requests pile up and go
+into the next one, so under load each commit carries many callers' work, yet an idle caller
+waits for no timer: its request is flushed at once.
+
+Concurrency hazards, and why they are safe: everything here runs on one event loop, so the
+pending list and counters are only touched between awaits; a caller cancelled while waiting
+does not undo its write (the result is dropped, as with any write whose answer is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["GroupCommit"]
+
+log = logging.getLogger("forebay.postgres")
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[R, T]):
+    """Coalesces requests; see the module docstring.
+
+    ``flush(requests)`` returns one result per request, in order: a value, or an exception to
+    raise in that caller alone. ``weight(request)`` (e.g. rows) bounds a group to ``max_weight``
+    (a single heavier request still goes alone). ``max_in_flight`` flushes may run at once, on
+    different connections.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        flush: Callable[[list[R]], Awaitable[Sequence[T | BaseException]]],
+        *,
+        weight: Callable[[R], int] = lambda _r: 1,
+        max_weight: int = 10_000,
+        max_in_flight: int = 2,
+    ) -> None:
+        self.name = name
+        self._flush = flush
+        self._weight = weight
+        self._max_weight = max_weight
+        self._max_in_flight = max_in_flight
+        self._pending: list[tuple[R, asyncio.Future[T]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting = False  # a flush task exists that has not yet taken its group
+
+    async def submit(self, request: R) -> T:
+        """Queue ``request`` for the next group; return its result once committed."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, fut))
+        self._maybe_start()
+        return await fut
+
+    async def drain(self) -> None:
+        """Wait until every request submitted so far is flushed."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _maybe_start(self) -> None:
+        if self._starting or not self._pending or len(self._tasks) >= self._max_in_flight:
+            return
+        self._starting = True
+        self._tasks.add(asyncio.create_task(self._run(), name=f"forebay-group-commit-{self.name}"))
+
+    async def _run(self) -> None:
+        self._starting = False
+        try:
+            while self._pending:
+                group = self._take()
+                self._maybe_start()  # room for another flush in flight: let new requests go
+                try:
+                    results = await self._flush([request for request, _ in group])
+                except BaseException as exc:
+                    results = [exc] * len(group)
+                    if not isinstance(exc, Exception):  # cancelled: tell the callers, then stop
+                        _resolve(group, results)
+                        raise
+                _resolve(group, results)
+        finally:
+            # Leave the set now, not in a done-callback: a request submitted between this
+            # task's last look at the queue and such a callback would find every slot taken
+            # and wait for a flush that never comes.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+            self._maybe_start()
+
+    def _take(self) -> list[tuple[R, asyncio.Future[T]]]:
+        total = 0
+        count = 0
+        for request, _ in self._pending:
+            total += self._weight(request)
+            if count and total > self._max_weight:
+                break
+            count += 1
+        group, self._pending = self._pending[:count], self._pending[count:]
+        return group
+
+
+def _resolve(
+    group: list[tuple[R, asyncio.Future[T]]], results: Sequence[T | BaseException]
+) -> None:
+    if len(results) != len(group):  # a bug in flush; never leave a caller hanging
+        error = RuntimeError(f"group commit: {len(results)} results for {len(group)} requests")
+        results = [error] * len(group)
+    for (_request, fut), result in zip(group, results, strict=True):
+        if fut.done():  # the caller was cancelled; its write happened all the same
+            continue
+        if isinstance(result, BaseException):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)

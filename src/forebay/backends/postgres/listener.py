@@ -1,0 +1,146 @@
+"""Wake-ups by LISTEN/NOTIFY: one dedicated connection per backend instance.
+
+Every statement that makes jobs due (enqueue, a retry or release that is due at once, reclaim,
+replay) calls ``pg_notify(<schema>, <queue>)``; PostgreSQL delivers it when that transaction
+commits, to every listening process on any host. The listener resolves the waiters of that
+queue; a notification that finds nobody waiting is remembered, so a worker that was busy
+leasing when it came returns from its next wait at once instead of sleeping through it.
+
+When the connection drops (server restart, network), the listener reconnects in the
+background with backoff, and meanwhile :meth:`wait` returns after at most ``poll_s``: idle
+workers poll until notifications flow again. After every (re)connect all waiters are woken,
+since notifications sent while nobody listened are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from forebay.backends.postgres.connection import translate
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("forebay.postgres")
+
+_HEALTH_CHECK_EVERY_S = 15.0
+_MAX_BACKOFF_S = 2.0
+
+
+class Listener:
+    """LISTENs on one channel and wakes the waiters of the queue each notification names."""
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[Any]], channel: str, *, poll_s: float
+    ) -> None:
+        self._connect = connect
+        self.channel = channel
+        self.poll_s = poll_s
+        self._connected = asyncio.Event()
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._missed: set[str] = set()
+        self._known: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Start listening in the background (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="forebay-pg-listener")
+
+    async def started(self, timeout_s: float) -> None:
+        """Start listening and wait (at most ``timeout_s``) until LISTEN is in effect.
+
+        A worker calls this before its first lease, so that no job committed after that lease
+        can go unnoticed. If the server does not answer in time, waits fall back to polling.
+        """
+        self.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection (idempotent)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._wake(set(self._waiters))
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Return when one of ``queues`` was notified (now or since the last wait), or later
+        than ``timeout_s`` (``poll_s`` while not connected)."""
+        self.start()
+        self._known.update(queues)
+        if any(q in self._missed for q in queues):
+            self._missed.difference_update(queues)
+            return
+        if not self.connected:
+            timeout_s = min(timeout_s, self.poll_s)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for q in queues:
+            self._waiters.setdefault(q, set()).add(fut)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, timeout_s)
+        finally:
+            for q in queues:
+                waiting = self._waiters.get(q)
+                if waiting is not None:
+                    waiting.discard(fut)
+                    if not waiting:
+                        del self._waiters[q]
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
+        self._wake({queue})
+
+    def _wake(self, queues: set[str]) -> None:
+        for queue in queues:
+            waiting = self._waiters.get(queue)
+            if not waiting:
+                self._missed.add(queue)
+                continue
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._session()
+                delay = 0.05
+            except Exception as exc:
+                log.warning(
+                    "LISTEN connection lost (%s); idle workers poll every %.2fs until it is back",
+                    translate(exc),
+                    self.poll_s,
+                )
+            finally:
+                self._connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    async def _session(self) -> None:
+        conn = await self._connect()
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+            self._connected.set()
+            self._wake(self._known | set(self._waiters))  # anything may have been missed
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), _HEALTH_CHECK_EVERY_S)
+                except TimeoutError:
+                    # A silently dropped network connection only shows when used.
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), _HEALTH_CHECK_EVERY_S)
+            raise ConnectionResetError("the server closed the LISTEN connection")
+        finally:
+            conn.terminate()

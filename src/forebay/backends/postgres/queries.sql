@@ -1,0 +1,241 @@
+-- SQL of the PostgreSQL backend. Sections are loaded by forebay.sqlfiles.load_queries.
+-- Placeholders replaced once at load: {schema} (the quoted schema name), {channel} (the
+-- LISTEN/NOTIFY channel, the schema's name), {columns} (a job's columns, in row_to_job's order)
+-- and {filter} (the shared filter section). Parameters are positional ($1, $2, ...).
+-- "now" is the database's clock (now(): the transaction's start), so that workers on many hosts
+-- agree on lease expiry whatever their own clocks say.
+--
+-- {relaxed_commit} (a condition that is always true) marks statements whose commit need not
+-- wait for the WAL to reach disk (synchronous_commit off for that transaction only): losing
+-- them in a server crash is harmless, because they are redone. A lost lease puts its job back
+-- to queued, so it runs again (at-least-once); a lost heartbeat, progress note, reclaim or
+-- prune is simply done again. Enqueues and outcomes always wait for the disk.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS {schema}.migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: migrations_table_exists
+SELECT to_regclass('{schema}.migrations') IS NOT NULL
+
+-- name: applied_migrations
+SELECT version FROM {schema}.migrations ORDER BY version
+
+-- name: migration_lock
+-- one migrator at a time per schema, whichever host it runs on
+SELECT pg_advisory_xact_lock(hashtextextended('forebay migrate {schema}', 0))
+
+-- name: record_migration
+INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2)
+
+-- name: drop_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE
+
+-- name: enqueue
+-- $1: payloads; $2: the queue of every job, unless $3 gives one per job. $3 to $7 (queues, keys,
+-- priorities, run_at, run ids) may be NULL when every job has the default: unnest pads them.
+-- Rows get ids in input order (the identity is drawn row by row, in ordinality order), also
+-- for rows whose key already exists, so sorting the returned rows by id gives input order.
+-- Workers waiting on a queue that now has due jobs are woken at commit.
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
+    SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
+           COALESCE(j.run_at, now()), j.run_id
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
+         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+    ORDER BY j.ord
+    ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING id, queue, key, run_at, created_at
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
+)
+SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: jobs_by_key
+SELECT {columns} FROM {schema}.jobs
+WHERE (queue, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+
+-- name: lock_queues
+-- serialises enqueues into queues that have a max_depth (in name order: no deadlocks)
+SELECT count(pg_advisory_xact_lock(hashtextextended('forebay depth {schema} ' || q.name, 0)))
+FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS q
+
+-- name: depths
+SELECT q.name, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.jobs
+        WHERE queue = q.name AND state IN ('queued', 'running')
+        LIMIT q.cap
+    ) AS unfinished
+)
+FROM unnest($1::text[], $2::integer[]) AS q (name, cap)
+
+-- name: lease
+-- The inner SELECT runs once (an InitPlan): SKIP LOCKED lets concurrent workers take
+-- different jobs instead of queueing behind each other's row locks.
+UPDATE {schema}.jobs
+SET state = 'running', lease_token = $3, lease_expires_at = now() + make_interval(secs => $4),
+    worker_id = $5, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
+    progress = NULL, progress_message = NULL
+WHERE id = ANY(ARRAY(
+    SELECT id FROM {schema}.jobs
+    WHERE queue = $1 AND state = 'queued' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)) AND {relaxed_commit}
+RETURNING {columns}
+
+-- name: extend
+UPDATE {schema}.jobs AS j
+SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+FROM unnest($1::bigint[], $2::text[]) AS l (job_id, token)
+WHERE j.id = l.job_id AND j.lease_token = l.token  -- a token means running (see settle)
+    AND {relaxed_commit}
+RETURNING j.id
+
+-- name: progress
+UPDATE {schema}.jobs SET progress = $3, progress_message = $4, updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND {relaxed_commit}
+RETURNING id
+
+-- name: settle
+-- Every way out of running, for many jobs of many callers in one statement. Per job:
+--   complete: -> completed                 retry:   -> queued at `at`, attempt stays spent
+--   dead:     -> dead                      defer:   -> queued at `at`, attempt and delivery
+--   release:  -> queued, attempt and delivery given back         given back, defers + 1
+-- Only the holder of the current lease token may settle; the ids returned are the ones settled.
+-- Only running jobs have a token (CHECK jobs_lease_iff_running), so the token match is the
+-- state check too. Saying `state = 'running'` here would tempt the planner into walking the
+-- jobs_leases index once per settled job while its statistics think few jobs run.
+-- $3 (outcomes) may be NULL when every job has outcome $7; $4 to $6 may be NULL when all NULL.
+WITH s AS (
+    SELECT job_id, token, COALESCE(outcome, $7) AS outcome, at, message, kind
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+         AS s (job_id, token, outcome, at, message, kind)
+), settled AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE s.outcome
+            WHEN 'complete' THEN 'completed' WHEN 'dead' THEN 'dead' ELSE 'queued' END,
+        run_at = CASE WHEN s.outcome IN ('retry', 'defer') THEN s.at ELSE j.run_at END,
+        error = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.message ELSE j.error END,
+        error_type = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.kind ELSE j.error_type END,
+        progress = CASE WHEN s.outcome = 'complete' THEN 100 ELSE j.progress END,
+        progress_message = CASE
+            WHEN s.outcome = 'defer' THEN s.message ELSE j.progress_message END,
+        attempt = CASE
+            WHEN s.outcome IN ('defer', 'release') THEN j.attempt - 1 ELSE j.attempt END,
+        deliveries = CASE
+            WHEN s.outcome IN ('defer', 'release') THEN j.deliveries - 1 ELSE j.deliveries END,
+        defers = CASE WHEN s.outcome = 'defer' THEN j.defers + 1 ELSE j.defers END,
+        finished_at = CASE WHEN s.outcome IN ('complete', 'dead') THEN now() END,
+        updated_at = now(), lease_token = NULL, lease_expires_at = NULL
+    FROM s
+    WHERE j.id = s.job_id AND j.lease_token = s.token
+    RETURNING j.id, j.queue, j.state, j.run_at
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue)
+    FROM (SELECT DISTINCT queue FROM settled WHERE state = 'queued' AND run_at <= now()) AS due
+)
+SELECT id FROM settled WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: reclaim_expired
+-- No notification: the reclaiming worker wakes its own lanes, others find the jobs by polling
+-- (as on every backend), and the worker that lost the lease does not race to take it back.
+WITH reclaimed AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', attempt = GREATEST(attempt - 1, 0), updated_at = now(),
+        error = 'lease expired: the worker stopped heartbeating (crashed or was killed)',
+        error_type = 'LeaseExpired',
+        lease_token = NULL, lease_expires_at = NULL
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'running' AND lease_expires_at < COALESCE($1::timestamptz, now())
+        FOR UPDATE SKIP LOCKED
+    )) AND {relaxed_commit}
+    RETURNING 1
+)
+SELECT count(*) FROM reclaimed
+
+-- name: cancel
+UPDATE {schema}.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = ANY($1::bigint[]) AND state = 'queued'
+RETURNING id
+
+-- name: filter
+-- shared WHERE clause of listings, replay and purge: always parameters $1 to $7
+($1::text IS NULL OR queue = $1)
+AND ($2::text IS NULL OR state = $2)
+AND ($3::text IS NULL OR error_type = $3)
+AND ($4::timestamptz IS NULL OR updated_at >= $4)
+AND ($5::timestamptz IS NULL OR updated_at < $5)
+AND ($6::text IS NULL OR run_id = $6)
+AND ($7::bigint[] IS NULL OR id = ANY($7))
+
+-- name: replay
+WITH replayed AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', run_at = now(), updated_at = now(), finished_at = NULL,
+        attempt = 0, deliveries = 0, defers = 0, progress = NULL, progress_message = NULL
+    WHERE state = 'dead' AND {filter}
+    RETURNING queue
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue) FROM (SELECT DISTINCT queue FROM replayed) AS due
+)
+SELECT count(*) FROM replayed WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: count_dead
+SELECT count(*) FROM {schema}.jobs WHERE state = 'dead' AND {filter}
+
+-- name: purge
+WITH purged AS (
+    DELETE FROM {schema}.jobs WHERE state = 'dead' AND {filter} RETURNING 1
+)
+SELECT count(*) FROM purged
+
+-- name: prune
+-- At most $4 rows per call, so each transaction (and the dead tuples it leaves for autovacuum)
+-- stays small. SKIP LOCKED: pruners in several workers take different rows.
+WITH completed AS (
+    SELECT id FROM {schema}.jobs WHERE state = 'completed' AND finished_at < $1
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), dead AS (
+    SELECT id FROM {schema}.jobs WHERE state = 'dead' AND finished_at < $2
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), cancelled AS (
+    SELECT id FROM {schema}.jobs WHERE state = 'cancelled' AND finished_at < $3
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), doomed AS (
+    SELECT id FROM completed UNION ALL SELECT id FROM dead UNION ALL SELECT id FROM cancelled
+    LIMIT $4
+), pruned AS (
+    DELETE FROM {schema}.jobs WHERE id IN (SELECT id FROM doomed) AND {relaxed_commit}
+    RETURNING 1
+)
+SELECT count(*) FROM pruned
+
+-- name: get_job
+SELECT {columns} FROM {schema}.jobs WHERE id = $1
+
+-- name: list_jobs
+SELECT {columns} FROM {schema}.jobs
+WHERE ($8::bigint IS NULL OR id < $8) AND {filter}
+ORDER BY id DESC
+LIMIT $9
+
+-- name: counts
+-- per queue and state; the queued rows also say how many are scheduled or retrying, and how
+-- long the oldest due one has waited (seconds)
+SELECT j.queue, j.state, count(*),
+       count(*) FILTER (WHERE j.run_at > n.now),
+       count(*) FILTER (WHERE j.attempt > 0),
+       EXTRACT(EPOCH FROM n.now - min(j.run_at) FILTER (WHERE j.run_at <= n.now))::float8
+FROM {schema}.jobs AS j, (SELECT COALESCE($1::timestamptz, now()) AS now) AS n
+GROUP BY j.queue, j.state, n.now

@@ -1,0 +1,788 @@
+"""The Redis backend: Streams with one consumer group, Lua scripts for every transition.
+
+How jobs move (key names in :mod:`forebay.backends.redis.keys`, scripts in ``lua/``, the
+whole picture in ``docs/redis.md``):
+
+* **Enqueue** stores the job's hash and, when it is due and not earlier than the last entry
+  of its (queue, priority) stream, appends an entry to that stream; every other queued job
+  (scheduled, in retry backoff, deferred, put back, enqueued with a past ``run_at``) waits in
+  the level's sorted set scored by ``run_at``. Concurrent enqueue calls share one script call
+  (group commit); each caller still gets its own answer, its own ``QueueFull``.
+* **Lease** is one script: it walks the priority levels from high to low and, per level,
+  merges the due members of the sorted set with the stream's undelivered entries (read with
+  ``XREADGROUP``) by (``run_at``, id): the order DESIGN §3.6 promises, exactly. Each leased job
+  gets a lease token and a deadline in the ``leases`` sorted set.
+* **A lease is the job's own deadline**: ``extend`` (the worker's heartbeat) moves it;
+  ``reclaim_expired`` puts back the jobs whose deadline passed. Not ``XAUTOCLAIM``'s idle time,
+  which is one visibility timeout for all jobs: a long job that heartbeats is never delivered
+  twice, and a crashed worker's jobs come back after their own lease.
+* **Settling** (complete, dead letter, retry, defer, release) checks the token, then ``XACK`` +
+  ``XDEL`` the entry: a stream holds only jobs that wait or run, so it does not grow with
+  history. Finished jobs stay in their hash (status, dead letters, keys) until pruned.
+* **Waiting**: ``wait_for_work`` asks (one script) whether anything is due; if not it blocks in
+  ``XREAD`` on the queue's streams, from their group's last delivered id, and on a small wake
+  stream: an idle worker starts a new job within a millisecond of its enqueue, even one made
+  in another process, and wakes when a scheduled job comes due.
+
+Batches cross to the scripts as JSON (one argument, decoded by cjson) and large answers come
+back as JSON: thousands of arguments or nested replies would cost more to pack and parse than
+the work itself. Durability is the server's: at open, a warning is logged when it can lose
+jobs (eviction policy, persistence off). Scripts compute key names from the prefix, so Redis
+Cluster is not supported (a single primary, with replicas, is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+
+from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
+from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
+from forebay.job import (
+    Deferral,
+    Failure,
+    Job,
+    JobFilter,
+    JobState,
+    Lease,
+    NewJob,
+    QueueCounts,
+    to_datetime,
+)
+from forebay.job import (
+    Retry as RetryJob,
+)
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("forebay.backends.redis")
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_SCRIPTS = (
+    "enqueue",
+    "lease",
+    "extend",
+    "progress",
+    "complete",
+    "retry",
+    "dead_letter",
+    "defer",
+    "release",
+    "reclaim",
+    "cancel",
+    "replay",
+    "purge",
+    "prune",
+    "tidy",
+    "list",
+    "counts",
+    "poll",
+)
+_STATES = {s.value: s for s in JobState}
+_COUNTED = ("queued", "running", "completed", "dead", "cancelled")
+_SCRIPT_JOBS = 2000
+"""Most jobs one script call stores or settles: bounds how long one call holds the server."""
+_MAX_BLOCK_S = 1.0
+"""Longest single XREAD block; wait_for_work loops (and re-polls) for longer timeouts."""
+
+
+@cache
+def script_sources() -> dict[str, str]:
+    """Each script's full source: the key prelude, the shared helpers, then the script."""
+    folder = resources.files("forebay.backends.redis").joinpath("lua")
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    head = lua_prelude() + common
+    return {
+        name: head + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPTS
+    }
+
+
+def _ts(value: float) -> str:
+    """Epoch seconds as an exact decimal string (Lua would round a number to 14 digits)."""
+    return repr(float(value))
+
+
+def _json(value: object) -> str:
+    """A batch argument of the scripts (they read it with cjson.decode)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _answer(raw: str) -> Any:
+    """A script's JSON answer (cjson.encode)."""
+    return json.loads(raw)
+
+
+def _datetime(value: str | float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def job_from_reply(reply: Sequence[Any], created: bool = True) -> Job:
+    """A job from a script's ``[id, {field: value}]`` answer (the job's hash)."""
+    job_id, f = reply
+    get = f.get
+    progress = get("progress")
+    return Job(
+        id=int(job_id),
+        queue=f["queue"],
+        payload=json.loads(f["payload"]),
+        state=_STATES[f["state"]],
+        key=get("key"),
+        priority=int(get("priority", 0)),
+        attempt=int(get("attempt", 0)),
+        deliveries=int(get("deliveries", 0)),
+        defers=int(get("defers", 0)),
+        run_at=_datetime(get("run_at")),
+        created_at=_datetime(get("created_at")),
+        updated_at=_datetime(get("updated_at")),
+        finished_at=_datetime(get("finished_at")),
+        lease_token=get("lease_token"),
+        lease_expires_at=_datetime(get("lease_expires_at")),
+        worker_id=get("worker_id"),
+        progress_pct=None if progress is None else float(progress),
+        progress_message=get("progress_message"),
+        error=get("error"),
+        error_type=get("error_type"),
+        run_id=get("run_id"),
+        created=created,
+    )
+
+
+def _new_job(job_id: int, new: NewJob, now: float) -> Job:
+    created_at = to_datetime(now)
+    return Job(
+        id=job_id,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        key=new.key,
+        priority=new.priority,
+        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
+        created_at=created_at,
+        updated_at=created_at,
+        run_id=new.run_id,
+    )
+
+
+def translate(exc: Exception) -> BackendError:
+    """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed."""
+    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+        return BackendError(f"Redis refused the credentials: {exc}; check the password in the URL")
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return BackendUnavailable(f"Redis is unreachable: {exc}")
+    return BackendError(f"Redis failed: {exc}")
+
+
+def retry_policy(reconnect_s: float) -> Retry:
+    """Retry a command on connection errors for about ``reconnect_s`` (backoff up to 1 s)."""
+    base_s, cap_s = 0.05, 1.0
+    retries, waited = 0, 0.0
+    while waited < reconnect_s:
+        retries += 1
+        waited += min(cap_s, base_s * 2**retries) * 0.75  # EqualJitterBackoff's mean
+    return Retry(EqualJitterBackoff(cap=cap_s, base=base_s), retries)
+
+
+@dataclass(slots=True)
+class _EnqueueCall:
+    jobs: list[NewJob]
+    depth: list[tuple[str, int, int]]  # (queue, max_depth, jobs of that queue in this call)
+    future: asyncio.Future[list[Job]]
+
+
+class _GroupCommit:
+    """Concurrent enqueue calls share one script call; each caller awaits its own answer.
+
+    At most one flush is in flight: calls that arrive meanwhile form the next one, flushed by
+    a background task. A call arriving when nothing is in flight is flushed at once by its own
+    caller (no task hop: one caller awaiting one enqueue at a time pays one round trip); if
+    that caller is cancelled, only its own call fails, since nothing else was in its flush.
+    """
+
+    def __init__(self, flush: Callable[[list[_EnqueueCall]], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._pending: list[_EnqueueCall] = []
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, calls: list[_EnqueueCall]) -> None:
+        """Queue the calls; flush them here if nothing is in flight. Await their futures."""
+        self._pending += calls
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            await self._flush(self._take())
+        finally:
+            if self._pending:
+                self._task = asyncio.create_task(self._drain(), name="forebay-redis-enqueue")
+            else:
+                self._busy = False
+
+    async def idle(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def _take(self) -> list[_EnqueueCall]:
+        batch: list[_EnqueueCall] = []
+        size = 0
+        while self._pending and (not batch or size + len(self._pending[0].jobs) <= _SCRIPT_JOBS):
+            call = self._pending.pop(0)
+            batch.append(call)
+            size += len(call.jobs)
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                await self._flush(self._take())
+        finally:
+            self._task = None
+            self._busy = False
+
+
+class RedisBackend:
+    """Jobs in Redis Streams. See the module docstring; build it with :meth:`from_url`."""
+
+    capabilities = Capabilities(
+        name="redis", cross_process_wakeup=True, transactional_enqueue=False
+    )
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, prefix: str = "forebay", reconnect_s: float = 10.0
+    ) -> None:
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise ConfigError(
+                f"Redis key prefix {prefix!r} must be 1-100 letters, digits or - _ . :"
+            )
+        if not math.isfinite(reconnect_s) or reconnect_s < 0:
+            raise ConfigError("reconnect_s must be a non-negative number of seconds")
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL: {exc}") from None
+        self.url = url
+        self.prefix = prefix
+        self.reconnect_s = reconnect_s
+        self.keys = Keys(prefix)
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._group_commit: _GroupCommit | None = None
+        self._open_lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackend:
+        """``redis://[user:password@]host:port/db?prefix=forebay&reconnect_s=10`` or ``rediss://``.
+
+        ``prefix`` (default ``forebay``) starts every key, so several apps can share a database;
+        ``reconnect_s`` is how long a call keeps retrying while the server is unreachable.
+        Other query options go to redis-py (``ssl_cert_reqs``, ``socket_timeout``, ...).
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {k: v for k, v in query if k in ("prefix", "reconnect_s")}
+        rest = [(k, v) for k, v in query if k not in ours]
+        kwargs: dict[str, Any] = {}
+        if "prefix" in ours:
+            kwargs["prefix"] = ours["prefix"]
+        if "reconnect_s" in ours:
+            try:
+                kwargs["reconnect_s"] = float(ours["reconnect_s"])
+            except ValueError:
+                raise ConfigError("reconnect_s must be a number of seconds") from None
+        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._safe_url()!r}, prefix={self.prefix!r})"
+
+    def _safe_url(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._client is not None:
+                return
+            client = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                retry=retry_policy(self.reconnect_s),
+                health_check_interval=30,
+            )
+            try:
+                await client.ping()
+                await self._warn_if_lossy(client)
+                await self._migrate(client)
+                pipe = client.pipeline(transaction=False)
+                for source in script_sources().values():
+                    pipe.script_load(source)
+                await pipe.execute()
+            except (redis_errors.RedisError, OSError) as exc:
+                await client.aclose()
+                raise translate(exc) from exc
+            except BaseException:
+                await client.aclose()
+                raise
+            self._scripts = {
+                name: client.register_script(source) for name, source in script_sources().items()
+            }
+            self._client = client
+            self._group_commit = _GroupCommit(self._flush_enqueues)
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            if self._group_commit is not None:
+                await self._group_commit.idle()
+                self._group_commit = None
+            await client.aclose()
+
+    async def migrate(self) -> list[str]:
+        return await self._migrate(self._require())
+
+    async def _migrate(self, client: aioredis.Redis) -> list[str]:
+        stored = await client.get(self.keys.schema)
+        if stored is None:
+            created = await client.set(self.keys.schema, LAYOUT_VERSION, nx=True)
+            return [f"redis key layout {LAYOUT_VERSION}"] if created else []
+        version = int(stored)
+        if version > LAYOUT_VERSION:
+            raise ConfigError(
+                f"the Redis keys under {self.prefix!r} were written by a newer forebay "
+                f"(layout {version}, this one knows {LAYOUT_VERSION}): upgrade forebay"
+            )
+        return []
+
+    async def ping(self) -> None:
+        try:
+            await self._require().ping()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    async def drop_everything(self) -> None:
+        """Delete every key under this backend's prefix (tests, and resetting a demo)."""
+        client = self._require()
+        try:
+            batch: list[str] = []
+            async for key in client.scan_iter(match=self.keys.everything(), count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.unlink(*batch)
+                    batch = []
+            if batch:
+                await client.unlink(*batch)
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    async def _warn_if_lossy(self, client: aioredis.Redis) -> None:
+        """Log a warning when the server is configured so that it can lose jobs."""
+        where = self._safe_url()
+        config: dict[Any, Any] = {}
+        try:
+            for name in ("maxmemory-policy", "appendonly", "save"):  # one at a time: Redis 6
+                config.update(await client.config_get(name))
+        except redis_errors.ResponseError as exc:
+            log.warning(
+                "could not check whether Redis at %s can lose jobs: CONFIG GET is not allowed "
+                "(%s). Make sure it never evicts keys (maxmemory-policy noeviction) and that it "
+                "persists to disk (managed services such as Upstash show this in their settings).",
+                where,
+                exc,
+            )
+            return
+        policy = config.get("maxmemory-policy") or "noeviction"
+        if policy != "noeviction":
+            log.warning(
+                "Redis at %s has maxmemory-policy %s: when it runs out of memory it may evict "
+                "jobs, which are then lost without a trace. Set maxmemory-policy noeviction "
+                "(a full server then refuses enqueues with an error instead).",
+                where,
+                policy,
+            )
+        if config.get("appendonly") == "no" and not (config.get("save") or "").strip():
+            log.warning(
+                "Redis at %s has persistence off (appendonly no and no save rules): a restart "
+                "of the server loses every job. Set appendonly yes (appendfsync everysec, or "
+                "always to lose nothing acknowledged).",
+                where,
+            )
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _require(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BackendError("the Redis backend is not open; call open() first")
+        return self._client
+
+    async def _run(self, script: str, *args: str | int) -> Any:
+        """Run one script (EVALSHA) with the prefix as its only key."""
+        self._require()
+        try:
+            return await self._scripts[script](keys=[self.prefix], args=args)
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    # -- enqueue --------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        max_depth: dict[str, int] | None = None,
+        connection: object | None = None,
+    ) -> list[Job]:
+        if connection is not None:
+            raise ConfigError(
+                "the Redis backend cannot join your transaction (connection=...); "
+                "use the postgres backend for transactional enqueue"
+            )
+        if not jobs:
+            return []
+        self._require()
+        assert self._group_commit is not None
+        jobs = list(jobs)
+        depth = [
+            (queue, cap, incoming)
+            for queue, cap in (max_depth or {}).items()
+            if (incoming := sum(1 for j in jobs if j.queue == queue))
+        ]
+        # A call checked against max_depth is stored atomically, in one script; others are
+        # cut into slices that each hold the server only briefly.
+        step = len(jobs) if depth else _SCRIPT_JOBS
+        loop = asyncio.get_running_loop()
+        calls = [
+            _EnqueueCall(jobs[i : i + step], depth, loop.create_future())
+            for i in range(0, len(jobs), step)
+        ]
+        await self._group_commit.submit(calls)
+        if len(calls) == 1:
+            return await calls[0].future
+        results = await asyncio.gather(*(call.future for call in calls))
+        return [job for part in results for job in part]
+
+    async def _flush_enqueues(self, calls: list[_EnqueueCall]) -> None:
+        """Write the calls in one script; settle every caller's future (never raises)."""
+        now = time.time()
+        batch = [
+            [
+                call.depth,
+                [
+                    [
+                        j.queue,
+                        j.payload_json,
+                        False if j.key is None else j.key,
+                        j.priority,
+                        False if j.run_at is None else _ts(j.run_at),
+                        False if j.run_id is None else j.run_id,
+                    ]
+                    for j in call.jobs
+                ],
+            ]
+            for call in calls
+        ]
+        try:
+            replies = _answer(await self._run("enqueue", _ts(now), _json(batch)))
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
+            raise
+        except Exception as exc:
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if call.future.done():
+                continue
+            if reply[0] == "full":
+                call.future.set_exception(QueueFull(reply[1], int(reply[2])))
+            else:
+                stored = [
+                    _stored(new, item, now) for new, item in zip(call.jobs, reply[1:], strict=True)
+                ]
+                call.future.set_result(stored)
+
+    # -- running --------------------------------------------------------------------------
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        token = secrets.token_hex(8)
+        reply = await self._run(
+            "lease", queue, limit, worker_id, token, _ts(now), _ts(now + lease_s)
+        )
+        jobs = [job_from_reply(item) for item in _answer(reply)]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
+        refused: list[int] = []
+        for chunk in _chunks(leases):
+            now = time.time()
+            rows = _json([[str(lz.job_id), lz.token] for lz in chunk])
+            refused += [
+                int(i) for i in await self._run("extend", _ts(now), _ts(now + lease_s), rows)
+            ]
+        return refused
+
+    async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
+        args = (_ts(time.time()), lease.job_id, lease.token, _ts(pct), _json(message or False))
+        return bool(await self._run("progress", *args))
+
+    async def complete(self, leases: Sequence[Lease]) -> list[int]:
+        return await self._settle("complete", ([str(lz.job_id), lz.token] for lz in leases))
+
+    async def retry(self, retries: Sequence[RetryJob]) -> list[int]:
+        rows = (
+            [str(r.lease.job_id), r.lease.token, _ts(r.run_at), r.error, r.error_type]
+            for r in retries
+        )
+        return await self._settle("retry", rows)
+
+    async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
+        rows = ([str(f.lease.job_id), f.lease.token, f.error, f.error_type] for f in failures)
+        return await self._settle("dead_letter", rows)
+
+    async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
+        rows = ([str(d.lease.job_id), d.lease.token, _ts(d.run_at), d.reason] for d in deferrals)
+        return await self._settle("defer", rows)
+
+    async def release(self, leases: Sequence[Lease]) -> list[int]:
+        return await self._settle("release", ([str(lz.job_id), lz.token] for lz in leases))
+
+    async def _settle(self, script: str, rows: Iterable[list[str]]) -> list[int]:
+        """Run a transition out of running on many jobs; return the ids refused."""
+        refused: list[int] = []
+        for chunk in _chunks(list(rows)):
+            answer = await self._run(script, _ts(time.time()), _json(chunk))
+            refused += [int(i) for i in answer]
+        return refused
+
+    async def reclaim_expired(self, *, now: float | None = None) -> int:
+        at = _ts(time.time() if now is None else now)
+        total = 0
+        while True:
+            found, requeued = await self._run("reclaim", at, 1000)
+            total += int(requeued)
+            if int(found) < 1000:
+                return total
+
+    # -- operator actions -----------------------------------------------------------------
+    async def cancel(self, ids: Sequence[int]) -> list[int]:
+        cancelled: list[int] = []
+        for chunk in _chunks([str(int(i)) for i in ids]):
+            answer = await self._run("cancel", _ts(time.time()), _json(chunk))
+            cancelled += [int(i) for i in answer]
+        return sorted(cancelled)
+
+    async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        ids = await self._dead_matching(where)
+        if dry_run:
+            return len(ids)
+        total = 0
+        for chunk in _chunks(ids):
+            total += int(await self._run("replay", _ts(time.time()), _json(chunk)))
+        return total
+
+    async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        ids = await self._dead_matching(where)
+        if dry_run:
+            return len(ids)
+        total = 0
+        for chunk in _chunks(ids):
+            total += int(await self._run("purge", _json(chunk)))
+        return total
+
+    async def _dead_matching(self, where: JobFilter) -> list[str]:
+        if where.state is not None and where.state is not JobState.DEAD:
+            return []
+        if where.ids is not None:
+            candidates = [str(i) for i in sorted(set(where.ids), reverse=True)]
+        else:
+            candidates = await self._members(self.keys.done("dead"))
+        dead = JobFilter(
+            queue=where.queue,
+            state=JobState.DEAD,
+            error_type=where.error_type,
+            since=where.since,
+            until=where.until,
+            run_id=where.run_id,
+        )
+        return [str(i) for i in await self._filter_candidates(dead, candidates, "ids", None)]
+
+    async def prune(self, spec: PruneSpec) -> int:
+        args = (_ts(spec.completed_before), _ts(spec.dead_before), _ts(spec.cancelled_before))
+        total = 0
+        while total < spec.limit:
+            ask = min(1000, spec.limit - total)
+            n = int(await self._run("prune", *args, ask))
+            total += n
+            if n < ask:
+                break
+        await self._run("tidy")
+        return total
+
+    # -- reading --------------------------------------------------------------------------
+    async def get_job(self, job_id: int) -> Job | None:
+        try:
+            fields = cast(dict[str, str], await self._require().hgetall(self.keys.job(job_id)))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        if not fields:
+            return None
+        return job_from_reply((job_id, fields))
+
+    async def list_jobs(
+        self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        indexed = {
+            JobState.DEAD: self.keys.done("dead"),
+            JobState.CANCELLED: self.keys.done("cancelled"),
+            JobState.RUNNING: self.keys.leases,
+        }
+        if where.ids is not None:
+            candidates: list[str] | None = [str(i) for i in set(where.ids)]
+        elif where.state in indexed:
+            candidates = await self._members(indexed[where.state])
+        else:
+            candidates = None  # walk every job, newest first
+        if candidates is not None:
+            ids = sorted((int(c) for c in candidates), reverse=True)
+            if before_id is not None:
+                ids = [i for i in ids if i < before_id]
+            candidates = [str(i) for i in ids]
+        found = await self._filter_candidates(where, candidates, "jobs", limit, before_id)
+        return [job_from_reply(item) for item in found]
+
+    async def _filter_candidates(
+        self,
+        where: JobFilter,
+        candidates: list[str] | None,
+        output: str,
+        limit: int | None,
+        before_id: int | None = None,
+    ) -> list[Any]:
+        """Run ``list.lua`` over candidate ids (or every job when None) until ``limit`` match."""
+        flt = _json(_filter_values(where))
+        found: list[Any] = []
+        want = limit if limit is not None else 1 << 62
+        if candidates is not None:
+            for chunk in _chunks(candidates):
+                args = ("ids", output, want - len(found), "", 0, flt, _json(chunk))
+                found += _answer(await self._run("list", *args))[1:]
+                if len(found) >= want:
+                    break
+            return found
+        cursor = "+inf" if before_id is None else str(before_id)
+        while len(found) < want:
+            args = ("scan", output, want - len(found), cursor, 1000, flt, "[]")
+            reply = _answer(await self._run("list", *args))
+            found += reply[1:]
+            if not reply[0]:
+                break
+            cursor = reply[0]
+        return found
+
+    async def _members(self, key: str) -> list[str]:
+        try:
+            members = cast(list[str], await self._require().zrange(key, 0, -1))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        return members
+
+    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+        at = time.time() if now is None else now
+        result = []
+        for queue, flat, scheduled, oldest in await self._run("counts", _ts(at)):
+            c = {k: int(v) for k, v in zip(flat[0::2], flat[1::2], strict=True)}
+            states = {s: c.get(s, 0) for s in _COUNTED}
+            if not any(states.values()):
+                continue  # every job of this queue was pruned
+            result.append(
+                QueueCounts(
+                    queue=queue,
+                    **states,
+                    scheduled=int(scheduled),
+                    retrying=c.get("retrying", 0),
+                    oldest_queued_age_s=None if not oldest else max(0.0, at - float(oldest)),
+                )
+            )
+        return sorted(result, key=lambda q: q.queue)
+
+    async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
+        """Return when a job may be due on ``queues``: at once if one is, else when an entry
+        arrives on their streams (any process), a scheduled job comes due, or after timeout_s."""
+        client = self._require()
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            now = time.time()
+            reply = await self._run("poll", _ts(now), *queues)
+            if reply[0] == 1:
+                return
+            block_s = min(remaining, _MAX_BLOCK_S)
+            if reply[1]:
+                block_s = min(block_s, float(reply[1]) - now)
+            if block_s <= 0:
+                return
+            streams = dict(zip(reply[2::2], reply[3::2], strict=True))
+            try:
+                # Blocks without claiming anything: the lease script does the claiming.
+                news = await client.xread(streams, count=1, block=max(1, math.ceil(block_s * 1000)))
+            except (redis_errors.RedisError, OSError) as exc:
+                raise translate(exc) from exc
+            if news or (reply[1] and float(reply[1]) <= time.time()):
+                return
+
+
+def _stored(new: NewJob, item: Any, now: float) -> Job:
+    """One enqueue result: a new job's id, or the existing job of its (queue, key)."""
+    if isinstance(item, str):
+        return _new_job(int(item), new, now)
+    return job_from_reply(item, created=False)
+
+
+def _filter_values(where: JobFilter) -> list[str | bool]:
+    """``list.lua``'s filter: queue, state, error_type, since, until, run_id (False: any)."""
+    since = None if where.since is None else _ts(where.since.timestamp())
+    until = None if where.until is None else _ts(where.until.timestamp())
+    values = (
+        where.queue,
+        None if where.state is None else str(where.state),
+        where.error_type,
+        since,
+        until,
+        where.run_id,
+    )
+    return [False if v is None else v for v in values]
+
+
+def _chunks(items: Sequence[Any], size: int = 1000) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,84 @@
+-- enqueue: store new jobs, for one or several enqueue calls (group commit), atomically.
+--
+-- KEYS[1]  prefix
+-- ARGV     now, JSON [call, ...] where call = [[[queue, max_depth, incoming], ...],
+--          [[queue, payload, key, priority, run_at, run_id], ...]]
+--          (key, run_at, run_id: false for none; run_at none = now)
+-- Keys     P:next_id (INCR), P:job:N (HSET), P:jobs (ZADD), P:queues (SADD),
+--          P:q:Q:keys (HGET/HSET), P:q:Q:counts (HMGET/HINCRBY), P:q:Q:levels (ZADD),
+--          P:q:Q:stream:R (XADD when due and in order) or P:q:Q:waiting:R
+--          (ZADD), P:q:Q:wake (XADD MAXLEN 1)
+-- Returns  JSON, per call: ['full', queue, max_depth] (nothing of that call stored), or
+--          ['ok', item, ...] where item is the new job's id (a string) or, for a
+--          (queue, key) that already exists, that job as [id, fields].
+
+local now = ARGV[1]
+local counter = new_counter()
+local seen_queue = {}
+local index = {}
+
+local function over_depth(queue, cap, incoming)
+  local c = redis.call('HMGET', key_counts(queue), 'queued', 'running')
+  local pending = counter.deltas[queue] or {}
+  local depth = num(c[1]) + num(c[2]) + (pending.queued or 0) + (pending.running or 0)
+  return depth + incoming > cap
+end
+
+local function store(queue, payload, key, priority, run_at, run_id)
+  if key then
+    local existing = redis.call('HGET', key_keys(queue), key)
+    if existing and redis.call('EXISTS', key_job(existing)) == 1 then
+      return job_reply(existing)
+    end
+  end
+  local id = string.format('%d', redis.call('INCR', key_next_id()))
+  run_at = run_at or now
+  local fields = {'queue', queue, 'payload', payload, 'state', 'queued', 'priority', priority,
+                  'run_at', run_at, 'created_at', now, 'updated_at', now}
+  if key then
+    fields[#fields + 1] = 'key'
+    fields[#fields + 1] = key
+    redis.call('HSET', key_keys(queue), key, id)
+  end
+  if run_id then
+    fields[#fields + 1] = 'run_id'
+    fields[#fields + 1] = run_id
+  end
+  local entry = place(id, queue, priority, run_at, now)
+  if entry then
+    fields[#fields + 1] = 'entry'
+    fields[#fields + 1] = entry
+  end
+  redis.call('HSET', key_job(id), unpack(fields))
+  index[#index + 1] = id
+  index[#index + 1] = id
+  counter:add(queue, 'queued', 1)
+  if not seen_queue[queue] then
+    redis.call('SADD', key_queues(), queue)
+    seen_queue[queue] = true
+  end
+  return id
+end
+
+local results = {}
+for c, call in ipairs(cjson.decode(ARGV[2])) do
+  local full = nil
+  for _, check in ipairs(call[1]) do
+    if full == nil and over_depth(check[1], check[2], check[3]) then
+      full = {'full', check[1], check[2]}
+    end
+  end
+  if full then
+    results[c] = full
+  else
+    local items = {'ok'}
+    for _, j in ipairs(call[2]) do
+      items[#items + 1] = store(j[1], j[2], j[3], string.format('%d', j[4]), j[5], j[6])
+    end
+    results[c] = items
+  end
+end
+
+if #index > 0 then bulk('ZADD', key_jobs(), index) end
+counter:flush()
+return cjson.encode(results)

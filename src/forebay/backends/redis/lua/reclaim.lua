@@ -1,0 +1,38 @@
+-- reclaim: running jobs whose lease expired -> queued, giving back the attempt (not the
+-- delivery: crashes are counted apart from errors).
+--
+-- The deadline is the job's own (P:leases, moved by every heartbeat), never the stream's idle
+-- time: a long job that heartbeats is not delivered twice, a crashed worker's job comes back
+-- once its lease is over.
+--
+-- KEYS[1]  prefix
+-- ARGV     now, max (jobs handled per call; the caller repeats while max were found)
+-- Keys     P:leases (ZRANGEBYSCORE deadline < now, ZREM), P:job:N (HMGET/HSET/HDEL),
+--          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:waiting:R (ZADD at its
+--          unchanged run_at: it keeps its place), P:q:Q:levels, P:q:Q:wake,
+--          P:q:Q:counts (HINCRBY)
+-- Returns  {expired leases found, jobs requeued}
+
+local now, max = ARGV[1], tonumber(ARGV[2])
+local counter, dropper = new_counter(), new_dropper()
+local expired = redis.call('ZRANGEBYSCORE', key_leases(), '-inf', '(' .. now, 'LIMIT', 0, max)
+local requeued = 0
+for _, id in ipairs(expired) do
+  local k = key_job(id)
+  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt', 'run_at')
+  if f[1] == 'running' then
+    local attempt = math.max(num(f[5]) - 1, 0)
+    redis.call('HSET', k, 'state', 'queued', 'attempt', attempt, 'updated_at', now,
+               'error', 'lease expired: the worker stopped heartbeating (crashed or was killed)',
+               'error_type', 'LeaseExpired')
+    put_back(id, {queue = f[2], priority = f[3], entry = f[4]}, f[6], now, dropper)
+    counter:add(f[2], 'running', -1)
+    counter:add(f[2], 'queued', 1)
+    if attempt > 0 then counter:add(f[2], 'retrying', 1) end
+    requeued = requeued + 1
+  end
+end
+if #expired > 0 then bulk('ZREM', key_leases(), expired) end
+dropper:flush()
+counter:flush()
+return {#expired, requeued}

@@ -1,0 +1,108 @@
+"""``forebay stats [--watch]``: counts per queue and state, once or refreshed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from forebay.app import Forebay
+from forebay.cli.options import JsonOption, UrlOption
+from forebay.cli.output import EXIT_USAGE, fail, format_age, print_json, stdout
+from forebay.cli.session import make_app, run
+from forebay.job import QueueCounts
+
+__all__ = ["stats", "stats_table"]
+
+_COLUMNS = (
+    ("queued", "cyan"),
+    ("scheduled", ""),
+    ("retrying", "yellow"),
+    ("running", "yellow"),
+    ("completed", "green"),
+    ("dead", "bold red"),
+    ("cancelled", "dim"),
+)
+
+
+def stats(
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh live until Ctrl-C.")
+    ] = False,
+    interval_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts per queue and state, and the age of each queue's oldest due job.
+
+    *scheduled* (run_at in the future) and *retrying* (after an error) are
+    parts of *queued*, not extra states.
+    """
+    if watch and as_json:
+        fail("--watch redraws a table; for JSON run stats --json in a loop", EXIT_USAGE)
+    app = make_app(url)
+    if watch:
+        run(_watch(app, interval_s))
+        return
+    counts = run(_counts(app))
+    if as_json:
+        print_json([c.to_dict() for c in counts])
+        return
+    stdout().print(stats_table(counts) if counts else "no jobs yet")
+
+
+async def _counts(app: Forebay) -> list[QueueCounts]:
+    async with app:
+        return await app.counts()
+
+
+async def _watch(app: Forebay, interval_s: float) -> None:
+    """Redraw until Ctrl-C or SIGTERM, then return normally (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with app:
+            with Live(console=stdout(), auto_refresh=False, redirect_stderr=False) as live:
+                while not stop.is_set():
+                    counts = await app.counts()
+                    live.update(_watched(counts, interval_s), refresh=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), interval_s)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _watched(counts: list[QueueCounts], interval_s: float) -> Table:
+    table = stats_table(counts)
+    stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
+    table.caption = f"{stamp} · every {interval_s:g}s · Ctrl-C to stop"
+    return table
+
+
+def stats_table(counts: list[QueueCounts]) -> Table:
+    """One row per queue, and a total row when there are several queues."""
+    table = Table(header_style="bold", box=None, pad_edge=False, show_footer=len(counts) > 1)
+    table.add_column("queue", footer="total", no_wrap=True)
+    for name, style in _COLUMNS:
+        total = sum(getattr(c, name) for c in counts)
+        table.add_column(name, justify="right", style=style, footer=str(total))
+    oldest = [c.oldest_queued_age_s for c in counts if c.oldest_queued_age_s is not None]
+    table.add_column("oldest queued", justify="right", footer=format_age(max(oldest, default=None)))
+    for c in counts:
+        table.add_row(
+            c.queue,
+            *(str(getattr(c, name)) for name, _ in _COLUMNS),
+            format_age(c.oldest_queued_age_s),
+        )
+    return table

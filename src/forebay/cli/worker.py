@@ -1,0 +1,124 @@
+"""``forebay worker module:app``: run a worker process for an app's queues.
+
+The worker installs its own SIGTERM/SIGINT handlers: it stops leasing, gives running jobs
+``--shutdown-grace-s`` to finish, releases the rest back to queued, and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from forebay.app import Forebay
+from forebay.cli.logs import LogLevel, configure_logging
+from forebay.cli.options import JsonOption, UrlOption
+from forebay.cli.output import print_json, stderr, stdout
+from forebay.cli.session import make_app, run
+from forebay.worker import Worker, WorkerSettings
+
+__all__ = ["worker"]
+
+_REFRESH_S = 0.1
+
+
+def worker(
+    app_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:ATTR",
+            help="Your Forebay app, e.g. myapp:app (imported from the current folder first).",
+        ),
+    ],
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            "-q",
+            metavar="QUEUE",
+            help="Only this queue (repeat for several). Default: every queue with a handler.",
+        ),
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Process until no job is due, then exit.")
+    ] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Handler calls at once per queue, instead of each queue's own."),
+    ] = None,
+    shutdown_grace_s: Annotated[
+        float,
+        typer.Option(min=0, help="On SIGTERM/SIGINT, how long running jobs get to finish."),
+    ] = 30.0,
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="Least severe log lines to print.")
+    ] = LogLevel.INFO,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a worker: lease jobs, run their handlers, record outcomes.
+
+    Logs one line per event on stderr. With **--burst** it exits once no job is due
+    (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
+    shuts down gracefully and exits 0.
+    """
+    app = make_app(url, app_ref)
+    if concurrency is not None:
+        for name, config in app.queues.items():
+            app.queues[name] = replace(config, concurrency=concurrency)
+    settings = WorkerSettings(burst=burst, shutdown_grace_s=shutdown_grace_s)
+    show_progress = burst and stderr().is_terminal
+    configure_logging(log_level, console=stderr() if show_progress else None)
+    done = run(_work(app, queues, settings, show_progress=show_progress))
+    if as_json:
+        print_json(
+            {"worker_id": done.worker_id, "queues": list(done.queues), "processed": done.processed}
+        )
+    elif burst:
+        stdout().print(f"processed {done.processed} job{'' if done.processed == 1 else 's'}")
+
+
+async def _work(
+    app: Forebay, queues: Sequence[str] | None, settings: WorkerSettings, *, show_progress: bool
+) -> Worker:
+    running = app.worker(queues, settings)  # refuses unknown queues before anything is opened
+    async with app:
+        if show_progress:
+            await _run_with_progress(app, running)
+        else:
+            await running.run()
+    return running
+
+
+async def _run_with_progress(app: Forebay, running: Worker) -> None:
+    """Run a burst worker under a progress bar of the jobs it has processed."""
+    counts = await app.counts()
+    due = sum(c.queued - c.scheduled for c in counts if c.queue in running.queues)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("processed"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=stderr(), redirect_stderr=True) as progress:
+        task = progress.add_task("burst", total=due or None)
+        work = asyncio.create_task(running.run(), name="forebay-cli-worker")
+        while not work.done():
+            # A display refresh, not a synchronisation: the worker runs on regardless.
+            await asyncio.wait([work], timeout=_REFRESH_S)
+            progress.update(
+                task, completed=running.processed, total=max(due, running.processed) or None
+            )
+        await work

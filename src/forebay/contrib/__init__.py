@@ -1,0 +1,1 @@
+"""Ready-made pipelines built on forebay's public API (sources, handlers, sinks)."""

@@ -1,0 +1,1 @@
+"""The staging schema's SQL: ``queries.sql`` (named statements) and ``migrations/``."""

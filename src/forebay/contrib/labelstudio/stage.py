@@ -1,0 +1,175 @@
+"""Records → the statements of one staging batch (PostgreSQL, schema ``stage`` by default).
+
+The SQL is in ``sql/queries.sql``, the schema in ``sql/migrations/``. A batch runs in this
+order, in one transaction: projects, documents and annotations (upserts guarded by
+``updated_at``), the stale regions of annotations that got a new version, extractions and
+boxes of the current versions, then tombstones (annotations, documents, projects), so a
+delete in the same batch as its create wins, as it would have if they came apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Hashable, Sequence
+from typing import Final, cast
+
+from forebay.contrib.labelstudio.records import Record, Records
+from forebay.sinks.base import Outcome, WriteResult
+from forebay.sinks.postgres import PostgresSink, Statement, newest_per_key
+from forebay.sqlfiles import load_queries
+
+__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "make_stage_sink", "stage_statements"]
+
+DEFAULT_SCHEMA: Final = "stage"
+MIGRATIONS: Final = "forebay.contrib.labelstudio.sql"
+
+_UPSERTS: Final[dict[str, tuple[str, ...]]] = {
+    "projects": ("project_id", "title", "description", "created_at", "updated_at"),
+    "documents": (
+        "task_id",
+        "project_id",
+        "doc_id",
+        "data",
+        "meta",
+        "page_count",
+        "created_at",
+        "updated_at",
+    ),
+    "annotations": (
+        "annotation_id",
+        "project_id",
+        "task_id",
+        "completed_by",
+        "was_cancelled",
+        "ground_truth",
+        "lead_time_s",
+        "result",
+        "created_at",
+        "updated_at",
+    ),
+    "extractions": (
+        "annotation_id",
+        "region_id",
+        "project_id",
+        "task_id",
+        "page_index",
+        "labels",
+        "text",
+        "result_types",
+        "value",
+        "updated_at",
+    ),
+    "pdf_boxes": (
+        "annotation_id",
+        "region_id",
+        "project_id",
+        "task_id",
+        "page_index",
+        "label",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "polygon",
+        "rotation",
+        "page_box",
+        "page_rotate",
+        "page_x0",
+        "page_y0",
+        "page_width",
+        "page_height",
+        "geometry_source",
+        "updated_at",
+    ),
+}
+_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "projects": ("project_id",),
+    "documents": ("task_id",),
+    "annotations": ("annotation_id",),
+    "extractions": ("annotation_id", "region_id"),
+    "pdf_boxes": ("annotation_id", "region_id"),
+}
+_DELETES: Final[dict[str, tuple[str, ...]]] = {
+    "annotations": ("annotation_id", "project_id", "task_id", "deleted_at"),
+    "documents": ("task_id", "project_id", "deleted_at"),
+    "projects": ("project_id", "deleted_at"),
+}
+_JSON_LISTS: Final = frozenset({"labels", "result_types", "polygon"})
+
+
+def make_stage_sink(dsn: str, schema: str = DEFAULT_SCHEMA) -> PostgresSink:
+    """The PostgreSQL sink for the staging tables, migrating its own schema on open."""
+    return PostgresSink(dsn, schema=schema, migrations=MIGRATIONS)
+
+
+def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:
+    """The statements that stage ``records``, and the counts of rows dropped before SQL
+    (repeats of a key within the batch, rows without the ids a table is keyed on)."""
+    sql = load_queries(MIGRATIONS)
+    statements: list[Statement] = []
+    dropped: list[WriteResult] = []
+    upserts = {t: [r for r in records.get(t, []) if r.get("op") != "delete"] for t in _UPSERTS}
+    deletes = {t: [r for r in records.get(t, []) if r.get("op") == "delete"] for t in _DELETES}
+    for table in ("projects", "documents", "annotations"):
+        rows, result = _unique_newest(table, upserts[table])
+        dropped.append(result)
+        if rows:
+            statements.append(Statement(table, sql[f"upsert_{table}"], _arrays(table, rows)))
+    if upserts["annotations"]:
+        ids = sorted(
+            {
+                cast(int, r["annotation_id"])
+                for r in upserts["annotations"]
+                if _keyed("annotations", r)
+            }
+        )
+        statements.append(Statement("annotations", sql["prune_regions"], (ids,)))
+    for table in ("extractions", "pdf_boxes"):
+        rows, result = _unique_newest(table, upserts[table])
+        dropped.append(result)
+        if rows:
+            statements.append(Statement(table, sql[f"upsert_{table}"], _arrays(table, rows)))
+    for table in ("annotations", "documents", "projects"):
+        rows = _first_delete_per_key(table, deletes[table])
+        if rows:
+            columns = _DELETES[table]
+            args = tuple([row.get(c) for row in rows] for c in columns)
+            statements.append(Statement(table, sql[f"delete_{table}"], args))
+    return statements, WriteResult.merge(dropped)
+
+
+def _keyed(table: str, row: Record) -> bool:
+    return all(row.get(k) is not None for k in _KEYS[table])
+
+
+def _key(table: str) -> Callable[[Record], Hashable]:
+    names = _KEYS[table]
+    return lambda row: tuple(row.get(k) for k in names)
+
+
+def _unique_newest(table: str, rows: Sequence[Record]) -> tuple[list[Record], WriteResult]:
+    keyed = [r for r in rows if _keyed(table, r)]
+    kept, older, duplicates = newest_per_key(keyed, _key(table), lambda r: r.get("updated_at"))
+    counts: dict[tuple[str, Outcome], int] = {
+        (table, "older"): older,
+        (table, "duplicate"): duplicates,
+    }
+    return kept, WriteResult({k: n for k, n in counts.items() if n})
+
+
+def _first_delete_per_key(table: str, rows: Sequence[Record]) -> list[Record]:
+    first: dict[Hashable, Record] = {}
+    key_name = _DELETES[table][0]
+    for row in rows:
+        key = row.get(key_name)
+        if key is not None and key not in first:
+            first[key] = row
+    return list(first.values())
+
+
+def _arrays(table: str, rows: Sequence[Record]) -> tuple[list[object], ...]:
+    columns = _UPSERTS[table]
+    return tuple(
+        [json.dumps(row.get(c)) if c in _JSON_LISTS else row.get(c) for row in rows]
+        for c in columns
+    )

@@ -1,0 +1,163 @@
+"""How errors become HTTP answers: one JSON shape, one status per kind of mistake.
+
+Every error answer is ``{"error": {"type": ..., "message": ...}}`` (plus ``details`` for field
+errors), and nothing was enqueued:
+
+======  ========================  ==================================================
+status  ``error.type``            when
+======  ========================  ==================================================
+400     ``malformed_json``        the body is not JSON
+400     ``invalid_payload``       a field is wrong (or a source refused the body)
+400     ``invalid_request``       a path or query parameter is wrong
+401     ``unauthorized``          credentials missing, malformed or unknown
+403     ``forbidden``             token lacks the scope; a source's secret or signature is wrong
+404     ``unknown_queue``         the app declares no such queue
+404     ``unknown_source``        the app declares no such source
+404     ``job_not_found``         no such job (or it was pruned)
+404     ``not_found``             no such endpoint
+405     ``method_not_allowed``    wrong method for the endpoint
+409     ``job_not_cancellable``   only queued jobs can be cancelled
+413     ``body_too_large``        the body is over the limit (it was not read further)
+429     ``queue_full``            the queue is at ``max_depth``; see ``Retry-After``
+503     ``backend_unavailable``   the backend cannot be reached; see ``Retry-After``
+500     ``internal_error``        a bug: the traceback is in the service's log
+======  ========================  ==================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from forebay.errors import (
+    BackendError,
+    ConfigError,
+    ForebayError,
+    InvalidPayload,
+    JobNotFound,
+    QueueFull,
+)
+
+__all__ = ["ApiError", "error_response", "install_error_handlers"]
+
+log = logging.getLogger("forebay.service")
+
+_STARLETTE_TYPES = {404: "not_found", 405: "method_not_allowed"}
+
+
+class ApiError(Exception):
+    """An error answer decided at the HTTP edge (the service's own refusals)."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int,
+    type: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    details: Sequence[Mapping[str, Any]] | None = None,
+) -> JSONResponse:
+    error: dict[str, Any] = {"type": type, "message": message}
+    if details:
+        error["details"] = list(details)
+    return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> JSONResponse:
+    """The answer for an error raised by the core (the backend, enqueue validation...)."""
+    if isinstance(exc, QueueFull):
+        return error_response(429, "queue_full", str(exc), headers=retry_after(exc.retry_after_s))
+    if isinstance(exc, BackendError):
+        log.warning("backend error, answering 503: %s", exc)
+        wait = getattr(exc, "retry_after_s", backend_retry_after_s)
+        return error_response(
+            503,
+            "backend_unavailable",
+            f"the job store is unavailable; nothing was stored, retry later ({exc})",
+            headers=retry_after(max(wait, backend_retry_after_s)),
+        )
+    if isinstance(exc, InvalidPayload):
+        return error_response(400, "invalid_payload", str(exc))
+    if isinstance(exc, JobNotFound):
+        return error_response(404, "job_not_found", str(exc))
+    if isinstance(exc, ConfigError):
+        log.error("configuration error while serving a request: %s", exc)
+        return error_response(500, "config_error", str(exc))
+    log.error("unexpected forebay error while serving a request", exc_info=exc)
+    return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in err.get("loc", ())], "message": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI, *, backend_retry_after_s: float) -> None:
+    """Answer every error in the shape above (FastAPI's defaults differ)."""
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.type, exc.message, headers=exc.headers)
+
+    async def on_forebay_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ForebayError)
+        return forebay_error_response(exc, backend_retry_after_s)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = _validation_details(exc)
+        first = details[0] if details else {"loc": [], "message": "invalid request"}
+        where = ".".join(first["loc"][1:]) or "request"
+        return error_response(
+            400, "invalid_request", f"{where}: {first['message']}", details=details
+        )
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        kind = _STARLETTE_TYPES.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code in _STARLETTE_TYPES:
+            message = (
+                f"{message}: no endpoint {request.method} {request.url.path}; "
+                "the API is described at /docs"
+            )
+        return error_response(exc.status_code, kind, message, headers=exc.headers or None)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            500, "internal_error", "internal error; the traceback is in the service's log"
+        )
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ForebayError, on_forebay_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,210 @@
+"""Every Prometheus metric forebay exports: the names live here and nowhere else.
+
+=========================================  =========  ==================  =========================
+name                                       type       labels              what
+=========================================  =========  ==================  =========================
+``forebay_jobs_enqueued_total``            counter    queue               jobs stored (new keys)
+``forebay_jobs_deduplicated_total``        counter    queue               enqueues that found the
+                                                                          job's key already stored
+``forebay_jobs_completed_total``           counter    queue               handler succeeded
+``forebay_jobs_retried_total``             counter    queue               failed, will run again
+``forebay_jobs_dead_total``                counter    queue               dead-lettered
+``forebay_jobs_deferred_total``            counter    queue               put back by ``Defer``
+``forebay_jobs_released_total``            counter    queue               released at shutdown
+``forebay_job_duration_seconds``           histogram  queue, outcome      time in the handler
+``forebay_queue_jobs``                     gauge      queue, state        jobs per state (also the
+                                                                          derived ``scheduled``,
+                                                                          ``retrying``)
+``forebay_queue_oldest_queued_age_seconds``gauge      queue               age of the oldest due job
+``forebay_backend_up``                     gauge                          1 if the last scrape
+                                                                          reached the backend
+``forebay_intake_requests_total``          counter    source, status      intake answers
+``forebay_intake_latency_seconds``         histogram  source              request to answer
+``forebay_sink_writes_skipped_total``      counter    sink, reason        sink writes skipped as
+                                                                          duplicate or older
+=========================================  =========  ==================  =========================
+
+Job counters are fed by :class:`PrometheusObserver` through the observer seam, so they count
+what this process did (its enqueues, its workers' outcomes); queue gauges are read from the
+backend at scrape time and so describe the whole store. Intake metrics use ``source="api"`` for
+``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source.
+
+Each service has its own :class:`~prometheus_client.CollectorRegistry` (no global state, so
+tests can build many services). The one exception is the sink counter: sinks run inside
+handlers, far from any service object, so they call :func:`count_sink_writes_skipped`, which
+adds to a small process-wide tally that every registry exports.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from forebay.job import Job, QueueCounts
+from forebay.observer import Outcome
+
+__all__ = ["Metrics", "PrometheusObserver", "count_sink_writes_skipped"]
+
+_DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
+_INTAKE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_STATE_FIELDS = ("queued", "running", "completed", "dead", "cancelled", "scheduled", "retrying")
+
+_sink_skips: Tally[tuple[str, str]] = Tally()
+_sink_lock = threading.Lock()
+
+
+def count_sink_writes_skipped(sink: str, reason: str = "duplicate", count: int = 1) -> None:
+    """Count sink writes skipped because they were duplicates or older than what is stored.
+
+    Safe from any thread. ``sink`` names the sink (e.g. ``postgres``), ``reason`` why
+    (``duplicate``, ``older``). Exported as ``forebay_sink_writes_skipped_total``.
+    """
+    if count:
+        with _sink_lock:
+            _sink_skips[(sink, reason)] += count
+
+
+class _SinkSkipCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "forebay_sink_writes_skipped",
+            "Sink writes skipped because the row was a duplicate or older than the stored one.",
+            labels=["sink", "reason"],
+        )
+        with _sink_lock:
+            items = list(_sink_skips.items())
+        for (sink, reason), count in sorted(items):
+            family.add_metric([sink, reason], count)
+        yield family
+
+
+class Metrics:
+    """One service's metrics, in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.jobs_enqueued = Counter(
+            "forebay_jobs_enqueued", "Jobs stored by this process.", ["queue"], registry=r
+        )
+        self.jobs_deduplicated = Counter(
+            "forebay_jobs_deduplicated",
+            "Enqueues answered with an existing job because its key was already stored.",
+            ["queue"],
+            registry=r,
+        )
+        self.outcomes: dict[Outcome, Counter] = {
+            "completed": Counter(
+                "forebay_jobs_completed", "Jobs whose handler succeeded.", ["queue"], registry=r
+            ),
+            "retried": Counter(
+                "forebay_jobs_retried", "Failed runs that will be retried.", ["queue"], registry=r
+            ),
+            "dead": Counter("forebay_jobs_dead", "Jobs dead-lettered.", ["queue"], registry=r),
+            "deferred": Counter(
+                "forebay_jobs_deferred", "Runs put back by Defer.", ["queue"], registry=r
+            ),
+            "released": Counter(
+                "forebay_jobs_released",
+                "Running jobs released back to queued at shutdown.",
+                ["queue"],
+                registry=r,
+            ),
+        }
+        self.job_duration = Histogram(
+            "forebay_job_duration_seconds",
+            "Time a job (or a batch) spent in its handler, by outcome.",
+            ["queue", "outcome"],
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_jobs = Gauge(
+            "forebay_queue_jobs",
+            "Jobs per queue and state, read from the backend at scrape time "
+            "(scheduled and retrying are subsets of queued).",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.oldest_queued_age = Gauge(
+            "forebay_queue_oldest_queued_age_seconds",
+            "Age of the oldest due queued job, read from the backend at scrape time.",
+            ["queue"],
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "forebay_backend_up", "1 if the backend answered at the last scrape.", registry=r
+        )
+        self.intake_requests = Counter(
+            "forebay_intake_requests",
+            "Intake requests answered, by source (api = the jobs endpoint) and status code.",
+            ["source", "status"],
+            registry=r,
+        )
+        self.intake_latency = Histogram(
+            "forebay_intake_latency_seconds",
+            "Time from request to answer on the intake endpoints.",
+            ["source"],
+            buckets=_INTAKE_BUCKETS_S,
+            registry=r,
+        )
+        r.register(_SinkSkipCollector())
+        self._intake_counters: dict[tuple[str, int], Counter] = {}
+        self._intake_histograms: dict[str, Histogram] = {}
+
+    def observe_intake(self, source: str, status: int, seconds: float) -> None:
+        # On every intake request: the labelled children are looked up once and kept.
+        counter = self._intake_counters.get((source, status))
+        if counter is None:
+            counter = self._intake_counters[(source, status)] = self.intake_requests.labels(
+                source, str(status)
+            )
+        histogram = self._intake_histograms.get(source)
+        if histogram is None:
+            histogram = self._intake_histograms[source] = self.intake_latency.labels(source)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def update_queues(self, counts: Sequence[QueueCounts] | None) -> None:
+        """Refresh the queue gauges from ``counts`` (None: the backend did not answer)."""
+        if counts is None:
+            self.backend_up.set(0)
+            return
+        self.backend_up.set(1)
+        # No await between clear() and the sets: a scrape never sees a half-filled gauge.
+        self.queue_jobs.clear()
+        self.oldest_queued_age.clear()
+        for c in counts:
+            for state in _STATE_FIELDS:
+                self.queue_jobs.labels(c.queue, state).set(getattr(c, state))
+            self.oldest_queued_age.labels(c.queue).set(c.oldest_queued_age_s or 0.0)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+class PrometheusObserver:
+    """Feeds the job counters and the duration histogram (see :mod:`forebay.observer`)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        created: Tally[str] = Tally()
+        duplicates: Tally[str] = Tally()
+        for job in jobs:
+            (created if job.created else duplicates)[job.queue] += 1
+        for queue, n in created.items():
+            self.metrics.jobs_enqueued.labels(queue).inc(n)
+        for queue, n in duplicates.items():
+            self.metrics.jobs_deduplicated.labels(queue).inc(n)
+
+    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
+        self.metrics.outcomes[outcome].labels(job.queue).inc()
+        if outcome != "released":
+            self.metrics.job_duration.labels(job.queue, outcome).observe(duration_s)

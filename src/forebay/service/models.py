@@ -1,0 +1,146 @@
+"""The shapes of the HTTP API's bodies (pydantic models at the HTTP edge, as in the OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "DeadFilterIn",
+    "DeadPage",
+    "ErrorOut",
+    "JobAccepted",
+    "JobIn",
+    "JobOut",
+    "QueueOut",
+    "QueuesOut",
+    "ReadyOut",
+    "SourceAccepted",
+]
+
+MAX_JOB_ID = 2**63 - 1
+EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
+JobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID)]
+
+
+class JobIn(BaseModel):
+    """One job to enqueue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: Any = Field(description="Any JSON value: what the handler receives as job.payload.")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Idempotency key: a second enqueue with the same key returns the first job.",
+    )
+    priority: int = Field(0, ge=-(2**31), lt=2**31, description="Higher runs first.")
+    delay_s: float | None = Field(
+        None, ge=0, le=10 * 365 * 86400, allow_inf_nan=False, description="Run after this delay."
+    )
+    run_at: AwareDatetime | None = Field(
+        None, description="Run at this time (with a timezone). Give run_at or delay_s, not both."
+    )
+
+    @field_validator("run_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not EARLIEST_RUN_AT <= value <= LATEST_RUN_AT:
+            raise ValueError("must be between 1970 and 9000 (UTC)")
+        return value
+
+
+class DeadFilterIn(BaseModel):
+    """Which dead jobs to replay or purge; every field narrows the match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str | None = Field(None, min_length=1, max_length=128)
+    error_type: str | None = Field(None, min_length=1, max_length=256)
+    since: AwareDatetime | None = Field(None, description="Dead since this time (updated_at).")
+    until: AwareDatetime | None = Field(None, description="Dead before this time.")
+    ids: list[JobId] | None = Field(None, max_length=10_000)
+    dry_run: bool = Field(False, description="Only count what would be affected.")
+
+
+class JobAccepted(BaseModel):
+    id: int
+    queue: str
+    key: str | None
+    state: str
+    created: bool = Field(description="False when a job with the same key was already stored.")
+    run_at: datetime | None
+
+
+class SourceAccepted(BaseModel):
+    source: str
+    jobs: list[JobAccepted]
+
+
+class JobOut(BaseModel):
+    id: int
+    queue: str
+    state: str
+    key: str | None
+    priority: int
+    attempt: int
+    deliveries: int
+    defers: int
+    run_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    progress: float | None
+    progress_message: str | None
+    error: str | None
+    error_type: str | None
+    run_id: str | None
+    payload: Any
+
+
+class QueueOut(BaseModel):
+    queue: str
+    declared: bool
+    handled: bool = Field(description="This app has a handler for the queue.")
+    max_depth: int | None
+    queued: int
+    running: int
+    completed: int
+    dead: int
+    cancelled: int
+    scheduled: int
+    retrying: int
+    oldest_queued_age_s: float | None
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+
+
+class DeadPage(BaseModel):
+    jobs: list[JobOut]
+    next_before_id: int | None = Field(
+        description="Pass as before_id for the next page; null on the last page."
+    )
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    backend: dict[str, Any]
+    workers: dict[str, Any] | None
+    queues: list[dict[str, Any]]

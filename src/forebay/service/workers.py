@@ -1,0 +1,119 @@
+"""The app's workers, run inside the service's process and event loop.
+
+One named task, ``forebay-service-worker``, runs a :class:`~forebay.Worker` for every queue
+the app handles. If the worker stops with an error (the backend went away mid-lease), the task
+starts a fresh one after a capped backoff, so a backend outage pauses processing instead of
+ending it. Start and stop are idempotent; stop lets running jobs finish for
+``shutdown_grace_s`` and releases the rest (DESIGN §3.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from forebay.app import Forebay
+from forebay.worker import Worker, WorkerSettings
+
+__all__ = ["InProcessWorkers", "WorkerHealth"]
+
+log = logging.getLogger("forebay.service")
+
+_RESTART_MIN_S = 0.5
+_RESTART_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    running: bool
+    fresh: bool
+    last_heartbeat_age_s: float
+    stale_after_s: float
+    queues: list[str]
+    restarts: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "fresh": self.fresh,
+            "last_heartbeat_age_s": round(self.last_heartbeat_age_s, 3),
+            "stale_after_s": self.stale_after_s,
+            "queues": self.queues,
+            "restarts": self.restarts,
+        }
+
+
+class InProcessWorkers:
+    """Runs (and re-runs after a failure) the app's worker as a task of this event loop."""
+
+    def __init__(self, app: Forebay, *, shutdown_grace_s: float) -> None:
+        self._app = app
+        self._settings = WorkerSettings(
+            shutdown_grace_s=shutdown_grace_s,
+            # The server (uvicorn) owns SIGTERM/SIGINT and stops us through stop().
+            handle_signals=False,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Event | None = None
+        self.worker: Worker | None = None
+        self._started_at = 0.0
+        self._restarts = 0
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted(n for n, q in self._app.queues.items() if q.handler is not None)
+
+    def start(self) -> None:
+        if self._task is not None or not self.queues:
+            return
+        self._closing = asyncio.Event()
+        self._task = asyncio.create_task(self._supervise(), name="forebay-service-worker")
+
+    async def stop(self) -> None:
+        """Stop leasing, let running jobs finish (up to the grace), then return."""
+        if self._task is None or self._closing is None:
+            return
+        self._closing.set()
+        if self.worker is not None:
+            self.worker.stop()
+        await self._task
+
+    async def _supervise(self) -> None:
+        assert self._closing is not None
+        delay = _RESTART_MIN_S
+        while not self._closing.is_set():
+            # No await between the check above and run() setting up its stop event, so a
+            # stop() that lands in between is never missed.
+            self.worker = self._app.worker(settings=self._settings)
+            self._started_at = time.monotonic()
+            try:
+                await self.worker.run()
+                return
+            except Exception:
+                log.exception("in-process worker failed; starting a new one in %.1fs", delay)
+            self._restarts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+            delay = min(_RESTART_MAX_S, delay * 2)
+
+    def health(self) -> WorkerHealth | None:
+        """None when this service runs no workers (after stop(): not running)."""
+        if self._task is None:
+            return None
+        worker = self.worker
+        lease_s = min((q.lease_s for q in worker.queues.values()), default=30.0) if worker else 30.0
+        beat = worker.last_heartbeat if worker is not None else None
+        age = time.monotonic() - (beat if beat is not None else self._started_at)
+        # Leases are renewed every lease_s / 3: after a whole lease_s without a renewal,
+        # running jobs are about to be handed to other workers.
+        return WorkerHealth(
+            running=not self._task.done(),
+            fresh=age <= lease_s,
+            last_heartbeat_age_s=age,
+            stale_after_s=lease_s,
+            queues=self.queues,
+            restarts=self._restarts,
+        )
