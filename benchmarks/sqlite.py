@@ -8,7 +8,7 @@ Every figure is jobs per second, median [min-max] of ``--repeats``, at the defau
 (WAL, ``synchronous=FULL``: survives power loss). Phases:
 
 * ``enqueue 1 caller``: one caller awaiting one ``app.enqueue`` at a time;
-* ``enqueue 100 callers``: 100 concurrent callers, each awaiting its own single enqueue (group commit);
+* ``enqueue 100 callers``: 100 concurrent callers, each awaiting its own enqueue (group commit);
 * ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
 * ``process no-op, 1 worker process``: a separate worker process drains a backlog of no-op jobs
   (rate = jobs / (last job start - first job start), as the peer harness measures);
