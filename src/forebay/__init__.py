@@ -35,6 +35,7 @@ from forebay.errors import (
 )
 from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
+from forebay.service.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "EnqueueError",
     "Forebay",
     "ForebayError",
+    "HmacSignature",
     "InvalidPayload",
     "Job",
     "JobFilter",
@@ -57,9 +59,11 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "SharedSecret",
     "SinkError",
     "SinkRejected",
     "SinkUnavailable",
+    "Source",
     "TransientError",
     "Worker",
     "WorkerSettings",

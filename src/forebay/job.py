@@ -81,6 +81,8 @@ def to_timestamp(value: datetime) -> float:
     return value.timestamp()
 
 
+_EPOCH = 0.0
+_YEAR_9000 = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -128,11 +130,15 @@ class NewJob:
         ts: float | None = None
         if run_at is not None:
             ts = to_timestamp(run_at)
+            if not _EPOCH <= ts < _YEAR_9000:
+                raise InvalidPayload("run_at must be between 1970 and 9000")
         elif delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             if not math.isfinite(seconds) or seconds < 0:
                 raise InvalidPayload("delay must be a finite, non-negative duration")
             ts = utcnow().timestamp() + seconds if seconds else None
+            if ts is not None and ts >= _YEAR_9000:
+                raise InvalidPayload("delay reaches past the year 9000")
         return cls(queue, dump_payload(payload), cast(JSON, payload), key, priority, ts, run_id)
 
 

@@ -132,6 +132,10 @@ def test_invalid_payloads_are_refused_before_the_store() -> None:
         new(run_at=datetime(2030, 1, 1))  # naive
     with pytest.raises(InvalidPayload, match="priority"):
         new(priority="high")
+    with pytest.raises(InvalidPayload, match="between 1970 and 9000"):
+        new(run_at=datetime(1, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidPayload, match="delay"):
+        new(delay=-1)
 
 
 # -- leasing ---------------------------------------------------------------------------------

@@ -58,8 +58,10 @@ RESERVED_SOURCE_NAMES = frozenset({"api", "unknown"})
 class SourceAuth(Protocol):
     """How a source authenticates a request: one header, checked in constant time."""
 
-    header: str
-    """The request header that carries the credential."""
+    @property
+    def header(self) -> str:
+        """The request header that carries the credential."""
+
     signs_body: ClassVar[bool]
     """True when :meth:`verify` needs the body (signatures); False lets the service check
     the credential before it reads any of the body."""

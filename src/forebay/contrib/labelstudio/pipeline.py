@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import Final
 
 from forebay.app import Forebay
 from forebay.contrib.labelstudio.events import change_key, split_event
@@ -30,7 +30,7 @@ from forebay.contrib.labelstudio.settings import LabelStudioSettings
 from forebay.contrib.labelstudio.stage import make_stage_sink, stage_statements
 from forebay.errors import Defer, SinkError, SinkRejected, SinkUnavailable
 from forebay.job import Job, utcnow
-from forebay.service.sources import SharedSecret, SourceAuth
+from forebay.service.sources import SharedSecret
 from forebay.sinks.base import Outcome, WriteResult
 from forebay.sinks.dataset import DatasetSink
 from forebay.sinks.hub import HubSync
@@ -98,9 +98,7 @@ class LabelStudioPipeline:
         app.source(
             settings.source,
             queue=settings.queue,
-            # cast: SourceAuth declares ``header`` as a plain (settable) attribute, while
-            # SharedSecret is frozen; both only ever read it.
-            auth=cast("SourceAuth", SharedSecret(header=settings.header, secret=settings.secret)),
+            auth=SharedSecret(header=settings.header, secret=settings.secret),
             key=change_key,
             split=split_event,
             max_body_bytes=settings.max_body_bytes,
