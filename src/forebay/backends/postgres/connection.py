@@ -20,6 +20,7 @@ keys, settling outcomes) raise BackendUnavailable rather than risk doing their w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -192,7 +193,10 @@ class Connector:
                 return await op(conn)
             except Exception as exc:
                 if isinstance(translate(exc), BackendUnavailable):
-                    conn.terminate()  # in doubt: let the pool open a fresh one for the next use
+                    # In doubt: let the pool open a fresh one for the next use. (A connection
+                    # the server closed is already back in the pool: nothing to do then.)
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                 raise
             finally:
                 try:
