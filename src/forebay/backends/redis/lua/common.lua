@@ -176,8 +176,9 @@ local function tail_of(stream)
 end
 
 -- Put a queued job where it waits (see the top of this file). Returns its new stream entry
--- id, or nil when it went to the waiting set.
-local function place(id, queue, priority, run_at, now)
+-- id, or nil when it went to the waiting set. Idle workers are woken when it is due (unless
+-- quiet) or the earliest of its set; an entry appended to a stream wakes them by itself.
+local function place(id, queue, priority, run_at, now, quiet)
   local at = tonumber(run_at)
   if at <= tonumber(now) then
     local stream = key_stream(queue, priority)
@@ -192,7 +193,10 @@ local function place(id, queue, priority, run_at, now)
   local zkey = key_waiting(queue, priority)
   local member = zid(id)
   redis.call('ZADD', zkey, run_at, member)
-  if at <= tonumber(now) or redis.call('ZRANGE', zkey, 0, 0)[1] == member then wake(queue) end
+  local due = at <= tonumber(now)
+  if (due and not quiet) or (not due and redis.call('ZRANGE', zkey, 0, 0)[1] == member) then
+    wake(queue)
+  end
   return nil
 end
 
@@ -207,11 +211,11 @@ local function held(id, token)
 end
 
 -- A job leaving running for queued: its entry goes, it waits again at run_at.
-local function put_back(id, job, run_at, now, dropper)
+local function put_back(id, job, run_at, now, dropper, quiet)
   local k = key_job(id)
   dropper:add(job.queue, job.priority, job.entry)
   redis.call('HDEL', k, 'lease_token', 'lease_expires_at', 'entry')
-  local entry = place(id, job.queue, job.priority, run_at, now)
+  local entry = place(id, job.queue, job.priority, run_at, now, quiet)
   if entry then redis.call('HSET', k, 'entry', entry) end
 end
 

@@ -3,7 +3,8 @@
 --
 -- The deadline is the job's own (P:leases, moved by every heartbeat), never the stream's idle
 -- time: a long job that heartbeats is not delivered twice, a crashed worker's job comes back
--- once its lease is over.
+-- once its lease is over. Idle workers are not woken: every worker's reclaimer runs this each
+-- second, and the jobs are found by their next poll (within a second), not in a wake-up storm.
 --
 -- KEYS[1]  prefix
 -- ARGV     now, max (jobs handled per call; the caller repeats while max were found)
@@ -25,7 +26,7 @@ for _, id in ipairs(expired) do
     redis.call('HSET', k, 'state', 'queued', 'attempt', attempt, 'updated_at', now,
                'error', 'lease expired: the worker stopped heartbeating (crashed or was killed)',
                'error_type', 'LeaseExpired')
-    put_back(id, {queue = f[2], priority = f[3], entry = f[4]}, f[6], now, dropper)
+    put_back(id, {queue = f[2], priority = f[3], entry = f[4]}, f[6], now, dropper, true)
     counter:add(f[2], 'running', -1)
     counter:add(f[2], 'queued', 1)
     if attempt > 0 then counter:add(f[2], 'retrying', 1) end
