@@ -81,9 +81,19 @@ def run_peer(
     argv = [python, "run_peers.py", peer, "--config", config, "--repeats", str(repeats)]
     argv += ["--latency"] if latency else ["--n", str(n)]
     argv += list(extra)
+    # The harness empties (FLUSHDB) its Redis database before each run: never let it be the
+    # database anything else uses (0), unless the caller points it somewhere on purpose.
+    env = {**os.environ}
+    env.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
     try:
         done = subprocess.run(
-            argv, cwd=directory, capture_output=True, text=True, timeout=timeout_s, check=False
+            argv,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return []

@@ -425,8 +425,10 @@ def targets(ours: list[Row], raw: list[Row], peers: list[Row], latency: list[Row
     )
     print("\n### targets\n")
     for name, ratio, need in checks:
-        verdict = "n/a" if ratio != ratio else ("met" if ratio >= need else "NOT met")
-        print(f"* {name}: {ratio:.2f}x -> {verdict}")
+        if ratio != ratio:  # NaN: the peer was not run
+            print(f"* {name}: n/a (run with --peers)")
+        else:
+            print(f"* {name}: {ratio:.2f}x -> {'met' if ratio >= need else 'NOT met'}")
     if latency:
         p50 = median(latency, "forebay", "enqueue->start p50")
         p99 = median(latency, "forebay", "enqueue->start p99")

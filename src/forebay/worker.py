@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from forebay.backends.base import Backend, PruneSpec
-from forebay.errors import Defer, PermanentError
+from forebay.errors import BackendError, Defer, PermanentError
 from forebay.job import Deferral, Failure, Job, Lease, Retry, progress_reporter
 from forebay.observer import Observer, Outcome, notify_settled
 from forebay.queue_config import QueueConfig
@@ -230,37 +230,55 @@ class Worker:
 
     # -- leasing ---------------------------------------------------------------------------
     async def _lane(self, config: QueueConfig) -> None:
-        assert self._stopping is not None and self._settler is not None
-        per_unit = config.batch_size or 1
-        freed = self._slot_freed[config.name]
+        """Lease and start jobs of one queue until stopping (or, in burst mode, until idle).
+
+        A backend outage does not end the lane: it waits (backing off, up to 5 s) and leases
+        again, so a worker rides out a database or Redis restart of any length.
+        """
+        assert self._stopping is not None
+        pause_s = 0.1
         while not self._stopping.is_set():
-            free = config.concurrency - self._lane_running[config.name]
-            if free <= 0:
-                freed.clear()
-                await self._until(freed.wait())
-                await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
-                continue
-            jobs = await self.backend.lease(
-                queue=config.name,
-                limit=free * per_unit,
-                worker_id=self.worker_id,
-                lease_s=config.lease_s,
-            )
-            if jobs:
-                self._start(config, jobs)
-                continue
-            if self.settings.burst:
-                if self._lane_running[config.name] == 0:
-                    await self._settler.drained()
-                    if not await self._has_due(config):
-                        return
-                    continue
-                freed.clear()
-                await self._until(freed.wait())
-                continue
-            await self._until(
-                self.backend.wait_for_work([config.name], timeout_s=self.settings.idle_poll_s)
-            )
+            try:
+                if await self._lane_step(config):
+                    return
+                pause_s = 0.1
+            except BackendError as exc:
+                log.warning(
+                    "queue %s: cannot lease (%s); trying again in %.1fs", config.name, exc, pause_s
+                )
+                await self._until(asyncio.sleep(pause_s))
+                pause_s = min(pause_s * 2, 5.0)
+
+    async def _lane_step(self, config: QueueConfig) -> bool:
+        """One round of leasing; True when a burst lane has nothing left to do."""
+        assert self._settler is not None
+        freed = self._slot_freed[config.name]
+        free = config.concurrency - self._lane_running[config.name]
+        if free <= 0:
+            freed.clear()
+            await self._until(freed.wait())
+            await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
+            return False
+        jobs = await self.backend.lease(
+            queue=config.name,
+            limit=free * (config.batch_size or 1),
+            worker_id=self.worker_id,
+            lease_s=config.lease_s,
+        )
+        if jobs:
+            self._start(config, jobs)
+            return False
+        if self.settings.burst:
+            if self._lane_running[config.name] == 0:
+                await self._settler.drained()
+                return not await self._has_due(config)
+            freed.clear()
+            await self._until(freed.wait())
+            return False
+        await self._until(
+            self.backend.wait_for_work([config.name], timeout_s=self.settings.idle_poll_s)
+        )
+        return False
 
     async def _has_due(self, config: QueueConfig) -> bool:
         """In burst mode: is anything still due (e.g. a retry with no backoff)?"""

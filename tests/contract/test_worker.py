@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 
 from forebay import (
+    BackendUnavailable,
     Backoff,
     Defer,
     Forebay,
@@ -22,6 +23,7 @@ from forebay import (
     PermanentError,
     QueueFull,
     TransientError,
+    Worker,
     WorkerSettings,
 )
 from forebay.backends import backend_from_url
@@ -352,7 +354,9 @@ async def test_handler_is_cancelled_when_its_lease_is_lost(app: Forebay, url: st
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
-    @app.handler("docs", lease_s=0.3)
+    # concurrency=1: with a free slot, this worker itself could take the reclaimed job back
+    # before the "thief" below does (backends with instant wake-ups make that likely).
+    @app.handler("docs", lease_s=0.3, concurrency=1)
     async def handle(job: Job) -> None:
         started.set()
         try:
@@ -458,3 +462,36 @@ def test_enqueue_sync_for_scripts(url: str) -> None:
         if drop is not None:
             app._run_sync(drop)
         app.close_sync()
+
+
+class _Unreachable:
+    """The real backend, except that its first ``failures`` leases find it unreachable
+    (as during a database restart)."""
+
+    def __init__(self, inner: object, failures: int) -> None:
+        self._inner = inner
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def lease(self, **kwargs: object) -> list[Job]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BackendUnavailable("connection refused (test)")
+        return await self._inner.lease(**kwargs)  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_worker_rides_out_a_backend_outage(app: Forebay) -> None:
+    seen: list[int] = []
+
+    @app.handler("docs")
+    async def handle(job: Job) -> None:
+        seen.append(job.id)
+
+    job = await app.enqueue("docs", {})
+    flaky = _Unreachable(app.backend, failures=3)
+    worker = Worker(flaky, [app.queues["docs"]], WorkerSettings(burst=True, handle_signals=False))  # type: ignore[arg-type]
+    await asyncio.wait_for(worker.run(), 30)
+    assert flaky.failures == 0 and seen == [job.id]
+    assert (await app.get_job(job.id)).state is JobState.COMPLETED

@@ -397,6 +397,21 @@ async def test_ping_and_use_before_open(pg_url: str) -> None:
         await backend.close()
 
 
+async def test_a_warning_says_when_autovacuum_is_off(
+    pg_url: str, raw: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = PostgresBackend.from_url(pg_url)
+    with caplog.at_level("WARNING", logger="forebay.postgres"):
+        await backend.open()
+    try:
+        off = await raw.fetchval("SELECT current_setting('autovacuum') = 'off'")
+        warned = any("autovacuum is off" in r.getMessage() for r in caplog.records)
+        assert warned == off
+    finally:
+        await backend.drop_everything()
+        await backend.close()
+
+
 # -- pruning -----------------------------------------------------------------------------------
 async def test_prune_deletes_in_bounded_batches(pg: PostgresBackend) -> None:
     await pg.enqueue([new(payload={"i": i}) for i in range(25)])

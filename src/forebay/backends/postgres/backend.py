@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +32,12 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from forebay.backends.base import Capabilities, PruneSpec
-from forebay.backends.postgres.connection import Connector, PostgresSettings, Resend, translate
+from forebay.backends.postgres.connection import (
+    Connector,
+    PostgresSettings,
+    Resend,
+    raise_translated,
+)
 from forebay.backends.postgres.group_commit import GroupCommit
 from forebay.backends.postgres.listener import Listener
 from forebay.backends.postgres.schema import migrations, queries
@@ -50,6 +56,8 @@ from forebay.job import (
 )
 
 __all__ = ["PostgresBackend"]
+
+log = logging.getLogger("forebay.postgres")
 
 T = TypeVar("T")
 
@@ -147,9 +155,21 @@ class PostgresBackend:
             await self._connector.open()
             try:
                 self.applied_on_open = await self.migrate()
+                await self._check_autovacuum()
             except BaseException:
                 await self._connector.close()
                 raise
+
+    async def _check_autovacuum(self) -> None:
+        """Warn at start-up when nothing will reclaim the space of pruned jobs."""
+        sql = self._q["autovacuum_on"]
+        if not await self._run(lambda c: c.fetchval(sql), Resend.ALWAYS):
+            log.warning(
+                "autovacuum is off on this PostgreSQL server: the space of pruned jobs is never "
+                "reused and forebay's jobs table grows without bound; turn autovacuum on (or "
+                "VACUUM %s.jobs regularly)",
+                self.settings.schema,
+            )
 
     async def close(self) -> None:
         async with self._open_lock:
@@ -224,7 +244,7 @@ class PostgresBackend:
         try:
             result = (await _insert_requests(connection, self._q, [request]))[0]
         except Exception as exc:
-            raise translate(exc) from exc
+            raise_translated(exc)
         if isinstance(result, BaseException):
             raise result
         return result

@@ -25,7 +25,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -33,7 +33,7 @@ import asyncpg  # type: ignore[import-untyped]
 from forebay.backends.postgres.schema import DEFAULT_SCHEMA, validate_schema
 from forebay.errors import BackendError, BackendUnavailable, ConfigError
 
-__all__ = ["Connector", "PostgresSettings", "Resend", "translate"]
+__all__ = ["Connector", "PostgresSettings", "Resend", "raise_translated", "translate"]
 
 log = logging.getLogger("forebay.postgres")
 
@@ -75,6 +75,15 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return BackendError(f"PostgreSQL error: {_describe(exc)}")
     return exc
+
+
+def raise_translated(exc: Exception) -> NoReturn:
+    """Raise ``exc`` as forebay's error (chained to the original), or as is if it is not a
+    driver or OS error."""
+    error = translate(exc)
+    if error is exc:
+        raise exc
+    raise error from exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -149,7 +158,7 @@ class Connector:
                 self.settings.dsn, server_settings=self.settings.server_settings, timeout=10
             )
         except Exception as exc:
-            raise translate(exc) from exc
+            raise_translated(exc)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -218,10 +227,12 @@ class Connector:
                 cause = exc.cause if isinstance(exc, _Unsent) else exc
                 error = translate(cause)
                 retryable = resend is Resend.ALWAYS or (resend is Resend.IF_UNSENT and unsent)
-                if not isinstance(error, BackendUnavailable) or not retryable:
-                    raise error from cause
-                if loop.time() + delay > deadline:
-                    raise error from cause
+                if (
+                    not isinstance(error, BackendUnavailable)
+                    or not retryable
+                    or loop.time() + delay > deadline
+                ):
+                    raise_translated(cause)
                 log.warning("%s; trying again in %.2fs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY_DELAY_S)

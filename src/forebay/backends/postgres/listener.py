@@ -27,6 +27,7 @@ __all__ = ["Listener"]
 log = logging.getLogger("forebay.postgres")
 
 _HEALTH_CHECK_EVERY_S = 15.0
+_FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
 
 
@@ -111,17 +112,20 @@ class Listener:
                     fut.set_result(None)
 
     async def _run(self) -> None:
-        delay = 0.05
+        delay = _FIRST_BACKOFF_S
+        reported = False  # one warning per outage, not one per attempt
         while True:
             try:
-                await self._session()
-                delay = 0.05
-            except Exception as exc:
+                await self._session()  # returns when a working session ends
                 log.warning(
-                    "LISTEN connection lost (%s); idle workers poll every %.2fs until it is back",
-                    translate(exc),
+                    "LISTEN connection lost; idle workers poll every %.2fs until it is back",
                     self.poll_s,
                 )
+                delay, reported = _FIRST_BACKOFF_S, True
+            except Exception as exc:
+                if not reported:
+                    log.warning("cannot LISTEN (%s); idle workers poll meanwhile", translate(exc))
+                    reported = True
             finally:
                 self._connected.clear()
             await asyncio.sleep(delay)
@@ -140,7 +144,9 @@ class Listener:
                     await asyncio.wait_for(lost.wait(), _HEALTH_CHECK_EVERY_S)
                 except TimeoutError:
                     # A silently dropped network connection only shows when used.
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), _HEALTH_CHECK_EVERY_S)
-            raise ConnectionResetError("the server closed the LISTEN connection")
+                    try:
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), _HEALTH_CHECK_EVERY_S)
+                    except Exception:
+                        return
         finally:
             conn.terminate()

@@ -34,6 +34,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('forebay migrate {schema}', 0))
 -- name: record_migration
 INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2)
 
+-- name: autovacuum_on
+SELECT current_setting('autovacuum')::boolean
+
 -- name: drop_schema
 DROP SCHEMA IF EXISTS {schema} CASCADE
 

@@ -29,9 +29,10 @@ name, ``N`` a job id, ``R`` a priority)::
                                        in retry backoff, deferred, put back (released, lease
                                        expired) or enqueued with a past run_at; score = run_at,
                                        member = id zero-padded to 15 digits (ties by id)
-    P:q:Q:wake                 stream  MAXLEN 1; touched when idle workers must re-arm: a due
-                                       job entered a waiting set, a scheduled one became the
-                                       earliest of its level, a stream was created
+    P:q:Q:wake                 stream  MAXLEN 1; touched when idle workers must poll again: a
+                                       due job entered a waiting set (not from the reclaimer),
+                                       a scheduled one became the earliest of its level, a
+                                       stream was created
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
