@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -164,7 +166,7 @@ async def latency_child(url: str, marks: str) -> None:
 
 def latency(dsn: str, rate: float, seconds: float) -> tuple[float, float]:
     url = fresh(dsn)
-    marks = Path(f"/tmp/forebay-bench-latency-{os.getpid()}.txt")
+    marks = Path(tempfile.gettempdir()) / f"forebay-bench-latency-{os.getpid()}.txt"
     marks.unlink(missing_ok=True)
     child = subprocess.Popen([sys.executable, __file__, "--latency-child", url, str(marks)])
     try:
@@ -242,7 +244,7 @@ async def raw_insert(dsn: str, n: int, per_statement: int) -> float:
     args = _args(per_statement)
     t0 = time.perf_counter()
     for _ in range(n // per_statement):
-        await conn.fetch(q["enqueue"], *args)
+        await conn.fetch(q["enqueue_plain"], *args)
     rate = (n // per_statement * per_statement) / (time.perf_counter() - t0)
     await conn.close()
     await drop(url)
@@ -252,7 +254,7 @@ async def raw_insert(dsn: str, n: int, per_statement: int) -> float:
 async def raw_claim_ack(dsn: str, n: int, per_batch: int = 100) -> float:
     conn, q, url = await raw_session(dsn)
     for i in range(0, n, 10_000):
-        await conn.fetch(q["enqueue"], *_args(min(10_000, n - i)))
+        await conn.fetch(q["enqueue_plain"], *_args(min(10_000, n - i)))
     t0 = time.perf_counter()
     done = 0
     while True:
@@ -471,6 +473,10 @@ def main() -> None:
     ap.add_argument("--latency-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--churn-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # The header says whether autovacuum runs; do not repeat it at every open.
+    logging.getLogger("forebay.postgres").addFilter(
+        lambda record: "autovacuum is off" not in record.getMessage()
+    )
     if args.child_worker:
         asyncio.run(child_worker(args.child_worker, args.concurrency))
         return

@@ -58,8 +58,10 @@ async def app(url: str) -> AsyncIterator[Forebay]:
     try:
         yield forebay
     finally:
-        if forebay._opened:
+        # A worker may have opened the backend without app.open(): drop whatever was created.
+        if forebay._backend is not None:
             drop = getattr(forebay.backend, "drop_everything", None)
             if drop is not None:
+                await forebay.open()
                 await drop()
         await forebay.close()

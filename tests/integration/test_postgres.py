@@ -35,7 +35,8 @@ from forebay import (
 from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
 from forebay.backends.postgres.group_commit import GroupCommit
-from forebay.backends.postgres.schema import migrations
+from forebay.backends.postgres.schema import migrations, queries
+from forebay.job import Lease
 from tests.servers import PG_URL, backend_url, unique_name
 
 WORKER = "pg-test"
@@ -229,7 +230,7 @@ async def test_max_depth_holds_under_concurrent_enqueues_from_two_backends(
 async def test_concurrent_outcomes_are_settled_together(pg: PostgresBackend) -> None:
     await pg.enqueue([new(payload={"i": i}) for i in range(6)])
     jobs = await _lease_all(pg)
-    stale = jobs[5].lease.__class__(jobs[5].id, "not-the-token")
+    stale = Lease(jobs[5].id, "not-the-token")
     refused = await asyncio.gather(
         pg.complete([jobs[0].lease, jobs[1].lease]),
         pg.release([jobs[2].lease]),
@@ -246,6 +247,31 @@ async def test_concurrent_outcomes_are_settled_together(pg: PostgresBackend) -> 
         JobState.RUNNING,
         JobState.RUNNING,
     ]
+
+
+async def test_settling_finds_jobs_by_id_even_when_statistics_are_stale(
+    pg: PostgresBackend, raw: Any
+) -> None:
+    # Statistics taken while nothing ran, then many jobs running: settling must find jobs by
+    # id (or one scan), never walk the running jobs once per settled job (that made a worker's
+    # acks slower the more it had leased, until it fell behind for good).
+    await pg.enqueue([new(payload={"i": i}) for i in range(3000)])
+    await raw.execute(f'ANALYZE "{pg.settings.schema}".jobs')
+    for _ in range(20):
+        leased = await _lease_all(pg)
+    sql = queries(pg.settings.schema)["settle"]
+    ids = [j.id for j in leased]
+    tokens = [j.lease_token for j in leased]
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        async with raw.transaction():
+            await raw.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            plan = "\n".join(
+                r[0]
+                for r in await raw.fetch(
+                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete"
+                )
+            )
+        assert "jobs_leases" not in plan, plan
 
 
 # -- leasing -----------------------------------------------------------------------------------

@@ -67,13 +67,15 @@ _SETTLE_GROUP_ROWS = 20_000
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built per call (and _Settlement per job) on the hot path, where frozen dataclasses
+# cost several times more to build. Neither is changed after it is built.
+@dataclass(slots=True)
 class _Enqueue:
     jobs: list[NewJob]
     max_depth: dict[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Settlement:
     """One job leaving ``running``: the arguments of one row of the ``settle`` statement."""
 
@@ -212,9 +214,12 @@ class PostgresBackend:
 
     # -- plumbing -------------------------------------------------------------------------
     async def _run(self, op: Callable[[Any], Awaitable[T]], resend: Resend) -> T:
+        self._require_open()
+        return await self._connector.run(op, resend)
+
+    def _require_open(self) -> None:
         if not self._connector.is_open:
             raise BackendError("the PostgreSQL backend is not open; call open() first")
-        return await self._connector.run(op, resend)
 
     # -- enqueue --------------------------------------------------------------------------
     async def enqueue(
@@ -227,8 +232,10 @@ class PostgresBackend:
         batch = list(jobs)
         if not batch:
             return []
-        present = {j.queue for j in batch}
-        caps = {q: cap for q, cap in (max_depth or {}).items() if q in present}
+        caps: dict[str, int] = {}
+        if max_depth:
+            present = {j.queue for j in batch}
+            caps = {q: cap for q, cap in max_depth.items() if q in present}
         request = _Enqueue(batch, caps)
         if connection is not None:
             return await self._enqueue_on(connection, request)
@@ -267,6 +274,7 @@ class PostgresBackend:
     async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
         if limit <= 0:
             return []
+        self._require_open()
         if self._listening is None:
             # A process that leases will wait for work: LISTEN before its first lease, so no
             # job committed after that lease goes unnoticed. (Producers never listen.)
@@ -335,8 +343,7 @@ class PostgresBackend:
         """Group-committed: return the ids whose token did not match (refused)."""
         if not settlements:
             return []
-        if not self._connector.is_open:
-            raise BackendError("the PostgreSQL backend is not open; call open() first")
+        self._require_open()
         return await self._settler.submit(settlements)
 
     async def _flush_settlements(
@@ -425,6 +432,7 @@ class PostgresBackend:
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
         """Return on a notification for one of ``queues`` (from any process), or on timeout."""
+        self._require_open()
         await self._listener.wait(queues, timeout_s)
 
 
@@ -490,7 +498,8 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob]) -> list[Job]
     if not jobs:
         return []
     try:
-        rows = await conn.fetch(q["enqueue"], *_insert_args(jobs))
+        args = _insert_args(jobs)
+        rows = await conn.fetch(q["enqueue" if args[3] is not None else "enqueue_plain"], *args)
     except asyncpg.DataError as exc:
         raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
     rows.sort(key=lambda r: r[0])  # ids were drawn in input order

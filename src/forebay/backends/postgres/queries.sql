@@ -61,6 +61,22 @@ WITH inserted AS (
 )
 SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
 
+-- name: enqueue_plain
+-- The same for jobs without keys: no conflict to look for (a cheaper insert).
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
+    SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
+           COALESCE(j.run_at, now()), j.run_id
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
+         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+    ORDER BY j.ord
+    RETURNING id, queue, key, run_at, created_at
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
+)
+SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+
 -- name: jobs_by_key
 SELECT {columns} FROM {schema}.jobs
 WHERE (queue, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
