@@ -141,6 +141,21 @@ class NewJob:
                 raise InvalidPayload("delay reaches past the year 9000")
         return cls(queue, dump_payload(payload), cast(JSON, payload), key, priority, ts, run_id)
 
+    def stored_as(self, job_id: int, created_at: datetime) -> Job:
+        """The queued Job this became once a backend stored it with ``job_id``."""
+        return Job(
+            id=job_id,
+            queue=self.queue,
+            payload=self.payload,
+            state=JobState.QUEUED,
+            key=self.key,
+            priority=self.priority,
+            run_at=created_at if self.run_at is None else to_datetime(self.run_at),
+            created_at=created_at,
+            updated_at=created_at,
+            run_id=self.run_id,
+        )
+
 
 def validate_queue_name(queue: str) -> None:
     if not isinstance(queue, str):

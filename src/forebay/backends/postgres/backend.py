@@ -509,7 +509,7 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob]) -> list[Job]
     row = next(it, None)
     for index, new in enumerate(jobs):
         if row is not None and (new.key is None or (row[1] == new.queue and row[2] == new.key)):
-            out.append(_new_job(row[0], new, row[3]))
+            out.append(new.stored_as(row[0], row[3]))
             row = next(it, None)
         else:
             out.append(None)
@@ -552,21 +552,6 @@ async def _fill_existing(
                 "being enqueued again; enqueue it once more"
             )
         out[i] = job
-
-
-def _new_job(job_id: int, new: NewJob, created_at: datetime) -> Job:
-    return Job(
-        id=job_id,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        key=new.key,
-        priority=new.priority,
-        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
-        created_at=created_at,
-        updated_at=created_at,
-        run_id=new.run_id,
-    )
 
 
 def _rounds(requests: list[list[_Settlement]]) -> list[list[tuple[int, _Settlement]]]:

@@ -66,7 +66,6 @@ from forebay.job import (
     Lease,
     NewJob,
     QueueCounts,
-    to_datetime,
 )
 from forebay.job import (
     Retry as RetryJob,
@@ -164,22 +163,6 @@ def job_from_reply(reply: Sequence[Any], created: bool = True) -> Job:
         error_type=get("error_type"),
         run_id=get("run_id"),
         created=created,
-    )
-
-
-def _new_job(job_id: int, new: NewJob, now: float) -> Job:
-    created_at = to_datetime(now)
-    return Job(
-        id=job_id,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        key=new.key,
-        priority=new.priority,
-        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
-        created_at=created_at,
-        updated_at=created_at,
-        run_id=new.run_id,
     )
 
 
@@ -764,7 +747,7 @@ class RedisBackend:
 def _stored(new: NewJob, item: Any, now: float) -> Job:
     """One enqueue result: a new job's id, or the existing job of its (queue, key)."""
     if isinstance(item, str):
-        return _new_job(int(item), new, now)
+        return new.stored_as(int(item), datetime.fromtimestamp(now, UTC))
     return job_from_reply(item, created=False)
 
 

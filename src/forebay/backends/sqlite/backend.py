@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -530,23 +531,24 @@ class _Enqueue(Mergeable):
 
 def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
     now = time.time()
+    created_at = datetime.fromtimestamp(now, UTC)
     results: list[Job | None] = [None] * len(jobs)
     plain = [i for i, j in enumerate(jobs) if j.key is None]
     if len(plain) == 1:
         row = conn.execute(Q["insert_job_returning"], _row(jobs[plain[0]], now)).fetchone()
-        results[plain[0]] = _new_job(row[0], jobs[plain[0]], now)
+        results[plain[0]] = jobs[plain[0]].stored_as(row[0], created_at)
     elif plain:
         first = conn.execute(Q["next_job_id"]).fetchone()[0] + 1
         conn.executemany(Q["insert_job"], [_row(jobs[i], now) for i in plain])
         # AUTOINCREMENT under the write lock hands out consecutive ids.
         for offset, i in enumerate(plain):
-            results[i] = _new_job(first + offset, jobs[i], now)
+            results[i] = jobs[i].stored_as(first + offset, created_at)
     for i, j in enumerate(jobs):
         if j.key is None:
             continue
         row = conn.execute(Q["insert_keyed_job"], _row(j, now)).fetchone()
         if row is not None:
-            results[i] = _new_job(row[0], j, now)
+            results[i] = j.stored_as(row[0], created_at)
         else:
             existing = conn.execute(Q["job_by_key"], (j.queue, j.key)).fetchone()
             results[i] = row_to_job(existing, created=False)
@@ -571,19 +573,3 @@ def _check_depth(
         depth = conn.execute(Q["depth"], {"queue": queue, "cap": cap}).fetchone()[0]
         if depth + (pending or {}).get(queue, 0) + incoming > cap:
             raise QueueFull(queue, cap)
-
-
-def _new_job(job_id: int, new: NewJob, now: float) -> Job:
-    created_at = to_datetime(now)
-    return Job(
-        id=job_id,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        key=new.key,
-        priority=new.priority,
-        run_at=created_at if new.run_at is None else to_datetime(new.run_at),
-        created_at=created_at,
-        updated_at=created_at,
-        run_id=new.run_id,
-    )
