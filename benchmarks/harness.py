@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,23 @@ class Row:
             return "n/a"
         lo, hi = min(self.values), max(self.values)
         return f"{self.median:,.0f} [{lo:,.0f}-{hi:,.0f}]"
+
+
+async def lease_ack_rate(url: str, jobs: int = 20_000, batch: int = 100) -> float:
+    """Lease + complete in batches straight through the backend (no handler): jobs/s."""
+    from forebay import Forebay
+
+    async with Forebay(url) as app:
+        backend = app.backend
+        t0 = time.perf_counter()
+        done = 0
+        while done < jobs:
+            leased = await backend.lease(queue="bench", limit=batch, worker_id="b", lease_s=60)
+            if not leased:
+                break
+            await backend.complete([j.lease for j in leased])
+            done += len(leased)
+        return done / (time.perf_counter() - t0)
 
 
 def repeat(times: int, measure: Callable[[], float]) -> list[float]:

@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import asyncpg  # noqa: E402
-from harness import Row, peer_python, peers_dir, print_table, run_peer  # noqa: E402
+from harness import Row, lease_ack_rate, peer_python, peers_dir, print_table, run_peer  # noqa: E402
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 from forebay.backends.postgres import PostgresBackend  # noqa: E402
@@ -206,21 +206,6 @@ async def _until_lines(path: Path, n: int, timeout_s: float = 60) -> None:
 
 def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))] if values else 0.0
-
-
-async def lease_ack_rate(url: str, jobs: int, batch: int = 100) -> float:
-    """Lease + complete in batches straight through the backend (no handler)."""
-    async with Forebay(url) as app:
-        backend = app.backend
-        t0 = time.perf_counter()
-        done = 0
-        while done < jobs:
-            leased = await backend.lease(queue="bench", limit=batch, worker_id="b", lease_s=60)
-            if not leased:
-                break
-            await backend.complete([j.lease for j in leased])
-            done += len(leased)
-        return done / (time.perf_counter() - t0)
 
 
 # -- raw asyncpg: forebay's statements, no forebay around them --------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Row, peer_python, peers_dir, print_table, rss_mb, run_peer  # noqa: E402
+from harness import Row, lease_ack_rate, peer_python, peers_dir, print_table, rss_mb, run_peer  # noqa: E402
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 
@@ -121,21 +121,6 @@ async def child_worker(url: str, concurrency: int) -> None:
         "rss_samples": samples,
     }
     print(json.dumps(report))
-
-
-async def lease_ack_rate(url: str, jobs: int = 20_000, batch: int = 100) -> float:
-    """Lease + complete in batches straight through the backend (no handler)."""
-    async with Forebay(url) as app:
-        backend = app.backend
-        t0 = time.perf_counter()
-        done = 0
-        while done < jobs:
-            leased = await backend.lease(queue="bench", limit=batch, worker_id="b", lease_s=60)
-            if not leased:
-                break
-            await backend.complete([j.lease for j in leased])
-            done += len(leased)
-        return done / (time.perf_counter() - t0)
 
 
 # -- raw sqlite3 ------------------------------------------------------------------------------

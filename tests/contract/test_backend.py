@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forebay import InvalidPayload, JobFilter, JobState, NewJob, QueueFull
+from forebay import ConfigError, InvalidPayload, JobFilter, JobState, NewJob, QueueFull
 from forebay.backends import Backend, PruneSpec, backend_from_url
 from forebay.job import Deferral, Failure, Lease, Retry
 
@@ -119,6 +119,14 @@ async def test_concurrent_enqueues_respect_max_depth(backend: Backend) -> None:
     assert sum(accepted) == 5
     counts = {c.queue: c for c in await backend.counts()}
     assert counts["q"].queued == 5
+
+
+async def test_a_callers_connection_only_where_enqueue_can_join_it(backend: Backend) -> None:
+    if backend.capabilities.transactional_enqueue:
+        pytest.skip("covered by the backend's own transactional enqueue tests")
+    with pytest.raises(ConfigError, match="cannot join your transaction"):
+        await backend.enqueue([new()], connection=object())
+    assert await backend.counts() == []  # nothing stored
 
 
 def test_invalid_payloads_are_refused_before_the_store() -> None:

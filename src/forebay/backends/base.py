@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from forebay.errors import ConfigError
 from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
 
-__all__ = ["Backend", "Capabilities", "PruneSpec"]
+__all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,15 @@ class Capabilities:
     """An enqueue in one process wakes idle workers in another at once (else: polling)."""
     transactional_enqueue: bool
     """``enqueue(..., connection=conn)`` joins the caller's own database transaction."""
+
+
+def refuse_connection(capabilities: Capabilities, connection: object | None) -> None:
+    """Raise ConfigError when a caller's connection is given to a backend that cannot join it."""
+    if connection is not None and not capabilities.transactional_enqueue:
+        raise ConfigError(
+            f"the {capabilities.name} backend cannot join your transaction (connection=...); "
+            "use the postgres backend for transactional enqueue"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
-from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
@@ -439,11 +439,7 @@ class RedisBackend:
         max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
-        if connection is not None:
-            raise ConfigError(
-                "the Redis backend cannot join your transaction (connection=...); "
-                "use the postgres backend for transactional enqueue"
-            )
+        refuse_connection(self.capabilities, connection)
         if not jobs:
             return []
         self._require()

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, ConfigError, QueueFull
 from forebay.job import (
@@ -228,11 +228,7 @@ class SQLiteBackend:
         max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
-        if connection is not None:
-            raise ConfigError(
-                "the SQLite backend cannot join your transaction (connection=...); "
-                "use the postgres backend for transactional enqueue"
-            )
+        refuse_connection(self.capabilities, connection)
         if not jobs:
             return []
         op = _Enqueue(list(jobs), max_depth or {})
