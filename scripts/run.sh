@@ -34,6 +34,7 @@ done
 cat <<TXT
 
 forebay is serving on http://127.0.0.1:$PORT (Ctrl-C stops it):
+  dashboard     http://127.0.0.1:$PORT/
   API docs      http://127.0.0.1:$PORT/docs
   queues        curl http://127.0.0.1:$PORT/v1/queues
   metrics       curl http://127.0.0.1:$PORT/metrics

@@ -6,6 +6,7 @@
 * :mod:`forebay.service.sources` — :class:`Source` and its authentication
   (:class:`SharedSecret`, :class:`HmacSignature`);
 * :mod:`forebay.service.metrics` — every Prometheus metric name, and the observer that feeds them;
+* :mod:`forebay.service.dashboard` — the web dashboard at ``/`` (static pages over the ``/v1`` API);
 * :mod:`forebay.service.command` — the ``forebay serve`` command (uvicorn).
 
 Importing this package is cheap (no web framework): apps that declare sources import it, and so

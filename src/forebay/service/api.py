@@ -29,6 +29,7 @@ from forebay.job import JSON, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.observer import Observer
 from forebay.service.auth import Authorizer
 from forebay.service.body import parse_json, read_body
+from forebay.service.dashboard import mount_dashboard
 from forebay.service.errors import ApiError, install_error_handlers
 from forebay.service.logs import EnqueueLogger
 from forebay.service.metrics import Metrics, PrometheusObserver
@@ -231,6 +232,7 @@ def create_app(app: Forebay, settings: ServiceSettings | None = None) -> FastAPI
     _job_routes(api, service)
     _dead_routes(api, service)
     _probe_routes(api, service)
+    mount_dashboard(api)
     _document_security(api, service)
     return api
 

@@ -90,7 +90,8 @@ def serve(
     """Serve the HTTP intake API (and the app's workers) until SIGTERM or Ctrl-C.
 
     Jobs posted to [bold]POST /v1/queues/QUEUE/jobs[/] or a declared source are answered
-    after they are stored. OpenAPI docs at /docs, Prometheus metrics at /metrics.
+    after they are stored. The dashboard at /, OpenAPI docs at /docs, Prometheus metrics at
+    /metrics.
     """
     try:
         settings = ServiceSettings.from_env(
