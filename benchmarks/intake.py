@@ -62,6 +62,7 @@ class Measure:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds in, MB)
 
     def add(self, other: Measure) -> None:
         self.rps += other.rps
@@ -130,7 +131,15 @@ def wrk_script(folder: Path, body: str, delay_ms: float | None) -> Path:
     return script
 
 
-def run_wrk(url: str, script: Path, *, connections: int, duration_s: float) -> Measure:
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    watch: psutil.Process | None = None,
+) -> Measure:
+    """One wrk run; with ``watch``, that process's resident memory is sampled every 5 s."""
     command = [
         "wrk",
         "--threads",
@@ -146,8 +155,24 @@ def run_wrk(url: str, script: Path, *, connections: int, duration_s: float) -> M
         str(script),
         url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return parse_wrk(done.stdout)
+    if watch is None:
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        return parse_wrk(done.stdout)
+    samples: list[tuple[float, float]] = []
+    started = time.monotonic()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        while True:
+            samples.append((time.monotonic() - started, watch.memory_info().rss / 2**20))
+            try:
+                output, _ = proc.communicate(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, command, output)
+    measure = parse_wrk(output)
+    measure.rss_mb = samples
+    return measure
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -285,6 +310,7 @@ def bench_backend(name: str, url: str, folder: Path, args: argparse.Namespace) -
                 wrk_script(folder, body, delay_ms),
                 connections=args.connections,
                 duration_s=args.soak_s,
+                watch=server,
             )
         rss_after = server.memory_info().rss / 2**20
     return Result(name, bare, enqueue, paced, target, rss_before, rss_after, soak)
@@ -323,6 +349,20 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         print(
             f"| {r.backend} | {r.rss_before_mb:.1f} MB | {r.rss_after_mb:.1f} MB | {change:+.1%} |"
         )
+    soaked = [r for r in results if r.soak is not None and r.soak.rss_mb]
+    if soaked:
+        print(f"\n| backend | soak RSS at 1 min | at 5 min | at end ({args.soak_s:g} s) | peak |")
+        print("|---|---|---|---|---|")
+    for r in soaked:
+        assert r.soak is not None
+        samples = r.soak.rss_mb
+
+        def at(t: float, samples: list[tuple[float, float]] = samples) -> str:
+            rss = next((mb for s, mb in samples if s >= t), samples[-1][1])
+            return f"{rss:.1f} MB"
+
+        peak = max(mb for _s, mb in samples)
+        print(f"| {r.backend} | {at(60)} | {at(300)} | {at(float('inf'))} | {peak:.1f} MB |")
 
 
 def main() -> None:

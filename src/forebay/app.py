@@ -129,6 +129,8 @@ class Forebay:
 
     async def open(self) -> Backend:
         """Open the backend (connect, migrate) if not yet open; return it."""
+        if self._opened:  # the hot path: every enqueue asks
+            return self.backend
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:

@@ -490,6 +490,21 @@ async def test_wait_for_work_wakes_on_enqueue(url: str, backend: Backend) -> Non
         await producer.close()
 
 
+async def test_work_committed_between_an_empty_lease_and_the_first_wait_is_not_missed(
+    url: str, backend: Backend
+) -> None:
+    producer = backend_from_url(url)
+    await producer.open()
+    try:
+        assert await lease(backend) == []  # a worker finds nothing ...
+        await producer.enqueue([new()])  # ... another process commits a job ...
+        # ... and the worker's first wait must not sleep through it.
+        await asyncio.wait_for(backend.wait_for_work(["q"], timeout_s=30), timeout=10)
+        assert len(await lease(backend)) == 1
+    finally:
+        await producer.close()
+
+
 async def test_wait_for_work_times_out(backend: Backend) -> None:
     started = time.monotonic()
     await backend.wait_for_work(["nothing-here"], timeout_s=0.2)

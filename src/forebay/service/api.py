@@ -27,6 +27,7 @@ from forebay.app import Forebay
 from forebay.errors import BackendError, ForebayError, InvalidPayload
 from forebay.job import JSON, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.observer import Observer
+from forebay.service import tuning
 from forebay.service.auth import Authorizer
 from forebay.service.body import parse_json, read_body
 from forebay.service.dashboard import mount_dashboard
@@ -206,14 +207,22 @@ _INTAKE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(app: Forebay, settings: ServiceSettings | None = None) -> FastAPI:
-    """The HTTP service for ``app`` (see :mod:`forebay.service` and docs/http.md)."""
+def create_app(
+    app: Forebay, settings: ServiceSettings | None = None, *, tune_gc: bool = False
+) -> FastAPI:
+    """The HTTP service for ``app`` (see :mod:`forebay.service` and docs/http.md).
+
+    ``tune_gc``: once started, tune the process's garbage collector for serving (see
+    :mod:`forebay.service.tuning`); ``forebay serve`` does, an app that embeds this one decides
+    for its own process."""
     settings = settings or ServiceSettings()
     service = Service(app, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        if tune_gc:
+            tuning.tune_gc()
         try:
             yield
         finally:

@@ -193,16 +193,31 @@ class PrometheusObserver:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # queue -> (enqueued, deduplicated) children: labels() costs a lock and a lookup
+        self._enqueue_counters: dict[str, tuple[Counter, Counter]] = {}
 
     def enqueued(self, jobs: Sequence[Job]) -> None:
+        if len(jobs) == 1:  # the common case: one request, one job
+            job = jobs[0]
+            self._counters(job.queue)[0 if job.created else 1].inc()
+            return
         created: Tally[str] = Tally()
         duplicates: Tally[str] = Tally()
         for job in jobs:
             (created if job.created else duplicates)[job.queue] += 1
         for queue, n in created.items():
-            self.metrics.jobs_enqueued.labels(queue).inc(n)
+            self._counters(queue)[0].inc(n)
         for queue, n in duplicates.items():
-            self.metrics.jobs_deduplicated.labels(queue).inc(n)
+            self._counters(queue)[1].inc(n)
+
+    def _counters(self, queue: str) -> tuple[Counter, Counter]:
+        counters = self._enqueue_counters.get(queue)
+        if counters is None:
+            counters = self._enqueue_counters[queue] = (
+                self.metrics.jobs_enqueued.labels(queue),
+                self.metrics.jobs_deduplicated.labels(queue),
+            )
+        return counters
 
     def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
         self.metrics.outcomes[outcome].labels(job.queue).inc()

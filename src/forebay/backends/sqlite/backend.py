@@ -420,7 +420,8 @@ class SQLiteBackend:
         """Wake on an enqueue in this process at once, on other processes' commits by polling.
 
         A commit made after the previous call for the same queues returned wakes this call at
-        once, so work that lands between a worker's empty lease and its wait is never missed.
+        once, so work that lands between a worker's empty lease and its wait is never missed
+        (the first call for a set of queues returns at once, to start that watch).
         """
         events = []
         for name in queues:
@@ -433,10 +434,15 @@ class SQLiteBackend:
         deadline = time.monotonic() + timeout_s
         seen = self._seen_version.get(watch)
         version = await self._data_version()
+        if seen is None:
+            # The first wait for these queues: a commit made between the caller's empty lease
+            # and this read would go unseen, so return now; the caller leases again, and from
+            # then on every commit after this read wakes it.
+            self._seen_version[watch] = version
+            return
         waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
-            while seen is None or version == seen:
-                seen = version if seen is None else seen
+            while version == seen:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
