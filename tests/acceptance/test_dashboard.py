@@ -330,6 +330,9 @@ def test_with_api_tokens_the_page_asks_for_one(tmp_path: Path, page: Page) -> No
         assert html.headers["content-type"] == "text/html; charset=utf-8"
         assert "script-src 'self'" in html.headers["content-security-policy"]
         assert html.headers["cache-control"] == "no-cache"
+        head = httpx.head(f"{server.base}/")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(html.content))
         script = httpx.get(f"{server.base}/dashboard/app.js")
         assert script.headers["content-type"] == "text/javascript; charset=utf-8"
         assert script.headers["cache-control"] == "public, max-age=86400"

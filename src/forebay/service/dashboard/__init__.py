@@ -70,11 +70,12 @@ def _files() -> _Files:
 def mount_dashboard(api: FastAPI) -> None:
     """Serve the dashboard page at ``/`` and its assets under :data:`ASSET_PATH`."""
 
-    @api.get("/", include_in_schema=False)
+    # HEAD too: uptime checks and link previews probe the page that way.
+    @api.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard() -> Response:
         return Response(_files().page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
-    @api.get(ASSET_PATH + "/{name}", include_in_schema=False)
+    @api.api_route(ASSET_PATH + "/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard_asset(name: str, request: Request) -> Response:
         asset = _files().assets.get(name)
         if asset is None:
