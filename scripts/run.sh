@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# forebay's main job on the embedded SQLite default: the Label Studio intake, its workers and
+# forebay's main job on the embedded SQLite default: the Label Studio intake, its workers (the
+# handler in one child process: FOREBAY_WORKER_PROCESSES=1) and
 # the HTTP API in one service, then a demo that posts the sample Label Studio events to it.
 #
 #   bash scripts/run.sh              # serve on 127.0.0.1:8000 until Ctrl-C
@@ -17,7 +18,8 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[parquet,pdf,postgres]'
 
 export FOREBAY_LABELSTUDIO_SECRET="${FOREBAY_LABELSTUDIO_SECRET:-change-me}"
-.venv/bin/forebay serve forebay.contrib.labelstudio:app --port "$PORT" &
+FOREBAY_WORKER_PROCESSES="${FOREBAY_WORKER_PROCESSES:-1}" \
+    .venv/bin/forebay serve forebay.contrib.labelstudio:app --port "$PORT" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"' EXIT INT TERM
 

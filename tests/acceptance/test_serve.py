@@ -2,7 +2,9 @@
 
 * a job posted with HTTP is watched to completion through ``GET /v1/jobs/{id}``;
 * SIGKILL under concurrent load: every request answered 2xx has its job in the SQLite file;
-* SIGTERM with a job running: it finishes within the grace and the process exits 0.
+* SIGTERM with a job running: it finishes within the grace and the process exits 0;
+* ``--worker-processes``: handlers run in a child process (restarted when it dies), errors keep
+  their meaning, SIGTERM ends the children too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 APP = textwrap.dedent(
@@ -80,8 +83,10 @@ def _answers(base: str) -> bool:
 
 
 @contextmanager
-def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    (tmp_path / "svcapp.py").write_text(APP)
+def serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, app: str = APP
+) -> Iterator[Server]:
+    (tmp_path / "svcapp.py").write_text(app)
     port = free_port()
     db = tmp_path / "forebay.db"
     log = tmp_path / "serve.log"
@@ -237,3 +242,86 @@ def test_every_acknowledged_job_survives_a_sigkill_under_load(tmp_path: Path) ->
     # Jobs stored but never acknowledged can only be requests that were in flight at the kill.
     extra = len(stored) - len(acked)
     assert 0 <= extra <= unanswered <= CLIENTS, (len(stored), len(acked), unanswered)
+
+
+PROCESS_APP = textwrap.dedent(
+    """
+    import asyncio, os
+    from pathlib import Path
+    from forebay import Forebay, PermanentError
+
+    app = Forebay()
+
+    @app.handler("documents", lease_s=2.0, max_attempts=1)
+    async def ingest(job):
+        Path(f"ran-{job.id}.pid").write_text(str(os.getpid()))
+        await job.progress(50, "halfway")
+        if job.payload.get("refuse"):
+            raise PermanentError(job.payload["refuse"])
+        await asyncio.sleep(float(job.payload.get("work_s", 0)))
+    """
+)
+
+
+def _job(server: Server, job_id: int) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.base}/v1/jobs/{job_id}").json()
+    return body
+
+
+def _post(server: Server, payload: dict[str, Any]) -> int:
+    posted = httpx.post(f"{server.base}/v1/queues/documents/jobs", json={"payload": payload})
+    assert posted.status_code == 201, posted.text
+    return int(posted.json()["id"])
+
+
+def _readiness(server: Server) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.base}/readyz").json()
+    return body
+
+
+def test_worker_processes_run_the_handlers_and_stop_with_the_service(tmp_path: Path) -> None:
+    env = {"FOREBAY_WORKER_PROCESSES": "1"}
+    with serve(tmp_path, "--shutdown-grace-s", "30", env=env, app=PROCESS_APP) as server:
+        proc = server.proc
+        wait_until(lambda: _readiness(server)["ready"], 30, "readiness", server)
+        workers = _readiness(server)["workers"]
+        assert workers["processes"] == 1 and workers["running"], workers
+
+        # A job runs in a child process, job.progress() included, and completes.
+        done = _post(server, {"work_s": 0})
+        wait_until(lambda: _job(server, done)["state"] == "completed", 30, "completion", server)
+        handler_pid = int((tmp_path / f"ran-{done}.pid").read_text())
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert handler_pid != proc.pid and handler_pid in children
+
+        # Errors keep their meaning across the process boundary: permanent → dead at once.
+        refused = _post(server, {"refuse": "no such document"})
+        wait_until(lambda: _job(server, refused)["state"] == "dead", 30, "dead letter", server)
+        assert "no such document" in (_job(server, refused)["error"] or "")
+        assert _job(server, refused)["error_type"] == "PermanentError"
+
+        # A handler process that dies is started again; work goes on.
+        psutil.Process(handler_pid).kill()
+
+        def restarted() -> bool:
+            health = _readiness(server)
+            return bool(health["ready"] and health["workers"]["restarts"] >= 1)
+
+        wait_until(restarted, 30, "a new handler process", server)
+        again = _post(server, {"work_s": 0})
+        wait_until(lambda: _job(server, again)["state"] == "completed", 30, "completion", server)
+        new_pid = int((tmp_path / f"ran-{again}.pid").read_text())
+        assert new_pid != handler_pid
+
+        # SIGTERM: the running job finishes within the grace, the children exit, exit code 0.
+        slow = _post(server, {"work_s": 1.0})
+        wait_until(lambda: _job(server, slow)["state"] == "running", 30, "the job to run", server)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, server.output()[-3000:]
+        assert not psutil.pid_exists(new_pid) or psutil.Process(new_pid).status() == "zombie"
+    conn = sqlite3.connect(server.db)
+    try:
+        (state,) = conn.execute("SELECT state FROM forebay_jobs WHERE id = ?", (slow,)).fetchone()
+    finally:
+        conn.close()
+    assert state == "completed"

@@ -41,6 +41,7 @@ def test_settings_come_from_the_environment_and_flags_win() -> None:
         "FOREBAY_LOG_FORMAT": "JSON",
         "FOREBAY_MAX_BODY_BYTES": "2048",
         "FOREBAY_URL": "sqlite:///./x.db",
+        "FOREBAY_WORKER_PROCESSES": "2",
         "UNRELATED": "1",
     }
     settings = ServiceSettings.from_env(env, port=9100, workers=None)
@@ -49,6 +50,8 @@ def test_settings_come_from_the_environment_and_flags_win() -> None:
     assert settings.log_format == "json"
     assert settings.max_body_bytes == 2048
     assert settings.url == "sqlite:///./x.db"
+    assert settings.worker_processes == 2
+    assert ServiceSettings().worker_processes == 0  # the workers run in the service's process
     assert settings.api_tokens[0].scopes == {Scope.READ}
     assert settings.redacted()["api_tokens"] == [["read"]]
     assert ServiceSettings.from_env({}) == ServiceSettings()
@@ -60,6 +63,8 @@ def test_settings_come_from_the_environment_and_flags_win() -> None:
         ({"FOREBAY_PORT": "http"}, "not a number"),
         ({"FOREBAY_PORT": "70000"}, "out of range"),
         ({"FOREBAY_WORKERS": "maybe"}, "true or false"),
+        ({"FOREBAY_WORKER_PROCESSES": "two"}, "not a number"),
+        ({"FOREBAY_WORKER_PROCESSES": "-1"}, "worker_processes"),
         ({"FOREBAY_LOG_FORMAT": "xml"}, "text or json"),
         ({"FOREBAY_LOG_LEVEL": "loud"}, "log level"),
         ({"FOREBAY_HOST": "10.1.2.3"}, "without API tokens"),

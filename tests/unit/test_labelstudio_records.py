@@ -10,7 +10,9 @@ from forebay.contrib.labelstudio import samples
 from forebay.contrib.labelstudio.events import split_event
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.contrib.labelstudio.records import COLUMNS, Received, Records, build_records
+from forebay.contrib.labelstudio.settings import LabelStudioSettings
 from forebay.contrib.labelstudio.stage import stage_statements
+from forebay.errors import ConfigError
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
@@ -123,3 +125,16 @@ def test_staging_statements_keep_one_row_per_key() -> None:
     # The two versions of the annotation, task and region: the older of each is dropped.
     assert dropped.skipped("older") == 3
     assert dropped.skipped("duplicate") == 1  # the project, sent twice unchanged
+
+
+def test_batch_size_and_concurrency_come_from_the_environment() -> None:
+    env = {
+        "FOREBAY_LABELSTUDIO_SECRET": "s",
+        "FOREBAY_LABELSTUDIO_BATCH_SIZE": "50",
+        "FOREBAY_LABELSTUDIO_CONCURRENCY": "4",
+    }
+    settings = LabelStudioSettings.from_env(env)
+    assert (settings.batch_size, settings.concurrency) == (50, 4)
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_BATCH_SIZE"):
+            LabelStudioSettings.from_env({**env, "FOREBAY_LABELSTUDIO_BATCH_SIZE": bad})

@@ -1,9 +1,11 @@
-"""``forebay serve MODULE:ATTR``: HTTP intake, the app's workers and ``/metrics`` in one process.
+"""``forebay serve MODULE:ATTR``: HTTP intake, the app's workers and ``/metrics``.
 
 Settings come from the flags, else ``FOREBAY_*`` variables (:class:`ServiceSettings` reads them
-in one place). uvicorn owns SIGTERM/SIGINT: it stops accepting connections, lets requests in
-flight finish, then the app's lifespan stops the workers gracefully (running jobs get
-``--shutdown-grace-s``, the rest are released) and the command exits 0.
+in one place). The handlers run in the service's process by default, or, with
+``--worker-processes N``, in N child processes (leasing and settling stay here). uvicorn owns
+SIGTERM/SIGINT: it stops accepting connections, lets requests in flight finish, then the app's
+lifespan stops the workers gracefully (running jobs get ``--shutdown-grace-s``, the rest are
+released; then handler processes exit) and the command exits 0.
 """
 
 from __future__ import annotations
@@ -50,8 +52,17 @@ def serve(
         typer.Option(
             "--workers/--no-workers",
             show_default=False,
-            help="Run the app's workers in this process (default), or serve intake only "
-            "(env FOREBAY_WORKERS).",
+            help="Run the app's workers (default), or serve intake only (env FOREBAY_WORKERS).",
+        ),
+    ] = None,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Run handler calls in N child processes; the HTTP intake and the workers' "
+            "leasing stay in this one (env FOREBAY_WORKER_PROCESSES; default 0: handlers in "
+            "this process). For CPU-heavy handlers, e.g. N=1 on 2 cores.",
         ),
     ] = None,
     api_tokens: Annotated[
@@ -99,6 +110,7 @@ def serve(
             port=port,
             url=url,
             workers=workers,
+            worker_processes=worker_processes,
             api_tokens=api_tokens,
             max_body_bytes=max_body_bytes,
             shutdown_grace_s=shutdown_grace_s,
@@ -114,16 +126,17 @@ def serve(
         app.backend  # noqa: B018  # a bad URL or a missing extra fails here, in one line
     except ConfigError as exc:
         fail(str(exc))
-    _configure_logging(settings)
-    if not _run(app, settings):
+    configure_service_logging(settings.log_level, settings.log_format)
+    if not _run(app, settings, app_ref):
         sys.exit(1)
 
 
-def _configure_logging(settings: ServiceSettings) -> None:
-    configure_text_logging(LogLevel(settings.log_level.lower()))
+def configure_service_logging(level: str, log_format: str) -> None:
+    """The service's log lines (also in its worker processes): text or JSON, at ``level``."""
+    configure_text_logging(LogLevel(level.lower()))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_color_message)
-        if settings.log_format == "json":
+        if log_format == "json":
             handler.setFormatter(JsonFormatter())
 
 
@@ -133,14 +146,28 @@ def _drop_color_message(record: logging.LogRecord) -> bool:
     return True
 
 
-def _run(app: Forebay, settings: ServiceSettings) -> bool:
+def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
     """Run uvicorn until it stops; False if it could not start."""
     import uvicorn  # here, not at the top: the other commands start without the web stack
 
     from forebay.service.api import create_app
+    from forebay.service.workers import ProcessWorkers
 
+    api = create_app(app, settings, tune_gc=True)
+    if settings.workers and settings.worker_processes > 0:
+        # The service starts, checks (/readyz) and stops whatever runs its workers; here they
+        # are child processes that import the app again from the same reference.
+        api.state.service.workers = ProcessWorkers(
+            app,
+            app_ref,
+            processes=settings.worker_processes,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            url=settings.url,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
+        )
     config = uvicorn.Config(
-        create_app(app, settings),
+        api,
         host=settings.host,
         port=settings.port,
         lifespan="on",

@@ -7,7 +7,9 @@ setting                environment variable         default
 ``port``               ``FOREBAY_PORT``             ``8000``
 ``url``                ``FOREBAY_URL``              the app's own URL (``sqlite:///./forebay.db``)
 ``api_tokens``         ``FOREBAY_API_TOKENS``       none (allowed on a loopback host only)
-``workers``            ``FOREBAY_WORKERS``          ``true``: run the app's workers in-process
+``workers``            ``FOREBAY_WORKERS``          ``true``: run the app's workers
+``worker_processes``   ``FOREBAY_WORKER_PROCESSES`` ``0``: handlers in the service's process;
+                                                    N: in N child processes
 ``max_body_bytes``     ``FOREBAY_MAX_BODY_BYTES``   1 MiB, for ``POST /v1/queues/{queue}/jobs``
 ``log_format``         ``FOREBAY_LOG_FORMAT``       ``text`` (or ``json``)
 ``log_level``          ``FOREBAY_LOG_LEVEL``        ``info``
@@ -108,7 +110,10 @@ class ServiceSettings:
     """Backend URL; None keeps the app's own (``Forebay(url)`` or ``FOREBAY_URL``)."""
     api_tokens: tuple[ApiToken, ...] = ()
     workers: bool = True
-    """Run the app's workers in the service's process and event loop (False: intake only)."""
+    """Run the app's workers (False: intake only)."""
+    worker_processes: int = 0
+    """0: handlers run in the service's process and event loop; N: handler calls run in N
+    child processes (the intake and the workers' leasing and settling stay in this one)."""
     max_body_bytes: int = 1_048_576
     """Largest body ``POST /v1/queues/{queue}/jobs`` accepts (sources have their own limit)."""
     retry_after_s: float = 1.0
@@ -128,6 +133,8 @@ class ServiceSettings:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
         if self.max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be positive")
+        if self.worker_processes < 0:
+            raise ConfigError("worker_processes must be 0 (in-process) or a number of processes")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format {self.log_format!r}: use text or json")
         if self.log_level.lower() not in _LOG_LEVELS:
@@ -178,7 +185,7 @@ def _tokens(value: object) -> tuple[ApiToken, ...]:
     return tuple(value)
 
 
-_INTS = ("port", "max_body_bytes")
+_INTS = ("port", "max_body_bytes", "worker_processes")
 _FLOATS = ("retry_after_s", "readiness_timeout_s", "shutdown_grace_s")
 _BOOLS = ("workers", "access_log", "bench_endpoint")
 

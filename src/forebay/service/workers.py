@@ -1,24 +1,30 @@
-"""The app's workers, run inside the service's process and event loop.
+"""The app's workers, run inside the service's process and event loop, or in child processes.
 
-One named task, ``forebay-service-worker``, runs a :class:`~forebay.Worker` for every queue
-the app handles. If the worker stops with an error (the backend went away mid-lease), the task
-starts a fresh one after a capped backoff, so a backend outage pauses processing instead of
-ending it. Start and stop are idempotent; stop lets running jobs finish for
-``shutdown_grace_s`` and releases the rest (DESIGN §3.8).
+In-process (the default): one named task, ``forebay-service-worker``, runs a
+:class:`~forebay.Worker` for every queue the app handles. If the worker stops with an error
+(the backend went away mid-lease), the task starts a fresh one after a capped backoff, so a
+backend outage pauses processing instead of ending it. Start and stop are idempotent; stop
+lets running jobs finish for ``shutdown_grace_s`` and releases the rest (DESIGN §3.8).
+
+With ``forebay serve --worker-processes N``, :class:`ProcessWorkers` runs that same supervised
+worker, but each handler call runs in one of N child processes, so handler CPU (parsing,
+parquet, SQL) uses other cores and never delays the intake's answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from forebay.app import Forebay
+from forebay.job import Lease
 from forebay.worker import Worker, WorkerSettings
 
-__all__ = ["InProcessWorkers", "WorkerHealth"]
+__all__ = ["InProcessWorkers", "ProcessWorkers", "WorkerHealth"]
 
 log = logging.getLogger("forebay.service")
 
@@ -34,6 +40,8 @@ class WorkerHealth:
     stale_after_s: float
     queues: list[str]
     restarts: int
+    processes: int = 0
+    """Worker processes (0: the workers run in the service's own process)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -43,6 +51,7 @@ class WorkerHealth:
             "stale_after_s": self.stale_after_s,
             "queues": self.queues,
             "restarts": self.restarts,
+            "processes": self.processes,
         }
 
 
@@ -81,13 +90,16 @@ class InProcessWorkers:
             self.worker.stop()
         await self._task
 
+    def _make_worker(self) -> Worker:
+        return self._app.worker(settings=self._settings)
+
     async def _supervise(self) -> None:
         assert self._closing is not None
         delay = _RESTART_MIN_S
         while not self._closing.is_set():
             # No await between the check above and run() setting up its stop event, so a
             # stop() that lands in between is never missed.
-            self.worker = self._app.worker(settings=self._settings)
+            self.worker = self._make_worker()
             self._started_at = time.monotonic()
             try:
                 await self.worker.run()
@@ -116,4 +128,74 @@ class InProcessWorkers:
             stale_after_s=lease_s,
             queues=self.queues,
             restarts=self._restarts,
+        )
+
+
+class ProcessWorkers(InProcessWorkers):
+    """The in-process worker, with every handler call run in one of N child processes.
+
+    Leasing, heartbeats and settling stay in the service's process, so the job store has one
+    writer (SQLite group-commits the intake's and the worker's writes together); the handlers'
+    CPU (parsing, parquet, SQL drivers) runs on other cores and never delays an answer. Each
+    child imports the app again (``MODULE:ATTR``, same folder and environment) and keeps it, so
+    a handler's sinks and connections live as long as the child. A call goes to the child with
+    the fewest calls in flight. A child that dies fails the calls it was running (retried like
+    any error, spending an attempt) and is started again after a capped backoff; stopping waits
+    for running calls (``shutdown_grace_s``), then ends the children.
+    """
+
+    def __init__(
+        self,
+        app: Forebay,
+        app_ref: str,
+        *,
+        processes: int,
+        shutdown_grace_s: float,
+        url: str | None = None,
+        log_level: str = "info",
+        log_format: str = "text",
+    ) -> None:
+        super().__init__(app, shutdown_grace_s=shutdown_grace_s)
+        from forebay.service.handler_process import HandlerPool
+
+        self.pool = HandlerPool(
+            app_ref,
+            processes=processes,
+            url=url,
+            log_level=log_level,
+            log_format=log_format,
+            progress=self._progress,
+        )
+
+    async def _progress(self, lease: Lease, pct: float, message: str | None) -> None:
+        try:
+            await self._app.backend.progress(lease, pct=pct, message=message)
+        except Exception as exc:  # progress is advisory: the job goes on
+            log.warning("could not record the progress of job %s: %s", lease.job_id, exc)
+
+    def start(self) -> None:
+        if self._task is not None or not self.queues:
+            return
+        self.pool.start()
+        super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.pool.stop()
+
+    def _make_worker(self) -> Worker:
+        handled = [q for q in self._app.queues.values() if q.handler is not None]
+        configs = [replace(q, handler=self.pool.handler_for(q)) for q in handled]
+        return Worker(self._app.backend, configs, self._settings, observers=self._app.observers)
+
+    def health(self) -> WorkerHealth | None:
+        """The worker's heartbeat, and every handler process alive."""
+        health = super().health()
+        if health is None:
+            return None
+        return dataclasses.replace(
+            health,
+            running=health.running and self.pool.alive,
+            restarts=health.restarts + self.pool.restarts,
+            processes=self.pool.processes,
         )

@@ -124,6 +124,9 @@ class DatasetSink:
                 await asyncio.to_thread(self._folder.write_if_changed, "README.md", self.readme())
             except OSError as exc:
                 raise SinkUnavailable(f"dataset folder {self.root} is not writable: {exc}") from exc
+            # pyarrow imports what it needs (pandas among others: about a second) on its first
+            # table; pay for that here, off the event loop, not in the first flush.
+            await asyncio.to_thread(_warm_up, pa, next(iter(self._schemas.values()), None))
             self._opened = True
             if self.hub is not None:
                 self.hub.start(self._folder.local_path())
@@ -187,10 +190,10 @@ class DatasetSink:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)  # the flush interval: later writes join this flush
             pending, self._pending = self._pending, []
-            try:
-                files = await self._flush_pending(pending)
-            finally:
-                self._last_flush = time.monotonic()
+            # Flushes start at least flush_interval_s apart (so at most one shard per table
+            # per interval); the time a flush takes is not added to the wait for the next.
+            self._last_flush = time.monotonic()
+            files = await self._flush_pending(pending)
             if files and self.hub is not None:
                 self.hub.notify()
 
@@ -287,6 +290,13 @@ class DatasetSink:
         """The shards of ``table``, relative to the root, in write order."""
         names = [n for n in self._folder.names(f"data/{table}") if SHARD_NAME.fullmatch(n)]
         return [f"data/{table}/{n}" for n in sorted(names)]
+
+
+def _warm_up(pa: Any, schema: Any) -> None:
+    if schema is None:
+        return
+    table = pa.Table.from_pydict({name: [] for name in schema.names}, schema=schema)
+    _parquet().write_table(table, pa.BufferOutputStream(), compression="zstd")
 
 
 def _settle(

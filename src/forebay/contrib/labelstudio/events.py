@@ -301,11 +301,35 @@ def normalise_time(value: object) -> str | None:
 
 
 def scrub(value: JSON) -> JSON:
-    """A copy of ``value`` without keys that name credentials, at any depth."""
+    """``value`` without keys that name credentials, at any depth.
+
+    Only what holds such a key is copied: the rest is shared with ``value`` (bodies are parsed
+    fresh for every request, and big annotation bodies rarely hold a credential).
+    """
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if k.lower() not in SECRET_KEYS}
+        changed = False
+        out: dict[str, JSON] = {}
+        for k, v in value.items():
+            if k.lower() in SECRET_KEYS:
+                changed = True
+                continue
+            if isinstance(v, dict | list):
+                clean = scrub(v)
+                changed = changed or clean is not v
+                out[k] = clean
+            else:
+                out[k] = v
+        return out if changed else value
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        items: list[JSON] | None = None
+        for i, v in enumerate(value):
+            if isinstance(v, dict | list):
+                clean = scrub(v)
+                if clean is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = clean
+        return value if items is None else items
     return value
 
 

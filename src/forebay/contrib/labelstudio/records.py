@@ -19,6 +19,7 @@ what makes a redelivered job harmless in the dataset. Deletes are records with `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -226,6 +227,9 @@ def _add_annotation(
     }
     updated_at = _time(change.get("updated_at"))
     results = [r for r in _list(annotation.get("result")) if isinstance(r, dict)]
+    # Each result is encoded once: the annotation's list and each region's list are joined
+    # from the same pieces (byte for byte what encoding the lists would give).
+    encoded = {id(r): _json(r) for r in results}
     records["annotations"].append(
         _with_id(
             "annotations",
@@ -236,7 +240,7 @@ def _add_annotation(
                 "was_cancelled": _bool(annotation.get("was_cancelled")),
                 "ground_truth": _bool(annotation.get("ground_truth")),
                 "lead_time_s": _float(annotation.get("lead_time")),
-                "result": _json(results),
+                "result": _json_list(results, encoded),
                 "created_at": _time(annotation.get("created_at")),
                 "updated_at": updated_at,
                 "deleted_at": None,
@@ -250,7 +254,9 @@ def _add_annotation(
     if any(_rectangle(r) is not None for r in regions.values()):
         page_list = pages.pages(task)
     for region_id, region in regions.items():
-        records["extractions"].append(_extraction(ids, region_id, region, updated_at))
+        records["extractions"].append(
+            _extraction(ids, region_id, region, updated_at, _json_list(region, encoded))
+        )
         box = _box(ids, region_id, region, updated_at, page_list, report)
         if box is not None:
             records["pdf_boxes"].append(box)
@@ -270,6 +276,7 @@ def _extraction(
     region_id: str,
     region: list[dict[str, JSON]],
     updated_at: datetime | None,
+    value_json: str | None = None,
 ) -> Record:
     labels: list[str] = []
     texts: list[str] = []
@@ -296,7 +303,7 @@ def _extraction(
             "labels": labels,
             "text": "\n".join(texts) if texts else None,
             "result_types": types,
-            "value": _json(region),
+            "value": value_json if value_json is not None else _json(region),
             "updated_at": updated_at,
         },
         (ids["project_id"], ids["annotation_id"], region_id),
@@ -452,7 +459,9 @@ def _event(change: JSON, kind: str, action: object, received_at: datetime) -> Re
 
 def _with_id(table: str, row: Record, key: tuple[object, ...], version: datetime | None) -> Record:
     stamp = "delete" if row.get("op") == "delete" else _iso(version)
-    material = json.dumps([table, [str(k) for k in key], stamp], separators=(",", ":"))
+    # json.dumps([table, [str(k) ...], stamp], separators=(",", ":")), spelled out: the same
+    # text (the same ids as ever) without building an encoder per row.
+    material = f"[{_quote(table)},[{','.join(_quote(str(k)) for k in key)}],{_quote(stamp)}]"
     change_id = hashlib.sha256(material.encode()).hexdigest()[:32]
     return {"change_id": change_id, **row}
 
@@ -505,6 +514,12 @@ def _strings(value: object) -> list[str]:
 
 
 def _time(value: object) -> datetime | None:
+    return _parse_time(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(value: str) -> datetime | None:
+    """Cached: a batch repeats the same few times (its change's version) on many rows."""
     text = normalise_time(value)
     return (
         None
@@ -513,11 +528,22 @@ def _time(value: object) -> datetime | None:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).isoformat()
 
 
+def _json_list(items: list[dict[str, JSON]], encoded: Mapping[int, str | None]) -> str:
+    """``_json(items)``, from each item's own encoding."""
+    return "[" + ",".join(cast(str, encoded[id(item)]) for item in items) + "]"
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_quote: Final = json.encoder.encode_basestring_ascii
+
+
 def _json(value: object) -> str | None:
+    """Compact JSON with sorted keys (``json.dumps(..., sort_keys=True)``, one encoder)."""
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _ENCODER.encode(value)

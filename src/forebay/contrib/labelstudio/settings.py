@@ -31,10 +31,15 @@ class LabelStudioSettings:
     ``labelstudio_token``            ``FOREBAY_LABELSTUDIO_TOKEN``           none
     ``projects``                     ``FOREBAY_LABELSTUDIO_PROJECTS``        all (comma-separated)
     ``webhook_url``                  ``FOREBAY_LABELSTUDIO_WEBHOOK_URL``     none
+    ``batch_size``                   ``FOREBAY_LABELSTUDIO_BATCH_SIZE``      ``100``
+    ``concurrency``                  ``FOREBAY_LABELSTUDIO_CONCURRENCY``     ``16``
     ===============================  =====================================  =====================
 
     ``labelstudio_url``/``token`` are for reconciliation (reading tasks from Label Studio's API);
     ``webhook_url`` is the address Label Studio posts to, used to find our webhook there.
+    ``batch_size`` changes go to one handler call (one dataset write, one PostgreSQL
+    transaction); up to ``concurrency`` calls run at once, and their dataset writes share a
+    flush, so a deep backlog is written ``batch_size * concurrency`` changes at a time.
     """
 
     secret: str
@@ -52,8 +57,8 @@ class LabelStudioSettings:
     labelstudio_token: str | None = None
     projects: tuple[int, ...] = ()
     webhook_url: str | None = None
-    batch_size: int = 200
-    concurrency: int = 8
+    batch_size: int = 100
+    concurrency: int = 16
     max_body_bytes: int = 64 * 1024 * 1024
     """Label Studio splits bulk events at 5,000 objects; a full body can reach tens of MB."""
 
@@ -95,6 +100,18 @@ class LabelStudioSettings:
                     values[name] = float(env[variable])
                 except ValueError:
                     raise ConfigError(f"{variable} must be a number of seconds") from None
+        counts = {
+            "batch_size": "FOREBAY_LABELSTUDIO_BATCH_SIZE",
+            "concurrency": "FOREBAY_LABELSTUDIO_CONCURRENCY",
+        }
+        for name, variable in counts.items():
+            if env.get(variable):
+                try:
+                    values[name] = int(env[variable])
+                except ValueError:
+                    raise ConfigError(f"{variable} must be a whole number") from None
+                if int(env[variable]) < 1:
+                    raise ConfigError(f"{variable} must be at least 1")
         if env.get("FOREBAY_LABELSTUDIO_PROJECTS"):
             try:
                 values["projects"] = tuple(
