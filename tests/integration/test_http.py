@@ -447,6 +447,38 @@ async def test_a_source_authenticates_splits_and_dedupes(app: Forebay) -> None:
         assert await total_jobs(app) == 2
 
 
+async def test_large_bodies_are_split_and_answered_like_small_ones(app: Forebay) -> None:
+    # Over 256 KB and 500 jobs: parsed, split and answered off the event loop.
+    declare(app)
+    app.source(
+        "bulk",
+        queue="documents",
+        key=lambda payload: f"item-{payload['id']}",  # type: ignore[index,call-overload]
+        split=lambda body: list(body["items"]),  # type: ignore[index,call-overload]
+        max_body_bytes=4 * 2**20,
+    )
+    pad = "x" * 400
+    async with serving(app) as client:
+        items = [{"payload": {"i": i, "pad": pad}, "key": f"k{i}"} for i in range(800)]
+        response = await client.post("/v1/queues/documents/jobs", json=items)
+        assert response.status_code == 201
+        assert [a["key"] for a in response.json()] == [f"k{i}" for i in range(800)]
+
+        bad = [*items[:700], {"payload": 1, "priority": "high"}]
+        assert (
+            "[700].priority"
+            in assert_error(
+                await client.post("/v1/queues/documents/jobs", json=bad), 400, "invalid_payload"
+            )["message"]
+        )
+
+        bulk = {"items": [{"id": i, "pad": pad} for i in range(1000)]}
+        answer = await client.post("/v1/sources/bulk", json=bulk)
+        assert answer.status_code == 201
+        assert [j["key"] for j in answer.json()["jobs"]] == [f"item-{i}" for i in range(1000)]
+        assert await total_jobs(app) == 1800
+
+
 async def test_an_hmac_source_checks_the_signature_of_the_raw_body(app: Forebay) -> None:
     signature = declare_sources(app)
     raw = json.dumps({"hello": "world"}).encode()

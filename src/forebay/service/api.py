@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
@@ -161,6 +161,18 @@ def _invalid(exc: ValidationError, where: str = "") -> InvalidPayload:
     return InvalidPayload(f"{where}{field or 'body'}: {first['msg']}")
 
 
+T = TypeVar("T")
+
+# Bodies and answers this large are parsed, split and rendered in a worker thread, so one big
+# bulk delivery does not hold up the other requests' answers for a few hundred milliseconds.
+_OFF_LOOP_BYTES = 256 * 1024
+_OFF_LOOP_JOBS = 500
+
+
+async def _off_loop(work: Callable[[], T], *, heavy: bool) -> T:
+    return await asyncio.to_thread(work) if heavy else work()
+
+
 def _accepted(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -238,6 +250,7 @@ def create_app(
     install_error_handlers(api, backend_retry_after_s=settings.retry_after_s)
     api.add_middleware(IntakeMetrics, service=service)
     _intake_routes(api, service)
+    _source_routes(api, service)
     _job_routes(api, service)
     _dead_routes(api, service)
     _probe_routes(api, service)
@@ -269,8 +282,10 @@ def _intake_routes(api: FastAPI, service: Service) -> None:
                 f"queue {queue!r} is not declared by this app; declared queues: "
                 f"{', '.join(sorted(app.queues)) or 'none'}",
             )
-        body = parse_json(await read_body(request, settings.max_body_bytes))
-        return service.queue_jobs(queue, body)
+        raw = await read_body(request, settings.max_body_bytes)
+        return await _off_loop(
+            lambda: service.queue_jobs(queue, parse_json(raw)), heavy=len(raw) > _OFF_LOOP_BYTES
+        )
 
     @api.post(
         _JOBS_PATH,
@@ -293,8 +308,12 @@ def _intake_routes(api: FastAPI, service: Service) -> None:
         A list is stored all-or-nothing, in one transaction."""
         jobs, many = await read_jobs(queue, request)
         stored = await app.enqueue_many(jobs)
-        body = [_accepted(j) for j in stored] if many else _accepted(stored[0])
-        return JSONResponse(body, status_code=_status(stored))
+
+        def answer() -> Response:
+            body = [_accepted(j) for j in stored] if many else _accepted(stored[0])
+            return JSONResponse(body, status_code=_status(stored))
+
+        return await _off_loop(answer, heavy=len(stored) > _OFF_LOOP_JOBS)
 
     if settings.bench_endpoint:
 
@@ -304,6 +323,10 @@ def _intake_routes(api: FastAPI, service: Service) -> None:
             jobs, many = await read_jobs(queue, request)
             body = {"id": 0, "queue": queue, "created": True, "jobs": len(jobs), "many": many}
             return JSONResponse(body, status_code=200)
+
+
+def _source_routes(api: FastAPI, service: Service) -> None:
+    app = service.app
 
     @api.post(
         "/v1/sources/{source}",
@@ -332,15 +355,21 @@ def _intake_routes(api: FastAPI, service: Service) -> None:
         if not declared.authenticate(headers, raw):
             header = declared.auth.header if declared.auth else ""
             raise ApiError(403, "forbidden", f"the {header} signature does not match the body")
-        try:
-            jobs = declared.jobs(parse_json(raw))
-        except RecursionError:
-            raise InvalidPayload("the payload is nested too deeply") from None
+
+        def to_jobs() -> list[NewJob]:
+            try:
+                return declared.jobs(parse_json(raw))
+            except RecursionError:
+                raise InvalidPayload("the payload is nested too deeply") from None
+
+        jobs = await _off_loop(to_jobs, heavy=len(raw) > _OFF_LOOP_BYTES)
         stored = await app.enqueue_many(jobs) if jobs else []
-        return JSONResponse(
-            {"source": source, "jobs": [_accepted(j) for j in stored]},
-            status_code=_status(stored),
-        )
+
+        def answer() -> Response:
+            body = {"source": source, "jobs": [_accepted(j) for j in stored]}
+            return JSONResponse(body, status_code=_status(stored))
+
+        return await _off_loop(answer, heavy=len(stored) > _OFF_LOOP_JOBS)
 
 
 def _refuse_source(header: str, headers: Headers) -> None:
