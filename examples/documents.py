@@ -12,7 +12,7 @@ import random
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from forebay import Backoff, Forebay, Job, PermanentError, TransientError, WorkerSettings
+from forebay import Backoff, Forebay, Job, PermanentError, TransientError
 
 app = Forebay()
 
@@ -43,7 +43,8 @@ async def demo(n: int = 200) -> None:
                 },
                 key=f"doc-{i}",
             )
-        worker = app.worker(settings=WorkerSettings(burst=True))
+        # Not burst mode: that exits once no job is *due*, and a few retries wait out a backoff.
+        worker = app.worker()
         with Progress(
             TextColumn("[bold]documents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         ) as bar:
@@ -53,6 +54,8 @@ async def demo(n: int = 200) -> None:
                 counts = {c.queue: c for c in await app.counts()}.get("documents")
                 if counts is not None:
                     bar.update(task, completed=counts.completed + counts.dead)
+                    if counts.completed + counts.dead == n:
+                        worker.stop()  # graceful: returns once it has let go of everything
                 await asyncio.wait([running], timeout=0.1)
             await running
             final = {c.queue: c for c in await app.counts()}["documents"]
