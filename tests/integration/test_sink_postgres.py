@@ -40,7 +40,10 @@ async def test_open_creates_the_schema_once(stage: tuple[str, str]) -> None:
     await again.open()  # nothing left to apply
     await again.close()
     applied = await fetch(dsn, schema, "SELECT package, version FROM forebay_sink_migrations")
-    assert applied == [{"package": "forebay.contrib.labelstudio.sql", "version": 1}]
+    assert applied == [
+        {"package": "forebay.contrib.labelstudio.sql", "version": 1},
+        {"package": "forebay.contrib.labelstudio.sql", "version": 2},
+    ]
     tables = await fetch(
         dsn,
         schema,

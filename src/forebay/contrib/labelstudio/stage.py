@@ -9,7 +9,6 @@ delete in the same batch as its create wins, as it would have if they came apart
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Hashable, Sequence
 from typing import Final, cast
 
@@ -94,7 +93,11 @@ _DELETES: Final[dict[str, tuple[str, ...]]] = {
     "documents": ("task_id", "project_id", "deleted_at"),
     "projects": ("project_id", "deleted_at"),
 }
-_JSON_LISTS: Final = frozenset({"labels", "result_types", "polygon"})
+# List columns go as PostgreSQL array literals (``{"a","b"}``, cast ``::text[]`` or
+# ``::float8[]`` in the SQL): a ragged list of lists cannot be one array argument, and the
+# server reads a literal for less than it takes to unpack the same list sent as JSON.
+_TEXT_LISTS: Final = frozenset({"labels", "result_types"})
+_FLOAT_LISTS: Final = frozenset({"polygon"})
 
 
 def make_stage_sink(dsn: str, schema: str = DEFAULT_SCHEMA) -> PostgresSink:
@@ -170,6 +173,28 @@ def _first_delete_per_key(table: str, rows: Sequence[Record]) -> list[Record]:
 def _arrays(table: str, rows: Sequence[Record]) -> tuple[list[object], ...]:
     columns = _UPSERTS[table]
     return tuple(
-        [json.dumps(row.get(c)) if c in _JSON_LISTS else row.get(c) for row in rows]
+        [_text_array(row.get(c)) for row in rows]
+        if c in _TEXT_LISTS
+        else [_float_array(row.get(c)) for row in rows]
+        if c in _FLOAT_LISTS
+        else [row.get(c) for row in rows]
         for c in columns
     )
+
+
+def _text_array(value: object) -> str | None:
+    """A list of strings as a ``text[]`` literal: each element quoted, ``"`` and ``\\``
+    escaped (so no element is read as NULL, and any text survives)."""
+    if value is None:
+        return None
+    items = cast("list[str]", value)
+    return (
+        "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+    )
+
+
+def _float_array(value: object) -> str | None:
+    """A list of finite floats as a ``float8[]`` literal (``repr`` reads back exactly)."""
+    if value is None:
+        return None
+    return "{" + ",".join(repr(float(x)) for x in cast("list[float]", value)) + "}"

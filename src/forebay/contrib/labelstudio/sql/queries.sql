@@ -111,11 +111,13 @@ WITH heads AS (
     WHERE annotation_id = ANY($1::bigint[])
 ), gone_extractions AS (
     DELETE FROM extractions e USING heads h
-    WHERE e.annotation_id = h.annotation_id AND e.updated_at IS DISTINCT FROM h.updated_at
+    WHERE e.annotation_id = ANY($1::bigint[])  -- read through the primary key, not a scan
+      AND e.annotation_id = h.annotation_id AND e.updated_at IS DISTINCT FROM h.updated_at
     RETURNING 1
 ), gone_boxes AS (
     DELETE FROM pdf_boxes b USING heads h
-    WHERE b.annotation_id = h.annotation_id AND b.updated_at IS DISTINCT FROM h.updated_at
+    WHERE b.annotation_id = ANY($1::bigint[])
+      AND b.annotation_id = h.annotation_id AND b.updated_at IS DISTINCT FROM h.updated_at
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone_extractions) AS extractions,
@@ -123,77 +125,72 @@ SELECT (SELECT count(*) FROM gone_extractions) AS extractions,
 
 -- name: upsert_extractions
 -- Only rows of the annotation's current version are written (older ones count as older).
-WITH incoming AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[],
-                         $5::integer[], $6::text[], $7::text[], $8::text[], $9::text[],
-                         $10::timestamptz[])
-        AS i(annotation_id, region_id, project_id, task_id, page_index, labels, text,
-             result_types, value, updated_at)
-), current AS (
-    SELECT i.*, a.deleted_at AS head_deleted_at
-    FROM incoming i
-    JOIN annotations a ON a.annotation_id = i.annotation_id
-    WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at
-), written AS (
+-- labels and result_types come as array literals ('{"a","b"}'). Counted, not joined back:
+-- applied = rows written, older = rows not of the current version, duplicate = the rest.
+WITH written AS (
     INSERT INTO extractions (annotation_id, region_id, project_id, task_id, page_index,
                              labels, text, result_types, value, updated_at, deleted_at)
-    SELECT c.annotation_id, c.region_id, c.project_id, c.task_id, c.page_index,
-           ARRAY(SELECT jsonb_array_elements_text(c.labels::jsonb)),
-           c.text,
-           ARRAY(SELECT jsonb_array_elements_text(c.result_types::jsonb)),
-           c.value::jsonb, c.updated_at, c.head_deleted_at
-    FROM current c
-    ON CONFLICT (annotation_id, region_id) DO NOTHING
-    RETURNING annotation_id, region_id
-)
-SELECT CASE WHEN w.annotation_id IS NOT NULL THEN 'applied'
-            WHEN c.annotation_id IS NULL THEN 'older'
-            ELSE 'duplicate' END AS outcome,
-       count(*) AS n
-FROM incoming i
-LEFT JOIN current c ON c.annotation_id = i.annotation_id AND c.region_id = i.region_id
-LEFT JOIN written w ON w.annotation_id = i.annotation_id AND w.region_id = i.region_id
-GROUP BY 1;
-
--- name: upsert_pdf_boxes
-WITH incoming AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[],
-                         $5::integer[], $6::text[], $7::float8[], $8::float8[], $9::float8[],
-                         $10::float8[], $11::text[], $12::float8[], $13::text[],
-                         $14::integer[], $15::float8[], $16::float8[], $17::float8[],
-                         $18::float8[], $19::text[], $20::timestamptz[])
-        AS i(annotation_id, region_id, project_id, task_id, page_index, label, x0, y0, x1, y1,
-             polygon, rotation, page_box, page_rotate, page_x0, page_y0, page_width,
-             page_height, geometry_source, updated_at)
-), current AS (
-    SELECT i.*, a.deleted_at AS head_deleted_at
-    FROM incoming i
+    SELECT i.annotation_id, i.region_id, i.project_id, i.task_id, i.page_index,
+           i.labels::text[], i.text, i.result_types::text[], i.value::jsonb, i.updated_at,
+           a.deleted_at
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[],
+                $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+        AS i(annotation_id, region_id, project_id, task_id, page_index, labels, text,
+             result_types, value, updated_at)
     JOIN annotations a ON a.annotation_id = i.annotation_id
     WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at
-), written AS (
+    ON CONFLICT (annotation_id, region_id) DO NOTHING
+    RETURNING 1
+), counts AS (
+    SELECT (SELECT count(*) FROM written) AS applied,
+           (SELECT count(*)
+            FROM unnest($1::bigint[], $10::timestamptz[]) AS i(annotation_id, updated_at)
+            JOIN annotations a ON a.annotation_id = i.annotation_id
+            WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at) AS current,
+           cardinality($1::bigint[]) AS total
+)
+SELECT o.outcome, o.n
+FROM counts c,
+     LATERAL (VALUES ('applied', c.applied), ('older', c.total - c.current),
+                     ('duplicate', c.current - c.applied)) AS o(outcome, n)
+WHERE o.n > 0;
+
+-- name: upsert_pdf_boxes
+-- As upsert_extractions; polygon comes as an array literal ('{x,y,...}').
+WITH written AS (
     INSERT INTO pdf_boxes (annotation_id, region_id, project_id, task_id, page_index, label,
                            x0, y0, x1, y1, polygon, rotation, page_box, page_rotate,
                            page_x0, page_y0, page_width, page_height, geometry_source,
                            updated_at, deleted_at)
-    SELECT c.annotation_id, c.region_id, c.project_id, c.task_id, c.page_index, c.label,
-           c.x0, c.y0, c.x1, c.y1,
-           ARRAY(SELECT e.v::float8
-                 FROM jsonb_array_elements_text(c.polygon::jsonb) WITH ORDINALITY AS e(v, n)
-                 ORDER BY e.n),
-           c.rotation, c.page_box, c.page_rotate, c.page_x0, c.page_y0, c.page_width,
-           c.page_height, c.geometry_source, c.updated_at, c.head_deleted_at
-    FROM current c
+    SELECT i.annotation_id, i.region_id, i.project_id, i.task_id, i.page_index, i.label,
+           i.x0, i.y0, i.x1, i.y1, i.polygon::float8[], i.rotation, i.page_box,
+           i.page_rotate, i.page_x0, i.page_y0, i.page_width, i.page_height,
+           i.geometry_source, i.updated_at, a.deleted_at
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[],
+                $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
+                $11::text[], $12::float8[], $13::text[], $14::integer[], $15::float8[],
+                $16::float8[], $17::float8[], $18::float8[], $19::text[],
+                $20::timestamptz[])
+        AS i(annotation_id, region_id, project_id, task_id, page_index, label, x0, y0, x1,
+             y1, polygon, rotation, page_box, page_rotate, page_x0, page_y0, page_width,
+             page_height, geometry_source, updated_at)
+    JOIN annotations a ON a.annotation_id = i.annotation_id
+    WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at
     ON CONFLICT (annotation_id, region_id) DO NOTHING
-    RETURNING annotation_id, region_id
+    RETURNING 1
+), counts AS (
+    SELECT (SELECT count(*) FROM written) AS applied,
+           (SELECT count(*)
+            FROM unnest($1::bigint[], $20::timestamptz[]) AS i(annotation_id, updated_at)
+            JOIN annotations a ON a.annotation_id = i.annotation_id
+            WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at) AS current,
+           cardinality($1::bigint[]) AS total
 )
-SELECT CASE WHEN w.annotation_id IS NOT NULL THEN 'applied'
-            WHEN c.annotation_id IS NULL THEN 'older'
-            ELSE 'duplicate' END AS outcome,
-       count(*) AS n
-FROM incoming i
-LEFT JOIN current c ON c.annotation_id = i.annotation_id AND c.region_id = i.region_id
-LEFT JOIN written w ON w.annotation_id = i.annotation_id AND w.region_id = i.region_id
-GROUP BY 1;
+SELECT o.outcome, o.n
+FROM counts c,
+     LATERAL (VALUES ('applied', c.applied), ('older', c.total - c.current),
+                     ('duplicate', c.current - c.applied)) AS o(outcome, n)
+WHERE o.n > 0;
 
 -- name: delete_annotations
 WITH incoming AS (
