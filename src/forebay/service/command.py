@@ -100,7 +100,7 @@ def serve(
 ) -> None:
     """Serve the HTTP intake API (and the app's workers) until SIGTERM or Ctrl-C.
 
-    Jobs posted to [bold]POST /v1/queues/QUEUE/jobs[/] or a declared source are answered
+    Jobs posted to **POST /v1/queues/QUEUE/jobs** or a declared source are answered
     after they are stored. The dashboard at /, OpenAPI docs at /docs, Prometheus metrics at
     /metrics.
     """
