@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -193,7 +192,7 @@ class ProcessWorkers(InProcessWorkers):
         health = super().health()
         if health is None:
             return None
-        return dataclasses.replace(
+        return replace(
             health,
             running=health.running and self.pool.alive,
             restarts=health.restarts + self.pool.restarts,
