@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.test_serve import Server, free_port, wait_until
+from tests.acceptance.test_serve import Server, wait_until
+from tests.acceptance.test_serve import serve as serve_app
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -113,39 +112,11 @@ def shared(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
 def serve(tmp_path: Path, *, tokens: str | None = None) -> Iterator[Server]:
-    (tmp_path / "dashapp.py").write_text(APP)
-    port = free_port()
-    db = tmp_path / "forebay.db"
-    log = tmp_path / "serve.log"
-    environment = {**os.environ, "FOREBAY_URL": f"sqlite:///{db}"}
-    environment.pop("FOREBAY_API_TOKENS", None)
-    if tokens is not None:
-        environment["FOREBAY_API_TOKENS"] = tokens
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "forebay", "serve", "dashapp:app", "--port", str(port)],
-            cwd=tmp_path,
-            env=environment,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", log, db)
-    try:
-        wait_until(lambda: _answers(server.base), 30, "/healthz", server)
+    env = {} if tokens is None else {"FOREBAY_API_TOKENS": tokens}
+    with serve_app(tmp_path, env=env, app=APP) as server:
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 # -- helpers ------------------------------------------------------------------------------------

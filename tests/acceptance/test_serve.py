@@ -90,8 +90,8 @@ def serve(
     port = free_port()
     db = tmp_path / "forebay.db"
     log = tmp_path / "serve.log"
-    environment = {**os.environ, "FOREBAY_URL": f"sqlite:///{db}", **(env or {})}
-    environment.pop("FOREBAY_API_TOKENS", None)
+    environment = {k: v for k, v in os.environ.items() if k != "FOREBAY_API_TOKENS"}
+    environment.update({"FOREBAY_URL": f"sqlite:///{db}", **(env or {})})
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "forebay", "serve", "svcapp:app", "--port", str(port), *args],
