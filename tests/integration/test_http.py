@@ -528,6 +528,42 @@ async def test_cancel_a_queued_job_and_not_a_finished_one(app: Forebay) -> None:
         assert_error(await client.get("/v1/jobs/x"), 400, "invalid_request")
 
 
+async def test_jobs_are_listed_newest_first_by_queue_and_state_and_paged(app: Forebay) -> None:
+    declare(app)
+    declare_failing(app)
+    async with serving(app) as client:
+        docs = [
+            (await client.post("/v1/queues/documents/jobs", json={"payload": i})).json()["id"]
+            for i in range(5)
+        ]
+        dead = await _make_dead(app, client, 2)
+        everything = (await client.get("/v1/jobs")).json()
+        assert [j["id"] for j in everything["jobs"]] == sorted(docs + dead, reverse=True)
+        assert everything["next_before_id"] is None
+
+        queued = (await client.get("/v1/jobs", params={"queue": "documents"})).json()["jobs"]
+        assert [j["id"] for j in queued] == docs[::-1]
+        assert {j["state"] for j in queued} == {"queued"} and queued[0]["payload"] == 4
+        failed = await client.get("/v1/jobs", params={"state": "dead"})
+        assert [j["id"] for j in failed.json()["jobs"]] == dead[::-1]
+
+        first = (await client.get("/v1/jobs", params={"queue": "documents", "limit": 2})).json()
+        assert [j["id"] for j in first["jobs"]] == docs[:2:-1]
+        rest = await client.get(
+            "/v1/jobs",
+            params={"queue": "documents", "limit": 2, "before_id": first["next_before_id"]},
+        )
+        assert [j["id"] for j in rest.json()["jobs"]] == [docs[2], docs[1]]
+
+        assert (
+            "state"
+            in assert_error(
+                await client.get("/v1/jobs", params={"state": "sleeping"}), 400, "invalid_request"
+            )["message"]
+        )
+        assert_error(await client.get("/v1/jobs", params={"limit": 0}), 400, "invalid_request")
+
+
 async def test_queues_lists_declared_queues_with_their_counts(app: Forebay) -> None:
     declare(app, max_depth=50)
     app.queue("producer-only")

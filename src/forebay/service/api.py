@@ -42,6 +42,7 @@ from forebay.service.models import (
     JobAccepted,
     JobIn,
     JobOut,
+    JobsPage,
     QueuesOut,
     ReadyOut,
     SourceAccepted,
@@ -171,6 +172,11 @@ _OFF_LOOP_JOBS = 500
 
 async def _off_loop(work: Callable[[], T], *, heavy: bool) -> T:
     return await asyncio.to_thread(work) if heavy else work()
+
+
+def _jobs_page(jobs: list[Job], limit: int) -> Response:
+    next_id = jobs[-1].id if len(jobs) == limit else None
+    return JSONResponse({"jobs": [j.to_dict() for j in jobs], "next_before_id": next_id})
 
 
 def _accepted(job: Job) -> dict[str, Any]:
@@ -386,6 +392,26 @@ def _job_routes(api: FastAPI, service: Service) -> None:
     app = service.app
 
     @api.get(
+        "/v1/jobs",
+        tags=["jobs"],
+        summary="Jobs, newest first, by queue and state; page with before_id",
+        response_model=JobsPage,
+        responses=_ERRORS,
+    )
+    async def list_jobs(
+        request: Request,
+        queue: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        state: Annotated[JobState | None, Query()] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        service.authorize(request, Scope.READ)
+        jobs = await app.list_jobs(
+            JobFilter(queue=queue, state=state), limit=limit, before_id=before_id
+        )
+        return _jobs_page(jobs, limit)
+
+    @api.get(
         "/v1/jobs/{job_id}",
         tags=["jobs"],
         summary="A job: state, attempt, progress, errors, timestamps",
@@ -466,9 +492,7 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
         where = JobFilter(
             queue=queue, state=JobState.DEAD, error_type=error_type, since=since, until=until
         )
-        jobs = await app.list_jobs(where, limit=limit, before_id=before_id)
-        next_id = jobs[-1].id if len(jobs) == limit else None
-        return JSONResponse({"jobs": [j.to_dict() for j in jobs], "next_before_id": next_id})
+        return _jobs_page(await app.list_jobs(where, limit=limit, before_id=before_id), limit)
 
     filter_body = _json_body(_schema(DeadFilterIn), required=False)
 

@@ -14,6 +14,7 @@ __all__ = [
     "JobAccepted",
     "JobIn",
     "JobOut",
+    "JobsPage",
     "QueueOut",
     "QueuesOut",
     "ReadyOut",
@@ -123,11 +124,14 @@ class QueuesOut(BaseModel):
     queues: list[QueueOut]
 
 
-class DeadPage(BaseModel):
+class JobsPage(BaseModel):
     jobs: list[JobOut]
     next_before_id: int | None = Field(
         description="Pass as before_id for the next page; null on the last page."
     )
+
+
+DeadPage = JobsPage
 
 
 class ErrorDetail(BaseModel):
