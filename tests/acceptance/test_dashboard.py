@@ -196,6 +196,17 @@ def test_queue_counts_job_lookup_and_cancel(shared: Server, page: Page) -> None:
     expect(cell(page, "intake", "scheduled")).to_have_text("1")
     expect(cell(page, "intake", "oldest_queued_age_s")).to_have_text(re.compile(r"^\d+\.\d s$"))
 
+    recent = page.locator("#recent-body tr")
+    expect(recent.first).to_have_attribute("data-job-id", str(waiting[-1]))  # newest first
+    finished = page.locator(f'#recent-body tr[data-job-id="{done[0]}"] td')
+    expect(finished.nth(2)).to_have_text("completed")
+    expect(finished.nth(4)).to_have_text("100% stored")
+    expect(page.locator(f'#recent-body tr[data-job-id="{dead}"] td').nth(2)).to_have_text("dead")
+    page.locator(f'#recent-body tr[data-job-id="{done[0]}"] button.link').click()
+    expect(page.locator("#job-id")).to_have_value(str(done[0]))
+    expect(page.locator("#job-state")).to_have_text("completed")
+    expect(page.locator("#job-progress")).to_have_text("100% — stored")
+
     look_up(page, done[0])
     expect(page.locator("#job-state")).to_have_text("completed")
     expect(page.locator("#job-progress")).to_have_text("100% — stored")

@@ -277,6 +277,49 @@
     select.value = names.includes(chosen) ? chosen : "";
   }
 
+  // -- recent jobs ---------------------------------------------------------------------------
+  const RECENT_LIMIT = 15;
+
+  async function loadRecent() {
+    let data;
+    try {
+      data = await call("GET", `/v1/jobs?limit=${RECENT_LIMIT}`);
+    } catch (err) {
+      showError("recent-error", err);
+      return;
+    }
+    hideError("recent-error");
+    renderRecent(Array.isArray(data.jobs) ? data.jobs : []);
+  }
+
+  function renderRecent(jobs) {
+    const rows = jobs.map((job) => {
+      const tr = el("tr");
+      tr.dataset.jobId = String(job.id);
+      const idCell = el("td");
+      const link = el("button", job.id, "link");
+      link.type = "button";
+      link.title = "Show this job";
+      link.addEventListener("click", () => showJob(job.id));
+      idCell.append(link);
+      const state = el("td", job.state, "state");
+      state.dataset.state = String(job.state);
+      const pct = job.progress === null || job.progress === undefined ? "" : `${job.progress}%`;
+      const progress = [pct, job.progress_message ?? ""].filter(Boolean).join(" ");
+      tr.append(
+        idCell,
+        el("td", job.queue),
+        state,
+        el("td", job.attempt, "num"),
+        el("td", progress || "—"),
+        el("td", formatTime(job.updated_at)),
+      );
+      return tr;
+    });
+    $("recent-body").replaceChildren(...rows);
+    $("recent-empty").hidden = rows.length > 0;
+  }
+
   // -- job lookup ----------------------------------------------------------------------------
   let shownJobId = null;
 
@@ -561,7 +604,7 @@
     timer = null;
     ticking = true;
     try {
-      const work = [loadHealth(), loadQueues(), loadJob()];
+      const work = [loadHealth(), loadQueues(), loadRecent(), loadJob()];
       // The newest page follows new dead letters; older pages and a pending replay stay put.
       if (beforeId === null && pendingReplay === null) work.push(loadDead());
       await Promise.allSettled(work);
