@@ -225,16 +225,21 @@
   ];
   let queueNames = [];
 
-  async function loadQueues() {
-    let data;
+  // GET path; on failure show the error in errorId and answer null.
+  async function load(errorId, path) {
     try {
-      data = await call("GET", "/v1/queues");
+      const data = await call("GET", path);
+      hideError(errorId);
+      return data;
     } catch (err) {
-      showError("queues-error", err);
-      return;
+      showError(errorId, err);
+      return null;
     }
-    hideError("queues-error");
-    renderQueues(Array.isArray(data.queues) ? data.queues : []);
+  }
+
+  async function loadQueues() {
+    const data = await load("queues-error", "/v1/queues");
+    if (data !== null) renderQueues(Array.isArray(data.queues) ? data.queues : []);
   }
 
   function renderQueues(queues) {
@@ -277,31 +282,29 @@
     select.value = names.includes(chosen) ? chosen : "";
   }
 
+  function jobLinkCell(id) {
+    const cell = el("td");
+    const link = el("button", id, "link");
+    link.type = "button";
+    link.title = "Show this job";
+    link.addEventListener("click", () => showJob(id));
+    cell.append(link);
+    return cell;
+  }
+
   // -- recent jobs ---------------------------------------------------------------------------
   const RECENT_LIMIT = 15;
 
   async function loadRecent() {
-    let data;
-    try {
-      data = await call("GET", `/v1/jobs?limit=${RECENT_LIMIT}`);
-    } catch (err) {
-      showError("recent-error", err);
-      return;
-    }
-    hideError("recent-error");
-    renderRecent(Array.isArray(data.jobs) ? data.jobs : []);
+    const data = await load("recent-error", `/v1/jobs?limit=${RECENT_LIMIT}`);
+    if (data !== null) renderRecent(Array.isArray(data.jobs) ? data.jobs : []);
   }
 
   function renderRecent(jobs) {
     const rows = jobs.map((job) => {
       const tr = el("tr");
       tr.dataset.jobId = String(job.id);
-      const idCell = el("td");
-      const link = el("button", job.id, "link");
-      link.type = "button";
-      link.title = "Show this job";
-      link.addEventListener("click", () => showJob(job.id));
-      idCell.append(link);
+      const idCell = jobLinkCell(job.id);
       const state = el("td", job.state, "state");
       state.dataset.state = String(job.state);
       const pct = job.progress === null || job.progress === undefined ? "" : `${job.progress}%`;
@@ -451,12 +454,7 @@
     const rows = jobs.map((job) => {
       const tr = el("tr");
       tr.dataset.jobId = String(job.id);
-      const idCell = el("td");
-      const link = el("button", job.id, "link");
-      link.type = "button";
-      link.title = "Show this job";
-      link.addEventListener("click", () => showJob(job.id));
-      idCell.append(link);
+      const idCell = jobLinkCell(job.id);
       const error = el("td", job.error ?? "", "error-text");
       error.title = String(job.error ?? "");
       const replay = el("button", "Replay");
