@@ -386,6 +386,10 @@ def _refuse_source(header: str, headers: Headers) -> None:
 
 # -- jobs and queues ------------------------------------------------------------------------
 JobId = Path(ge=1, le=MAX_JOB_ID, description="The job's id, as answered at enqueue.")
+# The query parameters the job lists share (GET /v1/jobs, GET /v1/dead).
+QueueParam = Annotated[str | None, Query(min_length=1, max_length=128)]
+BeforeIdParam = Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)]
+LimitParam = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _job_routes(api: FastAPI, service: Service) -> None:
@@ -400,10 +404,10 @@ def _job_routes(api: FastAPI, service: Service) -> None:
     )
     async def list_jobs(
         request: Request,
-        queue: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        queue: QueueParam = None,
         state: Annotated[JobState | None, Query()] = None,
-        before_id: Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: BeforeIdParam = None,
+        limit: LimitParam = 100,
     ) -> Response:
         service.authorize(request, Scope.READ)
         jobs = await app.list_jobs(
@@ -481,12 +485,12 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
     )
     async def list_dead(
         request: Request,
-        queue: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        queue: QueueParam = None,
         error_type: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         since: Annotated[AwareDatetime | None, Query(description="Dead at or after this.")] = None,
         until: Annotated[AwareDatetime | None, Query(description="Dead before this.")] = None,
-        before_id: Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: BeforeIdParam = None,
+        limit: LimitParam = 100,
     ) -> Response:
         service.authorize(request, Scope.READ)
         where = JobFilter(
