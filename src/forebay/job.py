@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TypeAlias, cast
 
+from forebay import jsonio
 from forebay.errors import InvalidPayload
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "JobState",
     "Lease",
     "NewJob",
+    "PayloadText",
     "QueueCounts",
     "utcnow",
 ]
@@ -86,10 +88,30 @@ _YEAR_9000 = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def dump_payload(payload: object) -> str:
-    """Serialise a payload to compact JSON, or raise InvalidPayload saying why."""
+class PayloadText(str):
+    """A leased job's payload still as the JSON text it is stored as.
+
+    A worker whose handlers run in other processes leases with ``decode=False``: the payload
+    crosses to the handler's process as this text and is read there (:meth:`parse`), so the
+    leasing process neither parses it nor pickles the parsed objects.
+    """
+
+    __slots__ = ()
+
+    def parse(self) -> JSON:
+        """The payload itself."""
+        value: JSON = jsonio.loads(self)
+        return value
+
+
+def dump_payload(payload: object, *, parsed: bool = False) -> str:
+    """Serialise a payload to compact JSON, or raise InvalidPayload saying why.
+
+    ``parsed``: the payload is data as :func:`forebay.jsonio.loads` read it (so it needs no
+    checks), encoded by the fast path.
+    """
     try:
-        return _ENCODER.encode(payload)
+        return jsonio.dumps(payload) if parsed else _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload must be JSON-serialisable: {exc}") from None
 
@@ -117,7 +139,11 @@ class NewJob:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         run_id: str | None = None,
+        parsed: bool = False,
     ) -> NewJob:
+        """A validated job. ``parsed=True`` says ``payload`` is data as forebay read it from
+        JSON text (:func:`forebay.jsonio.loads`), which is encoded without the checks an
+        arbitrary Python value needs (the intake's bodies are)."""
         validate_queue_name(queue)
         if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
             raise InvalidPayload("key must be a non-empty string of at most 512 characters")
@@ -139,7 +165,15 @@ class NewJob:
             ts = utcnow().timestamp() + seconds if seconds else None
             if ts is not None and ts >= _YEAR_9000:
                 raise InvalidPayload("delay reaches past the year 9000")
-        return cls(queue, dump_payload(payload), cast(JSON, payload), key, priority, ts, run_id)
+        return cls(
+            queue,
+            dump_payload(payload, parsed=parsed),
+            cast(JSON, payload),
+            key,
+            priority,
+            ts,
+            run_id,
+        )
 
     def stored_as(self, job_id: int, created_at: datetime) -> Job:
         """The queued Job this became once a backend stored it with ``job_id``."""

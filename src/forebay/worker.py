@@ -129,10 +129,14 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         observers: Sequence[Observer] = (),
+        decode_payloads: bool = True,
     ) -> None:
+        """``decode_payloads=False``: handlers get each payload as its stored JSON text (a
+        :class:`~forebay.job.PayloadText`), for handlers that pass jobs to other processes."""
         if not queues:
             raise ValueError("a worker needs at least one queue with a handler")
         self.backend = backend
+        self.decode_payloads = decode_payloads
         self.queues = {q.name: q for q in queues}
         self.settings = settings or WorkerSettings()
         self.observers = list(observers)
@@ -264,6 +268,7 @@ class Worker:
             limit=free * (config.batch_size or 1),
             worker_id=self.worker_id,
             lease_s=config.lease_s,
+            decode=self.decode_payloads,
         )
         if jobs:
             self._start(config, jobs)
@@ -283,7 +288,11 @@ class Worker:
     async def _has_due(self, config: QueueConfig) -> bool:
         """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
         jobs = await self.backend.lease(
-            queue=config.name, limit=1, worker_id=self.worker_id, lease_s=config.lease_s
+            queue=config.name,
+            limit=1,
+            worker_id=self.worker_id,
+            lease_s=config.lease_s,
+            decode=self.decode_payloads,
         )
         if jobs:
             self._start(config, jobs)

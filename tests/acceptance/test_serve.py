@@ -293,6 +293,8 @@ def test_worker_processes_run_the_handlers_and_stop_with_the_service(tmp_path: P
         handler_pid = int((tmp_path / f"ran-{done}.pid").read_text())
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert handler_pid != proc.pid and handler_pid in children
+        # Handlers yield the CPU to the intake: webhooks are answered first.
+        assert psutil.Process(handler_pid).nice() > psutil.Process(proc.pid).nice()
 
         # Errors keep their meaning across the process boundary: permanent → dead at once.
         refused = _post(server, {"refuse": "no such document"})

@@ -7,6 +7,7 @@ and lease expiry with ``reclaim_expired(now=...)`` given a time past the lease.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ import pytest
 
 from forebay import ConfigError, InvalidPayload, JobFilter, JobState, NewJob, QueueFull
 from forebay.backends import Backend, PruneSpec, backend_from_url
-from forebay.job import Deferral, Failure, Lease, Retry
+from forebay.job import Deferral, Failure, Lease, PayloadText, Retry
 
 WORKER = "test-worker"
 FAR = 10_000.0  # seconds: "well past any lease"
@@ -271,6 +272,15 @@ async def test_extend_reports_only_the_lost_leases(backend: Backend) -> None:
     a, b = await lease(backend)
     bogus = Lease(b.id, "not-the-token")
     assert await backend.extend([a.lease, bogus], lease_s=30) == [b.id]
+
+
+async def test_a_lease_can_leave_payloads_as_their_stored_text(backend: Backend) -> None:
+    payload = {"doc": "é", "n": [1, 2.5, None], "big": 2**70}
+    await backend.enqueue([new(payload=payload)])
+    [job] = await backend.lease(queue="q", limit=1, worker_id=WORKER, lease_s=30, decode=False)
+    assert isinstance(job.payload, PayloadText)
+    assert job.payload.parse() == payload
+    assert pickle.loads(pickle.dumps(job)).payload.parse() == payload  # crosses processes
 
 
 # -- outcomes --------------------------------------------------------------------------------

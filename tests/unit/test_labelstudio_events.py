@@ -225,3 +225,23 @@ def _keys(value: JSON) -> set[str]:
     if isinstance(value, list):
         return {k for v in value for k in _keys(v)}
     return set()
+
+
+def test_credentials_are_dropped_whatever_their_case_and_depth() -> None:
+    annotation = {
+        "id": 3,
+        "task": 2,
+        "result": [{"id": "a", "value": {"Token": "s1", "deep": [{"API_KEY": "s2", "n": 2**70}]}}],
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    change = one({"action": "ANNOTATION_CREATED", "annotation": annotation})
+    text = json.dumps(change)
+    assert "s1" not in text and "s2" not in text
+    assert change["annotation"]["result"][0]["value"]["deep"] == [{"n": 2**70}]
+    assert annotation["result"][0]["value"]["Token"] == "s1"  # the body itself is not changed
+
+
+def test_a_body_without_credentials_is_shared_not_copied() -> None:
+    result = [{"id": "a", "value": {"token_count": 3, "text": ['"token": in a value']}}]
+    change = one({"action": "ANNOTATION_CREATED", "annotation": {"id": 3, "result": result}})
+    assert change["annotation"]["result"] is result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -138,3 +140,14 @@ def test_batch_size_and_concurrency_come_from_the_environment() -> None:
     for bad in ("0", "many"):
         with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_BATCH_SIZE"):
             LabelStudioSettings.from_env({**env, "FOREBAY_LABELSTUDIO_BATCH_SIZE": bad})
+
+
+def test_change_ids_hash_the_table_key_and_version_as_json() -> None:
+    # The spelling is fixed: a dataset written by an earlier forebay must see a redelivered
+    # change as the same change.
+    records = records_of("real_annotation_created_rectanglelabels_multipage.json")
+    (annotation,) = records["annotations"]
+    material = json.dumps(
+        ["annotations", ["1", "1"], "2026-11-22T05:18:08.980576+00:00"], separators=(",", ":")
+    )
+    assert annotation["change_id"] == hashlib.sha256(material.encode()).hexdigest()[:32]

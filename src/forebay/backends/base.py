@@ -97,11 +97,14 @@ class Backend(Protocol):
         """
 
     # -- running ---------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
+    ) -> list[Job]:
         """Move up to ``limit`` due jobs of ``queue`` to running, best first; return them.
 
         Order: higher priority, then earlier run_at, then enqueue order. Each returned job has a
-        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented.
+        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented. ``decode=False``
+        leaves each payload as its stored text (a :class:`~forebay.job.PayloadText`).
         """
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:

@@ -141,6 +141,7 @@ def _new_job(queue: str, item: JobIn) -> NewJob:
         priority=item.priority,
         run_at=item.run_at,
         delay=item.delay_s,
+        parsed=True,
     )
 
 

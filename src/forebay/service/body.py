@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 
+from forebay import jsonio
 from forebay.job import JSON
 from forebay.service.errors import ApiError
 
@@ -42,10 +41,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json(body: bytes, *, empty: JSON | None = None, allow_empty: bool = False) -> JSON:
     """Parse ``body`` as JSON, or raise ApiError 400 ``malformed_json`` saying where it breaks."""
     if not body.strip():
@@ -53,7 +48,7 @@ def parse_json(body: bytes, *, empty: JSON | None = None, allow_empty: bool = Fa
             return empty
         raise ApiError(400, "malformed_json", "the body is empty; send a JSON document")
     try:
-        value: JSON = json.loads(body, parse_constant=_reject_constant)
+        value: JSON = jsonio.loads(body)
     except RecursionError:
         raise ApiError(400, "malformed_json", "the JSON is nested too deeply") from None
     except UnicodeDecodeError as exc:

@@ -5,7 +5,9 @@ writer to the job store); each handler call is sent to a child process, which im
 again and calls the queue's real handler there. Parent and child talk over a socket pair:
 length-prefixed pickles of
 
-* parent → child: ``("call", call_id, queue, job_or_jobs)``, ``("cancel", call_id)``;
+* parent → child: ``("call", call_id, queue, job_or_jobs)``, ``("cancel", call_id)``; the
+  jobs' payloads travel as their stored JSON text (the service's worker leases them
+  undecoded) and are read in the child;
 * child → parent: ``("ready",)``, ``("result", call_id, "ok" | "error" | "cancelled", value)``,
   ``("progress", job_id, lease_token, pct, message)`` (``job.progress()`` inside a handler).
 
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from forebay.errors import TransientError
-from forebay.job import Job, Lease, progress_reporter
+from forebay.job import Job, Lease, PayloadText, progress_reporter
 from forebay.queue_config import QueueConfig
 
 __all__ = ["HandlerPool"]
@@ -52,6 +54,7 @@ _RESTART_MIN_S: Final = 0.5
 _RESTART_MAX_S: Final = 30.0
 _SUPERVISE_EVERY_S: Final = 0.25
 _EXIT_WAIT_S: Final = 10.0
+_NICE: Final = 10
 
 ProgressSink = Callable[[Lease, float, "str | None"], Coroutine[Any, Any, None]]
 
@@ -362,9 +365,13 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from forebay.cli.session import make_app
     from forebay.service.command import configure_service_logging
+    from forebay.service.tuning import tune_gc
 
     configure_service_logging(level, log_format)
     app = make_app(url or None, app_ref)
+    tune_gc()  # as the service's process does (see forebay.service.tuning)
+    with contextlib.suppress(OSError):  # the webhook must answer first: see HandlerPool
+        os.nice(_NICE)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
@@ -424,6 +431,9 @@ class _ChildCalls:
         progress_reporter.set(self.report)
         value: Any
         try:
+            for job in argument if isinstance(argument, list) else [argument]:
+                if isinstance(job.payload, PayloadText):  # this process's own copy: read it
+                    job.payload = job.payload.parse()
             if config.is_async:
                 value = await config.handler(argument)  # type: ignore[arg-type,misc]
             else:

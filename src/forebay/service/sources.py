@@ -196,7 +196,7 @@ class Source:
                     f"source {self.name!r}: the key of a job must be a string, "
                     f"got {type(key).__name__}"
                 )
-            jobs.append(NewJob.create(self.queue, payload, key=key))
+            jobs.append(NewJob.create(self.queue, payload, key=key, parsed=True))
         return jobs
 
 

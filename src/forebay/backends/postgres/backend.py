@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec
 from forebay.backends.postgres.connection import (
     Connector,
@@ -50,6 +50,7 @@ from forebay.job import (
     JobState,
     Lease,
     NewJob,
+    PayloadText,
     QueueCounts,
     Retry,
     to_datetime,
@@ -87,12 +88,12 @@ class _Settlement:
     kind: str | None = None
 
 
-def row_to_job(row: Sequence[Any], created: bool = True) -> Job:
+def row_to_job(row: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
     """A row of ``{columns}`` (see schema.COLUMNS) as a Job."""
     return Job(
         id=row[0],
         queue=row[1],
-        payload=json.loads(row[2]),
+        payload=jsonio.loads(row[2]) if decode else PayloadText(row[2]),
         state=_STATES[row[3]],
         key=row[4],
         priority=row[5],
@@ -271,7 +272,9 @@ class PostgresBackend:
         return [(await self._flush_enqueues([r]))[0] for r in requests]
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
+    ) -> list[Job]:
         if limit <= 0:
             return []
         self._require_open()
@@ -287,7 +290,7 @@ class PostgresBackend:
             Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
         )
         rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-        return [row_to_job(r) for r in rows]
+        return [row_to_job(r, decode=decode) for r in rows]
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
         if not leases:

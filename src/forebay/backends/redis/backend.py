@@ -54,6 +54,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
+from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
@@ -65,6 +66,7 @@ from forebay.job import (
     JobState,
     Lease,
     NewJob,
+    PayloadText,
     QueueCounts,
 )
 from forebay.job import (
@@ -135,7 +137,7 @@ def _datetime(value: str | float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), UTC)
 
 
-def job_from_reply(reply: Sequence[Any], created: bool = True) -> Job:
+def job_from_reply(reply: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
     """A job from a script's ``[id, {field: value}]`` answer (the job's hash)."""
     job_id, f = reply
     get = f.get
@@ -143,7 +145,7 @@ def job_from_reply(reply: Sequence[Any], created: bool = True) -> Job:
     return Job(
         id=int(job_id),
         queue=f["queue"],
-        payload=json.loads(f["payload"]),
+        payload=jsonio.loads(f["payload"]) if decode else PayloadText(f["payload"]),
         state=_STATES[f["state"]],
         key=get("key"),
         priority=int(get("priority", 0)),
@@ -507,7 +509,9 @@ class RedisBackend:
                 call.future.set_result(stored)
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
+    ) -> list[Job]:
         if limit <= 0:
             return []
         now = time.time()
@@ -515,7 +519,7 @@ class RedisBackend:
         reply = await self._run(
             "lease", queue, limit, worker_id, token, _ts(now), _ts(now + lease_s)
         )
-        jobs = [job_from_reply(item) for item in _answer(reply)]
+        jobs = [job_from_reply(item, decode=decode) for item in _answer(reply)]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, ConfigError, QueueFull
@@ -38,6 +39,7 @@ from forebay.job import (
     JobState,
     Lease,
     NewJob,
+    PayloadText,
     QueueCounts,
     Retry,
     to_datetime,
@@ -70,11 +72,11 @@ def _queries() -> dict[str, str]:
 Q = _queries()
 
 
-def row_to_job(row: Sequence[Any], created: bool = True) -> Job:
+def row_to_job(row: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
     return Job(
         id=row[0],
         queue=row[1],
-        payload=json.loads(row[2]),
+        payload=jsonio.loads(row[2]) if decode else PayloadText(row[2]),
         state=_STATES[row[3]],
         key=row[4],
         priority=row[5],
@@ -237,7 +239,9 @@ class SQLiteBackend:
         return result
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
+    ) -> list[Job]:
         if limit <= 0:
             return []
         token = secrets.token_hex(8)
@@ -256,7 +260,7 @@ class SQLiteBackend:
                 },
             ).fetchall()
             rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-            return [row_to_job(r) for r in rows]
+            return [row_to_job(r, decode=decode) for r in rows]
 
         return await self._write(op)
 

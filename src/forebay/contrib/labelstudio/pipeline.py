@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from forebay.app import Forebay
@@ -70,6 +71,9 @@ class LabelStudioPipeline:
         self.max_outage_retry_s = max_outage_retry_s
         self.written = WriteResult()
         """Totals of every write so far (applied and skipped, per table and sink)."""
+        # Building records is pure Python: one thread at a time does it (threads would only
+        # take turns with the GIL, and pay for the switching), off the event loop.
+        self._builder: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: LabelStudioSettings) -> LabelStudioPipeline:
@@ -113,6 +117,9 @@ class LabelStudioPipeline:
         )(self.handle)
 
     async def close(self) -> None:
+        if self._builder is not None:
+            self._builder.shutdown(wait=False)
+            self._builder = None
         await self.dataset.close()
         if self.stage is not None:
             await self.stage.close()
@@ -120,7 +127,10 @@ class LabelStudioPipeline:
     # -- the handler ----------------------------------------------------------------------
     async def handle(self, jobs: Sequence[Job]) -> dict[int, BaseException]:
         """The batch handler: both sinks, dataset first. Returns the jobs that failed."""
-        built, failures = await asyncio.to_thread(self._build, jobs)
+        if self._builder is None:
+            self._builder = ThreadPoolExecutor(1, thread_name_prefix="forebay-labelstudio-build")
+        loop = asyncio.get_running_loop()
+        built, failures = await loop.run_in_executor(self._builder, self._build, jobs)
         if not built:
             return failures
         try:

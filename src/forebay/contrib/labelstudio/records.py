@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, NamedTuple, TypeAlias, cast
 
-from forebay.contrib.labelstudio.events import normalise_time
+from forebay import jsonio
+from forebay.contrib.labelstudio.events import parse_time
 from forebay.contrib.labelstudio.geometry import PageGeometry, PercentBox, box_to_pdf
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.job import JSON
@@ -461,9 +462,14 @@ def _with_id(table: str, row: Record, key: tuple[object, ...], version: datetime
     stamp = "delete" if row.get("op") == "delete" else _iso(version)
     # json.dumps([table, [str(k) ...], stamp], separators=(",", ":")), spelled out: the same
     # text (the same ids as ever) without building an encoder per row.
-    material = f"[{_quote(table)},[{','.join(_quote(str(k)) for k in key)}],{_quote(stamp)}]"
-    change_id = hashlib.sha256(material.encode()).hexdigest()[:32]
-    return {"change_id": change_id, **row}
+    parts = ",".join(f'"{k}"' if type(k) is int else _quote(str(k)) for k in key)
+    material = f"[{_quoted(table)},[{parts}],{_quoted(stamp)}]"
+    return {"change_id": hashlib.sha256(material.encode()).hexdigest()[:32], **row}
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    return _quote(text)
 
 
 # -- reading values defensively ------------------------------------------------------------
@@ -520,12 +526,7 @@ def _time(value: object) -> datetime | None:
 @functools.lru_cache(maxsize=4096)
 def _parse_time(value: str) -> datetime | None:
     """Cached: a batch repeats the same few times (its change's version) on many rows."""
-    text = normalise_time(value)
-    return (
-        None
-        if text is None
-        else datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    )
+    return parse_time(value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -538,12 +539,11 @@ def _json_list(items: list[dict[str, JSON]], encoded: Mapping[int, str | None]) 
     return "[" + ",".join(cast(str, encoded[id(item)]) for item in items) + "]"
 
 
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 _quote: Final = json.encoder.encode_basestring_ascii
 
 
 def _json(value: object) -> str | None:
-    """Compact JSON with sorted keys (``json.dumps(..., sort_keys=True)``, one encoder)."""
+    """Compact JSON with sorted keys (a canonical spelling)."""
     if value is None:
         return None
-    return _ENCODER.encode(value)
+    return jsonio.dumps_sorted(value)

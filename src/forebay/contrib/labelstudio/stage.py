@@ -9,6 +9,7 @@ delete in the same batch as its create wins, as it would have if they came apart
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable, Sequence
 from typing import Final, cast
 
@@ -142,12 +143,11 @@ def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:
 
 
 def _keyed(table: str, row: Record) -> bool:
-    return all(row.get(k) is not None for k in _KEYS[table])
+    return None not in [row.get(k) for k in _KEYS[table]]
 
 
 def _key(table: str) -> Callable[[Record], Hashable]:
-    names = _KEYS[table]
-    return lambda row: tuple(row.get(k) for k in names)
+    return operator.itemgetter(*_KEYS[table])  # every record has all its table's columns
 
 
 def _unique_newest(table: str, rows: Sequence[Record]) -> tuple[list[Record], WriteResult]:
