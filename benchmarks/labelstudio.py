@@ -228,6 +228,16 @@ def cpu_s(pid: int) -> float:
     return total
 
 
+def stolen_s() -> float:
+    """CPU seconds the hypervisor gave to other guests so far (Linux), or NaN."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def client_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
@@ -438,9 +448,11 @@ def main() -> None:
         args.events_1k, args.events_50k, args.duration_s = 3000, 300, 5.0
     chosen = args.backend or ["sqlite", "postgres"]
     results: list[Result] = []
+    stolen0, started = stolen_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name, url in backends(chosen, Path(tmp)).items():
             results.extend(bench(name, url, args))
+    stolen, elapsed = stolen_s() - stolen0, time.perf_counter() - started
     print(f"\nforebay serve --worker-processes {args.worker_processes}; CPU ms per event: the")
     print("service (all its processes) and this client; drain only: the draining process.\n")
     print(
@@ -459,6 +471,12 @@ def main() -> None:
         print(
             f"| {r.backend} | {r.body} | {r.events:,} | {rate} | {p50} | {p99} "
             f"| {server} | {client} |"
+        )
+    if stolen == stolen:
+        print(
+            f"\nCPU taken by other tenants of this machine during the run (steal): "
+            f"{stolen / elapsed:.2f} of {os.cpu_count()} cores on average (on a shared "
+            "machine the figures vary with what the other tenants do)."
         )
 
 
