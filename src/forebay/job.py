@@ -111,7 +111,7 @@ def dump_payload(payload: object, *, parsed: bool = False) -> str:
     checks), encoded by the fast path.
     """
     try:
-        return jsonio.dumps(payload) if parsed else _ENCODER.encode(payload)
+        return jsonio.dumps(payload) if parsed else jsonio.unicode_only(_ENCODER.encode(payload))
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload must be JSON-serialisable: {exc}") from None
 

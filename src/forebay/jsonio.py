@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "dumps_sorted", "loads"]
+__all__ = ["dumps", "dumps_sorted", "loads", "unicode_only"]
 
 _DIGITS: Final = bytes.maketrans(b"0123456789", b"0" * 10)
 _ZEROS: Final = b"0" * 19  # -(2**63) - 1 has 19 digits: orjson reads it as a float
@@ -35,7 +35,7 @@ _SORTED: Final = json.JSONEncoder(
 def loads(data: bytes | str) -> Any:
     """Parse JSON text (bytes or str). Raises ``ValueError`` (``json.JSONDecodeError`` and
     ``UnicodeDecodeError`` are both kinds of it) or ``RecursionError`` when it is not JSON."""
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data.encode(errors="surrogatepass") if isinstance(data, str) else data
     if _ZEROS not in raw.translate(_DIGITS):
         try:
             return orjson.loads(raw)
@@ -51,7 +51,7 @@ def dumps(value: object) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        return _COMPACT.encode(value)
+        return unicode_only(_COMPACT.encode(value))
 
 
 def dumps_sorted(value: object) -> str:
@@ -59,7 +59,14 @@ def dumps_sorted(value: object) -> str:
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:
-        return _SORTED.encode(value)
+        return unicode_only(_SORTED.encode(value))
+
+
+def unicode_only(text: str) -> str:
+    """``text``, or ``UnicodeEncodeError`` (a ``ValueError``) when it holds a lone surrogate
+    (JSON may spell one, ``"\\ud800"``, but it is not Unicode: no job store could keep it)."""
+    text.encode()
+    return text
 
 
 def _refuse_constant(name: str) -> float:

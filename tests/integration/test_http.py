@@ -214,6 +214,7 @@ async def test_concurrent_requests_reach_the_backend_together(app: Forebay) -> N
         (b"", "malformed_json", "empty"),
         (b'{"payload": NaN}', "malformed_json", "NaN"),
         (b'{"payload": [1e400]}', "malformed_json", "too large"),
+        (b'{"payload": {"text": "\\ud800"}}', "invalid_payload", "surrogates"),
         (b"\xff\xfe\xfa", "malformed_json", ""),
         (b"[" * 100_000 + b"]" * 100_000, "malformed_json", "nested"),
         (b'{"payload": 1, "delay": 5}', "invalid_payload", "delay"),

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from forebay import jsonio
+from forebay.errors import InvalidPayload
 from forebay.job import NewJob
 
 # JSON data as a body may hold it: integers of any size, finite floats, any text (lone
@@ -74,3 +75,11 @@ def test_a_parsed_payload_is_stored_as_the_same_data() -> None:
     job = NewJob.create("q", payload, parsed=True)
     assert json.loads(job.payload_json) == payload
     assert math.isfinite(json.loads(job.payload_json)["a"][1])
+
+
+def test_a_lone_surrogate_is_refused_when_stored_not_read() -> None:
+    # JSON may spell one; no job store can keep it: the enqueue says so (400 over HTTP).
+    payload = jsonio.loads('{"text": "\\ud800"}')
+    for parsed in (True, False):
+        with pytest.raises(InvalidPayload, match="surrogates"):
+            NewJob.create("q", payload, parsed=parsed)
