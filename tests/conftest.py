@@ -4,10 +4,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from forebay import Forebay
 from forebay.backends import Backend, backend_from_url
 from tests.servers import BACKENDS, backend_url
+
+# Property tests check behaviour, not speed: on a busy or shared machine, generating examples
+# and running them may be slow, which must not fail the suite.
+settings.register_profile("forebay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("forebay")
 
 
 def _available_backends() -> list[str]:
