@@ -274,6 +274,19 @@ async def test_extend_reports_only_the_lost_leases(backend: Backend) -> None:
     assert await backend.extend([a.lease, bogus], lease_s=30) == [b.id]
 
 
+async def test_a_large_lease_takes_the_best_jobs_in_order_and_settles_them(
+    backend: Backend,
+) -> None:
+    await backend.enqueue([new(payload={"i": i}, priority=i % 3) for i in range(250)])
+    leased = await backend.lease(queue="q", limit=300, worker_id=WORKER, lease_s=30)
+    assert len(leased) == 250
+    assert [(-j.priority, j.id) for j in leased] == sorted((-j.priority, j.id) for j in leased)
+    assert await lease(backend) == []
+    assert await backend.complete([j.lease for j in leased]) == []
+    [counts] = [c for c in await backend.counts() if c.queue == "q"]
+    assert counts.completed == 250 and counts.running == 0
+
+
 async def test_a_lease_can_leave_payloads_as_their_stored_text(backend: Backend) -> None:
     payload = {"doc": "é", "n": [1, 2.5, None], "big": 2**70}
     await backend.enqueue([new(payload=payload)])
