@@ -557,29 +557,28 @@ class _Enqueue(Mergeable):
 
 
 def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
+    """Store ``jobs`` in a few statements whatever their number (see ``_ROWS_PER_OP``): one
+    insert of them all, keyed ones whose key is taken skipped, then one read of the new ids."""
     now = time.time()
     created_at = datetime.fromtimestamp(now, UTC)
-    results: list[Job | None] = [None] * len(jobs)
-    plain = [i for i, j in enumerate(jobs) if j.key is None]
-    if len(plain) == 1:
-        row = conn.execute(Q["insert_job_returning"], _row(jobs[plain[0]], now)).fetchone()
-        results[plain[0]] = jobs[plain[0]].stored_as(row[0], created_at)
-    elif plain:
-        first = conn.execute(Q["next_job_id"]).fetchone()[0] + 1
-        conn.executemany(Q["insert_job"], [_row(jobs[i], now) for i in plain])
-        # AUTOINCREMENT under the write lock hands out consecutive ids.
-        for offset, i in enumerate(plain):
-            results[i] = jobs[i].stored_as(first + offset, created_at)
-    for i, j in enumerate(jobs):
-        if j.key is None:
-            continue
-        row = conn.execute(Q["insert_keyed_job"], _row(j, now)).fetchone()
-        if row is not None:
-            results[i] = j.stored_as(row[0], created_at)
+    if len(jobs) == 1 and jobs[0].key is None:
+        row = conn.execute(Q["insert_job_returning"], _row(jobs[0], now)).fetchone()
+        return [jobs[0].stored_as(row[0], created_at)]
+    before = conn.execute(Q["next_job_id"]).fetchone()[0]
+    conn.execute(Q["insert_jobs"], {"jobs": jsonio.dumps([_row(j, now) for j in jobs])})
+    # AUTOINCREMENT under the write lock: the new rows are those past `before`, in the order
+    # they were given; a keyed job that is not among them found its key taken.
+    fresh = jsonio.loads(conn.execute(Q["jobs_after"], {"after": before}).fetchone()[0])
+    results: list[Job] = []
+    k = 0
+    for job in jobs:
+        if k < len(fresh) and fresh[k][1] == job.queue and fresh[k][2] == job.key:
+            results.append(job.stored_as(fresh[k][0], created_at))
+            k += 1
         else:
-            existing = conn.execute(Q["job_by_key"], (j.queue, j.key)).fetchone()
-            results[i] = row_to_job(existing, created=False)
-    return [r for r in results if r is not None]
+            existing = conn.execute(Q["job_by_key"], (job.queue, job.key)).fetchone()
+            results.append(row_to_job(existing, created=False))
+    return results
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:

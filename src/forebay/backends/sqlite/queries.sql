@@ -17,19 +17,27 @@ INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :na
 -- name: next_job_id
 SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0)
 
--- name: insert_job
+-- name: insert_jobs
+-- many jobs in one statement: :jobs is a JSON array of [queue, payload, key, priority, run_at,
+-- run_id, created_at, updated_at]; a keyed job whose key is taken is skipped
 INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
+       json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
+       json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
+       json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]')
+FROM json_each(:jobs) AS j
+WHERE true
+ORDER BY j.key
+ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: jobs_after
+-- the jobs stored after id :after, as one JSON array of [id, queue, key] in id order
+SELECT json_group_array(json_array(id, queue, key))
+FROM (SELECT id, queue, key FROM forebay_jobs WHERE id > :after ORDER BY id)
 
 -- name: insert_job_returning
 INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-RETURNING id
-
--- name: insert_keyed_job
-INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
 RETURNING id
 
 -- name: job_by_key
