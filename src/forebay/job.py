@@ -23,7 +23,6 @@ Counters kept on every job:
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -85,7 +84,6 @@ def to_timestamp(value: datetime) -> float:
 
 _EPOCH = 0.0
 _YEAR_9000 = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class PayloadText(str):
@@ -111,7 +109,7 @@ def dump_payload(payload: object, *, parsed: bool = False) -> str:
     checks), encoded by the fast path.
     """
     try:
-        return jsonio.dumps(payload) if parsed else jsonio.unicode_only(_ENCODER.encode(payload))
+        return jsonio.dumps(payload) if parsed else jsonio.dumps_strict(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload must be JSON-serialisable: {exc}") from None
 

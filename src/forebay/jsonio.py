@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "dumps_sorted", "loads", "unicode_only"]
+__all__ = ["dumps", "dumps_sorted", "dumps_strict", "loads", "unicode_only"]
 
 _DIGITS: Final = bytes.maketrans(b"0123456789", b"0" * 10)
 _ZEROS: Final = b"0" * 19  # -(2**63) - 1 has 19 digits: orjson reads it as a float
@@ -51,7 +51,14 @@ def dumps(value: object) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        return unicode_only(_COMPACT.encode(value))
+        return dumps_strict(value)
+
+
+def dumps_strict(value: object) -> str:
+    """Compact JSON text of any Python value, by the standard library alone (so tuples, int
+    keys and the like are written as ``json.dumps`` writes them). ``ValueError`` for NaN,
+    infinities and lone surrogates, ``TypeError`` for what is not JSON."""
+    return unicode_only(_COMPACT.encode(value))
 
 
 def dumps_sorted(value: object) -> str:
