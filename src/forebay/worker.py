@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from forebay.backends.base import Backend, PruneSpec
+from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError, Defer, PermanentError
 from forebay.job import Deferral, Failure, Job, Lease, Retry, progress_reporter
 from forebay.observer import Observer, Outcome, notify_settled
@@ -187,8 +188,7 @@ class Worker:
         try:
             await asyncio.gather(*lanes)
         finally:
-            for lane in lanes:
-                lane.cancel()
+            await cancel_and_wait(lanes)
             await self._shutdown()
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -216,9 +216,7 @@ class Worker:
             _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
             if still:
                 unfinished = [job for job, _, task in self._running.values() if task in still]
-                for task in still:
-                    task.cancel()
-                await asyncio.gather(*still, return_exceptions=True)
+                await cancel_and_wait(still)
                 await self._settler.drained()
                 # Released jobs go back to queued without spending an attempt.
                 refused = set(await self.backend.release([job.lease for job in unfinished]))
@@ -227,9 +225,7 @@ class Worker:
                         notify_settled(self.observers, job, "released", 0.0)
                 log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.close()
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_and_wait(self._loops)
         self._loops = []
 
     # -- leasing ---------------------------------------------------------------------------
@@ -306,10 +302,11 @@ class Worker:
         try:
             await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for fut in (waiter, stop):
-                if not fut.done():
-                    fut.cancel()
-        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            stop.cancel()
+            stopped = not waiter.done()
+            if stopped:  # end what it was waiting on before going on
+                await cancel_and_wait([waiter])
+        if not stopped and not waiter.cancelled() and waiter.exception() is not None:
             raise waiter.exception()  # type: ignore[misc]
 
     def _start(self, config: QueueConfig, jobs: list[Job]) -> None:

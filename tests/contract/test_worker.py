@@ -495,3 +495,52 @@ async def test_worker_rides_out_a_backend_outage(app: Forebay) -> None:
     await asyncio.wait_for(worker.run(), 30)
     assert flaky.failures == 0 and seen == [job.id]
     assert (await app.get_job(job.id)).state is JobState.COMPLETED
+
+
+class _DropsCancellations:
+    """The real backend, except that its reclaim and wait calls drop the first cancellation
+    they get while in flight, as redis-py can on Python 3.11 (``asyncio.wait_for`` there
+    swallows a cancellation that lands just as the socket write finishes)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.dropped: set[str] = set()
+        self.in_flight: dict[str, asyncio.Event] = {
+            "reclaim_expired": asyncio.Event(),
+            "wait_for_work": asyncio.Event(),
+        }
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def _stuck(self, name: str) -> None:
+        self.in_flight[name].set()
+        try:
+            await asyncio.Event().wait()  # a call that has not answered yet
+        except asyncio.CancelledError:
+            if name in self.dropped:
+                raise
+            self.dropped.add(name)
+
+    async def reclaim_expired(self) -> int:
+        await self._stuck("reclaim_expired")
+        return 0
+
+    async def wait_for_work(self, queues: object, *, timeout_s: float) -> None:
+        await self._stuck("wait_for_work")
+
+
+async def test_worker_stops_even_when_a_backend_call_drops_its_cancellation(
+    app: Forebay,
+) -> None:
+    @app.handler("docs")
+    async def handle(job: Job) -> None:
+        pass
+
+    backend = _DropsCancellations(app.backend)
+    worker = Worker(backend, [app.queues["docs"]], WorkerSettings(handle_signals=False))  # type: ignore[arg-type]
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in backend.in_flight.values())), 10)
+    worker.stop()
+    await asyncio.wait_for(running, 10)
+    assert backend.dropped == {"reclaim_expired", "wait_for_work"}

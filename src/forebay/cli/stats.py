@@ -77,7 +77,8 @@ async def _watch(app: Forebay, interval_s: float) -> None:
                     counts = await app.counts()
                     live.update(_watched(counts, interval_s), refresh=True)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), interval_s)
+                        async with asyncio.timeout(interval_s):
+                            await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

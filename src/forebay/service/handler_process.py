@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from forebay.cancel import cancel_and_wait
 from forebay.errors import TransientError
 from forebay.job import Job, Lease, PayloadText, progress_reporter
 from forebay.queue_config import QueueConfig
@@ -178,9 +179,7 @@ class HandlerPool:
         if self._supervisor is None:
             return
         self._closing = True
-        self._supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._supervisor
+        await cancel_and_wait([self._supervisor])
         self._supervisor = None
         children = [c for c in self._children if c is not None]
         for child in children:
@@ -197,9 +196,7 @@ class HandlerPool:
                 child.process.kill()
                 await asyncio.to_thread(child.process.wait)
             if child.reader_task is not None:
-                child.reader_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.reader_task
+                await cancel_and_wait([child.reader_task])
             self._fail_calls(child)
         self._children = []
 
@@ -398,10 +395,7 @@ async def _serve(
             task = child.tasks.get(message[1])
             if task is not None:
                 task.cancel()
-    running = list(child.tasks.values())
-    for task in running:
-        task.cancel()
-    await asyncio.gather(*running, return_exceptions=True)
+    await cancel_and_wait(child.tasks.values())
     writer.close()
     await close()
     logging.shutdown()

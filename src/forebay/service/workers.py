@@ -107,7 +107,8 @@ class InProcessWorkers:
                 log.exception("in-process worker failed; starting a new one in %.1fs", delay)
             self._restarts += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
             delay = min(_RESTART_MAX_S, delay * 2)
 
     def health(self) -> WorkerHealth | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from forebay.cancel import cancel_and_wait
 from forebay.errors import ConfigError, MissingExtra
 
 __all__ = ["HubApi", "HubSync", "retry_after_s"]
@@ -132,8 +133,7 @@ class HubSync:
         """Stop the loop; uncommitted files are committed after the next start."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait([task])
 
     async def _loop(self) -> None:
         failures = 0

@@ -183,7 +183,8 @@ class Connector:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=10)
+                async with asyncio.timeout(10):
+                    await pool.close()
             except (Exception, TimeoutError):
                 pool.terminate()
 

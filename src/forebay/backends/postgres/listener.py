@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from forebay.backends.postgres.connection import translate
+from forebay.cancel import cancel_and_wait
 
 __all__ = ["Listener"]
 
@@ -63,15 +64,14 @@ class Listener:
         """
         self.start()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
 
     async def stop(self) -> None:
         """Stop listening and close the connection (idempotent)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         self._wake(set(self._waiters))
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
@@ -89,7 +89,8 @@ class Listener:
             self._waiters.setdefault(q, set()).add(fut)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await fut
         finally:
             for q in queues:
                 waiting = self._waiters.get(q)
@@ -141,11 +142,13 @@ class Listener:
             self._wake(self._known | set(self._waiters))  # anything may have been missed
             while not lost.is_set():
                 try:
-                    await asyncio.wait_for(lost.wait(), _HEALTH_CHECK_EVERY_S)
+                    async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
+                        await lost.wait()
                 except TimeoutError:
                     # A silently dropped network connection only shows when used.
                     try:
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), _HEALTH_CHECK_EVERY_S)
+                        async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
+                            await conn.fetchval("SELECT 1")
                     except Exception:
                         return
         finally:
