@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from forebay.contrib.labelstudio import samples
@@ -119,6 +121,39 @@ async def test_a_refused_row_is_rejected_and_nothing_is_kept(stage: tuple[str, s
     with pytest.raises(SinkRejected):
         await sink.write([*statements, bad])
     assert await fetch(dsn, schema, "SELECT * FROM annotations") == []  # one transaction
+    await sink.close()
+
+
+def annotation_of_task(n: int) -> Records:
+    """The multipage sample as annotation ``n`` of its own task ``n`` (same project)."""
+    body = samples.load("real_annotation_created_rectanglelabels_multipage.json")
+    assert isinstance(body, dict)
+    body["annotation"]["id"] = body["annotation"]["task"] = body["task"]["id"] = n  # type: ignore[index]
+    built, _ = build_records([Received(c, NOW) for c in split_event(body)], PageSource())
+    return built
+
+
+async def test_batches_of_one_project_do_not_wait_for_each_other(stage: tuple[str, str]) -> None:
+    """Every batch carries its project; a batch in flight must not hold up the others (the
+    project's stored version is left alone, its row not locked)."""
+    dsn, schema = stage
+    sink = make_stage_sink(dsn, schema)
+    await write(sink, annotation_of_task(1))
+    busy = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        in_flight = busy.transaction()
+        await in_flight.start()
+        for statement in stage_statements(annotation_of_task(2))[0]:
+            await busy.fetch(statement.sql, *statement.args)
+        # ... and before that transaction commits, another batch of the same project:
+        result = await asyncio.wait_for(write(sink, annotation_of_task(3)), 10)
+        assert result.skipped("duplicate", "projects") == 1
+        assert result.applied("annotations") == 1
+        await in_flight.commit()
+    finally:
+        await busy.close()
+    rows = await fetch(dsn, schema, "SELECT annotation_id FROM annotations ORDER BY 1")
+    assert [r["annotation_id"] for r in rows] == [1, 2, 3]
     await sink.close()
 
 

@@ -14,7 +14,11 @@ WITH incoming AS (
         AS i(project_id, title, description, created_at, updated_at)
 ), written AS (
     INSERT INTO projects AS t (project_id, title, description, created_at, updated_at)
-    SELECT project_id, title, description, created_at, updated_at FROM incoming
+    SELECT i.project_id, i.title, i.description, i.created_at, i.updated_at FROM incoming i
+    -- A version already stored is left alone without locking its row: every batch carries
+    -- its project, and concurrent batches would otherwise queue for that one row's lock.
+    WHERE NOT EXISTS (SELECT 1 FROM projects s
+                      WHERE s.project_id = i.project_id AND s.updated_at >= i.updated_at)
     ON CONFLICT (project_id) DO UPDATE SET
         title = excluded.title,
         description = excluded.description,
