@@ -13,7 +13,9 @@ server are there), with a fresh dataset folder and fresh staging schema on the P
 2. **drain**: the same events stored beforehand, drained by one in-process worker — the
    handler and both sinks without the HTTP intake in front;
 3. **ack latency**: posts at a fixed rate (default 500 requests/s) for a few seconds while the
-   workers drain, and reports p50/p99 from each request's due time to its 2xx answer.
+   workers drain, and reports p50/p99 from each request's due time to its 2xx answer; meanwhile
+   a probe syncs a small file on the same disk every 50 ms and reports how long its syncs took
+   (an ack waits for a synced commit, so a slow disk shows in both).
 
 The load comes from a minimal asyncio HTTP/1.1 client (about 0.1 ms of CPU per ~1 KB request),
 so on a small machine the figures measure forebay, not the client. Next to
@@ -37,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -66,6 +69,7 @@ class Result:
     ack_p99_ms: float = float("nan")
     rate: float = 0.0
     cost: Cost | None = None
+    disk_sync: tuple[float, float] | None = None  # p99, max (ms) of the probe's fsyncs
 
 
 def free_port() -> int:
@@ -292,6 +296,41 @@ async def throughput(
     return events / elapsed, cost
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending list (the nearest rank at or below it)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@contextmanager
+def disk_sync_probe(folder: Path) -> Iterator[list[float]]:
+    """Sync 4 KB to a file in ``folder`` every 50 ms meanwhile; yields the sync times (s).
+
+    An acknowledged job is a synced commit: when the disk is slow to sync (writing back what
+    the run wrote before), every sync is, and the probe shows it apart from forebay."""
+    times: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        fd = os.open(folder / ".disk-sync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while not stop.wait(0.05):
+                started = time.perf_counter()
+                os.write(fd, b"x" * 4096)
+                os.fsync(fd)
+                times.append(time.perf_counter() - started)
+        finally:
+            os.close(fd)
+            os.unlink(folder / ".disk-sync-probe")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join()
+
+
 async def ack_latency(
     base: str, pid: int, rate: float, duration_s: float, run: int, done_before: int
 ) -> tuple[float, float, int, Cost]:
@@ -331,7 +370,7 @@ async def ack_latency(
     cost = Cost((cpu_s(pid) - server0) / total * 1000, (client_cpu_s() - client0) / total * 1000)
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    p99 = percentile(latencies, 0.99) * 1000
     return p50, p99, total, cost
 
 
@@ -406,11 +445,16 @@ def bench(name: str, url: str, args: argparse.Namespace) -> list[Result]:
                     done += events
                     actual = len(event(template(size), 0, run))
                     results.append(Result(name, f"{label} ({actual:,} B)", events, rate, cost=cost))
-                p50, p99, posted, cost = run_async(
-                    ack_latency(base, pid, args.rate, args.duration_s, 9, done)
-                )
+                with disk_sync_probe(folder) as syncs:
+                    p50, p99, posted, cost = run_async(
+                        ack_latency(base, pid, args.rate, args.duration_s, 9, done)
+                    )
+                syncs.sort()
+                disk = (percentile(syncs, 0.99) * 1000, syncs[-1] * 1000) if syncs else None
                 results.append(
-                    Result(name, "~1 KB, paced", posted, float("nan"), p50, p99, args.rate, cost)
+                    Result(
+                        name, "~1 KB, paced", posted, float("nan"), p50, p99, args.rate, cost, disk
+                    )
                 )
         finally:
             asyncio.run(drop_schema(schema))
@@ -472,6 +516,13 @@ def main() -> None:
             f"| {r.backend} | {r.body} | {r.events:,} | {rate} | {p50} | {p99} "
             f"| {server} | {client} |"
         )
+    for r in results:
+        if r.disk_sync is not None:
+            print(
+                f"\n{r.backend}, paced: a 4 KB write + fsync in the benchmark folder every 50 ms "
+                f"took p99 {r.disk_sync[0]:.1f} ms, max {r.disk_sync[1]:.1f} ms meanwhile (an ack "
+                "waits for one such sync)."
+            )
     if stolen == stolen:
         print(
             f"\nCPU taken by other tenants of this machine during the run (steal): "
