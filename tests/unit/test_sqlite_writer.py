@@ -107,3 +107,41 @@ async def test_writes_from_several_event_loops_are_each_answered_on_their_own_lo
     assert mine == list(range(50))
     assert answers == {n: [n * 100 + i for i in range(50)] for n in range(1, 4)}
     assert len(stored(db)) == 200
+
+
+async def test_a_lease_that_fails_after_its_first_piece_keeps_what_it_leased(
+    tmp_path: Path,
+) -> None:
+    """A big lease is committed in pieces: when a later piece fails, the jobs of the earlier
+    ones are handed out (they are leased to this worker), not stranded until their lease ends."""
+    from forebay.backends.sqlite.backend import _ROWS_PER_OP, SQLiteBackend
+    from forebay.errors import BackendUnavailable
+    from forebay.job import JobState, NewJob
+
+    store = SQLiteBackend(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        await store.enqueue([NewJob.create("q", {"i": i}) for i in range(_ROWS_PER_OP + 50)])
+        real_write, calls = store._write, []
+
+        def failing_second(op):  # type: ignore[no-untyped-def]
+            calls.append(op)
+            if len(calls) == 2:
+                raise BackendUnavailable("database is locked (test)")
+            return real_write(op)
+
+        store._write = failing_second  # type: ignore[method-assign]
+        jobs = await store.lease(queue="q", limit=_ROWS_PER_OP + 50, worker_id="w", lease_s=30)
+        store._write = real_write  # type: ignore[method-assign]
+        assert len(jobs) == _ROWS_PER_OP
+        counts = {c.queue: c for c in await store.counts()}["q"]
+        assert (counts.running, counts.queued) == (_ROWS_PER_OP, 50)
+        assert all(j.state is JobState.RUNNING for j in jobs)
+        with pytest.raises(BackendUnavailable):  # nothing leased yet: the error is the answer
+            store._write = failing_second  # type: ignore[method-assign]
+            calls.clear()
+            calls.append(None)
+            await store.lease(queue="q", limit=10, worker_id="w", lease_s=30)
+    finally:
+        store._write = real_write  # type: ignore[method-assign]
+        await store.close()

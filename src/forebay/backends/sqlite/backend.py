@@ -272,7 +272,12 @@ class SQLiteBackend:
         jobs: list[Job] = []
         while len(jobs) < limit:
             chunk = min(_ROWS_PER_OP, limit - len(jobs))
-            got = await self._write(functools.partial(op, chunk=chunk))
+            try:
+                got = await self._write(functools.partial(op, chunk=chunk))
+            except BackendError:
+                if jobs:  # keep the pieces already leased; the next lease tries again
+                    break
+                raise
             jobs.extend(got)
             if len(got) < chunk:
                 break
