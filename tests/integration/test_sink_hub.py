@@ -184,8 +184,9 @@ def test_retry_after_headers() -> None:
 
 
 async def _until(condition: Any, timeout_s: float = 10.0) -> None:
-    """Let the background commit loop run until ``condition()`` holds (no wall-clock waits:
-    the loop's waits advance the test's clock)."""
+    """Let the background commit loop run until ``condition()`` holds (its waits advance the
+    test's clock, not the wall clock). Re-checked every millisecond, not in a busy loop: a
+    loop that never blocks keeps the commit loop's worker threads waiting for the GIL."""
     async with asyncio.timeout(timeout_s):
         while not condition():
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)
