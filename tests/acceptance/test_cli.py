@@ -474,7 +474,8 @@ def test_migrate_and_migrate_sql(sqlite_cli: Cli, tmp_path: Path) -> None:
     assert sql.startswith("-- 0001_initial.sql")
     assert "CREATE TABLE forebay_jobs" in sql
     assert not (tmp_path / "forebay.db").exists()  # --sql connects to nothing
-    assert cli.json("migrate") == {"applied": ["0001_initial.sql"]}
+    assert "CREATE TABLE forebay_payloads" in sql
+    assert cli.json("migrate") == {"applied": ["0001_initial.sql", "0002_payloads.sql"]}
     assert cli.json("migrate") == {"applied": []}
     assert "up to date" in cli.ok("migrate")
     assert cli.json("migrate", "--sql")["sql"] == sql.rstrip("\n") + "\n"

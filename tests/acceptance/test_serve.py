@@ -232,7 +232,8 @@ def test_every_acknowledged_job_survives_a_sigkill_under_load(tmp_path: Path) ->
     conn = sqlite3.connect(server.db)  # recovers the WAL like any later opener would
     try:
         rows = conn.execute(
-            "SELECT id, payload FROM forebay_jobs WHERE queue = 'intake'"
+            "SELECT j.id, p.payload FROM forebay_jobs AS j"
+            " JOIN forebay_payloads AS p ON p.job_id = j.id WHERE j.queue = 'intake'"
         ).fetchall()
     finally:
         conn.close()

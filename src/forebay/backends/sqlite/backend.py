@@ -6,8 +6,10 @@
 * All writes go through one :class:`~forebay.backends.sqlite.writer.Writer` thread that
   group-commits concurrent operations; reads use a second connection on a reader thread, so
   status queries never wait behind writes.
-* Leasing is one ``UPDATE ... RETURNING`` under SQLite's write lock, so two processes never lease
-  the same job; the partial index ``forebay_jobs_due`` keeps its cost flat as history grows.
+* Leasing picks and updates jobs under SQLite's write lock, so two processes never lease the
+  same job; the partial index ``forebay_jobs_due`` keeps its cost flat as history grows.
+* Payloads live in a table of their own (``forebay_payloads``): a job's row is rewritten at
+  every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
   commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
 """
@@ -52,10 +54,12 @@ __all__ = ["SQLiteBackend"]
 T = TypeVar("T")
 
 COLUMNS = (
-    "id, queue, payload, state, key, priority, attempt, deliveries, defers, run_at, created_at, "
-    "updated_at, finished_at, lease_token, lease_expires_at, worker_id, progress, "
-    "progress_message, error, error_type, run_id"
+    "j.id, j.queue, p.payload, j.state, j.key, j.priority, j.attempt, j.deliveries, j.defers, "
+    "j.run_at, j.created_at, j.updated_at, j.finished_at, j.lease_token, j.lease_expires_at, "
+    "j.worker_id, j.progress, j.progress_message, j.error, j.error_type, j.run_id"
 )
+# a job with its payload (kept apart since schema version 2: see its migration)
+JOBS = "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id"
 _PACKAGE = "forebay.backends.sqlite"
 _STATES = {s.value: s for s in JobState}
 _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
@@ -63,7 +67,9 @@ _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 # every row a statement steps through, and while the event loop is busy each hand-back waits
 # up to the interpreter's switch interval (5 ms): a 500-row lease measured 5 ms on an idle
 # process and 1.7 s beside a busy thread. Enqueues wait behind the operation that holds the
-# write transaction, so big leases and settles go in pieces, with other writes in between.
+# write transaction, so the writes of leases and settles step through one row each (ids go in
+# and out as one JSON array), a lease reads its jobs after its commit on the reader thread, and
+# big leases and settles still go in pieces, with other writes in between.
 _ROWS_PER_OP = 100
 
 
@@ -71,7 +77,9 @@ def _queries() -> dict[str, str]:
     raw = load_queries(_PACKAGE)
     flt = raw["filter"].split("\n", 1)[1]  # drop the section's leading comment line
     return {
-        name: sql.replace("{columns}", COLUMNS).replace("{filter}", f"({flt})")
+        name: sql.replace("{columns}", COLUMNS)
+        .replace("{jobs}", JOBS)
+        .replace("{filter}", f"({flt})")
         for name, sql in raw.items()
     }
 
@@ -253,27 +261,26 @@ class SQLiteBackend:
             return []
         token = secrets.token_hex(8)
 
-        def op(conn: sqlite3.Connection, chunk: int) -> list[Job]:
+        def op(conn: sqlite3.Connection, chunk: int) -> str:
             now = time.time()
-            rows = conn.execute(
-                Q["lease"],
-                {
-                    "token": token,
-                    "expires": now + lease_s,
-                    "worker": worker_id,
-                    "now": now,
-                    "queue": queue,
-                    "limit": chunk,
-                },
-            ).fetchall()
-            rows.sort(key=lambda r: (-r[5], r[9], r[0]))
+            ids: str = conn.execute(
+                Q["lease_pick"], {"queue": queue, "now": now, "limit": chunk}
+            ).fetchone()[0]
+            if ids != "[]":
+                params = {"token": token, "expires": now + lease_s, "worker": worker_id}
+                conn.execute(Q["lease"], params | {"now": now, "ids": ids})
+            return ids
+
+        def read(conn: sqlite3.Connection, ids: str) -> list[Job]:
+            rows = conn.execute(Q["leased"], {"ids": ids, "token": token}).fetchall()
             return [row_to_job(r, decode=decode) for r in rows]
 
         jobs: list[Job] = []
         while len(jobs) < limit:
             chunk = min(_ROWS_PER_OP, limit - len(jobs))
             try:
-                got = await self._write(functools.partial(op, chunk=chunk))
+                ids = await self._write(functools.partial(op, chunk=chunk))
+                got = [] if ids == "[]" else await self._read(functools.partial(read, ids=ids))
             except BackendError:
                 if jobs:  # keep the pieces already leased; the next lease tries again
                     break
@@ -342,15 +349,16 @@ class SQLiteBackend:
             now = time.time()
             refused: list[int] = []
             for token, ids in piece:
-                params = {
-                    "token": token,
-                    "ids": json.dumps(ids),
-                    "now": now,
-                    "expires": now + lease_s,
-                }
-                done = {row[0] for row in conn.execute(sql, params)}
-                if len(done) != len(ids):
-                    refused.extend(i for i in ids if i not in done)
+                asked = json.dumps(sorted(ids), separators=(",", ":"))
+                held = conn.execute(Q["holding"], {"token": token, "ids": asked}).fetchone()[0]
+                params = {"ids": held, "now": now, "expires": now + lease_s}
+                if held == asked:
+                    conn.execute(sql, params)
+                    continue
+                done = set(json.loads(held))
+                if done:
+                    conn.execute(sql, params)
+                refused.extend(i for i in ids if i not in done)
             return refused
 
         refused: list[int] = []
@@ -568,27 +576,37 @@ def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
     created_at = datetime.fromtimestamp(now, UTC)
     if len(jobs) == 1 and jobs[0].key is None:
         row = conn.execute(Q["insert_job_returning"], _row(jobs[0], now)).fetchone()
+        conn.execute(Q["insert_payload"], (row[0], jobs[0].payload_json))
         return [jobs[0].stored_as(row[0], created_at)]
     before = conn.execute(Q["next_job_id"]).fetchone()[0]
     conn.execute(Q["insert_jobs"], {"jobs": jsonio.dumps([_row(j, now) for j in jobs])})
     # AUTOINCREMENT under the write lock: the new rows are those past `before`, in the order
     # they were given; a keyed job that is not among them found its key taken.
     fresh = jsonio.loads(conn.execute(Q["jobs_after"], {"after": before}).fetchone()[0])
-    results: list[Job] = []
+    results: list[Job | None] = []
+    payloads: list[tuple[int, str]] = []
     k = 0
     for job in jobs:
         if k < len(fresh) and fresh[k][1] == job.queue and fresh[k][2] == job.key:
             results.append(job.stored_as(fresh[k][0], created_at))
+            payloads.append((fresh[k][0], job.payload_json))
             k += 1
         else:
-            existing = conn.execute(Q["job_by_key"], (job.queue, job.key)).fetchone()
-            results.append(row_to_job(existing, created=False))
-    return results
+            results.append(None)
+    if payloads:
+        conn.execute(Q["insert_payloads"], {"payloads": jsonio.dumps(payloads)})
+    # Taken keys are read once the payloads are in (a key may be taken within this batch).
+    return [
+        row_to_job(conn.execute(Q["job_by_key"], (job.queue, job.key)).fetchone(), created=False)
+        if stored is None
+        else stored
+        for job, stored in zip(jobs, results, strict=True)
+    ]
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     run_at = now if j.run_at is None else j.run_at
-    return (j.queue, j.payload_json, j.key, j.priority, run_at, j.run_id, now, now)
+    return (j.queue, j.key, j.priority, run_at, j.run_id, now, now)
 
 
 def _check_depth(

@@ -18,17 +18,23 @@ INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :na
 SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0)
 
 -- name: insert_jobs
--- many jobs in one statement: :jobs is a JSON array of [queue, payload, key, priority, run_at,
--- run_id, created_at, updated_at]; a keyed job whose key is taken is skipped
-INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
+-- many jobs in one statement: :jobs is a JSON array of [queue, key, priority, run_at, run_id,
+-- created_at, updated_at]; a keyed job whose key is taken is skipped
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
-       json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]')
+       json_extract(j.value, '$[6]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
 ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: insert_payloads
+-- :payloads is a JSON array of [job id, payload text]
+INSERT INTO forebay_payloads (job_id, payload)
+SELECT json_extract(p.value, '$[0]'), json_extract(p.value, '$[1]')
+FROM json_each(:payloads) AS p
 
 -- name: jobs_after
 -- the jobs stored after id :after, as one JSON array of [id, queue, key] in id order
@@ -36,12 +42,15 @@ SELECT json_group_array(json_array(id, queue, key))
 FROM (SELECT id, queue, key FROM forebay_jobs WHERE id > :after ORDER BY id)
 
 -- name: insert_job_returning
-INSERT INTO forebay_jobs (queue, payload, key, priority, run_at, run_id, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 
+-- name: insert_payload
+INSERT INTO forebay_payloads (job_id, payload) VALUES (?, ?)
+
 -- name: job_by_key
-SELECT {columns} FROM forebay_jobs WHERE queue = ? AND key = ?
+SELECT {columns} FROM {jobs} WHERE j.queue = ? AND j.key = ?
 
 -- name: depth
 SELECT COUNT(*) FROM (
@@ -50,36 +59,48 @@ SELECT COUNT(*) FROM (
     LIMIT :cap
 )
 
--- name: lease
-UPDATE forebay_jobs
-SET state = 'running', lease_token = :token, lease_expires_at = :expires, worker_id = :worker,
-    attempt = attempt + 1, deliveries = deliveries + 1, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (
+-- name: lease_pick
+-- the ids of the jobs a lease takes, as one JSON array (one row: see _ROWS_PER_OP)
+SELECT json_group_array(id) FROM (
     SELECT id FROM forebay_jobs
     WHERE queue = :queue AND state = 'queued' AND run_at <= :now
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
-RETURNING {columns}
+
+-- name: lease
+UPDATE forebay_jobs
+SET state = 'running', lease_token = :token, lease_expires_at = :expires, worker_id = :worker,
+    attempt = attempt + 1, deliveries = deliveries + 1, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: leased
+-- the jobs of one lease, read after its commit, in the promised order
+SELECT {columns} FROM {jobs}
+WHERE j.id IN (SELECT value FROM json_each(:ids)) AND j.lease_token = :token
+ORDER BY j.priority DESC, j.run_at, j.id
+
+-- name: holding
+-- which of :ids are still leased with :token, as one JSON array
+SELECT json_group_array(id) FROM forebay_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_token = :token AND state = 'running'
 
 -- name: extend
--- one statement per lease token (a worker's lease batch shares one); ids as a JSON array
+-- :ids are held (see holding), as a JSON array
 UPDATE forebay_jobs SET lease_expires_at = :expires, updated_at = :now
-WHERE lease_token = :token AND state = 'running' AND id IN (SELECT value FROM json_each(:ids))
-RETURNING id
+WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: progress
 UPDATE forebay_jobs SET progress = ?, progress_message = ?, updated_at = ?
 WHERE id = ? AND lease_token = ? AND state = 'running'
 
 -- name: complete
--- one statement per lease token (a worker's lease batch shares one); ids as a JSON array
+-- :ids are held (see holding), as a JSON array
 UPDATE forebay_jobs
 SET state = 'completed', finished_at = :now, updated_at = :now,
     lease_token = NULL, lease_expires_at = NULL, progress = 100
-WHERE lease_token = :token AND state = 'running' AND id IN (SELECT value FROM json_each(:ids))
-RETURNING id
+WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: retry
 UPDATE forebay_jobs
@@ -153,12 +174,12 @@ DELETE FROM forebay_jobs WHERE id IN (
 )
 
 -- name: get_job
-SELECT {columns} FROM forebay_jobs WHERE id = ?
+SELECT {columns} FROM {jobs} WHERE j.id = ?
 
 -- name: list_jobs
-SELECT {columns} FROM forebay_jobs
-WHERE (:before_id IS NULL OR id < :before_id) AND {filter}
-ORDER BY id DESC
+SELECT {columns} FROM {jobs}
+WHERE (:before_id IS NULL OR j.id < :before_id) AND {filter}
+ORDER BY j.id DESC
 LIMIT :limit
 
 -- name: counts
