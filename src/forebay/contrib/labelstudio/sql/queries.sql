@@ -145,7 +145,7 @@ WITH written AS (
     WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at
     ON CONFLICT (annotation_id, region_id) DO NOTHING
     RETURNING 1
-), counts AS (
+), counts AS MATERIALIZED (  -- read twice below: computed once
     SELECT (SELECT count(*) FROM written) AS applied,
            (SELECT count(*)
             FROM unnest($1::bigint[], $10::timestamptz[]) AS i(annotation_id, updated_at)
@@ -182,7 +182,7 @@ WITH written AS (
     WHERE a.updated_at IS NOT DISTINCT FROM i.updated_at
     ON CONFLICT (annotation_id, region_id) DO NOTHING
     RETURNING 1
-), counts AS (
+), counts AS MATERIALIZED (  -- read twice below: computed once
     SELECT (SELECT count(*) FROM written) AS applied,
            (SELECT count(*)
             FROM unnest($1::bigint[], $20::timestamptz[]) AS i(annotation_id, updated_at)
