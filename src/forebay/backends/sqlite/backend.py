@@ -351,14 +351,11 @@ class SQLiteBackend:
             for token, ids in piece:
                 asked = json.dumps(sorted(ids), separators=(",", ":"))
                 held = conn.execute(Q["holding"], {"token": token, "ids": asked}).fetchone()[0]
-                params = {"ids": held, "now": now, "expires": now + lease_s}
-                if held == asked:
-                    conn.execute(sql, params)
-                    continue
-                done = set(json.loads(held))
-                if done:
-                    conn.execute(sql, params)
-                refused.extend(i for i in ids if i not in done)
+                if held != "[]":
+                    conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
+                if held != asked:
+                    done = set(json.loads(held))
+                    refused.extend(i for i in ids if i not in done)
             return refused
 
         refused: list[int] = []
