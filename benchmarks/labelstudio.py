@@ -242,6 +242,19 @@ def stolen_s() -> float:
         return float("nan")
 
 
+def python_speed_s() -> float:
+    """Seconds this machine takes for a fixed piece of pure Python (1,000,000 additions, best
+    of 3): printed before and after the run, so runs on machines (or hours) of different speed
+    can be told apart. Steal shows only part of it: shared caches and clock speed vary too."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def client_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
@@ -492,11 +505,13 @@ def main() -> None:
         args.events_1k, args.events_50k, args.duration_s = 3000, 300, 5.0
     chosen = args.backend or ["sqlite", "postgres"]
     results: list[Result] = []
+    speed0 = python_speed_s()
     stolen0, started = stolen_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name, url in backends(chosen, Path(tmp)).items():
             results.extend(bench(name, url, args))
     stolen, elapsed = stolen_s() - stolen0, time.perf_counter() - started
+    speed1 = python_speed_s()
     print(f"\nforebay serve --worker-processes {args.worker_processes}; CPU ms per event: the")
     print("service (all its processes) and this client; drain only: the draining process.\n")
     print(
@@ -523,6 +538,10 @@ def main() -> None:
                 f"took p99 {r.disk_sync[0]:.1f} ms, max {r.disk_sync[1]:.1f} ms meanwhile (an ack "
                 "waits for one such sync)."
             )
+    print(
+        f"\nPython speed: 1,000,000 additions took {speed0 * 1000:.0f} ms before the run and "
+        f"{speed1 * 1000:.0f} ms after it (the CPU figures above scale with it)."
+    )
     if stolen == stolen:
         print(
             f"\nCPU taken by other tenants of this machine during the run (steal): "
