@@ -536,7 +536,9 @@ def _iso(value: datetime | None) -> str:
 
 def _json_list(items: list[dict[str, JSON]], encoded: Mapping[int, str | None]) -> str:
     """``_json(items)``, from each item's own encoding."""
-    return "[" + ",".join(cast(str, encoded[id(item)]) for item in items) + "]"
+    if len(items) == 1:  # most regions are one result
+        return "[" + cast(str, encoded[id(items[0])]) + "]"
+    return "[" + ",".join([cast(str, encoded[id(item)]) for item in items]) + "]"
 
 
 _quote: Final = json.encoder.encode_basestring_ascii
