@@ -70,6 +70,7 @@ class Result:
     rate: float = 0.0
     cost: Cost | None = None
     disk_sync: tuple[float, float] | None = None  # p99, max (ms) of the probe's fsyncs
+    left: int | None = None  # jobs still to do when the last paced request was answered
 
 
 def free_port() -> int:
@@ -291,17 +292,9 @@ async def throughput(
     shape = template(body_bytes)
     bodies = [event(shape, n, run) for n in range(events)]
     poster = Poster(base)
-    todo = iter(bodies)
-
-    async def connection() -> None:
-        for body in todo:
-            status = await poster.post(body)
-            if status >= 300:
-                raise SystemExit(f"the service answered {status}")
-
     server0, client0 = cpu_s(pid), client_cpu_s()
     started = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(64)))
+    await post_all(poster, bodies, 64)
     await wait_completed(base, done_before + events, timeout_s=600)
     elapsed = time.perf_counter() - started
     poster.close()
@@ -344,17 +337,41 @@ def disk_sync_probe(folder: Path) -> Iterator[list[float]]:
         thread.join()
 
 
+async def post_all(poster: Poster, bodies: list[bytes], connections: int) -> None:
+    todo = iter(bodies)
+
+    async def connection() -> None:
+        for body in todo:
+            status = await poster.post(body)
+            if status >= 300:
+                raise SystemExit(f"the service answered {status}")
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+
+
 async def ack_latency(
-    base: str, pid: int, rate: float, duration_s: float, run: int, done_before: int
-) -> tuple[float, float, int, Cost]:
+    base: str,
+    pid: int,
+    rate: float,
+    duration_s: float,
+    run: int,
+    done_before: int,
+    backlog: int = 0,
+) -> tuple[float, float, int, Cost, int, int]:
     """p50/p99 of the time from each request's due time (not its send time: a late send is
-    latency too) to its 2xx answer, posting at ``rate`` whatever the answers do."""
+    latency too) to its 2xx answer, posting at ``rate`` whatever the answers do. With
+    ``backlog``, that many ~50 KB events are posted first, so the workers drain them while the
+    paced requests come in; also returns how many jobs were still to do when the last paced
+    request was answered (above 0: the workers drained all along)."""
     shape = template(1000)
     total = int(rate * duration_s)
     bodies = [event(shape, n, run) for n in range(total)]
     latencies: list[float] = []
     failures: list[bytes] = []
     poster = Poster(base)
+    if backlog:
+        big = template(50_000)
+        await post_all(poster, [event(big, n, run + 1) for n in range(backlog)], 16)
 
     async def post(body: bytes, due: float) -> None:
         try:
@@ -378,13 +395,16 @@ async def ack_latency(
     await asyncio.gather(*tasks)
     if failures:
         print(f"{len(failures)} of {total} paced requests failed (no answer)", file=sys.stderr)
-    await wait_completed(base, done_before + total - len(failures), timeout_s=600)
+    target = done_before + backlog + total - len(failures)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        left = target - await completed(client)
+    await wait_completed(base, target, timeout_s=600)
     poster.close()
     cost = Cost((cpu_s(pid) - server0) / total * 1000, (client_cpu_s() - client0) / total * 1000)
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = percentile(latencies, 0.99) * 1000
-    return p50, p99, total, cost
+    return p50, p99, total, cost, left, target
 
 
 async def drop_schema(schema: str) -> None:
@@ -458,17 +478,31 @@ def bench(name: str, url: str, args: argparse.Namespace) -> list[Result]:
                     done += events
                     actual = len(event(template(size), 0, run))
                     results.append(Result(name, f"{label} ({actual:,} B)", events, rate, cost=cost))
-                with disk_sync_probe(folder) as syncs:
-                    p50, p99, posted, cost = run_async(
-                        ack_latency(base, pid, args.rate, args.duration_s, 9, done)
+                phases = [("~1 KB, paced", 0, 9)]
+                if args.backlog_50k:
+                    label = f"~1 KB, paced, {args.backlog_50k:,} ~50 KB queued first"
+                    phases.append((label, args.backlog_50k, 11))
+                for label, backlog, run in phases:
+                    with disk_sync_probe(folder) as syncs:
+                        p50, p99, posted, cost, left, done = run_async(
+                            ack_latency(base, pid, args.rate, args.duration_s, run, done, backlog)
+                        )
+                    syncs.sort()
+                    disk = (percentile(syncs, 0.99) * 1000, syncs[-1] * 1000) if syncs else None
+                    results.append(
+                        Result(
+                            name,
+                            label,
+                            posted,
+                            float("nan"),
+                            p50,
+                            p99,
+                            args.rate,
+                            cost,
+                            disk,
+                            left if backlog else None,
+                        )
                     )
-                syncs.sort()
-                disk = (percentile(syncs, 0.99) * 1000, syncs[-1] * 1000) if syncs else None
-                results.append(
-                    Result(
-                        name, "~1 KB, paced", posted, float("nan"), p50, p99, args.rate, cost, disk
-                    )
-                )
         finally:
             asyncio.run(drop_schema(schema))
             if name == "postgres":
@@ -494,6 +528,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="Requests/s for ack latency.")
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument(
+        "--backlog-50k",
+        type=int,
+        default=1_500,
+        help="~50 KB events queued before a second paced phase, so the workers drain them "
+        "while its requests come in (0: no such phase).",
+    )
+    parser.add_argument(
         "--worker-processes",
         type=int,
         default=1,
@@ -503,6 +544,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.events_1k, args.events_50k, args.duration_s = 3000, 300, 5.0
+        args.backlog_50k = min(args.backlog_50k, 300)
     chosen = args.backend or ["sqlite", "postgres"]
     results: list[Result] = []
     speed0 = python_speed_s()
@@ -534,9 +576,19 @@ def main() -> None:
     for r in results:
         if r.disk_sync is not None:
             print(
-                f"\n{r.backend}, paced: a 4 KB write + fsync in the benchmark folder every 50 ms "
-                f"took p99 {r.disk_sync[0]:.1f} ms, max {r.disk_sync[1]:.1f} ms meanwhile (an ack "
-                "waits for one such sync)."
+                f"\n{r.backend}, {r.body}: a 4 KB write + fsync in the benchmark folder every "
+                f"50 ms took p99 {r.disk_sync[0]:.1f} ms, max {r.disk_sync[1]:.1f} ms meanwhile "
+                "(an ack waits for one such sync)."
+            )
+        if r.left is not None:
+            still = (
+                "the workers drained all along"
+                if r.left > 0
+                else "the workers caught up before it: raise --backlog-50k"
+            )
+            print(
+                f"{r.backend}, {r.body}: {r.left:,} jobs were still to do when the last paced "
+                f"request was answered ({still})."
             )
     print(
         f"\nPython speed: 1,000,000 additions took {speed0 * 1000:.0f} ms before the run and "
