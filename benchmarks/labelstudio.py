@@ -360,9 +360,10 @@ async def ack_latency(
 ) -> tuple[float, float, int, Cost, int, int]:
     """p50/p99 of the time from each request's due time (not its send time: a late send is
     latency too) to its 2xx answer, posting at ``rate`` whatever the answers do. With
-    ``backlog``, that many ~50 KB events are posted first, so the workers drain them while the
-    paced requests come in; also returns how many jobs were still to do when the last paced
-    request was answered (above 0: the workers drained all along)."""
+    ``backlog``, that many ~50 KB events are posted first (ids of run ``run + 1``), so the
+    workers drain them while the paced requests come in. Also returns how many jobs were still
+    to do when the last paced request was answered (above 0: the workers drained all along),
+    and the count of completed jobs to expect from now on."""
     shape = template(1000)
     total = int(rate * duration_s)
     bodies = [event(shape, n, run) for n in range(total)]
@@ -494,13 +495,13 @@ def bench(name: str, url: str, args: argparse.Namespace) -> list[Result]:
                             name,
                             label,
                             posted,
-                            float("nan"),
-                            p50,
-                            p99,
-                            args.rate,
-                            cost,
-                            disk,
-                            left if backlog else None,
+                            events_per_s=float("nan"),
+                            ack_p50_ms=p50,
+                            ack_p99_ms=p99,
+                            rate=args.rate,
+                            cost=cost,
+                            disk_sync=disk,
+                            left=left if backlog else None,
                         )
                     )
         finally:
