@@ -12,7 +12,9 @@ Per worker process:
   their worker died), **pruner** (deletes finished jobs past their retention).
 
 Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the crash-loop
-limit (``deliveries > max_deliveries`` at lease time) and ``on_exhausted``.
+limit (``deliveries > max_deliveries`` at lease time), crash isolation (a job that was running
+when a worker died runs alone until it finishes once: :mod:`forebay.isolation`) and
+``on_exhausted``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from forebay.backends.base import Backend, PruneSpec
 from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError, Defer, PermanentError
+from forebay.isolation import Admission, admit
 from forebay.job import Deferral, Failure, Job, Lease, Retry, progress_reporter
 from forebay.observer import Observer, Outcome, notify_settled
 from forebay.queue_config import QueueConfig
@@ -113,6 +116,12 @@ class _Settler:
             batch, self._pending = self._pending, []
             try:
                 await self._worker._settle(batch)
+            except BackendError as exc:
+                log.error(
+                    "could not record %d job outcomes (%s); they will be redelivered",
+                    len(batch),
+                    exc,
+                )
             except Exception:
                 # The jobs stay running; their leases expire and they run again (at-least-once).
                 log.exception(
@@ -151,6 +160,11 @@ class Worker:
         self._last_heartbeat: float | None = None
         self._settler: _Settler | None = None
         self._loops: list[asyncio.Task[None]] = []
+        # Crash isolation (see forebay.isolation): the suspect running alone, the queue whose
+        # suspect waits for this process to drain, and a signal when either may have changed.
+        self._alone: int | None = None
+        self._drain_for: str | None = None
+        self._isolation_changed = asyncio.Event()
         self.processed = 0
         """Jobs whose outcome was recorded by this worker (any outcome)."""
 
@@ -252,6 +266,10 @@ class Worker:
     async def _lane_step(self, config: QueueConfig) -> bool:
         """One round of leasing; True when a burst lane has nothing left to do."""
         assert self._settler is not None
+        if self._isolation_blocks(config.name):
+            self._isolation_changed.clear()  # no await since the check: no change is missed
+            await self._until(self._isolation_changed.wait())
+            return False
         freed = self._slot_freed[config.name]
         free = config.concurrency - self._lane_running[config.name]
         if free <= 0:
@@ -267,7 +285,7 @@ class Worker:
             decode=self.decode_payloads,
         )
         if jobs:
-            self._start(config, jobs)
+            await self._admit(config, jobs)
             return False
         if self.settings.burst:
             if self._lane_running[config.name] == 0:
@@ -291,7 +309,7 @@ class Worker:
             decode=self.decode_payloads,
         )
         if jobs:
-            self._start(config, jobs)
+            await self._admit(config, jobs)
         return bool(jobs)
 
     async def _until(self, awaitable: Awaitable[Any]) -> None:
@@ -309,7 +327,55 @@ class Worker:
         if not stopped and not waiter.cancelled() and waiter.exception() is not None:
             raise waiter.exception()  # type: ignore[misc]
 
-    def _start(self, config: QueueConfig, jobs: list[Job]) -> None:
+    def _isolation_blocks(self, queue: str) -> bool:
+        """May this lane not lease now? Not while a suspect runs alone; not while a suspect
+        waits for the process to drain, except its own lane once nothing runs."""
+        if self._alone is not None:
+            return True
+        if self._drain_for is None:
+            return False
+        return self._drain_for != queue or self._busy()
+
+    def _busy(self) -> bool:
+        return any(self._lane_running.values())
+
+    async def _admit(self, config: QueueConfig, jobs: list[Job]) -> None:
+        """Start the leased jobs that may run now; give back those that may not (yet)."""
+        runnable = self._crash_loops(config, jobs)
+        if self._alone is not None:
+            # Another lane's suspect started while this lease was in flight: it runs alone.
+            decision, release = Admission(), runnable
+        else:
+            decision = admit(runnable, others_running=self._busy())
+            release = decision.release
+            if self._drain_for == config.name or decision.drain:
+                self._drain_for = config.name if decision.drain else None
+            if decision.alone is not None:
+                self._alone = decision.alone.id  # before any await: other lanes hold off now
+        if release:
+            # Given back unrun (attempt and delivery returned) before the suspect starts: it may
+            # kill this process at once. (Should this call fail, the jobs' leases expire and
+            # they come back, counted as part of a crash.)
+            try:
+                await self.backend.release([job.lease for job in release])
+            except BaseException:
+                if decision.alone is not None:  # not started: its lease expires, it comes back
+                    self._alone = None
+                    self._isolation_changed.set()
+                raise
+        if decision.alone is not None:
+            job = decision.alone
+            log.info(
+                "job %s was running when a worker died; running it alone (delivery %d)",
+                job.id,
+                job.deliveries,
+                extra={"job_id": job.id, "queue": job.queue, "deliveries": job.deliveries},
+            )
+            self._spawn(config, [job])
+        self._start(config, decision.start)
+
+    def _crash_loops(self, config: QueueConfig, jobs: list[Job]) -> list[Job]:
+        """Dead-letter the jobs leased more often than ``max_deliveries``; return the rest."""
         assert self._settler is not None
         limit = config.delivery_limit
         runnable = []
@@ -323,6 +389,9 @@ class Worker:
                 self._settler.add(_Outcome(job, config, _CrashLoop(err)))
                 continue
             runnable.append(job)
+        return runnable
+
+    def _start(self, config: QueueConfig, runnable: list[Job]) -> None:
         if not runnable:
             return
         if config.batch_size:
@@ -346,6 +415,10 @@ class Worker:
             self._running.pop(job.id, None)
         self._lane_running[config.name] -= 1
         self._slot_freed[config.name].set()
+        if self._alone is not None or self._drain_for is not None:
+            if any(job.id == self._alone for job in jobs):
+                self._alone = None
+            self._isolation_changed.set()
 
     # -- running ---------------------------------------------------------------------------
     async def _run_one(self, config: QueueConfig, job: Job) -> None:
@@ -425,13 +498,16 @@ class Worker:
             self.backend.retry(retries) if retries else _none(),
             self.backend.dead_letter(failures) if failures else _none(),
             self.backend.defer(deferrals) if deferrals else _none(),
+            return_exceptions=True,  # one transition failing leaves the others recorded
         )
-        refused = {job_id for ids in results for job_id in ids}
+        kinds = (
+            [lz.job_id for lz in completes],
+            [r.lease.job_id for r in retries],
+            [f.lease.job_id for f in failures],
+            [d.lease.job_id for d in deferrals],
+        )
+        refused = _refused(kinds, results)
         self.processed += len(outcomes) - len(refused)
-        if refused:
-            log.warning(
-                "lease lost before settling jobs %s; another worker owns them", sorted(refused)
-            )
         if log.isEnabledFor(logging.INFO):
             _log_outcomes(outcomes, refused)
         if self.observers:
@@ -461,6 +537,8 @@ class Worker:
             try:
                 await self._heartbeat()
                 self._last_heartbeat = time.monotonic()
+            except BackendError as exc:  # the store's own words say it all: no traceback
+                log.warning("heartbeat failed (%s); will try again in %.1fs", exc, interval)
             except Exception:
                 log.exception("heartbeat failed; will try again in %.1fs", interval)
 
@@ -484,6 +562,8 @@ class Worker:
                     log.warning("requeued %d jobs whose worker stopped heartbeating", n)
                     for event in self._slot_freed.values():
                         event.set()
+            except BackendError as exc:
+                log.warning("reclaiming expired leases failed: %s", exc)
             except Exception:
                 log.exception("reclaiming expired leases failed")
             await asyncio.sleep(self.settings.reclaim_every_s)
@@ -494,6 +574,8 @@ class Worker:
             await asyncio.sleep(s.prune_every_s)
             try:
                 await self.prune_once()
+            except BackendError as exc:
+                log.warning("pruning finished jobs failed: %s", exc)
             except Exception:
                 log.exception("pruning finished jobs failed")
 
@@ -539,6 +621,26 @@ def _classify(o: _Outcome) -> str:
     if isinstance(err, PermanentError):
         return "dead"
     return "retry" if o.job.attempt < o.config.max_attempts else "dead"
+
+
+def _refused(kinds: Sequence[list[int]], results: Sequence[list[int] | BaseException]) -> set[int]:
+    """The ids whose outcome was not recorded: refused (lease lost), or whose transition
+    failed (they keep running until their lease expires, then run again: at-least-once)."""
+    refused: set[int] = set()
+    lost: set[int] = set()
+    for ids, result in zip(kinds, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result  # cancelled
+            log.error(
+                "could not record %d job outcomes (%s); they will be redelivered", len(ids), result
+            )
+            refused.update(ids)
+        else:
+            lost.update(result)
+    if lost:
+        log.warning("lease lost before settling jobs %s; another worker owns them", sorted(lost))
+    return refused | lost
 
 
 def _describe(err: BaseException | None) -> tuple[str, str]:
