@@ -143,8 +143,7 @@ class NewJob:
         JSON text (:func:`forebay.jsonio.loads`), which is encoded without the checks an
         arbitrary Python value needs (the intake's bodies are)."""
         validate_queue_name(queue)
-        if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
-            raise InvalidPayload("key must be a non-empty string of at most 512 characters")
+        _check_names(key, run_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidPayload("priority must be an integer")
         if not -(2**31) <= priority < 2**31:
@@ -187,6 +186,17 @@ class NewJob:
             updated_at=created_at,
             run_id=self.run_id,
         )
+
+
+def _check_names(key: str | None, run_id: str | None) -> None:
+    if key is not None:
+        if not isinstance(key, str) or not key or len(key) > 512:
+            raise InvalidPayload("key must be a non-empty string of at most 512 characters")
+        check_storable("key", key)
+    if run_id is not None:
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidPayload("run_id must be a non-empty string")
+        check_storable("run_id", run_id)
 
 
 def validate_queue_name(queue: str) -> None:
@@ -251,7 +261,7 @@ class Job:
             raise RuntimeError("job.progress() works only inside a running handler")
         if not 0 <= pct <= 100:
             raise ValueError("progress must be between 0 and 100")
-        await reporter(self, float(pct), message)
+        await reporter(self, float(pct), None if message is None else storable_text(message))
 
     @property
     def lease(self) -> Lease:
@@ -297,6 +307,38 @@ class Lease:
     token: str
 
 
+def storable_text(text: str) -> str:
+    """``text`` as every backend can store it: lone surrogates (what Python makes of bytes
+    that are not UTF-8, e.g. a file name read with ``os.fsdecode``) and NUL characters (which
+    PostgreSQL text cannot hold) written as backslash escapes; anything else unchanged.
+
+    Texts that describe what happened (error messages, progress messages, defer reasons) go
+    through this where they are described, so that an odd character in one job's error can
+    never keep that job, or the others written with it, from being settled.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def check_storable(name: str, text: str) -> None:
+    """Refuse (InvalidPayload) a producer's text that some backend could not store as given:
+    a lone surrogate or a NUL character. Identifying texts (keys) are refused rather than
+    escaped, since an escaped key would no longer be the producer's key."""
+    if "\x00" in text:
+        raise InvalidPayload(f"{name} must not contain a NUL character (\\x00)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayload(
+            f"{name} must be valid Unicode text: it holds a lone surrogate "
+            f"({text.encode('utf-8', 'backslashreplace').decode()!r}); decode bytes with "
+            "errors='replace' or pass a different key"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Put a running job back to ``queued`` to run at ``run_at`` (the attempt stays spent)."""
@@ -305,6 +347,10 @@ class Retry:
     run_at: float
     error: str
     error_type: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", storable_text(self.error))
+        object.__setattr__(self, "error_type", storable_text(self.error_type))
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +361,10 @@ class Failure:
     error: str
     error_type: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", storable_text(self.error))
+        object.__setattr__(self, "error_type", storable_text(self.error_type))
+
 
 @dataclass(frozen=True, slots=True)
 class Deferral:
@@ -323,6 +373,9 @@ class Deferral:
     lease: Lease
     run_at: float
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", storable_text(self.reason))
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,9 +133,14 @@ class PostgresBackend:
             self._flush_enqueues,
             weight=lambda r: len(r.jobs),
             max_weight=_ENQUEUE_GROUP_ROWS,
+            wrote_nothing=_refused_statement,
         )
         self._settler: GroupCommit[list[_Settlement], list[int]] = GroupCommit(
-            "settle", self._flush_settlements, weight=len, max_weight=_SETTLE_GROUP_ROWS
+            "settle",
+            self._flush_settlements,
+            weight=len,
+            max_weight=_SETTLE_GROUP_ROWS,
+            wrote_nothing=_refused_statement,
         )
         self._open_lock = asyncio.Lock()
         self._listening: asyncio.Future[None] | None = None
@@ -259,17 +264,12 @@ class PostgresBackend:
 
     async def _flush_enqueues(self, requests: list[_Enqueue]) -> list[list[Job] | BaseException]:
         keyed = all(j.key is not None for r in requests for j in r.jobs)
-        try:
-            return await self._run(
-                lambda c: _insert_requests(c, self._q, requests),
-                Resend.ALWAYS if keyed else Resend.IF_UNSENT,  # keys make a repeat harmless
-            )
-        except (InvalidPayload, BackendError) as exc:
-            if len(requests) == 1 or isinstance(exc, BackendUnavailable):
-                return [exc] * len(requests)
-        # One caller's bad value must not fail the others' jobs: write each request alone.
-        # (The failed statement stored nothing, so nothing is written twice.)
-        return [(await self._flush_enqueues([r]))[0] for r in requests]
+        # Raises for the whole group; the group commit then writes it again in halves when the
+        # statement was refused (nothing stored), so one caller's bad value fails only it.
+        return await self._run(
+            lambda c: _insert_requests(c, self._q, requests),
+            Resend.ALWAYS if keyed else Resend.IF_UNSENT,  # keys make a repeat harmless
+        )
 
     # -- running --------------------------------------------------------------------------
     async def lease(
@@ -353,12 +353,19 @@ class PostgresBackend:
         self, requests: list[list[_Settlement]]
     ) -> list[list[int] | BaseException]:
         refused: list[list[int]] = [[] for _ in requests]
-        for round_ in _rounds(requests):
-            settled = await self._settle_round([s for _, s in round_])
+        failed: dict[int, BaseException] = {}
+        for number, round_ in enumerate(_rounds(requests)):
+            try:
+                settled = await self._settle_round([s for _, s in round_])
+            except Exception as exc:
+                if number == 0:
+                    raise  # nothing written yet: the group commit may split the group
+                failed.update((index, exc) for index, _ in round_)  # earlier rounds stand
+                continue
             for index, s in round_:
                 if s.job_id not in settled:
                     refused[index].append(s.job_id)
-        return list(refused)
+        return [failed.get(index, ids) for index, ids in enumerate(refused)]
 
     async def _settle_round(self, items: list[_Settlement]) -> set[int]:
         sql = self._q["settle"]
@@ -437,6 +444,14 @@ class PostgresBackend:
         """Return on a notification for one of ``queues`` (from any process), or on timeout."""
         self._require_open()
         await self._listener.wait(queues, timeout_s)
+
+
+def _refused_statement(exc: Exception) -> bool:
+    """The server refused the statement (or it could not be encoded): nothing was written.
+    (Unreachable means the statement may have committed, so that is not such a failure.)"""
+    return isinstance(exc, InvalidPayload | BackendError) and not isinstance(
+        exc, BackendUnavailable
+    )
 
 
 # -- statements run on one connection --------------------------------------------------------

@@ -7,6 +7,10 @@ caller's future with its own result. While flushes are in flight, new requests p
 into the next one, so under load each commit carries many callers' work, yet an idle caller
 waits for no timer: its request is flushed at once.
 
+With ``wrote_nothing`` given, a group whose flush fails with an error that left the store
+unchanged is written again in halves (:func:`forebay.group_flush.flush_isolating`), so one
+caller's bad request fails that caller alone.
+
 Concurrency hazards, and why they are safe: everything here runs on one event loop, so the
 pending list and counters are only touched between awaits; a caller cancelled while waiting
 does not undo its write (the result is dropped, as with any write whose answer is lost).
@@ -18,6 +22,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from forebay.group_flush import flush_isolating
 
 __all__ = ["GroupCommit"]
 
@@ -31,7 +37,9 @@ class GroupCommit(Generic[R, T]):
     """Coalesces requests; see the module docstring.
 
     ``flush(requests)`` returns one result per request, in order: a value, or an exception to
-    raise in that caller alone. ``weight(request)`` (e.g. rows) bounds a group to ``max_weight``
+    raise in that caller alone. ``wrote_nothing(exc)``: a flush that raised ``exc`` changed
+    nothing, so its group may be split and written again (see the module docstring).
+    ``weight(request)`` (e.g. rows) bounds a group to ``max_weight``
     (a single heavier request still goes alone). ``max_in_flight`` flushes may run at once, on
     different connections.
     """
@@ -44,9 +52,11 @@ class GroupCommit(Generic[R, T]):
         weight: Callable[[R], int] = lambda _r: 1,
         max_weight: int = 10_000,
         max_in_flight: int = 2,
+        wrote_nothing: Callable[[Exception], bool] | None = None,
     ) -> None:
         self.name = name
         self._flush = flush
+        self._wrote_nothing = wrote_nothing
         self._weight = weight
         self._max_weight = max_weight
         self._max_in_flight = max_in_flight
@@ -79,7 +89,7 @@ class GroupCommit(Generic[R, T]):
                 group = self._take()
                 self._maybe_start()  # room for another flush in flight: let new requests go
                 try:
-                    results = await self._flush([request for request, _ in group])
+                    results = await self._flush_group([request for request, _ in group])
                 except BaseException as exc:
                     results = [exc] * len(group)
                     if not isinstance(exc, Exception):  # cancelled: tell the callers, then stop
@@ -94,6 +104,11 @@ class GroupCommit(Generic[R, T]):
             if task is not None:
                 self._tasks.discard(task)
             self._maybe_start()
+
+    async def _flush_group(self, requests: list[R]) -> Sequence[T | BaseException]:
+        if self._wrote_nothing is None or len(requests) == 1:
+            return await self._flush(requests)
+        return await flush_isolating(requests, self._flush, wrote_nothing=self._wrote_nothing)
 
     def _take(self) -> list[tuple[R, asyncio.Future[T]]]:
         total = 0

@@ -57,7 +57,14 @@ from redis.backoff import EqualJitterBackoff
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
-from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
+from forebay.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    InvalidPayload,
+    QueueFull,
+)
+from forebay.group_flush import flush_isolating
 from forebay.job import (
     Deferral,
     Failure,
@@ -425,7 +432,7 @@ class RedisBackend:
             raise BackendError("the Redis backend is not open; call open() first")
         return self._client
 
-    async def _run(self, script: str, *args: str | int) -> Any:
+    async def _run(self, script: str, *args: str | bytes | int) -> Any:
         """Run one script (EVALSHA) with the prefix as its only key."""
         self._require()
         try:
@@ -467,7 +474,30 @@ class RedisBackend:
         return [job for part in results for job in part]
 
     async def _flush_enqueues(self, calls: list[_EnqueueCall]) -> None:
-        """Write the calls in one script; settle every caller's future (never raises)."""
+        """Write the calls in one script; settle every caller's future (never raises).
+
+        A call whose jobs cannot be encoded fails alone: the group is written again in halves
+        (nothing was sent for it), see :mod:`forebay.group_flush`."""
+        try:
+            results = await flush_isolating(
+                calls,
+                self._write_enqueues,
+                wrote_nothing=lambda exc: isinstance(exc, InvalidPayload),
+            )
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
+            raise
+        for call, result in zip(calls, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, BaseException):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _write_enqueues(self, calls: list[_EnqueueCall]) -> list[list[Job] | BaseException]:
+        """One script call for every job of ``calls``; one result per call."""
         now = time.time()
         batch = [
             [
@@ -487,26 +517,22 @@ class RedisBackend:
             for call in calls
         ]
         try:
-            replies = _answer(await self._run("enqueue", _ts(now), _json(batch)))
-        except asyncio.CancelledError:
-            for call in calls:
-                call.future.cancel()
-            raise
-        except Exception as exc:
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
+            arg = _json(batch).encode("utf-8")
+        except UnicodeEncodeError as exc:  # NewJob.create refuses such texts: a bypass
+            raise InvalidPayload(f"a job of the batch is not valid Unicode text: {exc}") from None
+        replies = _answer(await self._run("enqueue", _ts(now), arg))
+        results: list[list[Job] | BaseException] = []
         for call, reply in zip(calls, replies, strict=True):
-            if call.future.done():
-                continue
             if reply[0] == "full":
-                call.future.set_exception(QueueFull(reply[1], int(reply[2])))
+                results.append(QueueFull(reply[1], int(reply[2])))
             else:
-                stored = [
-                    _stored(new, item, now) for new, item in zip(call.jobs, reply[1:], strict=True)
-                ]
-                call.future.set_result(stored)
+                results.append(
+                    [
+                        _stored(new, item, now)
+                        for new, item in zip(call.jobs, reply[1:], strict=True)
+                    ]
+                )
+        return results
 
     # -- running --------------------------------------------------------------------------
     async def lease(
