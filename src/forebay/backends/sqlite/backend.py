@@ -12,6 +12,11 @@
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
   commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+* The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
+  open connections would go on writing into a file no one can open again, and every job
+  acknowledged from then on would be lost at the next start. So before each group commit and
+  in :meth:`ping`, the path must still name the file that was opened (same device and inode);
+  if not, writes fail with BackendUnavailable (HTTP 503) and an error is logged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -33,7 +39,7 @@ from typing import Any, TypeVar
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
-from forebay.errors import BackendError, ConfigError, QueueFull
+from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
     Deferral,
     Failure,
@@ -52,6 +58,8 @@ from forebay.sqlfiles import load_queries, migration_files
 __all__ = ["SQLiteBackend"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("forebay.sqlite")
 
 COLUMNS = (
     "j.id, j.queue, p.payload, j.state, j.key, j.priority, j.attempt, j.deliveries, j.defers, "
@@ -154,6 +162,8 @@ class SQLiteBackend:
         self._local_wakeup: dict[str, asyncio.Event] = {}
         self._reader_local = threading.local()
         self._seen_version: dict[tuple[str, ...], int] = {}
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._lost_reported = False
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
@@ -170,7 +180,29 @@ class SQLiteBackend:
             raise BackendError(f"could not switch {self.path} to WAL journal mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # validated in __init__
         conn.execute("PRAGMA temp_store = MEMORY")
+        if self._identity is None:  # the writer connects first, creating the file
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
         return conn
+
+    def _check_file(self) -> None:
+        """Raise BackendUnavailable unless the path still names the file that was opened."""
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._identity
+        except FileNotFoundError:
+            same = False
+        if same:
+            return
+        message = (
+            f"the SQLite file {self.path} was deleted or replaced while forebay had it open; "
+            "nothing more is written to it (it would be lost): restore the file, or restart "
+            "forebay to start a new store"
+        )
+        if not self._lost_reported:
+            self._lost_reported = True
+            log.error(message)
+        raise BackendUnavailable(message)
 
     async def open(self) -> None:
         async with self._open_lock:
@@ -178,7 +210,8 @@ class SQLiteBackend:
                 return
             if self.path.parent and not self.path.parent.exists():
                 raise ConfigError(f"folder {self.path.parent} does not exist")
-            writer = Writer(self._connect)
+            self._identity, self._lost_reported = None, False
+            writer = Writer(self._connect, check=self._check_file)
             try:
                 await asyncio.to_thread(writer.start)
             except sqlite3.Error as exc:
@@ -209,6 +242,7 @@ class SQLiteBackend:
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        self._check_file()
 
     # -- plumbing -------------------------------------------------------------------------
     def _write(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:

@@ -45,8 +45,15 @@ def translate(exc: BaseException) -> BaseException:
 class Writer:
     """Owns the write connection; see the module docstring."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        check: Callable[[], None] | None = None,
+    ) -> None:
+        """``check`` runs before each group; what it raises fails the group's every operation
+        (e.g. the database file was deleted: writes would land in a file nobody can open)."""
         self._connect = connect
+        self._check = check
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of operations
         self._pending: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         self._thread: threading.Thread | None = None
@@ -131,8 +138,10 @@ class Writer:
 
     def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
         try:
+            if self._check is not None:
+                self._check()
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, BackendError) as exc:
             self._resolve(group, [(False, translate(exc))] * len(group))
             return
         outcomes: list[tuple[bool, Any]] = []
