@@ -18,9 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from forebay.errors import ForebayError
 from forebay.job import Job
 
-__all__ = ["Admission", "admit", "crashed_before"]
+__all__ = ["Admission", "HandlerProcessDied", "admit", "crashed_before"]
+
+
+class HandlerProcessDied(ForebayError):
+    """The process running a handler call died during it (``forebay serve --worker-processes``).
+
+    Not an error of the job: it is treated as if its worker had died. The worker does not
+    settle the job and stops renewing its lease; the lease expires, the job comes back with a
+    crash delivery, and it runs alone (see the module docstring). Raising it as a transient
+    error instead would spend an attempt of every job the dead process was running.
+    """
 
 
 def crashed_before(job: Job) -> bool:

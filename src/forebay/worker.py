@@ -34,7 +34,7 @@ from typing import Any
 from forebay.backends.base import Backend, PruneSpec
 from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError, Defer, PermanentError
-from forebay.isolation import Admission, admit
+from forebay.isolation import Admission, HandlerProcessDied, admit
 from forebay.job import Deferral, Failure, Job, Lease, Retry, progress_reporter
 from forebay.observer import Observer, Outcome, notify_settled
 from forebay.queue_config import QueueConfig
@@ -436,6 +436,9 @@ class Worker:
             # Lease lost or shutdown: someone else settles (or releases) this job.
             self._finish(config, [job])
             raise
+        except HandlerProcessDied as exc:
+            self._abandon(config, [job], exc)
+            return
         except TimeoutError:
             error = TimeoutError(f"handler ran longer than timeout_s={config.timeout_s:g}")
         except Exception as exc:
@@ -459,6 +462,9 @@ class Worker:
         except asyncio.CancelledError:
             self._finish(config, jobs)
             raise
+        except HandlerProcessDied as exc:
+            self._abandon(config, jobs, exc)
+            return
         except TimeoutError:
             error = TimeoutError(f"batch handler ran longer than timeout_s={config.timeout_s:g}")
         except Exception as exc:
@@ -468,6 +474,21 @@ class Worker:
         for job in jobs:
             outcome = error if error is not None else results.get(job.id)
             self._settler.add(_Outcome(job, config, outcome, duration))
+
+    def _abandon(self, config: QueueConfig, jobs: list[Job], exc: HandlerProcessDied) -> None:
+        """The process running the handler died: leave the jobs unsettled, as a dead worker
+        would. Their leases are no longer renewed; once expired, they come back counted as a
+        crash (no attempt spent) and run alone."""
+        self._finish(config, jobs)
+        log.error(
+            "%s; job%s %s will run again once %s lease expires (in at most %gs)",
+            exc,
+            "s" if len(jobs) > 1 else "",
+            ", ".join(str(job.id) for job in jobs),
+            "their" if len(jobs) > 1 else "its",
+            config.lease_s,
+            extra={"job_id": jobs[0].id, "queue": config.name},
+        )
 
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
         await self.backend.progress(job.lease, pct=pct, message=message)

@@ -16,6 +16,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
+
 from forebay import Forebay, JobFilter, JobState
 from forebay.backends import Backend
 
@@ -85,3 +87,51 @@ async def test_a_poison_job_dead_letters_alone(url: str, backend: Backend, tmp_p
     assert len(completed) == N_GOOD
     # the poison ran (and killed a worker) once beside others, then alone up to max_deliveries
     assert crashes == 2
+
+
+POOL_APP = textwrap.dedent(
+    """
+    import asyncio, os, signal
+    from forebay import Forebay
+
+    app = Forebay()
+
+    @app.handler("parse", lease_s=1.0, concurrency=4, max_attempts=1, max_deliveries=2)
+    async def parse(job):
+        if job.payload.get("poison"):
+            os.kill(os.getpid(), signal.SIGKILL)  # kills the handler process, not the service
+        await asyncio.sleep(0.2)
+    """
+)
+
+
+def test_a_poison_job_in_a_handler_process_dead_letters_alone(tmp_path: Path) -> None:
+    # The service's worker survives; the handler process the poison ran in dies with the calls
+    # beside it. Those calls are crashes, not errors of their jobs: with max_attempts=1 an
+    # error would dead-letter them at once.
+    from tests.acceptance.test_serve import serve, wait_until
+
+    env = {"FOREBAY_WORKER_PROCESSES": "1"}
+    with serve(tmp_path, env=env, app=POOL_APP) as server:
+        payloads: list[dict[str, object]] = [{"i": i} for i in range(12)]
+        payloads.insert(1, {"poison": True})
+        ids = []
+        for payload in payloads:
+            posted = httpx.post(f"{server.base}/v1/queues/parse/jobs", json={"payload": payload})
+            assert posted.status_code == 201, posted.text
+            ids.append(posted.json()["id"])
+
+        def states() -> dict[int, dict[str, object]]:
+            return {i: httpx.get(f"{server.base}/v1/jobs/{i}").json() for i in ids}
+
+        wait_until(
+            lambda: all(j["state"] in ("completed", "dead") for j in states().values()),
+            90,
+            "every job to finish",
+            server,
+        )
+        final = states()
+    dead = {i: j for i, j in final.items() if j["state"] == "dead"}
+    assert list(dead) == [ids[1]], dead
+    assert dead[ids[1]]["error_type"] == "CrashLoop"
+    assert "Traceback" not in server.output()

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 from forebay.cancel import cancel_and_wait
 from forebay.errors import TransientError
+from forebay.isolation import HandlerProcessDied
 from forebay.job import Job, Lease, PayloadText, progress_reporter
 from forebay.queue_config import QueueConfig
 
@@ -228,11 +229,13 @@ class HandlerPool:
                 writer.write(_frame(("cancel", call_id)))
             raise
         except ConnectionError as exc:
-            raise TransientError(f"handler process {child.process.pid} is gone: {exc}") from exc
+            raise HandlerProcessDied(f"handler process {child.process.pid} is gone: {exc}") from exc
         finally:
             child.calls.pop(call_id, None)
         if status == "error":
             raise load_error(value)
+        if status == "died":
+            raise HandlerProcessDied(f"handler process {child.process.pid} died during the call")
         if status != "ok":
             raise TransientError(f"handler call {status} in process {child.process.pid}")
         if isinstance(value, dict):
