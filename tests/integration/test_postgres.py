@@ -34,8 +34,8 @@ from forebay import (
 )
 from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
-from forebay.backends.postgres.group_commit import GroupCommit
 from forebay.backends.postgres.schema import migrations, queries
+from forebay.group_commit import GroupCommit
 from forebay.job import Lease
 from tests.servers import PG_URL, backend_url, unique_name
 

@@ -38,10 +38,10 @@ from forebay.backends.postgres.connection import (
     Resend,
     raise_translated,
 )
-from forebay.backends.postgres.group_commit import GroupCommit
 from forebay.backends.postgres.listener import Listener
 from forebay.backends.postgres.schema import migrations, queries
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
+from forebay.group_commit import GroupCommit
 from forebay.job import (
     Deferral,
     Failure,

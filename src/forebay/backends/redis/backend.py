@@ -64,7 +64,7 @@ from forebay.errors import (
     InvalidPayload,
     QueueFull,
 )
-from forebay.group_flush import flush_isolating
+from forebay.group_commit import flush_isolating
 from forebay.job import (
     Deferral,
     Failure,
