@@ -157,3 +157,18 @@ async def test_a_steady_stream_makes_one_shard_per_flush_interval(tmp_path: Path
     assert sum(r.applied() for r in results) == 10
     assert len(os.listdir(tmp_path / "data" / "items")) == 2
     await sink.close()
+
+
+async def test_a_row_without_an_id_is_refused(tmp_path: Path) -> None:
+    """A row without an id would be taken for every other such row: refused, alone."""
+    sink = DatasetSink(tmp_path, tables=TABLES, flush_interval_s=0)
+    for missing in (None, ""):
+        bad, good = await asyncio.gather(
+            sink.write({"items": [*rows(1), {"change_id": missing, "n": 2, "at": AT}]}),
+            sink.write({"items": rows(3)}),
+            return_exceptions=True,
+        )
+        assert isinstance(bad, SinkRejected) and "change_id" in str(bad)
+        assert not isinstance(good, BaseException)
+    assert [r["n"] for r in read(tmp_path, "items")] == [3]
+    await sink.close()

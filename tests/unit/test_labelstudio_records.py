@@ -88,6 +88,22 @@ def test_deletes_are_tombstones_at_the_time_received() -> None:
     assert (task["op"], task["task_id"]) == ("delete", 3)
 
 
+def test_every_delete_has_its_own_change_id() -> None:
+    """A delete is identified by its key and when it was received: the same delete delivered
+    again is the same record, another delete of the same key (a reused id) another one."""
+    body = {"action": "TASKS_DELETED", "tasks": [{"id": 3}, {"id": 4}], "project": {"id": 1}}
+    later = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    ids = {
+        (at, row["task_id"]): row["change_id"]
+        for at in (NOW, NOW, later)
+        for row in build_records([Received(c, at) for c in split_event(body)], PageSource())[0][
+            "documents"
+        ]
+    }
+    assert all(isinstance(i, str) and len(i) == 32 for i in ids.values())
+    assert len(ids) == 4 and len(set(ids.values())) == 4
+
+
 def test_change_ids_are_stable_and_versioned() -> None:
     first = records_of("real_annotation_created_rectanglelabels_multipage.json")
     again = records_of("real_annotation_created_rectanglelabels_multipage.json")

@@ -11,7 +11,8 @@ Layout (what ``datasets.load_dataset(folder, table)`` reads)::
   are in a shard on storage (the dataset can be the system of record).
 * **Idempotent**: every row carries an id column (``change_id`` by default). Ids already in the
   dataset are skipped (``duplicate``), so a retried batch rewrites nothing; a shard's name ends
-  with a hash of the ids it holds, and ``<seq>`` orders shards by time of writing.
+  with a hash of the ids it holds, and ``<seq>`` orders shards by time of writing. A row
+  without an id (missing, None or empty) is refused: it would be taken for every other.
 * **Atomic**: a shard is written to a hidden temporary name, flushed to disk, then renamed;
   readers never see half a file.
 * **Where**: a local folder by default, or any fsspec URL (``s3://bucket/prefix``, ...; the
@@ -172,6 +173,7 @@ class DatasetSink:
             raise SinkRejected(f"dataset has no table(s) {', '.join(sorted(unknown))}")
         if not any(batch.values()):
             return WriteResult()
+        self._check_ids(batch)
         await self.open()
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         # A caller cancelled while waiting leaves its rows to be written anyway (harmless:
@@ -181,6 +183,18 @@ class DatasetSink:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="forebay-dataset-flush")
         return await asyncio.shield(future)
+
+    def _check_ids(self, batch: DatasetBatch) -> None:
+        """Refuse a batch holding a row without an id (before it joins a flush, so only this
+        write fails)."""
+        for table, rows in batch.items():
+            for row in rows:
+                row_id = row.get(self.id_column)
+                if row_id is None or row_id == "":
+                    raise SinkRejected(
+                        f"a row of table {table!r} has no {self.id_column!r}; every row needs "
+                        "one (rows are written once per id, so rows without one would be lost)"
+                    )
 
     async def _flush_loop(self) -> None:
         # Only this task flushes, so shards of one table are written one at a time and the

@@ -11,10 +11,12 @@ Tables (the same names in the dataset and in the staging schema):
   task's page geometry is known (see :mod:`forebay.contrib.labelstudio.pages`).
 * ``events``: bodies with an unknown action, and actions sent without their payload.
 
-Every record has a ``change_id``: a hash of its table, key and version (``updated_at``, or
-``delete``). Writing a record whose ``change_id`` is already stored changes nothing, which is
-what makes a redelivered job harmless in the dataset. Deletes are records with ``op =
-"delete"`` (tombstones); an annotation's regions are replaced as a whole by each new version.
+Every record has a ``change_id``: a hash of its table, key and version (``updated_at``; for a
+delete, ``delete`` and the time it was received). Writing a record whose ``change_id`` is
+already stored changes nothing, which is what makes a redelivered job harmless in the dataset;
+two deletes of one key (Label Studio reuses ids) are two records. Deletes are records with
+``op = "delete"`` and ``deleted_at`` (tombstones); an annotation's regions are replaced as a
+whole by each new version.
 """
 
 from __future__ import annotations
@@ -430,16 +432,17 @@ def _document(change: Mapping[str, JSON], task: Mapping[str, JSON]) -> Record:
 def _delete(
     table: str, change: Mapping[str, JSON], key: str | None, received_at: datetime
 ) -> Record:
-    row: Record = {name.name: None for name in COLUMNS[table]}
+    row: Record = {name.name: None for name in COLUMNS[table][1:]}  # all but change_id
     row["op"] = "delete"
     row["project_id"] = _int(change.get("project_id"))
-    row["task_id"] = _int(change.get("task_id"))
+    if "task_id" in row:
+        row["task_id"] = _int(change.get("task_id"))
     if table == "annotations":
         row["annotation_id"] = _int(change.get("annotation_id"))
-    row["deleted_at"] = received_at.astimezone(UTC)
+    deleted_at = received_at.astimezone(UTC)
+    row["deleted_at"] = deleted_at
     parts = (row["project_id"],) if key is None else (row["project_id"], row[key])
-    row = {name.name: row.get(name.name) for name in COLUMNS[table]}
-    return _with_id(table, row, parts, None)
+    return _with_id(table, row, parts, deleted_at)
 
 
 def _event(change: JSON, kind: str, action: object, received_at: datetime) -> Record:
@@ -459,7 +462,9 @@ def _event(change: JSON, kind: str, action: object, received_at: datetime) -> Re
 
 
 def _with_id(table: str, row: Record, key: tuple[object, ...], version: datetime | None) -> Record:
-    stamp = "delete" if row.get("op") == "delete" else _iso(version)
+    """``row`` with its ``change_id`` first. ``version``: ``updated_at``, or for a delete
+    the time it was received."""
+    stamp = _iso(version) if row.get("op") != "delete" else f"delete@{_iso(version)}"
     # json.dumps([table, [str(k) ...], stamp], separators=(",", ":")), spelled out: the same
     # text (the same ids as ever) without building an encoder per row.
     parts = ",".join(f'"{k}"' if type(k) is int else _quote(str(k)) for k in key)
