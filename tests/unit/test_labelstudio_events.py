@@ -242,6 +242,66 @@ def test_credentials_are_dropped_whatever_their_case_and_depth() -> None:
 
 
 def test_a_body_without_credentials_is_shared_not_copied() -> None:
-    result = [{"id": "a", "value": {"token_count": 3, "text": ['"token": in a value']}}]
+    result = [{"id": "a", "value": {"tokens": 3, "text": ['"token": in a value']}}]
     change = one({"action": "ANNOTATION_CREATED", "annotation": {"id": 3, "result": result}})
     assert change["annotation"]["result"] is result
+
+
+CREDENTIAL_KEYS = [
+    "token",
+    "Token",
+    "access_token",
+    "refreshToken",
+    "X-Auth-Token",
+    "csrftoken",
+    "token_secret",
+    "password",
+    "db_password",
+    "PASSWD",
+    "secret",
+    "X-Forebay-Secret",
+    "aws_secret_access_key",
+    "client.Secret",
+    "api_key",
+    "apiKey",
+    "X-Api-Key",
+    "API KEY",
+    "access-key-id",
+    "Private-Key",
+    "privateKey",
+    "credential",
+    "credentials",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "authorization",
+    "Proxy-Authorization",
+    "auth",
+    "basic_auth",
+    "cookie",
+    "Set-Cookie",
+    "SESSION.ID",
+    "sessionid",
+    "passphrase",
+    "task_data_login",
+]
+NOT_CREDENTIALS = ["tokens", "author", "authors", "keypoints", "key", "monkey", "id", "text"]
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_KEYS)
+def test_a_key_naming_a_credential_is_dropped_whatever_its_spelling(name: str) -> None:
+    data = {"doc_id": "d", "deep": [{"storage": {name: "the-value", "bucket": "b"}}], name: "v2"}
+    task = {"id": 3, "data": data, "meta": {name: "v3"}}
+    annotation = {"id": 4, "task": 3, "result": [{"id": "r", "value": {name: "v4", "x": 1}}]}
+    body = {"action": "ANNOTATION_CREATED", "annotation": annotation, "task": task}
+    text = json.dumps(split_event(body))
+    for value in ("the-value", "v2", "v3", "v4"):
+        assert value not in text, name
+    assert '"bucket": "b"' in text and '"x": 1' in text
+    unknown = json.dumps(split_event({"action": "NEW_THING", "config": {name: "v5", "n": 1}}))
+    assert "v5" not in unknown and '"n": 1' in unknown
+
+
+@pytest.mark.parametrize("name", NOT_CREDENTIALS)
+def test_a_key_that_only_resembles_a_credential_is_kept(name: str) -> None:
+    task = {"id": 3, "data": {"doc_id": "d", name: ["kept"]}}
+    (change,) = split_event({"action": "TASKS_CREATED", "tasks": [task]})
+    assert isinstance(change, dict) and change["task"]["data"][name] == ["kept"]

@@ -24,13 +24,15 @@ poller brought it, so a repeated delivery is deduplicated at enqueue. A key is g
 every part of it is known; a change without one is still processed, and the sinks' own
 ``updated_at`` guard keeps it harmless.
 
-Secrets never leave this module: projects are reduced to a few known fields (the invite
-``token``, ``task_data_login`` and ``task_data_password`` are dropped) and every other object
-is scrubbed of keys that name credentials, at any depth.
+Credentials never leave this module: projects are reduced to a few known fields, and every
+other object is scrubbed, at any depth, of the keys whose name holds a credential word
+(:func:`names_a_credential`), before the change is stored as a job.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final, cast
@@ -44,6 +46,7 @@ __all__ = [
     "KNOWN_ACTIONS",
     "annotation_change",
     "change_key",
+    "names_a_credential",
     "normalise_time",
     "parse_time",
     "scrub",
@@ -82,21 +85,55 @@ _ANNOTATION_FIELDS: Final = (
     "created_at",
     "updated_at",
 )
-SECRET_KEYS: Final = frozenset(
-    {
-        "token",
-        "task_data_login",
-        "task_data_password",
-        "password",
-        "secret",
-        "api_key",
-        "apikey",
-        "access_token",
-        "refresh_token",
-        "authorization",
-        "cookie",
-    }
+CREDENTIAL_PARTS: Final = (
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "credential",
+    "authorization",
+    "authorisation",
+    "cookie",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "sshkey",
+    "sessionid",
+    "taskdatalogin",
 )
+"""A key whose name, lower-cased without separators, contains one of these names a
+credential (``aws_secret_access_key``, ``X-Forebay-Secret``, ``apiKey``, ``Set-Cookie``)."""
+CREDENTIAL_WORDS: Final = ("auth", "pwd")
+"""...or one of whose words is one of these (``basic_auth``; not ``author``)..."""
+CREDENTIAL_SUFFIX: Final = "token"
+"""...or one of whose words ends in this (``token``, ``access_token``, ``X-Auth-Token``,
+``csrftoken``, ``token_count``; not ``tokens``, the words of a tokenised text)."""
+
+_WORDS: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+# What a body's JSON text holds, lower-cased, if any of its keys names a credential: each
+# credential word, or the piece of it that no separator splits (``api_key``: "key",
+# ``pass_word``: "pass", ``task_data_login``: "login"). A body without any is not walked.
+_MAY_NAME_A_CREDENTIAL: Final = re.compile(
+    rb"secret|pass|credential|cookie|key|session|login|auth|pwd|token"
+)
+
+
+@functools.lru_cache(maxsize=8192)
+def names_a_credential(key: str) -> bool:
+    """Whether a JSON key names a credential, in any case and with any separator.
+
+    Words are split at any character that is not a letter or digit and where lower case
+    turns to upper (``refreshToken``: refresh, token). See :data:`CREDENTIAL_PARTS`,
+    :data:`CREDENTIAL_WORDS` and :data:`CREDENTIAL_SUFFIX`. Erring on the side of dropping:
+    a value stored under such a key is lost to the dataset, a credential stored is leaked.
+    """
+    words = [w.lower() for w in _WORDS.findall(key)]
+    glued = "".join(words)
+    return (
+        any(part in glued for part in CREDENTIAL_PARTS)
+        or any(w in CREDENTIAL_WORDS for w in words)
+        or any(w.endswith(CREDENTIAL_SUFFIX) for w in words)
+    )
 
 
 def split_event(body: JSON) -> list[JSON]:
@@ -324,13 +361,10 @@ def scrub(value: JSON) -> JSON:
 
 def _may_name_a_secret(value: JSON) -> bool:
     try:
-        text = orjson.dumps(value).decode().lower()
+        text = orjson.dumps(value).lower()
     except orjson.JSONEncodeError:  # what orjson cannot write (integers beyond 64 bits)
         return True
-    return any(needle in text for needle in _SECRET_NEEDLES)
-
-
-_SECRET_NEEDLES: Final = tuple(f'"{key}":' for key in sorted(SECRET_KEYS))
+    return _MAY_NAME_A_CREDENTIAL.search(text) is not None
 
 
 def _scrub(value: JSON) -> JSON:
@@ -338,7 +372,7 @@ def _scrub(value: JSON) -> JSON:
         changed = False
         out: dict[str, JSON] = {}
         for k, v in value.items():
-            if k.lower() in SECRET_KEYS:
+            if names_a_credential(k):
                 changed = True
                 continue
             if isinstance(v, dict | list):

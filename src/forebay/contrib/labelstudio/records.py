@@ -17,6 +17,9 @@ already stored changes nothing, which is what makes a redelivered job harmless i
 two deletes of one key (Label Studio reuses ids) are two records. Deletes are records with
 ``op = "delete"`` and ``deleted_at`` (tombstones); an annotation's regions are replaced as a
 whole by each new version.
+
+Changes are scrubbed of credentials once more here (:func:`~.events.scrub`): a job stored by
+an earlier forebay, or enqueued from code, reaches no sink with one.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal, NamedTuple, TypeAlias, cast
 
 from forebay import jsonio
-from forebay.contrib.labelstudio.events import parse_time
+from forebay.contrib.labelstudio.events import parse_time, scrub
 from forebay.contrib.labelstudio.geometry import PageGeometry, PercentBox, box_to_pdf
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.job import JSON
@@ -182,7 +185,7 @@ def build_records(changes: Sequence[Received], pages: PageSource) -> tuple[Recor
 
 
 def _add_change(records: Records, report: Report, item: Received, pages: PageSource) -> None:
-    change = item.change
+    change = scrub(item.change)
     if not isinstance(change, dict):
         report.unknown_actions.append(None)
         records["events"].append(_event(change, "invalid", None, item.received_at))
