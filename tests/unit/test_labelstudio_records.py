@@ -138,7 +138,10 @@ def test_staging_statements_keep_one_row_per_key() -> None:
     newer = records_of("real_annotation_updated.json")
     merged = {t: records[t] + newer[t] for t in records}
     statements, dropped = stage_statements(merged)
-    tables = [s.table for s in statements]
+    isolation, lock, *writes = statements
+    assert "READ COMMITTED" in isolation.sql and "pg_advisory_xact_lock" in lock.sql
+    assert lock.args == (["*", "1"], [False, False])  # project 1, shared: no deletes
+    tables = [s.table for s in writes]
     assert tables == ["projects", "documents", "annotations", "annotations", "extractions"]
     # The two versions of the annotation, task and region: the older of each is dropped.
     assert dropped.skipped("older") == 3
@@ -167,3 +170,17 @@ def test_change_ids_hash_the_table_key_and_version_as_json() -> None:
         ["annotations", ["1", "1"], "2026-11-22T05:18:08.980576+00:00"], separators=(",", ":")
     )
     assert annotation["change_id"] == hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def test_a_batch_deleting_in_a_project_locks_it_exclusively() -> None:
+    created = records_of("real_annotation_created_rectanglelabels_multipage.json")
+    deleted = records_of("real_tasks_deleted_single.json")
+    other = {"action": "TASKS_DELETED", "tasks": [{"id": 9, "project": 7}]}
+    far = build_records([Received(c, NOW) for c in split_event(other)], PageSource())[0]
+    merged = {t: created[t] + deleted[t] + far[t] for t in created}
+    _, lock, *_ = stage_statements(merged)[0]
+    assert lock.args == (["*", "1", "7"], [False, True, True])
+    unknown = {"action": "TASKS_DELETED", "tasks": [{"id": 9}]}  # no project: every one
+    rows = build_records([Received(c, NOW) for c in split_event(unknown)], PageSource())[0]
+    _, lock, *_ = stage_statements(rows)[0]
+    assert lock.args == (["*"], [True])

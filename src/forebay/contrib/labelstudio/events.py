@@ -12,9 +12,9 @@ kind               made from                              key
                    under the singular keys), reconcile
 ``task``           TASKS_CREATED, reconcile               ``(project, task, -, updated_at)``
 ``project``        PROJECT_UPDATED                        ``(project, -, -, updated_at)``
-``annotation_deleted``  ANNOTATIONS_DELETED (ids only)    ``(project, -, annotation, deleted)``
-``task_deleted``   TASKS_DELETED (ids only)               ``(project, task, -, deleted)``
-``project_deleted``  PROJECT_DELETED                      ``(project, -, -, deleted)``
+``annotation_deleted``  ANNOTATIONS_DELETED (ids only)    none (each delivery a delete)
+``task_deleted``   TASKS_DELETED (ids only)               none (each delivery a delete)
+``project_deleted``  PROJECT_DELETED                      none (each delivery a delete)
 ``empty``          a body with the action alone           none (recovered by reconcile)
 ``unknown``        any other action                       none (stored and reported)
 =================  =====================================  ====================================
@@ -23,6 +23,12 @@ The same object reaches forebay with the same key whether a webhook or the recon
 poller brought it, so a repeated delivery is deduplicated at enqueue. A key is given only when
 every part of it is known; a change without one is still processed, and the sinks' own
 ``updated_at`` guard keeps it harmless.
+
+Deletes get no key. Label Studio sends them with ids only — no version, no time — and reuses
+ids (on SQLite a new task may get the id of a deleted one), so a second delete of the same id
+is a new event that a key would wrongly take for a repeat. Each delivery is its own job, dated
+by when forebay received it; the sinks keep a key's first tombstone (see ``records`` and
+``stage``), so a delete received again changes nothing that is still deleted.
 
 Credentials never leave this module: projects are reduced to a few known fields, and every
 other object is scrubbed, at any depth, of the keys whose name holds a credential word
@@ -291,7 +297,7 @@ def task_change(
 
 
 def change_key(change: JSON) -> str | None:
-    """The idempotency key of a change; None when a part of it is unknown."""
+    """The idempotency key of a change; None when a part of it is unknown, and for deletes."""
     if not isinstance(change, dict):
         return None
     kind = change.get("kind")
@@ -307,16 +313,7 @@ def change_key(change: JSON) -> str | None:
         parts = (change.get("project_id"), "-", "-")
         version = project.get("updated_at") if isinstance(project, dict) else None
         version = normalise_time(version)
-    elif kind == "annotation_deleted":
-        parts = (change.get("project_id"), "-", change.get("annotation_id"))
-        version = "deleted"
-    elif kind == "task_deleted":
-        parts = (change.get("project_id"), change.get("task_id"), "-")
-        version = "deleted"
-    elif kind == "project_deleted":
-        parts = (change.get("project_id"), "-", "-")
-        version = "deleted"
-    else:
+    else:  # deletes (see the module docstring), empty and unknown actions
         return None
     if version is None or any(p is None for p in parts):
         return None

@@ -1,10 +1,18 @@
 """Records → the statements of one staging batch (PostgreSQL, schema ``stage`` by default).
 
 The SQL is in ``sql/queries.sql``, the schema in ``sql/migrations/``. A batch runs in this
-order, in one transaction: projects, documents and annotations (upserts guarded by
-``updated_at``), the stale regions of annotations that got a new version, extractions and
-boxes of the current versions, then tombstones (annotations, documents, projects), so a
-delete in the same batch as its create wins, as it would have if they came apart.
+order, in one transaction:
+
+1. locks on the projects it writes: shared, or exclusive for a project it deletes anything
+   in (a batch holding a row with no project takes them all). Creates under one project run
+   side by side; a delete waits for them to commit and they wait for it, so neither misses
+   the other's rows (READ COMMITTED: each statement sees what committed before it started);
+2. projects, documents and annotations (upserts guarded by ``updated_at``, each version
+   judged deleted or alive by the tombstones stored so far), the stale regions of
+   annotations that got a new version, extractions and boxes of the current versions;
+3. the batch's tombstones (annotations, documents, projects), then every row under a key they
+   delete judged again — so a delete in the same batch as its create wins, as it would have
+   if they came apart, and a version created after a delete (a reused id) stays alive.
 """
 
 from __future__ import annotations
@@ -114,7 +122,7 @@ def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:
     statements: list[Statement] = []
     dropped: list[WriteResult] = []
     upserts = {t: [r for r in records.get(t, []) if r.get("op") != "delete"] for t in _UPSERTS}
-    deletes = {t: [r for r in records.get(t, []) if r.get("op") == "delete"] for t in _DELETES}
+    deletes = {t: _unique_deletes(t, records.get(t, [])) for t in _DELETES}
     for table in ("projects", "documents", "annotations"):
         rows, result = _unique_newest(table, upserts[table])
         dropped.append(result)
@@ -134,13 +142,46 @@ def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:
         dropped.append(result)
         if rows:
             statements.append(Statement(table, sql[f"upsert_{table}"], _arrays(table, rows)))
-    for table in ("annotations", "documents", "projects"):
-        rows = _first_delete_per_key(table, deletes[table])
-        if rows:
-            columns = _DELETES[table]
-            args = tuple([row.get(c) for row in rows] for c in columns)
-            statements.append(Statement(table, sql[f"delete_{table}"], args))
+    statements.extend(_delete_statements(sql, deletes))
+    if statements:
+        statements[:0] = [
+            Statement("projects", sql["read_committed"]),
+            Statement("projects", sql["lock_projects"], _locks(upserts, deletes)),
+        ]
     return statements, WriteResult.merge(dropped)
+
+
+def _delete_statements(sql: dict[str, str], deletes: dict[str, list[Record]]) -> list[Statement]:
+    """Store the tombstones, then judge again every row under a key they delete."""
+    statements = []
+    for table in ("annotations", "documents", "projects"):
+        if deletes[table]:
+            columns = _DELETES[table]
+            args = tuple([row.get(c) for row in deletes[table]] for c in columns)
+            statements.append(Statement(table, sql[f"delete_{table}"], args))
+    if statements:
+        ids = tuple(
+            sorted({cast(int, row[_DELETES[t][0]]) for row in deletes[t]})
+            for t in ("projects", "documents", "annotations")
+        )
+        # Each judges the rows under the keys of its own table and of those above it.
+        statements.extend(
+            Statement(table, sql[f"apply_{table}"], ids[: depth + 1])
+            for depth, table in enumerate(("projects", "documents", "annotations"))
+        )
+    return statements
+
+
+def _locks(
+    upserts: dict[str, list[Record]], deletes: dict[str, list[Record]]
+) -> tuple[list[str], list[bool]]:
+    """The lock statement's arguments: ``*`` (every project), then each project the batch
+    writes, in ascending order, and whether each is taken exclusively."""
+    writing = {row.get("project_id") for rows in upserts.values() for row in rows}
+    deleting = {row.get("project_id") for rows in deletes.values() for row in rows}
+    known = sorted(cast(int, p) for p in writing | deleting if p is not None)
+    everything = None in writing or None in deleting  # a row no project lock covers
+    return ["*", *map(str, known)], [everything, *(p in deleting for p in known)]
 
 
 def _keyed(table: str, row: Record) -> bool:
@@ -161,14 +202,14 @@ def _unique_newest(table: str, rows: Sequence[Record]) -> tuple[list[Record], Wr
     return kept, WriteResult({k: n for k, n in counts.items() if n})
 
 
-def _first_delete_per_key(table: str, rows: Sequence[Record]) -> list[Record]:
-    first: dict[Hashable, Record] = {}
+def _unique_deletes(table: str, rows: Sequence[Record]) -> list[Record]:
+    """The batch's deletes of ``table`` with a key, each (key, time) once."""
+    unique: dict[Hashable, Record] = {}
     key_name = _DELETES[table][0]
     for row in rows:
-        key = row.get(key_name)
-        if key is not None and key not in first:
-            first[key] = row
-    return list(first.values())
+        if row.get("op") == "delete" and row.get(key_name) is not None:
+            unique.setdefault((row[key_name], row.get("deleted_at")), row)
+    return list(unique.values())
 
 
 def _arrays(table: str, rows: Sequence[Record]) -> tuple[list[object], ...]:

@@ -1,20 +1,50 @@
 -- The statements of one staging batch, run in this order in one transaction (see stage.py).
 -- Arguments are column arrays (one element per row, one row per key). Each statement answers
 -- with (outcome, n): applied, older (a newer version is stored) or duplicate (this version is
--- stored; for deletes: already deleted).
+-- stored; for deletes: this delete is stored).
 --
 -- The guard: a row is replaced only by a version that is not older (updated_at), and a stored
--- row without a version (a tombstone written first) takes any version. Deletes mark rows and
--- what is under them; a row written under a deleted parent is born deleted.
+-- row without a version (a tombstone written first) takes any version. Deletes are kept in
+-- tombstones; a version is deleted at the earliest tombstone of its key, its task or its
+-- project not before its created_at (deaths(), migration 0003): written with every version,
+-- and brought up to date for the rows under a key when a delete comes.
+--
+-- Concurrency: a batch first locks the projects it writes (lock_projects) — shared, or
+-- exclusive for a project it deletes anything in — and reads nothing before. So a delete's
+-- statements run once every batch writing under the same project has committed, and see its
+-- rows; a batch that starts after a delete waits for it, and sees its tombstones.
+
+-- name: read_committed
+-- Each statement sees what committed before it started (what the locks above rely on),
+-- whatever the server's default isolation.
+SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+
+-- name: lock_projects
+-- $1 keys ('*': every project, then project ids in ascending order), $2 exclusive or shared.
+-- Taken in the order given (all batches use one order: no deadlock between them), held to
+-- the end of the transaction.
+SELECT count(*) AS locked FROM (
+    SELECT CASE WHEN l.exclusive
+                THEN pg_advisory_xact_lock(hashtextextended(
+                         'forebay.labelstudio:' || current_schema() || ':' || l.key, 0))::text
+                ELSE pg_advisory_xact_lock_shared(hashtextextended(
+                         'forebay.labelstudio:' || current_schema() || ':' || l.key, 0))::text
+           END
+    FROM unnest($1::text[], $2::boolean[]) WITH ORDINALITY AS l(key, exclusive, n)
+    ORDER BY l.n
+) AS taken;
 
 -- name: upsert_projects
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
-                         $5::timestamptz[])
-        AS i(project_id, title, description, created_at, updated_at)
+                         $5::timestamptz[]) WITH ORDINALITY
+        AS i(project_id, title, description, created_at, updated_at, n)
 ), written AS (
-    INSERT INTO projects AS t (project_id, title, description, created_at, updated_at)
-    SELECT i.project_id, i.title, i.description, i.created_at, i.updated_at FROM incoming i
+    INSERT INTO projects AS t (project_id, title, description, created_at, updated_at,
+                               deleted_at)
+    SELECT i.project_id, i.title, i.description, i.created_at, i.updated_at, d.deleted_at
+    FROM incoming i
+    LEFT JOIN deaths($1::bigint[], NULL, NULL, $4::timestamptz[]) d ON d.n = i.n
     -- A version already stored is left alone without locking its row: every batch carries
     -- its project, and concurrent batches would otherwise queue for that one row's lock.
     WHERE NOT EXISTS (SELECT 1 FROM projects s
@@ -23,7 +53,8 @@ WITH incoming AS (
         title = excluded.title,
         description = excluded.description,
         created_at = excluded.created_at,
-        updated_at = excluded.updated_at
+        updated_at = excluded.updated_at,
+        deleted_at = excluded.deleted_at
     WHERE t.updated_at IS NULL OR t.updated_at < excluded.updated_at
     RETURNING t.project_id
 )
@@ -39,15 +70,15 @@ GROUP BY 1;
 -- name: upsert_documents
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                         $6::integer[], $7::timestamptz[], $8::timestamptz[])
-        AS i(task_id, project_id, doc_id, data, meta, page_count, created_at, updated_at)
+                         $6::integer[], $7::timestamptz[], $8::timestamptz[]) WITH ORDINALITY
+        AS i(task_id, project_id, doc_id, data, meta, page_count, created_at, updated_at, n)
 ), written AS (
     INSERT INTO documents AS t (task_id, project_id, doc_id, data, meta, page_count,
                                 created_at, updated_at, deleted_at)
     SELECT i.task_id, i.project_id, i.doc_id, i.data::jsonb, i.meta::jsonb, i.page_count,
-           i.created_at, i.updated_at,
-           (SELECT p.deleted_at FROM projects p WHERE p.project_id = i.project_id)
+           i.created_at, i.updated_at, d.deleted_at
     FROM incoming i
+    LEFT JOIN deaths($2::bigint[], $1::bigint[], NULL, $7::timestamptz[]) d ON d.n = i.n
     ON CONFLICT (task_id) DO UPDATE SET
         project_id = excluded.project_id,
         doc_id = excluded.doc_id,
@@ -56,7 +87,7 @@ WITH incoming AS (
         page_count = excluded.page_count,
         created_at = excluded.created_at,
         updated_at = excluded.updated_at,
-        deleted_at = COALESCE(t.deleted_at, excluded.deleted_at)
+        deleted_at = excluded.deleted_at
     WHERE t.updated_at IS NULL OR t.updated_at < excluded.updated_at
     RETURNING t.task_id
 )
@@ -73,18 +104,19 @@ GROUP BY 1;
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
                          $5::boolean[], $6::boolean[], $7::float8[], $8::text[],
-                         $9::timestamptz[], $10::timestamptz[])
+                         $9::timestamptz[], $10::timestamptz[]) WITH ORDINALITY
         AS i(annotation_id, project_id, task_id, completed_by, was_cancelled, ground_truth,
-             lead_time_s, result, created_at, updated_at)
+             lead_time_s, result, created_at, updated_at, n)
 ), written AS (
     INSERT INTO annotations AS t (annotation_id, project_id, task_id, completed_by,
                                   was_cancelled, ground_truth, lead_time_s, result,
                                   created_at, updated_at, deleted_at)
     SELECT i.annotation_id, i.project_id, i.task_id, i.completed_by, i.was_cancelled,
            i.ground_truth, i.lead_time_s, i.result::jsonb, i.created_at, i.updated_at,
-           COALESCE((SELECT d.deleted_at FROM documents d WHERE d.task_id = i.task_id),
-                    (SELECT p.deleted_at FROM projects p WHERE p.project_id = i.project_id))
+           d.deleted_at
     FROM incoming i
+    LEFT JOIN deaths($2::bigint[], $3::bigint[], $1::bigint[], $9::timestamptz[]) d
+        ON d.n = i.n
     ON CONFLICT (annotation_id) DO UPDATE SET
         project_id = excluded.project_id,
         task_id = excluded.task_id,
@@ -95,7 +127,7 @@ WITH incoming AS (
         result = excluded.result,
         created_at = excluded.created_at,
         updated_at = excluded.updated_at,
-        deleted_at = COALESCE(t.deleted_at, excluded.deleted_at)
+        deleted_at = excluded.deleted_at
     WHERE t.updated_at IS NULL OR t.updated_at < excluded.updated_at
     RETURNING t.annotation_id
 )
@@ -197,87 +229,125 @@ FROM counts c,
 WHERE o.n > 0;
 
 -- name: delete_annotations
+-- A delete is stored as a tombstone (and a row for a key never seen, so that the key shows as
+-- deleted); apply_annotations then judges the rows under it.
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[])
         AS i(annotation_id, project_id, task_id, deleted_at)
-), marked AS (
-    INSERT INTO annotations AS t (annotation_id, project_id, task_id, deleted_at)
-    SELECT annotation_id, project_id, task_id, deleted_at FROM incoming
-    ON CONFLICT (annotation_id) DO UPDATE SET deleted_at = excluded.deleted_at
-    WHERE t.deleted_at IS NULL
-    RETURNING t.annotation_id, t.deleted_at
-), regions AS (
-    UPDATE extractions e SET deleted_at = m.deleted_at FROM marked m
-    WHERE e.annotation_id = m.annotation_id AND e.deleted_at IS NULL
-    RETURNING 1
-), boxes AS (
-    UPDATE pdf_boxes b SET deleted_at = m.deleted_at FROM marked m
-    WHERE b.annotation_id = m.annotation_id AND b.deleted_at IS NULL
-    RETURNING 1
+), logged AS (
+    INSERT INTO tombstones (kind, id, deleted_at)
+    SELECT 'annotation', annotation_id, deleted_at FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING id, deleted_at
+), keyed AS (
+    INSERT INTO annotations (annotation_id, project_id, task_id)
+    SELECT annotation_id, project_id, task_id FROM incoming
+    ON CONFLICT DO NOTHING
 )
-SELECT CASE WHEN m.annotation_id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
+SELECT CASE WHEN l.id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
        count(*) AS n
 FROM incoming i
-LEFT JOIN marked m ON m.annotation_id = i.annotation_id
+LEFT JOIN logged l ON l.id = i.annotation_id AND l.deleted_at = i.deleted_at
 GROUP BY 1;
 
 -- name: delete_documents
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[])
         AS i(task_id, project_id, deleted_at)
-), marked AS (
-    INSERT INTO documents AS t (task_id, project_id, deleted_at)
-    SELECT task_id, project_id, deleted_at FROM incoming
-    ON CONFLICT (task_id) DO UPDATE SET deleted_at = excluded.deleted_at
-    WHERE t.deleted_at IS NULL
-    RETURNING t.task_id, t.deleted_at
-), heads AS (
-    UPDATE annotations a SET deleted_at = m.deleted_at FROM marked m
-    WHERE a.task_id = m.task_id AND a.deleted_at IS NULL
-    RETURNING 1
-), regions AS (
-    UPDATE extractions e SET deleted_at = m.deleted_at FROM marked m
-    WHERE e.task_id = m.task_id AND e.deleted_at IS NULL
-    RETURNING 1
-), boxes AS (
-    UPDATE pdf_boxes b SET deleted_at = m.deleted_at FROM marked m
-    WHERE b.task_id = m.task_id AND b.deleted_at IS NULL
-    RETURNING 1
+), logged AS (
+    INSERT INTO tombstones (kind, id, deleted_at)
+    SELECT 'task', task_id, deleted_at FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING id, deleted_at
+), keyed AS (
+    INSERT INTO documents (task_id, project_id)
+    SELECT task_id, project_id FROM incoming
+    ON CONFLICT DO NOTHING
 )
-SELECT CASE WHEN m.task_id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
+SELECT CASE WHEN l.id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
        count(*) AS n
 FROM incoming i
-LEFT JOIN marked m ON m.task_id = i.task_id
+LEFT JOIN logged l ON l.id = i.task_id AND l.deleted_at = i.deleted_at
 GROUP BY 1;
 
 -- name: delete_projects
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS i(project_id, deleted_at)
-), marked AS (
-    INSERT INTO projects AS t (project_id, deleted_at)
-    SELECT project_id, deleted_at FROM incoming
-    ON CONFLICT (project_id) DO UPDATE SET deleted_at = excluded.deleted_at
-    WHERE t.deleted_at IS NULL
-    RETURNING t.project_id, t.deleted_at
-), documents_marked AS (
-    UPDATE documents d SET deleted_at = m.deleted_at FROM marked m
-    WHERE d.project_id = m.project_id AND d.deleted_at IS NULL
-    RETURNING 1
-), heads AS (
-    UPDATE annotations a SET deleted_at = m.deleted_at FROM marked m
-    WHERE a.project_id = m.project_id AND a.deleted_at IS NULL
-    RETURNING 1
-), regions AS (
-    UPDATE extractions e SET deleted_at = m.deleted_at FROM marked m
-    WHERE e.project_id = m.project_id AND e.deleted_at IS NULL
-    RETURNING 1
-), boxes AS (
-    UPDATE pdf_boxes b SET deleted_at = m.deleted_at FROM marked m
-    WHERE b.project_id = m.project_id AND b.deleted_at IS NULL
-    RETURNING 1
+), logged AS (
+    INSERT INTO tombstones (kind, id, deleted_at)
+    SELECT 'project', project_id, deleted_at FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING id, deleted_at
+), keyed AS (
+    INSERT INTO projects (project_id)
+    SELECT project_id FROM incoming
+    ON CONFLICT DO NOTHING
 )
-SELECT CASE WHEN m.project_id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
+SELECT CASE WHEN l.id IS NOT NULL THEN 'applied' ELSE 'duplicate' END AS outcome,
        count(*) AS n
 FROM incoming i
-LEFT JOIN marked m ON m.project_id = i.project_id
+LEFT JOIN logged l ON l.id = i.project_id AND l.deleted_at = i.deleted_at
 GROUP BY 1;
+
+-- name: apply_projects
+-- After the batch's tombstones are stored: each row under the deleted keys judged again.
+-- $1 projects, $2 tasks, $3 annotations deleted in this batch (the next two alike).
+WITH judged AS (
+    SELECT x.id, d.deleted_at
+    FROM (SELECT array_agg(project_id ORDER BY project_id) AS ids,
+                 array_agg(created_at ORDER BY project_id) AS created
+          FROM projects WHERE project_id = ANY($1::bigint[])) AS r,
+         unnest(r.ids) WITH ORDINALITY AS x(id, n)
+    LEFT JOIN deaths(r.ids, NULL, NULL, r.created) d ON d.n = x.n
+), marked AS (
+    UPDATE projects t SET deleted_at = j.deleted_at FROM judged j
+    WHERE t.project_id = j.id AND t.deleted_at IS DISTINCT FROM j.deleted_at
+    RETURNING 1
+)
+SELECT count(*) AS marked FROM marked;
+
+-- name: apply_documents
+WITH judged AS (
+    SELECT x.id, d.deleted_at
+    FROM (SELECT array_agg(task_id ORDER BY task_id) AS ids,
+                 array_agg(project_id ORDER BY task_id) AS projects,
+                 array_agg(created_at ORDER BY task_id) AS created
+          FROM documents
+          WHERE project_id = ANY($1::bigint[]) OR task_id = ANY($2::bigint[])) AS r,
+         unnest(r.ids) WITH ORDINALITY AS x(id, n)
+    LEFT JOIN deaths(r.projects, r.ids, NULL, r.created) d ON d.n = x.n
+), marked AS (
+    UPDATE documents t SET deleted_at = j.deleted_at FROM judged j
+    WHERE t.task_id = j.id AND t.deleted_at IS DISTINCT FROM j.deleted_at
+    RETURNING 1
+)
+SELECT count(*) AS marked FROM marked;
+
+-- name: apply_annotations
+-- The annotations under the deleted keys, and their regions and boxes with them.
+WITH judged AS (
+    SELECT x.id, d.deleted_at
+    FROM (SELECT array_agg(annotation_id ORDER BY annotation_id) AS ids,
+                 array_agg(project_id ORDER BY annotation_id) AS projects,
+                 array_agg(task_id ORDER BY annotation_id) AS tasks,
+                 array_agg(created_at ORDER BY annotation_id) AS created
+          FROM annotations
+          WHERE project_id = ANY($1::bigint[]) OR task_id = ANY($2::bigint[])
+             OR annotation_id = ANY($3::bigint[])) AS r,
+         unnest(r.ids) WITH ORDINALITY AS x(id, n)
+    LEFT JOIN deaths(r.projects, r.tasks, r.ids, r.created) d ON d.n = x.n
+), heads AS (
+    UPDATE annotations t SET deleted_at = j.deleted_at FROM judged j
+    WHERE t.annotation_id = j.id AND t.deleted_at IS DISTINCT FROM j.deleted_at
+    RETURNING t.annotation_id, t.deleted_at
+), regions AS (
+    UPDATE extractions e SET deleted_at = h.deleted_at FROM heads h
+    WHERE e.annotation_id = h.annotation_id
+    RETURNING 1
+), boxes AS (
+    UPDATE pdf_boxes b SET deleted_at = h.deleted_at FROM heads h
+    WHERE b.annotation_id = h.annotation_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM heads) AS annotations, (SELECT count(*) FROM regions) AS regions,
+       (SELECT count(*) FROM boxes) AS boxes;
