@@ -45,6 +45,7 @@ async def test_open_creates_the_schema_once(stage: tuple[str, str]) -> None:
     assert applied == [
         {"package": "forebay.contrib.labelstudio.sql", "version": 1},
         {"package": "forebay.contrib.labelstudio.sql", "version": 2},
+        {"package": "forebay.contrib.labelstudio.sql", "version": 3},
     ]
     tables = await fetch(
         dsn,
@@ -59,6 +60,7 @@ async def test_open_creates_the_schema_once(stage: tuple[str, str]) -> None:
         "forebay_sink_migrations",
         "pdf_boxes",
         "projects",
+        "tombstones",
     ]
 
 
