@@ -6,7 +6,11 @@
 #   bash scripts/run.sh              # serve on 127.0.0.1:8000 until Ctrl-C
 #   FOREBAY_STAGE_URL=postgresql://user@host/db bash scripts/run.sh   # + Postgres staging tables
 #
-# Jobs are stored in ./forebay.db, the dataset is written to ./forebay-dataset.
+# Jobs are stored in ./forebay.db, the dataset is written to ./forebay-dataset (with
+# FOREBAY_STAGE_URL, the staging tables are created when the service starts). Run again, the
+# demo finds its events already in ./forebay.db and says so instead of running them again;
+# remove ./forebay.db (and ./forebay-dataset) to start afresh. The demo ends with the row
+# counts of the dataset and of the staging tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

@@ -4,6 +4,9 @@ tasks and annotations of the sample payloads (Label Studio itself cannot run her
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -213,3 +216,29 @@ def test_reconcile_needs_the_api_settings(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_URL"):
         Reconciler(Forebay(f"sqlite:///{tmp_path / 'f.db'}"), LabelStudioSettings(secret="s"))
+
+
+def test_reconcile_from_the_command_line_needs_no_webhook_secret(
+    tmp_path: Path, labelstudio: tuple[str, FakeLabelStudio]
+) -> None:
+    """Reconciliation reads Label Studio's API and stores jobs: the webhook's secret is the
+    service's business, not this command's."""
+    url, _ = labelstudio
+    env = {k: v for k, v in os.environ.items() if k != "FOREBAY_LABELSTUDIO_SECRET"}
+    env.update(
+        {
+            "FOREBAY_LABELSTUDIO_URL": url,
+            "FOREBAY_LABELSTUDIO_TOKEN": TOKEN,
+            "FOREBAY_DATASET": str(tmp_path / "dataset"),
+        }
+    )
+    store = f"sqlite:///{tmp_path / 'forebay.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "forebay", "labelstudio", "reconcile", "--json", "--url", store],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["enqueued"] == 3

@@ -184,3 +184,14 @@ def test_a_batch_deleting_in_a_project_locks_it_exclusively() -> None:
     rows = build_records([Received(c, NOW) for c in split_event(unknown)], PageSource())[0]
     _, lock, *_ = stage_statements(rows)[0]
     assert lock.args == (["*"], [True])
+
+
+def test_the_secret_is_needed_to_serve_webhooks_only() -> None:
+    settings = LabelStudioSettings.from_env({"FOREBAY_LABELSTUDIO_URL": "http://ls:8080"})
+    assert settings.labelstudio_url == "http://ls:8080"  # enough to reconcile
+    with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_SECRET"):
+        settings.webhook_secret()
+    from forebay.contrib.labelstudio.pipeline import build_app
+
+    with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_SECRET"):
+        build_app(settings, url="sqlite:///unused.db")

@@ -79,6 +79,8 @@ def import_app(ref: str) -> Forebay:
             found = getattr(found, part)
         except AttributeError:
             fail(f"module {module_name!r} has no attribute {attribute!r}")
+        except ForebayError as exc:  # an app built on first access refused its settings
+            fail(str(exc) or type(exc).__name__)
     if not isinstance(found, Forebay):
         fail(f"{ref} is a {type(found).__name__}, not a forebay.Forebay app")
     return found

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from forebay.app import Forebay
 from forebay.contrib.labelstudio.events import change_key, split_event
@@ -28,7 +28,11 @@ from forebay.contrib.labelstudio.pages import PageSource
 from forebay.contrib.labelstudio.reconcile import install_reconcile
 from forebay.contrib.labelstudio.records import COLUMNS, Received, Records, Report, build_records
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
-from forebay.contrib.labelstudio.stage import make_stage_sink, stage_statements
+from forebay.contrib.labelstudio.stage import (
+    create_stage_schema,
+    make_stage_sink,
+    stage_statements,
+)
 from forebay.errors import Defer, SinkError, SinkRejected, SinkUnavailable
 from forebay.job import Job, utcnow
 from forebay.service.sources import SharedSecret
@@ -36,6 +40,9 @@ from forebay.sinks.base import Outcome, WriteResult
 from forebay.sinks.dataset import DatasetSink
 from forebay.sinks.hub import HubSync
 from forebay.sinks.postgres import PostgresSink
+
+if TYPE_CHECKING:
+    from forebay.backends import Backend
 
 __all__ = ["LabelStudioPipeline", "build_app"]
 
@@ -48,7 +55,9 @@ DATASET_DESCRIPTION: Final = (
     "documents (tasks), annotations, extractions (one row per region) and pdf_boxes "
     "(rectangles in PDF points). Rows are changes (`op` = upsert or delete); the latest "
     "`updated_at` per key is the current state, and an annotation's extractions are those of "
-    "its latest version."
+    "its latest version. A version is deleted by the earliest delete of its id, its task or "
+    "its project that is not before its `created_at` (one created later is a new object "
+    "under a reused id)."
 )
 
 
@@ -102,7 +111,7 @@ class LabelStudioPipeline:
         app.source(
             settings.source,
             queue=settings.queue,
-            auth=SharedSecret(header=settings.header, secret=settings.secret),
+            auth=SharedSecret(header=settings.header, secret=settings.webhook_secret()),
             key=change_key,
             split=split_event,
             max_body_bytes=settings.max_body_bytes,
@@ -197,15 +206,38 @@ def build_app(settings: LabelStudioSettings | None = None, *, url: str | None = 
     """A :class:`~forebay.Forebay` app with the Label Studio pipeline installed.
 
     Defaults: the SQLite backend (``FOREBAY_URL``), a local dataset folder, and Postgres
-    staging tables when ``FOREBAY_STAGE_URL`` is set (see :class:`LabelStudioSettings`). The
-    ``labelstudio.reconcile`` queue runs reconciliation when a job is put on it
-    (``forebay labelstudio reconcile --every N``).
+    staging tables when ``FOREBAY_STAGE_URL`` is set (see :class:`LabelStudioSettings`); their
+    schema is created when the app opens (the service's start-up), not at the first event.
+    The ``labelstudio.reconcile`` queue runs reconciliation when a job is put on it
+    (``forebay labelstudio reconcile --every N``). Raises ConfigError without the webhook's
+    shared secret.
     """
     settings = settings or LabelStudioSettings.from_env()
-    app = Forebay(url)
+    app = _StagedApp(url, settings)
     LabelStudioPipeline.from_settings(settings).install(app, settings)
     install_reconcile(app, settings)
     return app
+
+
+class _StagedApp(Forebay):
+    """A Forebay app that also creates the staging schema (migrations) when it opens."""
+
+    def __init__(self, url: str | None, settings: LabelStudioSettings) -> None:
+        super().__init__(url)
+        self._stage = (
+            None if settings.stage_url is None else (settings.stage_url, settings.stage_schema)
+        )
+
+    async def open(self) -> Backend:
+        backend = await super().open()
+        if self._stage is not None:
+            dsn, schema = self._stage
+            self._stage = None  # once: concurrent callers do not wait for it
+            try:
+                await create_stage_schema(dsn, schema)
+            except SinkUnavailable as exc:
+                log.warning("%s; the staging tables are created at the first write instead", exc)
+        return backend
 
 
 def _merge(parts: list[Records]) -> Records:

@@ -18,7 +18,7 @@ class LabelStudioSettings:
     ===============================  =====================================  =====================
     field                            environment variable                   default
     ===============================  =====================================  =====================
-    ``secret``                       ``FOREBAY_LABELSTUDIO_SECRET``          (required)
+    ``secret``                       ``FOREBAY_LABELSTUDIO_SECRET``          (required to serve)
     ``header``                       ``FOREBAY_LABELSTUDIO_HEADER``          ``X-Forebay-Secret``
     ``dataset``                      ``FOREBAY_DATASET``                     ``./forebay-dataset``
     ``stage_url``                    ``FOREBAY_STAGE_URL``                   none (no staging)
@@ -35,6 +35,9 @@ class LabelStudioSettings:
     ``concurrency``                  ``FOREBAY_LABELSTUDIO_CONCURRENCY``     ``16``
     ===============================  =====================================  =====================
 
+    ``secret`` authenticates the webhooks: the app that serves them refuses to start without
+    it (:meth:`webhook_secret`); reconciliation, which only reads Label Studio's API and
+    stores jobs, does not need it.
     ``labelstudio_url``/``token`` are for reconciliation (reading tasks from Label Studio's API);
     ``webhook_url`` is the address Label Studio posts to, used to find our webhook there.
     ``batch_size`` changes go to one handler call (one dataset write, one PostgreSQL
@@ -42,7 +45,7 @@ class LabelStudioSettings:
     flush, so a deep backlog is written ``batch_size * concurrency`` changes at a time.
     """
 
-    secret: str
+    secret: str = ""
     header: str = "X-Forebay-Secret"
     queue: str = "labelstudio"
     source: str = "labelstudio"
@@ -62,12 +65,14 @@ class LabelStudioSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     """Label Studio splits bulk events at 5,000 objects; a full body can reach tens of MB."""
 
-    def __post_init__(self) -> None:
+    def webhook_secret(self) -> str:
+        """The shared secret, or ConfigError saying how to set it."""
         if not self.secret:
             raise ConfigError(
                 "the Label Studio source needs a shared secret: set FOREBAY_LABELSTUDIO_SECRET "
                 "and configure the same value as a header on the Label Studio webhook"
             )
+        return self.secret
 
     @classmethod
     def from_env(

@@ -27,7 +27,13 @@ from forebay.sinks.base import Outcome, WriteResult
 from forebay.sinks.postgres import PostgresSink, Statement, newest_per_key
 from forebay.sqlfiles import load_queries
 
-__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "make_stage_sink", "stage_statements"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "MIGRATIONS",
+    "create_stage_schema",
+    "make_stage_sink",
+    "stage_statements",
+]
 
 DEFAULT_SCHEMA: Final = "stage"
 MIGRATIONS: Final = "forebay.contrib.labelstudio.sql"
@@ -113,6 +119,15 @@ _FLOAT_LISTS: Final = frozenset({"polygon"})
 def make_stage_sink(dsn: str, schema: str = DEFAULT_SCHEMA) -> PostgresSink:
     """The PostgreSQL sink for the staging tables, migrating its own schema on open."""
     return PostgresSink(dsn, schema=schema, migrations=MIGRATIONS)
+
+
+async def create_stage_schema(dsn: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """Create (or bring up to date) the staging schema now; SinkUnavailable if unreachable."""
+    sink = make_stage_sink(dsn, schema)
+    try:
+        await sink.open()
+    finally:
+        await sink.close()
 
 
 def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:

@@ -351,3 +351,11 @@ WITH judged AS (
 )
 SELECT (SELECT count(*) FROM heads) AS annotations, (SELECT count(*) FROM regions) AS regions,
        (SELECT count(*) FROM boxes) AS boxes;
+
+-- name: row_counts
+-- Rows per table and how many of them are deleted (what `forebay labelstudio demo` prints).
+SELECT 'projects' AS name, count(*) AS n, count(deleted_at) AS deleted FROM projects
+UNION ALL SELECT 'documents', count(*), count(deleted_at) FROM documents
+UNION ALL SELECT 'annotations', count(*), count(deleted_at) FROM annotations
+UNION ALL SELECT 'extractions', count(*), count(deleted_at) FROM extractions
+UNION ALL SELECT 'pdf_boxes', count(*), count(deleted_at) FROM pdf_boxes;
