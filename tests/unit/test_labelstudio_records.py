@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from forebay.contrib.labelstudio import samples
-from forebay.contrib.labelstudio.events import split_event
+from forebay.contrib.labelstudio.events import SCRUB_RULE, split_event
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.contrib.labelstudio.records import COLUMNS, Received, Records, build_records
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
@@ -195,3 +195,19 @@ def test_the_secret_is_needed_to_serve_webhooks_only() -> None:
 
     with pytest.raises(ConfigError, match="FOREBAY_LABELSTUDIO_SECRET"):
         build_app(settings, url="sqlite:///unused.db")
+
+
+def test_a_change_not_scrubbed_when_stored_is_scrubbed_before_the_sinks() -> None:
+    """A job stored by an earlier forebay (or enqueued from code) reaches no sink with a
+    credential; one the intake scrubbed by the current rule is not walked again."""
+    task = {"id": 3, "data": {"doc_id": "d", "storage": {"aws_secret_access_key": "leak"}}}
+    (change,) = split_event({"action": "TASKS_CREATED", "tasks": [{"id": 3, "data": {}}]})
+    assert isinstance(change, dict) and change["scrubbed"] == SCRUB_RULE
+    for marker in (None, SCRUB_RULE - 1):  # none: stored by an earlier forebay
+        stored = {k: v for k, v in change.items() if k != "scrubbed"}
+        stored["task"] = task
+        if marker is not None:
+            stored["scrubbed"] = marker
+        records, _ = build_records([Received(stored, NOW)], PageSource())
+        assert "leak" not in repr(records)
+        assert '"doc_id":"d"' in str(records["documents"][0]["data"])

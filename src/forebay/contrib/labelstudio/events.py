@@ -32,7 +32,9 @@ by when forebay received it; the sinks keep a key's first tombstone (see ``recor
 
 Credentials never leave this module: projects are reduced to a few known fields, and every
 other object is scrubbed, at any depth, of the keys whose name holds a credential word
-(:func:`names_a_credential`), before the change is stored as a job.
+(:func:`names_a_credential`), before the change is stored as a job. Annotation and task
+changes say so (``"scrubbed": SCRUB_RULE``), so that the handler scrubs again only what was
+not (a job stored by an earlier forebay, or enqueued from code).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from forebay.job import JSON
 
 __all__ = [
     "KNOWN_ACTIONS",
+    "SCRUB_RULE",
     "annotation_change",
     "change_key",
     "names_a_credential",
@@ -75,6 +78,9 @@ KNOWN_ACTIONS: Final = frozenset(
 )
 
 KEY_PREFIX: Final = "labelstudio"
+SCRUB_RULE: Final = 1
+"""The version of the scrubbing rule a change was scrubbed by (raise it when the rule changes:
+changes scrubbed by an older one are scrubbed again)."""
 
 _PROJECT_FIELDS: Final = ("id", "title", "description", "created_at", "updated_at")
 _TASK_FIELDS: Final = ("id", "project", "data", "meta", "created_at", "updated_at", "inner_id")
@@ -119,8 +125,18 @@ _WORDS: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # What a body's JSON text holds, lower-cased, if any of its keys names a credential: each
 # credential word, or the piece of it that no separator splits (``api_key``: "key",
 # ``pass_word``: "pass", ``task_data_login``: "login"). A body without any is not walked.
-_MAY_NAME_A_CREDENTIAL: Final = re.compile(
-    rb"secret|pass|credential|cookie|key|session|login|auth|pwd|token"
+# Searched one by one: quicker than one regular expression of them all.
+_MAY_NAME_A_CREDENTIAL: Final = (
+    b"secret",
+    b"pass",
+    b"credential",
+    b"cookie",
+    b"key",
+    b"session",
+    b"login",
+    b"auth",
+    b"pwd",
+    b"token",
 )
 
 
@@ -273,6 +289,7 @@ def annotation_change(
         "project": _project(project),
         "task": clean_task,
         "annotation": clean,
+        "scrubbed": SCRUB_RULE,
     }
 
 
@@ -293,6 +310,7 @@ def task_change(
         "updated_at": normalise_time(clean.get("updated_at")),
         "project": _project(project),
         "task": clean,
+        "scrubbed": SCRUB_RULE,
     }
 
 
@@ -361,7 +379,7 @@ def _may_name_a_secret(value: JSON) -> bool:
         text = orjson.dumps(value).lower()
     except orjson.JSONEncodeError:  # what orjson cannot write (integers beyond 64 bits)
         return True
-    return _MAY_NAME_A_CREDENTIAL.search(text) is not None
+    return any(map(text.__contains__, _MAY_NAME_A_CREDENTIAL))  # no generator per search
 
 
 def _scrub(value: JSON) -> JSON:
@@ -402,10 +420,10 @@ def _project(value: object) -> dict[str, JSON] | None:
 
 
 def _pick(obj: Mapping[str, JSON], fields: Iterable[str]) -> dict[str, JSON]:
-    """The ``fields`` of ``obj``, scrubbed (one search of ``obj``'s text clears them all)."""
-    if isinstance(obj, dict) and not _may_name_a_secret(obj):
-        return {name: obj[name] for name in fields if name in obj}
-    return {name: _scrub(obj[name]) for name in fields if name in obj}
+    """The ``fields`` of ``obj``, scrubbed (one search of their text clears them all; what
+    is not picked, e.g. a task's ``comment_authors``, is not searched)."""
+    picked: JSON = {name: obj[name] for name in fields if name in obj}
+    return cast(dict[str, JSON], scrub(picked))
 
 
 def _items(body: Mapping[str, JSON], singular: str, plural: str) -> list[dict[str, JSON]]:

@@ -18,8 +18,9 @@ two deletes of one key (Label Studio reuses ids) are two records. Deletes are re
 ``op = "delete"`` and ``deleted_at`` (tombstones); an annotation's regions are replaced as a
 whole by each new version.
 
-Changes are scrubbed of credentials once more here (:func:`~.events.scrub`): a job stored by
-an earlier forebay, or enqueued from code, reaches no sink with one.
+A change not scrubbed of credentials by the current rule when it was stored (a job stored by
+an earlier forebay, or enqueued from code) is scrubbed here (:func:`~.events.scrub`): no sink
+gets one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal, NamedTuple, TypeAlias, cast
 
 from forebay import jsonio
-from forebay.contrib.labelstudio.events import parse_time, scrub
+from forebay.contrib.labelstudio.events import SCRUB_RULE, parse_time, scrub
 from forebay.contrib.labelstudio.geometry import PageGeometry, PercentBox, box_to_pdf
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.job import JSON
@@ -185,7 +186,9 @@ def build_records(changes: Sequence[Received], pages: PageSource) -> tuple[Recor
 
 
 def _add_change(records: Records, report: Report, item: Received, pages: PageSource) -> None:
-    change = scrub(item.change)
+    change = item.change
+    if not isinstance(change, dict) or change.get("scrubbed") != SCRUB_RULE:
+        change = scrub(change)
     if not isinstance(change, dict):
         report.unknown_actions.append(None)
         records["events"].append(_event(change, "invalid", None, item.received_at))
