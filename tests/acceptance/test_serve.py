@@ -84,7 +84,11 @@ def _answers(base: str) -> bool:
 
 @contextmanager
 def serve(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, app: str = APP
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    app: str = APP,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Server]:
     (tmp_path / "svcapp.py").write_text(app)
     port = free_port()
@@ -99,6 +103,7 @@ def serve(
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log, db)
     try:

@@ -26,7 +26,7 @@ from forebay.service.metrics import count_sink_writes_skipped
 from forebay.service.settings import parse_api_tokens
 from tests.servers import PG_URL
 
-BASE = "http://forebay.test"
+BASE = "http://127.0.0.1:8000"  # the token-less service answers loopback names only
 LOCAL = ServiceSettings(workers=False)
 
 
@@ -37,7 +37,9 @@ async def serving(
     """A client of ``create_app(app, settings)``, with its lifespan running by default."""
     api = create_app(app, settings)
     transport = httpx.ASGITransport(api)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+    # A JSON client, as the token-less service asks of requests to its JSON routes.
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=headers) as client:
         if not lifespan:
             yield client
             return

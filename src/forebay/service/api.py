@@ -30,6 +30,7 @@ from forebay.observer import Observer
 from forebay.service import tuning
 from forebay.service.auth import Authorizer
 from forebay.service.body import parse_json, read_body
+from forebay.service.cross_site import BrowserGuard, allow_cross_origin, require_json
 from forebay.service.dashboard import mount_dashboard
 from forebay.service.errors import ApiError, install_error_handlers
 from forebay.service.logs import EnqueueLogger
@@ -46,6 +47,7 @@ from forebay.service.models import (
     QueuesOut,
     ReadyOut,
     SourceAccepted,
+    WithoutNul,
 )
 from forebay.service.settings import Scope, ServiceSettings
 from forebay.service.workers import InProcessWorkers
@@ -66,11 +68,19 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.authorizer = Authorizer(settings.api_tokens)
+        # Without tokens, JSON routes take JSON only (a web page cannot post it cross-site).
+        self.json_only = not settings.api_tokens
         self.workers = InProcessWorkers(app, shutdown_grace_s=settings.shutdown_grace_s)
         self._observers: list[Observer] = [PrometheusObserver(self.metrics), EnqueueLogger()]
 
     def authorize(self, request: Request, scope: Scope) -> None:
         self.authorizer.check(request.headers.get("authorization"), scope)
+
+    async def read_json_body(self, request: Request, limit: int, *, json_only: bool) -> bytes:
+        """The body of a JSON route (see :mod:`forebay.service.cross_site` for ``json_only``)."""
+        if json_only:
+            require_json(request.headers)
+        return await read_body(request, limit)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -255,6 +265,15 @@ def create_app(
     )
     api.state.service = service
     install_error_handlers(api, backend_retry_after_s=settings.retry_after_s)
+    # Middleware added last runs first: metrics see every answer, CORS headers go on refusals.
+    if not settings.api_tokens:
+        api.add_middleware(
+            BrowserGuard,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.cors_origins,
+        )
+    if settings.cors_origins:
+        allow_cross_origin(api, settings.cors_origins)
     api.add_middleware(IntakeMetrics, service=service)
     _intake_routes(api, service)
     _source_routes(api, service)
@@ -289,7 +308,9 @@ def _intake_routes(api: FastAPI, service: Service) -> None:
                 f"queue {queue!r} is not declared by this app; declared queues: "
                 f"{', '.join(sorted(app.queues)) or 'none'}",
             )
-        raw = await read_body(request, settings.max_body_bytes)
+        raw = await service.read_json_body(
+            request, settings.max_body_bytes, json_only=service.json_only
+        )
         return await _off_loop(
             lambda: service.queue_jobs(queue, parse_json(raw)), heavy=len(raw) > _OFF_LOOP_BYTES
         )
@@ -358,7 +379,11 @@ def _source_routes(api: FastAPI, service: Service) -> None:
         headers = request.headers
         if not declared.authenticate(headers, None):
             _refuse_source(declared.auth.header if declared.auth else "", headers)
-        raw = await read_body(request, declared.max_body_bytes)
+        # A source with its own secret is no CSRF target (a page cannot send the header):
+        # its senders keep whatever content type they send.
+        raw = await service.read_json_body(
+            request, declared.max_body_bytes, json_only=service.json_only and declared.auth is None
+        )
         if not declared.authenticate(headers, raw):
             header = declared.auth.header if declared.auth else ""
             raise ApiError(403, "forbidden", f"the {header} signature does not match the body")
@@ -388,7 +413,7 @@ def _refuse_source(header: str, headers: Headers) -> None:
 # -- jobs and queues ------------------------------------------------------------------------
 JobId = Path(ge=1, le=MAX_JOB_ID, description="The job's id, as answered at enqueue.")
 # The query parameters the job lists share (GET /v1/jobs, GET /v1/dead).
-QueueParam = Annotated[str | None, Query(min_length=1, max_length=128)]
+QueueParam = Annotated[str | None, Query(min_length=1, max_length=128), WithoutNul]
 BeforeIdParam = Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)]
 LimitParam = Annotated[int, Query(ge=1, le=1000)]
 
@@ -487,7 +512,7 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
     async def list_dead(
         request: Request,
         queue: QueueParam = None,
-        error_type: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        error_type: Annotated[str | None, Query(min_length=1, max_length=256), WithoutNul] = None,
         since: Annotated[AwareDatetime | None, Query(description="Dead at or after this.")] = None,
         until: Annotated[AwareDatetime | None, Query(description="Dead before this.")] = None,
         before_id: BeforeIdParam = None,
@@ -503,7 +528,10 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
 
     async def dead_filter(request: Request) -> tuple[JobFilter, bool]:
         service.authorize(request, Scope.ADMIN)
-        body = parse_json(await read_body(request, settings.max_body_bytes), allow_empty=True)
+        raw = await service.read_json_body(
+            request, settings.max_body_bytes, json_only=service.json_only
+        )
+        body = parse_json(raw, allow_empty=True)
         try:
             given = DeadFilterIn.model_validate(body if body is not None else {})
         except ValidationError as exc:

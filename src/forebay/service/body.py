@@ -1,4 +1,9 @@
-"""Reading request bodies: never more than the limit, and JSON or a clear 400."""
+"""Reading request bodies: never more than the limit, and JSON or a clear 400.
+
+A client that hangs up before its whole body arrived (or, under ``forebay serve``, whose body
+did not arrive in time) makes :func:`read_body` raise starlette's ``ClientDisconnect``; the
+error handlers answer it (see :mod:`forebay.service.errors`).
+"""
 
 from __future__ import annotations
 

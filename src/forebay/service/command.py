@@ -5,7 +5,8 @@ in one place). The handlers run in the service's process by default, or, with
 ``--worker-processes N``, in N child processes (leasing and settling stay here). uvicorn owns
 SIGTERM/SIGINT: it stops accepting connections, lets requests in flight finish, then the app's
 lifespan stops the workers gracefully (running jobs get ``--shutdown-grace-s``, the rest are
-released; then handler processes exit) and the command exits 0.
+released; then handler processes exit) and the command exits 0. Slow and idle clients are
+bounded by :mod:`forebay.service.connections` (headers, connections) and the routes (bodies).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
     import uvicorn  # here, not at the top: the other commands start without the web stack
 
     from forebay.service.api import create_app
+    from forebay.service.connections import connection_limits, protocol_for
     from forebay.service.workers import ProcessWorkers
 
     api = create_app(app, settings, tune_gc=True)
@@ -166,10 +168,13 @@ def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
+    limits = connection_limits(settings, on_closed=api.state.service.metrics.connection_closed)
     config = uvicorn.Config(
         api,
         host=settings.host,
         port=settings.port,
+        http=protocol_for(limits),  # bounds slow headers and the connections held
+        ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         lifespan="on",
         log_config=None,  # our handlers on the root logger format uvicorn's lines too
         access_log=settings.access_log,

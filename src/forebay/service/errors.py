@@ -3,25 +3,32 @@
 Every error answer is ``{"error": {"type": ..., "message": ...}}`` (plus ``details`` for field
 errors), and nothing was enqueued:
 
-======  ========================  ==================================================
-status  ``error.type``            when
-======  ========================  ==================================================
-400     ``malformed_json``        the body is not JSON
-400     ``invalid_payload``       a field is wrong (or a source refused the body)
-400     ``invalid_request``       a path or query parameter is wrong
-401     ``unauthorized``          credentials missing, malformed or unknown
-403     ``forbidden``             token lacks the scope; a source's secret or signature is wrong
-404     ``unknown_queue``         the app declares no such queue
-404     ``unknown_source``        the app declares no such source
-404     ``job_not_found``         no such job (or it was pruned)
-404     ``not_found``             no such endpoint
-405     ``method_not_allowed``    wrong method for the endpoint
-409     ``job_not_cancellable``   only queued jobs can be cancelled
-413     ``body_too_large``        the body is over the limit (it was not read further)
-429     ``queue_full``            the queue is at ``max_depth``; see ``Retry-After``
-503     ``backend_unavailable``   the backend cannot be reached; see ``Retry-After``
-500     ``internal_error``        a bug: the traceback is in the service's log
-======  ========================  ==================================================
+======  ==========================  ==================================================
+status  ``error.type``              when
+======  ==========================  ==================================================
+400     ``malformed_json``          the body is not JSON
+400     ``invalid_payload``         a field is wrong (or a source refused the body)
+400     ``invalid_request``         a path or query parameter is wrong
+401     ``unauthorized``            credentials missing, malformed or unknown
+403     ``forbidden``               token lacks the scope; a source's secret or signature is wrong
+403     ``host_not_allowed``        no tokens, and ``Host`` does not name this machine
+403     ``origin_not_allowed``      no tokens, and a change was asked from another site's page
+404     ``unknown_queue``           the app declares no such queue
+404     ``unknown_source``          the app declares no such source
+404     ``job_not_found``           no such job (or it was pruned)
+404     ``not_found``               no such endpoint
+405     ``method_not_allowed``      wrong method for the endpoint
+408     ``body_timeout``            the body did not arrive in time (``forebay serve``; the
+                                    connection is closed)
+409     ``job_not_cancellable``     only queued jobs can be cancelled
+413     ``body_too_large``          the body is over the limit (it was not read further)
+415     ``unsupported_media_type``  no tokens, and a JSON route's body is not sent as JSON
+429     ``queue_full``              the queue is at ``max_depth``; see ``Retry-After``
+503     ``backend_unavailable``     the backend cannot be reached; see ``Retry-After``
+500     ``internal_error``          a bug: the traceback is in the service's log
+499     ``client_disconnected``     the client hung up before its body arrived; nobody
+                                    reads this answer, it is what metrics count
+======  ==========================  ==================================================
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from forebay.errors import (
     BackendError,
@@ -45,11 +53,17 @@ from forebay.errors import (
     QueueFull,
 )
 
-__all__ = ["ApiError", "error_response", "install_error_handlers"]
+__all__ = ["BODY_TIMEOUT_S", "ApiError", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("forebay.service")
 
 _STARLETTE_TYPES = {404: "not_found", 405: "method_not_allowed"}
+
+BODY_TIMEOUT_S = "forebay.body_timeout_s"
+"""Scope key ``forebay serve`` sets (to its ``body_timeout_s``) on a request whose body did not
+arrive in time, before it answers 408 and closes the connection (see
+:mod:`forebay.service.connections`): the app, whose read of the body then fails as if the client
+had gone, counts and logs a 408."""
 
 
 class ApiError(Exception):
@@ -150,6 +164,27 @@ def install_error_handlers(app: FastAPI, *, backend_retry_after_s: float) -> Non
             )
         return error_response(exc.status_code, kind, message, headers=exc.headers or None)
 
+    async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # The sender's doing, not a bug: no traceback. The answer reaches no one (uvicorn drops
+        # it), but it passes the intake metrics, which count it.
+        timeout_s = request.scope.get(BODY_TIMEOUT_S)
+        if timeout_s is not None:
+            log.info(
+                "the body of %s %s did not arrive within %g s; answered 408, nothing was stored",
+                request.method,
+                request.url.path,
+                timeout_s,
+            )
+            return error_response(408, "body_timeout", "the body did not arrive in time")
+        log.info(
+            "client disconnected before its whole body arrived: %s %s; nothing was stored",
+            request.method,
+            request.url.path,
+        )
+        return error_response(
+            499, "client_disconnected", "the client disconnected before its body arrived"
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(
@@ -160,4 +195,5 @@ def install_error_handlers(app: FastAPI, *, backend_retry_after_s: float) -> Non
     app.add_exception_handler(ForebayError, on_forebay_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_exception)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

@@ -20,6 +20,10 @@ name                                       type       labels              what
                                                                           reached the backend
 ``forebay_intake_requests_total``          counter    source, status      intake answers
 ``forebay_intake_latency_seconds``         histogram  source              request to answer
+``forebay_http_connections_closed_total``  counter    reason              connections the server
+                                                                          closed (header_timeout,
+                                                                          body_timeout, evicted,
+                                                                          over_limit)
 ``forebay_sink_writes_skipped_total``      counter    sink, reason        sink writes skipped as
                                                                           duplicate or older
 =========================================  =========  ==================  =========================
@@ -27,7 +31,10 @@ name                                       type       labels              what
 Job counters are fed by :class:`PrometheusObserver` through the observer seam, so they count
 what this process did (its enqueues, its workers' outcomes); queue gauges are read from the
 backend at scrape time and so describe the whole store. Intake metrics use ``source="api"`` for
-``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source.
+``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
+a client that hung up before its body arrived is counted with ``status="499"``.
+``forebay_http_connections_closed_total`` counts what ``forebay serve`` closed to bound slow or
+idle clients (:mod:`forebay.service.connections`).
 
 Each service has its own :class:`~prometheus_client.CollectorRegistry` (no global state, so
 tests can build many services). The one exception is the sink counter: sinks run inside
@@ -152,6 +159,13 @@ class Metrics:
             buckets=_INTAKE_BUCKETS_S,
             registry=r,
         )
+        self.connections_closed = Counter(
+            "forebay_http_connections_closed",
+            "Connections closed by the server: header_timeout or body_timeout (too slow), "
+            "evicted (idle, to make room), over_limit (refused: every connection busy).",
+            ["reason"],
+            registry=r,
+        )
         r.register(_SinkSkipCollector())
         self._intake_counters: dict[tuple[str, int], Counter] = {}
         self._intake_histograms: dict[str, Histogram] = {}
@@ -168,6 +182,10 @@ class Metrics:
             histogram = self._intake_histograms[source] = self.intake_latency.labels(source)
         counter.inc()
         histogram.observe(seconds)
+
+    def connection_closed(self, reason: str) -> None:
+        """Count a connection the server closed (see :mod:`forebay.service.connections`)."""
+        self.connections_closed.labels(reason).inc()
 
     def update_queues(self, counts: Sequence[QueueCounts] | None) -> None:
         """Refresh the queue gauges from ``counts`` (None: the backend did not answer)."""

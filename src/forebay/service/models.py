@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DeadFilterIn",
@@ -19,12 +19,24 @@ __all__ = [
     "QueuesOut",
     "ReadyOut",
     "SourceAccepted",
+    "WithoutNul",
 ]
 
 MAX_JOB_ID = 2**63 - 1
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 JobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID)]
+
+
+def _without_nul(text: str | None) -> str | None:
+    if text is not None and "\x00" in text:
+        raise ValueError("must not contain a NUL character (no job store can hold one)")
+    return text
+
+
+WithoutNul = AfterValidator(_without_nul)
+"""Refuses text with a NUL character: PostgreSQL text cannot hold one, so a filter holding one
+is a mistake on every backend (400), never a store outage."""
 
 
 class JobIn(BaseModel):
@@ -60,8 +72,8 @@ class DeadFilterIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: str | None = Field(None, min_length=1, max_length=128)
-    error_type: str | None = Field(None, min_length=1, max_length=256)
+    queue: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=128)
+    error_type: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
     since: AwareDatetime | None = Field(None, description="Dead since this time (updated_at).")
     until: AwareDatetime | None = Field(None, description="Dead before this time.")
     ids: list[JobId] | None = Field(None, max_length=10_000)

@@ -11,6 +11,12 @@ setting                environment variable         default
 ``worker_processes``   ``FOREBAY_WORKER_PROCESSES`` ``0``: handlers in the service's process;
                                                     N: in N child processes
 ``max_body_bytes``     ``FOREBAY_MAX_BODY_BYTES``   1 MiB, for ``POST /v1/queues/{queue}/jobs``
+``header_timeout_s``   ``FOREBAY_HEADER_TIMEOUT_S`` ``10``: a request's headers must arrive in it
+``body_timeout_s``     ``FOREBAY_BODY_TIMEOUT_S``   ``60``: a request's body must arrive in it
+``max_connections``    ``FOREBAY_MAX_CONNECTIONS``  ``1000`` (fewer if the open-file limit is low)
+``allowed_hosts``      ``FOREBAY_ALLOWED_HOSTS``    none: without tokens, ``Host`` names beyond
+                                                    localhost and loopback addresses
+``cors_origins``       ``FOREBAY_CORS_ORIGINS``     none: web origins allowed to call the API
 ``log_format``         ``FOREBAY_LOG_FORMAT``       ``text`` (or ``json``)
 ``log_level``          ``FOREBAY_LOG_LEVEL``        ``info``
 =====================  ===========================  =========================================
@@ -18,13 +24,16 @@ setting                environment variable         default
 API tokens are comma-separated; each is ``TOKEN`` (every scope) or ``TOKEN:SCOPE+SCOPE`` with
 scopes ``enqueue`` (post jobs), ``read`` (jobs, queues, dead letters) and ``admin`` (cancel,
 replay, purge; implies the other two), e.g.
-``FOREBAY_API_TOKENS="s3cr3t-producer:enqueue,s3cr3t-ops:admin"``.
+``FOREBAY_API_TOKENS="s3cr3t-producer:enqueue,s3cr3t-ops:admin"``. ``allowed_hosts`` and
+``cors_origins`` are comma-separated too (``forebay.internal``; ``https://ops.example.org``).
+docs/security.md says what each guards against.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -127,23 +136,40 @@ class ServiceSettings:
     access_log: bool = False
     bench_endpoint: bool = False
     """Serve the hidden ``POST /v1/_bare/queues/{queue}/jobs`` used by ``benchmarks/intake.py``."""
+    header_timeout_s: float = 10.0
+    """A connection whose request headers have not all arrived this long after it opened (or
+    after its previous answer) is closed (``forebay serve`` only)."""
+    body_timeout_s: float = 60.0
+    """A request whose body has not all arrived this long after its headers is answered 408
+    and its connection closed (``forebay serve`` only)."""
+    max_connections: int = 1000
+    """Most connections open at once (``forebay serve`` only; lowered at start-up to fit the
+    open-file limit). When full, the connection waiting longest for its headers is closed."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Without API tokens: ``Host`` names accepted besides ``localhost`` and loopback addresses
+    (e.g. a name that points at 127.0.0.1)."""
+    cors_origins: tuple[str, ...] = ()
+    """Web origins (``https://ops.example.org``) whose pages may call the API (CORS); ``*``
+    for any, with API tokens only."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
-        if self.max_body_bytes < 1:
-            raise ConfigError("max_body_bytes must be positive")
         if self.worker_processes < 0:
             raise ConfigError("worker_processes must be 0 (in-process) or a number of processes")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format {self.log_format!r}: use text or json")
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(f"log level {self.log_level!r}: use one of {', '.join(_LOG_LEVELS)}")
-        if not self.api_tokens and not is_loopback(self.host):
+        _check_limits(self)
+        _check_exposure(self)
+        # Normalised once here, so the request path compares plain lowercase strings.
+        object.__setattr__(self, "allowed_hosts", tuple(map(_host_name, self.allowed_hosts)))
+        object.__setattr__(self, "cors_origins", tuple(map(_origin, self.cors_origins)))
+        if "*" in self.cors_origins and not self.api_tokens:
             raise ConfigError(
-                f"refusing to serve on {self.host} without API tokens: anyone who can reach it "
-                "could enqueue and purge jobs. Set FOREBAY_API_TOKENS (e.g. "
-                "FOREBAY_API_TOKENS=$(openssl rand -hex 24)) or serve on 127.0.0.1"
+                "FOREBAY_CORS_ORIGINS=* without API tokens would let any web page read and "
+                "change every job; list the origins, or set FOREBAY_API_TOKENS"
             )
 
     @property
@@ -179,15 +205,65 @@ class ServiceSettings:
         return shown
 
 
+def _check_limits(settings: ServiceSettings) -> None:
+    if settings.max_body_bytes < 1:
+        raise ConfigError("max_body_bytes must be positive")
+    if settings.max_connections < 1:
+        raise ConfigError("max_connections must be at least 1")
+    for name in ("header_timeout_s", "body_timeout_s"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+
+
+def _check_exposure(settings: ServiceSettings) -> None:
+    if not settings.api_tokens and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without API tokens: anyone who can reach it "
+            "could enqueue and purge jobs. Set FOREBAY_API_TOKENS (e.g. "
+            "FOREBAY_API_TOKENS=$(openssl rand -hex 24)) or serve on 127.0.0.1"
+        )
+
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _host_name(text: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    if not _HOST_NAME.fullmatch(name):
+        raise ConfigError(
+            f"FOREBAY_ALLOWED_HOSTS: {text!r} is not a host name; give names without a scheme "
+            "or port (forebay.internal)"
+        )
+    return name
+
+
+def _origin(text: str) -> str:
+    origin = text.strip().lower().rstrip("/")
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"FOREBAY_CORS_ORIGINS: {text!r} is not a web origin; give scheme, host and port "
+            "only (https://ops.example.org, http://localhost:5173) or *"
+        )
+    return origin
+
+
 def _tokens(value: object) -> tuple[ApiToken, ...]:
     if not isinstance(value, Iterable) or not all(isinstance(t, ApiToken) for t in value):
         raise ConfigError("api_tokens must be ApiToken values (see parse_api_tokens)")
     return tuple(value)
 
 
-_INTS = ("port", "max_body_bytes", "worker_processes")
-_FLOATS = ("retry_after_s", "readiness_timeout_s", "shutdown_grace_s")
+_INTS = ("port", "max_body_bytes", "worker_processes", "max_connections")
+_FLOATS = (
+    "retry_after_s",
+    "readiness_timeout_s",
+    "shutdown_grace_s",
+    "header_timeout_s",
+    "body_timeout_s",
+)
 _BOOLS = ("workers", "access_log", "bench_endpoint")
+_LISTS = ("allowed_hosts", "cors_origins")
 
 
 def _convert(name: str, raw: str) -> object:
@@ -208,4 +284,6 @@ def _convert(name: str, raw: str) -> object:
         raise ConfigError(f"{var}={raw!r}: use true or false")
     if name == "log_format":
         return raw.strip().lower()
+    if name in _LISTS:
+        return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
     return raw.strip()

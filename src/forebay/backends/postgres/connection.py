@@ -6,7 +6,8 @@ Error translation::
     OSError, TimeoutError, connection errors (08...), server shutting down or starting up
     (57P01/57P02/57P03), too many connections, "connection is closed", a connection
     left in an impossible protocol state (seen during server shutdown)  ->  BackendUnavailable
-    a value PostgreSQL refuses (22..., e.g. a NUL character in a key)  ->  InvalidPayload (enqueue)
+    a value PostgreSQL refuses (22..., e.g. a NUL character in a key
+    or in a filter: the caller's mistake, not an outage)                ->  InvalidPayload
     any other asyncpg error                                            ->  BackendError
 
 Retries: when the server restarts, the pool replaces its dead connections by itself. An
@@ -31,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from forebay.backends.postgres.schema import DEFAULT_SCHEMA, validate_schema
-from forebay.errors import BackendError, BackendUnavailable, ConfigError
+from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload
 
 __all__ = ["Connector", "PostgresSettings", "Resend", "raise_translated", "translate"]
 
@@ -65,13 +66,16 @@ class Resend(enum.Enum):
 
 
 def translate(exc: BaseException) -> BaseException:
-    """asyncpg and OS errors become BackendUnavailable / BackendError; others pass through."""
+    """asyncpg and OS errors become BackendUnavailable / BackendError / InvalidPayload; others
+    pass through."""
     if isinstance(exc, BackendError):
         return exc
     if isinstance(exc, _UNAVAILABLE) or (
         isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
     ):
         return BackendUnavailable(f"PostgreSQL is unreachable: {_describe(exc)}")
+    if isinstance(exc, asyncpg.DataError):
+        return InvalidPayload(f"PostgreSQL refused a value: {_describe(exc)}")
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return BackendError(f"PostgreSQL error: {_describe(exc)}")
     return exc
