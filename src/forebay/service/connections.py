@@ -19,15 +19,18 @@ protocol (httptools) with three bounds added:
   busy with a request, the new one is closed instead. :func:`connection_limits` lowers the
   bound at start-up to leave file descriptors to the rest of the process.
 
-The deadlines cost a request two dictionary updates, not a timer: one sweep per server, a few
-times a second while connections wait, closes those past their deadline (oldest first, so it
-stops at the first one in time). Closed connections are counted in
+The deadlines cost a request nothing (no timer, no bookkeeping): one sweep per server, every
+second or sooner, reads each connection's phase from uvicorn's state and closes those that
+stayed in it past their bound (see :class:`ConnectionBook`). A body counts as arrived when the
+parser has seen its end; uvicorn stops reading a body the app has not read past 64 KB, which
+the routes never leave for long. Closed connections are counted in
 ``forebay_http_connections_closed_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import time
@@ -117,9 +120,24 @@ def _open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+class Phase(enum.Enum):
+    """What a connection waits for: the client's headers, the client's body, or neither (its
+    request is being answered)."""
+
+    HEADERS = "headers"
+    BODY = "body"
+    BUSY = "busy"
+
+
 class ConnectionBook:
-    """The connections of one server: which are open, which wait for headers or a body (each
-    since when, oldest first), and the sweep that closes those past their deadline.
+    """The connections of one server, and the sweep that closes those past their deadline.
+
+    No request pays for the deadlines: each sweep (every ``sweep_every_s`` while connections
+    are open) looks at every connection's phase (:meth:`BoundedHttpProtocol.observe`, read from
+    uvicorn's own state) and closes those seen in the same phase of the same request for
+    longer than its bound, so a connection goes between its bound and one sweep later. The
+    sweep also orders the connections waiting for headers, longest first (newcomers join at
+    the end), for :meth:`opened` to pick which one makes room.
 
     Only the event loop's thread touches it (protocol callbacks and the sweep are loop
     callbacks), so it needs no lock.
@@ -128,21 +146,31 @@ class ConnectionBook:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.open: set[BoundedHttpProtocol] = set()
-        self.awaiting_headers: dict[BoundedHttpProtocol, float] = {}
-        self.awaiting_body: dict[BoundedHttpProtocol, float] = {}
+        self.idle: dict[BoundedHttpProtocol, None] = {}  # waiting for headers, longest first
         self._sweep: asyncio.TimerHandle | None = None
         self._warned_at = -_WARN_EVERY_S
 
     def opened(self, connection: BoundedHttpProtocol) -> None:
         """Count a new connection; make room by closing one if the bound is reached."""
         self.open.add(connection)
-        if len(self.open) <= self.limits.max_connections:
-            return
-        oldest = next(iter(self.awaiting_headers), None)
-        if oldest is None:  # every other connection is busy with a request: refuse this one
-            self.close(connection, "over_limit")
-        else:
-            self.close(oldest, "evicted")
+        if self._sweep is None:
+            self._sweep = connection.loop.call_later(
+                self.limits.sweep_every_s, self.sweep, connection.loop
+            )
+        if len(self.open) > self.limits.max_connections:
+            self._make_room(connection)
+        if connection in self.open:
+            self.idle[connection] = None
+
+    def _make_room(self, newcomer: BoundedHttpProtocol) -> None:
+        while self.idle:
+            oldest = next(iter(self.idle))
+            del self.idle[oldest]
+            if oldest in self.open and oldest.waiting_for_headers():
+                self.close(oldest, "evicted")
+                break
+        else:  # every other connection is busy with a request: refuse this one
+            self.close(newcomer, "over_limit")
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
@@ -153,17 +181,6 @@ class ConnectionBook:
                 self.limits.max_connections,
             )
 
-    def wait(
-        self, waiting: dict[BoundedHttpProtocol, float], connection: BoundedHttpProtocol
-    ) -> None:
-        """Note that ``connection`` waits, from now on, in ``waiting`` (at its end)."""
-        waiting.pop(connection, None)
-        waiting[connection] = connection.loop.time()
-        if self._sweep is None:
-            self._sweep = connection.loop.call_later(
-                self.limits.sweep_every_s, self._sweep_now, connection.loop
-            )
-
     def close(self, connection: BoundedHttpProtocol, reason: str) -> None:
         self.forget(connection)
         connection.transport.close()
@@ -171,86 +188,82 @@ class ConnectionBook:
 
     def forget(self, connection: BoundedHttpProtocol) -> None:
         self.open.discard(connection)
-        self.awaiting_headers.pop(connection, None)
-        self.awaiting_body.pop(connection, None)
+        self.idle.pop(connection, None)
 
-    def _sweep_now(self, loop: asyncio.AbstractEventLoop) -> None:
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections past their deadline; order the idle ones; come back later."""
         self._sweep = None
         now = loop.time()
-        for waiting, timeout_s, late in (
-            (self.awaiting_headers, self.limits.header_timeout_s, BoundedHttpProtocol.headers_late),
-            (self.awaiting_body, self.limits.body_timeout_s, BoundedHttpProtocol.body_late),
-        ):
-            while waiting:
-                connection, since = next(iter(waiting.items()))
-                if now - since < timeout_s:
-                    break  # the rest came later
-                del waiting[connection]
-                late(connection)
-        if self.awaiting_headers or self.awaiting_body:
-            self._sweep = loop.call_later(self.limits.sweep_every_s, self._sweep_now, loop)
+        idle: list[tuple[float, BoundedHttpProtocol]] = []
+        for connection in list(self.open):
+            phase, since = connection.observe(now)
+            waited_s = now - since
+            if phase is Phase.HEADERS:
+                if waited_s >= self.limits.header_timeout_s:
+                    connection.headers_late()
+                else:
+                    idle.append((since, connection))
+            elif phase is Phase.BODY and waited_s >= self.limits.body_timeout_s:
+                connection.body_late()
+        idle.sort(key=lambda entry: entry[0])
+        self.idle = dict.fromkeys(connection for _, connection in idle)
+        if self.open:
+            self._sweep = loop.call_later(self.limits.sweep_every_s, self.sweep, loop)
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of :class:`ConnectionLimits`.
 
-    Made for one server by :func:`protocol_for`, which gives the subclass its own book.
+    Made for one server by :func:`protocol_for`, which gives the subclass its own book. It
+    adds nothing to a request's path: only a connection's start and end are hooked, and the
+    book's sweep reads the rest from uvicorn's state.
     """
 
     book: ClassVar[ConnectionBook]
-    _request_begun = False
-    _body_of: RequestResponseCycle | None = None  # the request whose body is awaited
+    _phase = Phase.HEADERS
+    _request: RequestResponseCycle | None = None  # as last observed
+    _since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._since = self.loop.time()
         self.book.opened(self)
-        if not transport.is_closing():
-            self.book.wait(self.book.awaiting_headers, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.book.forget(self)
         super().connection_lost(exc)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._request_begun = True
+    def waiting_for_headers(self) -> bool:
+        """No request is being received or answered: the next one's headers are awaited."""
+        cycle = self.cycle
+        return not self.transport.is_closing() and (cycle is None or cycle.response_complete)
 
-    def on_headers_complete(self) -> None:
-        self._request_begun = False
-        self.book.awaiting_headers.pop(self, None)
-        super().on_headers_complete()
-        self._body_of = self.cycle
-        self.book.wait(self.book.awaiting_body, self)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._body_of = None
-        self.book.awaiting_body.pop(self, None)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._body_of is not None and self._body_of.response_complete:
-            # Answered before its body was all in (e.g. 413): the rest is read and dropped
-            # while the connection waits for the next request's headers.
-            self._body_of = None
-            self.book.awaiting_body.pop(self, None)
-        # Unless a pipelined request (headers complete) was started, the next one is awaited.
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self.book.wait(self.book.awaiting_headers, self)
+    def observe(self, now: float) -> tuple[Phase, float]:
+        """This connection's phase, and since when (at the latest) it has been in it."""
+        cycle = self.cycle  # the newest request whose headers came (pipelined ones included)
+        if self.transport.is_closing():
+            phase = Phase.BUSY
+        elif cycle is None or cycle.response_complete:
+            phase = Phase.HEADERS
+        elif cycle.more_body:  # the parser has not seen the end of the body
+            phase = Phase.BODY
+        else:
+            phase = Phase.BUSY
+        if phase is not self._phase or cycle is not self._request:
+            self._phase, self._request, self._since = phase, cycle, now
+        return phase, self._since
 
     def headers_late(self) -> None:
-        if self.transport.is_closing():
-            return
-        if self._request_begun:  # part of a request came: say why it is not answered
+        # uvicorn starts a new header list for each request it begins to read.
+        done = None if self.cycle is None else self.cycle.scope["headers"]
+        if self.headers is not done:  # part of a request came: say why it ends
             self.transport.write(_HEADERS_LATE)
         log.debug("closed a connection whose request headers did not arrive in time")
         self.book.close(self, "header_timeout")
 
     def body_late(self) -> None:
-        if self.transport.is_closing():
-            return
-        cycle = self._body_of
-        if cycle is not None and not cycle.response_started:
+        cycle = self.cycle
+        if not cycle.response_started:
             # The app's read of the body ends as if the client had gone; this mark makes it
             # count and log a 408 instead. Its own answer is dropped: this one is on the wire.
             scope = cast(dict[str, object], cycle.scope)
