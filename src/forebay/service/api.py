@@ -229,8 +229,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "The backend is unreachable; retry after Retry-After",
     }.items()
 }
+_NOT_JSON: dict[int | str, dict[str, Any]] = {
+    415: {"model": ErrorOut, "description": "Without API tokens: the body is not sent as JSON"}
+}
 _INTAKE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
+    **_NOT_JSON,
     413: {"model": ErrorOut, "description": "The body is over the limit"},
     429: {"model": ErrorOut, "description": "The queue is full; retry after Retry-After"},
 }
@@ -550,7 +554,11 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
         "/v1/dead/replay",
         tags=["dead letters"],
         summary="Put matching dead jobs back to queued (fresh attempts)",
-        responses={200: {"description": '{"replayed": N, "dry_run": bool}'}, **_ERRORS},
+        responses={
+            200: {"description": '{"replayed": N, "dry_run": bool}'},
+            **_ERRORS,
+            **_NOT_JSON,
+        },
         openapi_extra=filter_body,
     )
     async def replay_dead(request: Request) -> Response:
@@ -562,7 +570,11 @@ def _dead_routes(api: FastAPI, service: Service) -> None:
         "/v1/dead/purge",
         tags=["dead letters"],
         summary="Delete matching dead jobs",
-        responses={200: {"description": '{"purged": N, "dry_run": bool}'}, **_ERRORS},
+        responses={
+            200: {"description": '{"purged": N, "dry_run": bool}'},
+            **_ERRORS,
+            **_NOT_JSON,
+        },
         openapi_extra=filter_body,
     )
     async def purge_dead(request: Request) -> Response:

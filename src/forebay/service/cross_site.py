@@ -123,6 +123,8 @@ def _same_origin(origin: str, host: bytes | None) -> bool:
 
 def is_json(content_type: str | None) -> bool:
     """True for ``application/json`` and ``application/*+json``, with any parameters."""
+    if content_type == "application/json":  # what nearly every client sends
+        return True
     if not content_type:
         return False
     media = content_type.partition(";")[0].strip().lower()
