@@ -390,6 +390,13 @@ class JobFilter:
     run_id: str | None = None
     ids: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # The same answer on every backend: PostgreSQL cannot even compare such a text.
+        for name in ("queue", "error_type", "run_id"):
+            value = getattr(self, name)
+            if value is not None:
+                check_storable(name, value)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueCounts:

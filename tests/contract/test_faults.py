@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from forebay import Backoff, Forebay, InvalidPayload, Job, JobState
+from forebay import Backoff, Forebay, InvalidPayload, Job, JobFilter, JobState
 from forebay.backends import Backend, backend_from_url
 from forebay.job import Lease, NewJob, Retry
 
@@ -138,3 +138,9 @@ async def test_a_settle_with_a_bad_text_fails_no_other_caller(backend: Backend) 
     assert results[0] == [] and results[2] == []
     assert (await backend.get_job(a.id)).state is JobState.COMPLETED  # type: ignore[union-attr]
     assert (await backend.get_job(c.id)).state is JobState.COMPLETED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("field", ["queue", "error_type", "run_id"])
+async def test_a_filter_no_store_can_hold_is_refused_alike(app: Forebay, field: str) -> None:
+    with pytest.raises(InvalidPayload, match=field):
+        await app.list_jobs(JobFilter(**{field: "a\x00b"}))  # type: ignore[arg-type]

@@ -119,11 +119,6 @@ async def test_the_python_api_calls_a_refused_value_a_bad_value_not_an_outage(
 ) -> None:
     declare(app)
     await app.open()
-    try:
-        jobs = await app.list_jobs(JobFilter(queue="a\x00b"))
-    except InvalidPayload as exc:
-        assert backend_kind == "postgres", exc  # PostgreSQL text cannot hold a NUL
-        assert "NUL" in str(exc) or "0x00" in str(exc)
-    else:
-        assert backend_kind != "postgres"
-        assert jobs == []
+    # The same on every backend (PostgreSQL text cannot even hold a NUL to compare it).
+    with pytest.raises(InvalidPayload, match="NUL"):
+        await app.list_jobs(JobFilter(queue="a\x00b"))
