@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from forebay import Forebay
-from forebay.backends import Backend, backend_from_url
+from forebay.backends import Backend
+from forebay.testing import isolated_store
 from tests.servers import BACKENDS, backend_url
 
 # Property tests check behaviour, not speed: on a busy or shared machine, generating examples
@@ -46,15 +47,8 @@ def url(backend_kind: str, tmp_path: Path) -> str:
 @pytest.fixture
 async def backend(url: str) -> AsyncIterator[Backend]:
     """An open backend on a fresh store; dropped (schema/keys) afterwards where it has one."""
-    store = backend_from_url(url)
-    await store.open()
-    try:
+    async with isolated_store(url) as store:
         yield store
-    finally:
-        drop = getattr(store, "drop_everything", None)
-        if drop is not None:
-            await drop()
-        await store.close()
 
 
 @pytest.fixture

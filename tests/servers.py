@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from forebay.testing import isolated_url
+
 PG_URL = os.environ.get("FOREBAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FOREBAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -50,8 +52,8 @@ def backend_url(kind: str, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'forebay.db'}"
     if kind == "postgres":
         require_server("PostgreSQL", PG_URL)
-        return f"{PG_URL}?schema={unique_name('forebay_test')}"
+        return isolated_url(PG_URL)
     if kind == "redis":
         require_server("Redis", REDIS_URL)
-        return f"{REDIS_URL}?prefix={unique_name('forebay-test')}"
+        return isolated_url(REDIS_URL)
     raise ValueError(kind)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from forebay import Forebay, JobState
+from forebay.testing import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,10 +136,12 @@ async def _get_job(url: str, job_id: int) -> Any:
 
 def wait_for_state(url: str, job_id: int, state: JobState, timeout_s: float = 30.0) -> None:
     """Poll the store until the job is in ``state`` (bounded: fails after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while (job := asyncio.run(_get_job(url, job_id))).state != state:
-        assert time.monotonic() < deadline, f"job {job_id} still {job.state} after {timeout_s}s"
-        time.sleep(0.05)
+    wait_until(
+        lambda: asyncio.run(_get_job(url, job_id)).state == state,
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"job {job_id} to be {state}",
+    )
 
 
 @pytest.fixture

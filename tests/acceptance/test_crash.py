@@ -13,12 +13,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from forebay import Forebay, JobFilter, JobState
 from forebay.backends import Backend
+from forebay.testing import wait_until
 
 N_JOBS = 60
 
@@ -66,20 +65,6 @@ def _count(db: Path, sql: str) -> int:
         conn.close()
 
 
-def _wait_for(
-    predicate: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited early ({proc.returncode}) while waiting for {what}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 async def test_killed_worker_jobs_complete_once_in_effect(
     url: str, backend: Backend, tmp_path: Path
 ) -> None:
@@ -100,8 +85,11 @@ async def test_killed_worker_jobs_complete_once_in_effect(
     first = subprocess.Popen([sys.executable, str(app_file)], env=env, cwd=tmp_path)
     try:
         # Kill it while it is in the middle: some effects done, jobs still running.
-        _wait_for(
-            lambda: _count(effects, "SELECT COUNT(*) FROM effects") >= 8, 60, "first effects", first
+        wait_until(
+            lambda: _count(effects, "SELECT COUNT(*) FROM effects") >= 8,
+            timeout_s=60,
+            what="first effects",
+            process=first,
         )
     finally:
         first.send_signal(signal.SIGKILL)
@@ -113,11 +101,11 @@ async def test_killed_worker_jobs_complete_once_in_effect(
 
     second = subprocess.Popen([sys.executable, str(app_file)], env=env, cwd=tmp_path)
     try:
-        _wait_for(
+        wait_until(
             lambda: _count(effects, "SELECT COUNT(*) FROM effects") >= N_JOBS,
-            120,
-            "all effects",
-            second,
+            timeout_s=120,
+            what="all effects",
+            process=second,
         )
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0  # graceful exit

@@ -19,7 +19,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from forebay.contrib.labelstudio import samples
+from forebay.testing import wait_until
 from tests.integration.test_labelstudio_helpers import (  # noqa: F401 (fixture)
     EPOCH,
     INVITE_TOKEN,
@@ -67,18 +67,13 @@ def wait_for(
     predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path
 ) -> None:
     """Wait (at most 60 s) until ``predicate()`` holds, checking the service is still up."""
-    deadline = time.monotonic() + 60
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"forebay serve exited while waiting for {what}:\n"
-                + log.read_text(errors="replace")
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out waiting for {what}:\n" + log.read_text(errors="replace")[-5000:]
-            )
-        time.sleep(0.02)
+    wait_until(
+        predicate,
+        timeout_s=60,
+        what=what,
+        process=proc,
+        context=lambda: log.read_text(errors="replace")[-5000:],
+    )
 
 
 def wait_for_health(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:

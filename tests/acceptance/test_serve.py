@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+
+from forebay import testing
 
 APP = textwrap.dedent(
     """
@@ -63,16 +64,13 @@ class Server:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, server: Server) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if server.proc.poll() is not None:
-            raise AssertionError(
-                f"forebay serve exited ({server.proc.returncode}) while waiting for {what}:\n"
-                + server.output()[-3000:]
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n" + server.output()[-3000:])
-        time.sleep(0.02)
+    testing.wait_until(
+        predicate,
+        timeout_s=timeout_s,
+        what=what,
+        process=server.proc,
+        context=lambda: server.output()[-3000:],
+    )
 
 
 def _answers(base: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -27,17 +26,9 @@ from forebay import (
     WorkerSettings,
 )
 from forebay.backends import backend_from_url
+from forebay.testing import until
 
 NO_WAIT = Backoff(base_s=0, jitter=False)
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    """Re-check a condition on the store until it holds (bounded); fail if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_burst_drains_every_job_once(app: Forebay) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import importlib.util
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from forebay import Forebay, InvalidPayload, Job, PermanentError
-from forebay.observer import Outcome
 from forebay.service import HmacSignature, ServiceSettings, SharedSecret, create_app
 from forebay.service.logs import JsonFormatter
 from forebay.service.metrics import count_sink_writes_skipped
 from forebay.service.settings import parse_api_tokens
+from forebay.testing import Settled
 from tests.servers import PG_URL
 
 BASE = "http://127.0.0.1:8000"  # the token-less service answers loopback names only
@@ -63,30 +63,6 @@ def assert_error(response: httpx.Response, status: int, kind: str) -> dict[str, 
     return dict(error)
 
 
-class Settled:
-    """An observer that lets a test wait for outcomes instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[tuple[int, Outcome]] = []
-        self._changed = asyncio.Event()
-
-    def enqueued(self, jobs: Sequence[Job]) -> None:
-        pass
-
-    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
-        self.outcomes.append((job.id, outcome))
-        self._changed.set()
-
-    async def wait_for(self, job_id: int, timeout_s: float = 10.0) -> Outcome:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for seen, outcome in self.outcomes:
-                    if seen == job_id:
-                        return outcome
-                self._changed.clear()
-                await self._changed.wait()
-
-
 def declare(app: Forebay, **options: Any) -> None:
     @app.handler("documents", **options)
     async def ingest(job: Job) -> None:
@@ -119,7 +95,7 @@ async def test_in_process_workers_run_the_jobs_and_report_ready(app: Forebay) ->
     app.observers.append(settled)
     async with serving(app, ServiceSettings(workers=True)) as client:
         job_id = (await client.post("/v1/queues/documents/jobs", json={"payload": 1})).json()["id"]
-        assert await settled.wait_for(job_id) == "completed"
+        assert await settled.outcome_of(job_id) == "completed"
         assert (await client.get(f"/v1/jobs/{job_id}")).json()["state"] == "completed"
 
         ready = await client.get("/readyz")

@@ -3,7 +3,6 @@
 * ``stage`` (:func:`stage_fixture`) — a fresh schema on the real PostgreSQL for one test, dropped afterwards;
 * :class:`Outage` — a TCP relay in front of PostgreSQL that the test opens and cuts, to make
   the database unreachable and reachable again (connections are really refused and reset);
-* :class:`Settled` — an observer that lets a test wait for job outcomes instead of sleeping;
 * Label Studio bodies (``ls_task``, ``annotation_created``, ``tasks_deleted``, ...) shaped like
   the ones a real Label Studio sends, for ids and times a test chooses;
 * :func:`current_view` — the dataset's current state by the documented rule, and
@@ -14,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from forebay.job import Job
-from forebay.observer import Outcome
 from tests.servers import PG_URL, require_server, unique_name
 
 
@@ -121,32 +118,6 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     finally:
         with contextlib.suppress(Exception):
             writer.close()
-
-
-class Settled:
-    """An observer that records outcomes and wakes waiters as they come."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[tuple[int, Outcome]] = []
-        self._changed = asyncio.Event()
-
-    def enqueued(self, jobs: Sequence[Job]) -> None:
-        pass
-
-    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
-        self.outcomes.append((job.id, outcome))
-        self._changed.set()
-
-    def count(self, outcome: Outcome) -> int:
-        """How many distinct jobs have had ``outcome`` (at least once)."""
-        return len({job_id for job_id, o in self.outcomes if o == outcome})
-
-    async def until(self, outcome: Outcome, n: int, timeout_s: float = 30.0) -> None:
-        """Wait until ``n`` distinct jobs have had ``outcome``."""
-        async with asyncio.timeout(timeout_s):
-            while self.count(outcome) < n:
-                self._changed.clear()
-                await self._changed.wait()
 
 
 # -- Label Studio bodies -------------------------------------------------------------------

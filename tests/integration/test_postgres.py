@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,6 +37,7 @@ from forebay.backends.postgres import PostgresBackend, PostgresSettings, migrati
 from forebay.backends.postgres.schema import migrations, queries
 from forebay.group_commit import GroupCommit
 from forebay.job import Lease
+from forebay.testing import until
 from tests.servers import PG_URL, backend_url, unique_name
 
 WORKER = "pg-test"
@@ -378,7 +379,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(
     )
     assert killed == 1
     # While it reconnects, waits fall back to short polls; once back, notifications flow again.
-    await _until(lambda: _listening_again(pg))
+    await until(lambda: _listening_again(pg), timeout_s=30, what="LISTEN again")
     await pg.enqueue([new("again")])
     started = time.monotonic()
     await pg.wait_for_work(["again"], timeout_s=60)
@@ -646,12 +647,6 @@ async def test_concurrent_opens_migrate_once(pg_url: str) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-async def _until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-
-
 async def _drop(app: Forebay) -> None:
     await app.open()
     drop = app.backend.drop_everything  # type: ignore[attr-defined]

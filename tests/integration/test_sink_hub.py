@@ -20,6 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from forebay.sinks.dataset import DatasetSink
 from forebay.sinks.hub import HubSync, retry_after_s
+from forebay.testing import until  # every 1 ms: the commit loop's threads need the GIL
 
 TABLES = {"items": [("change_id", "string"), ("n", "int64")]}
 
@@ -121,14 +122,14 @@ async def test_the_rate_is_bounded_and_state_survives_a_restart(tmp_path: Path) 
     sync = hub(repo, clock)  # default: at most one commit per 120 s
     sink = DatasetSink(tmp_path, tables=TABLES, flush_interval_s=0, hub=sync)
     await sink.write({"items": [{"change_id": "a", "n": 1}]})
-    await _until(lambda: len(repo.commits) == 1)  # the first commit goes at once
+    await until(lambda: len(repo.commits) == 1, interval_s=0.001)  # the first commit goes at once
     for n in range(5):  # a burst of shards right after it
         await sink.write({"items": [{"change_id": f"x{n}", "n": n}]})
-    await _until(lambda: bool(clock.waits))
+    await until(lambda: bool(clock.waits), interval_s=0.001)
     assert clock.waits == [pytest.approx(120.0)]  # the loop waits out the interval...
     assert len(repo.commits) == 1
     clock.hold.set()  # ...two minutes pass
-    await _until(lambda: not sync.pending_files())
+    await until(lambda: not sync.pending_files(), interval_s=0.001)
     assert len(repo.commits) == 2  # one commit for the whole burst
     assert len([f for f in repo.commits[1][1] if f.endswith(".parquet")]) >= 5
     await sink.close()
@@ -155,7 +156,7 @@ async def test_a_429_waits_as_long_as_the_hub_says(tmp_path: Path) -> None:
     sync = hub(repo, clock)
     sink = DatasetSink(tmp_path, tables=TABLES, flush_interval_s=0, hub=sync)
     await sink.write({"items": [{"change_id": "a", "n": 1}]})
-    await _until(lambda: len(repo.commits) == 1)
+    await until(lambda: len(repo.commits) == 1, interval_s=0.001)
     assert clock.waits[:2] == [38.0, 56.0]  # what the headers said, plus a second
     await sink.close()
 
@@ -170,7 +171,7 @@ async def test_a_concurrent_commit_is_detected_and_the_head_read_again(tmp_path:
     repo.head = "someone-else"  # another writer committed to the repository meanwhile
     await sink.write({"items": [{"change_id": "b", "n": 2}]})
     sync.start(tmp_path)
-    await _until(lambda: len(repo.commits) == 2)
+    await until(lambda: len(repo.commits) == 2, interval_s=0.001)
     assert repo.commits[1][0] == "someone-else"
     await sync.stop()
     await sink.close()
@@ -181,12 +182,3 @@ def test_retry_after_headers() -> None:
     assert retry_after_s({"RateLimit": '"api";r=0;t=30'}) == 30
     assert retry_after_s({"X-RateLimit-Reset": "7"}) == 7
     assert retry_after_s({}) is None
-
-
-async def _until(condition: Any, timeout_s: float = 10.0) -> None:
-    """Let the background commit loop run until ``condition()`` holds (its waits advance the
-    test's clock, not the wall clock). Re-checked every millisecond, not in a busy loop: a
-    loop that never blocks keeps the commit loop's worker threads waiting for the GIL."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.001)
