@@ -26,9 +26,14 @@ from forebay.contrib.labelstudio.stage import make_stage_sink, stage_statements
 from forebay.sinks.base import WriteResult
 from forebay.sinks.dataset import DatasetSink
 from tests.integration.test_labelstudio_helpers import (
+    EPOCH,
+    annotation_created,
     annotations_deleted,
+    current_view,
     dataset_rows,
     fetch,
+    ls_annotation,
+    ls_task,
     project_deleted,
     tasks_deleted,
 )
@@ -56,6 +61,8 @@ class SinkUnderTest:
     deleted: Callable[[str], Awaitable[set[int]]]
     """The keys of a table that have a delete stored."""
     state: Callable[[], Awaitable[object]]
+    current: Callable[[str], Awaitable[dict[Any, dict[str, Any]]]]
+    """A table's current row per key (``deleted_at`` set when deleted), by the sink's rule."""
 
 
 async def dataset_sink(tmp_path: Path) -> AsyncIterator[SinkUnderTest]:
@@ -68,8 +75,11 @@ async def dataset_sink(tmp_path: Path) -> AsyncIterator[SinkUnderTest]:
     async def state() -> object:
         return {t: dataset_rows(tmp_path / "dataset", t) for t in COLUMNS}
 
+    async def current(table: str) -> dict[Any, dict[str, Any]]:
+        return current_view(tmp_path / "dataset")[table]
+
     try:
-        yield SinkUnderTest(sink.write, deleted, state)
+        yield SinkUnderTest(sink.write, deleted, state, current)
     finally:
         await sink.close()
 
@@ -96,8 +106,12 @@ async def stage_sink(tmp_path: Path) -> AsyncIterator[SinkUnderTest]:
             for table in KEYS
         }
 
+    async def current(table: str) -> dict[Any, dict[str, Any]]:
+        rows = await fetch(PG_URL, schema, f"SELECT * FROM {table}")
+        return {row[KEYS[table]]: row for row in rows}
+
     try:
-        yield SinkUnderTest(write, deleted, state)
+        yield SinkUnderTest(write, deleted, state, current)
     finally:
         await sink.close()
         conn = await asyncpg.connect(PG_URL)
@@ -153,3 +167,32 @@ async def test_writing_the_same_batch_twice_changes_nothing(sink: SinkUnderTest)
     again = await sink.write(batch)
     assert again.applied() == 0 and again.skipped() > 0
     assert await sink.state() == before
+
+
+def _version(hours: int, label: str) -> dict[str, Any]:
+    """Annotation 7 of task 3 as it stood ``hours`` after it was created."""
+    task = ls_task(3, 1)
+    annotation = ls_annotation(7, 3, 1, updated_at=EPOCH + timedelta(hours=hours), label=label)
+    return annotation_created(task, annotation)
+
+
+@pytest.mark.parametrize("order", ["newer first", "older first"])
+async def test_an_older_version_never_replaces_a_newer_one(sink: SinkUnderTest, order: str) -> None:
+    versions = [_version(2, "Newer"), _version(1, "Older")]
+    for body in versions if order == "newer first" else versions[::-1]:
+        await sink.write(records(body))
+    (row,) = (await sink.current("annotations")).values()
+    assert row["updated_at"] == EPOCH + timedelta(hours=2)
+    assert row["deleted_at"] is None
+
+
+@pytest.mark.parametrize("order", ["delete first", "delete last"])
+async def test_a_delete_wins_over_every_version_older_than_it(
+    sink: SinkUnderTest, order: str
+) -> None:
+    versions = [records(_version(1, "One")), records(_version(2, "Two"))]
+    delete = records(annotations_deleted(1, [7]))  # received after both versions were made
+    for batch in [delete, *versions] if order == "delete first" else [*versions, delete]:
+        await sink.write(batch)
+    (row,) = (await sink.current("annotations")).values()
+    assert row["deleted_at"] is not None
