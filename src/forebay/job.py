@@ -339,6 +339,12 @@ def check_storable(name: str, text: str) -> None:
         ) from None
 
 
+def _make_storable(value: object, *names: str) -> None:
+    """Pass a frozen value's text fields through :func:`storable_text` as it is built."""
+    for name in names:
+        object.__setattr__(value, name, storable_text(getattr(value, name)))
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Put a running job back to ``queued`` to run at ``run_at`` (the attempt stays spent)."""
@@ -349,8 +355,7 @@ class Retry:
     error_type: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "error", storable_text(self.error))
-        object.__setattr__(self, "error_type", storable_text(self.error_type))
+        _make_storable(self, "error", "error_type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,8 +367,7 @@ class Failure:
     error_type: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "error", storable_text(self.error))
-        object.__setattr__(self, "error_type", storable_text(self.error_type))
+        _make_storable(self, "error", "error_type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +379,7 @@ class Deferral:
     reason: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reason", storable_text(self.reason))
+        _make_storable(self, "reason")
 
 
 @dataclass(frozen=True, slots=True)
