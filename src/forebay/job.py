@@ -325,6 +325,7 @@ class Job:
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _payload_slot: MemberDescriptorType = Job.__dict__["payload"]  # read and written as stored
 _stored_payload: Callable[[Job], JSON] = _payload_slot.__get__
+_store_payload: Callable[[Job, JSON], None] = _payload_slot.__set__
 
 
 def _read_payload(job: Job) -> JSON:
@@ -333,14 +334,14 @@ def _read_payload(job: Job) -> JSON:
         # Parsed once, on first access. Two threads reading at once both parse it and store
         # equal values: harmless, so no lock on the hot path.
         value = jsonio.loads(value)
-        _payload_slot.__set__(job, value)
+        _store_payload(job, value)
     return value
 
 
 # ``job.payload``: the slot behind a property that parses stored text on first access (see
 # Job's docstring). Installed after the class is built, since a slots dataclass makes its own
 # slot descriptor for each field; assigning keeps the slot's own fast setter.
-setattr(Job, "payload", property(_read_payload, _payload_slot.__set__, doc="The payload."))  # noqa: B010
+setattr(Job, "payload", property(_read_payload, _store_payload, doc="The payload."))  # noqa: B010
 
 
 @dataclass(frozen=True, slots=True)
