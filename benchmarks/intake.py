@@ -258,9 +258,7 @@ async def _drop(url: str) -> None:
 
     app = Forebay(url)
     await app.open()
-    drop = getattr(app.backend, "drop_everything", None)
-    if drop is not None:
-        await drop()
+    await app.backend.drop_everything()
     await app.close()
 
 

@@ -46,7 +46,7 @@ def url(backend_kind: str, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def backend(url: str) -> AsyncIterator[Backend]:
-    """An open backend on a fresh store; dropped (schema/keys) afterwards where it has one."""
+    """An open backend on a fresh store; dropped (tables, schema or keys) afterwards."""
     async with isolated_store(url) as store:
         yield store
 
@@ -60,8 +60,6 @@ async def app(url: str) -> AsyncIterator[Forebay]:
     finally:
         # A worker may have opened the backend without app.open(): drop whatever was created.
         if forebay._backend is not None:
-            drop = getattr(forebay.backend, "drop_everything", None)
-            if drop is not None:
-                await forebay.open()
-                await drop()
+            await forebay.open()
+            await forebay.backend.drop_everything()
         await forebay.close()

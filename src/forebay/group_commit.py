@@ -5,7 +5,10 @@ flush task is created; by the time it runs it takes *every* request submitted me
 them to ``flush`` (which writes them in one round trip / transaction), and resolves each
 caller's future with its own result. While flushes are in flight, new requests pile up and go
 into the next one, so under load each commit carries many callers' work, yet an idle caller
-waits for no timer: its request is flushed at once.
+waits for no timer: its request is flushed at once. With ``inline_first``, a request that finds
+nothing in flight is flushed by its own caller, without a hop to a task (one caller awaiting one
+request at a time pays one round trip and no scheduling); requests that arrive meanwhile are
+flushed together by a task once it is done.
 
 One caller's bad request never fails the others written in the same group. With
 ``wrote_nothing`` given, a group whose flush fails with an error that left the store unchanged
@@ -17,7 +20,8 @@ mid-flight) are never split: writing the requests again could apply them twice.
 
 Concurrency hazards, and why they are safe: everything here runs on one event loop, so the
 pending list and counters are only touched between awaits; a caller cancelled while waiting
-does not undo its write (the result is dropped, as with any write whose answer is lost).
+does not undo its write (the result is dropped, as with any write whose answer is lost). A
+caller cancelled during its own inline flush cancels that flush, which held its request alone.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class GroupCommit(Generic[R, T]):
     nothing, so its group may be split and written again (see the module docstring).
     ``weight(request)`` (e.g. rows) bounds a group to ``max_weight``
     (a single heavier request still goes alone). ``max_in_flight`` flushes may run at once, on
-    different connections.
+    different connections. ``inline_first``: a request that finds nothing in flight is flushed
+    by its caller (see the module docstring).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class GroupCommit(Generic[R, T]):
         max_weight: int = 10_000,
         max_in_flight: int = 2,
         wrote_nothing: Callable[[Exception], bool] | None = None,
+        inline_first: bool = False,
     ) -> None:
         self.name = name
         self._flush = flush
@@ -59,24 +65,45 @@ class GroupCommit(Generic[R, T]):
         self._weight = weight
         self._max_weight = max_weight
         self._max_in_flight = max_in_flight
+        self._inline_first = inline_first
         self._pending: list[tuple[R, asyncio.Future[T]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting = False  # a flush task exists that has not yet taken its group
+        self._inline: asyncio.Future[None] | None = None  # done when a caller's own flush ends
 
     async def submit(self, request: R) -> T:
         """Queue ``request`` for the next group; return its result once committed."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if self._inline_first and self._in_flight() == 0 and not self._starting:
+            # Nothing in flight, nothing pending (it would be in flight or starting): this
+            # request alone, flushed here.
+            return await self._flush_inline(request, fut)
         self._pending.append((request, fut))
         self._maybe_start()
         return await fut
 
     async def drain(self) -> None:
         """Wait until every request submitted so far is flushed."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while flushes := [*self._tasks, *([self._inline] if self._inline is not None else [])]:
+            await asyncio.wait(flushes)  # not gather: cancelling drain must not cancel flushes
+
+    def _in_flight(self) -> int:
+        return len(self._tasks) + (self._inline is not None)
+
+    async def _flush_inline(self, request: R, fut: asyncio.Future[T]) -> T:
+        done = asyncio.get_running_loop().create_future()
+        self._inline = done
+        try:
+            results = await self._flush([request])
+        finally:
+            self._inline = None
+            done.set_result(None)
+            self._maybe_start()  # what was submitted meanwhile goes in one flush, in a task
+        _resolve([(request, fut)], results)
+        return fut.result()
 
     def _maybe_start(self) -> None:
-        if self._starting or not self._pending or len(self._tasks) >= self._max_in_flight:
+        if self._starting or not self._pending or self._in_flight() >= self._max_in_flight:
             return
         self._starting = True
         self._tasks.add(asyncio.create_task(self._run(), name=f"forebay-group-commit-{self.name}"))

@@ -26,9 +26,10 @@ import enum
 import math
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from types import MemberDescriptorType
 from typing import TypeAlias, cast
 
 from forebay import jsonio
@@ -87,11 +88,12 @@ _YEAR_9000 = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 
 
 class PayloadText(str):
-    """A leased job's payload still as the JSON text it is stored as.
+    """A payload as the JSON text it is stored as, not read yet.
 
-    A worker whose handlers run in other processes leases with ``decode=False``: the payload
-    crosses to the handler's process as this text and is read there (:meth:`parse`), so the
-    leasing process neither parses it nor pickles the parsed objects.
+    A backend builds each :class:`Job` it reads with its payload as this text; the job reads
+    it on the first access of ``job.payload``. So a job whose handler runs in another process
+    crosses to it as this text (:attr:`Job.payload_text`) and is read there: the leasing
+    process neither parses the payload nor pickles the parsed objects.
     """
 
     __slots__ = ()
@@ -228,6 +230,10 @@ class Job:
     Treat it as read-only (derive a changed copy with ``dataclasses.replace``); it is not frozen
     only because frozen dataclasses cost several times more to build, and workers build one per
     job on the hot path.
+
+    A job read from a backend holds its payload as the stored JSON text (a
+    :class:`PayloadText`) and parses it on the first access of :attr:`payload`: a worker that
+    never looks at a payload (it hands the job to a handler process) never parses it.
     """
 
     id: int
@@ -269,6 +275,23 @@ class Job:
             raise RuntimeError(f"job {self.id} is not leased")
         return Lease(self.id, self.lease_token)
 
+    @property
+    def payload_text(self) -> str:
+        """The payload as JSON text: the stored text while :attr:`payload` was not read, else
+        the payload encoded again."""
+        value = _stored_payload(self)
+        return value if type(value) is PayloadText else jsonio.dumps(value)
+
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled as stored: a payload not read yet crosses to another process as its text.
+        state = {name: getattr(self, name) for name in _JOB_FIELDS if name != "payload"}
+        state["payload"] = _stored_payload(self)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def to_dict(self) -> dict[str, JSON]:
         """A JSON-ready view of the job (datetimes as ISO 8601)."""
 
@@ -297,6 +320,28 @@ class Job:
             "run_id": self.run_id,
             "payload": self.payload,
         }
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_payload_slot: MemberDescriptorType = Job.__dict__["payload"]  # read and written as stored
+_stored_payload: Callable[[Job], JSON] = _payload_slot.__get__
+_store_payload: Callable[[Job, JSON], None] = _payload_slot.__set__
+
+
+def _read_payload(job: Job) -> JSON:
+    value = _stored_payload(job)
+    if type(value) is PayloadText:
+        # Parsed once, on first access. Two threads reading at once both parse it and store
+        # equal values: harmless, so no lock on the hot path.
+        value = jsonio.loads(value)
+        _store_payload(job, value)
+    return value
+
+
+# ``job.payload``: the slot behind a property that parses stored text on first access (see
+# Job's docstring). Installed after the class is built, since a slots dataclass makes its own
+# slot descriptor for each field; assigning keeps the slot's own fast setter.
+setattr(Job, "payload", property(_read_payload, _store_payload, doc="The payload."))  # noqa: B010
 
 
 @dataclass(frozen=True, slots=True)

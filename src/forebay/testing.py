@@ -63,9 +63,7 @@ async def isolated_store(url: str) -> AsyncIterator[Backend]:
     try:
         yield store
     finally:
-        drop = getattr(store, "drop_everything", None)
-        if drop is not None:
-            await drop()
+        await store.drop_everything()
         await store.close()
 
 

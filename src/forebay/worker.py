@@ -139,14 +139,10 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         observers: Sequence[Observer] = (),
-        decode_payloads: bool = True,
     ) -> None:
-        """``decode_payloads=False``: handlers get each payload as its stored JSON text (a
-        :class:`~forebay.job.PayloadText`), for handlers that pass jobs to other processes."""
         if not queues:
             raise ValueError("a worker needs at least one queue with a handler")
         self.backend = backend
-        self.decode_payloads = decode_payloads
         self.queues = {q.name: q for q in queues}
         self.settings = settings or WorkerSettings()
         self.observers = list(observers)
@@ -282,7 +278,6 @@ class Worker:
             limit=free * (config.batch_size or 1),
             worker_id=self.worker_id,
             lease_s=config.lease_s,
-            decode=self.decode_payloads,
         )
         if jobs:
             await self._admit(config, jobs)
@@ -306,7 +301,6 @@ class Worker:
             limit=1,
             worker_id=self.worker_id,
             lease_s=config.lease_s,
-            decode=self.decode_payloads,
         )
         if jobs:
             await self._admit(config, jobs)

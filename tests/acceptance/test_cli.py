@@ -124,9 +124,7 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 async def _drop(url: str) -> None:
     app = Forebay(url)
     async with app:
-        drop = getattr(app.backend, "drop_everything", None)
-        if drop is not None:
-            await drop()
+        await app.backend.drop_everything()
 
 
 async def _get_job(url: str, job_id: int) -> Any:

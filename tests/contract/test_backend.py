@@ -287,13 +287,15 @@ async def test_a_large_lease_takes_the_best_jobs_in_order_and_settles_them(
     assert counts.completed == 250 and counts.running == 0
 
 
-async def test_a_lease_can_leave_payloads_as_their_stored_text(backend: Backend) -> None:
+async def test_a_leased_payload_is_available_as_its_stored_text(backend: Backend) -> None:
     payload = {"doc": "é", "n": [1, 2.5, None], "big": 2**70}
     await backend.enqueue([new(payload=payload)])
-    [job] = await backend.lease(queue="q", limit=1, worker_id=WORKER, lease_s=30, decode=False)
-    assert isinstance(job.payload, PayloadText)
-    assert job.payload.parse() == payload
-    assert pickle.loads(pickle.dumps(job)).payload.parse() == payload  # crosses processes
+    [job] = await backend.lease(queue="q", limit=1, worker_id=WORKER, lease_s=30)
+    assert isinstance(job.payload_text, PayloadText)
+    assert job.payload_text.parse() == payload
+    crossed = pickle.loads(pickle.dumps(job))  # crosses processes as that text
+    assert isinstance(crossed.payload_text, PayloadText)
+    assert crossed.payload == payload and job.payload == payload
 
 
 # -- outcomes --------------------------------------------------------------------------------

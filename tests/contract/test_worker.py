@@ -449,9 +449,7 @@ def test_enqueue_sync_for_scripts(url: str) -> None:
         again = app.enqueue_sync("docs", {"from": "script"}, key="s1")
         assert job.created and not again.created and again.id == job.id
     finally:
-        drop = getattr(app.backend, "drop_everything", None)
-        if drop is not None:
-            app._run_sync(drop)
+        app._run_sync(app.backend.drop_everything)
         app.close_sync()
 
 

@@ -35,7 +35,6 @@ from forebay import (
 from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
 from forebay.backends.postgres.schema import migrations, queries
-from forebay.group_commit import GroupCommit
 from forebay.job import Lease
 from forebay.testing import until
 from tests.servers import PG_URL, backend_url, unique_name
@@ -649,7 +648,7 @@ async def test_concurrent_opens_migrate_once(pg_url: str) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 async def _drop(app: Forebay) -> None:
     await app.open()
-    drop = app.backend.drop_everything  # type: ignore[attr-defined]
+    drop = app.backend.drop_everything
     await drop()
     await app.close()
 
@@ -669,25 +668,3 @@ async def test_payload_round_trips_exactly(pg: PostgresBackend) -> None:
     stored = await pg.get_job(job.id)
     assert stored is not None
     assert json.dumps(stored.payload) == json.dumps(payload)
-
-
-async def test_group_commit_never_strands_a_request_submitted_as_a_flush_ends() -> None:
-    # A caller woken by its result submits again before the finished flush task is gone: the
-    # new request must still get a flush (it once waited forever for one).
-    groups: list[list[int]] = []
-
-    async def flush(requests: list[int]) -> list[int]:
-        groups.append(requests)
-        return [r * 10 for r in requests]
-
-    commit: GroupCommit[int, int] = GroupCommit("test", flush, max_in_flight=1)
-
-    async def twice() -> int:
-        await commit.submit(1)
-        return await commit.submit(2)  # in the very step the first result arrives
-
-    assert await asyncio.wait_for(twice(), 10) == 20
-    results = await asyncio.gather(*(commit.submit(i) for i in range(3, 50)))
-    assert results == [i * 10 for i in range(3, 50)]
-    assert len(groups) < 10
-    await commit.drain()

@@ -217,7 +217,7 @@ async def test_streams_hold_only_waiting_and_running_jobs(
             assert await raw.xlen(backend.keys.stream("q", priority)) == 0
             assert (await raw.xpending(backend.keys.stream("q", priority), GROUP))["pending"] == 0
     finally:
-        await app.backend.drop_everything()  # type: ignore[attr-defined]
+        await app.backend.drop_everything()
         await app.close()
 
 

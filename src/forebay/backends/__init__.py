@@ -10,8 +10,6 @@ This module is the composition root for backends: nothing else imports a concret
 from __future__ import annotations
 
 import importlib
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from forebay.backends.base import Backend, Capabilities, PruneSpec
 from forebay.errors import ConfigError, MissingExtra
@@ -20,6 +18,7 @@ __all__ = ["DEFAULT_URL", "Backend", "Capabilities", "PruneSpec", "backend_from_
 
 DEFAULT_URL = "sqlite:///./forebay.db"
 
+# scheme -> (module, class, extra that installs its driver, the driver's module)
 _SCHEMES = {
     "sqlite": ("forebay.backends.sqlite", "SQLiteBackend", None, None),
     "postgresql": ("forebay.backends.postgres", "PostgresBackend", "postgres", "asyncpg"),
@@ -39,7 +38,11 @@ def _require(extra: str | None, module: str | None) -> None:
 
 
 def backend_from_url(url: str) -> Backend:
-    """Build (not open) the backend a URL names; raise ConfigError for a bad URL."""
+    """Build (not open) the backend a URL names; raise ConfigError for a bad URL.
+
+    The scheme picks the backend (importing it only then, so a missing extra fails here with
+    its ``pip install`` line); the backend's own ``from_url`` reads the rest.
+    """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in _SCHEMES:
         raise ConfigError(
@@ -48,33 +51,5 @@ def backend_from_url(url: str) -> Backend:
         )
     module_name, class_name, extra, needs = _SCHEMES[scheme]
     _require(extra, needs)
-    module = importlib.import_module(module_name)
-    factory: Any = getattr(module, class_name)
-    if scheme == "sqlite":
-        return _sqlite_from_url(factory, url)
-    backend: Backend = factory.from_url(url)
-    return backend
-
-
-def _sqlite_from_url(factory: Any, url: str) -> Backend:
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise ConfigError(
-            f"SQLite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////absolute.db"
-        )
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if not path:
-        raise ConfigError(f"SQLite URL {url!r} names no file: use sqlite:///./forebay.db")
-    options = dict(parse_qsl(parts.query))
-    kwargs: dict[str, Any] = {}
-    if "synchronous" in options:
-        kwargs["synchronous"] = options.pop("synchronous")
-    if "poll_ms" in options:
-        try:
-            kwargs["poll_s"] = float(options.pop("poll_ms")) / 1000
-        except ValueError:
-            raise ConfigError("poll_ms must be a number of milliseconds") from None
-    if options:
-        raise ConfigError(f"unknown SQLite URL options: {', '.join(sorted(options))}")
-    backend: Backend = factory(path, **kwargs)
-    return backend
+    factory: type[Backend] = getattr(importlib.import_module(module_name), class_name)
+    return factory.from_url(url)

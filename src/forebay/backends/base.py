@@ -15,13 +15,18 @@ Rules every implementation follows:
   token still matches; the ids whose token did not match are returned ("refused"), never raised.
 * Times are epoch seconds (``float``) at this seam; the public API speaks ``datetime``.
 * Engine errors are translated into :class:`~forebay.errors.BackendError` at the boundary.
+* Jobs read from the store are built by :func:`forebay.backends.rows.job_from_row`, so they
+  are alike whatever the engine; their payload is parsed when first read.
+
+Callers use only what is declared here: a member one backend has and the Protocol does not
+is not part of the seam.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
 from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
@@ -65,6 +70,14 @@ class Backend(Protocol):
 
     capabilities: Capabilities
 
+    applied_on_open: list[str]
+    """The migrations the last :meth:`open` applied (``forebay migrate`` reports them)."""
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        """Build (not open) the backend a URL of its scheme names; ConfigError for a bad one."""
+        ...
+
     async def open(self) -> None:
         """Connect, and create or upgrade the schema if it is missing. Idempotent."""
 
@@ -74,8 +87,21 @@ class Backend(Protocol):
     async def migrate(self) -> list[str]:
         """Apply pending migrations; return the names of those applied."""
 
+    def migration_sql(self) -> str:
+        """The SQL :meth:`migrate` runs on an empty store, for review (``forebay migrate
+        --sql``), made without connecting; ConfigError when the store keeps no SQL schema."""
+        ...
+
     async def ping(self) -> None:
         """Raise BackendUnavailable unless the store answers."""
+
+    async def drop_everything(self) -> None:
+        """Delete every job and all else this backend stored (tables, schema or keys).
+
+        A reset, for demos and for isolating tests from each other; nothing in forebay calls
+        it. The store is then as if it was never opened: call :meth:`close` next (or
+        :meth:`migrate` to start again with an empty store).
+        """
 
     # -- enqueue ---------------------------------------------------------------------------
     async def enqueue(
@@ -97,14 +123,12 @@ class Backend(Protocol):
         """
 
     # -- running ---------------------------------------------------------------------------
-    async def lease(
-        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
-    ) -> list[Job]:
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
         """Move up to ``limit`` due jobs of ``queue`` to running, best first; return them.
 
         Order: higher priority, then earlier run_at, then enqueue order. Each returned job has a
-        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented. ``decode=False``
-        leaves each payload as its stored text (a :class:`~forebay.job.PayloadText`).
+        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented. Its payload is
+        read on first access (a handler process gets it as text: ``job.payload_text``).
         """
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:

@@ -6,10 +6,9 @@ is for doing it deliberately (before a deploy) and for reviewing the SQL (``--sq
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Annotated
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 
@@ -18,14 +17,10 @@ from forebay.backends import backend_from_url
 from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import EXIT_USAGE, fail, print_json, stdout
 from forebay.cli.session import resolve_url, run
-from forebay.errors import ForebayError, MissingExtra
+from forebay.errors import ForebayError
 from forebay.job import JSON
-from forebay.sqlfiles import migration_files
 
 __all__ = ["migrate"]
-
-_SQLITE_PACKAGE = "forebay.backends.sqlite"
-_POSTGRES_MODULE = "forebay.backends.postgres"
 
 
 def migrate(
@@ -73,43 +68,22 @@ async def _migrate(url: str) -> list[str]:
     async with Forebay(url) as app:
         backend = app.backend
         # Opening already applied what was pending; the backend remembers what that was.
-        on_open: list[str] = list(getattr(backend, "applied_on_open", []))
-        return on_open + await backend.migrate()
+        return backend.applied_on_open + await backend.migrate()
 
 
 def _migration_sql(url: str, schema: str | None) -> str:
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "sqlite":
-        if schema is not None:
+    """The backend's migrations as SQL, built from its URL without connecting."""
+    if schema is not None:
+        scheme = url.split(":", 1)[0].lower()
+        if scheme == "sqlite":
             fail("--schema is for PostgreSQL; SQLite has no schemas", EXIT_USAGE)
-        return _sqlite_sql()
-    if scheme in ("postgres", "postgresql"):
-        return _postgres_sql(schema or _url_schema(url))
-    if scheme in ("redis", "rediss"):
-        fail("the Redis backend keeps no SQL schema: there is no SQL to print")
-    backend_from_url(url)  # an unknown URL: its error names the supported ones
-    fail(f"the backend of {scheme}: URLs has no SQL migrations to print")
+        if scheme in ("postgres", "postgresql"):
+            url = _with_schema(url, schema)
+    return backend_from_url(url).migration_sql()
 
 
-def _sqlite_sql() -> str:
-    parts = [f"-- {name}\n{text.strip()}\n" for _, name, text in migration_files(_SQLITE_PACKAGE)]
-    return "\n".join(parts)
-
-
-def _postgres_sql(schema: str | None) -> str:
-    try:
-        module = importlib.import_module(_POSTGRES_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and exc.name.startswith("forebay"):
-            fail("this installation of forebay has no PostgreSQL backend")
-        fail(str(MissingExtra("postgres", exc.name or "asyncpg")))
-    render = getattr(module, "migration_sql", None)
-    if render is None:
-        fail("this version of the PostgreSQL backend cannot print its migrations")
-    text = render(schema) if schema else render()
-    return str(text)
-
-
-def _url_schema(url: str) -> str | None:
-    values = parse_qs(urlsplit(url).query).get("schema")
-    return values[0] if values else None
+def _with_schema(url: str, schema: str) -> str:
+    """The PostgreSQL URL with its ``?schema=`` option set to ``schema``."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("schema", schema)])))

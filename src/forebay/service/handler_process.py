@@ -6,8 +6,8 @@ again and calls the queue's real handler there. Parent and child talk over a soc
 length-prefixed pickles of
 
 * parent → child: ``("call", call_id, queue, job_or_jobs)``, ``("cancel", call_id)``; the
-  jobs' payloads travel as their stored JSON text (the service's worker leases them
-  undecoded) and are read in the child;
+  jobs' payloads travel as their stored JSON text (``job.payload_text``: the service's worker
+  never reads them) and are parsed in the child, when the handler reads ``job.payload``;
 * child → parent: ``("ready",)``, ``("result", call_id, "ok" | "error" | "cancelled", value)``,
   ``("progress", job_id, lease_token, pct, message)`` (``job.progress()`` inside a handler).
 
@@ -44,7 +44,7 @@ from typing import Any, Final
 from forebay.cancel import cancel_and_wait
 from forebay.errors import TransientError
 from forebay.isolation import HandlerProcessDied
-from forebay.job import Job, Lease, PayloadText, progress_reporter
+from forebay.job import Job, Lease, progress_reporter
 from forebay.queue_config import QueueConfig
 
 __all__ = ["HandlerPool"]
@@ -428,9 +428,6 @@ class _ChildCalls:
         progress_reporter.set(self.report)
         value: Any
         try:
-            for job in argument if isinstance(argument, list) else [argument]:
-                if isinstance(job.payload, PayloadText):  # this process's own copy: read it
-                    job.payload = job.payload.parse()
             if config.is_async:
                 value = await config.handler(argument)  # type: ignore[arg-type,misc]
             else:

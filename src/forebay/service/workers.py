@@ -186,14 +186,9 @@ class ProcessWorkers(InProcessWorkers):
     def _make_worker(self) -> Worker:
         handled = [q for q in self._app.queues.values() if q.handler is not None]
         configs = [replace(q, handler=self.pool.handler_for(q)) for q in handled]
-        # Payloads cross to the handler processes as their stored text, read there.
-        return Worker(
-            self._app.backend,
-            configs,
-            self._settings,
-            observers=self._app.observers,
-            decode_payloads=False,
-        )
+        # Payloads cross to the handler processes as their stored text, read there (a leased
+        # job's payload is parsed only when first read).
+        return Worker(self._app.backend, configs, self._settings, observers=self._app.observers)
 
     def health(self) -> WorkerHealth | None:
         """The worker's heartbeat, and every handler process alive."""

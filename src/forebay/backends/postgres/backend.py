@@ -2,13 +2,13 @@
 
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
   created by numbered, forward-only migrations (:mod:`forebay.backends.postgres.schema`);
-  ``migration_sql()`` prints them for DBAs without connecting.
+  :meth:`PostgresBackend.migration_sql` prints them for DBAs without connecting.
 * Leasing is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))``: any
   number of workers on any number of hosts take disjoint jobs without waiting on each other;
   the partial index ``jobs_due`` keeps its cost flat as history grows.
 * Wake-ups by LISTEN/NOTIFY (:mod:`~forebay.backends.postgres.listener`), so an idle worker
   starts a new job within milliseconds, with a fallback poll while the listener reconnects.
-* Group commit (:mod:`~forebay.backends.postgres.group_commit`): concurrent enqueues become one
+* Group commit (:mod:`forebay.group_commit`): concurrent enqueues become one
   multi-row ``INSERT ... SELECT FROM unnest(...)``, and concurrent outcomes (complete, retry,
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
 * ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
-from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec
 from forebay.backends.postgres.connection import (
     Connector,
@@ -39,7 +38,8 @@ from forebay.backends.postgres.connection import (
     raise_translated,
 )
 from forebay.backends.postgres.listener import Listener
-from forebay.backends.postgres.schema import migrations, queries
+from forebay.backends.postgres.schema import migration_sql, migrations, queries
+from forebay.backends.rows import job_from_row
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
 from forebay.group_commit import GroupCommit
 from forebay.job import (
@@ -50,7 +50,6 @@ from forebay.job import (
     JobState,
     Lease,
     NewJob,
-    PayloadText,
     QueueCounts,
     Retry,
     to_datetime,
@@ -62,7 +61,6 @@ log = logging.getLogger("forebay.postgres")
 
 T = TypeVar("T")
 
-_STATES = {s.value: s for s in JobState}
 _ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's batch may be more)
 _SETTLE_GROUP_ROWS = 20_000
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
@@ -86,34 +84,6 @@ class _Settlement:
     at: datetime | None = None
     message: str | None = None
     kind: str | None = None
-
-
-def row_to_job(row: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
-    """A row of ``{columns}`` (see schema.COLUMNS) as a Job."""
-    return Job(
-        id=row[0],
-        queue=row[1],
-        payload=jsonio.loads(row[2]) if decode else PayloadText(row[2]),
-        state=_STATES[row[3]],
-        key=row[4],
-        priority=row[5],
-        attempt=row[6],
-        deliveries=row[7],
-        defers=row[8],
-        run_at=row[9],
-        created_at=row[10],
-        updated_at=row[11],
-        finished_at=row[12],
-        lease_token=row[13],
-        lease_expires_at=row[14],
-        worker_id=row[15],
-        progress_pct=row[16],
-        progress_message=row[17],
-        error=row[18],
-        error_type=row[19],
-        run_id=row[20],
-        created=created,
-    )
 
 
 class PostgresBackend:
@@ -211,11 +181,16 @@ class PostgresBackend:
                 done.append(name)
         return done
 
+    def migration_sql(self) -> str:
+        """The DDL :meth:`migrate` would run on an empty database, as one psql script, for this
+        backend's schema (see :func:`~forebay.backends.postgres.schema.migration_sql`)."""
+        return migration_sql(self.settings.schema)
+
     async def ping(self) -> None:
         await self._run(lambda c: c.fetchval("SELECT 1"), Resend.NEVER)
 
     async def drop_everything(self) -> None:
-        """Drop this backend's schema with every job in it (tests, teardown)."""
+        """Drop this backend's PostgreSQL schema with every job in it."""
         await self._run(lambda c: c.execute(self._q["drop_schema"]), Resend.ALWAYS)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -272,9 +247,7 @@ class PostgresBackend:
         )
 
     # -- running --------------------------------------------------------------------------
-    async def lease(
-        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
-    ) -> list[Job]:
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
         if limit <= 0:
             return []
         self._require_open()
@@ -290,7 +263,7 @@ class PostgresBackend:
             Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
         )
         rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-        return [row_to_job(r, decode=decode) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
         if not leases:
@@ -416,7 +389,7 @@ class PostgresBackend:
     async def get_job(self, job_id: int) -> Job | None:
         sql = self._q["get_job"]
         row = await self._run(lambda c: c.fetchrow(sql, int(job_id)), Resend.ALWAYS)
-        return None if row is None else row_to_job(row)
+        return None if row is None else job_from_row(row)
 
     async def list_jobs(
         self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
@@ -424,7 +397,7 @@ class PostgresBackend:
         sql = self._q["list_jobs"]
         args = (*_filter_args(where), before_id, limit)
         rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
-        return [row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
         sql = self._q["counts"]
@@ -561,7 +534,7 @@ async def _fill_existing(
     rows = await conn.fetch(
         q["jobs_by_key"], [jobs[i].queue for i in indexes], [jobs[i].key for i in indexes]
     )
-    found = {(r[1], r[4]): row_to_job(r, created=False) for r in rows}
+    found = {(r[1], r[4]): job_from_row(r, created=False) for r in rows}
     for i in indexes:
         job = found.get((jobs[i].queue, jobs[i].key))
         if job is None:  # deleted between the INSERT and this read (a purge): rare

@@ -1,7 +1,8 @@
--- SQL of the PostgreSQL backend. Sections are loaded by forebay.sqlfiles.load_queries.
--- Placeholders replaced once at load: {schema} (the quoted schema name), {channel} (the
--- LISTEN/NOTIFY channel, the schema's name), {columns} (a job's columns, in row_to_job's order)
--- and {filter} (the shared filter section). Parameters are positional ($1, $2, ...).
+-- SQL of the PostgreSQL backend. Sections are loaded by forebay.sqlfiles.render_queries, which
+-- fills the placeholders once: {schema} (the quoted schema name), {channel} (the LISTEN/NOTIFY
+-- channel, the schema's name), {columns} (a job's columns, in the order of
+-- forebay.backends.rows.COLUMNS) and {filter} (the shared filter section). Parameters are
+-- positional ($1, $2, ...).
 -- "now" is the database's clock (now(): the transaction's start), so that workers on many hosts
 -- agree on lease expiry whatever their own clocks say.
 --

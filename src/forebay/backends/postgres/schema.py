@@ -11,17 +11,15 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from forebay.backends.rows import COLUMNS as _FIELDS
 from forebay.errors import ConfigError
-from forebay.sqlfiles import load_queries, migration_files
+from forebay.sqlfiles import migration_files, render, render_queries
 
 __all__ = ["COLUMNS", "DEFAULT_SCHEMA", "migration_sql", "migrations", "queries", "validate_schema"]
 
 DEFAULT_SCHEMA = "forebay"
-COLUMNS = (
-    "id, queue, payload, state, key, priority, attempt, deliveries, defers, run_at, created_at, "
-    "updated_at, finished_at, lease_token, lease_expires_at, worker_id, progress, "
-    "progress_message, error, error_type, run_id"
-)
+COLUMNS = ", ".join(_FIELDS)
+"""A job's columns, in the order :func:`forebay.backends.rows.job_from_row` reads them."""
 _PACKAGE = "forebay.backends.postgres"
 # Evaluated once per statement (an InitPlan); see the head of queries.sql.
 _RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
@@ -38,32 +36,25 @@ def validate_schema(name: str) -> str:
     return name
 
 
-def _substitute(sql: str, schema: str) -> str:
-    return sql.replace("{schema}", f'"{schema}"').replace("{channel}", schema)
+def _names(schema: str) -> dict[str, str]:
+    return {"schema": f'"{validate_schema(schema)}"', "channel": schema}
 
 
 @cache
 def queries(schema: str) -> dict[str, str]:
     """The named queries of ``queries.sql`` for one schema."""
-    validate_schema(schema)
-    raw = load_queries(_PACKAGE)
-    where = "\n".join(ln for ln in raw["filter"].splitlines() if not ln.lstrip().startswith("--"))
-    return {
-        name: _substitute(
-            sql.replace("{columns}", COLUMNS)
-            .replace("{filter}", f"({where})")
-            .replace("{relaxed_commit}", _RELAXED_COMMIT),
-            schema,
-        )
-        for name, sql in raw.items()
-    }
+    values = _names(schema) | {"columns": COLUMNS, "relaxed_commit": _RELAXED_COMMIT}
+    return render_queries(_PACKAGE, values, inline=("filter",))
 
 
 @cache
 def migrations(schema: str) -> tuple[tuple[int, str, str], ...]:
     """The numbered migrations as (version, file name, SQL) for one schema."""
-    validate_schema(schema)
-    return tuple((v, name, _substitute(sql, schema)) for v, name, sql in migration_files(_PACKAGE))
+    names = _names(schema)
+    return tuple(
+        (version, name, render(sql, names, where=f"{_PACKAGE}: {name}"))
+        for version, name, sql in migration_files(_PACKAGE)
+    )
 
 
 def migration_sql(schema: str = DEFAULT_SCHEMA, *, after: int = 0) -> str:

@@ -40,7 +40,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -54,9 +54,9 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
-from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
+from forebay.backends.rows import job_from_hash
 from forebay.errors import (
     BackendError,
     BackendUnavailable,
@@ -64,7 +64,7 @@ from forebay.errors import (
     InvalidPayload,
     QueueFull,
 )
-from forebay.group_commit import flush_isolating
+from forebay.group_commit import GroupCommit
 from forebay.job import (
     Deferral,
     Failure,
@@ -73,7 +73,6 @@ from forebay.job import (
     JobState,
     Lease,
     NewJob,
-    PayloadText,
     QueueCounts,
 )
 from forebay.job import (
@@ -106,7 +105,6 @@ _SCRIPTS = (
     "counts",
     "poll",
 )
-_STATES = {s.value: s for s in JobState}
 _COUNTED = ("queued", "running", "completed", "dead", "cancelled")
 _SCRIPT_JOBS = 2000
 """Most jobs one script call stores or settles: bounds how long one call holds the server."""
@@ -140,41 +138,6 @@ def _answer(raw: str) -> Any:
     return json.loads(raw)
 
 
-def _datetime(value: str | float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(float(value), UTC)
-
-
-def job_from_reply(reply: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
-    """A job from a script's ``[id, {field: value}]`` answer (the job's hash)."""
-    job_id, f = reply
-    get = f.get
-    progress = get("progress")
-    return Job(
-        id=int(job_id),
-        queue=f["queue"],
-        payload=jsonio.loads(f["payload"]) if decode else PayloadText(f["payload"]),
-        state=_STATES[f["state"]],
-        key=get("key"),
-        priority=int(get("priority", 0)),
-        attempt=int(get("attempt", 0)),
-        deliveries=int(get("deliveries", 0)),
-        defers=int(get("defers", 0)),
-        run_at=_datetime(get("run_at")),
-        created_at=_datetime(get("created_at")),
-        updated_at=_datetime(get("updated_at")),
-        finished_at=_datetime(get("finished_at")),
-        lease_token=get("lease_token"),
-        lease_expires_at=_datetime(get("lease_expires_at")),
-        worker_id=get("worker_id"),
-        progress_pct=None if progress is None else float(progress),
-        progress_message=get("progress_message"),
-        error=get("error"),
-        error_type=get("error_type"),
-        run_id=get("run_id"),
-        created=created,
-    )
-
-
 def translate(exc: Exception) -> BackendError:
     """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed."""
     if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
@@ -198,58 +161,6 @@ def retry_policy(reconnect_s: float) -> Retry:
 class _EnqueueCall:
     jobs: list[NewJob]
     depth: list[tuple[str, int, int]]  # (queue, max_depth, jobs of that queue in this call)
-    future: asyncio.Future[list[Job]]
-
-
-class _GroupCommit:
-    """Concurrent enqueue calls share one script call; each caller awaits its own answer.
-
-    At most one flush is in flight: calls that arrive meanwhile form the next one, flushed by
-    a background task. A call arriving when nothing is in flight is flushed at once by its own
-    caller (no task hop: one caller awaiting one enqueue at a time pays one round trip); if
-    that caller is cancelled, only its own call fails, since nothing else was in its flush.
-    """
-
-    def __init__(self, flush: Callable[[list[_EnqueueCall]], Awaitable[None]]) -> None:
-        self._flush = flush
-        self._pending: list[_EnqueueCall] = []
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, calls: list[_EnqueueCall]) -> None:
-        """Queue the calls; flush them here if nothing is in flight. Await their futures."""
-        self._pending += calls
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            await self._flush(self._take())
-        finally:
-            if self._pending:
-                self._task = asyncio.create_task(self._drain(), name="forebay-redis-enqueue")
-            else:
-                self._busy = False
-
-    async def idle(self) -> None:
-        while self._task is not None:
-            await asyncio.shield(self._task)
-
-    def _take(self) -> list[_EnqueueCall]:
-        batch: list[_EnqueueCall] = []
-        size = 0
-        while self._pending and (not batch or size + len(self._pending[0].jobs) <= _SCRIPT_JOBS):
-            call = self._pending.pop(0)
-            batch.append(call)
-            size += len(call.jobs)
-        return batch
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                await self._flush(self._take())
-        finally:
-            self._task = None
-            self._busy = False
 
 
 class RedisBackend:
@@ -278,7 +189,21 @@ class RedisBackend:
         self.keys = Keys(prefix)
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._group_commit: _GroupCommit | None = None
+        # Concurrent enqueue calls share one script call. One in flight at a time: Redis runs
+        # scripts one after another anyway, and a lone caller flushes its own call at once.
+        self._enqueuer: GroupCommit[_EnqueueCall, list[Job]] = GroupCommit(
+            "redis-enqueue",
+            self._write_enqueues,
+            weight=lambda call: len(call.jobs),
+            max_weight=_SCRIPT_JOBS,
+            max_in_flight=1,
+            # A call whose jobs cannot be encoded fails alone: nothing was sent for its group,
+            # which is written again in halves.
+            wrote_nothing=lambda exc: isinstance(exc, InvalidPayload),
+            inline_first=True,
+        )
+        self.applied_on_open: list[str] = []
+        """What :meth:`open` applied: the key layout's version, when it wrote it."""
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -329,7 +254,7 @@ class RedisBackend:
             try:
                 await client.ping()
                 await self._warn_if_lossy(client)
-                await self._migrate(client)
+                applied = await self._migrate(client)
                 pipe = client.pipeline(transaction=False)
                 for source in script_sources().values():
                     pipe.script_load(source)
@@ -344,16 +269,14 @@ class RedisBackend:
                 name: client.register_script(source) for name, source in script_sources().items()
             }
             self._client = client
-            self._group_commit = _GroupCommit(self._flush_enqueues)
+            self.applied_on_open = applied
 
     async def close(self) -> None:
         async with self._open_lock:
-            client, self._client = self._client, None
-            if client is None:
+            if self._client is None:
                 return
-            if self._group_commit is not None:
-                await self._group_commit.idle()
-                self._group_commit = None
+            await self._enqueuer.drain()
+            client, self._client = self._client, None
             await client.aclose()
 
     async def migrate(self) -> list[str]:
@@ -378,8 +301,12 @@ class RedisBackend:
         except (redis_errors.RedisError, OSError) as exc:
             raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
 
+    def migration_sql(self) -> str:
+        """Raise ConfigError: Redis keeps no SQL schema (its key layout is in ``keys.py``)."""
+        raise ConfigError("the Redis backend keeps no SQL schema: there is no SQL to print")
+
     async def drop_everything(self) -> None:
-        """Delete every key under this backend's prefix (tests, and resetting a demo)."""
+        """Delete every key under this backend's prefix, with every job in it."""
         client = self._require()
         try:
             batch: list[str] = []
@@ -452,7 +379,6 @@ class RedisBackend:
         if not jobs:
             return []
         self._require()
-        assert self._group_commit is not None
         jobs = list(jobs)
         depth = [
             (queue, cap, incoming)
@@ -462,39 +388,12 @@ class RedisBackend:
         # A call checked against max_depth is stored atomically, in one script; others are
         # cut into slices that each hold the server only briefly.
         step = len(jobs) if depth else _SCRIPT_JOBS
-        loop = asyncio.get_running_loop()
-        calls = [
-            _EnqueueCall(jobs[i : i + step], depth, loop.create_future())
-            for i in range(0, len(jobs), step)
-        ]
-        await self._group_commit.submit(calls)
+        calls = [_EnqueueCall(jobs[i : i + step], depth) for i in range(0, len(jobs), step)]
         if len(calls) == 1:
-            return await calls[0].future
-        results = await asyncio.gather(*(call.future for call in calls))
+            return await self._enqueuer.submit(calls[0])
+        # In order: the first slice is flushed at once, the next ones by the group commit.
+        results = await asyncio.gather(*(self._enqueuer.submit(call) for call in calls))
         return [job for part in results for job in part]
-
-    async def _flush_enqueues(self, calls: list[_EnqueueCall]) -> None:
-        """Write the calls in one script; settle every caller's future (never raises).
-
-        A call whose jobs cannot be encoded fails alone: the group is written again in halves
-        (nothing was sent for it), see :mod:`forebay.group_flush`."""
-        try:
-            results = await flush_isolating(
-                calls,
-                self._write_enqueues,
-                wrote_nothing=lambda exc: isinstance(exc, InvalidPayload),
-            )
-        except asyncio.CancelledError:
-            for call in calls:
-                call.future.cancel()
-            raise
-        for call, result in zip(calls, results, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(result, BaseException):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
 
     async def _write_enqueues(self, calls: list[_EnqueueCall]) -> list[list[Job] | BaseException]:
         """One script call for every job of ``calls``; one result per call."""
@@ -535,9 +434,7 @@ class RedisBackend:
         return results
 
     # -- running --------------------------------------------------------------------------
-    async def lease(
-        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
-    ) -> list[Job]:
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
         if limit <= 0:
             return []
         now = time.time()
@@ -545,7 +442,7 @@ class RedisBackend:
         reply = await self._run(
             "lease", queue, limit, worker_id, token, _ts(now), _ts(now + lease_s)
         )
-        jobs = [job_from_reply(item, decode=decode) for item in _answer(reply)]
+        jobs = [job_from_hash(job_id, fields) for job_id, fields in _answer(reply)]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
 
@@ -664,7 +561,7 @@ class RedisBackend:
             raise translate(exc) from exc
         if not fields:
             return None
-        return job_from_reply((job_id, fields))
+        return job_from_hash(job_id, fields)
 
     async def list_jobs(
         self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
@@ -688,7 +585,7 @@ class RedisBackend:
                 ids = [i for i in ids if i < before_id]
             candidates = [str(i) for i in ids]
         found = await self._filter_candidates(where, candidates, "jobs", limit, before_id)
-        return [job_from_reply(item) for item in found]
+        return [job_from_hash(job_id, fields) for job_id, fields in found]
 
     async def _filter_candidates(
         self,
@@ -774,7 +671,7 @@ def _stored(new: NewJob, item: Any, now: float) -> Job:
     """One enqueue result: a new job's id, or the existing job of its (queue, key)."""
     if isinstance(item, str):
         return new.stored_as(int(item), datetime.fromtimestamp(now, UTC))
-    return job_from_reply(item, created=False)
+    return job_from_hash(item[0], item[1], created=False)
 
 
 def _filter_values(where: JobFilter) -> list[str | bool]:

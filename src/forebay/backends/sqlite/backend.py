@@ -35,9 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
+from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
@@ -45,15 +47,12 @@ from forebay.job import (
     Failure,
     Job,
     JobFilter,
-    JobState,
     Lease,
     NewJob,
-    PayloadText,
     QueueCounts,
     Retry,
-    to_datetime,
 )
-from forebay.sqlfiles import load_queries, migration_files
+from forebay.sqlfiles import migration_files, render_queries
 
 __all__ = ["SQLiteBackend"]
 
@@ -61,15 +60,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("forebay.sqlite")
 
-COLUMNS = (
-    "j.id, j.queue, p.payload, j.state, j.key, j.priority, j.attempt, j.deliveries, j.defers, "
-    "j.run_at, j.created_at, j.updated_at, j.finished_at, j.lease_token, j.lease_expires_at, "
-    "j.worker_id, j.progress, j.progress_message, j.error, j.error_type, j.run_id"
-)
-# a job with its payload (kept apart since schema version 2: see its migration)
-JOBS = "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id"
 _PACKAGE = "forebay.backends.sqlite"
-_STATES = {s.value: s for s in JobState}
 _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 # Rows a lease or settle touches per writer operation. Python's sqlite3 lets go of the GIL at
 # every row a statement steps through, and while the event loop is busy each hand-back waits
@@ -81,45 +72,16 @@ _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 _ROWS_PER_OP = 100
 
 
-def _queries() -> dict[str, str]:
-    raw = load_queries(_PACKAGE)
-    flt = raw["filter"].split("\n", 1)[1]  # drop the section's leading comment line
-    return {
-        name: sql.replace("{columns}", COLUMNS)
-        .replace("{jobs}", JOBS)
-        .replace("{filter}", f"({flt})")
-        for name, sql in raw.items()
-    }
-
-
-Q = _queries()
-
-
-def row_to_job(row: Sequence[Any], created: bool = True, decode: bool = True) -> Job:
-    return Job(
-        id=row[0],
-        queue=row[1],
-        payload=jsonio.loads(row[2]) if decode else PayloadText(row[2]),
-        state=_STATES[row[3]],
-        key=row[4],
-        priority=row[5],
-        attempt=row[6],
-        deliveries=row[7],
-        defers=row[8],
-        run_at=to_datetime(row[9]),
-        created_at=to_datetime(row[10]),
-        updated_at=to_datetime(row[11]),
-        finished_at=to_datetime(row[12]),
-        lease_token=row[13],
-        lease_expires_at=to_datetime(row[14]),
-        worker_id=row[15],
-        progress_pct=row[16],
-        progress_message=row[17],
-        error=row[18],
-        error_type=row[19],
-        run_id=row[20],
-        created=created,
-    )
+Q = render_queries(
+    _PACKAGE,
+    {
+        # A job's columns, in the order of forebay.backends.rows.COLUMNS; its payload is kept
+        # in a table of its own since schema version 2 (see that migration).
+        "columns": ", ".join(("p." if name == "payload" else "j.") + name for name in COLUMNS),
+        "jobs": "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id",
+    },
+    inline=("filter",),
+)
 
 
 def _filter_params(where: JobFilter) -> dict[str, Any]:
@@ -164,6 +126,33 @@ class SQLiteBackend:
         self._seen_version: dict[tuple[str, ...], int] = {}
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._lost_reported = False
+
+        self.applied_on_open: list[str] = []
+        """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteBackend:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with the options
+        ``?synchronous=FULL|NORMAL|EXTRA`` and ``?poll_ms=20`` (see the module docstring)."""
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"SQLite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ConfigError(f"SQLite URL {url!r} names no file: use sqlite:///./forebay.db")
+        options = dict(parse_qsl(parts.query))
+        synchronous = options.pop("synchronous", "FULL")
+        poll_s = 0.02
+        if "poll_ms" in options:
+            try:
+                poll_s = float(options.pop("poll_ms")) / 1000
+            except ValueError:
+                raise ConfigError("poll_ms must be a number of milliseconds") from None
+        if options:
+            raise ConfigError(f"unknown SQLite URL options: {', '.join(sorted(options))}")
+        return cls(path, synchronous=synchronous, poll_s=poll_s)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
@@ -218,8 +207,7 @@ class SQLiteBackend:
                 raise translate(exc) from exc
             self._writer = writer
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="forebay-sqlite-reader")
-            # Kept so `forebay migrate` can say what opening applied.
-            self.applied_on_open: list[str] = await self.migrate()
+            self.applied_on_open = await self.migrate()
 
     async def close(self) -> None:
         async with self._open_lock:
@@ -240,9 +228,19 @@ class SQLiteBackend:
     async def migrate(self) -> list[str]:
         return await self._write(_apply_migrations)
 
+    def migration_sql(self) -> str:
+        """The migrations' SQL, as :meth:`migrate` would run it on a new file (no connection)."""
+        return "\n".join(
+            f"-- {name}\n{text.strip()}\n" for _, name, text in migration_files(_PACKAGE)
+        )
+
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
         self._check_file()
+
+    async def drop_everything(self) -> None:
+        """Drop forebay's tables from the file, with every job in them (the file stays)."""
+        await self._write(_drop_tables)
 
     # -- plumbing -------------------------------------------------------------------------
     def _write(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -288,9 +286,7 @@ class SQLiteBackend:
         return result
 
     # -- running --------------------------------------------------------------------------
-    async def lease(
-        self, *, queue: str, limit: int, worker_id: str, lease_s: float, decode: bool = True
-    ) -> list[Job]:
+    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
         if limit <= 0:
             return []
         token = secrets.token_hex(8)
@@ -307,7 +303,7 @@ class SQLiteBackend:
 
         def read(conn: sqlite3.Connection, ids: str) -> list[Job]:
             rows = conn.execute(Q["leased"], {"ids": ids, "token": token}).fetchall()
-            return [row_to_job(r, decode=decode) for r in rows]
+            return [job_from_row(r, epoch_times=True) for r in rows]
 
         jobs: list[Job] = []
         while len(jobs) < limit:
@@ -460,14 +456,14 @@ class SQLiteBackend:
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
         row = await self._read(lambda c: c.execute(Q["get_job"], (job_id,)).fetchone())
-        return None if row is None else row_to_job(row)
+        return None if row is None else job_from_row(row, epoch_times=True)
 
     async def list_jobs(
         self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
     ) -> list[Job]:
         params = _filter_params(where) | {"limit": limit, "before_id": before_id}
         rows = await self._read(lambda c: c.execute(Q["list_jobs"], params).fetchall())
-        return [row_to_job(r) for r in rows]
+        return [job_from_row(r, epoch_times=True) for r in rows]
 
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
         at = time.time() if now is None else now
@@ -559,6 +555,11 @@ def _apply_migrations(conn: sqlite3.Connection) -> list[str]:
     return done
 
 
+def _drop_tables(conn: sqlite3.Connection) -> None:
+    for statement in _statements(Q["drop_tables"]):
+        conn.execute(statement)
+
+
 def _statements(script: str) -> list[str]:
     """Split a migration into statements (sqlite3.execute runs one at a time)."""
     out, buf = [], ""
@@ -628,7 +629,11 @@ def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
         conn.execute(Q["insert_payloads"], {"payloads": jsonio.dumps(payloads)})
     # Taken keys are read once the payloads are in (a key may be taken within this batch).
     return [
-        row_to_job(conn.execute(Q["job_by_key"], (job.queue, job.key)).fetchone(), created=False)
+        job_from_row(
+            conn.execute(Q["job_by_key"], (job.queue, job.key)).fetchone(),
+            created=False,
+            epoch_times=True,
+        )
         if stored is None
         else stored
         for job, stored in zip(jobs, results, strict=True)

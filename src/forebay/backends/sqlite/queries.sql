@@ -1,5 +1,7 @@
--- SQL of the SQLite backend. Sections are loaded by forebay.sqlfiles.load_queries.
--- Parameters are named (:name). Times are epoch seconds.
+-- SQL of the SQLite backend. Sections are loaded by forebay.sqlfiles.render_queries, which
+-- fills the placeholders once: {columns} (a job's columns, in the order of
+-- forebay.backends.rows.COLUMNS), {jobs} (the jobs joined with their payloads) and {filter}
+-- (the shared filter section). Parameters are named (:name). Times are epoch seconds.
 
 -- name: create_migrations_table
 CREATE TABLE IF NOT EXISTS forebay_migrations (
@@ -13,6 +15,12 @@ SELECT version FROM forebay_migrations ORDER BY version
 
 -- name: record_migration
 INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :name, :now)
+
+-- name: drop_tables
+-- every table forebay keeps in the file, with their indexes and triggers (drop_everything)
+DROP TABLE IF EXISTS forebay_jobs;
+DROP TABLE IF EXISTS forebay_payloads;
+DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
 SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0)
