@@ -65,10 +65,19 @@ class GroupCommit(Generic[R, T]):
 
     async def submit(self, request: R) -> T:
         """Queue ``request`` for the next group; return its result once committed."""
+        return await self.submit_nowait(request)
+
+    def submit_nowait(self, request: R) -> asyncio.Future[T]:
+        """Queue ``request`` for the next group; its result, once committed, is the future's.
+
+        For a caller that need not wait (a worker's outcomes): a future nobody awaits costs
+        no task switch when it resolves. Its caller must not leave an exception unread:
+        ``flush`` should answer such requests with values, not exceptions.
+        """
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((request, fut))
         self._maybe_start()
-        return await fut
+        return fut
 
     async def drain(self) -> None:
         """Wait until every request submitted so far is flushed."""
@@ -91,8 +100,9 @@ class GroupCommit(Generic[R, T]):
                     results = await self._flush_group([request for request, _ in group])
                 except BaseException as exc:
                     results = [exc] * len(group)
-                    if not isinstance(exc, Exception):  # cancelled: tell the callers, then stop
-                        _resolve(group, results)
+                    if not isinstance(exc, Exception):  # cancelled: so are the callers' waits
+                        for _request, fut in group:
+                            fut.cancel()
                         raise
                 _resolve(group, results)
         finally:

@@ -10,7 +10,7 @@ import pytest
 from forebay import Backoff, Defer, PermanentError, QueueConfig, TransientError
 from forebay.job import Deferral, Failure, Job, JobState, Lease, Retry
 from forebay.outcome import JobOutcome
-from forebay.worker.decision import MAX_ERROR_CHARS, CrashLoop, crash_loop, decide
+from forebay.worker.decision import MAX_ERROR_CHARS, CrashLoop, crash_loops, decide
 
 NOW = 1_000_000.0
 CONFIG = QueueConfig("docs", max_attempts=3, max_defers=2, backoff=Backoff.fixed(5, 25))
@@ -100,10 +100,11 @@ def test_jitter_is_repeatable_with_a_seeded_rng() -> None:
 
 def test_a_crash_loop_is_dead_with_its_own_type() -> None:
     config = replace(CONFIG, max_deliveries=4)
-    assert crash_loop(_job(deliveries=4), config) is None
-    error = crash_loop(_job(deliveries=5), config)
+    fine, looping = _job(deliveries=4), _job(deliveries=5)
+    [(job, error)] = crash_loops([fine, looping], config)
+    assert job is looping
     assert isinstance(error, CrashLoop) and isinstance(error, PermanentError)
-    decision = decide(_job(deliveries=5), config, error, NOW)
+    decision = decide(looping, config, error, NOW)
     assert decision.outcome is JobOutcome.DEAD
     assert decision.error_type == "CrashLoop"
     assert decision.error_text == (

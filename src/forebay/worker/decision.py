@@ -5,7 +5,7 @@ DESIGN §3.3–3.5, as functions of their inputs only (no backend, no clock, no 
 * no error → **completed**;
 * :class:`~forebay.Defer` → **deferred** to ``now + delay`` while ``defers < max_defers``;
   past that, the defer counts as an error (``RuntimeError: deferred N times (max_defers)``);
-* :class:`~forebay.PermanentError` (a crash loop is one: :func:`crash_loop`) → **dead**;
+* :class:`~forebay.PermanentError` (a crash loop is one: :func:`crash_loops`) → **dead**;
 * any other error, a timeout included → **retried** at ``now + backoff`` while
   ``attempt < max_attempts``, else **dead**.
 
@@ -20,6 +20,7 @@ give ``rng`` to make it repeatable.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forebay.errors import Defer, PermanentError
@@ -27,7 +28,7 @@ from forebay.job import Deferral, Failure, Job, Lease, Retry
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
 
-__all__ = ["MAX_ERROR_CHARS", "CrashLoop", "Decision", "crash_loop", "decide", "describe"]
+__all__ = ["MAX_ERROR_CHARS", "CrashLoop", "Decision", "crash_loops", "decide", "describe"]
 
 MAX_ERROR_CHARS = 4000
 """Longest error text stored with a job."""
@@ -38,9 +39,13 @@ class CrashLoop(PermanentError):
     it keeps dying. Stored as error type ``CrashLoop``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """What to do with one run's outcome. See the module docstring."""
+    """What to do with one run's outcome. See the module docstring.
+
+    Treat it as read-only; not frozen only because one is made per job on the hot path, and a
+    frozen dataclass costs several times more to build (as :class:`~forebay.job.Job`).
+    """
 
     outcome: JobOutcome
     transition: Lease | Retry | Failure | Deferral
@@ -77,16 +82,21 @@ def decide(
     return Decision(JobOutcome.RETRIED, Retry(job.lease, run_at, text, kind), error, text, kind)
 
 
-def crash_loop(job: Job, config: QueueConfig) -> CrashLoop | None:
-    """The error that dead-letters a leased job delivered more often than its queue's
-    ``max_deliveries`` (it was leased more often than it ever finished), or None."""
+def crash_loops(jobs: Sequence[Job], config: QueueConfig) -> list[tuple[Job, CrashLoop]]:
+    """The leased jobs delivered more often than their queue's ``max_deliveries`` (leased more
+    often than they ever finished), each with the error that dead-letters it."""
     limit = config.delivery_limit
-    if job.deliveries <= limit:
-        return None
-    return CrashLoop(
-        f"delivered {job.deliveries} times without finishing "
-        f"(max_deliveries={limit}): its worker keeps dying"
-    )
+    return [
+        (
+            job,
+            CrashLoop(
+                f"delivered {job.deliveries} times without finishing "
+                f"(max_deliveries={limit}): its worker keeps dying"
+            ),
+        )
+        for job in jobs
+        if job.deliveries > limit
+    ]
 
 
 def describe(error: BaseException) -> tuple[str, str]:

@@ -30,7 +30,7 @@ from forebay.errors import BackendError
 from forebay.job import Job, Lease
 from forebay.queue_config import QueueConfig
 from forebay.worker.calls import BatchErrors, call_handler
-from forebay.worker.decision import CrashLoop, crash_loop
+from forebay.worker.decision import crash_loops
 from forebay.worker.isolation import Admission, HandlerProcessDied, admit
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Finished, Settler
@@ -40,9 +40,10 @@ __all__ = ["Lanes", "Running"]
 log = logging.getLogger("forebay.worker")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Running:
-    """A job whose handler call is in flight, and the task running that call."""
+    """A job whose handler call is in flight, and the task running that call (read-only; not
+    frozen only because one is made per job on the hot path)."""
 
     job: Job
     config: QueueConfig
@@ -200,15 +201,11 @@ class Lanes:
 
     async def _admit(self, config: QueueConfig, jobs: list[Job]) -> None:
         """Start the leased jobs that may run now; give back those that may not (yet)."""
-        runnable: list[Job] = []
-        looping: list[tuple[Job, CrashLoop]] = []
-        for job in jobs:
-            error = crash_loop(job, config)
-            if error is None:
-                runnable.append(job)
-            else:
-                looping.append((job, error))
-        decision = self._admission(config, runnable)
+        looping = crash_loops(jobs, config)
+        if looping:
+            dead = {job.id for job, _ in looping}
+            jobs = [job for job in jobs if job.id not in dead]
+        decision = self._admission(config, jobs)
         for job, error in looping:  # leased more often than it ever finished: dead, not run
             self._spawn(config, [job], error)
         if decision.release:
@@ -292,10 +289,13 @@ class Lanes:
             error = exc
         self._finish(config, jobs)
         duration = time.perf_counter() - started
-        # No await between _finish() and record() queueing the outcomes: a burst lane that
-        # finds its queue idle and waits for the settler to drain waits for these too.
-        await self._settler.record(
-            [Finished(job, config, error or errors.get(job.id), duration) for job in jobs]
+        # No await between _finish() and record(): a burst lane that finds its queue idle and
+        # waits for the settler to drain waits for these outcomes too.
+        self._settler.record(
+            [
+                Finished(job, config, error if error is not None else errors.get(job.id), duration)
+                for job in jobs
+            ]
         )
 
     def _abandon(self, config: QueueConfig, jobs: list[Job], exc: HandlerProcessDied) -> None:

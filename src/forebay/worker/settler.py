@@ -35,9 +35,13 @@ __all__ = ["Finished", "Settler"]
 log = logging.getLogger("forebay.worker")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
-    """A job whose handler call ended: with ``error`` (None: success) after ``duration_s``."""
+    """A job whose handler call ended: with ``error`` (None: success) after ``duration_s``.
+
+    Treat it as read-only; not frozen only because one is made per job on the hot path, and a
+    frozen dataclass costs several times more to build (as :class:`~forebay.job.Job`).
+    """
 
     job: Job
     config: QueueConfig
@@ -59,14 +63,11 @@ class Settler:
             "settler", self._flush, weight=len, max_weight=sys.maxsize, max_in_flight=1
         )
 
-    async def record(self, finished: list[Finished]) -> None:
-        """Record the outcomes of one handler call; return once they are written (or known
-        lost: then the jobs run again when their leases expire).
-
-        The outcomes join the next flush before this first yields to the event loop, so
-        :meth:`drained`, called after, waits for them.
-        """
-        await self._commit.submit(finished)
+    def record(self, finished: list[Finished]) -> None:
+        """Record the outcomes of one handler call, in the next flush (:meth:`drained` waits
+        for it). A flush answers every call with None, having logged what it could not write
+        (those jobs run again when their leases expire), so nobody needs to wait for it."""
+        self._commit.submit_nowait(finished)
 
     async def drained(self) -> None:
         """Wait until every outcome recorded so far is written."""
@@ -98,12 +99,10 @@ class Settler:
         for finished, decision in zip(outcomes, decisions, strict=True):
             if finished.job.id in refused:
                 continue
-            notify_settled(
-                self._observers,
-                _as_reported(finished.job, decision),
-                decision.outcome,
-                finished.duration_s,
-            )
+            job = finished.job
+            if decision.error_text is not None:  # observers see the error that caused it
+                job = replace(job, error=decision.error_text, error_type=decision.error_type)
+            notify_settled(self._observers, job, decision.outcome, finished.duration_s)
             if decision.outcome is JobOutcome.DEAD:
                 dead.append((finished, decision))
         for finished, decision in dead:
@@ -139,13 +138,6 @@ class Settler:
             [d.lease.job_id for d in deferrals],
         )
         return _refused(kinds, results)
-
-
-def _as_reported(job: Job, decision: Decision) -> Job:
-    """The job as observers get it: with this run's error when an error caused the outcome."""
-    if decision.error_text is None:
-        return job
-    return replace(job, error=decision.error_text, error_type=decision.error_type)
 
 
 async def _exhausted(finished: Finished, decision: Decision) -> None:
