@@ -10,6 +10,11 @@ observers what was recorded, then runs ``on_exhausted`` for the jobs that became
 
 A transition the store refused (the lease was lost: another worker owns the job) or that failed
 is not reported: the job runs again once its lease expires (at-least-once, DESIGN §3.2).
+
+Concurrency hazards, and why they are safe: :meth:`Settler.record` queues the outcomes before
+its caller next yields to the event loop, so a lane that then waits for :meth:`Settler.drained`
+waits for them too; with one flush in flight, the transitions of one job are never written by
+two flushes at once, and ``processed`` and the observers are only touched by that flush.
 """
 
 from __future__ import annotations
