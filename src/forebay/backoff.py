@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from forebay.errors import ConfigError
+
 __all__ = ["Backoff"]
 
 
@@ -24,15 +26,15 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.base_s < 0 or self.cap_s < 0 or self.factor < 1:
-            raise ValueError("Backoff needs base_s >= 0, cap_s >= 0 and factor >= 1")
+            raise ConfigError("Backoff needs base_s >= 0, cap_s >= 0 and factor >= 1")
         if any(s < 0 for s in self.schedule_s):
-            raise ValueError("Backoff schedule delays must not be negative")
+            raise ConfigError("Backoff schedule delays must not be negative")
 
     @classmethod
     def fixed(cls, *delays_s: float) -> Backoff:
         """A fixed schedule: the n-th retry waits ``delays_s[n-1]`` (the last one repeats)."""
         if not delays_s:
-            raise ValueError("Backoff.fixed needs at least one delay")
+            raise ConfigError("Backoff.fixed needs at least one delay")
         return cls(jitter=False, schedule_s=tuple(float(d) for d in delays_s))
 
     def ceiling_s(self, attempt: int) -> float:

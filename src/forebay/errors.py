@@ -2,8 +2,9 @@
 
 ```
 ForebayError                      root of everything forebay raises
-├── ConfigError                   bad settings, URL or handler declaration (fix the code/config)
-├── MissingExtra                  an optional dependency is not installed (message has the pip line)
+├── ConfigError                   bad settings, URL or handler declaration (fix the code/config);
+│   │                             also a ValueError (a value out of range is one)
+│   └── MissingExtra              an optional dependency is not installed (message has the pip line)
 ├── JobError                      raised by handlers to classify an outcome
 │   ├── TransientError            retry after backoff while attempt < max_attempts
 │   └── PermanentError            dead-letter at once
@@ -50,8 +51,12 @@ class ForebayError(Exception):
     """Root of every exception forebay raises."""
 
 
-class ConfigError(ForebayError):
-    """Settings, URL or a handler declaration are invalid."""
+class ConfigError(ForebayError, ValueError):
+    """Settings, URL or a handler declaration are invalid.
+
+    Also a :class:`ValueError`: a value out of range (a negative backoff or defer delay) is
+    one, so ``except ValueError`` catches it too.
+    """
 
 
 class MissingExtra(ConfigError):
@@ -88,7 +93,7 @@ class Defer(ForebayError):
     def __init__(self, delay: timedelta | float = 1.0, reason: str = "deferred") -> None:
         self.delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         if self.delay_s < 0:
-            raise ValueError("Defer delay must not be negative")
+            raise ConfigError("Defer delay must not be negative")
         super().__init__(f"{reason} (for {self.delay_s:g}s)")
         self.reason = reason
 

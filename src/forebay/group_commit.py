@@ -73,14 +73,24 @@ class GroupCommit(Generic[R, T]):
 
     async def submit(self, request: R) -> T:
         """Queue ``request`` for the next group; return its result once committed."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if self._inline_first and self._in_flight() == 0 and not self._starting:
             # Nothing in flight, nothing pending (it would be in flight or starting): this
-            # request alone, flushed here.
+            # request alone, flushed here, without a task switch.
+            fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             return await self._flush_inline(request, fut)
+        return await self.submit_nowait(request)
+
+    def submit_nowait(self, request: R) -> asyncio.Future[T]:
+        """Queue ``request`` for the next group; its result, once committed, is the future's.
+
+        For a caller that need not wait (a worker's outcomes): a future nobody awaits costs
+        no task switch when it resolves. Its caller must not leave an exception unread:
+        ``flush`` should answer such requests with values, not exceptions.
+        """
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((request, fut))
         self._maybe_start()
-        return await fut
+        return fut
 
     async def drain(self) -> None:
         """Wait until every request submitted so far is flushed."""
@@ -118,8 +128,9 @@ class GroupCommit(Generic[R, T]):
                     results = await self._flush_group([request for request, _ in group])
                 except BaseException as exc:
                     results = [exc] * len(group)
-                    if not isinstance(exc, Exception):  # cancelled: tell the callers, then stop
-                        _resolve(group, results)
+                    if not isinstance(exc, Exception):  # cancelled: so are the callers' waits
+                        for _request, fut in group:
+                            fut.cancel()
                         raise
                 _resolve(group, results)
         finally:

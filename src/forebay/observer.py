@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from forebay.job import Job
+from forebay.outcome import JobOutcome
 
-__all__ = ["Observer", "Outcome", "notify_enqueued", "notify_settled"]
+__all__ = ["JobOutcome", "Observer", "Outcome", "notify_enqueued", "notify_settled"]
 
 log = logging.getLogger("forebay.observer")
 
-Outcome: TypeAlias = Literal["completed", "retried", "dead", "deferred", "released"]
+Outcome: TypeAlias = JobOutcome
+"""The name observers were written against; the same enum as :class:`JobOutcome`."""
 
 
 class Observer(Protocol):
     def enqueued(self, jobs: Sequence[Job]) -> None:
         """Jobs were committed (``job.created`` is False for a duplicate key)."""
 
-    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
-        """A job's run ended with ``outcome`` after ``duration_s`` in its handler."""
+    def settled(self, job: Job, outcome: JobOutcome, duration_s: float) -> None:
+        """A job's run ended with ``outcome`` after ``duration_s`` in its handler.
+
+        ``job`` is the job as its handler got it; for an outcome an error caused (``retried``,
+        ``dead``, and ``deferred`` by :class:`~forebay.Defer`) its ``error`` and ``error_type``
+        describe that error, as the worker recorded it.
+        """
 
 
 def notify_enqueued(observers: Sequence[Observer], jobs: Sequence[Job]) -> None:
@@ -38,7 +45,7 @@ def notify_enqueued(observers: Sequence[Observer], jobs: Sequence[Job]) -> None:
 
 
 def notify_settled(
-    observers: Sequence[Observer], job: Job, outcome: Outcome, duration_s: float
+    observers: Sequence[Observer], job: Job, outcome: JobOutcome, duration_s: float
 ) -> None:
     for observer in observers:
         try:

@@ -70,9 +70,7 @@ async def isolated_store(url: str) -> AsyncIterator[Backend]:
 async def drain(app: Forebay, queues: Iterable[str] | None = None) -> Worker:
     """Run ``app``'s worker until no job is due and none is running; return it (its
     ``processed`` counts the outcomes it recorded). Signals are left to the caller."""
-    return await app.run_worker(
-        queues, burst=True, settings=WorkerSettings(handle_signals=False)
-    )
+    return await app.run_worker(queues, burst=True, settings=WorkerSettings(handle_signals=False))
 
 
 class Settled:

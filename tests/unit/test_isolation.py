@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from forebay.isolation import admit, crashed_before
 from forebay.job import Job, JobState
+from forebay.worker.isolation import admit, crashed_before
 
 
 def _job(job_id: int, *, attempt: int = 1, deliveries: int = 1) -> Job:

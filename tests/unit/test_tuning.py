@@ -10,7 +10,7 @@ import pytest
 
 CHECK = """
 import gc
-from forebay.service.tuning import GEN0_THRESHOLD, tune_gc
+from forebay.execution.tuning import GEN0_THRESHOLD, tune_gc
 {before}
 first = tune_gc()
 print(first, gc.get_threshold()[0], gc.get_freeze_count() > 0, tune_gc())
@@ -28,7 +28,7 @@ def run(before: str) -> list[str]:
 
 
 def test_default_collector_is_frozen_and_its_first_threshold_raised_once() -> None:
-    from forebay.service.tuning import GEN0_THRESHOLD
+    from forebay.execution.tuning import GEN0_THRESHOLD
 
     tuned, gen0, frozen, again = run("")
     assert (tuned, gen0, frozen) == ("True", str(GEN0_THRESHOLD), "True")

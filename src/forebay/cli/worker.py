@@ -2,6 +2,11 @@
 
 The worker installs its own SIGTERM/SIGINT handlers: it stops leasing, gives running jobs
 ``--shutdown-grace-s`` to finish, releases the rest back to queued, and the command exits 0.
+
+With ``--processes N`` the handler calls run in N child processes
+(:class:`~forebay.execution.pool.HandlerPool`), for handlers that need more than one core;
+leasing, heartbeats and settling stay in this process. The children ignore SIGTERM/SIGINT: this
+process ends them once its worker has shut down.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from rich.progress import (
 )
 
 from forebay.app import Forebay
-from forebay.cli.logs import LogLevel, configure_logging
 from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import print_json, stderr, stdout
 from forebay.cli.session import make_app, run
+from forebay.execution.pool import HandlerPool
+from forebay.log_format import LogLevel, configure_logging
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["worker"]
@@ -61,6 +67,15 @@ def worker(
         float,
         typer.Option(min=0, help="On SIGTERM/SIGINT, how long running jobs get to finish."),
     ] = 30.0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Run handler calls in N child processes (0: in this one); leasing and "
+            "recording outcomes stay here. For CPU-heavy handlers.",
+        ),
+    ] = 0,
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Least severe log lines to print.")
     ] = LogLevel.INFO,
@@ -71,7 +86,8 @@ def worker(
 
     Logs one line per event on stderr. With **--burst** it exits once no job is due
     (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
-    shuts down gracefully and exits 0.
+    shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
+    processes.
     """
     app = make_app(url, app_ref)
     if concurrency is not None:
@@ -80,7 +96,10 @@ def worker(
     settings = WorkerSettings(burst=burst, shutdown_grace_s=shutdown_grace_s)
     show_progress = burst and stderr().is_terminal
     configure_logging(log_level, console=stderr() if show_progress else None)
-    done = run(_work(app, queues, settings, show_progress=show_progress))
+    pool = None
+    if processes:
+        pool = HandlerPool(app_ref, processes=processes, url=url, log_level=log_level.value)
+    done = run(_work(app, queues, settings, pool, show_progress=show_progress))
     if as_json:
         print_json(
             {"worker_id": done.worker_id, "queues": list(done.queues), "processed": done.processed}
@@ -90,14 +109,26 @@ def worker(
 
 
 async def _work(
-    app: Forebay, queues: Sequence[str] | None, settings: WorkerSettings, *, show_progress: bool
+    app: Forebay,
+    queues: Sequence[str] | None,
+    settings: WorkerSettings,
+    pool: HandlerPool | None,
+    *,
+    show_progress: bool,
 ) -> Worker:
-    running = app.worker(queues, settings)  # refuses unknown queues before anything is opened
+    # Either refuses unknown queues before anything is opened.
+    running = app.worker(queues, settings) if pool is None else pool.worker(app, queues, settings)
     async with app:
-        if show_progress:
-            await _run_with_progress(app, running)
-        else:
-            await running.run()
+        if pool is not None:
+            pool.start()
+        try:
+            if show_progress:
+                await _run_with_progress(app, running)
+            else:
+                await running.run()
+        finally:
+            if pool is not None:  # after the worker's shutdown: no call is running any more
+                await pool.stop()
     return running
 
 

@@ -25,9 +25,10 @@ from starlette.datastructures import Headers
 
 from forebay.app import Forebay
 from forebay.errors import BackendError, ForebayError, InvalidPayload
+from forebay.execution import tuning
+from forebay.execution.supervisor import InProcessWorkers
 from forebay.job import JSON, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.observer import Observer
-from forebay.service import tuning
 from forebay.service.auth import Authorizer
 from forebay.service.body import parse_json, read_body
 from forebay.service.cross_site import BrowserGuard, allow_cross_origin, require_json
@@ -50,7 +51,6 @@ from forebay.service.models import (
     WithoutNul,
 )
 from forebay.service.settings import Scope, ServiceSettings
-from forebay.service.workers import InProcessWorkers
 
 __all__ = ["create_app"]
 

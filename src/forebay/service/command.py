@@ -151,9 +151,9 @@ def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
     """Run uvicorn until it stops; False if it could not start."""
     import uvicorn  # here, not at the top: the other commands start without the web stack
 
+    from forebay.execution.supervisor import ProcessWorkers
     from forebay.service.api import create_app
     from forebay.service.connections import connection_limits, protocol_for
-    from forebay.service.workers import ProcessWorkers
 
     api = create_app(app, settings, tune_gc=True)
     if settings.workers and settings.worker_processes > 0:

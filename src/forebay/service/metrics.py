@@ -105,7 +105,7 @@ class Metrics:
             ["queue"],
             registry=r,
         )
-        self.outcomes: dict[Outcome, Counter] = {
+        self.outcomes: dict[str, Counter] = {
             "completed": Counter(
                 "forebay_jobs_completed", "Jobs whose handler succeeded.", ["queue"], registry=r
             ),

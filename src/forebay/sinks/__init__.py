@@ -10,6 +10,6 @@
 Importing this package imports none of the optional dependencies.
 """
 
-from forebay.sinks.base import OUTCOMES, Outcome, Sink, WriteResult
+from forebay.sinks.base import WRITE_OUTCOMES, Sink, WriteOutcome, WriteResult
 
-__all__ = ["OUTCOMES", "Outcome", "Sink", "WriteResult"]
+__all__ = ["WRITE_OUTCOMES", "Sink", "WriteOutcome", "WriteResult"]

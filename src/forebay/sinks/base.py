@@ -24,10 +24,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias, TypeVar
 
-__all__ = ["OUTCOMES", "Outcome", "Sink", "WriteResult"]
+__all__ = ["WRITE_OUTCOMES", "Sink", "WriteOutcome", "WriteResult"]
 
-Outcome: TypeAlias = Literal["applied", "older", "duplicate", "deleted"]
-OUTCOMES: Final[tuple[Outcome, ...]] = ("applied", "older", "duplicate", "deleted")
+WriteOutcome: TypeAlias = Literal["applied", "older", "duplicate", "deleted"]
+"""What a write did with one record (not to be confused with a job's
+:class:`~forebay.outcome.JobOutcome`)."""
+WRITE_OUTCOMES: Final[tuple[WriteOutcome, ...]] = ("applied", "older", "duplicate", "deleted")
 
 BatchT_contra = TypeVar("BatchT_contra", contravariant=True)
 
@@ -36,24 +38,24 @@ BatchT_contra = TypeVar("BatchT_contra", contravariant=True)
 class WriteResult:
     """Counts of records per ``(table, outcome)`` for one write."""
 
-    counts: Mapping[tuple[str, Outcome], int] = field(default_factory=dict)
+    counts: Mapping[tuple[str, WriteOutcome], int] = field(default_factory=dict)
 
     def applied(self, table: str | None = None) -> int:
         return self._sum("applied", table)
 
-    def skipped(self, outcome: Outcome | None = None, table: str | None = None) -> int:
+    def skipped(self, outcome: WriteOutcome | None = None, table: str | None = None) -> int:
         if outcome is not None:
             return self._sum(outcome, table)
-        return sum(self._sum(o, table) for o in OUTCOMES if o != "applied")
+        return sum(self._sum(o, table) for o in WRITE_OUTCOMES if o != "applied")
 
-    def _sum(self, outcome: Outcome, table: str | None) -> int:
+    def _sum(self, outcome: WriteOutcome, table: str | None) -> int:
         return sum(
             n for (t, o), n in self.counts.items() if o == outcome and (table is None or t == table)
         )
 
     @classmethod
     def merge(cls, results: Iterable[WriteResult]) -> WriteResult:
-        total: dict[tuple[str, Outcome], int] = {}
+        total: dict[tuple[str, WriteOutcome], int] = {}
         for result in results:
             for key, n in result.counts.items():
                 total[key] = total.get(key, 0) + n

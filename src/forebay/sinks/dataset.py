@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from forebay.errors import ConfigError, MissingExtra, SinkError, SinkRejected, SinkUnavailable
-from forebay.sinks.base import Outcome, WriteResult
+from forebay.lifecycle import BackgroundTask
+from forebay.sinks.base import WriteOutcome, WriteResult
 
 if TYPE_CHECKING:
     from forebay.sinks.hub import HubSync
@@ -102,7 +103,7 @@ class DatasetSink:
         self._schemas: dict[str, Any] = {}
         self._state: dict[str, _TableState] = {}
         self._pending: list[tuple[DatasetBatch, asyncio.Future[WriteResult]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = BackgroundTask("forebay-dataset-flush", self._flush_loop)
         self._last_flush = float("-inf")
         self._opened = False
         self._open_lock = asyncio.Lock()
@@ -135,8 +136,7 @@ class DatasetSink:
     async def close(self) -> None:
         """Wait for pending writes; stop the Hub sync (what it has not committed yet is
         committed after the next start). Idempotent."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.wait([self._flusher])
+        await self._flusher.join()
         if self.hub is not None:
             await self.hub.stop()
         self._opened = False
@@ -180,8 +180,9 @@ class DatasetSink:
         # rows are idempotent); mark the outcome retrieved so nothing is logged about it.
         future.add_done_callback(_retrieve)
         self._pending.append((batch, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="forebay-dataset-flush")
+        # The flusher ends once it finds nothing pending, with no await between that look and
+        # its end: a running flusher will see this batch, an ended one is started again.
+        self._flusher.start()
         return await asyncio.shield(future)
 
     def _check_ids(self, batch: DatasetBatch) -> None:
@@ -240,7 +241,7 @@ class DatasetSink:
         return files
 
     def _flush(self, batches: list[DatasetBatch]) -> tuple[list[WriteResult], int]:
-        counts: list[dict[tuple[str, Outcome], int]] = [{} for _ in batches]
+        counts: list[dict[tuple[str, WriteOutcome], int]] = [{} for _ in batches]
         files = 0
         for table in self.tables:
             if not any(batch.get(table) for batch in batches):
@@ -252,7 +253,7 @@ class DatasetSink:
             for i, batch in enumerate(batches):
                 for row in batch.get(table, ()):
                     row_id = str(row.get(self.id_column))
-                    outcome: Outcome = (
+                    outcome: WriteOutcome = (
                         "duplicate" if row_id in state.seen or row_id in fresh else "applied"
                     )
                     counts[i][(table, outcome)] = counts[i].get((table, outcome), 0) + 1

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from forebay.cancel import cancel_and_wait
 from forebay.errors import ConfigError, MissingExtra
+from forebay.lifecycle import BackgroundTask
 
 __all__ = ["HubApi", "HubSync", "retry_after_s"]
 
@@ -99,7 +99,7 @@ class HubSync:
         self._folder: Path | None = None
         self._state = _State()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("forebay-hub-sync", self._loop)
         self.commits = 0
 
     @property
@@ -116,9 +116,9 @@ class HubSync:
     def start(self, folder: Path) -> None:
         """Start committing ``folder`` in the background. Idempotent."""
         self.attach(folder)
-        if self._task is None or self._task.done():
+        if not self._task.running:
             self._wake.set()  # files left from a previous run are committed too
-            self._task = asyncio.create_task(self._loop(), name="forebay-hub-sync")
+            self._task.start()
 
     def attach(self, folder: Path) -> None:
         if self._folder is None:
@@ -131,9 +131,7 @@ class HubSync:
 
     async def stop(self) -> None:
         """Stop the loop; uncommitted files are committed after the next start."""
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait([task])
+        await self._task.stop()
 
     async def _loop(self) -> None:
         failures = 0

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from forebay.errors import ConfigError, MissingExtra, SinkError, SinkRejected, SinkUnavailable
-from forebay.sinks.base import OUTCOMES, Outcome, WriteResult
+from forebay.sinks.base import WRITE_OUTCOMES, WriteOutcome, WriteResult
 from forebay.sqlfiles import load_queries, migration_files
 
 __all__ = ["PostgresSink", "Statement", "newest_per_key"]
@@ -137,7 +137,7 @@ class PostgresSink:
         if not batch:
             return WriteResult()
         await self.open()
-        counts: dict[tuple[str, Outcome], int] = {}
+        counts: dict[tuple[str, WriteOutcome], int] = {}
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 for statement in batch:
@@ -200,14 +200,14 @@ def _newer(a: Any, b: Any) -> bool:
     return bool(a > b)
 
 
-def _count(counts: dict[tuple[str, Outcome], int], table: str, rows: Sequence[Any]) -> None:
+def _count(counts: dict[tuple[str, WriteOutcome], int], table: str, rows: Sequence[Any]) -> None:
     for row in rows:
         if "outcome" not in row:
             return
         outcome = row["outcome"]
         n = row.get("n", 1)
-        if outcome in OUTCOMES:
-            key = (table, cast(Outcome, outcome))
+        if outcome in WRITE_OUTCOMES:
+            key = (table, cast(WriteOutcome, outcome))
             counts[key] = counts.get(key, 0) + int(n)
 
 

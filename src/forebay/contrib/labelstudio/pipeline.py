@@ -36,7 +36,7 @@ from forebay.contrib.labelstudio.stage import (
 from forebay.errors import Defer, SinkError, SinkRejected, SinkUnavailable
 from forebay.job import Job, utcnow
 from forebay.service.sources import SharedSecret
-from forebay.sinks.base import Outcome, WriteResult
+from forebay.sinks.base import WriteOutcome, WriteResult
 from forebay.sinks.dataset import DatasetSink
 from forebay.sinks.hub import HubSync
 from forebay.sinks.postgres import PostgresSink
@@ -48,7 +48,7 @@ __all__ = ["LabelStudioPipeline", "build_app"]
 
 log = logging.getLogger("forebay.labelstudio")
 
-_SKIP_REASONS: Final[tuple[Outcome, ...]] = ("older", "duplicate")
+_SKIP_REASONS: Final[tuple[WriteOutcome, ...]] = ("older", "duplicate")
 
 DATASET_DESCRIPTION: Final = (
     "Label Studio annotations exported by forebay's Label Studio pipeline: projects, "

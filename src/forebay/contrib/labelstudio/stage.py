@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Final, cast
 
 from forebay.contrib.labelstudio.records import Record, Records
-from forebay.sinks.base import Outcome, WriteResult
+from forebay.sinks.base import WriteOutcome, WriteResult
 from forebay.sinks.postgres import PostgresSink, Statement, newest_per_key
 from forebay.sqlfiles import load_queries
 
@@ -210,7 +210,7 @@ def _key(table: str) -> Callable[[Record], Hashable]:
 def _unique_newest(table: str, rows: Sequence[Record]) -> tuple[list[Record], WriteResult]:
     keyed = [r for r in rows if _keyed(table, r)]
     kept, older, duplicates = newest_per_key(keyed, _key(table), lambda r: r.get("updated_at"))
-    counts: dict[tuple[str, Outcome], int] = {
+    counts: dict[tuple[str, WriteOutcome], int] = {
         (table, "older"): older,
         (table, "duplicate"): duplicates,
     }

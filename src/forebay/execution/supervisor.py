@@ -1,14 +1,16 @@
-"""The app's workers, run inside the service's process and event loop, or in child processes.
+"""An app's workers run under supervision inside a server's event loop (``forebay serve``).
 
-In-process (the default): one named task, ``forebay-service-worker``, runs a
+In-process (the default): one named background task, ``forebay-service-worker``, runs a
 :class:`~forebay.Worker` for every queue the app handles. If the worker stops with an error
 (the backend went away mid-lease), the task starts a fresh one after a capped backoff, so a
 backend outage pauses processing instead of ending it. Start and stop are idempotent; stop
 lets running jobs finish for ``shutdown_grace_s`` and releases the rest (DESIGN §3.8).
 
 With ``forebay serve --worker-processes N``, :class:`ProcessWorkers` runs that same supervised
-worker, but each handler call runs in one of N child processes, so handler CPU (parsing,
-parquet, SQL) uses other cores and never delays the intake's answers.
+worker, but each handler call runs in one of N child processes (:mod:`forebay.execution.pool`),
+so handler CPU (parsing, parquet, SQL) uses other cores and never delays the intake's answers.
+
+:class:`WorkerHealth` is what ``/readyz`` reports of them.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import time
 from dataclasses import dataclass, replace
 
 from forebay.app import Forebay
-from forebay.job import Lease
+from forebay.execution.pool import HandlerPool
+from forebay.lifecycle import BackgroundTask
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["InProcessWorkers", "ProcessWorkers", "WorkerHealth"]
 
-log = logging.getLogger("forebay.service")
+log = logging.getLogger("forebay.execution")
 
 _RESTART_MIN_S = 0.5
 _RESTART_MAX_S = 30.0
@@ -64,7 +67,8 @@ class InProcessWorkers:
             # The server (uvicorn) owns SIGTERM/SIGINT and stops us through stop().
             handle_signals=False,
         )
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("forebay-service-worker", self._supervise)
+        self._started = False
         self._closing: asyncio.Event | None = None
         self.worker: Worker | None = None
         self._started_at = 0.0
@@ -75,19 +79,21 @@ class InProcessWorkers:
         return sorted(n for n, q in self._app.queues.items() if q.handler is not None)
 
     def start(self) -> None:
-        if self._task is not None or not self.queues:
+        """Start the supervised worker (once; later calls do nothing)."""
+        if self._started or not self.queues:
             return
+        self._started = True
         self._closing = asyncio.Event()
-        self._task = asyncio.create_task(self._supervise(), name="forebay-service-worker")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop leasing, let running jobs finish (up to the grace), then return."""
-        if self._task is None or self._closing is None:
+        if self._closing is None:
             return
         self._closing.set()
         if self.worker is not None:
             self.worker.stop()
-        await self._task
+        await self._task.join()
 
     def _make_worker(self) -> Worker:
         return self._app.worker(settings=self._settings)
@@ -113,7 +119,7 @@ class InProcessWorkers:
 
     def health(self) -> WorkerHealth | None:
         """None when this service runs no workers (after stop(): not running)."""
-        if self._task is None:
+        if not self._started:
             return None
         worker = self.worker
         lease_s = min((q.lease_s for q in worker.queues.values()), default=30.0) if worker else 30.0
@@ -122,7 +128,7 @@ class InProcessWorkers:
         # Leases are renewed every lease_s / 3: after a whole lease_s without a renewal,
         # running jobs are about to be handed to other workers.
         return WorkerHealth(
-            running=not self._task.done(),
+            running=self._task.running,
             fresh=age <= lease_s,
             last_heartbeat_age_s=age,
             stale_after_s=lease_s,
@@ -138,10 +144,9 @@ class ProcessWorkers(InProcessWorkers):
     writer (SQLite group-commits the intake's and the worker's writes together); the handlers'
     CPU (parsing, parquet, SQL drivers) runs on other cores and never delays an answer. Each
     child imports the app again (``MODULE:ATTR``, same folder and environment) and keeps it, so
-    a handler's sinks and connections live as long as the child. A call goes to the child with
-    the fewest calls in flight. A child that dies fails the calls it was running (retried like
-    any error, spending an attempt) and is started again after a capped backoff; stopping waits
-    for running calls (``shutdown_grace_s``), then ends the children.
+    a handler's sinks and connections live as long as the child (see
+    :class:`~forebay.execution.pool.HandlerPool`); stopping waits for running calls
+    (``shutdown_grace_s``), then ends the children.
     """
 
     def __init__(
@@ -156,25 +161,16 @@ class ProcessWorkers(InProcessWorkers):
         log_format: str = "text",
     ) -> None:
         super().__init__(app, shutdown_grace_s=shutdown_grace_s)
-        from forebay.service.handler_process import HandlerPool
-
         self.pool = HandlerPool(
             app_ref,
             processes=processes,
             url=url,
             log_level=log_level,
             log_format=log_format,
-            progress=self._progress,
         )
 
-    async def _progress(self, lease: Lease, pct: float, message: str | None) -> None:
-        try:
-            await self._app.backend.progress(lease, pct=pct, message=message)
-        except Exception as exc:  # progress is advisory: the job goes on
-            log.warning("could not record the progress of job %s: %s", lease.job_id, exc)
-
     def start(self) -> None:
-        if self._task is not None or not self.queues:
+        if self._started or not self.queues:
             return
         self.pool.start()
         super().start()
@@ -184,11 +180,7 @@ class ProcessWorkers(InProcessWorkers):
         await self.pool.stop()
 
     def _make_worker(self) -> Worker:
-        handled = [q for q in self._app.queues.values() if q.handler is not None]
-        configs = [replace(q, handler=self.pool.handler_for(q)) for q in handled]
-        # Payloads cross to the handler processes as their stored text, read there (a leased
-        # job's payload is parsed only when first read).
-        return Worker(self._app.backend, configs, self._settings, observers=self._app.observers)
+        return self.pool.worker(self._app, None, self._settings)
 
     def health(self) -> WorkerHealth | None:
         """The worker's heartbeat, and every handler process alive."""

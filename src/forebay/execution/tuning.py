@@ -1,4 +1,5 @@
-"""Process tuning the service applies once it has started.
+"""Process tuning a long-running forebay process applies once it has started: ``forebay serve``
+and every handler process (:mod:`forebay.execution.child`).
 
 CPython's cyclic garbage collector runs a full collection, which walks every tracked object in
 the process, each time enough objects have survived the younger generations. A server that keeps

@@ -10,7 +10,7 @@ worker again did it by itself; only it accumulates crash deliveries, and only it
 ``dead / CrashLoop``.
 
 The decision is a pure function of the leased jobs and whether anything else runs in the
-process; the worker applies it (see :class:`forebay.worker.Worker`).
+process; the worker's lanes apply it (:mod:`forebay.worker.lanes`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ __all__ = ["Admission", "HandlerProcessDied", "admit", "crashed_before"]
 
 
 class HandlerProcessDied(ForebayError):
-    """The process running a handler call died during it (``forebay serve --worker-processes``).
+    """The process running a handler call died during it (``forebay worker --processes``,
+    ``forebay serve --worker-processes``: :mod:`forebay.execution`).
 
     Not an error of the job: it is treated as if its worker had died. The worker does not
     settle the job and stops renewing its lease; the lease expires, the job comes back with a

@@ -1,0 +1,28 @@
+"""The worker: leases jobs, runs handlers, settles outcomes, keeps leases alive, shuts down cleanly.
+
+Per worker process:
+
+* one **lane** per queue leases up to its free concurrency in one call and starts one task per
+  job (or per batch) (:mod:`.lanes`; crash isolation: :mod:`.isolation`); a handler is called
+  one way everywhere (:mod:`.calls`);
+* the **settler** collects outcomes and writes them in batches through the one group-commit
+  mechanism, at most one flush in flight (:mod:`.settler`); what an outcome does to its job is
+  one pure decision (:mod:`.decision`), made once; a recorded outcome is reported to observers,
+  among them the one that logs it (:mod:`.outcome_logger`);
+* named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`);
+* :class:`Worker` (:mod:`.worker`) puts them together and shuts down gracefully.
+
+Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the
+crash-loop limit (``deliveries > max_deliveries`` at lease time), crash isolation and
+``on_exhausted``.
+
+Imports only the core (backends' seam, jobs, queue config, observers, errors, lifecycle);
+running handlers in other processes is :mod:`forebay.execution`'s, above this package.
+"""
+
+from __future__ import annotations
+
+from forebay.worker.settings import WorkerSettings
+from forebay.worker.worker import Worker
+
+__all__ = ["Worker", "WorkerSettings"]

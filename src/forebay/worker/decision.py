@@ -1,0 +1,108 @@
+"""What a run's outcome does to its job: one pure decision, made once per outcome.
+
+DESIGN §3.3–3.5, as functions of their inputs only (no backend, no clock, no worker):
+
+* no error → **completed**;
+* :class:`~forebay.Defer` → **deferred** to ``now + delay`` while ``defers < max_defers``;
+  past that, the defer counts as an error (``RuntimeError: deferred N times (max_defers)``);
+* :class:`~forebay.PermanentError` (a crash loop is one: :func:`crash_loops`) → **dead**;
+* any other error, a timeout included → **retried** at ``now + backoff`` while
+  ``attempt < max_attempts``, else **dead**.
+
+:func:`decide` returns a :class:`Decision`: the outcome, the transition to ask the backend for
+(:class:`~forebay.job.Lease` to complete, :class:`~forebay.job.Retry`,
+:class:`~forebay.job.Failure`, :class:`~forebay.job.Deferral`), the error as classified (what
+``on_exhausted`` gets) and its stored text. The settler computes it once and hands that same
+decision to the backend, to observers and to the hook. Backoff jitter is the only randomness:
+give ``rng`` to make it repeatable.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from forebay.errors import Defer, PermanentError
+from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.outcome import JobOutcome
+from forebay.queue_config import QueueConfig
+
+__all__ = ["MAX_ERROR_CHARS", "CrashLoop", "Decision", "crash_loops", "decide", "describe"]
+
+MAX_ERROR_CHARS = 4000
+"""Longest error text stored with a job."""
+
+
+class CrashLoop(PermanentError):
+    """A job was leased more often than ``max_deliveries`` without finishing: whatever runs
+    it keeps dying. Stored as error type ``CrashLoop``."""
+
+
+@dataclass(slots=True)
+class Decision:
+    """What to do with one run's outcome. See the module docstring.
+
+    Treat it as read-only; not frozen only because one is made per job on the hot path, and a
+    frozen dataclass costs several times more to build (as :class:`~forebay.job.Job`).
+    """
+
+    outcome: JobOutcome
+    transition: Lease | Retry | Failure | Deferral
+    """The backend call's argument: complete, retry, dead-letter or defer."""
+    error: BaseException | None = None
+    """The error as classified (for ``dead``: what ``on_exhausted`` receives)."""
+    error_text: str | None = None
+    """``error`` as stored and logged: ``"Type: message"``, at most :data:`MAX_ERROR_CHARS`."""
+    error_type: str | None = None
+
+
+def decide(
+    job: Job,
+    config: QueueConfig,
+    error: BaseException | None,
+    now: float,
+    *,
+    rng: random.Random | None = None,
+) -> Decision:
+    """The transition for ``job`` (leased, run under ``config``) whose handler ended with
+    ``error`` (None: success), at ``now`` (epoch seconds). Never changes its arguments."""
+    if error is None:
+        return Decision(JobOutcome.COMPLETED, job.lease)
+    if isinstance(error, Defer):
+        if job.defers < config.max_defers:
+            text, kind = describe(error)
+            deferral = Deferral(job.lease, now + error.delay_s, error.reason)
+            return Decision(JobOutcome.DEFERRED, deferral, error, text, kind)
+        error = RuntimeError(f"deferred {job.defers} times (max_defers): {error.reason}")
+    text, kind = describe(error)
+    if isinstance(error, PermanentError) or job.attempt >= config.max_attempts:
+        return Decision(JobOutcome.DEAD, Failure(job.lease, text, kind), error, text, kind)
+    run_at = now + config.backoff.delay_s(job.attempt, rng)
+    return Decision(JobOutcome.RETRIED, Retry(job.lease, run_at, text, kind), error, text, kind)
+
+
+def crash_loops(jobs: Sequence[Job], config: QueueConfig) -> list[tuple[Job, CrashLoop]]:
+    """The leased jobs delivered more often than their queue's ``max_deliveries`` (leased more
+    often than they ever finished), each with the error that dead-letters it."""
+    limit = config.delivery_limit
+    return [
+        (
+            job,
+            CrashLoop(
+                f"delivered {job.deliveries} times without finishing "
+                f"(max_deliveries={limit}): its worker keeps dying"
+            ),
+        )
+        for job in jobs
+        if job.deliveries > limit
+    ]
+
+
+def describe(error: BaseException) -> tuple[str, str]:
+    """``(text, type name)`` of an error as stored with its job."""
+    if isinstance(error, CrashLoop):
+        return str(error)[:MAX_ERROR_CHARS], "CrashLoop"
+    name = type(error).__name__
+    text = f"{name}: {error}" if str(error) else name
+    return text[:MAX_ERROR_CHARS], name

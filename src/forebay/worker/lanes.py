@@ -1,0 +1,314 @@
+"""The lanes: per queue, lease up to the free concurrency and run each job's handler call.
+
+One lane per queue leases as many jobs as the queue has free slots (``concurrency``, times
+``batch_size`` for batch handlers) in one call, and starts one task per job (or per batch) that
+calls the handler (:func:`~forebay.worker.calls.call_handler`) and hands the outcome to the
+settler. When every slot is taken the lane waits for one to free; when the queue is empty it
+waits for work (a notification, or ``idle_poll_s``). A backend outage does not end a lane: it
+backs off (up to 5 s) and leases again, so a worker rides out a store restart of any length.
+
+Before starting what it leased, a lane dead-letters crash loops (leased more often than
+``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
+was running when a worker died runs alone until it finishes once.
+
+Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
+so the counters, the registry of running calls and the isolation state change only between
+awaits; each place where a check and the change it guards must not be split says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+
+from forebay.backends.base import Backend
+from forebay.cancel import cancel_and_wait
+from forebay.errors import BackendError
+from forebay.job import Job, Lease
+from forebay.queue_config import QueueConfig
+from forebay.worker.calls import BatchErrors, call_handler
+from forebay.worker.decision import crash_loops
+from forebay.worker.isolation import Admission, HandlerProcessDied, admit
+from forebay.worker.settings import WorkerSettings
+from forebay.worker.settler import Finished, Settler
+
+__all__ = ["Lanes", "Running"]
+
+log = logging.getLogger("forebay.worker")
+
+
+@dataclass(slots=True)
+class Running:
+    """A job whose handler call is in flight, and the task running that call (read-only; not
+    frozen only because one is made per job on the hot path)."""
+
+    job: Job
+    config: QueueConfig
+    task: asyncio.Task[None]
+
+
+class Lanes:
+    """The lanes of one worker's queues; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Sequence[QueueConfig],
+        settings: WorkerSettings,
+        settler: Settler,
+        *,
+        worker_id: str,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._backend = backend
+        self._queues = list(queues)
+        self._settings = settings
+        self._settler = settler
+        self._worker_id = worker_id
+        self._stopping = stopping
+        self.running: dict[int, Running] = {}
+        """Job id → its call in flight."""
+        self._count: dict[str, int] = {q.name: 0 for q in queues}
+        self._slot_freed: dict[str, asyncio.Event] = {q.name: asyncio.Event() for q in queues}
+        # Crash isolation (see forebay.worker.isolation): the suspect running alone, the queue
+        # whose suspect waits for this process to drain, and a signal when either may change.
+        self._alone: int | None = None
+        self._drain_for: str | None = None
+        self._isolation_changed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Lease and run until stopping (or, in burst mode, until every queue is idle)."""
+        lanes = [
+            asyncio.create_task(self._lane(q), name=f"forebay-lane-{q.name}") for q in self._queues
+        ]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            await cancel_and_wait(lanes)
+
+    def leases(self) -> dict[str, list[Lease]]:
+        """The leases of the running jobs, by queue."""
+        by_queue: dict[str, list[Lease]] = {}
+        for entry in list(self.running.values()):
+            by_queue.setdefault(entry.config.name, []).append(entry.job.lease)
+        return by_queue
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel the handler call running ``job_id`` (its lease was lost), if any."""
+        entry = self.running.get(job_id)
+        if entry is not None:
+            log.warning("lease of job %s was lost; cancelling its handler", job_id)
+            entry.task.cancel()
+
+    def wake(self) -> None:
+        """Make every waiting lane lease again (jobs were requeued)."""
+        for event in self._slot_freed.values():
+            event.set()
+
+    # -- leasing ---------------------------------------------------------------------------
+    async def _lane(self, config: QueueConfig) -> None:
+        pause_s = 0.1
+        while not self._stopping.is_set():
+            try:
+                if await self._lane_step(config):
+                    return
+                pause_s = 0.1
+            except BackendError as exc:
+                log.warning(
+                    "queue %s: cannot lease (%s); trying again in %.1fs", config.name, exc, pause_s
+                )
+                await self._until(asyncio.sleep(pause_s))
+                pause_s = min(pause_s * 2, 5.0)
+
+    async def _lane_step(self, config: QueueConfig) -> bool:
+        """One round of leasing; True when a burst lane has nothing left to do."""
+        if self._isolation_blocks(config.name):
+            self._isolation_changed.clear()  # no await since the check: no change is missed
+            await self._until(self._isolation_changed.wait())
+            return False
+        freed = self._slot_freed[config.name]
+        free = config.concurrency - self._count[config.name]
+        if free <= 0:
+            freed.clear()
+            await self._until(freed.wait())
+            await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
+            return False
+        jobs = await self._lease(config, free * (config.batch_size or 1))
+        if jobs:
+            await self._admit(config, jobs)
+            return False
+        if self._settings.burst:
+            if self._count[config.name] == 0:
+                await self._settler.drained()
+                return not await self._has_due(config)
+            freed.clear()
+            await self._until(freed.wait())
+            return False
+        await self._until(
+            self._backend.wait_for_work([config.name], timeout_s=self._settings.idle_poll_s)
+        )
+        return False
+
+    async def _lease(self, config: QueueConfig, limit: int) -> list[Job]:
+        return await self._backend.lease(
+            queue=config.name,
+            limit=limit,
+            worker_id=self._worker_id,
+            lease_s=config.lease_s,
+        )
+
+    async def _has_due(self, config: QueueConfig) -> bool:
+        """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
+        jobs = await self._lease(config, 1)
+        if jobs:
+            await self._admit(config, jobs)
+        return bool(jobs)
+
+    async def _until(self, awaitable: Awaitable[object]) -> None:
+        """Await ``awaitable`` unless the worker starts stopping first."""
+        waiter = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            stopped = not waiter.done()
+            if stopped:  # end what it was waiting on before going on
+                await cancel_and_wait([waiter])
+        if not stopped and not waiter.cancelled():
+            error = waiter.exception()
+            if error is not None:
+                raise error
+
+    # -- admitting (crash loops, crash isolation) ------------------------------------------
+    def _isolation_blocks(self, queue: str) -> bool:
+        """May this lane not lease now? Not while a suspect runs alone; not while a suspect
+        waits for the process to drain, except its own lane once nothing runs."""
+        if self._alone is not None:
+            return True
+        if self._drain_for is None:
+            return False
+        return self._drain_for != queue or self._busy()
+
+    def _busy(self) -> bool:
+        return any(self._count.values())
+
+    async def _admit(self, config: QueueConfig, jobs: list[Job]) -> None:
+        """Start the leased jobs that may run now; give back those that may not (yet)."""
+        looping = crash_loops(jobs, config)
+        if looping:
+            dead = {job.id for job, _ in looping}
+            jobs = [job for job in jobs if job.id not in dead]
+        decision = self._admission(config, jobs)
+        for job, error in looping:  # leased more often than it ever finished: dead, not run
+            self._spawn(config, [job], error)
+        if decision.release:
+            # Given back unrun (attempt and delivery returned) before the suspect starts: it may
+            # kill this process at once. (Should this call fail, the jobs' leases expire and
+            # they come back, counted as part of a crash.)
+            try:
+                await self._backend.release([job.lease for job in decision.release])
+            except BaseException:
+                if decision.alone is not None:  # not started: its lease expires, it comes back
+                    self._alone = None
+                    self._isolation_changed.set()
+                raise
+        if decision.alone is not None:
+            job = decision.alone
+            log.info(
+                "job %s was running when a worker died; running it alone (delivery %d)",
+                job.id,
+                job.deliveries,
+                extra={"job_id": job.id, "queue": job.queue, "deliveries": job.deliveries},
+            )
+            self._spawn(config, [job])
+        self._start(config, decision.start)
+
+    def _admission(self, config: QueueConfig, runnable: list[Job]) -> Admission:
+        """Crash isolation's decision for one lease, applied to this process's state (no
+        await in here: the state it reads is the state it changes)."""
+        if self._alone is not None:
+            # Another lane's suspect started while this lease was in flight: it runs alone.
+            return Admission(release=runnable)
+        decision = admit(runnable, others_running=self._busy())
+        if self._drain_for == config.name or decision.drain:
+            self._drain_for = config.name if decision.drain else None
+        if decision.alone is not None:
+            self._alone = decision.alone.id  # other lanes hold off from now on
+        return decision
+
+    # -- running ---------------------------------------------------------------------------
+    def _start(self, config: QueueConfig, runnable: list[Job]) -> None:
+        if not runnable:
+            return
+        size = config.batch_size or 1
+        for i in range(0, len(runnable), size):
+            self._spawn(config, runnable[i : i + size])
+
+    def _spawn(self, config: QueueConfig, jobs: list[Job], error: Exception | None = None) -> None:
+        """Start a task that calls the handler, or with ``error``, records it without a call."""
+        self._count[config.name] += 1
+        task = asyncio.create_task(self._call(config, jobs, error))
+        for job in jobs:
+            self.running[job.id] = Running(job, config, task)
+
+    def _finish(self, config: QueueConfig, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self.running.pop(job.id, None)
+        self._count[config.name] -= 1
+        self._slot_freed[config.name].set()
+        if self._alone is not None or self._drain_for is not None:
+            if any(job.id == self._alone for job in jobs):
+                self._alone = None
+            self._isolation_changed.set()
+
+    async def _call(self, config: QueueConfig, jobs: list[Job], error: Exception | None) -> None:
+        """Run one handler call (none when ``error`` is given) and hand its outcomes to the
+        settler."""
+        errors: BatchErrors = {}
+        started = time.perf_counter()
+        try:
+            if error is None:
+                errors = await call_handler(
+                    config, jobs, timeout_s=config.timeout_s, progress=self._report_progress
+                )
+        except asyncio.CancelledError:
+            # Lease lost or shutdown: someone else settles (or releases) these jobs.
+            self._finish(config, jobs)
+            raise
+        except HandlerProcessDied as exc:
+            self._abandon(config, jobs, exc)
+            return
+        except Exception as exc:
+            error = exc
+        self._finish(config, jobs)
+        duration = time.perf_counter() - started
+        # No await between _finish() and record(): a burst lane that finds its queue idle and
+        # waits for the settler to drain waits for these outcomes too.
+        self._settler.record(
+            [
+                Finished(job, config, error if error is not None else errors.get(job.id), duration)
+                for job in jobs
+            ]
+        )
+
+    def _abandon(self, config: QueueConfig, jobs: list[Job], exc: HandlerProcessDied) -> None:
+        """The process running the handler died: leave the jobs unsettled, as a dead worker
+        would. Their leases are no longer renewed; once expired, they come back counted as a
+        crash (no attempt spent) and run alone."""
+        self._finish(config, jobs)
+        log.error(
+            "%s; job%s %s will run again once %s lease expires (in at most %gs)",
+            exc,
+            "s" if len(jobs) > 1 else "",
+            ", ".join(str(job.id) for job in jobs),
+            "their" if len(jobs) > 1 else "its",
+            config.lease_s,
+            extra={"job_id": jobs[0].id, "queue": config.name},
+        )
+
+    async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
+        await self._backend.progress(job.lease, pct=pct, message=message)

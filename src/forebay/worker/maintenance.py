@@ -1,0 +1,118 @@
+"""The worker's maintenance loops, each a named background task (:mod:`forebay.lifecycle`):
+
+* **heartbeat** (``forebay-heartbeat``): every ``lease_s / 3`` (the shortest of the worker's
+  queues), extends the leases of the running jobs and cancels a handler whose lease was lost;
+* **reclaimer** (``forebay-reclaimer``): every ``reclaim_every_s``, requeues jobs whose lease
+  expired (their worker died) and wakes the lanes to lease them;
+* **pruner** (``forebay-pruner``): every ``prune_every_s``, deletes finished jobs past their
+  retention (:func:`prune_once`).
+
+A failing round is logged and the loop goes on: a store outage pauses maintenance, never ends
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from forebay.backends.base import Backend, PruneSpec
+from forebay.errors import BackendError
+from forebay.lifecycle import BackgroundTask
+from forebay.queue_config import QueueConfig
+from forebay.worker.lanes import Lanes
+from forebay.worker.settings import WorkerSettings
+
+__all__ = ["Maintenance", "prune_once"]
+
+log = logging.getLogger("forebay.worker")
+
+
+class Maintenance:
+    """The heartbeat, reclaimer and pruner of one worker's lanes."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Sequence[QueueConfig],
+        settings: WorkerSettings,
+        lanes: Lanes,
+    ) -> None:
+        self._backend = backend
+        self._lease_s = {q.name: q.lease_s for q in queues}
+        self._settings = settings
+        self._lanes = lanes
+        self.last_heartbeat: float | None = None
+        """``time.monotonic()`` when the heartbeat last renewed leases (None: not yet)."""
+        self._loops = [
+            BackgroundTask("forebay-heartbeat", self._heartbeat_loop),
+            BackgroundTask("forebay-reclaimer", self._reclaim_loop),
+            BackgroundTask("forebay-pruner", self._prune_loop),
+        ]
+
+    def start(self) -> None:
+        for loop in self._loops:
+            loop.start()
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            await loop.stop()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = min(self._lease_s.values()) / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat()
+                self.last_heartbeat = time.monotonic()
+            except BackendError as exc:  # the store's own words say it all: no traceback
+                log.warning("heartbeat failed (%s); will try again in %.1fs", exc, interval)
+            except Exception:
+                log.exception("heartbeat failed; will try again in %.1fs", interval)
+
+    async def _heartbeat(self) -> None:
+        for name, leases in self._lanes.leases().items():
+            lost = await self._backend.extend(leases, lease_s=self._lease_s[name])
+            for job_id in lost:
+                self._lanes.cancel(job_id)
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            try:
+                n = await self._backend.reclaim_expired()
+                if n:
+                    log.warning("requeued %d jobs whose worker stopped heartbeating", n)
+                    self._lanes.wake()
+            except BackendError as exc:
+                log.warning("reclaiming expired leases failed: %s", exc)
+            except Exception:
+                log.exception("reclaiming expired leases failed")
+            await asyncio.sleep(self._settings.reclaim_every_s)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.prune_every_s)
+            try:
+                await prune_once(self._backend, self._settings)
+            except BackendError as exc:
+                log.warning("pruning finished jobs failed: %s", exc)
+            except Exception:
+                log.exception("pruning finished jobs failed")
+
+
+async def prune_once(backend: Backend, settings: WorkerSettings) -> int:
+    """Delete finished jobs past their retention, in bounded batches; return how many."""
+    now = time.time()
+    spec = PruneSpec(
+        completed_before=now - settings.completed_retention.total_seconds(),
+        dead_before=now - settings.dead_retention.total_seconds(),
+        cancelled_before=now - settings.cancelled_retention.total_seconds(),
+    )
+    total = 0
+    while True:
+        n = await backend.prune(spec)
+        total += n
+        if n < spec.limit:
+            return total

@@ -1,0 +1,68 @@
+"""The worker's log line per outcome, written by an observer like the intake's enqueue lines.
+
+Every state change has one log line carrying ``job_id``, ``queue`` and ``attempt``:
+:class:`OutcomeLogger` writes the worker's (logger ``forebay.worker``): completions at DEBUG, so
+a busy worker pays for them only when asked, the other outcomes at INFO with the error::
+
+    job 42 retrying job_id=42 queue=documents attempt=1 outcome=retry
+    error="TimeoutError: handler ran longer than timeout_s=300"
+
+The ``outcome`` field keeps the words log searches and pipelines match on (``complete``,
+``retry``, ``defer``, ``dead``). Jobs released at shutdown are not logged one by one: the worker
+logs how many it released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+from forebay.job import Job
+from forebay.outcome import JobOutcome
+
+__all__ = ["OutcomeLogger"]
+
+log = logging.getLogger("forebay.worker")
+
+_MESSAGE: Final = {
+    JobOutcome.COMPLETED: "completed",
+    JobOutcome.RETRIED: "retrying",
+    JobOutcome.DEFERRED: "deferred",
+    JobOutcome.DEAD: "dead",
+}
+_FIELD: Final = {
+    JobOutcome.COMPLETED: "complete",
+    JobOutcome.RETRIED: "retry",
+    JobOutcome.DEFERRED: "defer",
+    JobOutcome.DEAD: "dead",
+}
+
+
+class OutcomeLogger:
+    """An observer that logs each recorded outcome (see the module docstring)."""
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        """Enqueues are logged by the intake (``forebay.intake``)."""
+
+    def settled(self, job: Job, outcome: JobOutcome, duration_s: float) -> None:
+        message = _MESSAGE.get(outcome)
+        if message is None:  # released: counted in one line by the worker
+            return
+        completed = outcome == JobOutcome.COMPLETED
+        level = logging.DEBUG if completed else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        log.log(
+            level,
+            "job %s %s",
+            job.id,
+            message,
+            extra={
+                "job_id": job.id,
+                "queue": job.queue,
+                "attempt": job.attempt,
+                "outcome": _FIELD[outcome],
+                "error": None if completed else job.error,
+            },
+        )

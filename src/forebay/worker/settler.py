@@ -1,0 +1,184 @@
+"""The settler: records the outcomes of handler calls in the store, many per round trip.
+
+A lane hands it the outcomes of one handler call (:meth:`Settler.record`). Outcomes are
+coalesced by the one group-commit mechanism (:class:`~forebay.group_commit.GroupCommit`, one
+flush in flight): while a flush is being written, new outcomes pile up and all go into the next
+one, so under load each flush carries many jobs, yet an idle worker's outcome is written at
+once. A flush decides each outcome once (:func:`~forebay.worker.decision.decide`), sends the
+four kinds of transition (complete, retry, dead-letter, defer) concurrently, tells the
+observers what was recorded, then runs ``on_exhausted`` for the jobs that became dead.
+
+A transition the store refused (the lease was lost: another worker owns the job) or that failed
+is not reported: the job runs again once its lease expires (at-least-once, DESIGN §3.2).
+
+Concurrency hazards, and why they are safe: :meth:`Settler.record` queues the outcomes before
+its caller next yields to the event loop, so a lane that then waits for :meth:`Settler.drained`
+waits for them too; with one flush in flight, the transitions of one job are never written by
+two flushes at once, and ``processed`` and the observers are only touched by that flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from forebay.backends.base import Backend
+from forebay.errors import BackendError
+from forebay.group_commit import GroupCommit
+from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.observer import Observer, notify_settled
+from forebay.outcome import JobOutcome
+from forebay.queue_config import QueueConfig
+from forebay.worker.decision import Decision, decide
+
+__all__ = ["Finished", "Settler"]
+
+log = logging.getLogger("forebay.worker")
+
+
+@dataclass(slots=True)
+class Finished:
+    """A job whose handler call ended: with ``error`` (None: success) after ``duration_s``.
+
+    Treat it as read-only; not frozen only because one is made per job on the hot path, and a
+    frozen dataclass costs several times more to build (as :class:`~forebay.job.Job`).
+    """
+
+    job: Job
+    config: QueueConfig
+    error: BaseException | None
+    duration_s: float
+
+
+class Settler:
+    """Records outcomes in batches; see the module docstring."""
+
+    def __init__(self, backend: Backend, observers: Sequence[Observer]) -> None:
+        self._backend = backend
+        self._observers = list(observers)
+        self.processed = 0
+        """Jobs whose outcome was recorded (any outcome)."""
+        # Every pending outcome goes into the next flush, as many as there are: the backends
+        # write each transition's batch in one statement or script, whatever its size.
+        self._commit: GroupCommit[list[Finished], None] = GroupCommit(
+            "settler", self._flush, weight=len, max_weight=sys.maxsize, max_in_flight=1
+        )
+
+    def record(self, finished: list[Finished]) -> None:
+        """Record the outcomes of one handler call, in the next flush (:meth:`drained` waits
+        for it). A flush answers every call with None, having logged what it could not write
+        (those jobs run again when their leases expire), so nobody needs to wait for it."""
+        self._commit.submit_nowait(finished)
+
+    async def drained(self) -> None:
+        """Wait until every outcome recorded so far is written."""
+        await self._commit.drain()
+
+    async def _flush(self, calls: list[list[Finished]]) -> list[None]:
+        outcomes = [finished for call in calls for finished in call]
+        try:
+            await self._settle(outcomes)
+        except BackendError as exc:
+            log.error(
+                "could not record %d job outcomes (%s); they will be redelivered",
+                len(outcomes),
+                exc,
+            )
+        except Exception:
+            # The jobs stay running; their leases expire and they run again (at-least-once).
+            log.exception(
+                "could not record %d job outcomes; they will be redelivered", len(outcomes)
+            )
+        return [None] * len(calls)
+
+    async def _settle(self, outcomes: list[Finished]) -> None:
+        now = time.time()
+        decisions = [decide(f.job, f.config, f.error, now) for f in outcomes]
+        refused = await self._write(decisions)
+        self.processed += len(outcomes) - len(refused)
+        dead: list[tuple[Finished, Decision]] = []
+        for finished, decision in zip(outcomes, decisions, strict=True):
+            if finished.job.id in refused:
+                continue
+            job = finished.job
+            if decision.error_text is not None:  # observers see the error that caused it
+                job = replace(job, error=decision.error_text, error_type=decision.error_type)
+            notify_settled(self._observers, job, decision.outcome, finished.duration_s)
+            if decision.outcome is JobOutcome.DEAD:
+                dead.append((finished, decision))
+        for finished, decision in dead:
+            await _exhausted(finished, decision)
+
+    async def _write(self, decisions: list[Decision]) -> set[int]:
+        """Send the transitions; return the ids whose outcome was not recorded."""
+        completes: list[Lease] = []
+        retries: list[Retry] = []
+        failures: list[Failure] = []
+        deferrals: list[Deferral] = []
+        for d in decisions:
+            t = d.transition
+            if isinstance(t, Lease):
+                completes.append(t)
+            elif isinstance(t, Retry):
+                retries.append(t)
+            elif isinstance(t, Failure):
+                failures.append(t)
+            else:
+                deferrals.append(t)
+        results = await asyncio.gather(
+            self._backend.complete(completes) if completes else _none(),
+            self._backend.retry(retries) if retries else _none(),
+            self._backend.dead_letter(failures) if failures else _none(),
+            self._backend.defer(deferrals) if deferrals else _none(),
+            return_exceptions=True,  # one transition failing leaves the others recorded
+        )
+        kinds = (
+            [lease.job_id for lease in completes],
+            [r.lease.job_id for r in retries],
+            [f.lease.job_id for f in failures],
+            [d.lease.job_id for d in deferrals],
+        )
+        return _refused(kinds, results)
+
+
+async def _exhausted(finished: Finished, decision: Decision) -> None:
+    hook = finished.config.on_exhausted
+    if hook is None:
+        return
+    error = decision.error if decision.error is not None else RuntimeError("unknown error")
+    try:
+        await hook(finished.job, error)
+    except Exception:
+        log.exception(
+            "on_exhausted hook of queue %s failed for job %s",
+            finished.config.name,
+            finished.job.id,
+        )
+
+
+def _refused(kinds: Sequence[list[int]], results: Sequence[list[int] | BaseException]) -> set[int]:
+    """The ids whose outcome was not recorded: refused (lease lost), or whose transition
+    failed (they keep running until their lease expires, then run again: at-least-once)."""
+    refused: set[int] = set()
+    lost: set[int] = set()
+    for ids, result in zip(kinds, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result  # cancelled
+            log.error(
+                "could not record %d job outcomes (%s); they will be redelivered", len(ids), result
+            )
+            refused.update(ids)
+        else:
+            lost.update(result)
+    if lost:
+        log.warning("lease lost before settling jobs %s; another worker owns them", sorted(lost))
+    return refused | lost
+
+
+async def _none() -> list[int]:
+    return []

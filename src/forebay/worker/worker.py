@@ -1,0 +1,141 @@
+"""The worker: puts its lanes, settler and maintenance loops together, and shuts down cleanly.
+
+:meth:`Worker.run` opens the backend, starts the maintenance loops (:mod:`.maintenance`), runs
+the lanes (:mod:`.lanes`) until stopped — SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode
+an idle store — then shuts down (DESIGN §3.8): no new leases, running jobs get
+``shutdown_grace_s`` to finish, the rest are released back to ``queued`` without spending an
+attempt, every outcome is written (:mod:`.settler`), and the loops stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Sequence
+
+from forebay.backends.base import Backend
+from forebay.cancel import cancel_and_wait
+from forebay.errors import ConfigError
+from forebay.observer import Observer, notify_settled
+from forebay.outcome import JobOutcome
+from forebay.queue_config import QueueConfig
+from forebay.worker.lanes import Lanes
+from forebay.worker.maintenance import Maintenance, prune_once
+from forebay.worker.outcome_logger import OutcomeLogger
+from forebay.worker.settings import WorkerSettings
+from forebay.worker.settler import Settler
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("forebay.worker")
+
+
+class Worker:
+    """Runs the handlers of an app's queues. Usually made by :meth:`forebay.Forebay.worker`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Sequence[QueueConfig],
+        settings: WorkerSettings | None = None,
+        *,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        if not queues:
+            raise ConfigError("a worker needs at least one queue with a handler")
+        self.backend = backend
+        self.queues = {q.name: q for q in queues}
+        self.settings = settings or WorkerSettings()
+        self.observers: list[Observer] = [OutcomeLogger(), *observers]
+        """Told about every recorded outcome; the first one logs it."""
+        self.worker_id = self.settings.worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        )
+        self._settler = Settler(backend, self.observers)
+        self._stopping: asyncio.Event | None = None
+        self._lanes: Lanes | None = None
+        self._maintenance: Maintenance | None = None
+
+    @property
+    def processed(self) -> int:
+        """Jobs whose outcome was recorded by this worker (any outcome)."""
+        return self._settler.processed
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        """``time.monotonic()`` when the heartbeat loop last renewed leases (None: not yet)."""
+        return None if self._maintenance is None else self._maintenance.last_heartbeat
+
+    def stop(self) -> None:
+        """Stop leasing; running jobs get ``shutdown_grace_s`` to finish. Safe to call twice."""
+        if self._stopping is not None and not self._stopping.is_set():
+            log.info("worker %s stopping: no new leases", self.worker_id)
+            self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until stopped (SIGTERM/SIGINT, :meth:`stop`) or, in burst mode, until idle."""
+        # Made here, not in __init__: they belong to the event loop that runs the worker.
+        self._stopping = asyncio.Event()
+        lanes = self._lanes = Lanes(
+            self.backend,
+            list(self.queues.values()),
+            self.settings,
+            self._settler,
+            worker_id=self.worker_id,
+            stopping=self._stopping,
+        )
+        self._maintenance = Maintenance(
+            self.backend, list(self.queues.values()), self.settings, lanes
+        )
+        await self.backend.open()
+        loop = asyncio.get_running_loop()
+        signals = self._install_signals(loop)
+        self._maintenance.start()
+        log.info("worker %s started on queues %s", self.worker_id, ", ".join(self.queues))
+        try:
+            await lanes.run()
+        finally:
+            await self._shutdown(lanes, self._maintenance)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
+
+    async def prune_once(self) -> int:
+        """Delete finished jobs past their retention, in bounded batches; return how many."""
+        return await prune_once(self.backend, self.settings)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        if not self.settings.handle_signals:
+            return []
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
+        tasks = {entry.task for entry in lanes.running.values()}
+        if tasks:
+            log.info(
+                "waiting up to %ss for %d running jobs", self.settings.shutdown_grace_s, len(tasks)
+            )
+            _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+            if still:
+                unfinished = [e.job for e in lanes.running.values() if e.task in still]
+                await cancel_and_wait(still)
+                await self._settler.drained()
+                # Released jobs go back to queued without spending an attempt.
+                refused = set(await self.backend.release([job.lease for job in unfinished]))
+                for job in unfinished:
+                    if job.id not in refused:
+                        notify_settled(self.observers, job, JobOutcome.RELEASED, 0.0)
+                log.info("released %d unfinished jobs back to their queues", len(unfinished))
+        await self._settler.drained()
+        await maintenance.stop()
