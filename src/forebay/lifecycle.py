@@ -50,11 +50,6 @@ class BackgroundTask:
         """The task exists and has not ended."""
         return self._task is not None and not self._task.done()
 
-    @property
-    def ended(self) -> bool:
-        """The task was started and has ended (by itself, by an error or by :meth:`stop`)."""
-        return self._task is not None and self._task.done()
-
     def start(self) -> bool:
         """Start the loop on the running event loop unless it runs; True if this started it."""
         if self.running:
