@@ -22,10 +22,10 @@ from rich.progress import (
 )
 
 from forebay.app import Forebay
-from forebay.cli.logs import LogLevel, configure_logging
 from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import print_json, stderr, stdout
 from forebay.cli.session import make_app, run
+from forebay.logs import LogLevel, configure_logging
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["worker"]

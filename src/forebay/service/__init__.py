@@ -1,43 +1,10 @@
-"""The HTTP intake service: ``forebay serve``, sources, API tokens, metrics.
+"""Running the app's handlers for the HTTP service: in its event loop or in child processes.
 
-* :mod:`forebay.service.api` — :func:`create_app`, the FastAPI app factory;
-* :mod:`forebay.service.settings` — :class:`ServiceSettings`, read once from flags and
-  ``FOREBAY_*`` variables;
-* :mod:`forebay.service.sources` — :class:`Source` and its authentication
-  (:class:`SharedSecret`, :class:`HmacSignature`);
-* :mod:`forebay.service.metrics` — every Prometheus metric name, and the observer that feeds them;
-* :mod:`forebay.service.dashboard` — the web dashboard at ``/`` (static pages over the ``/v1`` API);
-* :mod:`forebay.service.command` — the ``forebay serve`` command (uvicorn).
+* :mod:`.workers` — the app's worker supervised inside the service's event loop, in-process or
+  with handler processes, and its health for ``/readyz``;
+* :mod:`.handler_process` — the handler processes of ``forebay serve --worker-processes N``;
+* :mod:`.tuning` — the garbage-collector tuning a long-running server process applies.
 
-Importing this package is cheap (no web framework): apps that declare sources import it, and so
-do worker-only processes. :func:`create_app` loads FastAPI on first use.
+The HTTP service itself is :mod:`forebay.http`, and ``forebay serve`` is
+:mod:`forebay.cli.serve`. These modules import the core only, never the HTTP service or the CLI.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from forebay.service.settings import ApiToken, Scope, ServiceSettings
-from forebay.service.sources import HmacSignature, SharedSecret, Source, SourceAuth
-
-if TYPE_CHECKING:
-    from forebay.service.api import create_app
-
-__all__ = [
-    "ApiToken",
-    "HmacSignature",
-    "Scope",
-    "ServiceSettings",
-    "SharedSecret",
-    "Source",
-    "SourceAuth",
-    "create_app",
-]
-
-
-def __getattr__(name: str) -> object:
-    if name == "create_app":
-        from forebay.service.api import create_app
-
-        return create_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from forebay.cancel import cancel_and_wait
-from forebay.errors import TransientError
+from forebay.errors import ConfigError, TransientError
 from forebay.isolation import HandlerProcessDied
 from forebay.job import Job, Lease, PayloadText, progress_reporter
 from forebay.queue_config import QueueConfig
@@ -363,12 +363,18 @@ def main(argv: list[str]) -> None:
     # its worker let the running calls finish, by closing our socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from forebay.cli.session import make_app
-    from forebay.service.command import configure_service_logging
+    from forebay.app_reference import import_app
+    from forebay.logs import LogLevel, configure_logging
     from forebay.service.tuning import tune_gc
 
-    configure_service_logging(level, log_format)
-    app = make_app(url or None, app_ref)
+    configure_logging(LogLevel(level.lower()), log_format=log_format)
+    try:
+        app = import_app(app_ref)
+        if url:
+            app.use_url(url)  # the URL the service's own app uses
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
     tune_gc()  # as the service's process does (see forebay.service.tuning)
     with contextlib.suppress(OSError):  # the webhook must answer first: see HandlerPool
         os.nice(_NICE)
