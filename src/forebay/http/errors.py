@@ -97,9 +97,9 @@ def error_response(
     message: str,
     *,
     headers: Mapping[str, str] | None = None,
-    details: Sequence[Mapping[str, Any]] | None = None,
+    details: Sequence[Mapping[str, object]] | None = None,
 ) -> JSONResponse:
-    error: dict[str, Any] = {"type": type, "message": message}
+    error: dict[str, object] = {"type": type, "message": message}
     if details:
         error["details"] = list(details)
     return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))

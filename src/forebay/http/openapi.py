@@ -26,7 +26,7 @@ __all__ = [
     "json_body",
 ]
 
-Responses = dict[int | str, dict[str, Any]]
+Responses = dict[int | str, dict[str, object]]
 
 ERRORS: Responses = {
     code: {"model": ErrorOut, "description": text}
@@ -52,14 +52,14 @@ INTAKE_ERRORS: Responses = {
 """The errors of the routes that store jobs."""
 
 
-def flat_schema(model: type[BaseModel]) -> dict[str, Any]:
+def flat_schema(model: type[BaseModel]) -> dict[str, object]:
     """The JSON schema of a request body model, which must need no ``$defs``."""
     schema = model.model_json_schema()
     assert "$defs" not in schema, "inline request schemas must be flat"
     return schema
 
 
-def json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+def json_body(schema: dict[str, object], *, required: bool = True) -> dict[str, object]:
     """``openapi_extra`` documenting a JSON body the route reads itself (size-limited)."""
     return {
         "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
