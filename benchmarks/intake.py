@@ -1,12 +1,14 @@
 """HTTP intake benchmark: what durability costs, as a ratio measured in one run.
 
 For each backend (SQLite always; PostgreSQL and Redis when their module is present and their
-server answers), this starts ``forebay serve`` in a subprocess (intake only, default durable
-settings) and drives it over real HTTP with ``wrk`` (Debian: ``apt-get install wrk``), a
-separate process, measuring requests/s and ack latency p50/p99 for:
+server answers), this starts the server ``forebay serve`` runs in a subprocess (intake only,
+default durable settings), with one route added, and drives it over real HTTP with ``wrk``
+(Debian: ``apt-get install wrk``), a separate process, measuring requests/s and ack latency
+p50/p99 for:
 
-* ``bare``: ``POST /v1/_bare/queues/bench/jobs`` — the same server, settings and request
-  handling (token check, body limit, JSON parsing, validation) but no enqueue;
+* ``bare``: ``POST /v1/queues/_bare/bench/jobs`` — the same server, settings, middleware and
+  request handling (token check, body limit, JSON parsing, validation) but no enqueue; this
+  script adds it (:func:`mount_bare`), forebay itself has no such route;
 * ``enqueue``: ``POST /v1/queues/bench/jobs`` — answered after the job is committed.
 
 The headline is enqueue/bare. Then the enqueue endpoint is driven at 80 % of its measured
@@ -39,9 +41,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
+from starlette.requests import Request  # at the top: FastAPI reads the route's annotations
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 APP = textwrap.dedent(
     """
@@ -51,6 +59,10 @@ APP = textwrap.dedent(
     app.queue("bench")  # producer-only here: jobs stay queued, nothing competes with intake
     """
 )
+
+BARE_PATH = "/v1/queues/_bare/{queue}/jobs"
+"""The enqueue route minus the enqueue. Under ``/v1/queues/.../jobs``, so the intake metrics
+count and time it as they do the enqueue route."""
 
 PG_URL = os.environ.get("FOREBAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FOREBAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -182,6 +194,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def mount_bare(api: FastAPI) -> None:
+    """Add the bare route to an app of :func:`forebay.http.create_app`, just after the enqueue
+    route (so finding it costs the router what finding that one does)."""
+    from forebay.http.intake import JOBS_PATH, read_jobs
+
+    service = api.state.service
+
+    async def bare(queue: str, request: Request) -> Response:
+        """The enqueue endpoint minus the enqueue (what durability costs is the difference)."""
+        jobs, many = await read_jobs(service, queue, request)
+        body = {"id": 0, "queue": queue, "created": True, "jobs": len(jobs), "many": many}
+        return JSONResponse(body, status_code=200)
+
+    api.add_api_route(BARE_PATH, bare, methods=["POST"], include_in_schema=False)
+    routes = api.router.routes
+    route = routes.pop()
+    after = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == JOBS_PATH)
+    routes.insert(after + 1, route)
+
+
+def serve_bare(app_ref: str, port: int) -> None:
+    """Run what ``forebay serve APP --port PORT --no-workers --log-level warning`` runs, with
+    the bare route added (the server subprocess of :func:`serving`)."""
+    from forebay.cli.serve import run_server, service_api
+    from forebay.cli.session import make_app
+    from forebay.http import ServiceSettings
+    from forebay.logs import LogLevel, configure_logging
+
+    settings = ServiceSettings.from_env(port=port, workers=False, log_level="warning")
+    app = make_app(settings.url, app_ref)
+    configure_logging(LogLevel.WARNING, log_format=settings.log_format)
+    api = service_api(app, settings, app_ref)
+    mount_bare(api)
+    sys.exit(0 if run_server(api, settings) else 1)
+
+
 @contextmanager
 def serving(url: str, folder: Path) -> Iterator[tuple[str, psutil.Process]]:
     (folder / "benchapp.py").write_text(APP)
@@ -189,9 +237,8 @@ def serving(url: str, folder: Path) -> Iterator[tuple[str, psutil.Process]]:
     env = {**os.environ, "FOREBAY_URL": url}
     env.pop("FOREBAY_API_TOKENS", None)
     log = (folder / f"serve-{port}.log").open("wb")
-    command = [sys.executable, "-m", "forebay", "serve", "benchapp:app", "--port", str(port)]
     proc = subprocess.Popen(
-        [*command, "--no-workers", "--bench-endpoint", "--log-level", "warning"],
+        [sys.executable, str(Path(__file__).resolve()), "--serve", "benchapp:app", str(port)],
         cwd=folder,
         env=env,
         stdout=log,
@@ -282,7 +329,7 @@ def bench_backend(name: str, url: str, folder: Path, args: argparse.Namespace) -
     bare, enqueue = Measure(), Measure()
     with serving(url, folder) as (base, server):
         jobs_url = f"{base}/v1/queues/bench/jobs"
-        bare_url = f"{base}/v1/_bare/queues/bench/jobs"
+        bare_url = base + BARE_PATH.format(queue="bench")
         run_wrk(bare_url, closed, connections=args.connections, duration_s=2)  # warm-up
         run_wrk(jobs_url, closed, connections=args.connections, duration_s=2)
         rss_before = server.memory_info().rss / 2**20
@@ -380,7 +427,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="Concurrent connections.")
     parser.add_argument("--body-bytes", type=int, default=100, help="Approximate body size.")
     parser.add_argument("--soak-s", type=float, default=0.0, help="Extra paced run for memory.")
+    parser.add_argument("--serve", nargs=2, metavar=("APP", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:  # the server subprocess
+        serve_bare(args.serve[0], int(args.serve[1]))
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     chosen = args.backend or ["sqlite", "postgres", "redis"]

@@ -17,4 +17,5 @@ fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy
+.venv/bin/lint-imports  # the floor plan: layers only point down (pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

@@ -35,7 +35,7 @@ from forebay.errors import (
 )
 from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
-from forebay.service.sources import HmacSignature, SharedSecret, Source
+from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [

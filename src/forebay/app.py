@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
@@ -11,13 +10,14 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from forebay.backends import DEFAULT_URL, Backend, backend_from_url
+from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound
 from forebay.job import Job, JobFilter, NewJob, QueueCounts
 from forebay.observer import Observer, notify_enqueued
 from forebay.queue_config import ExhaustedHook, QueueConfig
-from forebay.service.sources import KeyFunction, Source, SourceAuth, SplitFunction
+from forebay.settings import resolve_url
+from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["Forebay"]
@@ -42,7 +42,7 @@ class Forebay:
     ) -> None:
         if backend is not None and url is not None:
             raise ConfigError("give url or backend, not both")
-        self.url = url or os.environ.get("FOREBAY_URL") or DEFAULT_URL
+        self.url = resolve_url(url)
         self._backend = backend
         self.observers: list[Observer] = list(observers)
         """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
@@ -114,13 +114,29 @@ class Forebay:
         max_body_bytes: int = 1_048_576,
     ) -> Source:
         """Declare the webhook ``POST /v1/sources/{name}``, feeding ``queue`` (see
-        :mod:`forebay.service.sources`); declare the queue's handler as usual."""
+        :mod:`forebay.sources`); declare the queue's handler as usual."""
         if name in self.sources:
             raise ConfigError(f"source {name!r} is already declared")
         self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
         return self.sources[name]
 
     # -- lifecycle ----------------------------------------------------------------------
+    def use_url(self, url: str) -> None:
+        """Store jobs at ``url`` instead of the URL this app was made with (the CLI's ``--url``
+        does this to the app it imports).
+
+        Raises ConfigError when the app already has its backend object (given as
+        ``Forebay(backend=...)``, or built by a first use): that backend stays.
+        """
+        if url == self.url:
+            return
+        if self._backend is not None:
+            raise ConfigError(
+                f"this app already has its backend object ({type(self._backend).__name__}), "
+                f"so it cannot move to {url!r}"
+            )
+        self.url = url
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:
@@ -200,11 +216,6 @@ class Forebay:
     def enqueue_sync(self, queue: str, payload: object, **options: Any) -> Job:
         """:meth:`enqueue` for synchronous code (scripts, WSGI views). Thread-safe."""
         return self._run_sync(lambda: self.enqueue(queue, payload, **options))
-
-    def enqueue_many_sync(self, jobs: Iterable[NewJob]) -> list[Job]:
-        """:meth:`enqueue_many` for synchronous code."""
-        batch = list(jobs)
-        return self._run_sync(lambda: self.enqueue_many(batch))
 
     def _run_sync(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if self._sync is None:

@@ -1,9 +1,9 @@
 """An app named by reference, ``MODULE:ATTR`` (e.g. ``myapp:app``), imported as uvicorn imports
 one: the current folder first on ``sys.path``, then the attribute path read off the module.
 
-The CLI commands name the user's app this way, and so do handler processes
-(:mod:`forebay.execution.child`), which import the app again in a process of their own. Every
-failure is a :class:`~forebay.errors.ConfigError` whose message says what to fix.
+The CLI commands name the user's app this way, and so do handler processes, which import the
+app again in a process of their own. Every failure is a :class:`~forebay.errors.ConfigError`
+whose message says what to fix; the CLI prints it as its one-line error.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import asyncio
 import importlib.util
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from forebay import Forebay, InvalidPayload, Job, PermanentError
-from forebay.service import HmacSignature, ServiceSettings, SharedSecret, create_app
-from forebay.service.logs import JsonFormatter
-from forebay.service.metrics import count_sink_writes_skipped
-from forebay.service.settings import parse_api_tokens
+from forebay import Forebay, HmacSignature, InvalidPayload, Job, PermanentError, SharedSecret
+from forebay.http import ServiceSettings, create_app
+from forebay.http.settings import parse_api_tokens
+from forebay.logs import JsonFormatter
+from forebay.metrics import count_sink_writes_skipped
 from forebay.testing import Settled
 from tests.servers import PG_URL
 
@@ -32,10 +33,17 @@ LOCAL = ServiceSettings(workers=False)
 
 @asynccontextmanager
 async def serving(
-    app: Forebay, settings: ServiceSettings = LOCAL, *, lifespan: bool = True
+    app: Forebay,
+    settings: ServiceSettings = LOCAL,
+    *,
+    lifespan: bool = True,
+    mount: Callable[[FastAPI], None] | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``create_app(app, settings)``, with its lifespan running by default."""
+    """A client of ``create_app(app, settings)``, with its lifespan running by default
+    (``mount``: adds routes to the app first)."""
     api = create_app(app, settings)
+    if mount is not None:
+        mount(api)
     transport = httpx.ASGITransport(api)
     # A JSON client, as the token-less service asks of requests to its JSON routes.
     headers = {"Content-Type": "application/json"}
@@ -733,16 +741,18 @@ async def test_the_openapi_schema_documents_every_endpoint(app: Forebay) -> None
 
 
 async def test_the_bare_benchmark_endpoint_is_off_unless_asked(app: Forebay) -> None:
+    from benchmarks.intake import BARE_PATH, mount_bare
+
+    bare = BARE_PATH.format(queue="documents")
     declare(app)
     async with serving(app, lifespan=False) as client:
-        off = await client.post("/v1/_bare/queues/documents/jobs", json={"payload": 1})
+        off = await client.post(bare, json={"payload": 1})
         assert_error(off, 404, "not_found")
-    bench = ServiceSettings(workers=False, bench_endpoint=True)
-    async with serving(app, bench, lifespan=False) as client:
-        on = await client.post("/v1/_bare/queues/documents/jobs", json={"payload": 1})
+    async with serving(app, lifespan=False, mount=mount_bare) as client:
+        on = await client.post(bare, json={"payload": 1})
         assert on.status_code == 200
         assert_error(
-            await client.post("/v1/_bare/queues/documents/jobs", content=b"{"),
+            await client.post(bare, content=b"{"),
             400,
             "malformed_json",
         )

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from forebay import Forebay, InvalidPayload, JobFilter
-from forebay.service import SharedSecret
+from forebay import Forebay, InvalidPayload, JobFilter, SharedSecret
 from tests.integration.test_http import (
     _make_dead,
     assert_error,

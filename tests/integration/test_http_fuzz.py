@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.python.asgi import ASGIClient
 
-from forebay import Forebay, Job, PermanentError
-from forebay.service import ServiceSettings, SharedSecret, create_app
+from forebay import Forebay, Job, PermanentError, SharedSecret
+from forebay.http import ServiceSettings, create_app
 
 EXAMPLES_PER_OPERATION = 50
 BASE = "http://127.0.0.1:8000"  # the token-less service answers loopback names only

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from forebay import ConfigError, Forebay, JobState
-from forebay.service import ServiceSettings, SharedSecret
-from forebay.service.settings import parse_api_tokens
+from forebay import ConfigError, Forebay, JobState, SharedSecret
+from forebay.http import ServiceSettings
+from forebay.http.settings import parse_api_tokens
 from tests.integration.test_http import (
     _make_dead,
     assert_error,

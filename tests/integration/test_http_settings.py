@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from forebay import ConfigError, Forebay, InvalidPayload
-from forebay.service import HmacSignature, Scope, ServiceSettings, SharedSecret, Source
-from forebay.service.settings import is_loopback, parse_api_tokens
+from forebay import ConfigError, Forebay, HmacSignature, InvalidPayload, SharedSecret, Source
+from forebay.http import Scope, ServiceSettings
+from forebay.http.settings import is_loopback, parse_api_tokens
 
 
 def test_tokens_have_every_scope_unless_they_name_some() -> None:

@@ -26,7 +26,7 @@ from forebay import Forebay
 from forebay.contrib.labelstudio import samples
 from forebay.contrib.labelstudio.pipeline import LabelStudioPipeline
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
-from forebay.service import ServiceSettings, create_app
+from forebay.http import ServiceSettings, create_app
 from forebay.testing import Settled
 from forebay.worker import WorkerSettings
 from tests.integration.test_labelstudio_helpers import (  # noqa: F401 (fixture)

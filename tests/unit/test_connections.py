@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from forebay.service.connections import ConnectionBook, ConnectionLimits, Phase
+from forebay.http.connections import ConnectionBook, ConnectionLimits, Phase
 
 
 class Transport:

@@ -28,8 +28,8 @@ def loaded(module: str, forbidden: tuple[str, ...]) -> list[str]:
 
 WEB_AND_CLI = (
     "forebay.cli",
-    "forebay.service.api",
-    "forebay.service.command",
+    "forebay.http",
+    "forebay.cli.serve",
     "fastapi",
     "uvicorn",
 )

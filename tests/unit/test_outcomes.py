@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from forebay.job import Job, JobState
+from forebay.metrics import Metrics, PrometheusObserver
 from forebay.observer import Outcome
 from forebay.outcome import JobOutcome
-from forebay.service.metrics import Metrics, PrometheusObserver
 from forebay.worker.outcome_logger import OutcomeLogger
 
 

@@ -1,4 +1,5 @@
-"""The ``forebay`` command line (typer + rich).
+"""The ``forebay`` command line (typer + rich): the composition root, the one place that puts
+settings, backends, sinks, the HTTP service and workers together.
 
 Every command opens the backend named by ``--url`` (else ``FOREBAY_URL``, else
 ``sqlite:///./forebay.db``) inside one ``asyncio.run``, prints tables for people or one JSON
@@ -25,9 +26,7 @@ from typing import Annotated
 
 import typer
 
-from forebay.cli import dead, enqueue, jobs, migrate, stats, worker
-from forebay.contrib.labelstudio import cli as labelstudio_cli
-from forebay.service.command import serve
+from forebay.cli import dead, enqueue, jobs, labelstudio, migrate, serve, stats, worker
 
 __all__ = ["cli", "main"]
 
@@ -69,8 +68,8 @@ cli.command("cancel")(jobs.cancel)
 cli.add_typer(dead.dead, name="dead")
 cli.command("stats")(stats.stats)
 cli.command("migrate")(migrate.migrate)
-cli.command("serve")(serve)
-cli.add_typer(labelstudio_cli.app, name="labelstudio")
+cli.command("serve")(serve.serve)
+cli.add_typer(labelstudio.app, name="labelstudio")
 
 
 def main() -> None:

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from forebay import app_reference
 from forebay.app import Forebay
 from forebay.app_reference import is_app_reference
-from forebay.backends import DEFAULT_URL
 from forebay.cli.output import EXIT_USAGE, fail
 from forebay.errors import ConfigError, ForebayError
-from forebay.log_format import LogLevel, configure_logging
+from forebay.logs import LogLevel, configure_logging
+from forebay.settings import resolve_url
 
 __all__ = ["import_app", "make_app", "resolve_url", "run"]
 
@@ -40,25 +39,21 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
 
 
-def resolve_url(url: str | None) -> str:
-    """``--url``, else ``FOREBAY_URL``, else the SQLite default."""
-    return url or os.environ.get("FOREBAY_URL") or DEFAULT_URL
-
-
 def make_app(url: str | None, app_ref: str | None = None) -> Forebay:
     """The app a command works with: the user's (``module:attribute``) or a bare one.
 
     A bare app knows no queue declarations; the user's app brings them (``max_depth``,
     handlers). An explicit ``--url`` overrides the app's own URL (which it took from its code,
-    else from ``FOREBAY_URL``).
+    else from ``FOREBAY_URL``): see :func:`forebay.settings.resolve_url`.
     """
     if app_ref is None:
-        return Forebay(resolve_url(url))
+        return Forebay(url)
     app = import_app(app_ref)
-    if url is not None and url != app.url:
-        if app._backend is not None:
+    if url is not None:
+        try:
+            app.use_url(url)
+        except ConfigError:
             fail(f"{app_ref} was built with its own backend object; drop --url", EXIT_USAGE)
-        app.url = url
     return app
 
 

@@ -31,7 +31,7 @@ from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import print_json, stderr, stdout
 from forebay.cli.session import make_app, run
 from forebay.execution.pool import HandlerPool
-from forebay.log_format import LogLevel, configure_logging
+from forebay.logs import LogLevel, configure_logging
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["worker"]

@@ -4,7 +4,7 @@ sends it, each with the one handler-calling function the in-process worker uses
 
 Run as ``python -m forebay.execution.child FD MODULE:ATTR URL LEVEL FORMAT`` by the pool; not
 meant to be started by hand. It imports the app again (:mod:`forebay.app_reference`), logs as
-its parent does (:mod:`forebay.log_format`), lowers its priority (the parent's intake answers
+its parent does (:mod:`forebay.logs`), lowers its priority (the parent's intake answers
 first), then answers calls over the socket ``FD`` (:mod:`forebay.execution.wire`) until the
 socket closes — when the pool stops it, or the parent dies. It ignores SIGINT and SIGTERM: the
 parent ends it, after its worker let the running calls finish.
@@ -26,11 +26,11 @@ from typing import Final, cast
 
 from forebay.app_reference import import_app
 from forebay.cancel import cancel_and_wait
-from forebay.errors import ForebayError
+from forebay.errors import ConfigError, ForebayError
 from forebay.execution.tuning import tune_gc
 from forebay.execution.wire import DumpedError, dump_error, frame, receive
 from forebay.job import Job
-from forebay.log_format import LogLevel, configure_logging
+from forebay.logs import LogLevel, configure_logging
 from forebay.queue_config import QueueConfig
 from forebay.worker.calls import call_handler
 
@@ -53,8 +53,9 @@ def main(argv: list[str]) -> None:
     except ForebayError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
-    if url and url != app.url:
-        app.url = url  # the URL the parent's app uses (an app with its own backend keeps it)
+    if url:
+        with contextlib.suppress(ConfigError):  # an app with its own backend object keeps it
+            app.use_url(url)  # the URL the parent's app uses
     tune_gc()  # as the parent does (see forebay.execution.tuning)
     with contextlib.suppress(OSError):  # the parent's intake must answer first
         os.nice(_NICE)

@@ -35,11 +35,12 @@ from forebay.contrib.labelstudio.stage import (
 )
 from forebay.errors import Defer, SinkError, SinkRejected, SinkUnavailable
 from forebay.job import Job, utcnow
-from forebay.service.sources import SharedSecret
+from forebay.metrics import count_sink_writes_skipped
 from forebay.sinks.base import WriteOutcome, WriteResult
 from forebay.sinks.dataset import DatasetSink
 from forebay.sinks.hub import HubSync
 from forebay.sinks.postgres import PostgresSink
+from forebay.sources import SharedSecret
 
 if TYPE_CHECKING:
     from forebay.backends import Backend
@@ -193,7 +194,7 @@ class LabelStudioPipeline:
         for outcome in _SKIP_REASONS:
             skipped = result.skipped(outcome)
             if skipped:
-                _count_skipped(sink, outcome, skipped)
+                count_sink_writes_skipped(sink, outcome, skipped)
 
     def _defer(self, jobs: Sequence[Job], error: SinkError) -> Defer:
         defers = max((j.defers for j in jobs), default=0)
@@ -269,11 +270,3 @@ def _log_report(job: Job, report: Report) -> None:
             job.id,
             report.boxes_without_geometry,
         )
-
-
-def _count_skipped(sink: str, reason: str, count: int) -> None:
-    try:
-        from forebay.service.metrics import count_sink_writes_skipped
-    except ImportError:  # the service's extra is not installed: nothing exports metrics
-        return
-    count_sink_writes_skipped(sink, reason, count)

@@ -1,12 +1,13 @@
-"""The Label Studio pipeline's settings: one object, read from the environment in one place."""
+"""The Label Studio pipeline's settings: one object, read from the environment in one place
+(:func:`forebay.settings.from_env`, by each field's type)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from forebay.errors import ConfigError
+from forebay.settings import NOT_FROM_ENV, from_env, variable
 
 __all__ = ["LabelStudioSettings"]
 
@@ -45,24 +46,34 @@ class LabelStudioSettings:
     flush, so a deep backlog is written ``batch_size * concurrency`` changes at a time.
     """
 
-    secret: str = ""
-    header: str = "X-Forebay-Secret"
-    queue: str = "labelstudio"
-    source: str = "labelstudio"
-    dataset: str = "./forebay-dataset"
-    stage_url: str | None = None
-    stage_schema: str = "stage"
-    pdf_folder: str | None = None
-    flush_interval_s: float = 1.0
-    hub_repo: str | None = None
-    hub_commit_interval_s: float = 120.0
-    labelstudio_url: str | None = None
-    labelstudio_token: str | None = None
-    projects: tuple[int, ...] = ()
-    webhook_url: str | None = None
-    batch_size: int = 100
-    concurrency: int = 16
-    max_body_bytes: int = 64 * 1024 * 1024
+    secret: str = field(default="", metadata=variable("FOREBAY_LABELSTUDIO_SECRET"))
+    header: str = field(default="X-Forebay-Secret", metadata=variable("FOREBAY_LABELSTUDIO_HEADER"))
+    queue: str = field(default="labelstudio", metadata=NOT_FROM_ENV)
+    source: str = field(default="labelstudio", metadata=NOT_FROM_ENV)
+    dataset: str = field(default="./forebay-dataset", metadata=variable("FOREBAY_DATASET"))
+    stage_url: str | None = field(default=None, metadata=variable("FOREBAY_STAGE_URL"))
+    stage_schema: str = field(default="stage", metadata=variable("FOREBAY_STAGE_SCHEMA"))
+    pdf_folder: str | None = field(default=None, metadata=variable("FOREBAY_LABELSTUDIO_PDFS"))
+    flush_interval_s: float = field(default=1.0, metadata=variable("FOREBAY_DATASET_FLUSH_S"))
+    hub_repo: str | None = field(default=None, metadata=variable("FOREBAY_HF_REPO"))
+    hub_commit_interval_s: float = field(
+        default=120.0, metadata=variable("FOREBAY_HF_COMMIT_INTERVAL_S")
+    )
+    labelstudio_url: str | None = field(default=None, metadata=variable("FOREBAY_LABELSTUDIO_URL"))
+    labelstudio_token: str | None = field(
+        default=None, metadata=variable("FOREBAY_LABELSTUDIO_TOKEN")
+    )
+    projects: tuple[int, ...] = field(default=(), metadata=variable("FOREBAY_LABELSTUDIO_PROJECTS"))
+    webhook_url: str | None = field(
+        default=None, metadata=variable("FOREBAY_LABELSTUDIO_WEBHOOK_URL")
+    )
+    batch_size: int = field(
+        default=100, metadata=variable("FOREBAY_LABELSTUDIO_BATCH_SIZE", at_least=1)
+    )
+    concurrency: int = field(
+        default=16, metadata=variable("FOREBAY_LABELSTUDIO_CONCURRENCY", at_least=1)
+    )
+    max_body_bytes: int = field(default=64 * 1024 * 1024, metadata=NOT_FROM_ENV)
     """Label Studio splits bulk events at 5,000 objects; a full body can reach tens of MB."""
 
     def webhook_secret(self) -> str:
@@ -76,55 +87,7 @@ class LabelStudioSettings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
+        cls, environ: Mapping[str, str] | None = None, **given: object
     ) -> LabelStudioSettings:
         """Read ``FOREBAY_*`` variables (see the table); keyword arguments win over them."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {"secret": env.get("FOREBAY_LABELSTUDIO_SECRET", "")}
-        text = {
-            "header": "FOREBAY_LABELSTUDIO_HEADER",
-            "dataset": "FOREBAY_DATASET",
-            "stage_url": "FOREBAY_STAGE_URL",
-            "stage_schema": "FOREBAY_STAGE_SCHEMA",
-            "pdf_folder": "FOREBAY_LABELSTUDIO_PDFS",
-            "hub_repo": "FOREBAY_HF_REPO",
-            "labelstudio_url": "FOREBAY_LABELSTUDIO_URL",
-            "labelstudio_token": "FOREBAY_LABELSTUDIO_TOKEN",
-            "webhook_url": "FOREBAY_LABELSTUDIO_WEBHOOK_URL",
-        }
-        for name, variable in text.items():
-            if env.get(variable):
-                values[name] = env[variable]
-        numbers = {
-            "flush_interval_s": "FOREBAY_DATASET_FLUSH_S",
-            "hub_commit_interval_s": "FOREBAY_HF_COMMIT_INTERVAL_S",
-        }
-        for name, variable in numbers.items():
-            if env.get(variable):
-                try:
-                    values[name] = float(env[variable])
-                except ValueError:
-                    raise ConfigError(f"{variable} must be a number of seconds") from None
-        counts = {
-            "batch_size": "FOREBAY_LABELSTUDIO_BATCH_SIZE",
-            "concurrency": "FOREBAY_LABELSTUDIO_CONCURRENCY",
-        }
-        for name, variable in counts.items():
-            if env.get(variable):
-                try:
-                    values[name] = int(env[variable])
-                except ValueError:
-                    raise ConfigError(f"{variable} must be a whole number") from None
-                if int(env[variable]) < 1:
-                    raise ConfigError(f"{variable} must be at least 1")
-        if env.get("FOREBAY_LABELSTUDIO_PROJECTS"):
-            try:
-                values["projects"] = tuple(
-                    int(p) for p in env["FOREBAY_LABELSTUDIO_PROJECTS"].split(",") if p.strip()
-                )
-            except ValueError:
-                raise ConfigError(
-                    "FOREBAY_LABELSTUDIO_PROJECTS must be project ids, comma-separated"
-                ) from None
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return from_env(cls, environ, given=given)

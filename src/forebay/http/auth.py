@@ -1,6 +1,6 @@
 """API tokens: who may call the ``/v1`` API, and with which scopes.
 
-Sources authenticate with their own secrets (:mod:`forebay.service.sources`); these bearer
+Sources authenticate with their own secrets (:mod:`forebay.sources`); these bearer
 tokens guard everything else under ``/v1``. Tokens are compared in constant time, each one,
 so the answer's timing does not tell how much of a guessed token was right.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
-from forebay.service.errors import ApiError
-from forebay.service.settings import ApiToken, Scope
+from forebay.http.errors import ApiError
+from forebay.http.settings import ApiToken, Scope
 
 __all__ = ["Authorizer"]
 

@@ -23,22 +23,17 @@ API: :func:`allow_cross_origin` answers those origins' preflights and nobody els
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from forebay.service.errors import ApiError, error_response
-from forebay.service.settings import is_loopback
+from forebay.http.errors import ApiError, error_response
+from forebay.http.settings import is_loopback
 
 __all__ = ["BrowserGuard", "allow_cross_origin", "is_json", "require_json"]
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _KNOWN_HOSTS_KEPT = 256  # Host values remembered as allowed (bounded: a client chooses them)

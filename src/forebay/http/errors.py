@@ -41,6 +41,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -53,7 +54,13 @@ from forebay.errors import (
     QueueFull,
 )
 
-__all__ = ["BODY_TIMEOUT_S", "ApiError", "error_response", "install_error_handlers"]
+__all__ = [
+    "BODY_TIMEOUT_S",
+    "ApiError",
+    "error_response",
+    "install_error_handlers",
+    "invalid_payload",
+]
 
 log = logging.getLogger("forebay.service")
 
@@ -62,7 +69,7 @@ _STARLETTE_TYPES = {404: "not_found", 405: "method_not_allowed"}
 BODY_TIMEOUT_S = "forebay.body_timeout_s"
 """Scope key ``forebay serve`` sets (to its ``body_timeout_s``) on a request whose body did not
 arrive in time, before it answers 408 and closes the connection (see
-:mod:`forebay.service.connections`): the app, whose read of the body then fails as if the client
+:mod:`forebay.http.connections`): the app, whose read of the body then fails as if the client
 had gone, counts and logs a 408."""
 
 
@@ -90,12 +97,19 @@ def error_response(
     message: str,
     *,
     headers: Mapping[str, str] | None = None,
-    details: Sequence[Mapping[str, Any]] | None = None,
+    details: Sequence[Mapping[str, object]] | None = None,
 ) -> JSONResponse:
-    error: dict[str, Any] = {"type": type, "message": message}
+    error: dict[str, object] = {"type": type, "message": message}
     if details:
         error["details"] = list(details)
     return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))
+
+
+def invalid_payload(exc: ValidationError, where: str = "") -> InvalidPayload:
+    """The 400 for a body that failed validation: its first error, and where it is."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    return InvalidPayload(f"{where}{field or 'body'}: {first['msg']}")
 
 
 def retry_after(seconds: float) -> dict[str, str]:

@@ -6,29 +6,33 @@ in one place). The handlers run in the service's process by default, or, with
 SIGTERM/SIGINT: it stops accepting connections, lets requests in flight finish, then the app's
 lifespan stops the workers gracefully (running jobs get ``--shutdown-grace-s``, the rest are
 released; then handler processes exit) and the command exits 0. Slow and idle clients are
-bounded by :mod:`forebay.service.connections` (headers, connections) and the routes (bodies).
+bounded by :mod:`forebay.http.connections` (headers, connections) and the routes (bodies).
+
+This is where the service is put together: the settings, the user's app and its backend, the
+HTTP app (:func:`service_api`), the workers, logging and the server (:func:`run_server`). The
+web stack is imported only when the command runs, so the other commands start without it.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from forebay.app import Forebay
-from forebay.cli.logs import LogLevel
-from forebay.cli.logs import configure_logging as configure_text_logging
 from forebay.cli.options import UrlOption
 from forebay.cli.output import EXIT_USAGE, fail
 from forebay.cli.session import make_app
 from forebay.errors import ConfigError
-from forebay.service.logs import JsonFormatter
-from forebay.service.settings import ServiceSettings
+from forebay.http.settings import ServiceSettings
+from forebay.logs import LogLevel, configure_logging
 
-__all__ = ["serve"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["run_server", "serve", "service_api"]
 
 
 def serve(
@@ -97,7 +101,6 @@ def serve(
         bool | None,
         typer.Option("--access-log/--no-access-log", help="Log every request (off by default)."),
     ] = None,
-    bench_endpoint: Annotated[bool | None, typer.Option("--bench-endpoint", hidden=True)] = None,
 ) -> None:
     """Serve the HTTP intake API (and the app's workers) until SIGTERM or Ctrl-C.
 
@@ -118,7 +121,6 @@ def serve(
             log_format=log_format,
             log_level=None if log_level is None else log_level.value,
             access_log=access_log,
-            bench_endpoint=bench_endpoint,
         )
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
@@ -127,33 +129,15 @@ def serve(
         app.backend  # noqa: B018  # a bad URL or a missing extra fails here, in one line
     except ConfigError as exc:
         fail(str(exc))
-    configure_service_logging(settings.log_level, settings.log_format)
-    if not _run(app, settings, app_ref):
+    configure_logging(LogLevel(settings.log_level.lower()), log_format=settings.log_format)
+    if not run_server(service_api(app, settings, app_ref), settings):
         sys.exit(1)
 
 
-def configure_service_logging(level: str, log_format: str) -> None:
-    """The service's log lines (also in its worker processes): text or JSON, at ``level``."""
-    configure_text_logging(LogLevel(level.lower()))
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_drop_color_message)
-        if log_format == "json":
-            handler.setFormatter(JsonFormatter())
-
-
-def _drop_color_message(record: logging.LogRecord) -> bool:
-    """uvicorn attaches a copy of its message with terminal colours; one message is enough."""
-    record.__dict__.pop("color_message", None)
-    return True
-
-
-def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
-    """Run uvicorn until it stops; False if it could not start."""
-    import uvicorn  # here, not at the top: the other commands start without the web stack
-
+def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAPI:
+    """The HTTP app ``forebay serve`` runs for ``app`` (imported from ``app_ref``)."""
     from forebay.execution.supervisor import ProcessWorkers
-    from forebay.service.api import create_app
-    from forebay.service.connections import connection_limits, protocol_for
+    from forebay.http.api import create_app
 
     api = create_app(app, settings, tune_gc=True)
     if settings.workers and settings.worker_processes > 0:
@@ -168,6 +152,15 @@ def _run(app: Forebay, settings: ServiceSettings, app_ref: str) -> bool:
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
+    return api
+
+
+def run_server(api: FastAPI, settings: ServiceSettings) -> bool:
+    """Serve ``api`` with uvicorn until it stops; False if it could not start."""
+    import uvicorn  # here, not at the top: the other commands start without the web stack
+
+    from forebay.http.connections import connection_limits, protocol_for
+
     limits = connection_limits(settings, on_closed=api.state.service.metrics.connection_closed)
     config = uvicorn.Config(
         api,

@@ -1,4 +1,5 @@
-"""The service's settings: one object, read in one place (flags, then ``FOREBAY_*`` variables).
+"""The service's settings: one object, read in one place (``FOREBAY_*`` variables, then flags)
+by :func:`forebay.settings.from_env`.
 
 =====================  ===========================  =========================================
 setting                environment variable         default
@@ -32,7 +33,6 @@ docs/security.md says what each guards against.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -40,13 +40,12 @@ from enum import StrEnum
 from typing import Literal
 
 from forebay.errors import ConfigError
+from forebay.settings import from_env, variable
 
 __all__ = ["ApiToken", "Scope", "ServiceSettings", "parse_api_tokens"]
 
 LogFormat = Literal["text", "json"]
 _LOG_LEVELS = ("error", "warning", "info", "debug")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 class Scope(StrEnum):
@@ -117,7 +116,7 @@ class ServiceSettings:
     port: int = 8000
     url: str | None = None
     """Backend URL; None keeps the app's own (``Forebay(url)`` or ``FOREBAY_URL``)."""
-    api_tokens: tuple[ApiToken, ...] = ()
+    api_tokens: tuple[ApiToken, ...] = field(default=(), metadata=variable(parse=parse_api_tokens))
     workers: bool = True
     """Run the app's workers (False: intake only)."""
     worker_processes: int = 0
@@ -134,8 +133,6 @@ class ServiceSettings:
     log_format: LogFormat = "text"
     log_level: str = "info"
     access_log: bool = False
-    bench_endpoint: bool = False
-    """Serve the hidden ``POST /v1/_bare/queues/{queue}/jobs`` used by ``benchmarks/intake.py``."""
     header_timeout_s: float = 10.0
     """A connection whose request headers have not all arrived this long after it opened (or
     after its previous answer) is closed (``forebay serve`` only)."""
@@ -172,31 +169,14 @@ class ServiceSettings:
                 "change every job; list the origins, or set FOREBAY_API_TOKENS"
             )
 
-    @property
-    def auth_required(self) -> bool:
-        """Without tokens (allowed on loopback only) the ``/v1`` API is open."""
-        return bool(self.api_tokens)
-
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> ServiceSettings:
-        """Settings from ``FOREBAY_*`` variables, then ``overrides`` (flags; None = not given)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = env.get(f"FOREBAY_{f.name.upper()}")
-            if raw is not None and raw != "":
-                values[f.name] = _convert(f.name, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown service settings: {', '.join(sorted(unknown))}")
-        if isinstance(values.get("api_tokens"), str):
-            values["api_tokens"] = parse_api_tokens(str(values["api_tokens"]))
-        elif "api_tokens" in values:
-            values["api_tokens"] = _tokens(values["api_tokens"])
-        return cls(**values)  # type: ignore[arg-type]  # each value was converted above
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: object) -> ServiceSettings:
+        """Settings from ``FOREBAY_*`` variables, then ``flags`` (None: not given); see
+        :func:`forebay.settings.from_env`."""
+        tokens = flags.get("api_tokens")
+        if tokens is not None and not isinstance(tokens, str):
+            flags["api_tokens"] = _tokens(tokens)
+        return from_env(cls, environ, given=flags)
 
     def redacted(self) -> dict[str, object]:
         """The settings for a log line, tokens replaced by their scopes."""
@@ -252,38 +232,3 @@ def _tokens(value: object) -> tuple[ApiToken, ...]:
     if not isinstance(value, Iterable) or not all(isinstance(t, ApiToken) for t in value):
         raise ConfigError("api_tokens must be ApiToken values (see parse_api_tokens)")
     return tuple(value)
-
-
-_INTS = ("port", "max_body_bytes", "worker_processes", "max_connections")
-_FLOATS = (
-    "retry_after_s",
-    "readiness_timeout_s",
-    "shutdown_grace_s",
-    "header_timeout_s",
-    "body_timeout_s",
-)
-_BOOLS = ("workers", "access_log", "bench_endpoint")
-_LISTS = ("allowed_hosts", "cors_origins")
-
-
-def _convert(name: str, raw: str) -> object:
-    var = f"FOREBAY_{name.upper()}"
-    try:
-        if name in _INTS:
-            return int(raw)
-        if name in _FLOATS:
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a number") from None
-    if name in _BOOLS:
-        lowered = raw.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ConfigError(f"{var}={raw!r}: use true or false")
-    if name == "log_format":
-        return raw.strip().lower()
-    if name in _LISTS:
-        return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
-    return raw.strip()

@@ -2,7 +2,7 @@
 
 A client that hangs up before its whole body arrived (or, under ``forebay serve``, whose body
 did not arrive in time) makes :func:`read_body` raise starlette's ``ClientDisconnect``; the
-error handlers answer it (see :mod:`forebay.service.errors`).
+error handlers answer it (see :mod:`forebay.http.errors`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from forebay import jsonio
+from forebay.http.errors import ApiError
 from forebay.job import JSON
-from forebay.service.errors import ApiError
 
 __all__ = ["parse_json", "read_body"]
 

@@ -49,6 +49,7 @@ SplitFunction: TypeAlias = Callable[[JSON], Iterable[JSON]]
 KeyFunction: TypeAlias = Callable[[JSON], "str | None"]
 """Gives a job payload its idempotency key (None: no dedupe for that job)."""
 
+# The logger of the HTTP service, which reads the bodies (its name is what users configure).
 log = logging.getLogger("forebay.service")
 
 RESERVED_SOURCE_NAMES = frozenset({"api", "unknown"})

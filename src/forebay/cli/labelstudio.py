@@ -6,6 +6,9 @@ the jobs they became until they are done (saying which were stored by an earlier
 run again), and counts the rows they left. ``reconcile`` recovers events Label Studio never
 retried, once, or every N seconds (``--every``); it needs Label Studio's API, not the
 webhook's secret.
+
+The pipeline itself is :mod:`forebay.contrib.labelstudio`; its commands live here, with the
+others, because the CLI is what puts it together with a backend and a running service.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
-"""The shapes of the HTTP API's bodies (pydantic models at the HTTP edge, as in the OpenAPI)."""
+"""The shapes of the HTTP API's bodies and parameters (pydantic models at the HTTP edge, as in
+the OpenAPI document)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "BeforeIdParam",
     "DeadFilterIn",
     "DeadPage",
     "ErrorOut",
@@ -15,11 +18,14 @@ __all__ = [
     "JobIn",
     "JobOut",
     "JobsPage",
+    "LimitParam",
     "QueueOut",
+    "QueueParam",
     "QueuesOut",
     "ReadyOut",
     "SourceAccepted",
     "WithoutNul",
+    "job_id_path",
 ]
 
 MAX_JOB_ID = 2**63 - 1
@@ -160,3 +166,12 @@ class ReadyOut(BaseModel):
     backend: dict[str, Any]
     workers: dict[str, Any] | None
     queues: list[dict[str, Any]]
+
+
+# -- parameters -------------------------------------------------------------------------------
+job_id_path = Path(ge=1, le=MAX_JOB_ID, description="The job's id, as answered at enqueue.")
+"""The ``{job_id}`` of a job's routes (a default value: ``job_id: int = job_id_path``)."""
+# The query parameters the job lists share (GET /v1/jobs, GET /v1/dead).
+QueueParam = Annotated[str | None, Query(min_length=1, max_length=128), WithoutNul]
+BeforeIdParam = Annotated[int | None, Query(ge=1, le=MAX_JOB_ID)]
+LimitParam = Annotated[int, Query(ge=1, le=1000)]

@@ -34,7 +34,7 @@ backend at scrape time and so describe the whole store. Intake metrics use ``sou
 ``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
 a client that hung up before its body arrived is counted with ``status="499"``.
 ``forebay_http_connections_closed_total`` counts what ``forebay serve`` closed to bound slow or
-idle clients (:mod:`forebay.service.connections`).
+idle clients (:mod:`forebay.http.connections`).
 
 Each service has its own :class:`~prometheus_client.CollectorRegistry` (no global state, so
 tests can build many services). The one exception is the sink counter: sinks run inside
@@ -93,8 +93,8 @@ class _SinkSkipCollector(Collector):
 class Metrics:
     """One service's metrics, in its own registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_enqueued = Counter(
             "forebay_jobs_enqueued", "Jobs stored by this process.", ["queue"], registry=r
@@ -184,7 +184,7 @@ class Metrics:
         histogram.observe(seconds)
 
     def connection_closed(self, reason: str) -> None:
-        """Count a connection the server closed (see :mod:`forebay.service.connections`)."""
+        """Count a connection the server closed (see :mod:`forebay.http.connections`)."""
         self.connections_closed.labels(reason).inc()
 
     def update_queues(self, counts: Sequence[QueueCounts] | None) -> None:

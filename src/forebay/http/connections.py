@@ -12,7 +12,7 @@ protocol (httptools) with three bounds added:
   closes idle connections sooner, but one byte of a next request cancels it.)
 * **body_timeout_s**: a request's body must have arrived this long after its headers; otherwise
   it is answered 408 and the connection closed. The protocol marks the request's scope
-  (:data:`~forebay.service.errors.BODY_TIMEOUT_S`), so the app, whose read of the body ends
+  (:data:`~forebay.http.errors.BODY_TIMEOUT_S`), so the app, whose read of the body ends
   as if the client had gone, counts and logs a 408, not a client that hung up.
 * **max_connections**: when that many connections are open, a new one closes the connection
   that has waited longest for its headers (an idle or half-sent one); if every connection is
@@ -40,8 +40,8 @@ from typing import ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from forebay.service.errors import BODY_TIMEOUT_S
-from forebay.service.settings import ServiceSettings
+from forebay.http.errors import BODY_TIMEOUT_S
+from forebay.http.settings import ServiceSettings
 
 __all__ = ["BoundedHttpProtocol", "ConnectionLimits", "connection_limits", "protocol_for"]
 

@@ -1,0 +1,123 @@
+"""``POST /v1/queues/{queue}/jobs``: store one job or a list of jobs, answered once they are
+durable.
+
+The request is checked in the order that costs least first: the token's ``enqueue`` scope, the
+queue being declared, the body's size (before reading past the limit), its content type (JSON
+only without tokens), JSON, then each job's fields. Anything wrong is a 4xx and nothing is
+stored; a list is stored all-or-nothing, in one transaction. Concurrent requests are
+group-committed by the backend: each awaits only its own jobs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from forebay.errors import InvalidPayload
+from forebay.http.body import parse_json
+from forebay.http.errors import ApiError, invalid_payload
+from forebay.http.models import JobAccepted, JobIn
+from forebay.http.openapi import INTAKE_ERRORS, flat_schema, json_body
+from forebay.http.responses import OFF_LOOP_BYTES, OFF_LOOP_JOBS, accepted, off_loop, status
+from forebay.http.service import Service
+from forebay.http.settings import Scope
+from forebay.job import JSON, NewJob
+
+__all__ = ["JOBS_PATH", "add_routes", "jobs_of", "read_jobs"]
+
+JOBS_PATH = "/v1/queues/{queue}/jobs"
+
+
+def add_routes(api: FastAPI, service: Service) -> None:
+    """Add ``POST /v1/queues/{queue}/jobs``."""
+    job_schema = flat_schema(JobIn)
+    jobs_body = json_body(
+        {"oneOf": [job_schema, {"type": "array", "items": job_schema, "minItems": 1}]}
+    )
+
+    @api.post(
+        JOBS_PATH,
+        tags=["intake"],
+        summary="Enqueue one job or a list of jobs",
+        status_code=201,
+        response_model=JobAccepted | list[JobAccepted],
+        responses={
+            200: {
+                "model": JobAccepted | list[JobAccepted],
+                "description": "Every job's key was already stored: the stored jobs",
+            },
+            **INTAKE_ERRORS,
+        },
+        openapi_extra=jobs_body,
+    )
+    async def enqueue_jobs(queue: str, request: Request) -> Response:
+        """Store the job(s) durably, then answer: 201 when something new was stored, 200
+        when every job had a key that was already stored (the existing jobs are returned).
+        A list is stored all-or-nothing, in one transaction."""
+        jobs, many = await read_jobs(service, queue, request)
+        stored = await service.app.enqueue_many(jobs)
+
+        def answer() -> Response:
+            body = [accepted(j) for j in stored] if many else accepted(stored[0])
+            return JSONResponse(body, status_code=status(stored))
+
+        return await off_loop(answer, heavy=len(stored) > OFF_LOOP_JOBS)
+
+
+async def read_jobs(service: Service, queue: str, request: Request) -> tuple[list[NewJob], bool]:
+    """The jobs a request to ``queue`` asks to store, and whether the body was a list: every
+    check of the route but the enqueue itself (ApiError or InvalidPayload when one fails)."""
+    service.authorize(request, Scope.ENQUEUE)
+    app = service.app
+    if queue not in app.queues:
+        raise ApiError(
+            404,
+            "unknown_queue",
+            f"queue {queue!r} is not declared by this app; declared queues: "
+            f"{', '.join(sorted(app.queues)) or 'none'}",
+        )
+    raw = await service.read_json_body(
+        request, service.settings.max_body_bytes, json_only=service.json_only
+    )
+    return await off_loop(lambda: jobs_of(queue, parse_json(raw)), heavy=len(raw) > OFF_LOOP_BYTES)
+
+
+def jobs_of(queue: str, body: JSON) -> tuple[list[NewJob], bool]:
+    """The jobs of a ``POST /v1/queues/{queue}/jobs`` body, and whether it was a list."""
+    if isinstance(body, list):
+        if not body:
+            raise InvalidPayload("the list of jobs is empty; send at least one job")
+        items = [_job_in(item, f"[{i}].") for i, item in enumerate(body)]
+    else:
+        items = [_job_in(body)]
+    try:
+        jobs = [_new_job(queue, item) for item in items]
+    except RecursionError:
+        raise InvalidPayload("the payload is nested too deeply") from None
+    return jobs, isinstance(body, list)
+
+
+def _new_job(queue: str, item: JobIn) -> NewJob:
+    return NewJob.create(
+        queue,
+        item.payload,
+        key=item.key,
+        priority=item.priority,
+        run_at=item.run_at,
+        delay=item.delay_s,
+        parsed=True,
+    )
+
+
+def _job_in(item: JSON, where: str = "") -> JobIn:
+    if not isinstance(item, dict):
+        raise InvalidPayload(
+            f"{where or 'the body'} must be a JSON object such as "
+            '{"payload": {...}}, or a list of them'
+        )
+    try:
+        return JobIn.model_validate(item)
+    except ValidationError as exc:
+        raise invalid_payload(exc, where) from None

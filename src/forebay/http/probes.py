@@ -1,0 +1,66 @@
+"""What watches the service asks: ``GET /healthz`` (the process is alive), ``GET /readyz`` (the
+backend answers and, with in-process workers, their heartbeats are fresh) and ``GET /metrics``
+(Prometheus; :mod:`forebay.metrics` names every metric). None of them needs a token."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import JSONResponse, Response
+
+from forebay.errors import ForebayError
+from forebay.http.models import ReadyOut
+from forebay.http.service import Service
+from forebay.job import QueueCounts
+
+__all__ = ["add_routes"]
+
+
+def add_routes(api: FastAPI, service: Service) -> None:
+    """Add ``/healthz``, ``/readyz`` and ``/metrics``."""
+    app = service.app
+
+    @api.get("/healthz", tags=["probes"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get(
+        "/readyz",
+        tags=["probes"],
+        summary="Backend reachable and, with in-process workers, their heartbeats fresh",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Not ready: see the details"}},
+    )
+    async def readyz() -> Response:
+        backend: dict[str, object] = {"ok": True}
+        counts: list[QueueCounts] = []
+        try:
+            async with asyncio.timeout(service.settings.readiness_timeout_s):
+                store = await app.open()
+                await store.ping()
+                counts = await app.counts()
+        except (ForebayError, TimeoutError) as exc:
+            backend = {"ok": False, "error": str(exc) or type(exc).__name__}
+        health = service.workers.health()
+        workers_ok = health is None or (health.running and health.fresh)
+        ready = bool(backend["ok"]) and workers_ok
+        body = {
+            "ready": ready,
+            "backend": backend,
+            "workers": None if health is None else health.to_dict(),
+            "queues": [c.to_dict() for c in counts],
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @api.get(
+        "/metrics",
+        tags=["probes"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
+    async def metrics() -> Response:
+        service.metrics.update_queues(await service.queue_counts())
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

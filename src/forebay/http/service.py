@@ -1,0 +1,96 @@
+"""What the routes of one HTTP app share: the Forebay app, its settings, metrics, tokens and
+in-process workers, and the start and stop the app's lifespan runs.
+
+:func:`~forebay.http.api.create_app` makes one :class:`Service` per FastAPI app (kept as
+``api.state.service``); each route module gets it when its routes are added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.requests import Request
+
+from forebay.app import Forebay
+from forebay.errors import BackendError, ForebayError
+from forebay.execution.supervisor import InProcessWorkers
+from forebay.http.auth import Authorizer
+from forebay.http.body import read_body
+from forebay.http.cross_site import require_json
+from forebay.http.settings import Scope, ServiceSettings
+from forebay.job import QueueCounts
+from forebay.logs import EnqueueLogger
+from forebay.metrics import Metrics, PrometheusObserver
+from forebay.observer import Observer
+
+__all__ = ["Service"]
+
+log = logging.getLogger("forebay.service")
+
+
+class Service:
+    """What the routes share: the app, settings, metrics, tokens and in-process workers."""
+
+    def __init__(self, app: Forebay, settings: ServiceSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = Metrics()
+        self.authorizer = Authorizer(settings.api_tokens)
+        # Without tokens, JSON routes take JSON only (a web page cannot post it cross-site).
+        self.json_only = not settings.api_tokens
+        self.workers = InProcessWorkers(app, shutdown_grace_s=settings.shutdown_grace_s)
+        self._observers: list[Observer] = [PrometheusObserver(self.metrics), EnqueueLogger()]
+
+    def authorize(self, request: Request, scope: Scope) -> None:
+        self.authorizer.check(request.headers.get("authorization"), scope)
+
+    async def read_json_body(self, request: Request, limit: int, *, json_only: bool) -> bytes:
+        """The body of a JSON route (see :mod:`forebay.http.cross_site` for ``json_only``)."""
+        if json_only:
+            require_json(request.headers)
+        return await read_body(request, limit)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.app.observers.extend(self._observers)
+        for source in self.app.sources.values():
+            if source.auth is None:
+                log.warning("source %s accepts unauthenticated requests (auth=None)", source.name)
+        try:
+            await self.app.open()  # a ConfigError (bad URL, missing folder) stops the start-up
+        except BackendError as exc:
+            log.warning("backend unreachable at start-up (%s); answering 503 until it is", exc)
+        if self.settings.workers:
+            self.workers.start()
+        log.info(
+            "forebay service ready: queues %s, sources %s, workers %s",
+            ", ".join(sorted(self.app.queues)) or "none",
+            ", ".join(sorted(self.app.sources)) or "none",
+            ", ".join(self.workers.queues) if self.settings.workers else "off",
+        )
+
+    async def stop(self) -> None:
+        await self.workers.stop()
+        for observer in self._observers:
+            if observer in self.app.observers:
+                self.app.observers.remove(observer)
+        await self.app.close()
+
+    # -- what several routes ask ----------------------------------------------------------
+    def intake_label(self, path: str) -> str | None:
+        """The ``source`` metric label of an intake request path (None: not intake)."""
+        if path.startswith("/v1/queues/") and path.endswith("/jobs"):
+            return "api"
+        if path.startswith("/v1/sources/"):
+            name = path[len("/v1/sources/") :]
+            return name if name in self.app.sources else "unknown"
+        return None
+
+    async def queue_counts(self) -> list[QueueCounts] | None:
+        try:
+            async with asyncio.timeout(self.settings.readiness_timeout_s):
+                return await self.app.counts()
+        except (ForebayError, TimeoutError) as exc:
+            log.warning("could not read queue counts: %s", exc or type(exc).__name__)
+            return None
