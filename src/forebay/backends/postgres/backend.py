@@ -1,5 +1,8 @@
 """The PostgreSQL backend: many workers on many machines, transactional enqueue.
 
+One module (~600 lines) on purpose: it is one concern, every transition of the Backend
+Protocol on one engine (connections, schema and wake-ups live in modules of their own).
+
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
   created by numbered, forward-only migrations (:mod:`forebay.backends.postgres.schema`);
   :meth:`PostgresBackend.migration_sql` prints them for DBAs without connecting.

@@ -1,5 +1,8 @@
 """The Redis backend: Streams with one consumer group, Lua scripts for every transition.
 
+One module (~700 lines) on purpose: it is one concern, the Python side of every transition
+(the logic itself is in ``lua/``), and it reads best beside the key layout it drives.
+
 How jobs move (key names in :mod:`forebay.backends.redis.keys`, scripts in ``lua/``, the
 whole picture in ``docs/redis.md``):
 

@@ -1,5 +1,8 @@
 """Changes → table records, the rows both sinks write.
 
+One module (~560 lines) on purpose: one mapping per table, kept together so the tables' columns
+and their rules (versions, deletes, revivals) read in one place.
+
 Tables (the same names in the dataset and in the staging schema):
 
 * ``projects``: one row per project version (title, description).
