@@ -36,7 +36,7 @@ from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
 from forebay.backends.postgres.schema import migrations, queries
 from forebay.job import Lease
-from forebay.testing import until
+from forebay.testing import isolated_store, until
 from tests.servers import PG_URL, backend_url, unique_name
 
 WORKER = "pg-test"
@@ -49,13 +49,9 @@ def pg_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def pg(pg_url: str) -> AsyncIterator[PostgresBackend]:
-    backend = PostgresBackend.from_url(pg_url)
-    await backend.open()
-    try:
+    async with isolated_store(pg_url) as backend:
+        assert isinstance(backend, PostgresBackend)
         yield backend
-    finally:
-        await backend.drop_everything()
-        await backend.close()
 
 
 @pytest.fixture

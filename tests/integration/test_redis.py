@@ -35,7 +35,8 @@ from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.redis import RedisBackend
 from forebay.backends.redis.keys import GROUP, LAYOUT_VERSION, TEMPLATES
 from forebay.job import Deferral, Failure, Lease, Retry
-from tests.servers import REDIS_URL, require_server, unique_name
+from forebay.testing import isolated_store, isolated_url
+from tests.servers import REDIS_URL, require_server
 
 FAR = 10_000.0
 
@@ -43,18 +44,14 @@ FAR = 10_000.0
 @pytest.fixture
 def redis_url() -> str:
     require_server("Redis", REDIS_URL)
-    return f"{REDIS_URL}?prefix={unique_name('forebay-test')}"
+    return isolated_url(REDIS_URL)
 
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend.from_url(redis_url)
-    await backend.open()
-    try:
+    async with isolated_store(redis_url) as backend:
+        assert isinstance(backend, RedisBackend)
         yield backend
-    finally:
-        await backend.drop_everything()
-        await backend.close()
 
 
 @pytest.fixture
