@@ -53,7 +53,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from forebay.job import Job, QueueCounts
-from forebay.observer import Outcome
+from forebay.outcome import JobOutcome
 
 __all__ = ["Metrics", "PrometheusObserver", "count_sink_writes_skipped"]
 
@@ -237,7 +237,7 @@ class PrometheusObserver:
             )
         return counters
 
-    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
+    def settled(self, job: Job, outcome: JobOutcome, duration_s: float) -> None:
         self.metrics.outcomes[outcome].labels(job.queue).inc()
         if outcome != "released":
             self.metrics.job_duration.labels(job.queue, outcome).observe(duration_s)

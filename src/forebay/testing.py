@@ -27,7 +27,7 @@ from forebay.app import Forebay
 from forebay.backends import Backend, backend_from_url
 from forebay.errors import ConfigError
 from forebay.job import Job
-from forebay.observer import Outcome
+from forebay.outcome import JobOutcome
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = ["Settled", "drain", "isolated_store", "isolated_url", "until", "wait_until"]
@@ -77,28 +77,28 @@ class Settled:
     """An observer (``Forebay(observers=[...])``) that records outcomes and wakes waiters."""
 
     def __init__(self) -> None:
-        self.outcomes: list[tuple[int, Outcome]] = []
+        self.outcomes: list[tuple[int, JobOutcome]] = []
         self._changed = asyncio.Event()
 
     def enqueued(self, jobs: Sequence[Job]) -> None:
         pass
 
-    def settled(self, job: Job, outcome: Outcome, duration_s: float) -> None:
+    def settled(self, job: Job, outcome: JobOutcome, duration_s: float) -> None:
         self.outcomes.append((job.id, outcome))
         self._changed.set()
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: JobOutcome) -> int:
         """How many distinct jobs have had ``outcome`` (at least once)."""
         return len({job_id for job_id, o in self.outcomes if o == outcome})
 
-    async def until(self, outcome: Outcome, n: int, timeout_s: float = 30.0) -> None:
+    async def until(self, outcome: JobOutcome, n: int, timeout_s: float = 30.0) -> None:
         """Wait until ``n`` distinct jobs have had ``outcome``."""
         async with asyncio.timeout(timeout_s):
             while self.count(outcome) < n:
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def outcome_of(self, job_id: int, timeout_s: float = 10.0) -> Outcome:
+    async def outcome_of(self, job_id: int, timeout_s: float = 10.0) -> JobOutcome:
         """Wait for the first outcome of job ``job_id``, and return it."""
         async with asyncio.timeout(timeout_s):
             while True:
