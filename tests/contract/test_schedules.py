@@ -4,12 +4,16 @@ firing is one atomic compare-and-set of the last tick with the enqueue of the ti
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
-from forebay import JobFilter, Schedule
+import pytest
+
+from forebay import Forebay, JobFilter, Schedule
 from forebay.backends import Backend, backend_from_url
 from forebay.backends.base import PruneSpec
 from forebay.schedules import Firing, due, firing, tick_key
+from forebay.worker.scheduler import Scheduler
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -131,3 +135,36 @@ async def test_a_firing_stores_its_jobs_beside_existing_keys(backend: Backend) -
     assert await backend.fire_schedule(step)
     [job] = await backend.list_jobs(JobFilter(queue="q"))
     assert job.id == existing.id
+
+
+async def test_after_downtime_only_catch_up_ticks_are_enqueued(
+    app: Forebay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The schedulers of an app are down for a minute: the first round after it enqueues the
+    newest ``catch_up`` missed ticks and logs the others as skipped."""
+    app.schedule("q", every=timedelta(seconds=1), name="poll", catch_up=3)
+    app.schedule("q", cron="* * * * *", name="minutely")
+    backend = await app.open()
+    schedulers = [Scheduler(backend, list(app.schedules.values())) for _ in range(3)]
+    await asyncio.gather(*(s.run_once(T0) for s in schedulers))  # armed, nothing enqueued
+    assert await app.list_jobs(JobFilter(queue="q")) == []
+
+    with caplog.at_level(logging.WARNING, logger="forebay.scheduler"):
+        later = T0 + timedelta(minutes=5, seconds=0.5)
+        waits = await asyncio.gather(*(s.run_once(later) for s in schedulers))
+    assert sum(s.enqueued for s in schedulers) == 4
+    jobs = await app.list_jobs(JobFilter(queue="q"))
+    assert sorted(j.key or "" for j in jobs) == [
+        "schedule:minutely:2026-12-07T12:05:00Z",
+        "schedule:poll:2026-12-07T12:04:58Z",
+        "schedule:poll:2026-12-07T12:04:59Z",
+        "schedule:poll:2026-12-07T12:05:00Z",
+    ]
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert sorted(skipped) == [
+        "schedule minutely: skipped 4 missed tick(s) (catch_up=1 keeps the newest only)",
+        "schedule poll: skipped 297 missed tick(s) (catch_up=3 keeps the newest only)",
+    ]
+    assert all(w == pytest.approx(0.5) for w in waits)  # until the next second's tick
+    by_name = {s.name: s for s in await app.list_schedules()}
+    assert by_name["poll"].last_tick == by_name["minutely"].last_tick == T0 + timedelta(minutes=5)
