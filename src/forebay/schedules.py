@@ -145,6 +145,26 @@ class Schedule:
         value: JSON = jsonio.loads(self.payload_json)
         return value
 
+    def next_run(self, now: datetime) -> datetime:
+        """When the next tick is due: the first after the last tick (in the past when no
+        scheduler has fired it since), or after ``now`` for a schedule not armed yet."""
+        return next_tick(self, self.last_tick or now)
+
+    def to_dict(self, now: datetime) -> dict[str, JSON]:
+        """The JSON view (``forebay schedules --json``, ``GET /v1/schedules``)."""
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "cron": self.cron,
+            "every_s": None if self.every is None else self.every.total_seconds(),
+            "tz": self.tz,
+            "payload": self.payload,
+            "priority": self.priority,
+            "catch_up": self.catch_up,
+            "last_tick": None if self.last_tick is None else _iso(self.last_tick),
+            "next_tick": _iso(self.next_run(now)),
+        }
+
     @property
     def spec(self) -> str:
         """The timing in words: the cron expression, or ``every 30s``."""
@@ -191,8 +211,11 @@ def timezone(name: str, where: str = "schedule") -> ZoneInfo:
 
 def tick_key(name: str, tick: datetime) -> str:
     """The job key of one tick: ``schedule:<name>:<tick time ISO 8601 UTC>``."""
-    stamp = tick.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return f"schedule:{name}:{stamp}"
+    return f"schedule:{name}:{_iso(tick)}"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def due(schedule: Schedule, now: datetime) -> Due:
