@@ -12,7 +12,7 @@ from tests.acceptance.test_serve import serve
 try:
     from playwright.sync_api import Page, expect
 except ImportError:  # the browser fixture says what is missing (skip locally, fail in CI)
-    pass
+    Page = expect = None  # type: ignore[assignment,misc]
 
 APP = textwrap.dedent(
     """
