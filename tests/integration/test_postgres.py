@@ -503,8 +503,7 @@ EXPECTED_SCHEMA = {
         "'completed'::text, 'dead'::text, 'cancelled'::text])))",
         "migrations_pkey PRIMARY KEY (version)",
         "schedules_catch_up_check CHECK ((catch_up >= 1))",
-        "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double "
-        "precision)))",
+        "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double precision)))",
         "schedules_one_timing CHECK (((cron IS NULL) <> (every_s IS NULL)))",
         "schedules_pkey PRIMARY KEY (name)",
     ],
