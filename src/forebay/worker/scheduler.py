@@ -89,9 +89,12 @@ class Scheduler:
                 await self._fire(schedule, at)
                 upcoming = next_tick(schedule, at)
             except BackendError:
-                raise
+                raise  # the store is down: the whole round waits
             except ForebayError as exc:  # e.g. a timezone this host does not know
                 log.error("schedule %s cannot fire: %s", schedule.name, exc)
+                continue
+            except Exception:  # one broken schedule never stops the others
+                log.exception("schedule %s cannot fire", schedule.name)
                 continue
             wake = min(wake, (upcoming - at).total_seconds())
         return max(wake, _MIN_SLEEP_S)
