@@ -168,3 +168,19 @@ async def test_after_downtime_only_catch_up_ticks_are_enqueued(
     assert all(w == pytest.approx(0.5) for w in waits)  # until the next second's tick
     by_name = {s.name: s for s in await app.list_schedules()}
     assert by_name["poll"].last_tick == by_name["minutely"].last_tick == T0 + timedelta(minutes=5)
+
+
+async def test_a_schedule_that_cannot_fire_does_not_stop_the_others(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule stored by a host that knows a timezone this one does not (not checked)."""
+    alien = Schedule(name="alien", queue="q", cron="* * * * *", tz="Mars/Olympus")
+    await backend.save_schedules([alien, every()])
+    scheduler = Scheduler(backend)
+    with caplog.at_level(logging.ERROR, logger="forebay.scheduler"):
+        await scheduler.run_once(T0)
+        await scheduler.run_once(T0 + timedelta(seconds=1))
+    assert scheduler.enqueued == 1
+    [job] = await backend.list_jobs(JobFilter(queue="q"))
+    assert job.key == tick_key("poll", T0 + timedelta(seconds=1))
+    assert "schedule alien cannot fire: " in caplog.text and "Mars/Olympus" in caplog.text
