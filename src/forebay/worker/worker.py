@@ -128,6 +128,7 @@ class Worker:
         return installed
 
     async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
+        await self.scheduler.stop()  # a stopping worker fires no more ticks
         tasks = {entry.task for entry in lanes.running.values()}
         if tasks:
             log.info(
@@ -145,5 +146,4 @@ class Worker:
                         notify_settled(self.observers, job, JobOutcome.RELEASED, 0.0)
                 log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.drained()
-        await self.scheduler.stop()
         await maintenance.stop()
