@@ -23,7 +23,6 @@ Sits with the values (``job``, ``errors``) because the backend seam carries them
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +46,7 @@ __all__ = [
 ]
 
 MIN_INTERVAL = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SKIPPED_COUNT_LIMIT = 10_000
 """Missed cron ticks counted one by one for the log, at most (past it: "at least")."""
 
@@ -254,9 +254,7 @@ def firing(schedule: Schedule, verdict: Due) -> Firing | None:
 def next_tick(schedule: Schedule, after: datetime) -> datetime:
     """The first tick strictly after ``after``."""
     if schedule.every is not None:
-        step = schedule.every.total_seconds()
-        index = math.floor(after.timestamp() / step + 1e-9) + 1
-        return datetime.fromtimestamp(index * step, UTC)
+        return _EPOCH + (_index(after, schedule.every) + 1) * schedule.every
     zone = timezone(schedule.tz)
     start = after.astimezone(zone)
     return next(_cron(schedule.cron or "", start, schedule.name)).astimezone(UTC)
@@ -265,8 +263,7 @@ def next_tick(schedule: Schedule, after: datetime) -> datetime:
 def _newest_at(schedule: Schedule, now: datetime) -> datetime | None:
     """The newest tick at or before ``now``."""
     if schedule.every is not None:
-        step = schedule.every.total_seconds()
-        return datetime.fromtimestamp(math.floor(now.timestamp() / step + 1e-9) * step, UTC)
+        return _EPOCH + _index(now, schedule.every) * schedule.every
     start = (now + timedelta(microseconds=1)).astimezone(timezone(schedule.tz))
     walk = _cron(schedule.cron or "", start, schedule.name, reverse=True)
     return next(walk, None)
@@ -275,16 +272,20 @@ def _newest_at(schedule: Schedule, now: datetime) -> datetime | None:
 def _interval_since(
     schedule: Schedule, last: datetime, now: datetime
 ) -> tuple[tuple[datetime, ...], int]:
-    assert schedule.every is not None
-    step = schedule.every.total_seconds()
-    first = math.floor(last.timestamp() / step + 1e-9) + 1
-    newest = math.floor(now.timestamp() / step + 1e-9)
+    every = schedule.every
+    assert every is not None
+    first = _index(last, every) + 1
+    newest = _index(now, every)
     count = newest - first + 1
     taken = min(count, schedule.catch_up)
-    ticks = tuple(
-        datetime.fromtimestamp(i * step, UTC) for i in range(newest - taken + 1, newest + 1)
-    )
+    ticks = tuple(_EPOCH + i * every for i in range(newest - taken + 1, newest + 1))
     return ticks, count - taken
+
+
+def _index(moment: datetime, every: timedelta) -> int:
+    """The number of the newest interval tick at or before ``moment`` (exact: timedeltas
+    count whole microseconds)."""
+    return (moment - _EPOCH) // every
 
 
 def _cron_since(

@@ -142,3 +142,21 @@ def test_the_app_declares_schedules_and_handlers_with_one() -> None:
     assert app.schedules["poll"].spec == "every 30s"
     with pytest.raises(ConfigError, match="already declared"):
         app.schedule("poll", cron="* * * * *")
+
+
+def test_an_odd_interval_never_repeats_a_tick() -> None:
+    """Ticks of 1.1 s fall between microseconds' float roundings: counted exactly, none twice."""
+    s = Schedule.create("q", every=timedelta(seconds=1.1), catch_up=5)
+    last = due(s, T0).last
+    assert last is not None
+    seen: list[datetime] = []
+    now = T0
+    for _ in range(200):
+        now += timedelta(seconds=0.7)
+        verdict = due(at(s, last), now)
+        seen += verdict.ticks
+        last = verdict.last or last
+    assert len(seen) == len(set(seen)) and seen == sorted(seen)
+    steps = {b - a for a, b in zip(seen, seen[1:], strict=False)}
+    assert steps == {timedelta(seconds=1.1)}
+    assert next_tick(s, seen[-1]) == seen[-1] + timedelta(seconds=1.1)
