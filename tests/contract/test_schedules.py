@@ -184,3 +184,9 @@ async def test_a_schedule_that_cannot_fire_does_not_stop_the_others(
     [job] = await backend.list_jobs(JobFilter(queue="q"))
     assert job.key == tick_key("poll", T0 + timedelta(seconds=1))
     assert "schedule alien cannot fire: " in caplog.text and "Mars/Olympus" in caplog.text
+
+
+async def test_saving_a_name_twice_in_one_call_keeps_the_last(backend: Backend) -> None:
+    await backend.save_schedules([every(seconds=5), every(seconds=7)])
+    [schedule] = await backend.list_schedules()
+    assert schedule.every == timedelta(seconds=7)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -157,6 +158,6 @@ def test_an_odd_interval_never_repeats_a_tick() -> None:
         seen += verdict.ticks
         last = verdict.last or last
     assert len(seen) == len(set(seen)) and seen == sorted(seen)
-    steps = {b - a for a, b in zip(seen, seen[1:], strict=False)}
+    steps = {b - a for a, b in pairwise(seen)}
     assert steps == {timedelta(seconds=1.1)}
     assert next_tick(s, seen[-1]) == seen[-1] + timedelta(seconds=1.1)

@@ -16,6 +16,8 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
 * ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
   transaction: the jobs exist if and only if it commits.
+* Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
+  schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
   (:mod:`~forebay.backends.postgres.connection`).
 """
@@ -427,6 +429,7 @@ class PostgresBackend:
     async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
         if not schedules:
             return
+        schedules = list({s.name: s for s in schedules}.values())  # one row per name: the last
         sql = self._q["save_schedules"]
         args = (
             [s.name for s in schedules],

@@ -27,6 +27,9 @@ whole picture in ``docs/redis.md``):
   stream: an idle worker starts a new job within a millisecond of its enqueue, even one made
   in another process, and wakes when a scheduled job comes due.
 
+* **Schedules** are two hashes (definitions, last ticks); ``fire_schedule.lua`` moves a last
+  tick and stores the tick's jobs in one script (its source ends with ``enqueue.lua``).
+
 Batches cross to the scripts as JSON (one argument, decoded by cjson) and large answers come
 back as JSON: thousands of arguments or nested replies would cost more to pack and parse than
 the work itself. Durability is the server's: at open, a warning is logged when it can lose

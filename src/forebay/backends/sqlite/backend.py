@@ -15,6 +15,8 @@ Protocol on one engine, and splitting it by transition would scatter the writer'
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
   commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+* Schedules (``forebay_schedules``): a firing is one writer operation, the compare-and-set
+  of the schedule's last tick and the insert of the tick's jobs in one savepoint.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
   open connections would go on writing into a file no one can open again, and every job
   acknowledged from then on would be lost at the next start. So before each group commit and
