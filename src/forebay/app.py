@@ -81,15 +81,17 @@ class Forebay:
         ``Every(timedelta(seconds=30))`` or ``Cron("0 3 * * *", tz="Europe/Berlin")``: a
         schedule named after the queue (see :meth:`schedule` for the other options).
         """
-        if schedule is not None:
-            if isinstance(schedule, Every):
-                self.schedule(queue, every=schedule.interval)
-            else:
-                self.schedule(queue, cron=schedule.expression, tz=schedule.tz)
+        planned = None
+        if isinstance(schedule, Every):
+            planned = Schedule.create(queue, every=schedule.interval)
+        elif isinstance(schedule, Cron):
+            planned = Schedule.create(queue, cron=schedule.expression, tz=schedule.tz)
 
         def register(fn: F) -> F:
             if queue in self.queues and self.queues[queue].handler is not None:
                 raise ConfigError(f"queue {queue!r} already has a handler")
+            if planned is not None:
+                self._refuse_taken(planned)
             self.queues[queue] = QueueConfig(
                 name=queue,
                 handler=fn,
@@ -104,6 +106,8 @@ class Forebay:
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
             )
+            if planned is not None:
+                self.schedules[planned.name] = planned
             return fn
 
         return register
@@ -167,12 +171,15 @@ class Forebay:
             catch_up=catch_up,
             priority=priority,
         )
-        if declared.name in self.schedules:
-            raise ConfigError(
-                f"schedule {declared.name!r} is already declared; give the second one a name="
-            )
+        self._refuse_taken(declared)
         self.schedules[declared.name] = declared
         return declared
+
+    def _refuse_taken(self, schedule: Schedule) -> None:
+        if schedule.name in self.schedules:
+            raise ConfigError(
+                f"schedule {schedule.name!r} is already declared; give the second one a name="
+            )
 
     # -- lifecycle ----------------------------------------------------------------------
     def use_url(self, url: str) -> None:

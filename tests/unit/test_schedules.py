@@ -161,3 +161,16 @@ def test_an_odd_interval_never_repeats_a_tick() -> None:
     steps = {b - a for a, b in pairwise(seen)}
     assert steps == {timedelta(seconds=1.1)}
     assert next_tick(s, seen[-1]) == seen[-1] + timedelta(seconds=1.1)
+
+
+def test_a_refused_handler_declares_no_schedule() -> None:
+    async def poll(job: object) -> None: ...
+
+    app = Forebay("sqlite:///unused.db")
+    app.schedule("poll", cron="* * * * *")
+    with pytest.raises(ConfigError, match="already declared"):
+        app.handler("poll", schedule=Every(timedelta(seconds=5)))(poll)
+    assert "poll" not in app.queues and app.schedules["poll"].cron == "* * * * *"
+    with pytest.raises(ConfigError, match="invalid concurrency"):
+        app.handler("other", concurrency=0, schedule=Every(timedelta(seconds=5)))(poll)
+    assert sorted(app.schedules) == ["poll"]
