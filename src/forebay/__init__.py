@@ -35,6 +35,7 @@ from forebay.errors import (
 )
 from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
+from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
 
@@ -43,8 +44,10 @@ __all__ = [
     "BackendUnavailable",
     "Backoff",
     "ConfigError",
+    "Cron",
     "Defer",
     "EnqueueError",
+    "Every",
     "Forebay",
     "ForebayError",
     "HmacSignature",
@@ -59,6 +62,7 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "Schedule",
     "SharedSecret",
     "SinkError",
     "SinkRejected",

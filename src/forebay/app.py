@@ -16,6 +16,7 @@ from forebay.errors import ConfigError, JobNotFound
 from forebay.job import Job, JobFilter, NewJob, QueueCounts
 from forebay.observer import Observer, notify_enqueued
 from forebay.queue_config import ExhaustedHook, QueueConfig
+from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.worker import Worker, WorkerSettings
@@ -48,6 +49,8 @@ class Forebay:
         """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
         self.queues: dict[str, QueueConfig] = {}
         self.sources: dict[str, Source] = {}
+        self.schedules: dict[str, Schedule] = {}
+        """Declared by :meth:`schedule`, by name; saved to the store when a worker starts."""
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         self._sync: _SyncRunner | None = None
@@ -70,12 +73,25 @@ class Forebay:
         backoff: Backoff | None = None,
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        schedule: Every | Cron | None = None,
     ) -> Callable[[F], F]:
-        """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`)."""
+        """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
+
+        ``schedule``: also enqueue a job (payload ``null``) on this queue at every tick, e.g.
+        ``Every(timedelta(seconds=30))`` or ``Cron("0 3 * * *", tz="Europe/Berlin")``: a
+        schedule named after the queue (see :meth:`schedule` for the other options).
+        """
+        planned = None
+        if isinstance(schedule, Every):
+            planned = Schedule.create(queue, every=schedule.interval)
+        elif isinstance(schedule, Cron):
+            planned = Schedule.create(queue, cron=schedule.expression, tz=schedule.tz)
 
         def register(fn: F) -> F:
             if queue in self.queues and self.queues[queue].handler is not None:
                 raise ConfigError(f"queue {queue!r} already has a handler")
+            if planned is not None:
+                self._refuse_taken(planned)
             self.queues[queue] = QueueConfig(
                 name=queue,
                 handler=fn,
@@ -90,6 +106,8 @@ class Forebay:
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
             )
+            if planned is not None:
+                self.schedules[planned.name] = planned
             return fn
 
         return register
@@ -119,6 +137,49 @@ class Forebay:
             raise ConfigError(f"source {name!r} is already declared")
         self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
         return self.sources[name]
+
+    def schedule(
+        self,
+        queue: str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        payload: object = None,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: int = 1,
+        priority: int = 0,
+    ) -> Schedule:
+        """Enqueue a job on ``queue`` at every tick of a cron expression or an interval.
+
+        ``cron``: five fields (``"*/5 * * * *"``), read on the wall clock of ``tz`` (an IANA
+        name); ``every``: a timedelta of at least a second, ticking at its multiples since the
+        Unix epoch. Each tick's job carries ``payload`` and the key
+        ``schedule:<name>:<tick time, ISO 8601 UTC>``; ``name`` defaults to the queue's.
+        After downtime, at most ``catch_up`` missed ticks are enqueued (the newest).
+
+        Stored when a worker of this app starts (or by :meth:`save_schedules`); every worker
+        process, on every host, then fires it, and each tick is enqueued once.
+        """
+        declared = Schedule.create(
+            queue,
+            cron=cron,
+            every=every,
+            payload=payload,
+            name=name,
+            tz=tz,
+            catch_up=catch_up,
+            priority=priority,
+        )
+        self._refuse_taken(declared)
+        self.schedules[declared.name] = declared
+        return declared
+
+    def _refuse_taken(self, schedule: Schedule) -> None:
+        if schedule.name in self.schedules:
+            raise ConfigError(
+                f"schedule {schedule.name!r} is already declared; give the second one a name="
+            )
 
     # -- lifecycle ----------------------------------------------------------------------
     def use_url(self, url: str) -> None:
@@ -258,6 +319,21 @@ class Forebay:
         """Delete dead jobs; return how many."""
         return await (await self.open()).purge(where or JobFilter(), dry_run=dry_run)
 
+    # -- schedules ----------------------------------------------------------------------
+    async def save_schedules(self) -> None:
+        """Store the schedules this app declares (a worker does it when it starts); a stored
+        schedule of the same name gets the new definition and keeps its last tick."""
+        await (await self.open()).save_schedules(list(self.schedules.values()))
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every stored schedule (whichever app saved it), with its last tick."""
+        return await (await self.open()).list_schedules()
+
+    async def delete_schedules(self, *names: str) -> list[str]:
+        """Delete stored schedules (their jobs stay); return the names that existed. A worker
+        of an app that still declares one stores it again when it starts."""
+        return await (await self.open()).delete_schedules(names)
+
     # -- working ------------------------------------------------------------------------
     def worker(
         self, queues: Iterable[str] | None = None, settings: WorkerSettings | None = None
@@ -273,7 +349,13 @@ class Forebay:
             )
         if not names:
             raise ConfigError("this app declares no handler: decorate a function with @app.handler")
-        return Worker(self.backend, [handled[n] for n in names], settings, observers=self.observers)
+        return Worker(
+            self.backend,
+            [handled[n] for n in names],
+            settings,
+            observers=self.observers,
+            schedules=list(self.schedules.values()),
+        )
 
     async def run_worker(
         self,

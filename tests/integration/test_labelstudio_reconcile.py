@@ -3,12 +3,15 @@ tasks and annotations of the sample payloads (Label Studio itself cannot run her
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.parquet as pq
 import pytest
 
-from forebay import Forebay
+from forebay import Forebay, JobFilter
 from forebay.contrib.labelstudio import samples
 from forebay.contrib.labelstudio.events import change_key, normalise_time, split_event
 from forebay.contrib.labelstudio.pipeline import LabelStudioPipeline
@@ -29,6 +32,7 @@ from forebay.contrib.labelstudio.reconcile import (
 )
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
 from forebay.job import NewJob
+from forebay.worker.scheduler import Scheduler
 
 TOKEN = "ls-api-token"
 
@@ -189,26 +193,72 @@ async def test_missed_events_are_recovered_with_the_same_keys(
         await app.close()
 
 
-async def test_the_periodic_job_schedules_its_successor(
+async def test_periodic_reconciliation_is_a_schedule_fired_once_per_tick(
     tmp_path: Path, labelstudio: tuple[str, FakeLabelStudio]
 ) -> None:
-    url, _ = labelstudio
+    """``--every N`` stores a schedule; the workers' schedulers fire each tick once, and a
+    worker runs the pass. The pipeline's own setting declares the same schedule."""
+    url, fake = labelstudio
     settings = LabelStudioSettings(
         secret="s", dataset=str(tmp_path / "dataset"), labelstudio_url=url, labelstudio_token=TOKEN
     )
     app = Forebay(f"sqlite:///{tmp_path / 'forebay.db'}")
     install_reconcile(app, settings)
+    assert app.schedules == {}  # no period set: nothing declared
     try:
-        first = await schedule_reconcile(app, 300)
-        assert not (await schedule_reconcile(app, 300)).created  # one per time slot
+        await schedule_reconcile(app, 600)
+        stored = await schedule_reconcile(app, 300)  # a new period replaces the stored one
+        assert [s.name for s in await app.list_schedules()] == [RECONCILE_QUEUE]
+        assert stored.every == timedelta(seconds=300) and stored.queue == RECONCILE_QUEUE
+
+        backend = await app.open()
+        t0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+        schedulers = [Scheduler(backend) for _ in range(3)]
+        for now in (t0, t0 + timedelta(seconds=301), t0 + timedelta(seconds=302)):
+            await asyncio.gather(*(s.run_once(now) for s in schedulers))
+        [job] = await app.list_jobs(JobFilter(queue=RECONCILE_QUEUE))
+        assert job.key == "schedule:labelstudio.reconcile:2026-12-07T12:05:00Z"
+
         await app.run_worker([RECONCILE_QUEUE], burst=True)
-        assert (await app.get_job(first.id)).state == "completed"
-        queued = [
-            j for j in await app.list_jobs() if j.queue == RECONCILE_QUEUE and j.id != first.id
-        ]
-        assert len(queued) == 1 and queued[0].state == "queued" and queued[0].run_at
+        assert (await app.get_job(job.id)).state == "completed"
+        assert fake.queries  # the pass read Label Studio's tasks
+        # No pass enqueues a successor: every job is a tick (the burst worker's own scheduler
+        # fired the newest one, today's).
+        jobs = await app.list_jobs(JobFilter(queue=RECONCILE_QUEUE))
+        assert all((j.key or "").startswith("schedule:labelstudio.reconcile:") for j in jobs)
+        assert len({j.key for j in jobs}) == len(jobs) <= 2
     finally:
         await app.close()
+
+    declaring = Forebay(f"sqlite:///{tmp_path / 'other.db'}")
+    install_reconcile(declaring, replace(settings, reconcile_every_s=120))
+    assert declaring.schedules[RECONCILE_QUEUE].every == timedelta(seconds=120)
+
+
+def test_reconcile_every_stores_the_schedule(
+    tmp_path: Path, labelstudio: tuple[str, FakeLabelStudio]
+) -> None:
+    url, fake = labelstudio
+    env = os.environ | {"FOREBAY_LABELSTUDIO_URL": url, "FOREBAY_LABELSTUDIO_TOKEN": TOKEN}
+    store = f"sqlite:///{tmp_path / 'forebay.db'}"
+    argv = ["-m", "forebay", "labelstudio", "reconcile", "--every", "300", "--json"]
+    done = subprocess.run(
+        [sys.executable, *argv, "--url", store], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["schedule"] == RECONCILE_QUEUE and answer["every_s"] == 300
+    assert answer["next_tick"].endswith(("0:00Z", "5:00Z"))  # a multiple of 5 minutes
+    assert not fake.queries  # no pass now: the service's workers run them
+    listed = subprocess.run(
+        [sys.executable, "-m", "forebay", "schedules", "--json", "--url", store],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [schedule] = json.loads(listed.stdout)
+    assert schedule["queue"] == RECONCILE_QUEUE and schedule["every_s"] == 300
 
 
 def test_reconcile_needs_the_api_settings(tmp_path: Path) -> None:

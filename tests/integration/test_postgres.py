@@ -477,6 +477,17 @@ EXPECTED_SCHEMA = {
         "migrations.applied_at timestamp with time zone not null default now()",
         "migrations.name text not null",
         "migrations.version integer not null",
+        "schedules.catch_up integer not null default 1",
+        "schedules.created_at timestamp with time zone not null default now()",
+        "schedules.cron text",
+        "schedules.every_s double precision",
+        "schedules.last_tick timestamp with time zone",
+        "schedules.name text not null",
+        "schedules.payload json not null",
+        "schedules.priority integer not null default 0",
+        "schedules.queue text not null",
+        "schedules.timezone text not null default 'UTC'::text",
+        "schedules.updated_at timestamp with time zone not null default now()",
     ],
     "constraints": [
         "jobs_counters_not_negative CHECK (((attempt >= 0) AND (deliveries >= 0) AND (defers >= "
@@ -491,6 +502,10 @@ EXPECTED_SCHEMA = {
         "jobs_state_known CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, "
         "'completed'::text, 'dead'::text, 'cancelled'::text])))",
         "migrations_pkey PRIMARY KEY (version)",
+        "schedules_catch_up_check CHECK ((catch_up >= 1))",
+        "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double precision)))",
+        "schedules_one_timing CHECK (((cron IS NULL) <> (every_s IS NULL)))",
+        "schedules_pkey PRIMARY KEY (name)",
     ],
     "indexes": [
         "jobs_due ON jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = "
@@ -500,6 +515,7 @@ EXPECTED_SCHEMA = {
         "jobs_pkey ON jobs USING btree (id)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
+        "schedules_pkey ON schedules USING btree (name)",
     ],
     "options": [
         "autovacuum_analyze_scale_factor=0.02",
@@ -509,6 +525,7 @@ EXPECTED_SCHEMA = {
     "tables": [
         "jobs",
         "migrations",
+        "schedules",
     ],
 }
 

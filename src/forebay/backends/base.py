@@ -30,6 +30,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
 from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
+from forebay.schedules import Firing, Schedule
 
 __all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection"]
 
@@ -186,4 +187,26 @@ class Backend(Protocol):
         Work committed after the previous call (for the same queues, on this instance) returned
         makes this call return at once: nothing enqueued between a worker's empty lease and its
         next wait is missed. Spurious wake-ups are allowed; the caller simply leases again.
+        """
+
+    # -- schedules (DESIGN §10) ------------------------------------------------------------
+    async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Store schedules by name: a new one, or a known one's new definition. A known
+        schedule keeps its last tick (its ``last_tick`` field here is ignored)."""
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every stored schedule with its last tick, sorted by name."""
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        """Delete schedules (their jobs stay); return the names that existed, sorted."""
+
+    async def fire_schedule(self, firing: Firing) -> bool:
+        """In one transaction / script: if the schedule's stored last tick is still
+        ``firing.after``, set it to ``firing.tick`` and enqueue ``firing.jobs`` (idempotent by
+        (queue, key), never refused by a max_depth); return True. Else (another process
+        fired it first, or the schedule is gone) change nothing and return False.
+
+        So a tick is enqueued once however many processes fire it, a crash leaves either
+        both changes or neither, and a tick whose job was already pruned is never enqueued
+        again: the last tick only moves forward.
         """

@@ -26,7 +26,17 @@ from typing import Annotated
 
 import typer
 
-from forebay.cli import dead, enqueue, jobs, labelstudio, migrate, serve, stats, worker
+from forebay.cli import (
+    dead,
+    enqueue,
+    jobs,
+    labelstudio,
+    migrate,
+    schedules,
+    serve,
+    stats,
+    worker,
+)
 
 __all__ = ["cli", "main"]
 
@@ -67,6 +77,7 @@ cli.command("job")(jobs.job)
 cli.command("cancel")(jobs.cancel)
 cli.add_typer(dead.dead, name="dead")
 cli.command("stats")(stats.stats)
+cli.add_typer(schedules.schedules, name="schedules")
 cli.command("migrate")(migrate.migrate)
 cli.command("serve")(serve.serve)
 cli.add_typer(labelstudio.app, name="labelstudio")

@@ -4,8 +4,8 @@
 (``forebay serve forebay.contrib.labelstudio:app``), exactly as Label Studio would, follows
 the jobs they became until they are done (saying which were stored by an earlier run and not
 run again), and counts the rows they left. ``reconcile`` recovers events Label Studio never
-retried, once, or every N seconds (``--every``); it needs Label Studio's API, not the
-webhook's secret.
+retried, once, or every N seconds (``--every``: a stored schedule); it needs Label Studio's
+API, not the webhook's secret.
 
 The pipeline itself is :mod:`forebay.contrib.labelstudio`; its commands live here, with the
 others, because the CLI is what puts it together with a backend and a running service.
@@ -32,7 +32,7 @@ from forebay.cli.session import run
 from forebay.contrib.labelstudio import samples
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
 from forebay.contrib.labelstudio.stage import MIGRATIONS
-from forebay.job import JSON
+from forebay.job import JSON, utcnow
 from forebay.sqlfiles import load_queries
 
 __all__ = ["app"]
@@ -193,8 +193,8 @@ def reconcile(
         float | None,
         typer.Option(
             metavar="SECONDS",
-            help="Instead of one pass now: enqueue a job that reconciles every SECONDS "
-            "(run by the service's workers).",
+            help="Instead of one pass now: store a schedule that reconciles every SECONDS "
+            "(fired and run by the service's workers; see forebay schedules).",
         ),
     ] = None,
     url: UrlOption = None,
@@ -211,8 +211,9 @@ def reconcile(
     async def main() -> dict[str, JSON]:
         async with forebay_app:
             if every is not None:
-                job = await schedule_reconcile(forebay_app, every)
-                return {"scheduled": job.id, "every_s": every, "created": job.created}
+                stored = await schedule_reconcile(forebay_app, every)
+                view = stored.to_dict(utcnow())
+                return {"schedule": stored.name, "every_s": every, "next_tick": view["next_tick"]}
             return (await Reconciler(forebay_app, settings).run_once()).to_dict()
 
     result = run(main())

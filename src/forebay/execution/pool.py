@@ -171,7 +171,13 @@ class HandlerPool:
         configs = [replace(q, handler=self.handler_for(q)) for q in chosen.values()]
         # Payloads cross to the handler processes as their stored text (a leased job's
         # payload is parsed only when first read, which this process never does), read there.
-        return Worker(app.backend, configs, settings, observers=app.observers)
+        return Worker(
+            app.backend,
+            configs,
+            settings,
+            observers=app.observers,
+            schedules=list(app.schedules.values()),
+        )
 
     # -- calls ---------------------------------------------------------------------------------
     async def _call(self, queue: str, jobs: Sequence[Job]) -> BatchErrors:

@@ -8,7 +8,8 @@ wait on each other in this layer: each awaits its own enqueue, and the backend g
 concurrent ones (DESIGN §6).
 
 The routes live by resource, each module adding its own: :mod:`.intake`, :mod:`.sources`,
-:mod:`.jobs`, :mod:`.queues`, :mod:`.dead`, :mod:`.probes`, and the dashboard at ``/``.
+:mod:`.jobs`, :mod:`.queues`, :mod:`.schedules`, :mod:`.dead`, :mod:`.probes`, and the
+dashboard at ``/``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fastapi import FastAPI
 
 from forebay.app import Forebay
 from forebay.execution import tuning
-from forebay.http import dead, intake, jobs, probes, queues, sources
+from forebay.http import dead, intake, jobs, probes, queues, schedules, sources
 from forebay.http.cross_site import BrowserGuard, allow_cross_origin
 from forebay.http.dashboard import mount_dashboard
 from forebay.http.errors import install_error_handlers
@@ -75,6 +76,7 @@ def create_app(
     sources.add_routes(api, service)
     jobs.add_routes(api, service)
     queues.add_routes(api, service)
+    schedules.add_routes(api, service)
     dead.add_routes(api, service)
     probes.add_routes(api, service)
     mount_dashboard(api)

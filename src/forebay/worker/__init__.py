@@ -9,7 +9,8 @@ Per worker process:
   mechanism, at most one flush in flight (:mod:`.settler`); what an outcome does to its job is
   one pure decision (:mod:`.decision`), made once; a recorded outcome is reported to observers,
   among them the one that logs it (:mod:`.outcome_logger`);
-* named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`);
+* named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`), and
+  the **scheduler**, which fires the stored schedules' due ticks (:mod:`.scheduler`);
 * :class:`Worker` (:mod:`.worker`) puts them together and shuts down gracefully.
 
 Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the

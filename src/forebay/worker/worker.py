@@ -1,10 +1,11 @@
 """The worker: puts its lanes, settler and maintenance loops together, and shuts down cleanly.
 
-:meth:`Worker.run` opens the backend, starts the maintenance loops (:mod:`.maintenance`), runs
-the lanes (:mod:`.lanes`) until stopped — SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode
-an idle store — then shuts down (DESIGN §3.8): no new leases, running jobs get
-``shutdown_grace_s`` to finish, the rest are released back to ``queued`` without spending an
-attempt, every outcome is written (:mod:`.settler`), and the loops stop.
+:meth:`Worker.run` opens the backend, starts the maintenance loops (:mod:`.maintenance`) and
+the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped —
+SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down
+(DESIGN §3.8): no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are
+released back to ``queued`` without spending an attempt, every outcome is written
+(:mod:`.settler`), and the loops stop.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from forebay.errors import ConfigError
 from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
+from forebay.schedules import Schedule
 from forebay.worker.lanes import Lanes
 from forebay.worker.maintenance import Maintenance, prune_once
 from forebay.worker.outcome_logger import OutcomeLogger
+from forebay.worker.scheduler import Scheduler
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Settler
 
@@ -44,6 +47,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         observers: Sequence[Observer] = (),
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue with a handler")
@@ -59,6 +63,8 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._lanes: Lanes | None = None
         self._maintenance: Maintenance | None = None
+        self.scheduler = Scheduler(backend, schedules)
+        """Saves ``schedules`` (the app's) at start, then fires every stored schedule's ticks."""
 
     @property
     def processed(self) -> int:
@@ -95,6 +101,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         self._maintenance.start()
+        self.scheduler.start()
         log.info("worker %s started on queues %s", self.worker_id, ", ".join(self.queues))
         try:
             await lanes.run()
@@ -121,6 +128,7 @@ class Worker:
         return installed
 
     async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
+        await self.scheduler.stop()  # a stopping worker fires no more ticks
         tasks = {entry.task for entry in lanes.running.values()}
         if tasks:
             log.info(

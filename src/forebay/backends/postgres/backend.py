@@ -16,6 +16,8 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
 * ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
   transaction: the jobs exist if and only if it commits.
+* Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
+  schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
   (:mod:`~forebay.backends.postgres.connection`).
 """
@@ -43,6 +45,7 @@ from forebay.backends.postgres.connection import (
 from forebay.backends.postgres.listener import Listener
 from forebay.backends.postgres.schema import migration_sql, migrations, queries
 from forebay.backends.rows import job_from_row
+from forebay.backends.schedule_rows import schedule_from_row
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
 from forebay.group_commit import GroupCommit
 from forebay.job import (
@@ -57,6 +60,7 @@ from forebay.job import (
     Retry,
     to_datetime,
 )
+from forebay.schedules import Firing, Schedule
 
 __all__ = ["PostgresBackend"]
 
@@ -420,6 +424,55 @@ class PostgresBackend:
         """Return on a notification for one of ``queues`` (from any process), or on timeout."""
         self._require_open()
         await self._listener.wait(queues, timeout_s)
+
+    # -- schedules --------------------------------------------------------------------------
+    async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
+        if not schedules:
+            return
+        schedules = list({s.name: s for s in schedules}.values())  # one row per name: the last
+        sql = self._q["save_schedules"]
+        args = (
+            [s.name for s in schedules],
+            [s.queue for s in schedules],
+            [s.cron for s in schedules],
+            [None if s.every is None else s.every.total_seconds() for s in schedules],
+            [s.tz for s in schedules],
+            [s.payload_json for s in schedules],
+            [s.priority for s in schedules],
+            [s.catch_up for s in schedules],
+        )
+        await self._run(lambda c: c.execute(sql, *args), Resend.ALWAYS)  # an upsert: repeatable
+
+    async def list_schedules(self) -> list[Schedule]:
+        sql = self._q["list_schedules"]
+        rows = await self._run(lambda c: c.fetch(sql), Resend.ALWAYS)
+        return [schedule_from_row(tuple(r)) for r in rows]
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        if not names:
+            return []
+        sql = self._q["delete_schedules"]
+        rows = await self._run(lambda c: c.fetch(sql, list(names)), Resend.IF_UNSENT)
+        return sorted(r[0] for r in rows)
+
+    async def fire_schedule(self, firing: Firing) -> bool:
+        q = self._q
+        after = None if firing.after is None else _dt(firing.after)
+        tick = _dt(firing.tick)
+
+        async def op(conn: Any) -> bool:
+            # One transaction: the advance and the jobs commit together or not at all; the
+            # advanced row stays locked until then, so a concurrent firing of the same tick
+            # waits and then finds the last tick moved (and changes nothing).
+            async with conn.transaction():
+                if await conn.fetchval(q["advance_schedule"], firing.name, after, tick) is None:
+                    return False
+                if firing.jobs:
+                    await _insert(conn, q, list(firing.jobs))
+                return True
+
+        # Resent safely: had the first try committed, the compare-and-set refuses the repeat.
+        return await self._run(op, Resend.ALWAYS)
 
 
 def _refused_statement(exc: Exception) -> bool:

@@ -259,3 +259,31 @@ SELECT j.queue, j.state, count(*),
        EXTRACT(EPOCH FROM n.now - min(j.run_at) FILTER (WHERE j.run_at <= n.now))::float8
 FROM {schema}.jobs AS j, (SELECT COALESCE($1::timestamptz, now()) AS now) AS n
 GROUP BY j.queue, j.state, n.now
+
+-- name: save_schedules
+-- new schedules, or known ones' new definitions (their last_tick stays); arrays by column
+INSERT INTO {schema}.schedules
+    (name, queue, cron, every_s, timezone, payload, priority, catch_up)
+SELECT s.name, s.queue, s.cron, s.every_s, s.timezone, s.payload::json, s.priority, s.catch_up
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::text[],
+            $7::integer[], $8::integer[])
+     AS s (name, queue, cron, every_s, timezone, payload, priority, catch_up)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, cron = excluded.cron, every_s = excluded.every_s,
+    timezone = excluded.timezone, payload = excluded.payload, priority = excluded.priority,
+    catch_up = excluded.catch_up, updated_at = now()
+
+-- name: list_schedules
+SELECT name, queue, cron, every_s, timezone, payload::text, priority, catch_up, last_tick
+FROM {schema}.schedules ORDER BY name
+
+-- name: delete_schedules
+DELETE FROM {schema}.schedules WHERE name = ANY($1::text[]) RETURNING name
+
+-- name: advance_schedule
+-- the compare-and-set of a firing ($1 name, $2 the last tick read, $3 the new one): only from
+-- the last tick the scheduler read, only forward; the row stays locked until the tick's jobs
+-- are in
+UPDATE {schema}.schedules SET last_tick = $3, updated_at = now()
+WHERE name = $1 AND last_tick IS NOT DISTINCT FROM $2 AND ($2 IS NULL OR $3 > $2)
+RETURNING name

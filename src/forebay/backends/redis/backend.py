@@ -27,6 +27,9 @@ whole picture in ``docs/redis.md``):
   stream: an idle worker starts a new job within a millisecond of its enqueue, even one made
   in another process, and wakes when a scheduled job comes due.
 
+* **Schedules** are two hashes (definitions, last ticks); ``fire_schedule.lua`` moves a last
+  tick and stores the tick's jobs in one script (its source ends with ``enqueue.lua``).
+
 Batches cross to the scripts as JSON (one argument, decoded by cjson) and large answers come
 back as JSON: thousands of arguments or nested replies would cost more to pack and parse than
 the work itself. Durability is the server's: at open, a warning is logged when it can lose
@@ -60,6 +63,7 @@ from redis.backoff import EqualJitterBackoff
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
 from forebay.backends.rows import job_from_hash
+from forebay.backends.schedule_rows import SCHEDULE_COLUMNS, schedule_from_row
 from forebay.errors import (
     BackendError,
     BackendUnavailable,
@@ -81,6 +85,7 @@ from forebay.job import (
 from forebay.job import (
     Retry as RetryJob,
 )
+from forebay.schedules import Firing, Schedule
 
 __all__ = ["RedisBackend"]
 
@@ -107,7 +112,10 @@ _SCRIPTS = (
     "list",
     "counts",
     "poll",
+    "fire_schedule",
 )
+_COMPOSED = {"fire_schedule": ("fire_schedule", "enqueue")}
+"""Scripts whose source is several files, in order (after the prelude and the helpers)."""
 _COUNTED = ("queued", "running", "completed", "dead", "cancelled")
 _SCRIPT_JOBS = 2000
 """Most jobs one script call stores or settles: bounds how long one call holds the server."""
@@ -122,7 +130,12 @@ def script_sources() -> dict[str, str]:
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
     head = lua_prelude() + common
     return {
-        name: head + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPTS
+        name: head
+        + "".join(
+            folder.joinpath(f"{part}.lua").read_text(encoding="utf-8")
+            for part in _COMPOSED.get(name, (name,))
+        )
+        for name in _SCRIPTS
     }
 
 
@@ -401,28 +414,7 @@ class RedisBackend:
     async def _write_enqueues(self, calls: list[_EnqueueCall]) -> list[list[Job] | BaseException]:
         """One script call for every job of ``calls``; one result per call."""
         now = time.time()
-        batch = [
-            [
-                call.depth,
-                [
-                    [
-                        j.queue,
-                        j.payload_json,
-                        False if j.key is None else j.key,
-                        j.priority,
-                        False if j.run_at is None else _ts(j.run_at),
-                        False if j.run_id is None else j.run_id,
-                    ]
-                    for j in call.jobs
-                ],
-            ]
-            for call in calls
-        ]
-        try:
-            arg = _json(batch).encode("utf-8")
-        except UnicodeEncodeError as exc:  # NewJob.create refuses such texts: a bypass
-            raise InvalidPayload(f"a job of the batch is not valid Unicode text: {exc}") from None
-        replies = _answer(await self._run("enqueue", _ts(now), arg))
+        replies = _answer(await self._run("enqueue", _ts(now), _enqueue_argument(calls)))
         results: list[list[Job] | BaseException] = []
         for call, reply in zip(calls, replies, strict=True):
             if reply[0] == "full":
@@ -668,6 +660,93 @@ class RedisBackend:
                 raise translate(exc) from exc
             if news or (reply[1] and float(reply[1]) <= time.time()):
                 return
+
+    # -- schedules --------------------------------------------------------------------------
+    async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
+        if not schedules:
+            return
+        definitions = {s.name: _json(_schedule_definition(s)) for s in schedules}
+        try:
+            await self._require().hset(self.keys.schedules, mapping=cast(Any, definitions))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    async def list_schedules(self) -> list[Schedule]:
+        client = self._require()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self.keys.schedules)
+                pipe.hgetall(self.keys.schedule_ticks)
+                definitions, ticks = await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        rows = []
+        for name in sorted(definitions):
+            stored = json.loads(definitions[name]) | {"last_tick": ticks.get(name)}
+            rows.append(schedule_from_row([stored[c] for c in SCHEDULE_COLUMNS]))
+        return rows
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return []
+        client = self._require()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                for name in wanted:
+                    pipe.hdel(self.keys.schedules, name)
+                pipe.hdel(self.keys.schedule_ticks, *wanted)
+                answers = await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        return sorted(name for name, n in zip(wanted, answers, strict=False) if n)
+
+    async def fire_schedule(self, firing: Firing) -> bool:
+        jobs = _enqueue_argument([_EnqueueCall(list(firing.jobs), [])]) if firing.jobs else b"[]"
+        after = "" if firing.after is None else _ts(firing.after)
+        answer = await self._run(
+            "fire_schedule", _ts(time.time()), jobs, firing.name, after, _ts(firing.tick)
+        )
+        return bool(answer != "stale")
+
+
+def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
+    """``enqueue.lua``'s batch argument: per call, its depth checks and its jobs."""
+    batch = [
+        [
+            call.depth,
+            [
+                [
+                    j.queue,
+                    j.payload_json,
+                    False if j.key is None else j.key,
+                    j.priority,
+                    False if j.run_at is None else _ts(j.run_at),
+                    False if j.run_id is None else j.run_id,
+                ]
+                for j in call.jobs
+            ],
+        ]
+        for call in calls
+    ]
+    try:
+        return _json(batch).encode("utf-8")
+    except UnicodeEncodeError as exc:  # NewJob.create refuses such texts: a bypass
+        raise InvalidPayload(f"a job of the batch is not valid Unicode text: {exc}") from None
+
+
+def _schedule_definition(s: Schedule) -> dict[str, Any]:
+    """A schedule's definition as stored in ``P:schedules``, by column name."""
+    return {
+        "name": s.name,
+        "queue": s.queue,
+        "cron": s.cron,
+        "every_s": None if s.every is None else s.every.total_seconds(),
+        "timezone": s.tz,
+        "payload": s.payload_json,
+        "priority": s.priority,
+        "catch_up": s.catch_up,
+    }
 
 
 def _stored(new: NewJob, item: Any, now: float) -> Job:

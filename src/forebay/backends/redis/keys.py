@@ -33,6 +33,11 @@ name, ``N`` a job id, ``R`` a priority)::
                                        due job entered a waiting set (not from the reclaimer),
                                        a scheduled one became the earliest of its level, a
                                        stream was created
+    P:schedules                hash    schedule name -> its definition, a JSON object (queue,
+                                       cron, every_s, timezone, payload, priority, catch_up)
+    P:schedule_ticks           hash    schedule name -> its last tick (epoch seconds), moved
+                                       forward only by ``fire_schedule.lua``, in the script
+                                       that enqueues the tick's jobs
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
@@ -77,6 +82,8 @@ TEMPLATES: dict[str, str] = {
     "stream": "{prefix}:q:{queue}:stream:{priority}",
     "waiting": "{prefix}:q:{queue}:waiting:{priority}",
     "wake": "{prefix}:q:{queue}:wake",
+    "schedules": "{prefix}:schedules",
+    "schedule_ticks": "{prefix}:schedule_ticks",
 }
 
 
@@ -124,6 +131,14 @@ class Keys:
 
     def wake(self, queue: str) -> str:
         return self._name("wake", queue=queue)
+
+    @property
+    def schedules(self) -> str:
+        return self._name("schedules")
+
+    @property
+    def schedule_ticks(self) -> str:
+        return self._name("schedule_ticks")
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

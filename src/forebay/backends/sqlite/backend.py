@@ -15,6 +15,8 @@ Protocol on one engine, and splitting it by transition would scatter the writer'
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
   commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+* Schedules (``forebay_schedules``): a firing is one writer operation, the compare-and-set
+  of the schedule's last tick and the insert of the tick's jobs in one savepoint.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
   open connections would go on writing into a file no one can open again, and every job
   acknowledged from then on would be lost at the next start. So before each group commit and
@@ -43,6 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
 from forebay.backends.rows import COLUMNS, job_from_row
+from forebay.backends.schedule_rows import schedule_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
@@ -55,6 +58,7 @@ from forebay.job import (
     QueueCounts,
     Retry,
 )
+from forebay.schedules import Firing, Schedule
 from forebay.sqlfiles import migration_files, render_queries
 
 __all__ = ["SQLiteBackend"]
@@ -528,6 +532,49 @@ class SQLiteBackend:
     async def _data_version(self) -> int:
         return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
+    # -- schedules --------------------------------------------------------------------------
+    async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
+        if not schedules:
+            return
+        rows = [_schedule_row(s) for s in schedules]
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            for row in rows:
+                conn.execute(Q["save_schedule"], row | {"now": now})
+
+        await self._write(op)
+
+    async def list_schedules(self) -> list[Schedule]:
+        rows = await self._read(lambda c: c.execute(Q["list_schedules"]).fetchall())
+        return [schedule_from_row(r) for r in rows]
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(names))
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            found = [conn.execute(Q["delete_schedule"], (n,)).fetchone() for n in wanted]
+            return sorted(row[0] for row in found if row is not None)
+
+        return await self._write(op) if wanted else []
+
+    async def fire_schedule(self, firing: Firing) -> bool:
+        params = {"name": firing.name, "after": firing.after, "tick": firing.tick}
+
+        def op(conn: sqlite3.Connection) -> bool:
+            # One savepoint of the writer's transaction: the advance and the jobs commit
+            # together or not at all.
+            if conn.execute(Q["advance_schedule"], params | {"now": time.time()}).rowcount != 1:
+                return False
+            if firing.jobs:
+                _insert(conn, list(firing.jobs))
+            return True
+
+        fired = await self._write(op)
+        if fired:
+            self._wake({j.queue for j in firing.jobs})
+        return bool(fired)
+
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
     """Switch to WAL. Two processes creating the same file race for the exclusive lock that
@@ -641,6 +688,19 @@ def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
         else stored
         for job, stored in zip(jobs, results, strict=True)
     ]
+
+
+def _schedule_row(s: Schedule) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "queue": s.queue,
+        "cron": s.cron,
+        "every_s": None if s.every is None else s.every.total_seconds(),
+        "timezone": s.tz,
+        "payload": s.payload_json,
+        "priority": s.priority,
+        "catch_up": s.catch_up,
+    }
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:

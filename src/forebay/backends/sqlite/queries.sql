@@ -20,6 +20,7 @@ INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :na
 -- every table forebay keeps in the file, with their indexes and triggers (drop_everything)
 DROP TABLE IF EXISTS forebay_jobs;
 DROP TABLE IF EXISTS forebay_payloads;
+DROP TABLE IF EXISTS forebay_schedules;
 DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
@@ -200,3 +201,25 @@ SELECT queue,
        MIN(CASE WHEN run_at <= :now THEN run_at END)
 FROM forebay_jobs WHERE state = 'queued'
 GROUP BY queue
+
+-- name: save_schedule
+-- a new schedule, or a known one's new definition (its last_tick stays)
+INSERT INTO forebay_schedules
+    (name, queue, cron, every_s, timezone, payload, priority, catch_up, created_at, updated_at)
+VALUES (:name, :queue, :cron, :every_s, :timezone, :payload, :priority, :catch_up, :now, :now)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, cron = excluded.cron, every_s = excluded.every_s,
+    timezone = excluded.timezone, payload = excluded.payload, priority = excluded.priority,
+    catch_up = excluded.catch_up, updated_at = excluded.updated_at
+
+-- name: list_schedules
+SELECT name, queue, cron, every_s, timezone, payload, priority, catch_up, last_tick
+FROM forebay_schedules ORDER BY name
+
+-- name: delete_schedule
+DELETE FROM forebay_schedules WHERE name = ? RETURNING name
+
+-- name: advance_schedule
+-- the compare-and-set of a firing: only from the last tick the scheduler read, only forward
+UPDATE forebay_schedules SET last_tick = :tick, updated_at = :now
+WHERE name = :name AND last_tick IS :after AND (:after IS NULL OR :tick > :after)

@@ -209,8 +209,9 @@ def build_app(settings: LabelStudioSettings | None = None, *, url: str | None = 
     Defaults: the SQLite backend (``FOREBAY_URL``), a local dataset folder, and Postgres
     staging tables when ``FOREBAY_STAGE_URL`` is set (see :class:`LabelStudioSettings`); their
     schema is created when the app opens (the service's start-up), not at the first event.
-    The ``labelstudio.reconcile`` queue runs reconciliation when a job is put on it
-    (``forebay labelstudio reconcile --every N``). Raises ConfigError without the webhook's
+    The ``labelstudio.reconcile`` queue runs reconciliation when a job is put on it, at every
+    tick of the ``labelstudio.reconcile`` schedule (``FOREBAY_LABELSTUDIO_RECONCILE_EVERY_S``,
+    or ``forebay labelstudio reconcile --every N``). Raises ConfigError without the webhook's
     shared secret.
     """
     settings = settings or LabelStudioSettings.from_env()

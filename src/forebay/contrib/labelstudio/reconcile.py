@@ -15,8 +15,10 @@ missed. It also turns our webhook back on when Label Studio has switched it off.
 
 Deletes are not visible in the API (a deleted task is gone); they come only by webhook.
 
-Run it with ``forebay labelstudio reconcile`` (once), or every N seconds with ``--every N``,
-which enqueues a job on the ``labelstudio.reconcile`` queue that schedules its successor.
+Run it with ``forebay labelstudio reconcile`` (once), or every N seconds: ``--every N`` (or
+``FOREBAY_LABELSTUDIO_RECONCILE_EVERY_S`` on the service) stores a schedule
+(:mod:`forebay.schedules`) named ``labelstudio.reconcile`` whose ticks are jobs on the queue of
+that name; the service's workers fire it, each tick once, and run the passes.
 """
 
 from __future__ import annotations
@@ -45,12 +47,15 @@ from forebay.contrib.labelstudio.events import (
 from forebay.contrib.labelstudio.settings import LabelStudioSettings
 from forebay.errors import ConfigError, PermanentError, TransientError
 from forebay.job import JSON, Job, NewJob
+from forebay.schedules import Schedule
 
 __all__ = [
     "RECONCILE_QUEUE",
     "LabelStudioClient",
     "ReconcileResult",
     "Reconciler",
+    "install_reconcile",
+    "reconcile_schedule",
     "schedule_reconcile",
 ]
 
@@ -322,27 +327,34 @@ def default_state_path(settings: LabelStudioSettings) -> Path:
     return Path(settings.dataset.removeprefix("file://")) / ".forebay" / "reconcile.json"
 
 
-async def schedule_reconcile(app: Forebay, every_s: float, *, delay_s: float = 0.0) -> Job:
-    """Enqueue the periodic reconciliation job (one per time slot, whoever enqueues it)."""
+def reconcile_schedule(every_s: float) -> Schedule:
+    """The schedule of periodic reconciliation: a pass on ``labelstudio.reconcile`` every
+    ``every_s`` seconds."""
     if every_s <= 0:
         raise ConfigError("the reconciliation period must be positive")
-    due = time.time() + delay_s
-    slot = int(due // every_s)
-    return await app.enqueue(
-        RECONCILE_QUEUE,
-        {"every_s": every_s},
-        key=f"labelstudio-reconcile:{every_s:g}:{slot}",
-        delay=delay_s,
-    )
+    return Schedule.create(RECONCILE_QUEUE, every=timedelta(seconds=every_s), name=RECONCILE_QUEUE)
+
+
+async def schedule_reconcile(app: Forebay, every_s: float) -> Schedule:
+    """Store the periodic reconciliation schedule (a new period replaces the stored one);
+    the workers of a service that runs the pipeline fire it. Return it as stored."""
+    schedule = reconcile_schedule(every_s)
+    await (await app.open()).save_schedules([schedule])
+    [stored] = [s for s in await app.list_schedules() if s.name == schedule.name]
+    return stored
 
 
 def install_reconcile(app: Forebay, settings: LabelStudioSettings) -> None:
-    """The ``labelstudio.reconcile`` queue: one pass, then the next one scheduled."""
+    """The ``labelstudio.reconcile`` queue (one pass per job), and its schedule when
+    ``settings.reconcile_every_s`` is set."""
 
     @app.handler(RECONCILE_QUEUE, concurrency=1, max_attempts=3, timeout_s=3600.0)
     async def reconcile(job: Job) -> None:
         result = await Reconciler(app, settings).run_once()
         log.info("reconciled Label Studio: %s", result.to_dict())
-        every = job.payload.get("every_s") if isinstance(job.payload, dict) else None
-        if isinstance(every, int | float) and every > 0:
-            await schedule_reconcile(app, float(every), delay_s=float(every))
+
+    if settings.reconcile_every_s is not None:
+        declared = reconcile_schedule(settings.reconcile_every_s)
+        app.schedule(
+            declared.queue, every=declared.every, name=declared.name, catch_up=declared.catch_up
+        )

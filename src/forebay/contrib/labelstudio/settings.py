@@ -34,6 +34,7 @@ class LabelStudioSettings:
     ``webhook_url``                  ``FOREBAY_LABELSTUDIO_WEBHOOK_URL``     none
     ``batch_size``                   ``FOREBAY_LABELSTUDIO_BATCH_SIZE``      ``100``
     ``concurrency``                  ``FOREBAY_LABELSTUDIO_CONCURRENCY``     ``16``
+    ``reconcile_every_s``            ``FOREBAY_LABELSTUDIO_RECONCILE_EVERY_S`` none (no schedule)
     ===============================  =====================================  =====================
 
     ``secret`` authenticates the webhooks: the app that serves them refuses to start without
@@ -41,6 +42,8 @@ class LabelStudioSettings:
     stores jobs, does not need it.
     ``labelstudio_url``/``token`` are for reconciliation (reading tasks from Label Studio's API);
     ``webhook_url`` is the address Label Studio posts to, used to find our webhook there.
+    ``reconcile_every_s``: the app also declares a schedule that reconciles every so many
+    seconds (fired by its workers, each tick once).
     ``batch_size`` changes go to one handler call (one dataset write, one PostgreSQL
     transaction); up to ``concurrency`` calls run at once, and their dataset writes share a
     flush, so a deep backlog is written ``batch_size * concurrency`` changes at a time.
@@ -72,6 +75,9 @@ class LabelStudioSettings:
     )
     concurrency: int = field(
         default=16, metadata=variable("FOREBAY_LABELSTUDIO_CONCURRENCY", at_least=1)
+    )
+    reconcile_every_s: float | None = field(
+        default=None, metadata=variable("FOREBAY_LABELSTUDIO_RECONCILE_EVERY_S", at_least=1)
     )
     max_body_bytes: int = field(default=64 * 1024 * 1024, metadata=NOT_FROM_ENV)
     """Label Studio splits bulk events at 5,000 objects; a full body can reach tens of MB."""

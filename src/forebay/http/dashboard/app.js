@@ -292,6 +292,33 @@
     return cell;
   }
 
+  // -- schedules -----------------------------------------------------------------------------
+  async function loadSchedules() {
+    const data = await load("schedules-error", "/v1/schedules");
+    if (data !== null) renderSchedules(Array.isArray(data.schedules) ? data.schedules : []);
+  }
+
+  function renderSchedules(schedules) {
+    const rows = schedules.map((s) => {
+      const tr = el("tr");
+      tr.dataset.schedule = String(s.name);
+      const name = el("th", s.name);
+      name.scope = "row";
+      const timing = s.cron ?? `every ${formatAge(s.every_s)}`;
+      tr.append(
+        name,
+        el("td", s.queue),
+        el("td", timing),
+        el("td", s.tz),
+        el("td", formatTime(s.next_tick)),
+        el("td", s.last_tick ? formatTime(s.last_tick) : "never"),
+      );
+      return tr;
+    });
+    $("schedules-body").replaceChildren(...rows);
+    $("schedules-empty").hidden = rows.length > 0;
+  }
+
   // -- recent jobs ---------------------------------------------------------------------------
   const RECENT_LIMIT = 15;
 
@@ -605,6 +632,7 @@
       const work = [loadHealth(), loadQueues(), loadRecent(), loadJob()];
       // The newest page follows new dead letters; older pages and a pending replay stay put.
       if (beforeId === null && pendingReplay === null) work.push(loadDead());
+      work.push(loadSchedules());
       await Promise.allSettled(work);
       $("refreshed").textContent = `updated ${new Date().toLocaleTimeString()}`;
     } finally {
