@@ -24,21 +24,24 @@ from forebay.errors import (
     EnqueueError,
     ForebayError,
     InvalidPayload,
+    InvalidResult,
     JobNotFound,
     MissingExtra,
     PermanentError,
     QueueFull,
+    ResultTooLarge,
     SinkError,
     SinkRejected,
     SinkUnavailable,
     TransientError,
 )
-from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
+from forebay.job import AttemptError, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
 from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [
+    "AttemptError",
     "BackendError",
     "BackendUnavailable",
     "Backoff",
@@ -49,6 +52,7 @@ __all__ = [
     "ForebayError",
     "HmacSignature",
     "InvalidPayload",
+    "InvalidResult",
     "Job",
     "JobFilter",
     "JobNotFound",
@@ -59,6 +63,7 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "ResultTooLarge",
     "SharedSecret",
     "SinkError",
     "SinkRejected",
