@@ -70,6 +70,7 @@ class Forebay:
         backoff: Backoff | None = None,
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        max_result_bytes: int = 1_048_576,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`)."""
 
@@ -89,6 +90,7 @@ class Forebay:
                 backoff=backoff or Backoff(),
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
+                max_result_bytes=max_result_bytes,
             )
             return fn
 
