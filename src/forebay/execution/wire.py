@@ -27,6 +27,8 @@ import struct
 import traceback
 from typing import Final, TypeAlias
 
+from forebay.worker.decision import traceback_of
+
 __all__ = ["DumpedError", "dump_error", "frame", "load_error", "receive"]
 
 _HEADER: Final = struct.Struct("!Q")
@@ -54,7 +56,7 @@ async def receive(reader: asyncio.StreamReader) -> tuple[object, ...] | None:
 
 def dump_error(exc: BaseException) -> DumpedError:
     """An exception as (pickled class, args and attributes; or None) and its text."""
-    text = "".join(traceback.format_exception(exc)).rstrip()
+    text = traceback_of(exc) or "".join(traceback.format_exception(exc)).rstrip()
     state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if k != "__notes__"}
     try:
         return pickle.dumps((type(exc), exc.args, state)), text

@@ -19,10 +19,14 @@ to the hook. Backoff jitter is the only randomness: give ``rng`` to make it repe
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from forebay.errors import Defer, PermanentError
 from forebay.job import Completion, Deferral, Failure, Job, Lease, Retry
@@ -135,4 +139,24 @@ def traceback_of(error: BaseException) -> str | None:
         return remote
     if error.__traceback__ is None:
         return None
-    return "".join(traceback.format_exception(error)).rstrip()
+    described = traceback.TracebackException.from_exception(error)
+    frames = list(described.stack)
+    first = 0  # the handler's own frames first: forebay and asyncio calling it are noise
+    while first < len(frames) - 1 and frames[first].filename.startswith(_CALLERS):
+        first += 1
+    described.stack = traceback.StackSummary.from_list(frames[first:])
+    return "".join(described.format()).rstrip()
+
+
+_FOREBAY = Path(__file__).parents[1]  # as frames name files: not resolved
+_CALLERS = tuple(
+    str(folder) + os.sep
+    for folder in (
+        _FOREBAY / "worker",
+        _FOREBAY / "execution",
+        Path(asyncio.__file__).parent,
+        Path(concurrent.futures.__file__).parent,
+    )
+)
+"""Folders of the code that calls handlers: forebay's worker and handler processes, asyncio,
+thread pools."""
