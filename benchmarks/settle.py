@@ -13,6 +13,8 @@ Per backend, a backlog of ``--n`` jobs is leased 100 at a time and each batch se
   job's errors history);
 * ``dead letter``: dead, with an error and a 2 KB traceback.
 
+(``--no-traceback``: retries and dead letters carry none, to tell the cost of storing it.)
+
 Each row says jobs per second for lease + settle together and for the settle calls alone,
 median [min-max] of ``--repeats``. Stores are isolated (``forebay.testing.isolated_url``) and
 dropped afterwards. To compare two versions, run this script under each (``PYTHONPATH`` naming
@@ -51,19 +53,19 @@ HAS_RESULTS = hasattr(job_module, "Completion")
 Settle = Callable[[Backend, Sequence[Job]], Any]
 
 
-def _settlers() -> dict[str, Settle]:
+def _settlers(traceback: str | None) -> dict[str, Settle]:
     def complete(b: Backend, jobs: Sequence[Job]) -> Any:
         return b.complete([j.lease for j in jobs])
 
     def retry(b: Backend, jobs: Sequence[Job]) -> Any:
         later = time.time() + 3600
-        extra = (TRACEBACK,) if HAS_RESULTS else ()
+        extra = (traceback,) if HAS_RESULTS else ()
         return b.retry(
             [Retry(j.lease, later, "KeyError: 'missing'", "KeyError", *extra) for j in jobs]
         )
 
     def dead(b: Backend, jobs: Sequence[Job]) -> Any:
-        extra = (TRACEBACK,) if HAS_RESULTS else ()
+        extra = (traceback,) if HAS_RESULTS else ()
         return b.dead_letter(
             [Failure(j.lease, "KeyError: 'missing'", "KeyError", *extra) for j in jobs]
         )
@@ -115,6 +117,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-traceback", action="store_true", help="retries and dead letters without one"
+    )
     args = parser.parse_args(argv)
     print(f"\nforebay at {Path(job_module.__file__).parents[1]}, {args.n} jobs per run\n")
     print("| backend | settle | lease + settle, jobs/s | settle alone, jobs/s |")
@@ -122,7 +127,7 @@ async def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.backends:
             url = URLS[name]
-            for kind, settle in _settlers().items():
+            for kind, settle in _settlers(None if args.no_traceback else TRACEBACK).items():
                 both, alone = [], []
                 for _ in range(args.repeats):
                     a, b = await _measure(url, folder, settle, args.n, args.batch)
