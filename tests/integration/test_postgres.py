@@ -266,7 +266,7 @@ async def test_settling_finds_jobs_by_id_even_when_statistics_are_stale(
             plan = "\n".join(
                 r[0]
                 for r in await raw.fetch(
-                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete"
+                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete", None, None
                 )
             )
         assert "jobs_leases" not in plan, plan

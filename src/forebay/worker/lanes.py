@@ -337,6 +337,7 @@ def _log_leases(jobs: Sequence[Job], worker_id: str) -> None:
                 "queue": job.queue,
                 "attempt": job.attempt,
                 "deliveries": job.deliveries,
+                "state": "running",
                 "worker_id": worker_id,
             },
         )
