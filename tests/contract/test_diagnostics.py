@@ -119,6 +119,7 @@ async def test_the_worker_stores_each_attempts_traceback_and_logs_it(
 ) -> None:
     @app.handler("docs", max_attempts=3, backoff=NO_WAIT, concurrency=2)
     async def handle(job: Job) -> object:
+        await job.progress(10, "parsing")
         if job.payload["ok_on"] == job.attempt:  # type: ignore[index,call-overload]
             return {"done": job.attempt}
         return _fail_on_missing_key(job.payload)  # type: ignore[arg-type]
@@ -142,6 +143,14 @@ async def test_the_worker_stores_each_attempts_traceback_and_logs_it(
     assert [e.attempt for e in healed.errors] == [1]
 
     records = [r for r in caplog.records if r.name == "forebay.worker"]
+    life = [r.getMessage() for r in records if getattr(r, "job_id", None) == heals.id]
+    steps = [m.split(" ", 3)[2] for m in life]
+    # The retry line comes once the retry is written, by when the job may be leased again.
+    retried = steps.index("retrying")
+    assert retried >= 2 and steps[:2] == ["leased", "progress"]
+    del steps[retried]
+    assert steps == ["leased", "progress", "leased", "progress", "completed"]
+    assert life[1] == f"job {heals.id} progress 10%: parsing"
     leases = [r.getMessage() for r in records if "leased by worker" in r.getMessage()]
     assert f"job {dies.id} leased by worker" in leases[0] or f"job {heals.id}" in leases[0]
     assert sum(f"job {dies.id} leased" in m for m in leases) == 3

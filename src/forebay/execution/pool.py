@@ -43,6 +43,7 @@ from forebay.queue_config import QueueConfig
 from forebay.worker import Worker, WorkerSettings
 from forebay.worker.calls import BatchErrors, ResultText
 from forebay.worker.isolation import HandlerProcessDied
+from forebay.worker.outcome_logger import log_progress
 
 __all__ = ["HandlerPool"]
 
@@ -280,6 +281,7 @@ class HandlerPool:
         """Record a child's ``job.progress()`` in the background (it is advisory)."""
         if self._backend is None:
             return
+        log_progress(lease.job_id, pct, message)
         task = asyncio.create_task(self._record_progress(self._backend, lease, pct, message))
         self._background.add(task)  # a reference until it ends: tasks are weakly held
         task.add_done_callback(self._background.discard)

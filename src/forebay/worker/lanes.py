@@ -32,6 +32,7 @@ from forebay.queue_config import QueueConfig
 from forebay.worker.calls import BatchErrors, call_handler
 from forebay.worker.decision import crash_loops
 from forebay.worker.isolation import Admission, HandlerProcessDied, admit
+from forebay.worker.outcome_logger import log_progress
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Finished, Settler
 
@@ -320,6 +321,7 @@ class Lanes:
         )
 
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
+        log_progress(job.id, pct, message)
         await self._backend.progress(job.lease, pct=pct, message=message)
 
 
