@@ -707,7 +707,10 @@ async def test_each_state_change_has_a_structured_log_line(
             if getattr(r, "job_id", None) == job
         ]
 
-    done = lines(job_id)
+    everything = lines(job_id)
+    [progress] = [d for d in everything if "progress" in d]
+    assert progress["message"] == f"job {job_id} progress 50%: halfway"
+    done = [d for d in everything if "progress" not in d]
     changes = [(d.get("state") or d.get("outcome")) for d in done]
     assert changes == ["queued", "running", "complete"]
     assert all(d["queue"] == "documents" and "attempt" in d for d in done)
