@@ -24,22 +24,25 @@ from forebay.errors import (
     EnqueueError,
     ForebayError,
     InvalidPayload,
+    InvalidResult,
     JobNotFound,
     MissingExtra,
     PermanentError,
     QueueFull,
+    ResultTooLarge,
     SinkError,
     SinkRejected,
     SinkUnavailable,
     TransientError,
 )
-from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
+from forebay.job import AttemptError, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
 from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [
+    "AttemptError",
     "BackendError",
     "BackendUnavailable",
     "Backoff",
@@ -52,6 +55,7 @@ __all__ = [
     "ForebayError",
     "HmacSignature",
     "InvalidPayload",
+    "InvalidResult",
     "Job",
     "JobFilter",
     "JobNotFound",
@@ -62,6 +66,7 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "ResultTooLarge",
     "Schedule",
     "SharedSecret",
     "SinkError",

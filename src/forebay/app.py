@@ -74,6 +74,7 @@ class Forebay:
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
         schedule: Every | Cron | None = None,
+        max_result_bytes: int = 1_048_576,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
 
@@ -105,6 +106,7 @@ class Forebay:
                 backoff=backoff or Backoff(),
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
+                max_result_bytes=max_result_bytes,
             )
             if planned is not None:
                 self.schedules[planned.name] = planned

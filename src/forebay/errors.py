@@ -8,6 +8,8 @@ ForebayError                      root of everything forebay raises
 ├── JobError                      raised by handlers to classify an outcome
 │   ├── TransientError            retry after backoff while attempt < max_attempts
 │   └── PermanentError            dead-letter at once
+│       └── InvalidResult         a handler's return value cannot be stored (not JSON, or
+│           └── ResultTooLarge    larger than the queue's max_result_bytes)
 ├── Defer                         put the job back without spending an attempt (backpressure)
 ├── EnqueueError                  an enqueue was refused; nothing was stored
 │   ├── InvalidPayload            payload is not JSON-serialisable, or a field is out of range
@@ -35,11 +37,13 @@ __all__ = [
     "EnqueueError",
     "ForebayError",
     "InvalidPayload",
+    "InvalidResult",
     "JobError",
     "JobNotFound",
     "MissingExtra",
     "PermanentError",
     "QueueFull",
+    "ResultTooLarge",
     "SinkError",
     "SinkRejected",
     "SinkUnavailable",
@@ -80,6 +84,24 @@ class TransientError(JobError):
 
 class PermanentError(JobError):
     """Retrying cannot help: the job becomes dead at once."""
+
+
+class InvalidResult(PermanentError):
+    """A handler returned a value that cannot be stored as the job's result (it is not
+    JSON-serialisable). The job becomes dead: running it again would return the same."""
+
+
+class ResultTooLarge(InvalidResult):
+    """A handler's return value, as JSON, is larger than its queue's ``max_result_bytes``."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(
+            f"the handler returned {size} bytes of JSON, more than max_result_bytes={cap}; "
+            "store large results elsewhere (a sink) and return a reference, or raise "
+            "max_result_bytes on the handler"
+        )
+        self.size = size
+        self.cap = cap
 
 
 class Defer(ForebayError):

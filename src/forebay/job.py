@@ -37,6 +37,10 @@ from forebay.errors import InvalidPayload
 
 __all__ = [
     "JSON",
+    "MAX_ERRORS_KEPT",
+    "MAX_TRACEBACK_BYTES",
+    "AttemptError",
+    "Completion",
     "Job",
     "JobFilter",
     "JobState",
@@ -50,6 +54,11 @@ __all__ = [
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 
 TERMINAL_STATES = frozenset({"completed", "dead", "cancelled"})
+
+MAX_ERRORS_KEPT = 10
+"""Attempts whose errors a job keeps (:attr:`Job.errors`): the oldest goes when one more fails."""
+MAX_TRACEBACK_BYTES = 8192
+"""Longest traceback stored per attempt (UTF-8 bytes); a longer one keeps its end."""
 
 
 class JobState(enum.StrEnum):
@@ -257,6 +266,12 @@ class Job:
     error: str | None = None
     error_type: str | None = None
     run_id: str | None = None
+    started_at: datetime | None = None
+    """When the current (or last) attempt was leased."""
+    result: JSON = None
+    """What the handler returned, as JSON (None: nothing, or not finished)."""
+    errors: tuple[AttemptError, ...] = ()
+    """The errors of the last :data:`MAX_ERRORS_KEPT` failed attempts, oldest first."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
 
@@ -283,22 +298,25 @@ class Job:
         return value if type(value) is PayloadText else jsonio.dumps(value)
 
     def __getstate__(self) -> dict[str, object]:
-        # Pickled as stored: a payload not read yet crosses to another process as its text.
-        state = {name: getattr(self, name) for name in _JOB_FIELDS if name != "payload"}
-        state["payload"] = _stored_payload(self)
+        # Pickled as stored: a payload (result, errors) not read yet crosses to another
+        # process as its text.
+        state = {name: getattr(self, name) for name in _JOB_FIELDS if name not in _LAZY}
+        for name, slot in _LAZY.items():
+            state[name] = slot.__get__(self)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
 
-    def to_dict(self) -> dict[str, JSON]:
-        """A JSON-ready view of the job (datetimes as ISO 8601)."""
+    def to_dict(self, *, detail: bool = True) -> dict[str, JSON]:
+        """A JSON-ready view of the job (datetimes as ISO 8601). ``detail=False`` leaves out
+        the result and the errors history (for listings of many jobs)."""
 
         def iso(d: datetime | None) -> str | None:
             return None if d is None else d.isoformat()
 
-        return {
+        out: dict[str, JSON] = {
             "id": self.id,
             "queue": self.queue,
             "state": str(self.state),
@@ -318,14 +336,26 @@ class Job:
             "error": self.error,
             "error_type": self.error_type,
             "run_id": self.run_id,
+            "started_at": iso(self.started_at),
             "payload": self.payload,
         }
+        if detail:
+            out["result"] = self.result
+            out["errors"] = [e.to_dict() for e in self.errors]
+        return out
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _payload_slot: MemberDescriptorType = Job.__dict__["payload"]  # read and written as stored
 _stored_payload: Callable[[Job], JSON] = _payload_slot.__get__
 _store_payload: Callable[[Job, JSON], None] = _payload_slot.__set__
+_result_slot: MemberDescriptorType = Job.__dict__["result"]
+_errors_slot: MemberDescriptorType = Job.__dict__["errors"]
+_LAZY: dict[str, MemberDescriptorType] = {
+    "payload": _payload_slot,
+    "result": _result_slot,
+    "errors": _errors_slot,
+}
 
 
 def _read_payload(job: Job) -> JSON:
@@ -342,6 +372,86 @@ def _read_payload(job: Job) -> JSON:
 # Job's docstring). Installed after the class is built, since a slots dataclass makes its own
 # slot descriptor for each field; assigning keeps the slot's own fast setter.
 setattr(Job, "payload", property(_read_payload, _store_payload, doc="The payload."))  # noqa: B010
+
+
+class StoredText(str):
+    """A job's result or errors history as the JSON text it is stored as, not read yet: read
+    on first access, as its payload is (see :class:`PayloadText`)."""
+
+    __slots__ = ()
+
+
+def _read_result(job: Job) -> JSON:
+    value: JSON = _result_slot.__get__(job)
+    if type(value) is StoredText:
+        value = jsonio.loads(value)
+        _result_slot.__set__(job, value)
+    return value
+
+
+def _read_errors(job: Job) -> tuple[AttemptError, ...]:
+    value = _errors_slot.__get__(job)
+    if type(value) is StoredText:
+        value = tuple(AttemptError.from_dict(e) for e in jsonio.loads(value))
+        _errors_slot.__set__(job, value)
+    return cast("tuple[AttemptError, ...]", value)
+
+
+# ``job.result`` and ``job.errors``: read from their stored text on first access, like the
+# payload (a leased job's history is read only by whoever looks at it).
+setattr(Job, "result", property(_read_result, _result_slot.__set__, doc="The result."))  # noqa: B010
+setattr(Job, "errors", property(_read_errors, _errors_slot.__set__, doc="The errors."))  # noqa: B010
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The error of one failed attempt, as kept in :attr:`Job.errors`."""
+
+    attempt: int
+    at: datetime
+    type: str
+    message: str
+    traceback: str | None = None
+    """Where it was raised (Python's traceback text), at most :data:`MAX_TRACEBACK_BYTES`."""
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, JSON]) -> AttemptError:
+        """An entry as the job stores spell it: ``at`` in epoch seconds."""
+        at = entry.get("at")
+        traceback = entry.get("traceback")
+        return cls(
+            attempt=int(cast(int, entry.get("attempt") or 0)),
+            at=datetime.fromtimestamp(float(cast(float, at or 0)), UTC),
+            type=str(entry.get("type") or ""),
+            message=str(entry.get("message") or ""),
+            traceback=None if traceback is None else str(traceback),
+        )
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "attempt": self.attempt,
+            "at": self.at.isoformat(),
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+
+
+def cap_traceback(text: str | None) -> str | None:
+    """``text`` as stored: storable (see :func:`storable_text`) and at most
+    :data:`MAX_TRACEBACK_BYTES`, keeping its end (the frame that raised, and the error)."""
+    if text is None:
+        return None
+    text = storable_text(text)
+    if len(text) <= MAX_TRACEBACK_BYTES // 4:  # 4 bytes per character at most: short enough
+        return text
+    data = text.encode()
+    if len(data) <= MAX_TRACEBACK_BYTES:
+        return text
+    marker = "[{} bytes cut from the start]\n"
+    keep = MAX_TRACEBACK_BYTES - len(marker.format(len(data))) - 1
+    tail = data[-keep:].decode("utf-8", "ignore")
+    return marker.format(len(data) - len(tail.encode())) + tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,28 +501,45 @@ def _make_storable(value: object, *names: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Completion:
+    """Complete a running job, storing ``result_json`` (the handler's return value as JSON
+    text; None: it returned nothing). A plain :class:`Lease` completes with no result."""
+
+    lease: Lease
+    result_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
-    """Put a running job back to ``queued`` to run at ``run_at`` (the attempt stays spent)."""
+    """Put a running job back to ``queued`` to run at ``run_at`` (the attempt stays spent).
+
+    The error is kept as the job's last error and appended to its errors history with the
+    ``traceback`` (capped at :data:`MAX_TRACEBACK_BYTES`).
+    """
 
     lease: Lease
     run_at: float
     error: str
     error_type: str
+    traceback: str | None = None
 
     def __post_init__(self) -> None:
         _make_storable(self, "error", "error_type")
+        object.__setattr__(self, "traceback", cap_traceback(self.traceback))
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Dead-letter a running job."""
+    """Dead-letter a running job (its error kept as :class:`Retry` keeps it)."""
 
     lease: Lease
     error: str
     error_type: str
+    traceback: str | None = None
 
     def __post_init__(self) -> None:
         _make_storable(self, "error", "error_type")
+        object.__setattr__(self, "traceback", cap_traceback(self.traceback))
 
 
 @dataclass(frozen=True, slots=True)

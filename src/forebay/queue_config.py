@@ -39,6 +39,8 @@ class QueueConfig:
       ``{job_id: exception}`` for the ones that failed (the others complete).
     * ``max_depth``: unfinished jobs the queue may hold; enqueue beyond it raises QueueFull.
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
+    * ``max_result_bytes``: the largest return value a handler may leave as ``job.result``
+      (JSON, in UTF-8 bytes); a larger one makes the job dead with ``ResultTooLarge``.
     """
 
     name: str
@@ -53,6 +55,7 @@ class QueueConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
+    max_result_bytes: int = 1_048_576
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -70,6 +73,7 @@ class QueueConfig:
             "concurrency": self.concurrency >= 1,
             "batch_size": self.batch_size is None or self.batch_size >= 1,
             "max_depth": self.max_depth is None or self.max_depth >= 1,
+            "max_result_bytes": self.max_result_bytes >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -685,4 +685,5 @@ def test_docs_cli_examples_run_as_written(tmp_path: Path) -> None:
             assert done.stderr.strip() == shown[0], command
         else:
             assert done.returncode == 0, f"{command}: {done.stderr}"
-            assert "Traceback" not in done.stderr, command
+            # no exception escaped (a dead letter's log line carries its traceback as a field)
+            assert not any(ln.startswith("Traceback") for ln in done.stderr.splitlines()), command

@@ -4,6 +4,8 @@
 * a queued job is cancelled from the page;
 * dead letters are paged, replayed one by one, as shown, and as filtered (after a dry run);
 * markup in payloads, keys and errors is shown as text;
+* a job shows its result and the errors of its failed attempts, each traceback in a scrollable
+  block, and a job that recovered does not show its old error as its state;
 * with API tokens the page asks for one, keeps it in the tab, and shows a missing scope; when
   the service goes away the page says so.
 
@@ -47,9 +49,18 @@ CHROMIUM_ARGS = [
 APP = textwrap.dedent(
     """
     from pathlib import Path
-    from forebay import Forebay, PermanentError
+    from forebay import Backoff, Forebay, PermanentError
 
     app = Forebay()
+
+    def parse(payload):
+        return payload["missing"]
+
+    @app.handler("diagnosed", max_attempts=2, backoff=Backoff(base_s=0, jitter=False))
+    async def diagnosed(job):
+        if job.attempt == 1 or job.payload.get("always_fails"):
+            parse(job.payload)
+        return {"rows": job.payload["n"], "note": "<b>kept as text</b>"}
 
     async def ingest(job):
         payload = job.payload if isinstance(job.payload, dict) else {}
@@ -231,6 +242,43 @@ def test_queue_counts_job_lookup_and_cancel(shared: Server, page: Page) -> None:
         "no job with id 999999 (it may have been pruned) (HTTP 404 job_not_found)"
     )
     expect(page.locator("#job-view")).to_be_hidden()
+
+
+def test_a_job_shows_its_result_and_the_tracebacks_of_its_attempts(
+    shared: Server, page: Page
+) -> None:
+    server = shared
+    healed, dead = enqueue(
+        server, "diagnosed", [{"payload": {"n": 5}}, {"payload": {"n": 1, "always_fails": True}}]
+    )
+    wait_for_counts(server, "diagnosed", completed=1, dead=1)
+    page.goto(server.base + "/")
+
+    look_up(page, healed)
+    expect(page.locator("#job-state")).to_have_text("completed")
+    expect(page.locator("#job-error-text")).to_have_text("—")  # recovered: history only
+    expect(page.locator("#job-started")).not_to_have_text("—")
+    expect(page.locator("#job-result")).to_contain_text('"rows": 5')
+    expect(page.locator("#job-result")).to_contain_text('"note": "<b>kept as text</b>"')
+    attempts = page.locator("#job-errors li")
+    expect(attempts).to_have_count(1)
+    expect(attempts.first.locator(".attempt-head")).to_contain_text("attempt 1")
+    expect(attempts.first.locator(".attempt-head")).to_contain_text("KeyError: 'missing'")
+    traceback = attempts.first.locator("pre.traceback")
+    expect(traceback).to_contain_text("line 8, in parse")
+    expect(traceback).to_contain_text("KeyError: 'missing'")
+    assert traceback.evaluate("node => getComputedStyle(node).overflowY") == "auto"
+
+    look_up(page, dead)
+    expect(page.locator("#job-state")).to_have_text("dead")
+    expect(page.locator("#job-error-text")).to_have_text("KeyError: 'missing'")
+    expect(page.locator("#job-result-section")).to_be_hidden()
+    expect(page.locator("#job-errors li")).to_have_count(2)
+    expect(page.locator("#job-errors pre.traceback")).to_have_count(2)
+
+    look_up(page, enqueue(server, "intake", [{"payload": 9}])[0])  # no attempt yet
+    expect(page.locator("#job-errors-section")).to_be_hidden()
+    expect(page.locator("#job-started")).to_have_text("—")
 
 
 def test_dead_letters_are_paged_and_replayed(shared: Server, page: Page) -> None:

@@ -146,8 +146,11 @@ def test_a_job_posted_with_http_is_watched_to_completion(tmp_path: Path) -> None
 
     lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     assert lines, server.output()
-    changes = [(ln.get("state") or ln.get("outcome")) for ln in lines if ln.get("job_id") == job_id]
-    assert changes == ["queued", "complete"], lines
+    mine = [ln for ln in lines if ln.get("job_id") == job_id]
+    changes = [ln.get("state") or ln.get("outcome") for ln in mine if "progress" not in ln]
+    assert changes == ["queued", "running", "complete"], lines
+    [progress] = [ln for ln in mine if "progress" in ln]
+    assert (progress["progress"], progress["progress_message"]) == (50.0, "halfway")
     assert all("time" in ln and "level" in ln and "logger" in ln for ln in lines)
 
 

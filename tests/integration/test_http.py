@@ -707,13 +707,19 @@ async def test_each_state_change_has_a_structured_log_line(
             if getattr(r, "job_id", None) == job
         ]
 
-    done = lines(job_id)
-    assert [(d.get("state") or d.get("outcome")) for d in done] == ["queued", "complete"]
+    everything = lines(job_id)
+    [progress] = [d for d in everything if "progress" in d]
+    assert progress["message"] == f"job {job_id} progress 50%: halfway"
+    done = [d for d in everything if "progress" not in d]
+    changes = [(d.get("state") or d.get("outcome")) for d in done]
+    assert changes == ["queued", "running", "complete"]
     assert all(d["queue"] == "documents" and "attempt" in d for d in done)
-    assert done[1]["attempt"] == 1
+    assert done[1]["attempt"] == done[2]["attempt"] == 1 and done[1]["deliveries"] == 1
+    assert done[1]["message"].startswith(f"job {job_id} leased by worker ")
     failed = lines(dead_id)
-    assert [(d.get("state") or d.get("outcome")) for d in failed] == ["queued", "dead"]
-    assert "cannot ever work" in failed[1]["error"]
+    assert [(d.get("state") or d.get("outcome")) for d in failed] == ["queued", "running", "dead"]
+    assert "cannot ever work" in failed[2]["error"]
+    assert failed[2]["traceback"].startswith("Traceback (most recent call last):")
 
 
 async def test_the_openapi_schema_documents_every_endpoint(app: Forebay) -> None:

@@ -266,7 +266,7 @@ async def test_settling_finds_jobs_by_id_even_when_statistics_are_stale(
             plan = "\n".join(
                 r[0]
                 for r in await raw.fetch(
-                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete"
+                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete", None, None
                 )
             )
         assert "jobs_leases" not in plan, plan
@@ -459,6 +459,7 @@ EXPECTED_SCHEMA = {
         "jobs.deliveries integer not null default 0",
         "jobs.error text",
         "jobs.error_type text",
+        "jobs.errors jsonb",
         "jobs.finished_at timestamp with time zone",
         "jobs.id bigint not null identity always",
         "jobs.key text",
@@ -469,8 +470,10 @@ EXPECTED_SCHEMA = {
         "jobs.progress double precision",
         "jobs.progress_message text",
         "jobs.queue text not null",
+        "jobs.result json",
         "jobs.run_at timestamp with time zone not null default now()",
         "jobs.run_id text",
+        "jobs.started_at timestamp with time zone",
         "jobs.state text not null default 'queued'::text",
         "jobs.updated_at timestamp with time zone not null default now()",
         "jobs.worker_id text",

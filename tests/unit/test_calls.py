@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from forebay import PermanentError, QueueConfig
+from forebay import InvalidResult, PermanentError, QueueConfig, ResultTooLarge
 from forebay.job import Job, JobState
 from forebay.worker.calls import call_handler
 
@@ -25,10 +25,10 @@ async def test_an_async_handler_gets_one_job_on_the_event_loop() -> None:
 
     async def handle(job: Job) -> str:
         seen.append((job.payload, threading.get_ident()))
-        return "ignored"
+        return "kept"
 
-    errors = await call_handler(QueueConfig("q", handler=handle), _jobs(1))
-    assert errors == {}
+    errors, result = await call_handler(QueueConfig("q", handler=handle), _jobs(1))
+    assert errors == {} and result == '"kept"'
     assert seen == [({"i": 1}, threading.get_ident())]
 
 
@@ -51,13 +51,32 @@ async def test_a_batch_handler_gets_the_list_and_answers_per_job() -> None:
         return {job.id: error for job in jobs if job.id % 2}
 
     config = QueueConfig("q", handler=handle, batch_size=4)
-    assert await call_handler(config, _jobs(4)) == {1: error, 3: error}
+    assert await call_handler(config, _jobs(4)) == ({1: error, 3: error}, None)
 
     async def returns_nothing(jobs: Sequence[Job]) -> None:
         assert [job.id for job in jobs] == [1, 2]
 
     quiet = QueueConfig("q", handler=returns_nothing, batch_size=4)
-    assert await call_handler(quiet, _jobs(2)) == {}
+    assert await call_handler(quiet, _jobs(2)) == ({}, None)
+
+
+async def test_a_result_is_json_within_the_queue_cap_or_the_call_fails_permanently() -> None:
+    async def returns(job: Job) -> object:
+        return job.payload
+
+    def config(cap: int) -> QueueConfig:
+        return QueueConfig("q", handler=returns, max_result_bytes=cap)
+
+    big = [Job(id=1, queue="q", payload={"text": "é" * 40}, state=JobState.RUNNING)]
+    assert (await call_handler(config(100), big))[1] == '{"text":"' + "é" * 40 + '"}'
+    with pytest.raises(ResultTooLarge, match=r"returned 91 bytes of JSON.*max_result_bytes=90"):
+        await call_handler(config(90), big)
+    odd = [Job(id=1, queue="q", payload={1, 2}, state=JobState.RUNNING)]  # type: ignore[arg-type]
+    with pytest.raises(InvalidResult, match="not JSON") as caught:
+        await call_handler(config(100), odd)
+    assert isinstance(caught.value, PermanentError)
+    nothing = [Job(id=1, queue="q", payload=None, state=JobState.RUNNING)]
+    assert await call_handler(config(100), nothing) == ({}, None)
 
 
 @pytest.mark.parametrize(("batch_size", "what"), [(None, "handler"), (2, "batch handler")])

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from forebay.backends.rows import COLUMNS, job_from_hash, job_from_row
-from forebay.job import Job, JobState, PayloadText
+from forebay.job import AttemptError, Job, JobState, PayloadText, StoredText
 from forebay.sqlfiles import render
 
 T0 = 1_750_000_000.123456
@@ -35,8 +35,12 @@ STORED = {
     "error": "boom",
     "error_type": "TransientError",
     "run_id": "run-1",
+    "started_at": T0 - 1,
+    "result": '{"rows": 3}',
+    "errors": '[{"attempt": 1, "at": 1750000000.5, "type": "KeyError", "message": "KeyError: 1",'
+    ' "traceback": "Traceback (most recent call last):\\n  File \\"h.py\\", line 3"}]',
 }
-TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at")
+TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at", "started_at")
 
 
 def _expected() -> Job:
@@ -65,6 +69,17 @@ def _expected() -> Job:
         error="boom",
         error_type="TransientError",
         run_id="run-1",
+        started_at=at("started_at"),
+        result={"rows": 3},
+        errors=(
+            AttemptError(
+                attempt=1,
+                at=datetime.fromtimestamp(1750000000.5, UTC),
+                type="KeyError",
+                message="KeyError: 1",
+                traceback='Traceback (most recent call last):\n  File "h.py", line 3',
+            ),
+        ),
     )
 
 
@@ -104,6 +119,26 @@ def test_a_payload_is_parsed_on_first_read_and_crosses_processes_as_text() -> No
     assert crossed.payload is crossed.payload  # parsed once
     assert crossed.payload_text == '{"url":"a.pdf","n":[1,2.5]}'  # encoded again
     assert replace(job, attempt=9).payload == crossed.payload
+
+
+def test_a_result_and_errors_history_are_read_on_first_use_and_cross_as_text() -> None:
+    job = job_from_row(tuple(STORED[name] for name in COLUMNS), epoch_times=True)
+    crossed = pickle.loads(pickle.dumps(job))
+    assert crossed.__getstate__()["errors"] == STORED["errors"]  # still text
+    assert type(crossed.__getstate__()["result"]) is StoredText
+    assert crossed.result == {"rows": 3} and crossed.errors == _expected().errors
+    assert crossed.to_dict()["errors"] == [
+        {
+            "attempt": 1,
+            "at": "2025-06-15T15:06:40.500000+00:00",
+            "type": "KeyError",
+            "message": "KeyError: 1",
+            "traceback": 'Traceback (most recent call last):\n  File "h.py", line 3',
+        }
+    ]
+    assert "errors" not in crossed.to_dict(detail=False)
+    empty = job_from_hash(8, {"queue": "q", "payload": "null", "state": "queued"})
+    assert (empty.result, empty.errors, empty.started_at) == (None, (), None)
 
 
 def test_a_job_built_with_a_value_keeps_it() -> None:

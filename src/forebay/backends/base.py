@@ -29,10 +29,20 @@ from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
-from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
+from forebay.job import (
+    Completion,
+    Deferral,
+    Failure,
+    Job,
+    JobFilter,
+    Lease,
+    NewJob,
+    QueueCounts,
+    Retry,
+)
 from forebay.schedules import Firing, Schedule
 
-__all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection"]
+__all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection", "split_completions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,22 @@ def refuse_connection(capabilities: Capabilities, connection: object | None) -> 
             f"the {capabilities.name} backend cannot join your transaction (connection=...); "
             "use the postgres backend for transactional enqueue"
         )
+
+
+def split_completions(
+    completions: Sequence[Lease | Completion],
+) -> tuple[list[Lease], list[Completion]]:
+    """The completions that store no result (as leases), and those that store one."""
+    plain: list[Lease] = []
+    results: list[Completion] = []
+    for c in completions:
+        if isinstance(c, Lease):
+            plain.append(c)
+        elif c.result_json is None:
+            plain.append(c.lease)
+        else:
+            results.append(c)
+    return plain, results
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +154,9 @@ class Backend(Protocol):
         """Move up to ``limit`` due jobs of ``queue`` to running, best first; return them.
 
         Order: higher priority, then earlier run_at, then enqueue order. Each returned job has a
-        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented. Its payload is
-        read on first access (a handler process gets it as text: ``job.payload_text``).
+        fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented, ``started_at``
+        set to now. Its payload is read on first access (a handler process gets it as text:
+        ``job.payload_text``).
         """
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
@@ -138,14 +165,17 @@ class Backend(Protocol):
     async def progress(self, lease: Lease, *, pct: float, message: str | None) -> bool:
         """Record progress on a running job; False if the lease is no longer held."""
 
-    async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        """running -> completed; return ids refused (stale token)."""
+    async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
+        """running -> completed, storing each :class:`~forebay.job.Completion`'s result (a
+        plain Lease: no result) and clearing the last error (the history keeps it); return
+        ids refused (stale token)."""
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
-        """running -> queued at run_at, attempt kept spent; return ids refused."""
+        """running -> queued at run_at, attempt kept spent, the error kept as the last one and
+        appended to the errors history (the last ten); return ids refused."""
 
     async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
-        """running -> dead; return ids refused."""
+        """running -> dead, the error kept as :meth:`retry` keeps it; return ids refused."""
 
     async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
         """running -> queued at run_at, giving back the attempt and delivery; return ids refused."""
@@ -154,7 +184,8 @@ class Backend(Protocol):
         """running -> queued now, giving back the attempt and delivery; return ids refused."""
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
-        """running jobs whose lease expired -> queued (attempt given back); return how many."""
+        """running jobs whose lease expired -> queued (attempt given back), error
+        ``LeaseExpired`` (also in the history); return how many."""
 
     # -- operator actions ------------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[int]:

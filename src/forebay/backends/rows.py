@@ -4,7 +4,8 @@ Every backend stores the same fields, named in :data:`COLUMNS`: the SQL backends
 that order (their queries' ``{columns}``), and the Redis backend keeps them under those names in
 each job's hash. So a job read from any store is built by :func:`job_from_row`, from a row in
 that order (:func:`job_from_hash` makes such a row of a Redis hash first). The payload is kept
-as its stored text, parsed when a handler first reads it (see :class:`~forebay.job.Job`).
+as its stored text, parsed when a handler first reads it (see :class:`~forebay.job.Job`), and
+so are its result and errors history (JSON text, or NULL).
 
 This runs once per job leased, on the workers' hot path: it indexes the row and builds the job
 directly, with no per-field dispatch.
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from forebay.job import Job, JobState, PayloadText
+from forebay.job import Job, JobState, PayloadText, StoredText
 
 __all__ = ["COLUMNS", "job_from_hash", "job_from_row"]
 
@@ -42,6 +43,9 @@ COLUMNS: Final = (
     "error",
     "error_type",
     "run_id",
+    "started_at",
+    "result",
+    "errors",
 )
 """A job's stored fields, in the order of a row."""
 
@@ -56,13 +60,14 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
     ``created``: False for the existing job an enqueue found under the same (queue, key).
     """
     run_at, created_at, updated_at, finished_at = row[9], row[10], row[11], row[12]
-    expires = row[14]
+    expires, started_at, result, errors = row[14], row[21], row[22], row[23]
     if epoch_times:  # spelled out: this runs for every job leased
         run_at = None if run_at is None else _from_epoch(run_at, UTC)
         created_at = None if created_at is None else _from_epoch(created_at, UTC)
         updated_at = None if updated_at is None else _from_epoch(updated_at, UTC)
         finished_at = None if finished_at is None else _from_epoch(finished_at, UTC)
         expires = None if expires is None else _from_epoch(expires, UTC)
+        started_at = None if started_at is None else _from_epoch(started_at, UTC)
     return Job(
         id=row[0],
         queue=row[1],
@@ -85,6 +90,9 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         error=row[18],
         error_type=row[19],
         run_id=row[20],
+        started_at=started_at,
+        result=None if result is None else StoredText(result),
+        errors=() if errors is None else StoredText(errors),  # type: ignore[arg-type]
         created=created,
     )
 
@@ -120,6 +128,9 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         get("error"),
         get("error_type"),
         get("run_id"),
+        _number(get("started_at")),
+        get("result"),
+        get("errors"),
     )
 
 

@@ -58,7 +58,7 @@ def ls(
     where = dead_filter(queue, error_type, since, until)
     found = run(_list(make_app(url), where, limit))
     if as_json:
-        print_json([j.to_dict() for j in found])
+        print_json([j.to_dict(detail=False) for j in found])
         return
     if not found:
         stdout().print("no dead jobs match")

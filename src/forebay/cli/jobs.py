@@ -7,6 +7,8 @@ from typing import Annotated
 
 import rich.json
 import typer
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -49,7 +51,7 @@ def jobs(
     where = JobFilter(queue=queue, state=state, error_type=error_type)
     found = run(_list(make_app(url), where, limit, before_id))
     if as_json:
-        print_json([j.to_dict() for j in found])
+        print_json([j.to_dict(detail=False) for j in found])
         return
     if not found:
         stdout().print("no jobs match")
@@ -96,7 +98,8 @@ def job(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one job: state, attempts, progress, error, times and payload."""
+    """Show one job: state, attempts, progress, times, payload, result and the errors of its
+    failed attempts (with tracebacks)."""
     found = run(_get(make_app(url), job_id))
     if as_json:
         print_json(found.to_dict())
@@ -109,7 +112,14 @@ async def _get(app: Forebay, job_id: int) -> Job:
         return await app.get_job(job_id)
 
 
-def job_details(j: Job) -> Table:
+def job_details(j: Job) -> RenderableType:
+    """The job's fields, then the errors of its failed attempts, oldest first."""
+    if not j.errors:
+        return _fields(j)
+    return Group(_fields(j), Text(""), _history(j))
+
+
+def _fields(j: Job) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -129,15 +139,32 @@ def job_details(j: Job) -> Table:
         ("run at", format_time(j.run_at)),
         ("created", format_time(j.created_at)),
         ("updated", format_time(j.updated_at)),
+        ("started", format_time(j.started_at) or None),
         ("finished", format_time(j.finished_at) or None),
         ("lease until", format_time(j.lease_expires_at) or None),
         ("worker", j.worker_id),
         ("payload", rich.json.JSON.from_data(j.payload)),
+        ("result", None if j.result is None else rich.json.JSON.from_data(j.result)),
     ]
     for name, value in rows:
         if value is not None:
             grid.add_row(name, value)
     return grid
+
+
+def _history(j: Job) -> Group:
+    """Each failed attempt kept: a heading line, then its traceback, indented."""
+    kept = len(j.errors)
+    title = "errors of the last attempt" if kept == 1 else f"errors of the last {kept} attempts"
+    parts: list[RenderableType] = [Text(title, style="bold")]
+    for e in j.errors:
+        head = Text(f"attempt {e.attempt}", style="bold")
+        head.append(f"  {format_time(e.at)}  ", style="dim")
+        head.append(e.message, style="red")
+        parts.append(head)
+        if e.traceback:
+            parts.append(Padding(Text(e.traceback, style="dim"), (0, 0, 0, 4)))
+    return Group(*parts)
 
 
 def cancel(

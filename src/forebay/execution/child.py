@@ -115,7 +115,7 @@ class _Calls:
 
     async def _run(self, call_id: int, queue: str, jobs: list[Job]) -> None:
         try:
-            errors = await call_handler(self.queues[queue], jobs, progress=self._report)
+            errors, result = await call_handler(self.queues[queue], jobs, progress=self._report)
         except asyncio.CancelledError:
             self.send(("result", call_id, "cancelled", None))
             return
@@ -127,7 +127,7 @@ class _Calls:
         dumped: dict[int, DumpedError | None] = {
             k: None if v is None else dump_error(v) for k, v in errors.items()
         }
-        self.send(("result", call_id, "ok", dumped))
+        self.send(("result", call_id, "ok", (dumped, result)))
 
 
 if __name__ == "__main__":

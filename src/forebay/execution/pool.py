@@ -41,8 +41,9 @@ from forebay.job import Job, Lease
 from forebay.lifecycle import BackgroundTask
 from forebay.queue_config import QueueConfig
 from forebay.worker import Worker, WorkerSettings
-from forebay.worker.calls import BatchErrors
+from forebay.worker.calls import BatchErrors, ResultText
 from forebay.worker.isolation import HandlerProcessDied
+from forebay.worker.outcome_logger import log_progress
 
 __all__ = ["HandlerPool"]
 
@@ -154,7 +155,7 @@ class HandlerPool:
         """An async handler for ``config``'s queue that runs the real one in a child."""
         queue = config.name
 
-        async def handle(job_or_jobs: Job | list[Job]) -> BatchErrors:
+        async def handle(job_or_jobs: Job | list[Job]) -> BatchErrors | ResultText | None:
             jobs = job_or_jobs if isinstance(job_or_jobs, list) else [job_or_jobs]
             return await self._call(queue, jobs)
 
@@ -180,7 +181,7 @@ class HandlerPool:
         )
 
     # -- calls ---------------------------------------------------------------------------------
-    async def _call(self, queue: str, jobs: Sequence[Job]) -> BatchErrors:
+    async def _call(self, queue: str, jobs: Sequence[Job]) -> BatchErrors | ResultText | None:
         child = await self._pick()
         writer = child.writer
         assert writer is not None  # a child is ready only once connected
@@ -286,6 +287,7 @@ class HandlerPool:
         """Record a child's ``job.progress()`` in the background (it is advisory)."""
         if self._backend is None:
             return
+        log_progress(lease.job_id, pct, message)
         task = asyncio.create_task(self._record_progress(self._backend, lease, pct, message))
         self._background.add(task)  # a reference until it ends: tasks are weakly held
         task.add_done_callback(self._background.discard)
@@ -327,16 +329,19 @@ class HandlerPool:
         self._delays[index] = min(_RESTART_MAX_S, self._delays[index] * 2)
 
 
-def _answer(child: _Child, status: str, value: object) -> BatchErrors:
-    """What a call's result means in this process: per-job errors, or the error to raise."""
+def _answer(child: _Child, status: str, value: object) -> BatchErrors | ResultText | None:
+    """What a call's result means in this process: per-job errors (a batch), the result as
+    encoded in the child (one job), or the error to raise."""
     if status == "error":
         raise load_error(cast(DumpedError, value))
     if status == "died":
         raise HandlerProcessDied(f"handler process {child.process.pid} died during the call")
     if status != "ok":
         raise TransientError(f"handler call {status} in process {child.process.pid}")
-    errors = cast("dict[int, DumpedError | None]", value if isinstance(value, dict) else {})
-    return {k: None if v is None else load_error(v) for k, v in errors.items()}
+    dumped, result = cast("tuple[dict[int, DumpedError | None], str | None]", value)
+    if dumped:
+        return {k: None if v is None else load_error(v) for k, v in dumped.items()}
+    return None if result is None else ResultText(result)
 
 
 def _exit_code(process: subprocess.Popen[bytes]) -> int | None:

@@ -8,21 +8,26 @@ Each message is a length-prefixed pickle (an 8-byte big-endian length, then the 
 * process → pool: ``("ready",)``, ``("result", call_id, "ok" | "error" | "cancelled", value)``,
   ``("progress", job_id, lease_token, pct, message)`` (``job.progress()`` inside a handler).
 
-``value`` of an ``ok`` result is the per-job errors a batch handler returned (``{}`` for one
-job), each as :func:`dump_error` describes it; of an ``error`` result, the error the call
-raised. Exceptions travel as their class, ``args`` and attributes (rebuilt without calling
-``__init__``), so ``Defer``, ``PermanentError`` and the sinks' errors keep their meaning; the
-process's traceback rides along as a note. Both ends are the same installed forebay, so
-unpickling trusts the other side.
+``value`` of an ``ok`` result is ``(errors, result)``: the per-job errors a batch handler
+returned (``{}`` for one job), each as :func:`dump_error` describes it, and a one-job
+handler's return value as the JSON text of the job's result (None: it returned None); of an
+``error`` result, the error the call raised. Exceptions travel as their class, ``args`` and
+attributes (rebuilt without calling ``__init__``), so ``Defer``, ``PermanentError`` and the
+sinks' errors keep their meaning; the process's traceback rides along, as a note and as the
+rebuilt exception's ``remote_traceback`` (what the job's errors history keeps). Both ends are
+the same installed forebay, so unpickling trusts the other side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import struct
 import traceback
 from typing import Final, TypeAlias
+
+from forebay.worker.decision import traceback_of
 
 __all__ = ["DumpedError", "dump_error", "frame", "load_error", "receive"]
 
@@ -51,7 +56,7 @@ async def receive(reader: asyncio.StreamReader) -> tuple[object, ...] | None:
 
 def dump_error(exc: BaseException) -> DumpedError:
     """An exception as (pickled class, args and attributes; or None) and its text."""
-    text = "".join(traceback.format_exception(exc)).rstrip()
+    text = traceback_of(exc) or "".join(traceback.format_exception(exc)).rstrip()
     state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if k != "__notes__"}
     try:
         return pickle.dumps((type(exc), exc.args, state)), text
@@ -70,6 +75,8 @@ def load_error(dumped: DumpedError) -> BaseException:
         last = text.splitlines()[-1] if text else "unknown error"
         exc = RuntimeError(f"in a handler process: {last}")
     exc.add_note(f"raised in a handler process:\n{text}")
+    with contextlib.suppress(AttributeError):  # no __dict__: the note still tells
+        exc.remote_traceback = text  # type: ignore[attr-defined]
     return exc
 
 

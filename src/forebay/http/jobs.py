@@ -13,7 +13,7 @@ from forebay.http.errors import ApiError
 from forebay.http.models import (
     BeforeIdParam,
     ErrorOut,
-    JobOut,
+    JobDetailOut,
     JobsPage,
     LimitParam,
     QueueParam,
@@ -55,8 +55,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
     @api.get(
         "/v1/jobs/{job_id}",
         tags=["jobs"],
-        summary="A job: state, attempt, progress, errors, timestamps",
-        response_model=JobOut,
+        summary="A job: state, attempt, progress, timestamps, result and errors history",
+        response_model=JobDetailOut,
         responses=ERRORS,
     )
     async def get_job(request: Request, job_id: int = job_id_path) -> Response:
@@ -68,7 +68,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
         "/v1/jobs/{job_id}/cancel",
         tags=["jobs"],
         summary="Cancel a queued job",
-        response_model=JobOut,
+        response_model=JobDetailOut,
         responses={
             **ERRORS,
             409: {"model": ErrorOut, "description": "The job is not queued any more"},

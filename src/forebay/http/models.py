@@ -10,11 +10,13 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "AttemptErrorOut",
     "BeforeIdParam",
     "DeadFilterIn",
     "DeadPage",
     "ErrorOut",
     "JobAccepted",
+    "JobDetailOut",
     "JobIn",
     "JobOut",
     "JobsPage",
@@ -117,10 +119,34 @@ class JobOut(BaseModel):
     worker_id: str | None
     progress: float | None
     progress_message: str | None
-    error: str | None
+    error: str | None = Field(
+        description="The last error while the job is queued again or dead (null once completed)."
+    )
     error_type: str | None
     run_id: str | None
+    started_at: datetime | None = Field(
+        None, description="When the current (or last) attempt was leased."
+    )
     payload: Any
+
+
+class AttemptErrorOut(BaseModel):
+    attempt: int
+    at: datetime
+    type: str
+    message: str
+    traceback: str | None = Field(
+        description="Where it was raised (Python's traceback text), at most 8 KB (its end kept)."
+    )
+
+
+class JobDetailOut(JobOut):
+    """One job in full: also its result and the errors of its last ten failed attempts."""
+
+    result: Any = Field(None, description="What the handler returned, as JSON (null: nothing).")
+    errors: list[AttemptErrorOut] = Field(
+        default_factory=list, description="The last ten failed attempts' errors, oldest first."
+    )
 
 
 class QueueOut(BaseModel):

@@ -52,4 +52,5 @@ def status(jobs: list[Job]) -> int:
 def jobs_page(jobs: list[Job], limit: int) -> Response:
     """A page of jobs, newest first, with the ``before_id`` of the next page (or null)."""
     next_id = jobs[-1].id if len(jobs) == limit else None
-    return JSONResponse({"jobs": [j.to_dict() for j in jobs], "next_before_id": next_id})
+    jobs_out = [j.to_dict(detail=False) for j in jobs]  # compact: no results, no tracebacks
+    return JSONResponse({"jobs": jobs_out, "next_before_id": next_id})

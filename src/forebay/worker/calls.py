@@ -4,9 +4,11 @@ A queue's handler takes one job or, when the queue has a ``batch_size``, a list 
 coroutine function (awaited on the event loop) or a plain function (run in a worker thread, so
 it never blocks the loop). :func:`call_handler` makes that call, with ``job.progress()`` wired
 to the given reporter and bounded by a timeout, and answers with the per-job errors a batch
-handler returned. The worker's lanes call it with the queue's ``timeout_s``; a handler process
-(:mod:`forebay.execution.child`) calls it without one, since the worker that sent it the call
-keeps the time and cancels the call when it runs out.
+handler returned and, for a one-job handler, its return value as JSON text: the job's result
+(checked against the queue's ``max_result_bytes``; a batch handler's return value is its
+per-job errors, so a batch stores no results). The worker's lanes call it with the queue's
+``timeout_s``; a handler process (:mod:`forebay.execution.child`) calls it without one,
+since the worker that sent it the call keeps the time and cancels the call when it runs out.
 """
 
 from __future__ import annotations
@@ -15,13 +17,45 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
+from forebay import jsonio
+from forebay.errors import InvalidResult, ResultTooLarge
 from forebay.job import Job, ProgressReporter, progress_reporter
 from forebay.queue_config import QueueConfig
 
-__all__ = ["BatchErrors", "call_handler"]
+__all__ = ["Answer", "BatchErrors", "ResultText", "call_handler", "encode_result"]
 
 BatchErrors: TypeAlias = Mapping[int, BaseException | None]
 """Job id → the error of that job (None or absent: it succeeded)."""
+
+Answer: TypeAlias = tuple[BatchErrors, str | None]
+"""What a handler call answers: per-job errors of a batch, and a one-job handler's result as
+JSON text (None: it returned None)."""
+
+_NO_ERRORS: BatchErrors = {}
+
+
+class ResultText(str):
+    """A result already encoded (and checked) where the handler ran: a handler that returns
+    one (the handler pool's stand-in for the real handler) has its result stored as is."""
+
+    __slots__ = ()
+
+
+def encode_result(value: object, max_bytes: int) -> str:
+    """``value`` as the JSON text of a job's result; InvalidResult when it is not JSON,
+    ResultTooLarge when longer than ``max_bytes`` (UTF-8)."""
+    try:
+        text = jsonio.dumps_strict(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResult(
+            f"the handler returned a value that is not JSON ({exc}); return JSON data "
+            "(dicts, lists, strings, numbers, booleans, None)"
+        ) from None
+    if len(text) > max_bytes // 4:  # else short enough: a character is at most 4 bytes
+        size = len(text.encode())
+        if size > max_bytes:
+            raise ResultTooLarge(size, max_bytes)
+    return text
 
 
 async def call_handler(
@@ -30,13 +64,15 @@ async def call_handler(
     *,
     timeout_s: float | None = None,
     progress: ProgressReporter | None = None,
-) -> BatchErrors:
+) -> Answer:
     """Call ``config``'s handler once: with ``jobs[0]``, or with ``jobs`` as a list when the
     queue takes batches.
 
     Returns the per-job errors a batch handler returned (``{}`` for a single job, or when a
-    batch handler returned nothing). Raises what the handler raised; past ``timeout_s``, a
-    :class:`TimeoutError` that names it.
+    batch handler returned nothing) and a single job's result as JSON text (None when the
+    handler returned None). Raises what the handler raised; past ``timeout_s``, a
+    :class:`TimeoutError` that names it; InvalidResult or ResultTooLarge for a return value
+    that cannot be stored.
     """
     if progress is not None:
         progress_reporter.set(progress)  # this task's own context (and its threads')
@@ -56,4 +92,10 @@ async def call_handler(
             raise
         what = "batch handler" if batch else "handler"
         raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}") from None
-    return returned if batch and isinstance(returned, Mapping) else {}
+    if batch:
+        return (returned if isinstance(returned, Mapping) else _NO_ERRORS), None
+    if returned is None:
+        return _NO_ERRORS, None
+    if type(returned) is ResultText:
+        return _NO_ERRORS, returned
+    return _NO_ERRORS, encode_result(returned, config.max_result_bytes)

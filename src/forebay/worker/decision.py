@@ -2,7 +2,7 @@
 
 DESIGN §3.3–3.5, as functions of their inputs only (no backend, no clock, no worker):
 
-* no error → **completed**;
+* no error → **completed** (with the handler's result, when it returned one);
 * :class:`~forebay.Defer` → **deferred** to ``now + delay`` while ``defers < max_defers``;
   past that, the defer counts as an error (``RuntimeError: deferred N times (max_defers)``);
 * :class:`~forebay.PermanentError` (a crash loop is one: :func:`crash_loops`) → **dead**;
@@ -10,25 +10,38 @@ DESIGN §3.3–3.5, as functions of their inputs only (no backend, no clock, no 
   ``attempt < max_attempts``, else **dead**.
 
 :func:`decide` returns a :class:`Decision`: the outcome, the transition to ask the backend for
-(:class:`~forebay.job.Lease` to complete, :class:`~forebay.job.Retry`,
-:class:`~forebay.job.Failure`, :class:`~forebay.job.Deferral`), the error as classified (what
-``on_exhausted`` gets) and its stored text. The settler computes it once and hands that same
-decision to the backend, to observers and to the hook. Backoff jitter is the only randomness:
-give ``rng`` to make it repeatable.
+(:class:`~forebay.job.Lease` or :class:`~forebay.job.Completion` to complete,
+:class:`~forebay.job.Retry`, :class:`~forebay.job.Failure`, :class:`~forebay.job.Deferral`),
+the error as classified (what ``on_exhausted`` gets), its stored text and its traceback.
+The settler computes it once and hands that same decision to the backend, to observers and
+to the hook. Backoff jitter is the only randomness: give ``rng`` to make it repeatable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import random
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from forebay.errors import Defer, PermanentError
-from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.job import Completion, Deferral, Failure, Job, Lease, Retry
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
 
-__all__ = ["MAX_ERROR_CHARS", "CrashLoop", "Decision", "crash_loops", "decide", "describe"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "CrashLoop",
+    "Decision",
+    "crash_loops",
+    "decide",
+    "describe",
+    "traceback_of",
+]
 
 MAX_ERROR_CHARS = 4000
 """Longest error text stored with a job."""
@@ -48,13 +61,15 @@ class Decision:
     """
 
     outcome: JobOutcome
-    transition: Lease | Retry | Failure | Deferral
+    transition: Lease | Completion | Retry | Failure | Deferral
     """The backend call's argument: complete, retry, dead-letter or defer."""
     error: BaseException | None = None
     """The error as classified (for ``dead``: what ``on_exhausted`` receives)."""
     error_text: str | None = None
     """``error`` as stored and logged: ``"Type: message"``, at most :data:`MAX_ERROR_CHARS`."""
     error_type: str | None = None
+    traceback: str | None = None
+    """Where ``error`` was raised (:func:`traceback_of`), for a retry or dead letter."""
 
 
 def decide(
@@ -64,11 +79,15 @@ def decide(
     now: float,
     *,
     rng: random.Random | None = None,
+    result: str | None = None,
 ) -> Decision:
     """The transition for ``job`` (leased, run under ``config``) whose handler ended with
-    ``error`` (None: success), at ``now`` (epoch seconds). Never changes its arguments."""
+    ``error`` (None: success, returning ``result`` as JSON text), at ``now`` (epoch seconds).
+    Never changes its arguments."""
     if error is None:
-        return Decision(JobOutcome.COMPLETED, job.lease)
+        if result is None:
+            return Decision(JobOutcome.COMPLETED, job.lease)
+        return Decision(JobOutcome.COMPLETED, Completion(job.lease, result))
     if isinstance(error, Defer):
         if job.defers < config.max_defers:
             text, kind = describe(error)
@@ -76,10 +95,13 @@ def decide(
             return Decision(JobOutcome.DEFERRED, deferral, error, text, kind)
         error = RuntimeError(f"deferred {job.defers} times (max_defers): {error.reason}")
     text, kind = describe(error)
+    where = traceback_of(error)
     if isinstance(error, PermanentError) or job.attempt >= config.max_attempts:
-        return Decision(JobOutcome.DEAD, Failure(job.lease, text, kind), error, text, kind)
+        failure = Failure(job.lease, text, kind, where)
+        return Decision(JobOutcome.DEAD, failure, error, text, kind, failure.traceback)
     run_at = now + config.backoff.delay_s(job.attempt, rng)
-    return Decision(JobOutcome.RETRIED, Retry(job.lease, run_at, text, kind), error, text, kind)
+    retry = Retry(job.lease, run_at, text, kind, where)
+    return Decision(JobOutcome.RETRIED, retry, error, text, kind, retry.traceback)
 
 
 def crash_loops(jobs: Sequence[Job], config: QueueConfig) -> list[tuple[Job, CrashLoop]]:
@@ -106,3 +128,35 @@ def describe(error: BaseException) -> tuple[str, str]:
     name = type(error).__name__
     text = f"{name}: {error}" if str(error) else name
     return text[:MAX_ERROR_CHARS], name
+
+
+def traceback_of(error: BaseException) -> str | None:
+    """Where ``error`` was raised, as Python prints it (chained errors included); for an error
+    raised in a handler process, the traceback it had there (``remote_traceback``). None for
+    an error that was never raised (a crash loop, too many defers)."""
+    remote = getattr(error, "remote_traceback", None)
+    if isinstance(remote, str):
+        return remote
+    if error.__traceback__ is None:
+        return None
+    described = traceback.TracebackException.from_exception(error)
+    frames = list(described.stack)
+    first = 0  # the handler's own frames first: forebay and asyncio calling it are noise
+    while first < len(frames) - 1 and frames[first].filename.startswith(_CALLERS):
+        first += 1
+    described.stack = traceback.StackSummary.from_list(frames[first:])
+    return "".join(described.format()).rstrip()
+
+
+_FOREBAY = Path(__file__).parents[1]  # as frames name files: not resolved
+_CALLERS = tuple(
+    str(folder) + os.sep
+    for folder in (
+        _FOREBAY / "worker",
+        _FOREBAY / "execution",
+        Path(asyncio.__file__).parent,
+        Path(concurrent.futures.__file__).parent,
+    )
+)
+"""Folders of the code that calls handlers: forebay's worker and handler processes, asyncio,
+thread pools."""

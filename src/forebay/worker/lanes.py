@@ -32,6 +32,7 @@ from forebay.queue_config import QueueConfig
 from forebay.worker.calls import BatchErrors, call_handler
 from forebay.worker.decision import crash_loops
 from forebay.worker.isolation import Admission, HandlerProcessDied, admit
+from forebay.worker.outcome_logger import log_progress
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Finished, Settler
 
@@ -153,12 +154,15 @@ class Lanes:
         return False
 
     async def _lease(self, config: QueueConfig, limit: int) -> list[Job]:
-        return await self._backend.lease(
+        jobs = await self._backend.lease(
             queue=config.name,
             limit=limit,
             worker_id=self._worker_id,
             lease_s=config.lease_s,
         )
+        if jobs and log.isEnabledFor(logging.DEBUG):
+            _log_leases(jobs, self._worker_id)
+        return jobs
 
     async def _has_due(self, config: QueueConfig) -> bool:
         """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
@@ -269,10 +273,11 @@ class Lanes:
         """Run one handler call (none when ``error`` is given) and hand its outcomes to the
         settler."""
         errors: BatchErrors = {}
+        result: str | None = None
         started = time.perf_counter()
         try:
             if error is None:
-                errors = await call_handler(
+                errors, result = await call_handler(
                     config, jobs, timeout_s=config.timeout_s, progress=self._report_progress
                 )
         except asyncio.CancelledError:
@@ -288,12 +293,17 @@ class Lanes:
         duration = time.perf_counter() - started
         # No await between _finish() and record(): a burst lane that finds its queue idle and
         # waits for the settler to drain waits for these outcomes too.
-        self._settler.record(
-            [
-                Finished(job, config, error if error is not None else errors.get(job.id), duration)
-                for job in jobs
-            ]
-        )
+        if error is not None or errors or len(jobs) > 1:
+            self._settler.record(
+                [
+                    Finished(
+                        job, config, error if error is not None else errors.get(job.id), duration
+                    )
+                    for job in jobs
+                ]
+            )
+        else:
+            self._settler.record([Finished(jobs[0], config, None, duration, result)])
 
     def _abandon(self, config: QueueConfig, jobs: list[Job], exc: HandlerProcessDied) -> None:
         """The process running the handler died: leave the jobs unsettled, as a dead worker
@@ -311,4 +321,25 @@ class Lanes:
         )
 
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
+        log_progress(job.id, pct, message)
         await self._backend.progress(job.lease, pct=pct, message=message)
+
+
+def _log_leases(jobs: Sequence[Job], worker_id: str) -> None:
+    """One DEBUG line per job leased: with the outcome lines, a job's life reads from the log."""
+    for job in jobs:
+        log.debug(
+            "job %s leased by worker %s, attempt %d, delivery %d",
+            job.id,
+            worker_id,
+            job.attempt,
+            job.deliveries,
+            extra={
+                "job_id": job.id,
+                "queue": job.queue,
+                "attempt": job.attempt,
+                "deliveries": job.deliveries,
+                "state": "running",
+                "worker_id": worker_id,
+            },
+        )

@@ -25,11 +25,21 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from forebay.backends.base import Backend
 from forebay.errors import BackendError
 from forebay.group_commit import GroupCommit
-from forebay.job import Deferral, Failure, Job, Lease, Retry
+from forebay.job import (
+    MAX_ERRORS_KEPT,
+    AttemptError,
+    Completion,
+    Deferral,
+    Failure,
+    Job,
+    Lease,
+    Retry,
+)
 from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
@@ -42,7 +52,8 @@ log = logging.getLogger("forebay.worker")
 
 @dataclass(slots=True)
 class Finished:
-    """A job whose handler call ended: with ``error`` (None: success) after ``duration_s``.
+    """A job whose handler call ended: with ``error`` (None: success) after ``duration_s``,
+    returning ``result_json`` (the result to store, as JSON text; None: none).
 
     Treat it as read-only; not frozen only because one is made per job on the hot path, and a
     frozen dataclass costs several times more to build (as :class:`~forebay.job.Job`).
@@ -52,6 +63,7 @@ class Finished:
     config: QueueConfig
     error: BaseException | None
     duration_s: float
+    result_json: str | None = None
 
 
 class Settler:
@@ -97,7 +109,7 @@ class Settler:
 
     async def _settle(self, outcomes: list[Finished]) -> None:
         now = time.time()
-        decisions = [decide(f.job, f.config, f.error, now) for f in outcomes]
+        decisions = [decide(f.job, f.config, f.error, now, result=f.result_json) for f in outcomes]
         refused = await self._write(decisions)
         self.processed += len(outcomes) - len(refused)
         dead: list[tuple[Finished, Decision]] = []
@@ -106,7 +118,7 @@ class Settler:
                 continue
             job = finished.job
             if decision.error_text is not None:  # observers see the error that caused it
-                job = replace(job, error=decision.error_text, error_type=decision.error_type)
+                job = _with_error(job, decision, now)
             notify_settled(self._observers, job, decision.outcome, finished.duration_s)
             if decision.outcome is JobOutcome.DEAD:
                 dead.append((finished, decision))
@@ -115,13 +127,13 @@ class Settler:
 
     async def _write(self, decisions: list[Decision]) -> set[int]:
         """Send the transitions; return the ids whose outcome was not recorded."""
-        completes: list[Lease] = []
+        completes: list[Lease | Completion] = []
         retries: list[Retry] = []
         failures: list[Failure] = []
         deferrals: list[Deferral] = []
         for d in decisions:
             t = d.transition
-            if isinstance(t, Lease):
+            if isinstance(t, Lease | Completion):
                 completes.append(t)
             elif isinstance(t, Retry):
                 retries.append(t)
@@ -137,12 +149,27 @@ class Settler:
             return_exceptions=True,  # one transition failing leaves the others recorded
         )
         kinds = (
-            [lease.job_id for lease in completes],
+            [c.job_id if isinstance(c, Lease) else c.lease.job_id for c in completes],
             [r.lease.job_id for r in retries],
             [f.lease.job_id for f in failures],
             [d.lease.job_id for d in deferrals],
         )
         return _refused(kinds, results)
+
+
+def _with_error(job: Job, decision: Decision, now: float) -> Job:
+    """``job`` as its failed attempt left it: that error last, and in its history."""
+    if decision.outcome is JobOutcome.DEFERRED:  # a defer is not a failed attempt
+        return replace(job, error=decision.error_text, error_type=decision.error_type)
+    entry = AttemptError(
+        attempt=job.attempt,
+        at=datetime.fromtimestamp(now, UTC),
+        type=decision.error_type or "",
+        message=decision.error_text or "",
+        traceback=decision.traceback,
+    )
+    history = (*job.errors, entry)[-MAX_ERRORS_KEPT:]
+    return replace(job, error=decision.error_text, error_type=decision.error_type, errors=history)
 
 
 async def _exhausted(finished: Finished, decision: Decision) -> None:

@@ -49,6 +49,7 @@ from forebay.backends.schedule_rows import schedule_from_row
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
 from forebay.group_commit import GroupCommit
 from forebay.job import (
+    Completion,
     Deferral,
     Failure,
     Job,
@@ -91,6 +92,8 @@ class _Settlement:
     at: datetime | None = None
     message: str | None = None
     kind: str | None = None
+    traceback: str | None = None
+    result: str | None = None
 
 
 class PostgresBackend:
@@ -290,14 +293,29 @@ class PostgresBackend:
         )
         return row is not None
 
-    async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        return await self._settle([_Settlement(lz.job_id, lz.token, "complete") for lz in leases])
+    async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
+        return await self._settle(
+            [
+                _Settlement(c.job_id, c.token, "complete")
+                if isinstance(c, Lease)
+                else _Settlement(
+                    c.lease.job_id, c.lease.token, "complete", None, None, None, None, c.result_json
+                )
+                for c in completions
+            ]
+        )
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
         return await self._settle(
             [
                 _Settlement(
-                    r.lease.job_id, r.lease.token, "retry", _dt(r.run_at), r.error, r.error_type
+                    r.lease.job_id,
+                    r.lease.token,
+                    "retry",
+                    _dt(r.run_at),
+                    r.error,
+                    r.error_type,
+                    r.traceback,
                 )
                 for r in retries
             ]
@@ -306,7 +324,9 @@ class PostgresBackend:
     async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
         return await self._settle(
             [
-                _Settlement(f.lease.job_id, f.lease.token, "dead", None, f.error, f.error_type)
+                _Settlement(
+                    f.lease.job_id, f.lease.token, "dead", None, f.error, f.error_type, f.traceback
+                )
                 for f in failures
             ]
         )
@@ -631,6 +651,8 @@ def _settle_args(items: list[_Settlement]) -> tuple[Any, ...]:
         [s.message for s in items] if any(s.message is not None for s in items) else None,
         [s.kind for s in items] if any(s.kind is not None for s in items) else None,
         outcome,
+        [s.traceback for s in items] if any(s.traceback is not None for s in items) else None,
+        [s.result for s in items] if any(s.result is not None for s in items) else None,
     )
 
 

@@ -103,7 +103,7 @@ FROM unnest($1::text[], $2::integer[]) AS q (name, cap)
 UPDATE {schema}.jobs
 SET state = 'running', lease_token = $3, lease_expires_at = now() + make_interval(secs => $4),
     worker_id = $5, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
-    progress = NULL, progress_message = NULL
+    started_at = now(), progress = NULL, progress_message = NULL
 WHERE id = ANY(ARRAY(
     SELECT id FROM {schema}.jobs
     WHERE queue = $1 AND state = 'queued' AND run_at <= now()
@@ -135,18 +135,32 @@ RETURNING id
 -- Only running jobs have a token (CHECK jobs_lease_iff_running), so the token match is the
 -- state check too. Saying `state = 'running'` here would tempt the planner into walking the
 -- jobs_leases index once per settled job while its statistics think few jobs run.
--- $3 (outcomes) may be NULL when every job has outcome $7; $4 to $6 may be NULL when all NULL.
+-- A retry or dead letter appends its error (with the traceback) to the errors history, keeping
+-- the last 10 (forebay.job.MAX_ERRORS_KEPT); a completion stores its result and clears the last
+-- error (the history keeps it).
+-- $3 (outcomes) may be NULL when every job has outcome $7; $4 to $6, $8 (tracebacks) and $9
+-- (results) may be NULL when all NULL.
 WITH s AS (
-    SELECT job_id, token, COALESCE(outcome, $7) AS outcome, at, message, kind
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-         AS s (job_id, token, outcome, at, message, kind)
+    SELECT job_id, token, COALESCE(outcome, $7) AS outcome, at, message, kind, traceback, result
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                $8::text[], $9::text[])
+         AS s (job_id, token, outcome, at, message, kind, traceback, result)
 ), settled AS (
     UPDATE {schema}.jobs AS j
     SET state = CASE s.outcome
             WHEN 'complete' THEN 'completed' WHEN 'dead' THEN 'dead' ELSE 'queued' END,
         run_at = CASE WHEN s.outcome IN ('retry', 'defer') THEN s.at ELSE j.run_at END,
-        error = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.message ELSE j.error END,
-        error_type = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.kind ELSE j.error_type END,
+        error = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.message
+            WHEN s.outcome = 'complete' THEN NULL ELSE j.error END,
+        error_type = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.kind
+            WHEN s.outcome = 'complete' THEN NULL ELSE j.error_type END,
+        errors = CASE WHEN s.outcome IN ('retry', 'dead') THEN (
+            SELECT CASE WHEN jsonb_array_length(e) > 10 THEN e - 0 ELSE e END
+            FROM (SELECT COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', EXTRACT(EPOCH FROM now()), 'type', s.kind,
+                'message', s.message, 'traceback', s.traceback)) AS e) AS appended
+            ) ELSE j.errors END,
+        result = CASE WHEN s.outcome = 'complete' THEN s.result::json ELSE j.result END,
         progress = CASE WHEN s.outcome = 'complete' THEN 100 ELSE j.progress END,
         progress_message = CASE
             WHEN s.outcome = 'defer' THEN s.message ELSE j.progress_message END,
@@ -174,6 +188,13 @@ WITH reclaimed AS (
     SET state = 'queued', attempt = GREATEST(attempt - 1, 0), updated_at = now(),
         error = 'lease expired: the worker stopped heartbeating (crashed or was killed)',
         error_type = 'LeaseExpired',
+        errors = (
+            SELECT CASE WHEN jsonb_array_length(e) > 10 THEN e - 0 ELSE e END
+            FROM (SELECT COALESCE(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                'attempt', attempt, 'at', EXTRACT(EPOCH FROM now()), 'type', 'LeaseExpired',
+                'message', 'lease expired: the worker stopped heartbeating (crashed or was killed)',
+                'traceback', NULL)) AS e) AS appended
+        ),
         lease_token = NULL, lease_expires_at = NULL
     WHERE id = ANY(ARRAY(
         SELECT id FROM {schema}.jobs

@@ -73,6 +73,7 @@ from forebay.errors import (
 )
 from forebay.group_commit import GroupCommit
 from forebay.job import (
+    Completion,
     Deferral,
     Failure,
     Job,
@@ -455,18 +456,34 @@ class RedisBackend:
         args = (_ts(time.time()), lease.job_id, lease.token, _ts(pct), _json(message or False))
         return bool(await self._run("progress", *args))
 
-    async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        return await self._settle("complete", ([str(lz.job_id), lz.token] for lz in leases))
+    async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
+        rows = (
+            [str(c.job_id), c.token]
+            if isinstance(c, Lease)
+            else [str(c.lease.job_id), c.lease.token, c.result_json or False]
+            for c in completions
+        )
+        return await self._settle("complete", rows)
 
     async def retry(self, retries: Sequence[RetryJob]) -> list[int]:
         rows = (
-            [str(r.lease.job_id), r.lease.token, _ts(r.run_at), r.error, r.error_type]
+            [
+                str(r.lease.job_id),
+                r.lease.token,
+                _ts(r.run_at),
+                r.error,
+                r.error_type,
+                r.traceback or False,
+            ]
             for r in retries
         )
         return await self._settle("retry", rows)
 
     async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
-        rows = ([str(f.lease.job_id), f.lease.token, f.error, f.error_type] for f in failures)
+        rows = (
+            [str(f.lease.job_id), f.lease.token, f.error, f.error_type, f.traceback or False]
+            for f in failures
+        )
         return await self._settle("dead_letter", rows)
 
     async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
@@ -476,7 +493,7 @@ class RedisBackend:
     async def release(self, leases: Sequence[Lease]) -> list[int]:
         return await self._settle("release", ([str(lz.job_id), lz.token] for lz in leases))
 
-    async def _settle(self, script: str, rows: Iterable[list[str]]) -> list[int]:
+    async def _settle(self, script: str, rows: Iterable[Sequence[str | bool]]) -> list[int]:
         """Run a transition out of running on many jobs; return the ids refused."""
         refused: list[int] = []
         for chunk in _chunks(list(rows)):

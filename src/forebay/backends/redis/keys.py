@@ -9,8 +9,10 @@ name, ``N`` a job id, ``R`` a priority)::
     P:job:N                    hash    one job: queue payload state key priority attempt
                                        deliveries defers run_at created_at updated_at
                                        finished_at lease_token lease_expires_at worker_id
-                                       progress progress_message error error_type run_id,
-                                       and ``entry``: its stream entry id while it has one
+                                       progress progress_message error error_type run_id
+                                       started_at, result (JSON text) and errors (JSON
+                                       text: the last 10 attempts' errors), and ``entry``:
+                                       its stream entry id while it has one
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at

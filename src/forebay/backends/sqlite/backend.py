@@ -43,12 +43,13 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from forebay import jsonio
-from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
+from forebay.backends.base import Capabilities, PruneSpec, refuse_connection, split_completions
 from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.schedule_rows import schedule_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
+    Completion,
     Deferral,
     Failure,
     Job,
@@ -87,8 +88,14 @@ Q = render_queries(
         "columns": ", ".join(("p." if name == "payload" else "j.") + name for name in COLUMNS),
         "jobs": "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id",
     },
-    inline=("filter",),
+    inline=("filter", "append_error"),
 )
+
+_LEASE_EXPIRED: dict[str, Any] = {
+    "error": "lease expired: the worker stopped heartbeating (crashed or was killed)",
+    "error_type": "LeaseExpired",
+    "traceback": None,
+}
 
 
 def _filter_params(where: JobFilter) -> dict[str, Any]:
@@ -336,22 +343,47 @@ class SQLiteBackend:
 
         return not await self._settle(Q["progress"], [lease], params)
 
-    async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        return await self._settle_by_token(Q["complete"], leases)
+    async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
+        plain, results = split_completions(completions)
+        refused = await self._settle_by_token(Q["complete"], plain) if plain else []
+        if results:
+
+            def params(now: float) -> Iterable[tuple[Any, ...]]:
+                return ((now, now, c.result_json, c.lease.job_id, c.lease.token) for c in results)
+
+            leases = [c.lease for c in results]
+            refused += await self._settle(Q["complete_result"], leases, params)
+        return refused
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
-        def params(now: float) -> Iterable[tuple[Any, ...]]:
+        def params(now: float) -> Iterable[dict[str, Any]]:
             return (
-                (r.run_at, r.error, r.error_type, now, r.lease.job_id, r.lease.token)
+                {
+                    "run_at": r.run_at,
+                    "error": r.error,
+                    "error_type": r.error_type,
+                    "traceback": r.traceback,
+                    "now": now,
+                    "id": r.lease.job_id,
+                    "token": r.lease.token,
+                }
                 for r in retries
             )
 
         return await self._settle(Q["retry"], [r.lease for r in retries], params)
 
     async def dead_letter(self, failures: Sequence[Failure]) -> list[int]:
-        def params(now: float) -> Iterable[tuple[Any, ...]]:
+        def params(now: float) -> Iterable[dict[str, Any]]:
             return (
-                (f.error, f.error_type, now, now, f.lease.job_id, f.lease.token) for f in failures
+                {
+                    "error": f.error,
+                    "error_type": f.error_type,
+                    "traceback": f.traceback,
+                    "now": now,
+                    "id": f.lease.job_id,
+                    "token": f.lease.token,
+                }
+                for f in failures
             )
 
         return await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
@@ -404,7 +436,7 @@ class SQLiteBackend:
         self,
         sql: str,
         leases: Sequence[Lease],
-        params: Callable[[float], Iterable[tuple[Any, ...]]],
+        params: Callable[[float], Iterable[tuple[Any, ...] | dict[str, Any]]],
     ) -> list[int]:
         """Run one token-checked UPDATE per job; return the ids whose token did not match."""
         if not leases:
@@ -422,7 +454,8 @@ class SQLiteBackend:
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         at = time.time() if now is None else now
-        count = await self._write(lambda c: c.execute(Q["reclaim_expired"], {"now": at}).rowcount)
+        params = _LEASE_EXPIRED | {"now": at}
+        count = await self._write(lambda c: c.execute(Q["reclaim_expired"], params).rowcount)
         return int(count)
 
     # -- operator actions -----------------------------------------------------------------

@@ -1,7 +1,16 @@
 -- SQL of the SQLite backend. Sections are loaded by forebay.sqlfiles.render_queries, which
 -- fills the placeholders once: {columns} (a job's columns, in the order of
--- forebay.backends.rows.COLUMNS), {jobs} (the jobs joined with their payloads) and {filter}
--- (the shared filter section). Parameters are named (:name). Times are epoch seconds.
+-- forebay.backends.rows.COLUMNS), {jobs} (the jobs joined with their payloads), {filter}
+-- (the shared filter section) and {append_error} (the errors history with one more entry).
+-- Parameters are named (:name). Times are epoch seconds.
+
+-- name: append_error
+-- `errors` with the entry of the attempt that just failed appended, keeping the last 10
+-- (forebay.job.MAX_ERRORS_KEPT); :now, :error, :error_type and :traceback describe it
+(SELECT CASE WHEN json_array_length(e) > 10 THEN json_remove(e, '$[0]') ELSE e END
+ FROM (SELECT json_insert(COALESCE(errors, '[]'), '$[#]', json_object(
+     'attempt', attempt, 'at', :now, 'type', :error_type, 'message', :error,
+     'traceback', :traceback)) AS e))
 
 -- name: create_migrations_table
 CREATE TABLE IF NOT EXISTS forebay_migrations (
@@ -80,7 +89,7 @@ SELECT json_group_array(id) FROM (
 -- name: lease
 UPDATE forebay_jobs
 SET state = 'running', lease_token = :token, lease_expires_at = :expires, worker_id = :worker,
-    attempt = attempt + 1, deliveries = deliveries + 1, updated_at = :now,
+    attempt = attempt + 1, deliveries = deliveries + 1, updated_at = :now, started_at = :now,
     progress = NULL, progress_message = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
 
@@ -105,23 +114,33 @@ UPDATE forebay_jobs SET progress = ?, progress_message = ?, updated_at = ?
 WHERE id = ? AND lease_token = ? AND state = 'running'
 
 -- name: complete
--- :ids are held (see holding), as a JSON array
+-- :ids are held (see holding), as a JSON array. The last error goes (the history keeps it):
+-- a completed job's state is that it completed.
 UPDATE forebay_jobs
 SET state = 'completed', finished_at = :now, updated_at = :now,
-    lease_token = NULL, lease_expires_at = NULL, progress = 100
+    lease_token = NULL, lease_expires_at = NULL, progress = 100, error = NULL, error_type = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: complete_result
+-- one job that returned a result (as complete, storing it)
+UPDATE forebay_jobs
+SET state = 'completed', finished_at = ?, updated_at = ?, result = ?,
+    lease_token = NULL, lease_expires_at = NULL, progress = 100, error = NULL, error_type = NULL
+WHERE id = ? AND lease_token = ? AND state = 'running'
 
 -- name: retry
 UPDATE forebay_jobs
-SET state = 'queued', run_at = ?, error = ?, error_type = ?, updated_at = ?,
+SET state = 'queued', run_at = :run_at, error = :error, error_type = :error_type,
+    updated_at = :now, errors = {append_error},
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = ? AND lease_token = ? AND state = 'running'
+WHERE id = :id AND lease_token = :token AND state = 'running'
 
 -- name: dead_letter
 UPDATE forebay_jobs
-SET state = 'dead', error = ?, error_type = ?, finished_at = ?, updated_at = ?,
+SET state = 'dead', error = :error, error_type = :error_type, finished_at = :now,
+    updated_at = :now, errors = {append_error},
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = ? AND lease_token = ? AND state = 'running'
+WHERE id = :id AND lease_token = :token AND state = 'running'
 
 -- name: defer
 UPDATE forebay_jobs
@@ -138,10 +157,10 @@ SET state = 'queued', updated_at = ?,
 WHERE id = ? AND lease_token = ? AND state = 'running'
 
 -- name: reclaim_expired
+-- :error and :error_type say that the lease expired; the history gets them too (no traceback)
 UPDATE forebay_jobs
 SET state = 'queued', attempt = MAX(attempt - 1, 0), updated_at = :now,
-    error = 'lease expired: the worker stopped heartbeating (crashed or was killed)',
-    error_type = 'LeaseExpired',
+    error = :error, error_type = :error_type, errors = {append_error},
     lease_token = NULL, lease_expires_at = NULL
 WHERE state = 'running' AND lease_expires_at < :now
 

@@ -407,6 +407,7 @@
       ["created", formatTime(job.created_at)],
       ["run at", formatTime(job.run_at)],
       ["updated", formatTime(job.updated_at)],
+      ["started", formatTime(job.started_at), "job-started"],
       ["finished", formatTime(job.finished_at)],
       ["lease expires", formatTime(job.lease_expires_at)],
       ["worker", job.worker_id ?? "—"],
@@ -423,8 +424,31 @@
     }
     $("job-fields").replaceChildren(...nodes);
     $("job-payload").textContent = JSON.stringify(job.payload, null, 2);
+    const hasResult = job.result !== null && job.result !== undefined;
+    $("job-result-section").hidden = !hasResult;
+    $("job-result").textContent = hasResult ? JSON.stringify(job.result, null, 2) : "";
+    renderErrors(Array.isArray(job.errors) ? job.errors : []);
     $("job-cancel").hidden = job.state !== "queued";
     $("job-view").hidden = false;
+  }
+
+  // The errors of the job's last failed attempts, oldest first, each traceback in a <pre>.
+  function renderErrors(errors) {
+    const nodes = [];
+    for (const e of errors) {
+      const item = el("li", null, "attempt-error");
+      const head = el("p", null, "attempt-head");
+      head.append(
+        el("strong", `attempt ${e.attempt}`),
+        el("span", ` ${formatTime(e.at)} `, "muted"),
+        el("span", e.message, "error-text"),
+      );
+      item.append(head);
+      if (e.traceback) item.append(el("pre", e.traceback, "traceback"));
+      nodes.push(item);
+    }
+    $("job-errors").replaceChildren(...nodes);
+    $("job-errors-section").hidden = errors.length === 0;
   }
 
   $("job-cancel").addEventListener("click", async () => {

@@ -202,12 +202,12 @@ end
 
 -- Fields every transition out of running reads; nil unless the job is running under token.
 local HELD = {'state', 'lease_token', 'queue', 'priority', 'entry', 'attempt', 'deliveries',
-              'defers'}
+              'defers', 'error_type'}
 local function held(id, token)
   local f = redis.call('HMGET', key_job(id), unpack(HELD))
   if f[1] ~= 'running' or f[2] ~= token then return nil end
   return {queue = f[3], priority = f[4], entry = f[5], attempt = num(f[6]),
-          deliveries = num(f[7]), defers = num(f[8])}
+          deliveries = num(f[7]), defers = num(f[8]), failed = f[9] ~= false}
 end
 
 -- A job leaving running for queued: its entry goes, it waits again at run_at.
@@ -236,6 +236,18 @@ local function settle(apply)
   end
   if #ended > 0 then bulk('ZREM', key_leases(), ended) end
   return refused
+end
+
+-- The job's errors history (JSON text in its hash) with one more entry, keeping the last 10
+-- (forebay.job.MAX_ERRORS_KEPT); traceback false: none.
+local function append_error(id, attempt, now, kind, message, traceback)
+  local k = key_job(id)
+  local old = redis.call('HGET', k, 'errors')
+  local list = old and cjson.decode(old) or {}
+  list[#list + 1] = {attempt = tonumber(attempt), at = tonumber(now), type = kind,
+                     message = message, traceback = traceback or cjson.null}
+  while #list > 10 do table.remove(list, 1) end
+  redis.call('HSET', k, 'errors', cjson.encode(list))
 end
 
 -- A running job ends in a terminal state: its entry goes, it is indexed for pruning.

@@ -1,7 +1,8 @@
 -- complete: running -> completed, for jobs whose lease_token still matches.
 --
 -- KEYS[1]  prefix
--- ARGV     now, JSON [[id, lease_token], ...]
+-- ARGV     now, JSON [[id, lease_token] or [id, lease_token, result JSON text], ...]
+--          (the last error goes: the errors history keeps it)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:completed (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY)
 -- Returns  the ids refused (not running under that token).
@@ -9,9 +10,16 @@
 local now = ARGV[1]
 local counter, dropper, done = new_counter(), new_dropper(), {}
 
-local refused = settle(function(id, job)
-  redis.call('HSET', key_job(id), 'state', 'completed', 'finished_at', now, 'updated_at', now,
-             'progress', '100')
+local refused = settle(function(id, job, row)
+  local k = key_job(id)
+  if row[3] then
+    redis.call('HSET', k, 'state', 'completed', 'finished_at', now, 'updated_at', now,
+               'progress', '100', 'result', row[3])
+  else
+    redis.call('HSET', k, 'state', 'completed', 'finished_at', now, 'updated_at', now,
+               'progress', '100')
+  end
+  if job.failed then redis.call('HDEL', k, 'error', 'error_type') end
   finish(id, job, 'completed', now, counter, dropper, done)
 end)
 

@@ -1,7 +1,8 @@
 -- dead_letter: running -> dead, for jobs whose lease_token still matches.
 --
 -- KEYS[1]  prefix
--- ARGV     now, JSON [[id, lease_token, error, error_type], ...]
+-- ARGV     now, JSON [[id, lease_token, error, error_type, traceback or false], ...]
+--          (the error is appended to the errors history)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY)
 -- Returns  the ids refused (not running under that token).
@@ -12,6 +13,7 @@ local counter, dropper, done = new_counter(), new_dropper(), {}
 local refused = settle(function(id, job, row)
   redis.call('HSET', key_job(id), 'state', 'dead', 'error', row[3], 'error_type', row[4],
              'finished_at', now, 'updated_at', now)
+  append_error(id, job.attempt, now, row[4], row[3], row[5])
   finish(id, job, 'dead', now, counter, dropper, done)
 end)
 

@@ -28,7 +28,7 @@ local function take(id, priority, entry)
   local attempt, deliveries = num(f.attempt), num(f.deliveries)
   if attempt > 0 then counter:add(queue, 'retrying', -1) end
   redis.call('HSET', k, 'state', 'running', 'lease_token', token, 'lease_expires_at', expires,
-             'worker_id', worker, 'updated_at', now, 'attempt', attempt + 1,
+             'worker_id', worker, 'updated_at', now, 'started_at', now, 'attempt', attempt + 1,
              'deliveries', deliveries + 1)
   if f.progress or f.progress_message then
     redis.call('HDEL', k, 'progress', 'progress_message')
@@ -36,6 +36,7 @@ local function take(id, priority, entry)
   end
   f.state, f.lease_token, f.lease_expires_at, f.worker_id, f.updated_at = 'running', token,
     expires, worker, now
+  f.started_at = now
   f.attempt, f.deliveries = attempt + 1, deliveries + 1
   leases[#leases + 1] = expires
   leases[#leases + 1] = id

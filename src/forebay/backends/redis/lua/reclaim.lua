@@ -26,6 +26,8 @@ for _, id in ipairs(expired) do
     redis.call('HSET', k, 'state', 'queued', 'attempt', attempt, 'updated_at', now,
                'error', 'lease expired: the worker stopped heartbeating (crashed or was killed)',
                'error_type', 'LeaseExpired')
+    append_error(id, f[5], now, 'LeaseExpired',
+                 'lease expired: the worker stopped heartbeating (crashed or was killed)', false)
     put_back(id, {queue = f[2], priority = f[3], entry = f[4]}, f[6], now, dropper, true)
     counter:add(f[2], 'running', -1)
     counter:add(f[2], 'queued', 1)
