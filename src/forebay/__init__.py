@@ -32,6 +32,7 @@ from forebay.errors import (
     SinkRejected,
     SinkUnavailable,
     TransientError,
+    WaitTimeout,
 )
 from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
@@ -65,6 +66,7 @@ __all__ = [
     "SinkUnavailable",
     "Source",
     "TransientError",
+    "WaitTimeout",
     "Worker",
     "WorkerSettings",
 ]

@@ -33,6 +33,10 @@ name, ``N`` a job id, ``R`` a priority)::
                                        due job entered a waiting set (not from the reclaimer),
                                        a scheduled one became the earliest of its level, a
                                        stream was created
+    P:finished                 channel pub/sub, not a key: every script that finishes jobs
+                                       (complete, dead_letter, cancel) publishes their ids,
+                                       comma-separated, once per call; processes waiting for
+                                       a job to finish subscribe
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
@@ -77,6 +81,7 @@ TEMPLATES: dict[str, str] = {
     "stream": "{prefix}:q:{queue}:stream:{priority}",
     "waiting": "{prefix}:q:{queue}:waiting:{priority}",
     "wake": "{prefix}:q:{queue}:wake",
+    "finished": "{prefix}:finished",
 }
 
 
@@ -119,11 +124,20 @@ class Keys:
     def waiting(self, queue: str, priority: int | str) -> str:
         return self._name("waiting", queue=queue, priority=priority)
 
+    def keys(self, queue: str) -> str:
+        """The hash of ``queue``'s idempotency keys (key -> job id)."""
+        return self._name("keys", queue=queue)
+
     def levels(self, queue: str) -> str:
         return self._name("levels", queue=queue)
 
     def wake(self, queue: str) -> str:
         return self._name("wake", queue=queue)
+
+    @property
+    def finished(self) -> str:
+        """The pub/sub channel of finished jobs' ids."""
+        return self._name("finished")
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

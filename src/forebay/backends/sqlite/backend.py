@@ -14,7 +14,10 @@ Protocol on one engine, and splitting it by transition would scatter the writer'
 * Payloads live in a table of their own (``forebay_payloads``): a job's row is rewritten at
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
-  commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+  commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms). Likewise a
+  job finished in this process wakes its waiters (:meth:`SQLiteBackend.wait_for_finish`) at
+  once; SQLite has no way to tell another process, so there a waiter re-reads its job every
+  ``_FINISH_POLL_S``.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
   open connections would go on writing into a file no one can open again, and every job
   acknowledged from then on would be lost at the next start. So before each group commit and
@@ -42,6 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
+from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
@@ -73,6 +77,8 @@ _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 # and out as one JSON array), a lease reads its jobs after its commit on the reader thread, and
 # big leases and settles still go in pieces, with other writes in between.
 _ROWS_PER_OP = 100
+_FINISH_POLL_S = 0.2
+"""How often a waiter re-reads its job, for the jobs other processes finish."""
 
 
 Q = render_queries(
@@ -103,7 +109,10 @@ class SQLiteBackend:
     """Jobs in one SQLite file. See the module docstring."""
 
     capabilities = Capabilities(
-        name="sqlite", cross_process_wakeup=False, transactional_enqueue=False
+        name="sqlite",
+        cross_process_wakeup=False,
+        transactional_enqueue=False,
+        cross_process_finish_wakeup=False,
     )
 
     def __init__(
@@ -129,6 +138,7 @@ class SQLiteBackend:
         self._seen_version: dict[tuple[str, ...], int] = {}
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._lost_reported = False
+        self._finishes = FinishWaiters()
 
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
@@ -333,7 +343,9 @@ class SQLiteBackend:
         return not await self._settle(Q["progress"], [lease], params)
 
     async def complete(self, leases: Sequence[Lease]) -> list[int]:
-        return await self._settle_by_token(Q["complete"], leases)
+        refused = await self._settle_by_token(Q["complete"], leases)
+        self._announce_finished(lz.job_id for lz in leases)
+        return refused
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
         def params(now: float) -> Iterable[tuple[Any, ...]]:
@@ -350,7 +362,9 @@ class SQLiteBackend:
                 (f.error, f.error_type, now, now, f.lease.job_id, f.lease.token) for f in failures
             )
 
-        return await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+        refused = await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+        self._announce_finished(f.lease.job_id for f in failures)
+        return refused
 
     async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
         def params(now: float) -> Iterable[tuple[Any, ...]]:
@@ -431,7 +445,9 @@ class SQLiteBackend:
             rows = conn.execute(Q["cancel"], {"now": time.time(), "ids": payload}).fetchall()
             return sorted(r[0] for r in rows)
 
-        return await self._write(op)
+        cancelled = await self._write(op)
+        self._announce_finished(cancelled)
+        return cancelled
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
         params = _filter_params(where) | {"now": time.time()}
@@ -528,6 +544,28 @@ class SQLiteBackend:
     async def _data_version(self) -> int:
         return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
+
+    # -- waiting for a job, and finding one by its key ------------------------------------
+    def _announce_finished(self, ids: Iterable[int]) -> None:
+        """Wake this process's waiters of jobs that may have finished (a refused id only costs
+        its waiter one read). Nothing to do, and nothing done, when nobody waits."""
+        if self._finishes:
+            self._finishes.wake(ids)
+
+    async def wait_for_finish(self, job_id: int, *, timeout_s: float) -> Job | None:
+        """Woken at once by a job finished in this process; re-reads every
+        ``_FINISH_POLL_S`` for the jobs other processes finish."""
+        return await wait_finished(
+            job_id,
+            timeout_s=timeout_s,
+            waiters=self._finishes,
+            read=self.get_job,
+            poll_s=lambda: _FINISH_POLL_S,
+        )
+
+    async def get_job_by_key(self, queue: str, key: str) -> Job | None:
+        row = await self._read(lambda c: c.execute(Q["job_by_key"], (queue, key)).fetchone())
+        return None if row is None else job_from_row(row, epoch_times=True)
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
     """Switch to WAL. Two processes creating the same file race for the exclusive lock that
