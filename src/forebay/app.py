@@ -258,16 +258,17 @@ class Forebay:
             raise JobNotFound(job)
         return found
 
-    async def wait(self, job_id: int, *, timeout: timedelta | float | None = None) -> Job:
+    async def wait(self, job_id: int, *, timeout_s: float | None = None) -> Job:
         """Wait until the job is finished (completed, dead or cancelled) and return it as
         stored, at once if it already is. The backend wakes the wait (no busy polling; on
         SQLite a job finished by another process is noticed within 0.2 s).
 
-        ``timeout``: seconds or a timedelta; None waits as long as it takes. Raises
-        :class:`~forebay.errors.WaitTimeout` (also a TimeoutError) when the job is not finished
-        by then, and JobNotFound when there is no such job (or it is deleted meanwhile).
+        ``timeout_s``: None waits as long as it takes (``asyncio.timeout`` around the call
+        works too). Raises :class:`~forebay.errors.WaitTimeout` (also a TimeoutError) when the
+        job is not finished by then, and JobNotFound when there is no such job (or it is
+        deleted meanwhile).
         """
-        timeout_s = _timeout_seconds(timeout)
+        timeout_s = _timeout_seconds(timeout_s)
         found = await (await self.open()).wait_for_finish(job_id, timeout_s=timeout_s)
         if found is None:
             raise JobNotFound(job_id)
@@ -275,9 +276,9 @@ class Forebay:
             raise WaitTimeout(found.id, str(found.state), timeout_s)
         return found
 
-    def wait_sync(self, job_id: int, *, timeout: timedelta | float | None = None) -> Job:
+    def wait_sync(self, job_id: int, *, timeout_s: float | None = None) -> Job:
         """:meth:`wait` for synchronous code (scripts, WSGI views). Thread-safe."""
-        return self._run_sync(lambda: self.wait(job_id, timeout=timeout))
+        return self._run_sync(lambda: self.wait(job_id, timeout_s=timeout_s))
 
     async def list_jobs(
         self, where: JobFilter | None = None, *, limit: int = 100, before_id: int | None = None
@@ -335,12 +336,12 @@ class Forebay:
         return worker
 
 
-def _timeout_seconds(timeout: timedelta | float | None) -> float:
-    if timeout is None:
+def _timeout_seconds(timeout_s: float | None) -> float:
+    if timeout_s is None:
         return math.inf
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    seconds = float(timeout_s)
     if math.isnan(seconds) or seconds < 0:
-        raise ConfigError(f"timeout must be zero or more seconds, not {timeout!r}")
+        raise ConfigError(f"timeout_s must be zero or more seconds, not {timeout_s!r}")
     return seconds
 
 

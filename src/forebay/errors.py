@@ -138,7 +138,9 @@ class JobNotFound(ForebayError, LookupError):
         self, job_id: int | None = None, *, queue: str | None = None, key: str | None = None
     ) -> None:
         if job_id is None:
-            super().__init__(f"no job with key {key!r} on queue {queue!r} (it may have been pruned)")
+            super().__init__(
+                f"no job with key {key!r} on queue {queue!r} (it may have been pruned)"
+            )
         else:
             super().__init__(f"no job with id {job_id} (it may have been pruned)")
         self.job_id = job_id

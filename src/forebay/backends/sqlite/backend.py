@@ -544,7 +544,6 @@ class SQLiteBackend:
     async def _data_version(self) -> int:
         return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
-
     # -- waiting for a job, and finding one by its key ------------------------------------
     def _announce_finished(self, ids: Iterable[int]) -> None:
         """Wake this process's waiters of jobs that may have finished (a refused id only costs
@@ -566,6 +565,7 @@ class SQLiteBackend:
     async def get_job_by_key(self, queue: str, key: str) -> Job | None:
         row = await self._read(lambda c: c.execute(Q["job_by_key"], (queue, key)).fetchone())
         return None if row is None else job_from_row(row, epoch_times=True)
+
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
     """Switch to WAL. Two processes creating the same file race for the exclusive lock that
