@@ -17,9 +17,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from forebay import JobState, NewJob
+from forebay import (
+    ConfigError,
+    Forebay,
+    InvalidPayload,
+    JobNotFound,
+    JobState,
+    NewJob,
+    PermanentError,
+    WaitTimeout,
+)
 from forebay.backends import Backend, backend_from_url
 from forebay.job import Failure, Job
+from forebay.testing import drain
 
 WORKER = "test-worker"
 BOUND_S = 10.0  # a waiter that is not woken fails the test after this long
@@ -232,3 +242,87 @@ async def test_a_job_found_by_key_is_current(backend: Backend) -> None:
     await backend.complete([leased.lease])
     found = await backend.get_job_by_key("q", "k")
     assert found is not None and found.id == job.id and found.state is JobState.COMPLETED
+
+
+# -- the app: wait, wait_sync, get_job by key -------------------------------------------------
+def declare(app: Forebay) -> None:
+    @app.handler("documents", max_attempts=1)
+    async def ingest(job: Job) -> str:
+        if job.payload == "fail":
+            raise PermanentError("refused")
+        return "done"
+
+
+async def test_app_wait_returns_each_job_as_its_worker_ends_it(app: Forebay) -> None:
+    declare(app)
+    ok = await app.enqueue("documents", "ok")
+    bad = await app.enqueue("documents", "fail")
+    gone = await app.enqueue("documents", "ok", delay=3600)
+    waits = [asyncio.create_task(app.wait(j.id, timeout_s=10 * BOUND_S)) for j in (ok, bad, gone)]
+    await app.cancel(gone.id)
+    await drain(app)
+    async with asyncio.timeout(BOUND_S):
+        done = await asyncio.gather(*waits)
+    assert [(j.id, j.state) for j in done] == [
+        (ok.id, JobState.COMPLETED),
+        (bad.id, JobState.DEAD),
+        (gone.id, JobState.CANCELLED),
+    ]
+    assert done[1].error_type == "PermanentError" and done[0].finished_at is not None
+
+
+async def test_app_wait_times_out_or_finds_no_job(app: Forebay) -> None:
+    declare(app)
+    job = await app.enqueue("documents", "ok")
+    with pytest.raises(WaitTimeout) as info:
+        await app.wait(job.id, timeout_s=0.2)
+    assert isinstance(info.value, TimeoutError)
+    assert (info.value.job_id, info.value.state) == (job.id, "queued")
+    assert f"job {job.id} is still queued" in str(info.value)
+    with pytest.raises(JobNotFound):
+        await app.wait(987_654, timeout_s=1)
+    with pytest.raises(ConfigError):
+        await app.wait(job.id, timeout_s=-1)
+
+
+def test_app_wait_sync_from_a_script(url: str) -> None:
+    producer, worker = Forebay(url), Forebay(url)
+    declare(worker)
+
+    async def work() -> None:
+        async with worker:
+            await drain(worker)
+
+    try:
+        job = producer.enqueue_sync("documents", "ok")
+        with pytest.raises(WaitTimeout):
+            producer.wait_sync(job.id, timeout_s=0.1)
+        asyncio.run(work())  # another instance: another process, for the store
+        assert producer.wait_sync(job.id, timeout_s=BOUND_S).state is JobState.COMPLETED
+    finally:
+        asyncio.run(_drop(url))
+        producer.close_sync()
+
+
+async def _drop(url: str) -> None:
+    async with Forebay(url) as app:
+        await app.backend.drop_everything()
+
+
+async def test_app_get_job_by_queue_and_key(app: Forebay) -> None:
+    declare(app)
+    first = await app.enqueue("documents", "ok", key="doc-1")
+    other = await app.enqueue("archive", "ok", key="doc-1")
+    assert (await app.get_job("documents", key="doc-1")).id == first.id
+    assert (await app.get_job("archive", key="doc-1")).id == other.id
+    assert (await app.get_job(first.id)).key == "doc-1"
+    with pytest.raises(JobNotFound, match="no job with key 'doc-2' on queue 'documents'"):
+        await app.get_job("documents", key="doc-2")
+    with pytest.raises(ConfigError, match="give its key"):
+        await app.get_job("documents")  # type: ignore[call-overload]
+    with pytest.raises(ConfigError, match="not both"):
+        await app.get_job(first.id, key="doc-1")  # type: ignore[call-overload]
+    with pytest.raises(InvalidPayload, match="queue name"):
+        await app.get_job("no such queue", key="doc-1")
+    with pytest.raises(InvalidPayload, match="key"):
+        await app.get_job("documents", key="")
