@@ -43,6 +43,7 @@ class _Listening:
 
     waiting_for = "waiters"
     """Who polls while the connection is down (for the log)."""
+    task_name = "forebay-pg-listener"
 
     def __init__(
         self, connect: Callable[[], Awaitable[Any]], channel: str, *, poll_s: float
@@ -60,7 +61,7 @@ class _Listening:
     def start(self) -> None:
         """Start listening in the background (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="forebay-pg-listener")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def started(self, timeout_s: float) -> None:
         """Start listening and wait (at most ``timeout_s``) until LISTEN is in effect.
@@ -200,6 +201,8 @@ class FinishListener(_Listening):
 
     Started by the first wait; :meth:`poll_s_now` tells a waiter how long it may wait before
     reading again (None while notifications flow)."""
+
+    task_name = "forebay-pg-finishes"
 
     def __init__(
         self,
