@@ -34,6 +34,7 @@ from forebay.errors import (
     SinkRejected,
     SinkUnavailable,
     TransientError,
+    WaitTimeout,
 )
 from forebay.job import AttemptError, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
@@ -74,6 +75,7 @@ __all__ = [
     "SinkUnavailable",
     "Source",
     "TransientError",
+    "WaitTimeout",
     "Worker",
     "WorkerSettings",
 ]

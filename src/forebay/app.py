@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
-from forebay.errors import ConfigError, JobNotFound
-from forebay.job import Job, JobFilter, NewJob, QueueCounts
+from forebay.errors import ConfigError, JobNotFound, WaitTimeout
+from forebay.job import Job, JobFilter, NewJob, QueueCounts, validate_key, validate_queue_name
 from forebay.observer import Observer, notify_enqueued
 from forebay.queue_config import ExhaustedHook, QueueConfig
 from forebay.schedules import Cron, Every, Schedule
@@ -293,11 +294,54 @@ class Forebay:
             self._sync = None
 
     # -- inspecting and operating -------------------------------------------------------
-    async def get_job(self, job_id: int) -> Job:
-        job = await (await self.open()).get_job(job_id)
-        if job is None:
+    @overload
+    async def get_job(self, job_id: int, /) -> Job: ...
+
+    @overload
+    async def get_job(self, queue: str, /, *, key: str) -> Job: ...
+
+    async def get_job(self, job: int | str, /, *, key: str | None = None) -> Job:
+        """The job with that id: ``get_job(job_id)``; or the job a producer enqueued with an
+        idempotency key: ``get_job(queue, key=...)``. Raise JobNotFound when there is none
+        (or it was pruned)."""
+        backend = await self.open()
+        if isinstance(job, str):
+            if key is None:
+                raise ConfigError(f"get_job({job!r}) names a queue: give its key=..., or a job id")
+            validate_queue_name(job)
+            validate_key(key)
+            found = await backend.get_job_by_key(job, key)
+            if found is None:
+                raise JobNotFound(queue=job, key=key)
+            return found
+        if key is not None:
+            raise ConfigError("get_job takes a job id, or a queue and its key=..., not both")
+        found = await backend.get_job(job)
+        if found is None:
+            raise JobNotFound(job)
+        return found
+
+    async def wait(self, job_id: int, *, timeout_s: float | None = None) -> Job:
+        """Wait until the job is finished (completed, dead or cancelled) and return it as
+        stored, at once if it already is. The backend wakes the wait (no busy polling; on
+        SQLite a job finished by another process is noticed within 0.2 s).
+
+        ``timeout_s``: None waits as long as it takes (``asyncio.timeout`` around the call
+        works too). Raises :class:`~forebay.errors.WaitTimeout` (also a TimeoutError) when the
+        job is not finished by then, and JobNotFound when there is no such job (or it is
+        deleted meanwhile).
+        """
+        timeout_s = _timeout_seconds(timeout_s)
+        found = await (await self.open()).wait_for_finish(job_id, timeout_s=timeout_s)
+        if found is None:
             raise JobNotFound(job_id)
-        return job
+        if not found.state.terminal:
+            raise WaitTimeout(found.id, str(found.state), timeout_s)
+        return found
+
+    def wait_sync(self, job_id: int, *, timeout_s: float | None = None) -> Job:
+        """:meth:`wait` for synchronous code (scripts, WSGI views). Thread-safe."""
+        return self._run_sync(lambda: self.wait(job_id, timeout_s=timeout_s))
 
     async def list_jobs(
         self, where: JobFilter | None = None, *, limit: int = 100, before_id: int | None = None
@@ -374,6 +418,15 @@ class Forebay:
         await self.open()
         await worker.run()
         return worker
+
+
+def _timeout_seconds(timeout_s: float | None) -> float:
+    if timeout_s is None:
+        return math.inf
+    seconds = float(timeout_s)
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"timeout_s must be zero or more seconds, not {timeout_s!r}")
+    return seconds
 
 
 class _SyncRunner:

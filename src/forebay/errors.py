@@ -16,7 +16,8 @@ ForebayError                      root of everything forebay raises
 │   └── QueueFull                 the queue is at max_depth; retry after `retry_after_s`
 ├── BackendError                  the store failed; the operation may be retried
 │   └── BackendUnavailable        the store cannot be reached right now
-├── JobNotFound                   no job with that id (or it was pruned)
+├── JobNotFound                   no job with that id, or that key on that queue (or it was pruned)
+├── WaitTimeout                   a job waited for was not finished in time; also a TimeoutError
 └── SinkError                     a sink could not write
     ├── SinkUnavailable           transient: the destination is down, retry later
     └── SinkRejected              permanent: the destination refused the data
@@ -48,6 +49,7 @@ __all__ = [
     "SinkRejected",
     "SinkUnavailable",
     "TransientError",
+    "WaitTimeout",
 ]
 
 
@@ -152,11 +154,34 @@ class BackendUnavailable(BackendError):
 
 
 class JobNotFound(ForebayError, LookupError):
-    """No job with that id exists (it may have been pruned)."""
+    """No job with that id exists, or with that key on that queue (it may have been pruned)."""
 
-    def __init__(self, job_id: int) -> None:
-        super().__init__(f"no job with id {job_id} (it may have been pruned)")
+    def __init__(
+        self, job_id: int | None = None, *, queue: str | None = None, key: str | None = None
+    ) -> None:
+        if job_id is None:
+            super().__init__(
+                f"no job with key {key!r} on queue {queue!r} (it may have been pruned)"
+            )
+        else:
+            super().__init__(f"no job with id {job_id} (it may have been pruned)")
         self.job_id = job_id
+        self.queue = queue
+        self.key = key
+
+
+class WaitTimeout(ForebayError, TimeoutError):
+    """A job waited for was not finished in time: it was still in ``state`` (queued, running).
+
+    Also a :class:`TimeoutError`, so ``except TimeoutError`` catches it too."""
+
+    def __init__(self, job_id: int, state: str, timeout_s: float) -> None:
+        super().__init__(
+            f"job {job_id} is still {state} after waiting {timeout_s:g}s for it to finish"
+        )
+        self.job_id = job_id
+        self.state = state
+        self.timeout_s = timeout_s
 
 
 class SinkError(ForebayError):

@@ -201,13 +201,18 @@ class NewJob:
 
 def _check_names(key: str | None, run_id: str | None) -> None:
     if key is not None:
-        if not isinstance(key, str) or not key or len(key) > 512:
-            raise InvalidPayload("key must be a non-empty string of at most 512 characters")
-        check_storable("key", key)
+        validate_key(key)
     if run_id is not None:
         if not isinstance(run_id, str) or not run_id:
             raise InvalidPayload("run_id must be a non-empty string")
         check_storable("run_id", run_id)
+
+
+def validate_key(key: str) -> None:
+    """Refuse (InvalidPayload) what cannot be an idempotency key."""
+    if not isinstance(key, str) or not key or len(key) > 512:
+        raise InvalidPayload("key must be a non-empty string of at most 512 characters")
+    check_storable("key", key)
 
 
 def validate_queue_name(queue: str) -> None:

@@ -34,7 +34,7 @@ from forebay import (
 )
 from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
-from forebay.backends.postgres.schema import migrations, queries
+from forebay.backends.postgres.schema import finish_channel, migrations, queries
 from forebay.job import Lease
 from forebay.testing import isolated_store, until
 from tests.servers import PG_URL, backend_url, unique_name
@@ -384,6 +384,35 @@ async def test_listener_reconnects_after_its_connection_is_killed(
 async def _listening_again(pg: PostgresBackend) -> bool:
     await pg.wait_for_work(["again"], timeout_s=0.05)
     return pg._listener.connected
+
+
+async def test_waiters_ride_out_a_killed_finish_listener(pg: PostgresBackend, raw: Any) -> None:
+    first, second = await pg.enqueue([new("fin"), new("fin")])
+    assert await pg.wait_for_finish(first.id, timeout_s=0) is not None  # listens from now on
+    assert pg._finish_listener.connected
+    killed = await raw.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = $1",
+        f'LISTEN "{pg.settings.schema}:finished"',
+    )
+    assert killed == 1
+    # While it reconnects, waiters re-read every poll_s; once back, notifications wake them.
+    waiter = asyncio.create_task(pg.wait_for_finish(first.id, timeout_s=60))
+    assert await pg.cancel([first.id]) == [first.id]
+    async with asyncio.timeout(10):
+        assert (await waiter) is not None
+    await until(lambda: pg._finish_listener.connected, timeout_s=30, what="LISTEN again")
+    waiter = asyncio.create_task(pg.wait_for_finish(second.id, timeout_s=600))
+    assert await pg.cancel([second.id]) == [second.id]
+    async with asyncio.timeout(10):
+        finished = await waiter
+    assert finished is not None and finished.state == "cancelled"
+
+
+async def test_the_finish_channel_is_never_a_schema_and_fits() -> None:
+    assert finish_channel("forebay") == "forebay:finished"
+    long = "s" * 63
+    assert len(finish_channel(long)) <= 63 and ":" in finish_channel(long)
+    assert finish_channel(long) != finish_channel(long[:-1] + "t")
 
 
 # -- errors ------------------------------------------------------------------------------------

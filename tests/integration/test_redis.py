@@ -150,6 +150,30 @@ async def test_every_key_is_under_the_prefix_and_in_the_layout(
         assert any(fnmatchcase(key, p) for p in patterns), key
 
 
+async def test_waiters_ride_out_a_killed_finish_subscription(
+    store: RedisBackend, raw: aioredis.Redis
+) -> None:
+    first, second = await store.enqueue([new(), new()])
+    before = {c["id"] for c in await raw.client_list(_type="pubsub")}
+    assert await store.wait_for_finish(first.id, timeout_s=0) is not None  # subscribes
+    ours = [c["id"] for c in await raw.client_list(_type="pubsub") if c["id"] not in before]
+    assert len(ours) == 1 and store._subscriber.subscribed
+    await raw.client_kill_filter(_id=ours[0])
+    # While it resubscribes, waiters re-read every 0.5 s; once back, messages wake them.
+    waiter = asyncio.create_task(store.wait_for_finish(first.id, timeout_s=60))
+    assert await store.cancel([first.id]) == [first.id]
+    async with asyncio.timeout(10):
+        assert (await waiter) is not None
+    async with asyncio.timeout(30):
+        while not store._subscriber.subscribed:
+            await store.wait_for_finish(second.id, timeout_s=0.05)
+    waiter = asyncio.create_task(store.wait_for_finish(second.id, timeout_s=600))
+    assert await store.cancel([second.id]) == [second.id]
+    async with asyncio.timeout(10):
+        finished = await waiter
+    assert finished is not None and finished.state == "cancelled"
+
+
 async def test_drop_everything_keeps_other_prefixes(redis_url: str, raw: aioredis.Redis) -> None:
     mine = RedisBackend.from_url(redis_url)
     neighbour = RedisBackend(REDIS_URL, prefix=mine.prefix + "-neighbour")

@@ -54,6 +54,9 @@ class Capabilities:
     """An enqueue in one process wakes idle workers in another at once (else: polling)."""
     transactional_enqueue: bool
     """``enqueue(..., connection=conn)`` joins the caller's own database transaction."""
+    cross_process_finish_wakeup: bool = False
+    """A job finished by another process wakes :meth:`Backend.wait_for_finish` at once (else:
+    the waiter notices within a short poll interval; in its own process it is woken at once)."""
 
 
 def refuse_connection(capabilities: Capabilities, connection: object | None) -> None:
@@ -241,3 +244,18 @@ class Backend(Protocol):
         both changes or neither, and a tick whose job was already pruned is never enqueued
         again: the last tick only moves forward.
         """
+
+    # -- waiting for a job, and finding one by its key -------------------------------------
+    async def wait_for_finish(self, job_id: int, *, timeout_s: float) -> Job | None:
+        """Return the job once it is finished (completed, dead or cancelled), at once if it
+        already is; after ``timeout_s`` (``math.inf``: no limit), return it as it stands.
+        None when there is no such job (or it was deleted while waited for).
+
+        Woken by the engine's own notification where it has one (see
+        ``capabilities.cross_process_finish_wakeup``), never by a busy loop: every transition
+        into a finished state (complete, dead letter, cancel) announces the jobs it finished,
+        once per statement or script call, not once per job.
+        """
+
+    async def get_job_by_key(self, queue: str, key: str) -> Job | None:
+        """The job stored under the idempotency ``key`` on ``queue`` (an index lookup), or None."""

@@ -1,4 +1,8 @@
-"""``forebay jobs``, ``forebay job ID`` and ``forebay cancel ID...``: look at jobs, cancel them."""
+"""``forebay jobs``, ``forebay job ID`` and ``forebay cancel ID...``: look at jobs, cancel them.
+
+``forebay job`` finds a job by id or by its queue and key, and with ``--wait`` waits until it is
+finished; its exit code then says how it ended (:data:`WAIT_EXIT_CODES`).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,22 @@ from rich.text import Text
 
 from forebay.app import Forebay
 from forebay.cli.options import ErrorTypeOption, JsonOption, LimitOption, QueueOption, UrlOption
-from forebay.cli.output import fail, format_ago, format_time, print_json, stdout
+from forebay.cli.output import EXIT_USAGE, fail, format_ago, format_time, print_json, stdout
 from forebay.cli.session import make_app, run
+from forebay.errors import WaitTimeout
 from forebay.job import JSON, Job, JobFilter, JobState
 
-__all__ = ["cancel", "job", "jobs", "jobs_table", "state_text"]
+__all__ = ["WAIT_EXIT_CODES", "cancel", "job", "jobs", "jobs_table", "state_text"]
+
+WAIT_EXIT_CODES = {
+    JobState.COMPLETED: 0,
+    JobState.DEAD: 3,
+    JobState.CANCELLED: 4,
+    JobState.QUEUED: 5,
+    JobState.RUNNING: 5,
+}
+"""The exit code of ``forebay job --wait`` by the state the job is in at the end: 0 completed,
+3 dead, 4 cancelled, 5 not finished within ``--timeout`` (1 and 2 are errors, as everywhere)."""
 
 STATE_STYLES = {
     JobState.QUEUED: "cyan",
@@ -94,22 +109,87 @@ def _progress(j: Job) -> str:
 
 
 def job(
-    job_id: Annotated[int, typer.Argument(metavar="ID", help="The job's id.")],
+    job_id: Annotated[
+        int | None,
+        typer.Argument(metavar="[ID]", help="The job's id (or give --queue and --key).", min=1),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", "-q", metavar="QUEUE", help="The queue of the job with --key."),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="The job enqueued on --queue with this idempotency key."),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait until the job is finished; the exit code says how it ended: "
+            "0 completed, 3 dead, 4 cancelled, 5 not finished within --timeout.",
+        ),
+    ] = False,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0,
+            help="With --wait: stop waiting after this many seconds (default: no limit).",
+        ),
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show one job: state, attempts, progress, times, payload, result and the errors of its
     failed attempts (with tracebacks)."""
-    found = run(_get(make_app(url), job_id))
+    _check_job_options(job_id, queue, key, wait, timeout_s)
+    found, timed_out = run(_get(make_app(url), job_id, queue, key, wait, timeout_s))
     if as_json:
         print_json(found.to_dict())
-        return
-    stdout().print(job_details(found))
+    else:
+        stdout().print(job_details(found))
+    if wait:
+        if timed_out:
+            typer.echo(f"job {found.id} is still {found.state} after {timeout_s:g}s", err=True)
+        raise typer.Exit(WAIT_EXIT_CODES[found.state])
 
 
-async def _get(app: Forebay, job_id: int) -> Job:
+def _check_job_options(
+    job_id: int | None, queue: str | None, key: str | None, wait: bool, timeout_s: float | None
+) -> None:
+    if job_id is not None and (queue is not None or key is not None):
+        fail("give a job's ID, or --queue and --key, not both", EXIT_USAGE)
+    if job_id is None and (queue is None or key is None):
+        fail("give a job's ID, or --queue and --key of the job to show", EXIT_USAGE)
+    if timeout_s is not None and not wait:
+        fail("--timeout goes with --wait", EXIT_USAGE)
+
+
+async def _get(
+    app: Forebay,
+    job_id: int | None,
+    queue: str | None,
+    key: str | None,
+    wait: bool,
+    timeout_s: float | None,
+) -> tuple[Job, bool]:
+    """The job (by id, or by queue and key), once finished with ``wait``; and whether the
+    wait timed out."""
     async with app:
-        return await app.get_job(job_id)
+        found = await (app.get_job(job_id) if job_id is not None else _by_key(app, queue, key))
+        if not wait:
+            return found, False
+        try:
+            return await app.wait(found.id, timeout_s=timeout_s), False
+        except WaitTimeout:
+            now = await app.get_job(found.id)  # it may have finished since
+            return now, not now.state.terminal
+
+
+async def _by_key(app: Forebay, queue: str | None, key: str | None) -> Job:
+    assert queue is not None and key is not None  # _check_job_options
+    return await app.get_job(queue, key=key)
 
 
 def job_details(j: Job) -> RenderableType:

@@ -27,6 +27,7 @@ from forebay.http.dashboard import mount_dashboard
 from forebay.http.errors import install_error_handlers
 from forebay.http.intake_metrics import IntakeMetrics
 from forebay.http.openapi import document_security
+from forebay.http.query_params import CheckedQueryRoute
 from forebay.http.service import Service
 from forebay.http.settings import ServiceSettings
 
@@ -61,6 +62,7 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.service = service
+    api.router.route_class = CheckedQueryRoute  # every route refuses unknown query parameters
     install_error_handlers(api, backend_retry_after_s=settings.retry_after_s)
     # Middleware added last runs first: metrics see every answer, CORS headers go on refusals.
     if not settings.api_tokens:

@@ -8,7 +8,7 @@ status  ``error.type``              when
 ======  ==========================  ==================================================
 400     ``malformed_json``          the body is not JSON
 400     ``invalid_payload``         a field is wrong (or a source refused the body)
-400     ``invalid_request``         a path or query parameter is wrong
+400     ``invalid_request``         a path or query parameter is wrong, or unknown to the route
 401     ``unauthorized``            credentials missing, malformed or unknown
 403     ``forbidden``               token lacks the scope; a source's secret or signature is wrong
 403     ``host_not_allowed``        no tokens, and ``Host`` does not name this machine

@@ -1,5 +1,10 @@
 """``GET /v1/jobs``, ``GET /v1/jobs/{job_id}`` and ``POST /v1/jobs/{job_id}/cancel``: reading
-jobs (``read`` scope) and cancelling a queued one (``admin``)."""
+jobs (``read`` scope) and cancelling a queued one (``admin``).
+
+``GET /v1/jobs?queue=Q&key=K`` finds the job a producer enqueued with its own idempotency key;
+``GET /v1/jobs/{job_id}?wait=S`` long-polls: it answers as soon as the job is finished (200),
+or after ``S`` seconds (at most :data:`MAX_WAIT_S`) with the job as it stands (202).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from forebay.errors import JobNotFound, WaitTimeout
 from forebay.http.errors import ApiError
 from forebay.http.models import (
     BeforeIdParam,
@@ -17,15 +23,41 @@ from forebay.http.models import (
     JobsPage,
     LimitParam,
     QueueParam,
+    WithoutNul,
     job_id_path,
 )
 from forebay.http.openapi import ERRORS
 from forebay.http.responses import jobs_page
 from forebay.http.service import Service
 from forebay.http.settings import Scope
-from forebay.job import JobFilter, JobState
+from forebay.job import Job, JobFilter, JobState
 
-__all__ = ["add_routes"]
+__all__ = ["MAX_WAIT_S", "add_routes"]
+
+MAX_WAIT_S = 60.0
+"""The longest ``?wait=`` a request may ask for (proxies and clients time out beyond)."""
+
+KeyParam = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=512,
+        description="The job enqueued with this idempotency key (give its queue too).",
+    ),
+    WithoutNul,
+]
+WaitParam = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description=(
+            f"Wait up to this many seconds (at most {MAX_WAIT_S:g}) for the job to finish: the "
+            "answer is 200 once it is completed, dead or cancelled, 202 if it is not by then."
+        ),
+    ),
+]
 
 
 def add_routes(api: FastAPI, service: Service) -> None:
@@ -35,7 +67,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
     @api.get(
         "/v1/jobs",
         tags=["jobs"],
-        summary="Jobs, newest first, by queue and state; page with before_id",
+        summary="Jobs, newest first, by queue and state; page with before_id; or by key",
         response_model=JobsPage,
         responses=ERRORS,
     )
@@ -43,26 +75,55 @@ def add_routes(api: FastAPI, service: Service) -> None:
         request: Request,
         queue: QueueParam = None,
         state: Annotated[JobState | None, Query()] = None,
+        key: KeyParam = None,
         before_id: BeforeIdParam = None,
         limit: LimitParam = 100,
     ) -> Response:
+        """With ``key`` (and ``queue``): the one job enqueued with that key, if it matches the
+        other filters, else none."""
         service.authorize(request, Scope.READ)
-        jobs = await app.list_jobs(
-            JobFilter(queue=queue, state=state), limit=limit, before_id=before_id
-        )
+        where = JobFilter(queue=queue, state=state)
+        if key is not None:
+            return jobs_page(await _by_key(where, key, before_id), limit)
+        jobs = await app.list_jobs(where, limit=limit, before_id=before_id)
         return jobs_page(jobs, limit)
+
+    async def _by_key(where: JobFilter, key: str, before_id: int | None) -> list[Job]:
+        if where.queue is None:
+            raise ApiError(
+                400,
+                "invalid_request",
+                "key needs queue: a key names one job of its queue, e.g. /v1/jobs?queue=Q&key=K",
+            )
+        try:
+            job = await app.get_job(where.queue, key=key)
+        except JobNotFound:
+            return []
+        if where.state is not None and job.state is not where.state:
+            return []
+        return [job] if before_id is None or job.id < before_id else []
 
     @api.get(
         "/v1/jobs/{job_id}",
         tags=["jobs"],
-        summary="A job: state, attempt, progress, timestamps, result and errors history",
+        summary="A job: state, attempt, progress, times, result, errors; ?wait= long-polls",
         response_model=JobDetailOut,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            202: {"model": JobDetailOut, "description": "Waited, and the job is not finished yet"},
+        },
     )
-    async def get_job(request: Request, job_id: int = job_id_path) -> Response:
+    async def get_job(
+        request: Request, job_id: int = job_id_path, wait: WaitParam = None
+    ) -> Response:
         service.authorize(request, Scope.READ)
-        job = await app.get_job(job_id)
-        return JSONResponse(job.to_dict())
+        if wait is None:
+            return JSONResponse((await app.get_job(job_id)).to_dict())
+        try:
+            job = await app.wait(job_id, timeout_s=wait)
+        except WaitTimeout:
+            job = await app.get_job(job_id)  # as it stands now (it may have just finished)
+        return JSONResponse(job.to_dict(), status_code=200 if job.state.terminal else 202)
 
     @api.post(
         "/v1/jobs/{job_id}/cancel",

@@ -11,6 +11,8 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   the partial index ``jobs_due`` keeps its cost flat as history grows.
 * Wake-ups by LISTEN/NOTIFY (:mod:`~forebay.backends.postgres.listener`), so an idle worker
   starts a new job within milliseconds, with a fallback poll while the listener reconnects.
+  Finished jobs are announced on a channel of their own, which only processes that wait for a
+  job to finish listen to.
 * Group commit (:mod:`forebay.group_commit`): concurrent enqueues become one
   multi-row ``INSERT ... SELECT FROM unnest(...)``, and concurrent outcomes (complete, retry,
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
@@ -36,14 +38,15 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.postgres.connection import (
     Connector,
     PostgresSettings,
     Resend,
     raise_translated,
 )
-from forebay.backends.postgres.listener import Listener
-from forebay.backends.postgres.schema import migration_sql, migrations, queries
+from forebay.backends.postgres.listener import FinishListener, Listener
+from forebay.backends.postgres.schema import finish_channel, migration_sql, migrations, queries
 from forebay.backends.rows import job_from_row
 from forebay.backends.schedule_rows import schedule_from_row
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
@@ -100,7 +103,10 @@ class PostgresBackend:
     """Jobs in PostgreSQL. See the module docstring; build it with :meth:`from_url`."""
 
     capabilities = Capabilities(
-        name="postgres", cross_process_wakeup=True, transactional_enqueue=True
+        name="postgres",
+        cross_process_wakeup=True,
+        transactional_enqueue=True,
+        cross_process_finish_wakeup=True,
     )
 
     def __init__(self, settings: PostgresSettings) -> None:
@@ -124,6 +130,14 @@ class PostgresBackend:
         )
         self._open_lock = asyncio.Lock()
         self._listening: asyncio.Future[None] | None = None
+        self._finishes = FinishWaiters()
+        self._finish_listener = FinishListener(
+            self._connector.connect,
+            finish_channel(settings.schema),
+            self._finishes,
+            poll_s=settings.poll_s,
+        )
+        self._finish_listening: asyncio.Future[None] | None = None
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
 
@@ -163,6 +177,8 @@ class PostgresBackend:
         async with self._open_lock:
             await self._listener.stop()
             self._listening = None
+            await self._finish_listener.stop()
+            self._finish_listening = None
             await self._enqueuer.drain()
             await self._settler.drain()
             await self._connector.close()
@@ -493,6 +509,34 @@ class PostgresBackend:
 
         # Resent safely: had the first try committed, the compare-and-set refuses the repeat.
         return await self._run(op, Resend.ALWAYS)
+
+    # -- waiting for a job, and finding one by its key ------------------------------------
+    async def wait_for_finish(self, job_id: int, *, timeout_s: float) -> Job | None:
+        """Woken by the finish notifications of any process (see the listener); re-reads every
+        ``poll_s`` while its LISTEN connection is down."""
+        self._require_open()
+        return await wait_finished(
+            job_id,
+            timeout_s=timeout_s,
+            waiters=self._finishes,
+            read=self.get_job,
+            poll_s=self._finish_listener.poll_s_now,
+            ready=self._listen_for_finishes,
+        )
+
+    async def _listen_for_finishes(self) -> None:
+        if self._finish_listening is None:
+            # The first wait LISTENs (at most _LISTEN_WAIT_S) before its first read, so no job
+            # finished after that read goes unnoticed; later waits poll while it reconnects.
+            self._finish_listening = asyncio.ensure_future(
+                self._finish_listener.started(_LISTEN_WAIT_S)
+            )
+        await asyncio.shield(self._finish_listening)
+
+    async def get_job_by_key(self, queue: str, key: str) -> Job | None:
+        sql = self._q["job_by_key"]
+        row = await self._run(lambda c: c.fetchrow(sql, queue, key), Resend.ALWAYS)
+        return None if row is None else job_from_row(row)
 
 
 def _refused_statement(exc: Exception) -> bool:

@@ -1,4 +1,4 @@
-"""Wake-ups by LISTEN/NOTIFY: one dedicated connection per backend instance.
+"""Wake-ups by LISTEN/NOTIFY: a dedicated connection per channel and backend instance.
 
 Every statement that makes jobs due (enqueue, a retry or release that is due at once, reclaim,
 replay) calls ``pg_notify(<schema>, <queue>)``; PostgreSQL delivers it when that transaction
@@ -10,6 +10,11 @@ When the connection drops (server restart, network), the listener reconnects in 
 background with backoff, and meanwhile :meth:`wait` returns after at most ``poll_s``: idle
 workers poll until notifications flow again. After every (re)connect all waiters are woken,
 since notifications sent while nobody listened are lost.
+
+A second channel announces finished jobs (:class:`FinishListener`): every statement that makes
+jobs completed, dead or cancelled sends one notification naming them (``*`` when they are too
+many for a notification's 8000 bytes: then every waiter re-reads). Only a process that waits
+for a job to finish listens to it; workers never do.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from forebay.backends.finishes import FinishWaiters
 from forebay.backends.postgres.connection import translate
 from forebay.cancel import cancel_and_wait
 
-__all__ = ["Listener"]
+__all__ = ["FinishListener", "Listener"]
 
 log = logging.getLogger("forebay.postgres")
 
@@ -32,8 +38,12 @@ _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
 
 
-class Listener:
-    """LISTENs on one channel and wakes the waiters of the queue each notification names."""
+class _Listening:
+    """LISTENs on one channel in the background, reconnecting; subclasses handle what comes."""
+
+    waiting_for = "waiters"
+    """Who polls while the connection is down (for the log)."""
+    task_name = "forebay-pg-listener"
 
     def __init__(
         self, connect: Callable[[], Awaitable[Any]], channel: str, *, poll_s: float
@@ -42,9 +52,6 @@ class Listener:
         self.channel = channel
         self.poll_s = poll_s
         self._connected = asyncio.Event()
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._missed: set[str] = set()
-        self._known: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -54,7 +61,7 @@ class Listener:
     def start(self) -> None:
         """Start listening in the background (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="forebay-pg-listener")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def started(self, timeout_s: float) -> None:
         """Start listening and wait (at most ``timeout_s``) until LISTEN is in effect.
@@ -72,7 +79,77 @@ class Listener:
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait([task])
-        self._wake(set(self._waiters))
+        self._stopped()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        raise NotImplementedError
+
+    def _reconnected(self) -> None:
+        """Notifications may have been missed while nobody listened: wake everyone."""
+        raise NotImplementedError
+
+    def _stopped(self) -> None:
+        """Nothing will be notified any more: wake whoever waits."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        delay = _FIRST_BACKOFF_S
+        reported = False  # one warning per outage, not one per attempt
+        while True:
+            try:
+                await self._session()  # returns when a working session ends
+                log.warning(
+                    "LISTEN connection lost; %s poll every %.2fs until it is back",
+                    self.waiting_for,
+                    self.poll_s,
+                )
+                delay, reported = _FIRST_BACKOFF_S, True
+            except Exception as exc:
+                if not reported:
+                    log.warning(
+                        "cannot LISTEN (%s); %s poll meanwhile", translate(exc), self.waiting_for
+                    )
+                    reported = True
+            finally:
+                self._connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    async def _session(self) -> None:
+        conn = await self._connect()
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+            self._connected.set()
+            self._reconnected()  # anything may have been missed
+            while not lost.is_set():
+                try:
+                    async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
+                        await lost.wait()
+                except TimeoutError:
+                    # A silently dropped network connection only shows when used.
+                    try:
+                        async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
+                            await conn.fetchval("SELECT 1")
+                    except Exception:
+                        return
+        finally:
+            conn.terminate()
+
+
+class Listener(_Listening):
+    """LISTENs on the work channel and wakes the waiters of the queue each notification names."""
+
+    waiting_for = "idle workers"
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[Any]], channel: str, *, poll_s: float
+    ) -> None:
+        super().__init__(connect, channel, poll_s=poll_s)
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._missed: set[str] = set()
+        self._known: set[str] = set()
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         """Return when one of ``queues`` was notified (now or since the last wait), or later
@@ -102,6 +179,12 @@ class Listener:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
         self._wake({queue})
 
+    def _reconnected(self) -> None:
+        self._wake(self._known | set(self._waiters))
+
+    def _stopped(self) -> None:
+        self._wake(set(self._waiters))
+
     def _wake(self, queues: set[str]) -> None:
         for queue in queues:
             waiting = self._waiters.get(queue)
@@ -112,44 +195,40 @@ class Listener:
                 if not fut.done():
                     fut.set_result(None)
 
-    async def _run(self) -> None:
-        delay = _FIRST_BACKOFF_S
-        reported = False  # one warning per outage, not one per attempt
-        while True:
-            try:
-                await self._session()  # returns when a working session ends
-                log.warning(
-                    "LISTEN connection lost; idle workers poll every %.2fs until it is back",
-                    self.poll_s,
-                )
-                delay, reported = _FIRST_BACKOFF_S, True
-            except Exception as exc:
-                if not reported:
-                    log.warning("cannot LISTEN (%s); idle workers poll meanwhile", translate(exc))
-                    reported = True
-            finally:
-                self._connected.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    async def _session(self) -> None:
-        conn = await self._connect()
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
+class FinishListener(_Listening):
+    """LISTENs on the finish channel and wakes the waiters of the jobs each notification names.
+
+    Started by the first wait; :meth:`poll_s_now` tells a waiter how long it may wait before
+    reading again (None while notifications flow)."""
+
+    task_name = "forebay-pg-finishes"
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        channel: str,
+        waiters: FinishWaiters,
+        *,
+        poll_s: float,
+    ) -> None:
+        super().__init__(connect, channel, poll_s=poll_s)
+        self.waiters = waiters
+
+    def poll_s_now(self) -> float | None:
+        return None if self.connected else self.poll_s
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == "*" or not payload:
+            self.waiters.wake_all()
+            return
         try:
-            await conn.add_listener(self.channel, self._on_notify)
-            self._connected.set()
-            self._wake(self._known | set(self._waiters))  # anything may have been missed
-            while not lost.is_set():
-                try:
-                    async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
-                        await lost.wait()
-                except TimeoutError:
-                    # A silently dropped network connection only shows when used.
-                    try:
-                        async with asyncio.timeout(_HEALTH_CHECK_EVERY_S):
-                            await conn.fetchval("SELECT 1")
-                    except Exception:
-                        return
-        finally:
-            conn.terminate()
+            self.waiters.wake(int(i) for i in payload.split(","))
+        except ValueError:  # not ours: someone else's NOTIFY on this channel
+            self.waiters.wake_all()
+
+    def _reconnected(self) -> None:
+        self.waiters.wake_all()
+
+    def _stopped(self) -> None:
+        self.waiters.wake_all()

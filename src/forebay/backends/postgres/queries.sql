@@ -140,6 +140,9 @@ RETURNING id
 -- error (the history keeps it).
 -- $3 (outcomes) may be NULL when every job has outcome $7; $4 to $6, $8 (tracebacks) and $9
 -- (results) may be NULL when all NULL.
+-- Jobs it finished (completed, dead) are announced on the finish channel at commit, in one
+-- notification for the whole statement: their ids, comma-separated, or `*` (every waiter
+-- re-reads) when more than 300 would not fit in a notification's 8000 bytes. So does cancel.
 WITH s AS (
     SELECT job_id, token, COALESCE(outcome, $7) AS outcome, at, message, kind, traceback, result
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
@@ -177,8 +180,13 @@ WITH s AS (
 ), woken AS (
     SELECT pg_notify('{channel}', due.queue)
     FROM (SELECT DISTINCT queue FROM settled WHERE state = 'queued' AND run_at <= now()) AS due
+), finished AS (
+    SELECT pg_notify('{finish_channel}',
+                     CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
+    FROM settled WHERE state IN ('completed', 'dead') HAVING count(*) > 0
 )
-SELECT id FROM settled WHERE (SELECT count(*) FROM woken) >= 0
+SELECT id FROM settled
+WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM finished) >= 0
 
 -- name: reclaim_expired
 -- No notification: the reclaiming worker wakes its own lanes, others find the jobs by polling
@@ -206,9 +214,20 @@ WITH reclaimed AS (
 SELECT count(*) FROM reclaimed
 
 -- name: cancel
-UPDATE {schema}.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-WHERE id = ANY($1::bigint[]) AND state = 'queued'
-RETURNING id
+WITH cancelled AS (
+    UPDATE {schema}.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND state = 'queued'
+    RETURNING id
+), finished AS (
+    SELECT pg_notify('{finish_channel}',
+                     CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
+    FROM cancelled HAVING count(*) > 0
+)
+SELECT id FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
+
+-- name: job_by_key
+-- uses the unique index jobs_queue_key
+SELECT {columns} FROM {schema}.jobs WHERE queue = $1 AND key = $2
 
 -- name: filter
 -- shared WHERE clause of listings, replay and purge: always parameters $1 to $7

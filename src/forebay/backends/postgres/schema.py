@@ -8,6 +8,7 @@ identifier and written into the SQL text once, when the queries are loaded.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import cache
 
@@ -15,7 +16,15 @@ from forebay.backends.rows import COLUMNS as _FIELDS
 from forebay.errors import ConfigError
 from forebay.sqlfiles import migration_files, render, render_queries
 
-__all__ = ["COLUMNS", "DEFAULT_SCHEMA", "migration_sql", "migrations", "queries", "validate_schema"]
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_SCHEMA",
+    "finish_channel",
+    "migration_sql",
+    "migrations",
+    "queries",
+    "validate_schema",
+]
 
 DEFAULT_SCHEMA = "forebay"
 COLUMNS = ", ".join(_FIELDS)
@@ -36,8 +45,22 @@ def validate_schema(name: str) -> str:
     return name
 
 
+def finish_channel(schema: str) -> str:
+    """The channel of a schema's finish notifications: never a schema's name (no ``:`` in
+    those), so never another installation's work channel; at most 63 bytes, as channels are."""
+    name = f"{schema}:finished"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.blake2b(schema.encode(), digest_size=6).hexdigest()
+    return f"{schema[:50]}:{digest}"
+
+
 def _names(schema: str) -> dict[str, str]:
-    return {"schema": f'"{validate_schema(schema)}"', "channel": schema}
+    return {
+        "schema": f'"{validate_schema(schema)}"',
+        "channel": schema,
+        "finish_channel": finish_channel(schema),
+    }
 
 
 @cache

@@ -26,6 +26,8 @@ whole picture in ``docs/redis.md``):
   ``XREAD`` on the queue's streams, from their group's last delivered id, and on a small wake
   stream: an idle worker starts a new job within a millisecond of its enqueue, even one made
   in another process, and wakes when a scheduled job comes due.
+* **Waiting for a job to finish**: the scripts that finish jobs publish their ids, and a
+  process that waits subscribes (:mod:`~forebay.backends.redis.subscriber`).
 
 * **Schedules** are two hashes (definitions, last ticks); ``fire_schedule.lua`` moves a last
   tick and stores the tick's jobs in one script (its source ends with ``enqueue.lua``).
@@ -61,7 +63,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
+from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
+from forebay.backends.redis.subscriber import FinishSubscriber
 from forebay.backends.rows import job_from_hash
 from forebay.backends.schedule_rows import SCHEDULE_COLUMNS, schedule_from_row
 from forebay.errors import (
@@ -122,6 +126,10 @@ _SCRIPT_JOBS = 2000
 """Most jobs one script call stores or settles: bounds how long one call holds the server."""
 _MAX_BLOCK_S = 1.0
 """Longest single XREAD block; wait_for_work loops (and re-polls) for longer timeouts."""
+_SUBSCRIBE_WAIT_S = 2.0
+"""Longest a first wait for a finish waits for its subscription before falling back to polling."""
+_FINISH_POLL_S = 0.5
+"""How often a waiter re-reads its job while the finish subscription is down."""
 
 
 @cache
@@ -184,7 +192,10 @@ class RedisBackend:
     """Jobs in Redis Streams. See the module docstring; build it with :meth:`from_url`."""
 
     capabilities = Capabilities(
-        name="redis", cross_process_wakeup=True, transactional_enqueue=False
+        name="redis",
+        cross_process_wakeup=True,
+        transactional_enqueue=False,
+        cross_process_finish_wakeup=True,
     )
 
     def __init__(
@@ -222,6 +233,11 @@ class RedisBackend:
         self.applied_on_open: list[str] = []
         """What :meth:`open` applied: the key layout's version, when it wrote it."""
         self._open_lock = asyncio.Lock()
+        self._finishes = FinishWaiters()
+        self._subscriber = FinishSubscriber(
+            self._require, self.keys.finished, self._finishes, poll_s=_FINISH_POLL_S
+        )
+        self._subscribing: asyncio.Future[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
@@ -293,6 +309,8 @@ class RedisBackend:
             if self._client is None:
                 return
             await self._enqueuer.drain()
+            await self._subscriber.stop()
+            self._subscribing = None
             client, self._client = self._client, None
             await client.aclose()
 
@@ -677,6 +695,39 @@ class RedisBackend:
                 raise translate(exc) from exc
             if news or (reply[1] and float(reply[1]) <= time.time()):
                 return
+
+    # -- waiting for a job, and finding one by its key ------------------------------------
+    async def wait_for_finish(self, job_id: int, *, timeout_s: float) -> Job | None:
+        """Woken by the ids the scripts publish (from any process); re-reads every
+        ``_FINISH_POLL_S`` while the subscription is down."""
+        self._require()
+        return await wait_finished(
+            job_id,
+            timeout_s=timeout_s,
+            waiters=self._finishes,
+            read=self.get_job,
+            poll_s=self._subscriber.poll_s_now,
+            ready=self._subscribe_to_finishes,
+        )
+
+    async def _subscribe_to_finishes(self) -> None:
+        if self._subscribing is None:
+            # The first wait subscribes (at most _SUBSCRIBE_WAIT_S) before its first read, so no
+            # job finished after that read goes unheard; later waits poll while it is down.
+            self._subscribing = asyncio.ensure_future(self._subscriber.started(_SUBSCRIBE_WAIT_S))
+        await asyncio.shield(self._subscribing)
+
+    async def get_job_by_key(self, queue: str, key: str) -> Job | None:
+        client = self._require()
+        try:
+            found = cast(str | None, await client.hget(self.keys.keys(queue), key))
+            if found is None:
+                return None
+            fields = cast(dict[str, str], await client.hgetall(self.keys.job(int(found))))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        # Empty when the job was pruned between the two reads.
+        return job_from_hash(found, fields) if fields else None
 
     # -- schedules --------------------------------------------------------------------------
     async def save_schedules(self, schedules: Sequence[Schedule]) -> None:

@@ -40,6 +40,10 @@ name, ``N`` a job id, ``R`` a priority)::
     P:schedule_ticks           hash    schedule name -> its last tick (epoch seconds), moved
                                        forward only by ``fire_schedule.lua``, in the script
                                        that enqueues the tick's jobs
+    P:finished                 channel pub/sub, not a key: every script that finishes jobs
+                                       (complete, dead_letter, cancel) publishes their ids,
+                                       comma-separated, once per call; processes waiting for
+                                       a job to finish subscribe
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
@@ -86,6 +90,7 @@ TEMPLATES: dict[str, str] = {
     "wake": "{prefix}:q:{queue}:wake",
     "schedules": "{prefix}:schedules",
     "schedule_ticks": "{prefix}:schedule_ticks",
+    "finished": "{prefix}:finished",
 }
 
 
@@ -128,6 +133,10 @@ class Keys:
     def waiting(self, queue: str, priority: int | str) -> str:
         return self._name("waiting", queue=queue, priority=priority)
 
+    def keys(self, queue: str) -> str:
+        """The hash of ``queue``'s idempotency keys (key -> job id)."""
+        return self._name("keys", queue=queue)
+
     def levels(self, queue: str) -> str:
         return self._name("levels", queue=queue)
 
@@ -141,6 +150,11 @@ class Keys:
     @property
     def schedule_ticks(self) -> str:
         return self._name("schedule_ticks")
+
+    @property
+    def finished(self) -> str:
+        """The pub/sub channel of finished jobs' ids."""
+        return self._name("finished")
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

@@ -14,7 +14,10 @@ Protocol on one engine, and splitting it by transition would scatter the writer'
 * Payloads live in a table of their own (``forebay_payloads``): a job's row is rewritten at
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
-  commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms).
+  commit through ``PRAGMA data_version`` polled every ``poll_s`` (default 20 ms). Likewise a
+  job finished in this process wakes its waiters (:meth:`SQLiteBackend.wait_for_finish`) at
+  once; SQLite has no way to tell another process, so there a waiter re-reads its job every
+  ``_FINISH_POLL_S``.
 * Schedules (``forebay_schedules``): a firing is one writer operation, the compare-and-set
   of the schedule's last tick and the insert of the tick's jobs in one savepoint.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
@@ -44,6 +47,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection, split_completions
+from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.schedule_rows import schedule_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
@@ -78,6 +82,8 @@ _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 # and out as one JSON array), a lease reads its jobs after its commit on the reader thread, and
 # big leases and settles still go in pieces, with other writes in between.
 _ROWS_PER_OP = 100
+_FINISH_POLL_S = 0.2
+"""How often a waiter re-reads its job, for the jobs other processes finish."""
 
 
 Q = render_queries(
@@ -114,7 +120,10 @@ class SQLiteBackend:
     """Jobs in one SQLite file. See the module docstring."""
 
     capabilities = Capabilities(
-        name="sqlite", cross_process_wakeup=False, transactional_enqueue=False
+        name="sqlite",
+        cross_process_wakeup=False,
+        transactional_enqueue=False,
+        cross_process_finish_wakeup=False,
     )
 
     def __init__(
@@ -140,6 +149,7 @@ class SQLiteBackend:
         self._seen_version: dict[tuple[str, ...], int] = {}
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._lost_reported = False
+        self._finishes = FinishWaiters()
 
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
@@ -353,6 +363,9 @@ class SQLiteBackend:
 
             leases = [c.lease for c in results]
             refused += await self._settle(Q["complete_result"], leases, params)
+        self._announce_finished(
+            c.job_id if isinstance(c, Lease) else c.lease.job_id for c in completions
+        )
         return refused
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
@@ -386,7 +399,9 @@ class SQLiteBackend:
                 for f in failures
             )
 
-        return await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+        refused = await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+        self._announce_finished(f.lease.job_id for f in failures)
+        return refused
 
     async def defer(self, deferrals: Sequence[Deferral]) -> list[int]:
         def params(now: float) -> Iterable[tuple[Any, ...]]:
@@ -468,7 +483,9 @@ class SQLiteBackend:
             rows = conn.execute(Q["cancel"], {"now": time.time(), "ids": payload}).fetchall()
             return sorted(r[0] for r in rows)
 
-        return await self._write(op)
+        cancelled = await self._write(op)
+        self._announce_finished(cancelled)
+        return cancelled
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
         params = _filter_params(where) | {"now": time.time()}
@@ -607,6 +624,28 @@ class SQLiteBackend:
         if fired:
             self._wake({j.queue for j in firing.jobs})
         return bool(fired)
+
+    # -- waiting for a job, and finding one by its key ------------------------------------
+    def _announce_finished(self, ids: Iterable[int]) -> None:
+        """Wake this process's waiters of jobs that may have finished (a refused id only costs
+        its waiter one read). Nothing to do, and nothing done, when nobody waits."""
+        if self._finishes:
+            self._finishes.wake(ids)
+
+    async def wait_for_finish(self, job_id: int, *, timeout_s: float) -> Job | None:
+        """Woken at once by a job finished in this process; re-reads every
+        ``_FINISH_POLL_S`` for the jobs other processes finish."""
+        return await wait_finished(
+            job_id,
+            timeout_s=timeout_s,
+            waiters=self._finishes,
+            read=self.get_job,
+            poll_s=lambda: _FINISH_POLL_S,
+        )
+
+    async def get_job_by_key(self, queue: str, key: str) -> Job | None:
+        row = await self._read(lambda c: c.execute(Q["job_by_key"], (queue, key)).fetchone())
+        return None if row is None else job_from_row(row, epoch_times=True)
 
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:

@@ -76,7 +76,8 @@ def mount_dashboard(api: FastAPI) -> None:
         return Response(_files().page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
     @api.api_route(ASSET_PATH + "/{name}", methods=["GET", "HEAD"], include_in_schema=False)
-    async def dashboard_asset(name: str, request: Request) -> Response:
+    async def dashboard_asset(name: str, request: Request, v: str | None = None) -> Response:
+        # v: the content hash the page names its assets with (ignored here: see the docstring)
         asset = _files().assets.get(name)
         if asset is None:
             raise HTTPException(404)

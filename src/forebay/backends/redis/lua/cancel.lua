@@ -3,7 +3,8 @@
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...]
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:q:Q:waiting:R (ZREM), P:q:Q:stream:R (XACK + XDEL
---          of the job's entry), P:done:cancelled (ZADD), P:q:Q:counts (HINCRBY)
+--          of the job's entry), P:done:cancelled (ZADD), P:q:Q:counts (HINCRBY),
+--          P:finished (PUBLISH of the ids cancelled)
 -- Returns  the ids cancelled.
 
 local now = ARGV[1]
@@ -25,6 +26,7 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
   end
 end
 if #done > 0 then bulk('ZADD', key_done('cancelled'), done) end
+announce_finished(done)
 dropper:flush()
 counter:flush()
 return out

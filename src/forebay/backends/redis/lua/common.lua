@@ -260,6 +260,15 @@ local function finish(id, job, state, now, counter, dropper, done)
   counter:add(job.queue, state, 1)
 end
 
+-- Tell whoever waits for the jobs a script finished, in any process: one PUBLISH of their
+-- ids, comma-separated (`done` holds finished_at, id pairs, as ZADD takes them).
+local function announce_finished(done)
+  if #done == 0 then return end
+  local ids = {}
+  for i = 2, #done, 2 do ids[#ids + 1] = done[i] end
+  redis.call('PUBLISH', key_finished(), table.concat(ids, ','))
+end
+
 -- Delete a job in the given terminal state with its idempotency key; 1 if deleted.
 local function delete_job(id, state, counter)
   local k = key_job(id)

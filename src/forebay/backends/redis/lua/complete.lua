@@ -4,7 +4,8 @@
 -- ARGV     now, JSON [[id, lease_token] or [id, lease_token, result JSON text], ...]
 --          (the last error goes: the errors history keeps it)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:completed (ZADD),
---          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY)
+--          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
+--          P:finished (PUBLISH of the ids completed)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
@@ -24,6 +25,7 @@ local refused = settle(function(id, job, row)
 end)
 
 if #done > 0 then bulk('ZADD', key_done('completed'), done) end
+announce_finished(done)
 dropper:flush()
 counter:flush()
 return refused

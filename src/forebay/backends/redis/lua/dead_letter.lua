@@ -4,7 +4,8 @@
 -- ARGV     now, JSON [[id, lease_token, error, error_type, traceback or false], ...]
 --          (the error is appended to the errors history)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead (ZADD),
---          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY)
+--          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
+--          P:finished (PUBLISH of the ids dead-lettered)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
@@ -18,6 +19,7 @@ local refused = settle(function(id, job, row)
 end)
 
 if #done > 0 then bulk('ZADD', key_done('dead'), done) end
+announce_finished(done)
 dropper:flush()
 counter:flush()
 return refused
