@@ -15,6 +15,7 @@ from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound
 from forebay.job import Job, JobFilter, NewJob, QueueCounts
 from forebay.observer import Observer, notify_enqueued
+from forebay.payloads import PayloadModel, validate_jobs
 from forebay.queue_config import ExhaustedHook, QueueConfig
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
@@ -48,6 +49,7 @@ class Forebay:
         """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
         self.queues: dict[str, QueueConfig] = {}
         self.sources: dict[str, Source] = {}
+        self._payload_models: dict[str, PayloadModel] = {}
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         self._sync: _SyncRunner | None = None
@@ -70,8 +72,14 @@ class Forebay:
         backoff: Backoff | None = None,
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        payload: PayloadModel | None = None,
     ) -> Callable[[F], F]:
-        """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`)."""
+        """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
+
+        ``payload``: a pydantic model; every enqueue of the queue is validated against it and
+        stored as its JSON, and the handler gets ``job.payload`` as an instance of it (see
+        :mod:`forebay.payloads`).
+        """
 
         def register(fn: F) -> F:
             if queue in self.queues and self.queues[queue].handler is not None:
@@ -89,19 +97,31 @@ class Forebay:
                 backoff=backoff or Backoff(),
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
+                payload_model=payload,
             )
+            self._declared(self.queues[queue])
             return fn
 
         return register
 
-    def queue(self, name: str, *, max_depth: int | None = None) -> None:
-        """Declare a queue without a handler here (a producer-only process), e.g. its max_depth."""
+    def queue(
+        self, name: str, *, max_depth: int | None = None, payload: PayloadModel | None = None
+    ) -> None:
+        """Declare a queue without a handler here (a producer-only process), e.g. its max_depth
+        or its payload model (validated at every enqueue, as with :meth:`handler`)."""
         existing = self.queues.get(name)
         self.queues[name] = (
-            replace(existing, max_depth=max_depth)
+            replace(existing, max_depth=max_depth, payload_model=payload)
             if existing
-            else QueueConfig(name, max_depth=max_depth)
+            else QueueConfig(name, max_depth=max_depth, payload_model=payload)
         )
+        self._declared(self.queues[name])
+
+    def _declared(self, config: QueueConfig) -> None:
+        if config.payload_model is None:
+            self._payload_models.pop(config.name, None)
+        else:
+            self._payload_models[config.name] = config.payload_model
 
     def source(
         self,
@@ -184,6 +204,10 @@ class Forebay:
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
 
+        ``payload``: JSON-ready data, or a pydantic model instance (stored as its JSON). On a
+        queue with a payload model it is validated first: PayloadValidationError, with the
+        field errors, and nothing stored.
+
         ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
         then exists if and only if your transaction commits.
         """
@@ -195,8 +219,14 @@ class Forebay:
     async def enqueue_many(
         self, jobs: Iterable[NewJob], *, connection: object | None = None
     ) -> list[Job]:
-        """Store many jobs in one transaction (build them with :meth:`NewJob.create`)."""
+        """Store many jobs in one transaction (build them with :meth:`NewJob.create`).
+
+        A payload refused by its queue's payload model refuses the whole batch
+        (PayloadValidationError naming the job's position); nothing is stored.
+        """
         batch = list(jobs)
+        if self._payload_models:  # queues without a model pay this one check
+            batch = validate_jobs(batch, self._payload_models)
         backend = await self.open()
         stored = await backend.enqueue(
             batch, max_depth=self._depth_limits(batch), connection=connection

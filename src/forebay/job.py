@@ -30,10 +30,15 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MemberDescriptorType
-from typing import TypeAlias, cast
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from forebay import jsonio
 from forebay.errors import InvalidPayload
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 __all__ = [
     "JSON",
@@ -141,7 +146,8 @@ class NewJob:
         run_id: str | None = None,
         parsed: bool = False,
     ) -> NewJob:
-        """A validated job. ``parsed=True`` says ``payload`` is data as forebay read it from
+        """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept as
+        its ``model_dump(mode="json")``). ``parsed=True`` says ``payload`` is data as forebay read it from
         JSON text (:func:`forebay.jsonio.loads`), which is encoded without the checks an
         arbitrary Python value needs (the intake's bodies are)."""
         validate_queue_name(queue)
@@ -164,9 +170,16 @@ class NewJob:
             ts = utcnow().timestamp() + seconds if seconds else None
             if ts is not None and ts >= _YEAR_9000:
                 raise InvalidPayload("delay reaches past the year 9000")
+        try:
+            text = dump_payload(payload, parsed=parsed)
+        except InvalidPayload:
+            if not _is_model(payload):
+                raise
+            payload = payload.model_dump(mode="json")  # type: ignore[attr-defined]
+            text = dump_payload(payload)
         return cls(
             queue,
-            dump_payload(payload, parsed=parsed),
+            text,
             cast(JSON, payload),
             key,
             priority,
@@ -188,6 +201,11 @@ class NewJob:
             updated_at=created_at,
             run_id=self.run_id,
         )
+
+
+def _is_model(value: object) -> bool:
+    """Whether ``value`` is a pydantic model instance (without importing pydantic)."""
+    return hasattr(type(value), "__pydantic_serializer__") and hasattr(value, "model_dump")
 
 
 def _check_names(key: str | None, run_id: str | None) -> None:
@@ -280,7 +298,20 @@ class Job:
         """The payload as JSON text: the stored text while :attr:`payload` was not read, else
         the payload encoded again."""
         value = _stored_payload(self)
-        return value if type(value) is PayloadText else jsonio.dumps(value)
+        return value if type(value) is PayloadText else jsonio.dumps(_json_payload(value))
+
+    def payload_as(self, model: type[M]) -> M:
+        """The payload as an instance of the pydantic ``model``, typed as one.
+
+        Inside the handler of a queue declared with ``payload=model``, :attr:`payload` already
+        is that instance (this returns it); elsewhere (an ``on_exhausted`` hook, a job read
+        with ``app.get_job``) the payload is parsed with ``model`` (pydantic's
+        ``ValidationError`` if it does not match).
+        """
+        value = _stored_payload(self)
+        if isinstance(value, model):
+            return value
+        return model.model_validate_json(self.payload_text)
 
     def __getstate__(self) -> dict[str, object]:
         # Pickled as stored: a payload not read yet crosses to another process as its text.
@@ -318,7 +349,7 @@ class Job:
             "error": self.error,
             "error_type": self.error_type,
             "run_id": self.run_id,
-            "payload": self.payload,
+            "payload": _json_payload(self.payload),
         }
 
 
@@ -326,6 +357,17 @@ _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _payload_slot: MemberDescriptorType = Job.__dict__["payload"]  # read and written as stored
 _stored_payload: Callable[[Job], JSON] = _payload_slot.__get__
 _store_payload: Callable[[Job, JSON], None] = _payload_slot.__set__
+
+
+def _json_payload(value: object) -> JSON:
+    """A payload as JSON data: a model instance (inside its queue's handler) as its JSON."""
+    if type(value) in _JSON_TYPES or not _is_model(value):
+        return cast(JSON, value)
+    data: JSON = value.model_dump(mode="json")  # type: ignore[attr-defined]
+    return data
+
+
+_JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def _read_payload(job: Job) -> JSON:

@@ -10,6 +10,7 @@ from typing import TypeAlias
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
 from forebay.job import Job, validate_queue_name
+from forebay.payloads import PayloadModel, check_model
 
 __all__ = ["BatchHandler", "ExhaustedHook", "Handler", "QueueConfig"]
 
@@ -39,6 +40,8 @@ class QueueConfig:
       ``{job_id: exception}`` for the ones that failed (the others complete).
     * ``max_depth``: unfinished jobs the queue may hold; enqueue beyond it raises QueueFull.
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
+    * ``payload_model``: a pydantic model every payload is validated against at enqueue, and
+      that the handler receives as ``job.payload`` (see :mod:`forebay.payloads`).
     """
 
     name: str
@@ -53,6 +56,7 @@ class QueueConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
+    payload_model: PayloadModel | None = None
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -81,6 +85,8 @@ class QueueConfig:
             )
         if self.on_exhausted is not None and not inspect.iscoroutinefunction(self.on_exhausted):
             raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
+        if self.payload_model is not None:
+            check_model(self.name, self.payload_model)
 
     @property
     def delivery_limit(self) -> int:

@@ -7,6 +7,10 @@ to the given reporter and bounded by a timeout, and answers with the per-job err
 handler returned. The worker's lanes call it with the queue's ``timeout_s``; a handler process
 (:mod:`forebay.execution.child`) calls it without one, since the worker that sent it the call
 keeps the time and cancels the call when it runs out.
+
+On a queue with a payload model, the jobs' payloads become model instances here, in the process
+that runs the handler (:func:`forebay.payloads.read_payloads`); a job whose stored payload the
+model refuses is not handed to the handler and fails permanently.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
 from forebay.job import Job, ProgressReporter, progress_reporter
+from forebay.payloads import read_payloads
 from forebay.queue_config import QueueConfig
 
 __all__ = ["BatchErrors", "call_handler"]
@@ -44,6 +49,11 @@ async def call_handler(
     if handler is None:
         raise RuntimeError(f"queue {config.name!r} has no handler")
     batch = config.batch_size is not None
+    refused: BatchErrors = {}
+    if config.payload_model is not None:  # the only cost to queues without a model
+        jobs, refused = _typed_payloads(config, jobs, batch)
+        if not jobs:
+            return refused
     argument: Job | list[Job] = list(jobs) if batch else jobs[0]
     try:
         async with asyncio.timeout(timeout_s):
@@ -56,4 +66,19 @@ async def call_handler(
             raise
         what = "batch handler" if batch else "handler"
         raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}") from None
-    return returned if batch and isinstance(returned, Mapping) else {}
+    errors = returned if batch and isinstance(returned, Mapping) else {}
+    return {**errors, **refused} if refused else errors
+
+
+def _typed_payloads(
+    config: QueueConfig, jobs: Sequence[Job], batch: bool
+) -> tuple[Sequence[Job], BatchErrors]:
+    """The jobs whose payloads are now model instances, and the errors of the others (raised
+    for a single job, as its handler's error would be)."""
+    assert config.payload_model is not None
+    refused = read_payloads(config.payload_model, jobs)
+    if not refused:
+        return jobs, {}
+    if not batch:
+        raise refused[jobs[0].id]
+    return [j for j in jobs if j.id not in refused], refused
