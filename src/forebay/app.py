@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from forebay.backends import Backend, backend_from_url
@@ -139,6 +139,11 @@ class Forebay:
             raise ConfigError(f"source {name!r} is already declared")
         self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
         return self.sources[name]
+
+    @property
+    def payload_models(self) -> Mapping[str, PayloadModel]:
+        """The payload model of each queue that declares one."""
+        return MappingProxyType(self._payload_models)
 
     # -- lifecycle ----------------------------------------------------------------------
     def use_url(self, url: str) -> None:

@@ -126,6 +126,8 @@ class PayloadValidationError(InvalidPayload):
         count: int = 1,
     ) -> None:
         which = f" (job {index} of a batch of {count}, counted from 0)" if count > 1 else ""
+        self.reason = f"the payload does not match {model}: {field_error_summary(errors)}"
+        """What is wrong with the payload, in one line."""
         super().__init__(
             f"queue {queue!r} refuses the payload{which}: it does not match {model}: "
             f"{field_error_summary(errors)}; nothing was stored"
@@ -144,7 +146,9 @@ def field_error_summary(errors: list[dict[str, object]]) -> str:
 
     def one(error: dict[str, object]) -> str:
         loc = error.get("loc")
-        where = ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) and loc else "payload"
+        where = (
+            ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) and loc else "payload"
+        )
         return f"{where}: {error.get('msg', 'invalid')}"
 
     shown = "; ".join(one(e) for e in errors[:_SHOWN_ERRORS])

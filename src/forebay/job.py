@@ -146,10 +146,10 @@ class NewJob:
         run_id: str | None = None,
         parsed: bool = False,
     ) -> NewJob:
-        """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept as
-        its ``model_dump(mode="json")``). ``parsed=True`` says ``payload`` is data as forebay read it from
-        JSON text (:func:`forebay.jsonio.loads`), which is encoded without the checks an
-        arbitrary Python value needs (the intake's bodies are)."""
+        """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
+        as its ``model_dump(mode="json")``). ``parsed=True`` says ``payload`` is data as
+        forebay read it from JSON text (:func:`forebay.jsonio.loads`), which is encoded without
+        the checks an arbitrary Python value needs (the intake's bodies are)."""
         validate_queue_name(queue)
         _check_names(key, run_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
