@@ -92,9 +92,9 @@ def test_queues_without_a_model_are_left_as_they_are() -> None:
 def test_a_payload_option_must_be_a_pydantic_model() -> None:
     app = Forebay("sqlite:///unused.db")
     with pytest.raises(ConfigError, match="pydantic model class"):
-        app.handler("orders", payload=dict)(lambda job: None)  # type: ignore[arg-type]
+        app.handler("orders", payload=dict)(lambda job: None)
     with pytest.raises(ConfigError, match="pydantic model class"):
-        app.queue("orders", payload=Order(id=1, qty=1, placed=datetime.now(UTC)))  # type: ignore[arg-type]
+        app.queue("orders", payload=Order(id=1, qty=1, placed=datetime.now(UTC)))
 
 
 def test_the_app_knows_its_payload_models() -> None:
