@@ -80,6 +80,7 @@ async def test_good_payloads_are_stored_as_the_models_json(app: Forebay) -> None
     order = Order(id=9, qty=1, placed=datetime(2026, 5, 6, tzinfo=UTC))
     first = await app.enqueue("orders", GOOD)
     second = await app.enqueue("orders", order)
+    assert second.payload == {"id": 9, "qty": 1, "placed": "2026-05-06T00:00:00Z"}
     [third] = await app.enqueue_many([NewJob.create("orders", {**GOOD, "id": 10})])
     assert first.payload == CANONICAL  # as returned, and as stored
     assert await payloads(app, "orders") == [
