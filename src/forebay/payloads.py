@@ -8,8 +8,9 @@ payload=Order)`` in a process that only produces) has a payload model. Then:
   JSON text (pydantic's JSON mode, as the handler will read it) before anything is stored, and
   refuses a batch with a bad payload as a whole (:class:`~forebay.PayloadValidationError`,
   carrying pydantic's field errors);
-* what is stored is the model's own JSON (``model_dump(mode="json")``): one canonical form,
-  whether the producer gave a model instance or plain data;
+* what is stored is the model's own JSON (``model_dump_json()``, the text of
+  ``model_dump(mode="json")``): one canonical form, whether the producer gave a model instance
+  or plain data;
 * in the process that runs the handler, ``job.payload`` is replaced by the parsed model
   instance just before the call (from the stored text, parsed once). A stored payload the model
   no longer accepts (a producer that did not declare the model, or a model changed since) cannot
@@ -28,11 +29,13 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from forebay.errors import (
     ConfigError,
+    InvalidPayload,
     PayloadValidationError,
     PermanentError,
     field_error_summary,
 )
-from forebay.job import Job, NewJob, dump_payload
+from forebay.job import Job, NewJob, PayloadText
+from forebay.jsonio import unicode_only
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -70,13 +73,19 @@ def _canonical(job: NewJob, model: PayloadModel, index: int, count: int) -> NewJ
     from pydantic import ValidationError
 
     try:
-        value = model.model_validate_json(job.payload_json)
+        text = model.model_validate_json(job.payload_json).model_dump_json()
     except ValidationError as exc:
         raise PayloadValidationError(
             job.queue, model.__name__, field_errors(exc), index=index, count=count
         ) from None
-    data = value.model_dump(mode="json")
-    return replace(job, payload_json=dump_payload(data), payload=data)
+    try:
+        unicode_only(text)
+    except ValueError:
+        raise InvalidPayload(
+            f"the {model.__name__} of queue {job.queue!r} wrote a lone surrogate in its JSON"
+        ) from None
+    # Read back only if someone reads the returned job's payload, as a stored job is.
+    return replace(job, payload_json=text, payload=PayloadText(text))
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, object]]:
