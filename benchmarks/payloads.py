@@ -12,13 +12,16 @@ Every figure is jobs per second, median [min-max] of ``--repeats``:
 * ``enqueue bulk``: ``app.enqueue_many`` of 1,000 jobs per call (validation included);
 * ``process``: one in-process worker drains the backlog with a no-op ``async`` handler that
   reads ``job.payload`` (rate = jobs / (last handler start - first handler start): lease,
-  the handler call and the settle, worker start-up excluded).
+  the handler call and the settle, worker start-up excluded);
+* ``handler call``: the call the worker makes per job (``call_handler``) on leased-like jobs,
+  no store: the part of the hot path a payload model touches, without the store's noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -85,19 +88,41 @@ async def process(url: str, model: bool, n: int) -> float:
     app = make_app(url, model, stamps)
     async with app:
         for i in range(0, n, 5000):
-            await app.enqueue_many(
-                NewJob.create("bench", PAYLOAD) for _ in range(min(5000, n - i))
-            )
+            await app.enqueue_many(NewJob.create("bench", PAYLOAD) for _ in range(min(5000, n - i)))
         await app.run_worker(settings=WorkerSettings(burst=True, handle_signals=False))
     if int(stamps[0]) != n:
         raise RuntimeError(f"processed {stamps[0]:.0f} jobs, expected {n}")
     return n / (stamps[2] - stamps[1])
 
 
+async def handler_calls(model: bool, n: int) -> float:
+    from forebay.job import JobState, PayloadText
+    from forebay.queue_config import QueueConfig
+    from forebay.worker.calls import call_handler
+
+    text = json.dumps(PAYLOAD)
+    jobs = [
+        Job(id=i, queue="bench", payload=PayloadText(text), state=JobState.RUNNING)
+        for i in range(n)
+    ]
+
+    async def noop(job: Job) -> None:
+        assert job.payload is not None
+
+    options: dict[str, Any] = {"payload_model": Document} if model else {}
+    config = QueueConfig("bench", noop, **options)
+    t0 = time.perf_counter()
+    for job in jobs:
+        await call_handler(config, [job], timeout_s=300.0)
+    return n / (time.perf_counter() - t0)
+
+
 async def measure(base: str, folder: str, phase: str, model: bool, n: int) -> float:
+    if phase == "handler call":
+        return await handler_calls(model, n * 5)
     url = isolated_url(base, folder)
     async with isolated_store(url):
-        if phase == "enqueue":
+        if phase == "enqueue bulk":
             return await enqueue_bulk(url, model, n)
         return await process(url, model, n)
 
@@ -112,7 +137,7 @@ def main() -> None:
     supported = models_supported()
     rows = [
         Row(args.label, f"{phase}, {'with a model' if model else 'no model'}")
-        for phase in ("enqueue bulk", "process")
+        for phase in ("enqueue bulk", "process", "handler call")
         for model in (False, True)
     ]
     with tempfile.TemporaryDirectory() as folder:
@@ -121,7 +146,7 @@ def main() -> None:
                 model = row.phase.endswith("with a model")
                 if model and not supported:
                     continue
-                phase = "enqueue" if row.phase.startswith("enqueue") else "process"
+                phase = row.phase.split(",")[0]
                 row.values.append(asyncio.run(measure(args.url, folder, phase, model, args.jobs)))
     print_table(f"payload models, {args.url.split(':')[0]}, {args.jobs:,} jobs", rows)
 
