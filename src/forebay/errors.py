@@ -126,12 +126,13 @@ class PayloadValidationError(InvalidPayload):
         count: int = 1,
     ) -> None:
         which = f" (job {index} of a batch of {count}, counted from 0)" if count > 1 else ""
-        self.reason = f"the payload does not match {model}: {field_error_summary(errors)}"
-        """What is wrong with the payload, in one line."""
+        summary = field_error_summary(errors)
         super().__init__(
             f"queue {queue!r} refuses the payload{which}: it does not match {model}: "
-            f"{field_error_summary(errors)}; nothing was stored"
+            f"{summary}; nothing was stored"
         )
+        self.reason = f"the payload does not match {model}: {summary}"
+        """What is wrong with the payload, in one line."""
         self.queue = queue
         self.model = model
         self.errors = errors

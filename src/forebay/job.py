@@ -252,6 +252,9 @@ class Job:
     A job read from a backend holds its payload as the stored JSON text (a
     :class:`PayloadText`) and parses it on the first access of :attr:`payload`: a worker that
     never looks at a payload (it hands the job to a handler process) never parses it.
+
+    On a queue with a payload model, :attr:`payload` is an instance of that model in the
+    process that runs the handler (see :mod:`forebay.payloads`; :meth:`payload_as` types it).
     """
 
     id: int
