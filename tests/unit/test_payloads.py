@@ -167,3 +167,28 @@ async def test_a_queue_without_a_model_never_parses_for_it() -> None:
     job = stored(1, "plain", {"id": "x"})
     await call_handler(QueueConfig("plain", handle), [job])
     assert seen == [1] and type(job.__getstate__()["payload"]) is PayloadText  # never parsed
+
+
+# -- the OpenAPI document ----------------------------------------------------------------------
+def test_a_model_named_like_a_component_of_the_api_keeps_both() -> None:
+    from forebay.http import create_app
+
+    class ErrorOut(BaseModel):  # the name of the API's own error body
+        reason: str
+
+    app = Forebay("sqlite:///unused.db")
+    app.queue("complaints", payload=ErrorOut)
+    app.queue("orders", payload=Order)
+    schema = create_app(app).openapi()
+    components = schema["components"]["schemas"]
+    assert "error" in components["ErrorOut"]["properties"]  # the API's, untouched
+    assert components["payload-ErrorOut"]["properties"] == {
+        "reason": {"title": "Reason", "type": "string"}
+    }
+    body = schema["paths"]["/v1/queues/complaints/jobs"]["post"]["requestBody"]
+    one = body["content"]["application/json"]["schema"]["oneOf"][0]
+    assert one["properties"]["payload"]["$ref"] == "#/components/schemas/payload-ErrorOut"
+    orders = schema["paths"]["/v1/queues/orders/jobs"]["post"]["requestBody"]
+    payload = orders["content"]["application/json"]["schema"]["oneOf"][0]["properties"]["payload"]
+    assert payload["$ref"] == "#/components/schemas/payload-Order"
+    assert create_app(app).openapi() == schema  # built the same way every time
