@@ -49,7 +49,7 @@ async def call_handler(
     if handler is None:
         raise RuntimeError(f"queue {config.name!r} has no handler")
     batch = config.batch_size is not None
-    refused: BatchErrors = {}
+    refused: BatchErrors | None = None
     if config.payload_model is not None:  # the only cost to queues without a model
         jobs, refused = _typed_payloads(config, jobs, batch)
         if not jobs:
