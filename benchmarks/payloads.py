@@ -127,17 +127,21 @@ async def measure(base: str, folder: str, phase: str, model: bool, n: int) -> fl
         return await process(url, model, n)
 
 
+PHASES = ("enqueue bulk", "process", "handler call")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="sqlite:///", help="backend (default: a SQLite file)")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--label", default="forebay", help="the system column, e.g. old/new")
+    parser.add_argument("--phase", choices=PHASES, action="append", help="only these phases")
     args = parser.parse_args()
     supported = models_supported()
     rows = [
         Row(args.label, f"{phase}, {'with a model' if model else 'no model'}")
-        for phase in ("enqueue bulk", "process", "handler call")
+        for phase in args.phase or PHASES
         for model in (False, True)
     ]
     with tempfile.TemporaryDirectory() as folder:
