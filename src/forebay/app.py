@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
@@ -16,6 +16,7 @@ from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound, WaitTimeout
 from forebay.job import Job, JobFilter, NewJob, QueueCounts, validate_key, validate_queue_name
 from forebay.observer import Observer, notify_enqueued
+from forebay.payloads import PayloadModel, validate_jobs
 from forebay.queue_config import ExhaustedHook, QueueConfig
 from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
@@ -52,6 +53,7 @@ class Forebay:
         self.sources: dict[str, Source] = {}
         self.schedules: dict[str, Schedule] = {}
         """Declared by :meth:`schedule`, by name; saved to the store when a worker starts."""
+        self._payload_models: dict[str, PayloadModel] = {}
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         self._sync: _SyncRunner | None = None
@@ -76,12 +78,17 @@ class Forebay:
         on_exhausted: ExhaustedHook | None = None,
         schedule: Every | Cron | None = None,
         max_result_bytes: int = 1_048_576,
+        payload: PayloadModel | None = None,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
 
         ``schedule``: also enqueue a job (payload ``null``) on this queue at every tick, e.g.
         ``Every(timedelta(seconds=30))`` or ``Cron("0 3 * * *", tz="Europe/Berlin")``: a
         schedule named after the queue (see :meth:`schedule` for the other options).
+
+        ``payload``: a pydantic model; every enqueue of the queue is validated against it and
+        stored as its JSON, and the handler gets ``job.payload`` as an instance of it (see
+        :mod:`forebay.payloads`).
         """
         planned = None
         if isinstance(schedule, Every):
@@ -108,21 +115,33 @@ class Forebay:
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
                 max_result_bytes=max_result_bytes,
+                payload_model=payload,
             )
+            self._declared(self.queues[queue])
             if planned is not None:
                 self.schedules[planned.name] = planned
             return fn
 
         return register
 
-    def queue(self, name: str, *, max_depth: int | None = None) -> None:
-        """Declare a queue without a handler here (a producer-only process), e.g. its max_depth."""
+    def queue(
+        self, name: str, *, max_depth: int | None = None, payload: PayloadModel | None = None
+    ) -> None:
+        """Declare a queue without a handler here (a producer-only process), e.g. its max_depth
+        or its payload model (validated at every enqueue, as with :meth:`handler`)."""
         existing = self.queues.get(name)
         self.queues[name] = (
-            replace(existing, max_depth=max_depth)
+            replace(existing, max_depth=max_depth, payload_model=payload)
             if existing
-            else QueueConfig(name, max_depth=max_depth)
+            else QueueConfig(name, max_depth=max_depth, payload_model=payload)
         )
+        self._declared(self.queues[name])
+
+    def _declared(self, config: QueueConfig) -> None:
+        if config.payload_model is None:
+            self._payload_models.pop(config.name, None)
+        else:
+            self._payload_models[config.name] = config.payload_model
 
     def source(
         self,
@@ -183,6 +202,11 @@ class Forebay:
             raise ConfigError(
                 f"schedule {schedule.name!r} is already declared; give the second one a name="
             )
+
+    @property
+    def payload_models(self) -> Mapping[str, PayloadModel]:
+        """The payload model of each queue that declares one."""
+        return MappingProxyType(self._payload_models)
 
     # -- lifecycle ----------------------------------------------------------------------
     def use_url(self, url: str) -> None:
@@ -248,6 +272,10 @@ class Forebay:
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
 
+        ``payload``: JSON-ready data, or a pydantic model instance (stored as its JSON). On a
+        queue with a payload model it is validated first: PayloadValidationError, with the
+        field errors, and nothing stored.
+
         ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
         then exists if and only if your transaction commits.
         """
@@ -259,8 +287,14 @@ class Forebay:
     async def enqueue_many(
         self, jobs: Iterable[NewJob], *, connection: object | None = None
     ) -> list[Job]:
-        """Store many jobs in one transaction (build them with :meth:`NewJob.create`)."""
+        """Store many jobs in one transaction (build them with :meth:`NewJob.create`).
+
+        A payload refused by its queue's payload model refuses the whole batch
+        (PayloadValidationError naming the job's position); nothing is stored.
+        """
         batch = list(jobs)
+        if self._payload_models:  # queues without a model pay this one check
+            batch = validate_jobs(batch, self._payload_models)
         backend = await self.open()
         stored = await backend.enqueue(
             batch, max_depth=self._depth_limits(batch), connection=connection

@@ -13,6 +13,7 @@ ForebayError                      root of everything forebay raises
 ├── Defer                         put the job back without spending an attempt (backpressure)
 ├── EnqueueError                  an enqueue was refused; nothing was stored
 │   ├── InvalidPayload            payload is not JSON-serialisable, or a field is out of range
+│   │   └── PayloadValidationError  the queue's payload model refused the payload (`errors`)
 │   └── QueueFull                 the queue is at max_depth; retry after `retry_after_s`
 ├── BackendError                  the store failed; the operation may be retried
 │   └── BackendUnavailable        the store cannot be reached right now
@@ -42,6 +43,7 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "MissingExtra",
+    "PayloadValidationError",
     "PermanentError",
     "QueueFull",
     "ResultTooLarge",
@@ -128,6 +130,55 @@ class EnqueueError(ForebayError):
 
 class InvalidPayload(EnqueueError, ValueError):
     """The job's payload or one of its fields is invalid."""
+
+
+class PayloadValidationError(InvalidPayload):
+    """The payload model a queue declares (``@app.handler(queue, payload=Model)``) refused a
+    payload; nothing was stored (in a batch, none of its jobs).
+
+    ``errors`` is pydantic's list of field errors, as JSON (``loc``, ``msg``, ``type``,
+    ``input``...); ``index`` is the refused job's position in the batch (0 for one job).
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        model: str,
+        errors: list[dict[str, object]],
+        *,
+        index: int = 0,
+        count: int = 1,
+    ) -> None:
+        which = f" (job {index} of a batch of {count}, counted from 0)" if count > 1 else ""
+        summary = field_error_summary(errors)
+        super().__init__(
+            f"queue {queue!r} refuses the payload{which}: it does not match {model}: "
+            f"{summary}; nothing was stored"
+        )
+        self.reason = f"the payload does not match {model}: {summary}"
+        """What is wrong with the payload, in one line."""
+        self.queue = queue
+        self.model = model
+        self.errors = errors
+        self.index = index
+
+
+_SHOWN_ERRORS = 5
+
+
+def field_error_summary(errors: list[dict[str, object]]) -> str:
+    """pydantic's field errors in one line: ``where: what`` for the first few."""
+
+    def one(error: dict[str, object]) -> str:
+        loc = error.get("loc")
+        where = (
+            ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) and loc else "payload"
+        )
+        return f"{where}: {error.get('msg', 'invalid')}"
+
+    shown = "; ".join(one(e) for e in errors[:_SHOWN_ERRORS])
+    more = len(errors) - _SHOWN_ERRORS
+    return f"{shown}; and {more} more" if more > 0 else shown
 
 
 class QueueFull(EnqueueError):

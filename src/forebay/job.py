@@ -30,10 +30,15 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MemberDescriptorType
-from typing import TypeAlias, cast
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from forebay import jsonio
 from forebay.errors import InvalidPayload
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 __all__ = [
     "JSON",
@@ -150,9 +155,10 @@ class NewJob:
         run_id: str | None = None,
         parsed: bool = False,
     ) -> NewJob:
-        """A validated job. ``parsed=True`` says ``payload`` is data as forebay read it from
-        JSON text (:func:`forebay.jsonio.loads`), which is encoded without the checks an
-        arbitrary Python value needs (the intake's bodies are)."""
+        """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
+        as its ``model_dump(mode="json")``). ``parsed=True`` says ``payload`` is data as
+        forebay read it from JSON text (:func:`forebay.jsonio.loads`), which is encoded without
+        the checks an arbitrary Python value needs (the intake's bodies are)."""
         validate_queue_name(queue)
         _check_names(key, run_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -173,9 +179,16 @@ class NewJob:
             ts = utcnow().timestamp() + seconds if seconds else None
             if ts is not None and ts >= _YEAR_9000:
                 raise InvalidPayload("delay reaches past the year 9000")
+        try:
+            text = dump_payload(payload, parsed=parsed)
+        except InvalidPayload:
+            if not _is_model(payload):
+                raise
+            payload = payload.model_dump(mode="json")  # type: ignore[attr-defined]
+            text = dump_payload(payload)
         return cls(
             queue,
-            dump_payload(payload, parsed=parsed),
+            text,
             cast(JSON, payload),
             key,
             priority,
@@ -197,6 +210,11 @@ class NewJob:
             updated_at=created_at,
             run_id=self.run_id,
         )
+
+
+def _is_model(value: object) -> bool:
+    """Whether ``value`` is a pydantic model instance (without importing pydantic)."""
+    return hasattr(type(value), "__pydantic_serializer__") and hasattr(value, "model_dump")
 
 
 def _check_names(key: str | None, run_id: str | None) -> None:
@@ -248,6 +266,9 @@ class Job:
     A job read from a backend holds its payload as the stored JSON text (a
     :class:`PayloadText`) and parses it on the first access of :attr:`payload`: a worker that
     never looks at a payload (it hands the job to a handler process) never parses it.
+
+    On a queue with a payload model, :attr:`payload` is an instance of that model in the
+    process that runs the handler (see :mod:`forebay.payloads`; :meth:`payload_as` types it).
     """
 
     id: int
@@ -300,7 +321,20 @@ class Job:
         """The payload as JSON text: the stored text while :attr:`payload` was not read, else
         the payload encoded again."""
         value = _stored_payload(self)
-        return value if type(value) is PayloadText else jsonio.dumps(value)
+        return value if type(value) is PayloadText else jsonio.dumps(_json_payload(value))
+
+    def payload_as(self, model: type[M]) -> M:
+        """The payload as an instance of the pydantic ``model``, typed as one.
+
+        Inside the handler of a queue declared with ``payload=model``, :attr:`payload` already
+        is that instance (this returns it); elsewhere (an ``on_exhausted`` hook, a job read
+        with ``app.get_job``) the payload is parsed with ``model`` (pydantic's
+        ``ValidationError`` if it does not match).
+        """
+        value = _stored_payload(self)
+        if isinstance(value, model):
+            return value
+        return model.model_validate_json(self.payload_text)
 
     def __getstate__(self) -> dict[str, object]:
         # Pickled as stored: a payload (result, errors) not read yet crosses to another
@@ -342,7 +376,7 @@ class Job:
             "error_type": self.error_type,
             "run_id": self.run_id,
             "started_at": iso(self.started_at),
-            "payload": self.payload,
+            "payload": _json_payload(self.payload),
         }
         if detail:
             out["result"] = self.result
@@ -361,6 +395,17 @@ _LAZY: dict[str, MemberDescriptorType] = {
     "result": _result_slot,
     "errors": _errors_slot,
 }
+
+
+def _json_payload(value: object) -> JSON:
+    """A payload as JSON data: a model instance (inside its queue's handler) as its JSON."""
+    if type(value) in _JSON_TYPES or not _is_model(value):
+        return cast(JSON, value)
+    data: JSON = value.model_dump(mode="json")  # type: ignore[attr-defined]
+    return data
+
+
+_JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def _read_payload(job: Job) -> JSON:

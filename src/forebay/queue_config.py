@@ -10,6 +10,7 @@ from typing import TypeAlias
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
 from forebay.job import Job, validate_queue_name
+from forebay.payloads import PayloadModel, check_model
 
 __all__ = ["BatchHandler", "ExhaustedHook", "Handler", "QueueConfig"]
 
@@ -41,6 +42,8 @@ class QueueConfig:
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
     * ``max_result_bytes``: the largest return value a handler may leave as ``job.result``
       (JSON, in UTF-8 bytes); a larger one makes the job dead with ``ResultTooLarge``.
+    * ``payload_model``: a pydantic model every payload is validated against at enqueue, and
+      that the handler receives as ``job.payload`` (see :mod:`forebay.payloads`).
     """
 
     name: str
@@ -56,6 +59,7 @@ class QueueConfig:
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
     max_result_bytes: int = 1_048_576
+    payload_model: PayloadModel | None = None
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -85,6 +89,8 @@ class QueueConfig:
             )
         if self.on_exhausted is not None and not inspect.iscoroutinefunction(self.on_exhausted):
             raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
+        if self.payload_model is not None:
+            check_model(self.name, self.payload_model)
 
     @property
     def delivery_limit(self) -> int:

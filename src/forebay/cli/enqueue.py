@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO, TypeAlias
@@ -26,8 +26,9 @@ from forebay.app import Forebay
 from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, parse_time
 from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
 from forebay.cli.session import make_app, run
-from forebay.errors import ForebayError, InvalidPayload
+from forebay.errors import ForebayError, InvalidPayload, PayloadValidationError
 from forebay.job import JSON, Job, JobState, NewJob, utcnow
+from forebay.payloads import PayloadModel, validate_jobs
 
 __all__ = ["enqueue"]
 
@@ -42,9 +43,11 @@ class _JobOptions:
     priority: int = 0
     run_at: datetime | None = None
     delay_s: float | None = None
+    models: Mapping[str, PayloadModel] = field(default_factory=dict)
+    """The payload models of the ``--app`` (checked before anything is stored)."""
 
     def new_job(self, payload: object) -> NewJob:
-        return NewJob.create(
+        job = NewJob.create(
             self.queue,
             payload,
             key=self._key(payload),
@@ -52,6 +55,7 @@ class _JobOptions:
             run_at=self.run_at,
             delay=self.delay_s,
         )
+        return validate_jobs([job], self.models)[0] if self.models else job
 
     def _key(self, payload: object) -> str | None:
         if self.key_field is None:
@@ -131,8 +135,9 @@ def enqueue(
     existed, and the existing job is shown).
     """
     _check_combination(payload, file, key, key_field, delay_s, run_at)
-    options = _JobOptions(queue, key, key_field, priority, parse_time(run_at, "--run-at"), delay_s)
     app = make_app(url, app_ref)
+    when = parse_time(run_at, "--run-at")
+    options = _JobOptions(queue, key, key_field, priority, when, delay_s, app.payload_models)
     if file is None:
         assert payload is not None
         job = run(_enqueue_one(app, options, parse_json(payload, "the payload")))
@@ -163,7 +168,10 @@ def _check_combination(
 
 
 async def _enqueue_one(app: Forebay, options: _JobOptions, payload: object) -> Job:
-    new = options.new_job(payload)  # validates before anything is opened
+    try:
+        new = options.new_job(payload)  # validates before anything is opened
+    except PayloadValidationError as exc:
+        fail(str(exc), EXIT_USAGE)
     async with app:
         return (await app.enqueue_many([new]))[0]
 
@@ -283,6 +291,8 @@ def _read_jobs(stream: Iterable[bytes], options: _JobOptions) -> Iterator[tuple[
             continue
         try:
             job = options.new_job(json.loads(raw))
+        except PayloadValidationError as exc:
+            raise _BadLine(number, exc.reason) from None
         except InvalidPayload as exc:
             raise _BadLine(number, str(exc)) from None
         except ValueError as exc:  # JSON (or its UTF-8) is malformed

@@ -169,9 +169,12 @@ class HandlerPool:
         children's ``job.progress()`` is recorded in that worker's store."""
         chosen = app.worker(queues, settings).queues  # refuses unknown queues, as it does
         self._backend = app.backend
-        configs = [replace(q, handler=self.handler_for(q)) for q in chosen.values()]
         # Payloads cross to the handler processes as their stored text (a leased job's
-        # payload is parsed only when first read, which this process never does), read there.
+        # payload is parsed only when first read, which this process never does), read there:
+        # a payload model too is applied there, by the child's own declaration of the queue.
+        configs = [
+            replace(q, handler=self.handler_for(q), payload_model=None) for q in chosen.values()
+        ]
         return Worker(
             app.backend,
             configs,

@@ -26,7 +26,7 @@ from forebay.http.cross_site import BrowserGuard, allow_cross_origin
 from forebay.http.dashboard import mount_dashboard
 from forebay.http.errors import install_error_handlers
 from forebay.http.intake_metrics import IntakeMetrics
-from forebay.http.openapi import document_security
+from forebay.http.openapi import document_payloads, document_security
 from forebay.http.query_params import CheckedQueryRoute
 from forebay.http.service import Service
 from forebay.http.settings import ServiceSettings
@@ -83,6 +83,7 @@ def create_app(
     probes.add_routes(api, service)
     mount_dashboard(api)
     document_security(api, tokens=not service.authorizer.open)
+    document_payloads(api, intake.JOBS_PATH, app.payload_models)
     return api
 
 

@@ -23,6 +23,9 @@ status  ``error.type``              when
 409     ``job_not_cancellable``     only queued jobs can be cancelled
 413     ``body_too_large``          the body is over the limit (it was not read further)
 415     ``unsupported_media_type``  no tokens, and a JSON route's body is not sent as JSON
+422     ``payload_validation``      the queue's payload model refuses a payload; ``details``
+                                    holds one entry per field error (``job``, ``loc``,
+                                    ``message``, ``type``)
 429     ``queue_full``              the queue is at ``max_depth``; see ``Retry-After``
 503     ``backend_unavailable``     the backend cannot be reached; see ``Retry-After``
 500     ``internal_error``          a bug: the traceback is in the service's log
@@ -51,6 +54,7 @@ from forebay.errors import (
     ForebayError,
     InvalidPayload,
     JobNotFound,
+    PayloadValidationError,
     QueueFull,
 )
 
@@ -58,6 +62,7 @@ __all__ = [
     "BODY_TIMEOUT_S",
     "ApiError",
     "error_response",
+    "field_details",
     "install_error_handlers",
     "invalid_payload",
 ]
@@ -129,6 +134,8 @@ def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> J
             f"the job store is unavailable; nothing was stored, retry later ({exc})",
             headers=retry_after(max(wait, backend_retry_after_s)),
         )
+    if isinstance(exc, PayloadValidationError):
+        return error_response(422, "payload_validation", str(exc), details=field_details(exc))
     if isinstance(exc, InvalidPayload):
         return error_response(400, "invalid_payload", str(exc))
     if isinstance(exc, JobNotFound):
@@ -138,6 +145,23 @@ def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> J
         return error_response(500, "config_error", str(exc))
     log.error("unexpected forebay error while serving a request", exc_info=exc)
     return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def field_details(exc: PayloadValidationError) -> list[dict[str, object]]:
+    """The 422's ``details``: per field error, the job's position in the request's jobs (0 for
+    one job), where in its payload (``loc``), what is wrong and pydantic's error type."""
+    details: list[dict[str, object]] = []
+    for error in exc.errors:
+        loc = error.get("loc")
+        details.append(
+            {
+                "job": exc.index,
+                "loc": [str(p) for p in loc] if isinstance(loc, list) else [],
+                "message": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    return details
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ __all__ = [
     "DeadFilterIn",
     "DeadPage",
     "ErrorOut",
+    "FieldErrorOut",
     "JobAccepted",
     "JobDetailOut",
     "JobIn",
@@ -178,9 +179,21 @@ class JobsPage(BaseModel):
 DeadPage = JobsPage
 
 
+class FieldErrorOut(BaseModel):
+    """One field error of a 400 ``invalid_request`` or a 422 ``payload_validation``."""
+
+    loc: list[str] = Field(description="Where the error is (for a 422: in the job's payload).")
+    message: str
+    job: int | None = Field(
+        None, description="422: the job's position in the request's jobs (0 for one job)."
+    )
+    type: str | None = Field(None, description="422: pydantic's error type, e.g. missing.")
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str
+    details: list[FieldErrorOut] | None = None
 
 
 class ErrorOut(BaseModel):

@@ -9,6 +9,10 @@ handler returned and, for a one-job handler, its return value as JSON text: the 
 per-job errors, so a batch stores no results). The worker's lanes call it with the queue's
 ``timeout_s``; a handler process (:mod:`forebay.execution.child`) calls it without one,
 since the worker that sent it the call keeps the time and cancels the call when it runs out.
+
+On a queue with a payload model, the jobs' payloads become model instances here, in the process
+that runs the handler (:func:`forebay.payloads.read_payloads`); a job whose stored payload the
+model refuses is not handed to the handler and fails permanently.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TypeAlias
 from forebay import jsonio
 from forebay.errors import InvalidResult, ResultTooLarge
 from forebay.job import Job, ProgressReporter, progress_reporter
+from forebay.payloads import read_payloads
 from forebay.queue_config import QueueConfig
 
 __all__ = ["Answer", "BatchErrors", "ResultText", "call_handler", "encode_result"]
@@ -80,6 +85,11 @@ async def call_handler(
     if handler is None:
         raise RuntimeError(f"queue {config.name!r} has no handler")
     batch = config.batch_size is not None
+    refused: BatchErrors | None = None
+    if config.payload_model is not None:  # the only cost to queues without a model
+        jobs, refused = _typed_payloads(config, jobs, batch)
+        if not jobs:
+            return refused, None
     argument: Job | list[Job] = list(jobs) if batch else jobs[0]
     try:
         async with asyncio.timeout(timeout_s):
@@ -93,9 +103,24 @@ async def call_handler(
         what = "batch handler" if batch else "handler"
         raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}") from None
     if batch:
-        return (returned if isinstance(returned, Mapping) else _NO_ERRORS), None
+        errors = returned if isinstance(returned, Mapping) else _NO_ERRORS
+        return ({**errors, **refused} if refused else errors), None
     if returned is None:
         return _NO_ERRORS, None
     if type(returned) is ResultText:
         return _NO_ERRORS, returned
     return _NO_ERRORS, encode_result(returned, config.max_result_bytes)
+
+
+def _typed_payloads(
+    config: QueueConfig, jobs: Sequence[Job], batch: bool
+) -> tuple[Sequence[Job], BatchErrors]:
+    """The jobs whose payloads are now model instances, and the errors of the others (raised
+    for a single job, as its handler's error would be)."""
+    assert config.payload_model is not None
+    refused = read_payloads(config.payload_model, jobs)
+    if not refused:
+        return jobs, {}
+    if not batch:
+        raise refused[jobs[0].id]
+    return [j for j in jobs if j.id not in refused], refused
