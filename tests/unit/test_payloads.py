@@ -150,11 +150,11 @@ async def test_a_handler_gets_the_model_and_never_a_payload_it_refuses() -> None
 async def test_a_batch_handler_gets_the_good_jobs_and_the_bad_ones_fail() -> None:
     seen: list[object] = []
     jobs = [stored(1, "orders", GOOD), stored(2, "orders", {}), stored(3, "orders", GOOD)]
-    errors = await call_handler(_config(seen, batch_size=10), jobs)
+    errors, _ = await call_handler(_config(seen, batch_size=10), jobs)
     assert seen == [[Order.model_validate(CANONICAL)] * 2]
     assert set(errors) == {2} and isinstance(errors[2], PermanentError)
     seen.clear()
-    errors = await call_handler(_config(seen, batch_size=10), [stored(4, "orders", {})])
+    errors, _ = await call_handler(_config(seen, batch_size=10), [stored(4, "orders", {})])
     assert seen == [] and set(errors) == {4}
 
 
