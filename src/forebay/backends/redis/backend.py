@@ -81,6 +81,7 @@ from forebay.job import (
 from forebay.job import (
     Retry as RetryJob,
 )
+from forebay.urls import redacted
 
 __all__ = ["RedisBackend"]
 
@@ -141,23 +142,58 @@ def _answer(raw: str) -> Any:
     return json.loads(raw)
 
 
-def translate(exc: Exception) -> BackendError:
-    """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed."""
-    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
-        return BackendError(f"Redis refused the credentials: {exc}; check the password in the URL")
+def translate(exc: Exception, where: str | None = None) -> BackendError:
+    """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed.
+
+    ``where`` is the server's URL, its password redacted, for the refused-credentials message."""
+    if isinstance(exc, _REFUSED):
+        at = f" at {where}" if where else ""
+        return BackendError(
+            f"Redis{at} refused the credentials: {exc}; check the user and password in the URL"
+        )
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return BackendUnavailable(f"Redis is unreachable: {exc}")
     return BackendError(f"Redis failed: {exc}")
 
 
+_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
+"""Refused credentials: redis-py counts them as connection errors, but waiting never helps."""
+
+
+class _Refused(Exception):
+    """Carries a refused-credentials error past redis-py's retry loop."""
+
+    def __init__(self, cause: redis_errors.ConnectionError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Retry(Retry):
+    """redis-py's retry, except that refused credentials (``NOAUTH``, ``WRONGPASS``) are
+    raised at once: the server answered, and asking again gets the same answer."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await do()
+            except _REFUSED as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.cause from None
+
+
 def retry_policy(reconnect_s: float) -> Retry:
-    """Retry a command on connection errors for about ``reconnect_s`` (backoff up to 1 s)."""
+    """Retry a command on connection errors for about ``reconnect_s`` (backoff up to 1 s);
+    refused credentials are not retried."""
     base_s, cap_s = 0.05, 1.0
     retries, waited = 0, 0.0
     while waited < reconnect_s:
         retries += 1
         waited += min(cap_s, base_s * 2**retries) * 0.75  # EqualJitterBackoff's mean
-    return Retry(EqualJitterBackoff(cap=cap_s, base=base_s), retries)
+    return _Retry(EqualJitterBackoff(cap=cap_s, base=base_s), retries)
 
 
 @dataclass(slots=True)
@@ -235,13 +271,7 @@ class RedisBackend:
         return f"RedisBackend({self._safe_url()!r}, prefix={self.prefix!r})"
 
     def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+        return redacted(self.url)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -264,7 +294,7 @@ class RedisBackend:
                 await pipe.execute()
             except (redis_errors.RedisError, OSError) as exc:
                 await client.aclose()
-                raise translate(exc) from exc
+                raise translate(exc, self._safe_url()) from exc
             except BaseException:
                 await client.aclose()
                 raise
