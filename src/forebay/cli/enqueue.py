@@ -135,10 +135,10 @@ def enqueue(
     app = make_app(url, app_ref)
     if file is None:
         assert payload is not None
-        job = run(_enqueue_one(app, options, parse_json(payload, "the payload")))
+        job = run(_enqueue_one(app, options, parse_json(payload, "the payload")), app)
         _print_job(job, as_json)
         return
-    tally, ids = run(_enqueue_file(app, options, file, batch_size))
+    tally, ids = run(_enqueue_file(app, options, file, batch_size), app)
     _print_tally(queue, tally, ids, as_json)
 
 

@@ -13,7 +13,8 @@ from rich.text import Text
 from forebay.app import Forebay
 from forebay.cli.options import ErrorTypeOption, JsonOption, LimitOption, QueueOption, UrlOption
 from forebay.cli.output import fail, format_ago, format_time, print_json, stdout
-from forebay.cli.session import make_app, run
+from forebay.cli.session import Use, make_app, run
+from forebay.cli.store import shown
 from forebay.job import JSON, Job, JobFilter, JobState
 
 __all__ = ["cancel", "job", "jobs", "jobs_table", "state_text"]
@@ -47,12 +48,13 @@ def jobs(
 ) -> None:
     """List jobs, newest first."""
     where = JobFilter(queue=queue, state=state, error_type=error_type)
-    found = run(_list(make_app(url), where, limit, before_id))
+    app = make_app(url, use=Use.READ)
+    found = run(_list(app, where, limit, before_id), app)
     if as_json:
         print_json([j.to_dict() for j in found])
         return
     if not found:
-        stdout().print("no jobs match")
+        stdout().print(f"no jobs match in {shown(app.url)}", highlight=False)
         return
     stdout().print(jobs_table(found))
     if len(found) == limit:
@@ -97,7 +99,8 @@ def job(
     as_json: JsonOption = False,
 ) -> None:
     """Show one job: state, attempts, progress, error, times and payload."""
-    found = run(_get(make_app(url), job_id))
+    app = make_app(url, use=Use.READ)
+    found = run(_get(app, job_id), app)
     if as_json:
         print_json(found.to_dict())
         return
@@ -146,7 +149,8 @@ def cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel queued jobs (a running job is not stopped; it finishes or fails as usual)."""
-    cancelled, refused = run(_cancel(make_app(url), job_ids))
+    app = make_app(url)
+    cancelled, refused = run(_cancel(app, job_ids), app)
     if as_json:
         document: dict[str, JSON] = {
             "cancelled": list[JSON](cancelled),

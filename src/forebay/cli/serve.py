@@ -24,7 +24,7 @@ import typer
 from forebay.app import Forebay
 from forebay.cli.options import UrlOption
 from forebay.cli.output import EXIT_USAGE, fail
-from forebay.cli.session import make_app
+from forebay.cli.session import Use, make_app
 from forebay.errors import ConfigError
 from forebay.http.settings import ServiceSettings
 from forebay.logs import LogLevel, configure_logging
@@ -124,7 +124,7 @@ def serve(
         )
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
-    app = make_app(settings.url, app_ref)
+    app = make_app(settings.url, app_ref, use=Use.SERVE)
     try:
         app.backend  # noqa: B018  # a bad URL or a missing extra fails here, in one line
     except ConfigError as exc:
