@@ -33,7 +33,7 @@ from forebay.errors import (
     SinkUnavailable,
     TransientError,
 )
-from forebay.job import Job, JobFilter, JobState, NewJob, QueueCounts
+from forebay.job import DeadCursor, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
 from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
@@ -43,6 +43,7 @@ __all__ = [
     "BackendUnavailable",
     "Backoff",
     "ConfigError",
+    "DeadCursor",
     "Defer",
     "EnqueueError",
     "Forebay",

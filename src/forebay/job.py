@@ -37,6 +37,7 @@ from forebay.errors import InvalidPayload
 
 __all__ = [
     "JSON",
+    "DeadCursor",
     "Job",
     "JobFilter",
     "JobState",
@@ -445,6 +446,32 @@ class JobFilter:
             value = getattr(self, name)
             if value is not None:
                 check_storable(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadCursor:
+    """Where a page of dead jobs (newest death first) ended: the last job's death and id.
+
+    The next page holds the dead jobs that died earlier, or at the same time with a smaller id.
+    Build it from the last job of a page with :meth:`after`.
+    """
+
+    finished_at: datetime
+    id: int
+
+    @classmethod
+    def after(cls, job: Job) -> DeadCursor:
+        if job.finished_at is None:
+            raise ValueError(f"job {job.id} has not finished: it is not dead")
+        return cls(finished_at=job.finished_at, id=job.id)
+
+    @property
+    def micros(self) -> int:
+        """The death time in whole microseconds since the epoch (the precision of a Job's)."""
+        return (self.finished_at - _EPOCH_TIME) // timedelta(microseconds=1)
+
+
+_EPOCH_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,17 @@ from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
-from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
+from forebay.job import (
+    DeadCursor,
+    Deferral,
+    Failure,
+    Job,
+    JobFilter,
+    Lease,
+    NewJob,
+    QueueCounts,
+    Retry,
+)
 
 __all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection"]
 
@@ -187,3 +197,11 @@ class Backend(Protocol):
         makes this call return at once: nothing enqueued between a worker's empty lease and its
         next wait is missed. Spurious wake-ups are allowed; the caller simply leases again.
         """
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        """Dead jobs matching ``where`` (its state is ignored), the latest death first (ties:
+        larger id first), paged by ``before`` (:meth:`DeadCursor.after` the previous page's
+        last job)."""

@@ -55,7 +55,7 @@ def ls(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List dead jobs, newest first, with their last error."""
+    """List dead jobs, the latest death first, with their last error."""
     where = dead_filter(queue, error_type, since, until)
     app = make_app(url, use=Use.READ)
     found = run(_list(app, where, limit), app)
@@ -70,7 +70,7 @@ def ls(
 
 async def _list(app: Forebay, where: JobFilter, limit: int) -> list[Job]:
     async with app:
-        return await app.list_jobs(where, limit=limit)
+        return await app.list_dead(where, limit=limit)
 
 
 def _table(found: list[Job]) -> Table:

@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -46,6 +46,7 @@ from forebay.backends.rows import job_from_row
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
 from forebay.group_commit import GroupCommit
 from forebay.job import (
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -420,6 +421,16 @@ class PostgresBackend:
         """Return on a notification for one of ``queues`` (from any process), or on timeout."""
         self._require_open()
         await self._listener.wait(queues, timeout_s)
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        sql = self._q["list_dead"]
+        cursor = (None, None) if before is None else (before.finished_at, before.id)
+        args = (*_filter_args(replace(where, state=None)), *cursor, limit)
+        rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
+        return [job_from_row(r) for r in rows]
 
 
 def _refused_statement(exc: Exception) -> bool:

@@ -44,7 +44,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -69,6 +69,7 @@ from forebay.errors import (
 )
 from forebay.group_commit import GroupCommit
 from forebay.job import (
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -698,6 +699,35 @@ class RedisBackend:
                 raise translate(exc) from exc
             if news or (reply[1] and float(reply[1]) <= time.time()):
                 return
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        """The dead set's scores are the deaths: sorted here, then filtered by ``list.lua``."""
+        if limit <= 0:
+            return []
+        try:
+            scored = cast(
+                list[tuple[str, float]],
+                await self._require().zrange(self.keys.done("dead"), 0, -1, withscores=True),
+            )
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        wanted = None if where.ids is None else set(where.ids)
+        order = sorted(
+            (
+                (DeadCursor(datetime.fromtimestamp(score, UTC), int(member)).micros, int(member))
+                for member, score in scored
+                if wanted is None or int(member) in wanted
+            ),
+            reverse=True,
+        )
+        if before is not None:
+            order = [o for o in order if o < (before.micros, before.id)]
+        dead = replace(where, state=JobState.DEAD, ids=None)
+        found = await self._filter_candidates(dead, [str(i) for _, i in order], "jobs", limit)
+        return [job_from_hash(job_id, fields) for job_id, fields in found]
 
 
 def _stored(new: NewJob, item: Any, now: float) -> Job:

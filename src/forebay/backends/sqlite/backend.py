@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -527,6 +529,18 @@ class SQLiteBackend:
 
     async def _data_version(self) -> int:
         return int(await self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        params = _filter_params(replace(where, state=None)) | {
+            "limit": limit,
+            "before_us": None if before is None else before.micros,
+            "before_id": None if before is None else before.id,
+        }
+        rows = await self._read(lambda c: c.execute(Q["list_dead"], params).fetchall())
+        return [job_from_row(r, epoch_times=True) for r in rows]
 
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
