@@ -270,6 +270,19 @@ class Job:
             raise ValueError("progress must be between 0 and 100")
         await reporter(self, float(pct), None if message is None else storable_text(message))
 
+    def is_stalled(self, now: datetime | None = None) -> bool:
+        """Running with an expired lease (the glossary's *stalled*): its worker died or hangs,
+        and the job runs again once a worker reclaims it. A view, not a stored state."""
+        return (
+            self.state is JobState.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at < (now or utcnow())
+        )
+
+    def display_state(self, now: datetime | None = None) -> str:
+        """The state to show a person: ``stalled`` for a stalled job, else the state."""
+        return "stalled" if self.is_stalled(now) else str(self.state)
+
     @property
     def lease(self) -> Lease:
         if self.lease_token is None:
@@ -320,6 +333,7 @@ class Job:
             "error_type": self.error_type,
             "run_id": self.run_id,
             "payload": self.payload,
+            "stalled": self.is_stalled(),
         }
 
 
@@ -487,6 +501,7 @@ class QueueCounts:
     scheduled: int = 0  # queued with run_at in the future
     retrying: int = 0  # queued after an error
     oldest_queued_age_s: float | None = None
+    stalled: int = 0  # running with an expired lease: its worker is gone or stuck
 
     @property
     def depth(self) -> int:
@@ -504,4 +519,5 @@ class QueueCounts:
             "scheduled": self.scheduled,
             "retrying": self.retrying,
             "oldest_queued_age_s": self.oldest_queued_age_s,
+            "stalled": self.stalled,
         }

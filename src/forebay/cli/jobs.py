@@ -17,7 +17,7 @@ from forebay.cli.session import Use, make_app, run
 from forebay.cli.store import shown
 from forebay.job import JSON, Job, JobFilter, JobState
 
-__all__ = ["cancel", "job", "jobs", "jobs_table", "state_text"]
+__all__ = ["cancel", "job", "jobs", "jobs_table", "shown_state", "state_text"]
 
 STATE_STYLES = {
     JobState.QUEUED: "cyan",
@@ -28,8 +28,18 @@ STATE_STYLES = {
 }
 
 
+STALLED_STYLE = "bold magenta"
+
+
 def state_text(state: JobState) -> Text:
     return Text(str(state), style=STATE_STYLES.get(state, ""))
+
+
+def shown_state(job: Job) -> Text:
+    """The job's state as a person reads it: *stalled* for a running job whose lease expired."""
+    if job.is_stalled():
+        return Text("stalled", style=STALLED_STYLE)
+    return state_text(job.state)
 
 
 def jobs(
@@ -77,7 +87,7 @@ def jobs_table(found: Sequence[Job]) -> Table:
         table.add_row(
             str(j.id),
             j.queue,
-            state_text(j.state),
+            shown_state(j),
             str(j.attempt),
             str(j.priority),
             j.key or "",
@@ -119,7 +129,7 @@ def job_details(j: Job) -> Table:
     rows: list[tuple[str, str | Text | rich.json.JSON | None]] = [
         ("id", str(j.id)),
         ("queue", j.queue),
-        ("state", state_text(j.state)),
+        ("state", _state_detail(j)),
         ("attempt", str(j.attempt)),
         ("deliveries", str(j.deliveries)),
         ("defers", str(j.defers)),
@@ -141,6 +151,16 @@ def job_details(j: Job) -> Table:
         if value is not None:
             grid.add_row(name, value)
     return grid
+
+
+def _state_detail(j: Job) -> Text:
+    if not j.is_stalled():
+        return state_text(j.state)
+    return Text.assemble(
+        ("stalled", STALLED_STYLE),
+        " (running, but its lease expired: the worker died or hangs; it runs again once "
+        "a worker reclaims it)",
+    )
 
 
 def cancel(

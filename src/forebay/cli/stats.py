@@ -26,6 +26,7 @@ _COLUMNS = (
     ("scheduled", ""),
     ("retrying", "yellow"),
     ("running", "yellow"),
+    ("stalled", "bold magenta"),
     ("completed", "green"),
     ("dead", "bold red"),
     ("cancelled", "dim"),

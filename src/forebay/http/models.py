@@ -121,6 +121,10 @@ class JobOut(BaseModel):
     error_type: str | None
     run_id: str | None
     payload: Any
+    stalled: bool = Field(
+        description="Running with an expired lease: its worker died or hangs; it runs again "
+        "once reclaimed. state stays running (the stored state)."
+    )
 
 
 class QueueOut(BaseModel):
@@ -136,6 +140,7 @@ class QueueOut(BaseModel):
     scheduled: int
     retrying: int
     oldest_queued_age_s: float | None
+    stalled: int = Field(description="Running jobs whose lease expired (part of running).")
 
 
 class QueuesOut(BaseModel):

@@ -404,10 +404,17 @@ class PostgresBackend:
         return [job_from_row(r) for r in rows]
 
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
-        sql = self._q["counts"]
+        sql, stalled_sql = self._q["counts"], self._q["stalled"]
         at = None if now is None else _dt(now)
-        rows = await self._run(lambda c: c.fetch(sql, at), Resend.ALWAYS)
+
+        async def read(c: Any) -> tuple[list[Any], list[Any]]:
+            async with c.transaction(readonly=True, isolation="repeatable_read"):
+                return await c.fetch(sql, at), await c.fetch(stalled_sql, at)
+
+        rows, stalled = await self._run(read, Resend.ALWAYS)
         per_queue: dict[str, dict[str, Any]] = {}
+        for queue, n in stalled:
+            per_queue.setdefault(queue, {})["stalled"] = n
         for queue, state, n, scheduled, retrying, age in rows:
             detail = per_queue.setdefault(queue, {})
             detail[state] = n

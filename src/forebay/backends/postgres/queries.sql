@@ -258,6 +258,12 @@ WHERE state = 'dead' AND {filter}
 ORDER BY finished_at DESC, id DESC
 LIMIT $10
 
+-- name: stalled
+-- running jobs whose lease expired, per queue
+SELECT queue, count(*) FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at < COALESCE($1::timestamptz, now())
+GROUP BY queue
+
 -- name: counts
 -- per queue and state; the queued rows also say how many are scheduled or retrying, and how
 -- long the oldest due one has waited (seconds)

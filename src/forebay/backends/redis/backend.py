@@ -660,6 +660,7 @@ class RedisBackend:
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
         at = time.time() if now is None else now
         result = []
+        stalled = await self._stalled(at)
         for queue, flat, scheduled, oldest in await self._run("counts", _ts(at)):
             c = {k: int(v) for k, v in zip(flat[0::2], flat[1::2], strict=True)}
             states = {s: c.get(s, 0) for s in _COUNTED}
@@ -672,9 +673,32 @@ class RedisBackend:
                     scheduled=int(scheduled),
                     retrying=c.get("retrying", 0),
                     oldest_queued_age_s=None if not oldest else max(0.0, at - float(oldest)),
+                    stalled=stalled.get(queue, 0),
                 )
             )
         return sorted(result, key=lambda q: q.queue)
+
+    async def _stalled(self, at: float) -> dict[str, int]:
+        """Running jobs per queue whose lease expired before ``at`` (the leases set's scores
+        are the deadlines; expired ones are few: workers reclaim them)."""
+        client = self._require()
+        try:
+            ids = cast(
+                list[str], await client.zrangebyscore(self.keys.leases, "-inf", f"({_ts(at)}")
+            )
+            if not ids:
+                return {}
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(self.keys.job(int(job_id)), "queue")
+            queues = await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        per_queue: dict[str, int] = {}
+        for queue in queues:
+            if queue is not None:
+                per_queue[queue] = per_queue.get(queue, 0) + 1
+        return per_queue
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
         """Return when a job may be due on ``queues``: at once if one is, else when an entry

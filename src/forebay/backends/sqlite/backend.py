@@ -482,6 +482,8 @@ class SQLiteBackend:
                 detail["scheduled"] = scheduled or 0
                 detail["retrying"] = retrying or 0
                 detail["oldest_queued_age_s"] = None if oldest is None else max(0.0, at - oldest)
+            for queue, stalled in conn.execute(Q["stalled"], {"now": at}):
+                per_queue.setdefault(queue, {})["stalled"] = stalled
             return [QueueCounts(queue=q, **d) for q, d in sorted(per_queue.items())]
 
         return await self._read(op)

@@ -203,6 +203,12 @@ LIMIT :limit
 -- name: counts
 SELECT queue, state, COUNT(*) FROM forebay_jobs GROUP BY queue, state
 
+-- name: stalled
+-- running jobs whose lease expired, per queue
+SELECT queue, COUNT(*) FROM forebay_jobs
+WHERE state = 'running' AND lease_expires_at < :now
+GROUP BY queue
+
 -- name: queued_detail
 SELECT queue,
        SUM(run_at > :now),
