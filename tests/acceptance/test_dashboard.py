@@ -412,3 +412,23 @@ def test_a_job_whose_lease_expired_shows_as_stalled(page: Page, tmp_path: Path) 
         )
         look_up(page, stalled)
         expect(page.locator("#job-state")).to_have_text("stalled")
+
+
+def test_api_docs_render_offline(shared: Server, page: Page) -> None:
+    """/docs shows the operations with every request to another host refused: its script and
+    style come from the service itself."""
+    local = re.compile(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?/")
+    outside: list[str] = []
+
+    def refuse_outside(route: Any) -> None:
+        outside.append(route.request.url)
+        route.abort()
+
+    page.route(lambda url: not local.match(url), refuse_outside)
+    page.goto(shared.base + "/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    expect(
+        page.locator('.opblock-summary-path[data-path="/v1/queues/{queue}/jobs"]')
+    ).to_have_count(1)
+    expect(page.locator(".information-container .title")).to_contain_text("forebay")
+    assert outside == [], outside  # nothing was even asked of another host
