@@ -15,7 +15,10 @@ web stack is imported only when the command runs, so the other commands start wi
 
 from __future__ import annotations
 
+import errno
+import logging
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,10 +32,12 @@ from forebay.errors import ConfigError
 from forebay.http.settings import ServiceSettings
 from forebay.logs import LogLevel, configure_logging
 
+log = logging.getLogger("forebay.service")
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["run_server", "serve", "service_api"]
+__all__ = ["listen", "run_server", "serve", "service_api"]
 
 
 def serve(
@@ -130,8 +135,28 @@ def serve(
     except ConfigError as exc:
         fail(str(exc))
     configure_logging(LogLevel(settings.log_level.lower()), log_format=settings.log_format)
-    if not run_server(service_api(app, settings, app_ref), settings):
+    listening = listen(settings.host, settings.port)  # before any worker starts
+    if not run_server(service_api(app, settings, app_ref), settings, listening):
         sys.exit(1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The service's listening socket, bound before anything else starts: a port in use is
+    one line and exit 1, and /healthz answers as soon as the app has started, whatever the
+    backend does."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"cannot listen on {host}:{port}: the port is already in use; stop what "
+                "listens there or choose another with --port (env FOREBAY_PORT)"
+            )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on http://%s:%d", shown, port)
+    return listening
 
 
 def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAPI:
@@ -155,8 +180,11 @@ def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAP
     return api
 
 
-def run_server(api: FastAPI, settings: ServiceSettings) -> bool:
-    """Serve ``api`` with uvicorn until it stops; False if it could not start."""
+def run_server(
+    api: FastAPI, settings: ServiceSettings, listening: socket.socket | None = None
+) -> bool:
+    """Serve ``api`` with uvicorn until it stops; False if it could not start. ``listening``:
+    the socket to serve on (see :func:`listen`), else uvicorn binds one after start-up."""
     import uvicorn  # here, not at the top: the other commands start without the web stack
 
     from forebay.http.connections import connection_limits, protocol_for
@@ -179,7 +207,7 @@ def run_server(api: FastAPI, settings: ServiceSettings) -> bool:
     # these handlers in place that ends in a normal return (exit code 0) instead of a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_graceful_shutdown)
-    server.run()
+    server.run(sockets=None if listening is None else [listening])
     return bool(server.started)
 
 
