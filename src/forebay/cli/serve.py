@@ -15,11 +15,14 @@ web stack is imported only when the command runs, so the other commands start wi
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -35,6 +38,7 @@ from forebay.logs import LogLevel, configure_logging
 log = logging.getLogger("forebay.service")
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
 __all__ = ["listen", "run_server", "serve", "service_api"]
@@ -202,13 +206,40 @@ def run_server(
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
-    server = uvicorn.Server(config)
+    server = _server(config, api.state.service.stop_now)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
     # these handlers in place that ends in a normal return (exit code 0) instead of a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_graceful_shutdown)
     server.run(sockets=None if listening is None else [listening])
     return bool(server.started)
+
+
+def _server(config: uvicorn.Config, stop_now: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server, told what a second SIGINT/SIGTERM means: stop now.
+
+    The first signal starts the graceful stop (uvicorn's, then the app's lifespan, where the
+    workers get the grace); a second one during it calls ``stop_now`` on the server's loop.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        _loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            again = self.should_exit
+            super().handle_exit(sig, frame)
+            if not again:
+                log.info("stopping: finishing running jobs (press Ctrl-C again to stop now)")
+            elif self._loop is not None:
+                # A signal handler runs between two steps of the loop: hand over, thread-safe.
+                self._loop.call_soon_threadsafe(stop_now)
+
+    return Server(config)
 
 
 def _after_graceful_shutdown(signum: int, frame: object) -> None:

@@ -96,6 +96,11 @@ class Service:
         except BackendError as exc:
             log.warning("backend unreachable at start-up (%s); answering 503 until it is", exc)
 
+    def stop_now(self) -> None:
+        """A second stop signal: the workers release their running jobs instead of waiting
+        out the grace (see :meth:`forebay.Worker.stop_now`)."""
+        self.workers.stop_now()
+
     async def stop(self) -> None:
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
