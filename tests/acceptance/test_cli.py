@@ -498,6 +498,7 @@ def test_url_option_wins_over_the_environment(sqlite_cli: Cli, tmp_path: Path) -
     cli = sqlite_cli
     other = f"sqlite:///{tmp_path / 'other.db'}"
     cli.ok("enqueue", "documents", "{}", "--url", other)
+    cli.ok("migrate")  # the environment's store exists, empty
     assert cli.json("jobs") == []
     assert len(cli.json("jobs", "--url", other)) == 1
     default = Cli(tmp_path, None)  # neither: ./forebay.db in the current folder

@@ -137,7 +137,7 @@ def serve(
     try:
         app.backend  # noqa: B018  # a bad URL or a missing extra fails here, in one line
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_USAGE)
     configure_logging(LogLevel(settings.log_level.lower()), log_format=settings.log_format)
     listening = listen(settings.host, settings.port)  # before any worker starts
     if not run_server(service_api(app, settings, app_ref), settings, listening):

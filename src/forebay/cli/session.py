@@ -16,7 +16,7 @@ from forebay.app import Forebay
 from forebay.app_reference import is_app_reference
 from forebay.cli.output import EXIT_USAGE, fail
 from forebay.cli.store import Use, open_noting, require_store, with_window
-from forebay.errors import ConfigError, ForebayError
+from forebay.errors import ConfigError, ForebayError, InvalidPayload
 from forebay.logs import LogLevel, configure_logging
 from forebay.settings import resolve_url
 
@@ -37,6 +37,8 @@ def run(main: Coroutine[Any, Any, T], app: Forebay | None = None) -> T:
         configure_logging(LogLevel.ERROR)
     try:
         return asyncio.run(main if app is None else _opened_first(app, main))
+    except (ConfigError, InvalidPayload) as exc:  # bad input: a usage error, like click's
+        fail(str(exc) or type(exc).__name__, EXIT_USAGE)
     except ForebayError as exc:
         fail(str(exc) or type(exc).__name__)
     except OSError as exc:  # a file or socket the user named: say which and why
@@ -85,4 +87,4 @@ def import_app(ref: str) -> Forebay:
     try:
         return app_reference.import_app(ref)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_USAGE)
