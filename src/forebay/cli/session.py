@@ -49,7 +49,9 @@ async def _opened_first(app: Forebay, main: Coroutine[Any, Any, T]) -> T:
     try:
         await open_noting(app)
     except BaseException:
-        main.close()  # never started: nothing to clean up
+        main.close()  # never started
+        with contextlib.suppress(ForebayError, OSError):
+            await app.close()  # whatever the failed open left behind
         raise
     return await main
 

@@ -46,7 +46,8 @@ def stats(
     """Counts per queue and state, and the age of each queue's oldest due job.
 
     *scheduled* (run_at in the future) and *retrying* (after an error) are
-    parts of *queued*, not extra states.
+    parts of *queued*, *stalled* (lease expired: the worker died or hangs) a part
+    of *running*, not extra states.
     """
     if watch and as_json:
         fail("--watch redraws a table; for JSON run stats --json in a loop", EXIT_USAGE)

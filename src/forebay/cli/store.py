@@ -26,6 +26,7 @@ __all__ = [
     "open_noting",
     "require_store",
     "shown",
+    "sqlite_path",
     "with_window",
 ]
 
