@@ -37,7 +37,7 @@ from forebay.errors import (
     TransientError,
     WaitTimeout,
 )
-from forebay.job import AttemptError, Job, JobFilter, JobState, NewJob, QueueCounts
+from forebay.job import AttemptError, DeadCursor, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
 from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
@@ -50,6 +50,7 @@ __all__ = [
     "Backoff",
     "ConfigError",
     "Cron",
+    "DeadCursor",
     "Defer",
     "EnqueueError",
     "Every",

@@ -14,7 +14,15 @@ from typing import Any, TypeVar, overload
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound, WaitTimeout
-from forebay.job import Job, JobFilter, NewJob, QueueCounts, validate_key, validate_queue_name
+from forebay.job import (
+    DeadCursor,
+    Job,
+    JobFilter,
+    NewJob,
+    QueueCounts,
+    validate_key,
+    validate_queue_name,
+)
 from forebay.observer import Observer, notify_enqueued
 from forebay.payloads import PayloadModel, validate_jobs
 from forebay.queue_config import ExhaustedHook, QueueConfig
@@ -383,6 +391,17 @@ class Forebay:
         return await (await self.open()).list_jobs(
             where or JobFilter(), limit=limit, before_id=before_id
         )
+
+    async def list_dead(
+        self,
+        where: JobFilter | None = None,
+        *,
+        limit: int = 100,
+        before: DeadCursor | None = None,
+    ) -> list[Job]:
+        """Dead jobs matching ``where``, the latest death first; the next page is
+        ``before=DeadCursor.after(last_job_of_this_page)``."""
+        return await (await self.open()).list_dead(where or JobFilter(), limit=limit, before=before)
 
     async def counts(self) -> list[QueueCounts]:
         return await (await self.open()).counts()

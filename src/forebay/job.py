@@ -46,6 +46,7 @@ __all__ = [
     "MAX_TRACEBACK_BYTES",
     "AttemptError",
     "Completion",
+    "DeadCursor",
     "Job",
     "JobFilter",
     "JobState",
@@ -310,6 +311,19 @@ class Job:
             raise ValueError("progress must be between 0 and 100")
         await reporter(self, float(pct), None if message is None else storable_text(message))
 
+    def is_stalled(self, now: datetime | None = None) -> bool:
+        """Running with an expired lease (the glossary's *stalled*): its worker died or hangs,
+        and the job runs again once a worker reclaims it. A view, not a stored state."""
+        return (
+            self.state is JobState.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at < (now or utcnow())
+        )
+
+    def display_state(self, now: datetime | None = None) -> str:
+        """The state to show a person: ``stalled`` for a stalled job, else the state."""
+        return "stalled" if self.is_stalled(now) else str(self.state)
+
     @property
     def lease(self) -> Lease:
         if self.lease_token is None:
@@ -377,6 +391,7 @@ class Job:
             "run_id": self.run_id,
             "started_at": iso(self.started_at),
             "payload": _json_payload(self.payload),
+            "stalled": self.is_stalled(),
         }
         if detail:
             out["result"] = self.result
@@ -625,6 +640,32 @@ class JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadCursor:
+    """Where a page of dead jobs (newest death first) ended: the last job's death and id.
+
+    The next page holds the dead jobs that died earlier, or at the same time with a smaller id.
+    Build it from the last job of a page with :meth:`after`.
+    """
+
+    finished_at: datetime
+    id: int
+
+    @classmethod
+    def after(cls, job: Job) -> DeadCursor:
+        if job.finished_at is None:
+            raise ValueError(f"job {job.id} has not finished: it is not dead")
+        return cls(finished_at=job.finished_at, id=job.id)
+
+    @property
+    def micros(self) -> int:
+        """The death time in whole microseconds since the epoch (the precision of a Job's)."""
+        return (self.finished_at - _EPOCH_TIME) // timedelta(microseconds=1)
+
+
+_EPOCH_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
 class QueueCounts:
     """Counts of one queue's jobs per state, and the age of its oldest due job."""
 
@@ -637,6 +678,7 @@ class QueueCounts:
     scheduled: int = 0  # queued with run_at in the future
     retrying: int = 0  # queued after an error
     oldest_queued_age_s: float | None = None
+    stalled: int = 0  # running with an expired lease: its worker is gone or stuck
 
     @property
     def depth(self) -> int:
@@ -654,4 +696,5 @@ class QueueCounts:
             "scheduled": self.scheduled,
             "retrying": self.retrying,
             "oldest_queued_age_s": self.oldest_queued_age_s,
+            "stalled": self.stalled,
         }

@@ -435,8 +435,8 @@ def test_stats_counts_per_queue_and_state(sqlite_cli: Cli) -> None:
     assert reports["oldest_queued_age_s"] >= 0
     table = cli.ok("stats").splitlines()
     assert table[0].split()[:4] == ["queue", "queued", "scheduled", "retrying"]
-    assert table[-1].split()[:2] == ["total", "2"]
-    assert "no jobs yet" in Cli(cli.cwd, f"sqlite:///{cli.cwd / 'empty.db'}").ok("stats")
+    assert table[-2].split()[:2] == ["total", "2"]
+    assert table[-1].startswith("store: ")
 
 
 def test_stats_watch_redraws_until_sigterm(sqlite_cli: Cli) -> None:
@@ -501,6 +501,7 @@ def test_url_option_wins_over_the_environment(sqlite_cli: Cli, tmp_path: Path) -
     cli = sqlite_cli
     other = f"sqlite:///{tmp_path / 'other.db'}"
     cli.ok("enqueue", "documents", "{}", "--url", other)
+    cli.ok("migrate")  # the environment's store exists, empty
     assert cli.json("jobs") == []
     assert len(cli.json("jobs", "--url", other)) == 1
     default = Cli(tmp_path, None)  # neither: ./forebay.db in the current folder
@@ -576,19 +577,19 @@ USER_ERRORS = [
         2,
     ),
     (["enqueue", "documents", "--file", "missing.jsonl"], "No such file", 1),
-    (["enqueue", "bad queue!", "{}"], "queue name", 1),
-    (["job", "424242"], "no job with id 424242", 1),
-    (["jobs", "--url", "bogus://nowhere"], "unsupported backend URL", 1),
+    (["enqueue", "bad queue!", "{}"], "queue name", 2),
+    (["job", "424242", "--url", "sqlite:///made.db"], "no job with id 424242", 1),
+    (["jobs", "--url", "bogus://nowhere"], "unsupported backend URL", 2),
     (["jobs", "--url", "sqlite:////no/such/folder/forebay.db"], "does not exist", 1),
     (["dead", "ls", "--since", "yesterday"], "not an ISO 8601 time", 2),
     (["stats", "--watch", "--json"], "--watch", 2),
-    (["worker", "nosuchmodule:app"], "cannot import 'nosuchmodule'", 1),
+    (["worker", "nosuchmodule:app"], "cannot import 'nosuchmodule'", 2),
     (["worker", "app"], "module:attribute", 2),
-    (["worker", "app:missing"], "has no attribute 'missing'", 1),
-    (["worker", "raises:app"], "ZeroDivisionError", 1),
-    (["worker", "needs:app"], "a_module_that_is_not_installed", 1),
-    (["worker", "notanapp:app"], "not a forebay.Forebay app", 1),
-    (["worker", "app:app", "--queue", "nope"], "no handler for queue(s) nope", 1),
+    (["worker", "app:missing"], "has no attribute 'missing'", 2),
+    (["worker", "raises:app"], "ZeroDivisionError", 2),
+    (["worker", "needs:app"], "a_module_that_is_not_installed", 2),
+    (["worker", "notanapp:app"], "not a forebay.Forebay app", 2),
+    (["worker", "app:app", "--queue", "nope"], "no handler for queue(s) nope", 2),
     (["migrate", "--schema", "x"], "--schema goes with --sql", 2),
 ]
 
@@ -599,6 +600,7 @@ def test_user_errors_are_one_line(
 ) -> None:
     for name, text in BROKEN_APPS.items():
         (tmp_path / name).write_text(text)
+    sqlite_cli.ok("migrate", "--url", "sqlite:///made.db")  # a store that exists, empty
     done = sqlite_cli(*args)
     assert expected in one_error_line(done)
     assert done.returncode == code
@@ -620,7 +622,9 @@ def test_an_unreachable_store_is_one_line(sqlite_cli: Cli, tmp_path: Path) -> No
 def test_an_unreachable_server_is_one_line(sqlite_cli: Cli, server_url: str, driver: str) -> None:
     pytest.importorskip(driver)
     done = sqlite_cli("stats", "--url", server_url)  # nothing listens on port 1
-    assert "unreachable" in one_error_line(done)
+    notice, error = done.stderr.splitlines()
+    assert notice.startswith("connecting to ") and notice.endswith(" (retrying)…")
+    assert error.startswith("error: ") and "unreachable" in error
     assert done.returncode == 1
 
 

@@ -423,3 +423,60 @@ def test_with_api_tokens_the_page_asks_for_one(tmp_path: Path, page: Page) -> No
         page.click("#job-form button[type=submit]")
         expect(page.locator("#job-error")).to_have_text("the forebay service did not answer")
         expect(page.locator("#offline")).to_contain_text("Cannot reach the forebay service")
+
+
+def test_a_job_whose_lease_expired_shows_as_stalled(page: Page, tmp_path: Path) -> None:
+    """Without workers in the service nothing reclaims it: the job stays stalled."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from forebay import Forebay
+
+    with serve_app(tmp_path, env={"FOREBAY_WORKERS": "false"}, app=APP) as server:
+        enqueue(server, "intake", [{"payload": 1}, {"payload": 2}], token=READER)
+
+        async def lease_both() -> tuple[int, int]:
+            async with Forebay(f"sqlite:///{server.db}") as app:
+                lease = app.backend.lease
+                [gone] = await lease(queue="intake", limit=1, worker_id="gone", lease_s=0.001)
+                [alive] = await lease(queue="intake", limit=1, worker_id="alive", lease_s=3600)
+                return gone.id, alive.id
+
+        with ThreadPoolExecutor(1) as thread:  # Playwright's loop runs in this one
+            stalled, running = thread.submit(asyncio.run, lease_both()).result()
+        shown = httpx.get(f"{server.base}/v1/jobs/{stalled}").json()
+        assert (shown["state"], shown["stalled"]) == ("running", True)
+        assert httpx.get(f"{server.base}/v1/jobs/{running}").json()["stalled"] is False
+        counts = queue_counts(server, "intake")
+        assert (counts["running"], counts["stalled"]) == (2, 1)
+
+        page.goto(server.base + "/")
+        expect(cell(page, "intake", "running")).to_have_text("2")
+        expect(cell(page, "intake", "stalled")).to_have_text("1")
+        row = page.locator(f'#recent-body tr[data-job-id="{stalled}"] .state')
+        expect(row).to_have_text("stalled")
+        expect(page.locator(f'#recent-body tr[data-job-id="{running}"] .state')).to_have_text(
+            "running"
+        )
+        look_up(page, stalled)
+        expect(page.locator("#job-state")).to_have_text("stalled")
+
+
+def test_api_docs_render_offline(shared: Server, page: Page) -> None:
+    """/docs shows the operations with every request to another host refused: its script and
+    style come from the service itself."""
+    local = re.compile(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?/")
+    outside: list[str] = []
+
+    def refuse_outside(route: Any) -> None:
+        outside.append(route.request.url)
+        route.abort()
+
+    page.route(lambda url: not local.match(url), refuse_outside)
+    page.goto(shared.base + "/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    expect(
+        page.locator('.opblock-summary-path[data-path="/v1/queues/{queue}/jobs"]')
+    ).to_have_count(1)
+    expect(page.locator(".information-container .title")).to_contain_text("forebay")
+    assert outside == [], outside  # nothing was even asked of another host

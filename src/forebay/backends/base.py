@@ -31,6 +31,7 @@ from typing import Protocol, Self, runtime_checkable
 from forebay.errors import ConfigError
 from forebay.job import (
     Completion,
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -259,3 +260,11 @@ class Backend(Protocol):
 
     async def get_job_by_key(self, queue: str, key: str) -> Job | None:
         """The job stored under the idempotency ``key`` on ``queue`` (an index lookup), or None."""
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        """Dead jobs matching ``where`` (its state is ignored), the latest death first (ties:
+        larger id first), paged by ``before`` (:meth:`DeadCursor.after` the previous page's
+        last job)."""

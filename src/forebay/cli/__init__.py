@@ -4,7 +4,7 @@ settings, backends, sinks, the HTTP service and workers together.
 Every command opens the backend named by ``--url`` (else ``FOREBAY_URL``, else
 ``sqlite:///./forebay.db``) inside one ``asyncio.run``, prints tables for people or one JSON
 document with ``--json``, and reports a mistake as one ``error: ...`` line on stderr with a
-non-zero exit code (1: it failed, 2: the command line is wrong), never a traceback.
+non-zero exit code (1: it failed, 2: the command line or the input is wrong), never a traceback.
 
 Adding commands (``forebay serve``, ``forebay labelstudio ...``): write them in a module of this
 package and register them below, next to the others::
@@ -35,6 +35,7 @@ from forebay.cli import (
     schedules,
     serve,
     stats,
+    usage,
     worker,
 )
 
@@ -84,5 +85,11 @@ cli.add_typer(labelstudio.app, name="labelstudio")
 
 
 def main() -> None:
-    """Entry point of the ``forebay`` script and of ``python -m forebay``."""
-    cli(prog_name="forebay")
+    """Entry point of the ``forebay`` script and of ``python -m forebay``.
+
+    Every usage error (click's too: an unknown option, a bad value, a missing argument) is one
+    ``error: ...`` line with exit code 2, like the commands' own; see :mod:`forebay.cli.usage`.
+    """
+    command = typer.main.get_command(cli)
+    usage.plain_flags(command)
+    usage.run(command, prog_name="forebay")

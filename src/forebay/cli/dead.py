@@ -27,7 +27,8 @@ from forebay.cli.options import (
     dead_filter,
 )
 from forebay.cli.output import EXIT_USAGE, fail, format_ago, print_json, stdout
-from forebay.cli.session import make_app, run
+from forebay.cli.session import Use, make_app, run
+from forebay.cli.store import shown
 from forebay.job import Job, JobFilter
 
 __all__ = ["dead"]
@@ -54,21 +55,22 @@ def ls(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List dead jobs, newest first, with their last error."""
+    """List dead jobs, the latest death first, with their last error."""
     where = dead_filter(queue, error_type, since, until)
-    found = run(_list(make_app(url), where, limit))
+    app = make_app(url, use=Use.READ)
+    found = run(_list(app, where, limit), app)
     if as_json:
         print_json([j.to_dict(detail=False) for j in found])
         return
     if not found:
-        stdout().print("no dead jobs match")
+        stdout().print(f"no dead jobs match in {shown(app.url)}", highlight=False)
         return
     stdout().print(_table(found))
 
 
 async def _list(app: Forebay, where: JobFilter, limit: int) -> list[Job]:
     async with app:
-        return await app.list_jobs(where, limit=limit)
+        return await app.list_dead(where, limit=limit)
 
 
 def _table(found: list[Job]) -> Table:
@@ -105,7 +107,8 @@ def replay(
 ) -> None:
     """Put matching dead jobs back to queued, with fresh attempts, to run now."""
     where = dead_filter(queue, error_type, since, until, ids)
-    count = run(_replay(make_app(url), where, dry_run))
+    app = make_app(url)
+    count = run(_replay(app, where, dry_run), app)
     _report("replay", "replayed", count, dry_run, as_json)
 
 
@@ -129,7 +132,8 @@ def purge(
     """Delete matching dead jobs for good. Asks first, unless --yes (or --dry-run)."""
     where = dead_filter(queue, error_type, since, until, ids)
     ask = not (yes or dry_run)
-    count = run(_purge(make_app(url), where, dry_run=dry_run, ask=ask))
+    app = make_app(url)
+    count = run(_purge(app, where, dry_run=dry_run, ask=ask), app)
     _report("purge", "purged", count, dry_run, as_json)
 
 

@@ -140,10 +140,10 @@ def enqueue(
     options = _JobOptions(queue, key, key_field, priority, when, delay_s, app.payload_models)
     if file is None:
         assert payload is not None
-        job = run(_enqueue_one(app, options, parse_json(payload, "the payload")))
+        job = run(_enqueue_one(app, options, parse_json(payload, "the payload")), app)
         _print_job(job, as_json)
         return
-    tally, ids = run(_enqueue_file(app, options, file, batch_size))
+    tally, ids = run(_enqueue_file(app, options, file, batch_size), app)
     _print_tally(queue, tally, ids, as_json)
 
 

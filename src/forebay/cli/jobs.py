@@ -19,11 +19,12 @@ from rich.text import Text
 from forebay.app import Forebay
 from forebay.cli.options import ErrorTypeOption, JsonOption, LimitOption, QueueOption, UrlOption
 from forebay.cli.output import EXIT_USAGE, fail, format_ago, format_time, print_json, stdout
-from forebay.cli.session import make_app, run
+from forebay.cli.session import Use, make_app, run
+from forebay.cli.store import shown
 from forebay.errors import WaitTimeout
 from forebay.job import JSON, Job, JobFilter, JobState
 
-__all__ = ["WAIT_EXIT_CODES", "cancel", "job", "jobs", "jobs_table", "state_text"]
+__all__ = ["WAIT_EXIT_CODES", "cancel", "job", "jobs", "jobs_table", "shown_state", "state_text"]
 
 WAIT_EXIT_CODES = {
     JobState.COMPLETED: 0,
@@ -44,8 +45,18 @@ STATE_STYLES = {
 }
 
 
+STALLED_STYLE = "bold magenta"
+
+
 def state_text(state: JobState) -> Text:
     return Text(str(state), style=STATE_STYLES.get(state, ""))
+
+
+def shown_state(job: Job) -> Text:
+    """The job's state as a person reads it: *stalled* for a running job whose lease expired."""
+    if job.is_stalled():
+        return Text("stalled", style=STALLED_STYLE)
+    return state_text(job.state)
 
 
 def jobs(
@@ -64,12 +75,13 @@ def jobs(
 ) -> None:
     """List jobs, newest first."""
     where = JobFilter(queue=queue, state=state, error_type=error_type)
-    found = run(_list(make_app(url), where, limit, before_id))
+    app = make_app(url, use=Use.READ)
+    found = run(_list(app, where, limit, before_id), app)
     if as_json:
         print_json([j.to_dict(detail=False) for j in found])
         return
     if not found:
-        stdout().print("no jobs match")
+        stdout().print(f"no jobs match in {shown(app.url)}", highlight=False)
         return
     stdout().print(jobs_table(found))
     if len(found) == limit:
@@ -92,7 +104,7 @@ def jobs_table(found: Sequence[Job]) -> Table:
         table.add_row(
             str(j.id),
             j.queue,
-            state_text(j.state),
+            shown_state(j),
             str(j.attempt),
             str(j.priority),
             j.key or "",
@@ -144,7 +156,8 @@ def job(
     """Show one job: state, attempts, progress, times, payload, result and the errors of its
     failed attempts (with tracebacks)."""
     _check_job_options(job_id, queue, key, wait, timeout_s)
-    found, timed_out = run(_get(make_app(url), job_id, queue, key, wait, timeout_s))
+    app = make_app(url, use=Use.READ)
+    found, timed_out = run(_get(app, job_id, queue, key, wait, timeout_s), app)
     if as_json:
         print_json(found.to_dict())
     else:
@@ -206,7 +219,7 @@ def _fields(j: Job) -> Table:
     rows: list[tuple[str, str | Text | rich.json.JSON | None]] = [
         ("id", str(j.id)),
         ("queue", j.queue),
-        ("state", state_text(j.state)),
+        ("state", _state_detail(j)),
         ("attempt", str(j.attempt)),
         ("deliveries", str(j.deliveries)),
         ("defers", str(j.defers)),
@@ -247,13 +260,24 @@ def _history(j: Job) -> Group:
     return Group(*parts)
 
 
+def _state_detail(j: Job) -> Text:
+    if not j.is_stalled():
+        return state_text(j.state)
+    return Text.assemble(
+        ("stalled", STALLED_STYLE),
+        " (running, but its lease expired: the worker died or hangs; it runs again once "
+        "a worker reclaims it)",
+    )
+
+
 def cancel(
     job_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Ids of queued jobs.")],
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel queued jobs (a running job is not stopped; it finishes or fails as usual)."""
-    cancelled, refused = run(_cancel(make_app(url), job_ids))
+    app = make_app(url)
+    cancelled, refused = run(_cancel(app, job_ids), app)
     if as_json:
         document: dict[str, JSON] = {
             "cancelled": list[JSON](cancelled),

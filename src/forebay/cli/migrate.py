@@ -15,9 +15,9 @@ import typer
 from forebay.app import Forebay
 from forebay.backends import backend_from_url
 from forebay.cli.options import JsonOption, UrlOption
-from forebay.cli.output import EXIT_USAGE, fail, print_json, stdout
+from forebay.cli.output import EXIT_ERROR, EXIT_USAGE, fail, print_json, stdout
 from forebay.cli.session import resolve_url, run
-from forebay.errors import ForebayError
+from forebay.errors import ConfigError, ForebayError
 from forebay.job import JSON
 
 __all__ = ["migrate"]
@@ -47,7 +47,7 @@ def migrate(
         try:
             text = _migration_sql(resolved, schema)
         except ForebayError as exc:  # e.g. a schema name the backend refuses
-            fail(str(exc))
+            fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR)
         if as_json:
             print_json({"sql": text})
         else:

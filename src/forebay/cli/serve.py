@@ -15,8 +15,14 @@ web stack is imported only when the command runs, so the other commands start wi
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -24,15 +30,18 @@ import typer
 from forebay.app import Forebay
 from forebay.cli.options import UrlOption
 from forebay.cli.output import EXIT_USAGE, fail
-from forebay.cli.session import make_app
+from forebay.cli.session import Use, make_app
 from forebay.errors import ConfigError
 from forebay.http.settings import ServiceSettings
 from forebay.logs import LogLevel, configure_logging
 
+log = logging.getLogger("forebay.service")
+
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
-__all__ = ["run_server", "serve", "service_api"]
+__all__ = ["listen", "run_server", "serve", "service_api"]
 
 
 def serve(
@@ -124,14 +133,34 @@ def serve(
         )
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
-    app = make_app(settings.url, app_ref)
+    app = make_app(settings.url, app_ref, use=Use.SERVE)
     try:
         app.backend  # noqa: B018  # a bad URL or a missing extra fails here, in one line
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_USAGE)
     configure_logging(LogLevel(settings.log_level.lower()), log_format=settings.log_format)
-    if not run_server(service_api(app, settings, app_ref), settings):
+    listening = listen(settings.host, settings.port)  # before any worker starts
+    if not run_server(service_api(app, settings, app_ref), settings, listening):
         sys.exit(1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The service's listening socket, bound before anything else starts: a port in use is
+    one line and exit 1, and /healthz answers as soon as the app has started, whatever the
+    backend does."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"cannot listen on {host}:{port}: the port is already in use; stop what "
+                "listens there or choose another with --port (env FOREBAY_PORT)"
+            )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on http://%s:%d", shown, port)
+    return listening
 
 
 def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAPI:
@@ -155,8 +184,11 @@ def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAP
     return api
 
 
-def run_server(api: FastAPI, settings: ServiceSettings) -> bool:
-    """Serve ``api`` with uvicorn until it stops; False if it could not start."""
+def run_server(
+    api: FastAPI, settings: ServiceSettings, listening: socket.socket | None = None
+) -> bool:
+    """Serve ``api`` with uvicorn until it stops; False if it could not start. ``listening``:
+    the socket to serve on (see :func:`listen`), else uvicorn binds one after start-up."""
     import uvicorn  # here, not at the top: the other commands start without the web stack
 
     from forebay.http.connections import connection_limits, protocol_for
@@ -174,13 +206,40 @@ def run_server(api: FastAPI, settings: ServiceSettings) -> bool:
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
-    server = uvicorn.Server(config)
+    server = _server(config, api.state.service.stop_now)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
     # these handlers in place that ends in a normal return (exit code 0) instead of a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_graceful_shutdown)
-    server.run()
+    server.run(sockets=None if listening is None else [listening])
     return bool(server.started)
+
+
+def _server(config: uvicorn.Config, stop_now: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server, told what a second SIGINT/SIGTERM means: stop now.
+
+    The first signal starts the graceful stop (uvicorn's, then the app's lifespan, where the
+    workers get the grace); a second one during it calls ``stop_now`` on the server's loop.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        _loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            again = self.should_exit
+            super().handle_exit(sig, frame)
+            if not again:
+                log.info("stopping: finishing running jobs (press Ctrl-C again to stop now)")
+            elif self._loop is not None:
+                # A signal handler runs between two steps of the loop: hand over, thread-safe.
+                self._loop.call_soon_threadsafe(stop_now)
+
+    return Server(config)
 
 
 def _after_graceful_shutdown(signum: int, frame: object) -> None:

@@ -15,7 +15,8 @@ from rich.table import Table
 from forebay.app import Forebay
 from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import EXIT_USAGE, fail, format_age, print_json, stdout
-from forebay.cli.session import make_app, run
+from forebay.cli.session import Use, make_app, run
+from forebay.cli.store import shown
 from forebay.job import QueueCounts
 
 __all__ = ["stats", "stats_table"]
@@ -25,6 +26,7 @@ _COLUMNS = (
     ("scheduled", ""),
     ("retrying", "yellow"),
     ("running", "yellow"),
+    ("stalled", "bold magenta"),
     ("completed", "green"),
     ("dead", "bold red"),
     ("cancelled", "dim"),
@@ -44,19 +46,24 @@ def stats(
     """Counts per queue and state, and the age of each queue's oldest due job.
 
     *scheduled* (run_at in the future) and *retrying* (after an error) are
-    parts of *queued*, not extra states.
+    parts of *queued*, *stalled* (lease expired: the worker died or hangs) a part
+    of *running*, not extra states.
     """
     if watch and as_json:
         fail("--watch redraws a table; for JSON run stats --json in a loop", EXIT_USAGE)
-    app = make_app(url)
+    app = make_app(url, use=Use.READ)
     if watch:
-        run(_watch(app, interval_s))
+        run(_watch(app, interval_s), app)
         return
-    counts = run(_counts(app))
+    counts = run(_counts(app), app)
     if as_json:
         print_json([c.to_dict() for c in counts])
         return
-    stdout().print(stats_table(counts) if counts else "no jobs yet")
+    if not counts:
+        stdout().print(f"no jobs yet in {shown(app.url)}", highlight=False)
+        return
+    stdout().print(stats_table(counts))
+    stdout().print(f"store: {shown(app.url)}", style="dim", highlight=False, soft_wrap=True)
 
 
 async def _counts(app: Forebay) -> list[QueueCounts]:

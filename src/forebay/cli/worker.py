@@ -29,7 +29,7 @@ from rich.progress import (
 from forebay.app import Forebay
 from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import print_json, stderr, stdout
-from forebay.cli.session import make_app, run
+from forebay.cli.session import Use, make_app, run
 from forebay.execution.pool import HandlerPool
 from forebay.logs import LogLevel, configure_logging
 from forebay.worker import Worker, WorkerSettings
@@ -89,7 +89,7 @@ def worker(
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
     processes.
     """
-    app = make_app(url, app_ref)
+    app = make_app(url, app_ref, use=Use.SERVE)
     if concurrency is not None:
         for name, config in app.queues.items():
             app.queues[name] = replace(config, concurrency=concurrency)

@@ -95,6 +95,13 @@ class InProcessWorkers:
             self.worker.stop()
         await self._task.join()
 
+    def stop_now(self) -> None:
+        """End the grace of a stop at once: running jobs are released to run elsewhere."""
+        if self._closing is not None:
+            self._closing.set()
+        if self.worker is not None:
+            self.worker.stop_now()
+
     def _make_worker(self) -> Worker:
         return self._app.worker(settings=self._settings)
 

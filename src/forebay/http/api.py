@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from forebay.app import Forebay
 from forebay.execution import tuning
 from forebay.http import dead, intake, jobs, probes, queues, schedules, sources
+from forebay.http.api_docs import mount_api_docs
 from forebay.http.cross_site import BrowserGuard, allow_cross_origin
 from forebay.http.dashboard import mount_dashboard
 from forebay.http.errors import install_error_handlers
@@ -60,6 +61,8 @@ def create_app(
         summary="Durable intake: jobs are answered after they are stored.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served by mount_api_docs, from the package rather than a CDN
+        redoc_url=None,
     )
     api.state.service = service
     api.router.route_class = CheckedQueryRoute  # every route refuses unknown query parameters
@@ -82,6 +85,7 @@ def create_app(
     dead.add_routes(api, service)
     probes.add_routes(api, service)
     mount_dashboard(api)
+    mount_api_docs(api)
     document_security(api, tokens=not service.authorizer.open)
     document_payloads(api, intake.JOBS_PATH, app.payload_models)
     return api

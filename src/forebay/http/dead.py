@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from forebay.http.body import parse_json
-from forebay.http.errors import invalid_payload
+from forebay.http.errors import ApiError, invalid_payload
 from forebay.http.models import (
     BeforeIdParam,
     DeadFilterIn,
@@ -26,7 +26,7 @@ from forebay.http.openapi import ERRORS, NOT_JSON, flat_schema, json_body
 from forebay.http.responses import jobs_page
 from forebay.http.service import Service
 from forebay.http.settings import Scope
-from forebay.job import JobFilter, JobState
+from forebay.job import DeadCursor, JobFilter, JobState
 
 __all__ = ["add_routes"]
 
@@ -38,7 +38,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
     @api.get(
         "/v1/dead",
         tags=["dead letters"],
-        summary="Dead jobs, newest first; page with before_id",
+        summary="Dead jobs, the latest death first; page with before_id",
         response_model=DeadPage,
         responses=ERRORS,
     )
@@ -55,7 +55,20 @@ def add_routes(api: FastAPI, service: Service) -> None:
         where = JobFilter(
             queue=queue, state=JobState.DEAD, error_type=error_type, since=since, until=until
         )
-        return jobs_page(await app.list_jobs(where, limit=limit, before_id=before_id), limit)
+        cursor = None if before_id is None else await _cursor(before_id)
+        return jobs_page(await app.list_dead(where, limit=limit, before=cursor), limit)
+
+    async def _cursor(before_id: int) -> DeadCursor:
+        """The next page starts after this dead job (the previous page's last)."""
+        last = await (await app.open()).get_job(before_id)
+        if last is None or last.state is not JobState.DEAD:
+            raise ApiError(
+                400,
+                "invalid_cursor",
+                f"before_id {before_id} is not a dead job (replayed or purged since?); "
+                "list again from the first page",
+            )
+        return DeadCursor.after(last)
 
     filter_body = json_body(flat_schema(DeadFilterIn), required=False)
 

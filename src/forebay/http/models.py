@@ -129,6 +129,10 @@ class JobOut(BaseModel):
         None, description="When the current (or last) attempt was leased."
     )
     payload: Any
+    stalled: bool = Field(
+        description="Running with an expired lease: its worker died or hangs; it runs again "
+        "once reclaimed. state stays running (the stored state)."
+    )
 
 
 class AttemptErrorOut(BaseModel):
@@ -163,6 +167,7 @@ class QueueOut(BaseModel):
     scheduled: int
     retrying: int
     oldest_queued_age_s: float | None
+    stalled: int = Field(description="Running jobs whose lease expired (part of running).")
 
 
 class QueuesOut(BaseModel):

@@ -13,6 +13,7 @@ import logging
 from starlette.requests import Request
 
 from forebay.app import Forebay
+from forebay.backends import Backend
 from forebay.errors import BackendError, ForebayError
 from forebay.execution.supervisor import InProcessWorkers
 from forebay.http.auth import Authorizer
@@ -28,6 +29,17 @@ __all__ = ["Service"]
 
 log = logging.getLogger("forebay.service")
 
+_OPEN_WAIT_S = 1.0
+"""How long the start waits for the backend before it goes on and waits in the background."""
+
+
+def _log_open_failure(opening: asyncio.Task[Backend]) -> None:
+    if opening.cancelled():
+        return
+    exc = opening.exception()
+    if exc is not None:
+        log.warning("backend still unreachable (%s); answering 503 until it is", exc)
+
 
 class Service:
     """What the routes share: the app, settings, metrics, tokens and in-process workers."""
@@ -41,6 +53,7 @@ class Service:
         self.json_only = not settings.api_tokens
         self.workers = InProcessWorkers(app, shutdown_grace_s=settings.shutdown_grace_s)
         self._observers: list[Observer] = [PrometheusObserver(self.metrics), EnqueueLogger()]
+        self._opening: asyncio.Task[Backend] | None = None
 
     def authorize(self, request: Request, scope: Scope) -> None:
         self.authorizer.check(request.headers.get("authorization"), scope)
@@ -57,10 +70,7 @@ class Service:
         for source in self.app.sources.values():
             if source.auth is None:
                 log.warning("source %s accepts unauthenticated requests (auth=None)", source.name)
-        try:
-            await self.app.open()  # a ConfigError (bad URL, missing folder) stops the start-up
-        except BackendError as exc:
-            log.warning("backend unreachable at start-up (%s); answering 503 until it is", exc)
+        await self._open_backend()
         if self.settings.workers:
             self.workers.start()
         log.info(
@@ -70,7 +80,30 @@ class Service:
             ", ".join(self.workers.queues) if self.settings.workers else "off",
         )
 
+    async def _open_backend(self) -> None:
+        """Open the backend without holding up the start: a server that does not answer at
+        once is waited for in the background (``/readyz`` answers 503 meanwhile; workers
+        retry), while a ConfigError (bad URL, missing folder) still stops the start-up."""
+        opening = asyncio.create_task(self.app.open(), name="forebay-open-backend")
+        done, _ = await asyncio.wait({opening}, timeout=_OPEN_WAIT_S)
+        if not done:
+            log.warning("backend not answering yet; answering 503 on /readyz until it does")
+            opening.add_done_callback(_log_open_failure)
+            self._opening = opening
+            return
+        try:
+            opening.result()
+        except BackendError as exc:
+            log.warning("backend unreachable at start-up (%s); answering 503 until it is", exc)
+
+    def stop_now(self) -> None:
+        """A second stop signal: the workers release their running jobs instead of waiting
+        out the grace (see :meth:`forebay.Worker.stop_now`)."""
+        self.workers.stop_now()
+
     async def stop(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
         await self.workers.stop()
         for observer in self._observers:
             if observer in self.app.observers:

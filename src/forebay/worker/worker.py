@@ -5,7 +5,9 @@ the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped 
 SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down
 (DESIGN §3.8): no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are
 released back to ``queued`` without spending an attempt, every outcome is written
-(:mod:`.settler`), and the loops stop.
+(:mod:`.settler`), and the loops stop. A second signal during
+the grace (or :meth:`Worker.stop_now`) ends the grace at once: the running jobs are released
+then, to run again elsewhere straight away.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Worker:
         )
         self._settler = Settler(backend, self.observers)
         self._stopping: asyncio.Event | None = None
+        self._stop_now: asyncio.Event | None = None
         self._lanes: Lanes | None = None
         self._maintenance: Maintenance | None = None
         self.scheduler = Scheduler(backend, schedules)
@@ -82,10 +85,32 @@ class Worker:
             log.info("worker %s stopping: no new leases", self.worker_id)
             self._stopping.set()
 
+    def stop_now(self) -> None:
+        """Stop without waiting out the grace: running jobs are cancelled and released back to
+        their queues (no attempt spent), so they run again elsewhere at once. Safe to call
+        twice, and before :meth:`stop`."""
+        if self._stop_now is None or self._stop_now.is_set():
+            return
+        self.stop()
+        log.warning("worker %s stopping now: releasing its running jobs", self.worker_id)
+        self._stop_now.set()
+
+    def _signalled(self) -> None:
+        """SIGTERM/SIGINT: the first stops gracefully, the next one stops at once."""
+        if self._stopping is not None and self._stopping.is_set():
+            self.stop_now()
+            return
+        log.info(
+            "worker %s stopping: finishing running jobs (press Ctrl-C again to stop now)",
+            self.worker_id,
+        )
+        self.stop()
+
     async def run(self) -> None:
         """Work until stopped (SIGTERM/SIGINT, :meth:`stop`) or, in burst mode, until idle."""
         # Made here, not in __init__: they belong to the event loop that runs the worker.
         self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
         lanes = self._lanes = Lanes(
             self.backend,
             list(self.queues.values()),
@@ -121,7 +146,7 @@ class Worker:
         installed = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, self._signalled)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 continue
             installed.append(sig)
@@ -134,7 +159,7 @@ class Worker:
             log.info(
                 "waiting up to %ss for %d running jobs", self.settings.shutdown_grace_s, len(tasks)
             )
-            _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+            still = await self._grace(tasks)
             if still:
                 unfinished = [e.job for e in lanes.running.values() if e.task in still]
                 await cancel_and_wait(still)
@@ -147,3 +172,18 @@ class Worker:
                 log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.drained()
         await maintenance.stop()
+
+    async def _grace(self, tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Wait for ``tasks`` up to the grace, or until :meth:`stop_now`; the unfinished."""
+        assert self._stop_now is not None
+        finished = asyncio.ensure_future(asyncio.wait(tasks))
+        told = asyncio.ensure_future(self._stop_now.wait())
+        try:
+            await asyncio.wait(
+                {finished, told},
+                timeout=self.settings.shutdown_grace_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            await cancel_and_wait([finished, told])
+        return {t for t in tasks if not t.done()}

@@ -31,7 +31,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from forebay.errors import BackendError, BackendUnavailable, ConfigError, Invali
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -443,10 +444,17 @@ class PostgresBackend:
         return [job_from_row(r) for r in rows]
 
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
-        sql = self._q["counts"]
+        sql, stalled_sql = self._q["counts"], self._q["stalled"]
         at = None if now is None else _dt(now)
-        rows = await self._run(lambda c: c.fetch(sql, at), Resend.ALWAYS)
+
+        async def read(c: Any) -> tuple[list[Any], list[Any]]:
+            async with c.transaction(readonly=True, isolation="repeatable_read"):
+                return await c.fetch(sql, at), await c.fetch(stalled_sql, at)
+
+        rows, stalled = await self._run(read, Resend.ALWAYS)
         per_queue: dict[str, dict[str, Any]] = {}
+        for queue, n in stalled:
+            per_queue.setdefault(queue, {})["stalled"] = n
         for queue, state, n, scheduled, retrying, age in rows:
             detail = per_queue.setdefault(queue, {})
             detail[state] = n
@@ -537,6 +545,16 @@ class PostgresBackend:
         sql = self._q["job_by_key"]
         row = await self._run(lambda c: c.fetchrow(sql, queue, key), Resend.ALWAYS)
         return None if row is None else job_from_row(row)
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        sql = self._q["list_dead"]
+        cursor = (None, None) if before is None else (before.finished_at, before.id)
+        args = (*_filter_args(replace(where, state=None)), *cursor, limit)
+        rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
+        return [job_from_row(r) for r in rows]
 
 
 def _refused_statement(exc: Exception) -> bool:

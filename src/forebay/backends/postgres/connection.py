@@ -8,6 +8,8 @@ Error translation::
     left in an impossible protocol state (seen during server shutdown)  ->  BackendUnavailable
     a value PostgreSQL refuses (22..., e.g. a NUL character in a key
     or in a filter: the caller's mistake, not an outage)                ->  InvalidPayload
+    refused credentials or a database that does not exist (28..., 3D000)  ->  BackendError
+                                                  naming the server, at once, never retried
     any other asyncpg error                                            ->  BackendError
 
 Retries: when the server restarts, the pool replaces its dead connections by itself. An
@@ -33,6 +35,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from forebay.backends.postgres.schema import DEFAULT_SCHEMA, validate_schema
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload
+from forebay.urls import redacted
 
 __all__ = ["Connector", "PostgresSettings", "Resend", "raise_translated", "translate"]
 
@@ -50,6 +53,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.InternalClientError,  # the connection is in a state it cannot go on from
 )
+_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # 28000: no such role, or pg_hba refuses
+    asyncpg.InvalidPasswordError,  # 28P01
+    asyncpg.InvalidCatalogNameError,  # 3D000: no such database
+)
+"""The server answered, and asking again gets the same answer."""
 _FIRST_RETRY_DELAY_S = 0.05
 _MAX_RETRY_DELAY_S = 1.0
 
@@ -65,11 +74,18 @@ class Resend(enum.Enum):
     """Running it twice is harmless."""
 
 
-def translate(exc: BaseException) -> BaseException:
+def translate(exc: BaseException, where: str | None = None) -> BaseException:
     """asyncpg and OS errors become BackendUnavailable / BackendError / InvalidPayload; others
-    pass through."""
+    pass through. ``where`` (the server's URL, password redacted) names the server in the
+    message for refused credentials."""
     if isinstance(exc, BackendError):
         return exc
+    if isinstance(exc, _REFUSED):
+        at = f" at {where}" if where else ""
+        return BackendError(
+            f"PostgreSQL{at} refused the connection: {_describe(exc)}; "
+            "check the user, password and database in the URL"
+        )
     if isinstance(exc, _UNAVAILABLE) or (
         isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
     ):
@@ -81,10 +97,10 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def raise_translated(exc: Exception) -> NoReturn:
+def raise_translated(exc: Exception, where: str | None = None) -> NoReturn:
     """Raise ``exc`` as forebay's error (chained to the original), or as is if it is not a
     driver or OS error."""
-    error = translate(exc)
+    error = translate(exc, where)
     if error is exc:
         raise exc
     raise error from exc
@@ -162,7 +178,7 @@ class Connector:
                 self.settings.dsn, server_settings=self.settings.server_settings, timeout=10
             )
         except Exception as exc:
-            raise_translated(exc)
+            raise_translated(exc, redacted(self.settings.dsn))
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -237,7 +253,7 @@ class Connector:
                     or not retryable
                     or loop.time() + delay > deadline
                 ):
-                    raise_translated(cause)
+                    raise_translated(cause, redacted(self.settings.dsn))
                 log.warning("%s; trying again in %.2fs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY_DELAY_S)

@@ -290,6 +290,20 @@ WHERE ($8::bigint IS NULL OR id < $8) AND {filter}
 ORDER BY id DESC
 LIMIT $9
 
+-- name: list_dead
+-- dead jobs, the latest death first (ties: larger id first), after the cursor ($8, $9)
+SELECT {columns} FROM {schema}.jobs
+WHERE state = 'dead' AND {filter}
+  AND ($8::timestamptz IS NULL OR (finished_at, id) < ($8::timestamptz, $9::bigint))
+ORDER BY finished_at DESC, id DESC
+LIMIT $10
+
+-- name: stalled
+-- running jobs whose lease expired, per queue
+SELECT queue, count(*) FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at < COALESCE($1::timestamptz, now())
+GROUP BY queue
+
 -- name: counts
 -- per queue and state; the queued rows also say how many are scheduled or retrying, and how
 -- long the oldest due one has waited (seconds)

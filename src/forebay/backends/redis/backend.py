@@ -49,7 +49,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -78,6 +78,7 @@ from forebay.errors import (
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -91,6 +92,7 @@ from forebay.job import (
     Retry as RetryJob,
 )
 from forebay.schedules import Firing, Schedule
+from forebay.urls import redacted
 
 __all__ = ["RedisBackend"]
 
@@ -163,23 +165,58 @@ def _answer(raw: str) -> Any:
     return json.loads(raw)
 
 
-def translate(exc: Exception) -> BackendError:
-    """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed."""
-    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
-        return BackendError(f"Redis refused the credentials: {exc}; check the password in the URL")
+def translate(exc: Exception, where: str | None = None) -> BackendError:
+    """A redis-py (or socket) error as forebay's: unreachable, refused credentials, or failed.
+
+    ``where`` is the server's URL, its password redacted, for the refused-credentials message."""
+    if isinstance(exc, _REFUSED):
+        at = f" at {where}" if where else ""
+        return BackendError(
+            f"Redis{at} refused the credentials: {exc}; check the user and password in the URL"
+        )
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return BackendUnavailable(f"Redis is unreachable: {exc}")
     return BackendError(f"Redis failed: {exc}")
 
 
+_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
+"""Refused credentials: redis-py counts them as connection errors, but waiting never helps."""
+
+
+class _Refused(Exception):
+    """Carries a refused-credentials error past redis-py's retry loop."""
+
+    def __init__(self, cause: redis_errors.ConnectionError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Retry(Retry):
+    """redis-py's retry, except that refused credentials (``NOAUTH``, ``WRONGPASS``) are
+    raised at once: the server answered, and asking again gets the same answer."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await do()
+            except _REFUSED as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.cause from None
+
+
 def retry_policy(reconnect_s: float) -> Retry:
-    """Retry a command on connection errors for about ``reconnect_s`` (backoff up to 1 s)."""
+    """Retry a command on connection errors for about ``reconnect_s`` (backoff up to 1 s);
+    refused credentials are not retried."""
     base_s, cap_s = 0.05, 1.0
     retries, waited = 0, 0.0
     while waited < reconnect_s:
         retries += 1
         waited += min(cap_s, base_s * 2**retries) * 0.75  # EqualJitterBackoff's mean
-    return Retry(EqualJitterBackoff(cap=cap_s, base=base_s), retries)
+    return _Retry(EqualJitterBackoff(cap=cap_s, base=base_s), retries)
 
 
 @dataclass(slots=True)
@@ -265,13 +302,7 @@ class RedisBackend:
         return f"RedisBackend({self._safe_url()!r}, prefix={self.prefix!r})"
 
     def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+        return redacted(self.url)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -294,7 +325,7 @@ class RedisBackend:
                 await pipe.execute()
             except (redis_errors.RedisError, OSError) as exc:
                 await client.aclose()
-                raise translate(exc) from exc
+                raise translate(exc, self._safe_url()) from exc
             except BaseException:
                 await client.aclose()
                 raise
@@ -656,6 +687,7 @@ class RedisBackend:
     async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
         at = time.time() if now is None else now
         result = []
+        stalled = await self._stalled(at)
         for queue, flat, scheduled, oldest in await self._run("counts", _ts(at)):
             c = {k: int(v) for k, v in zip(flat[0::2], flat[1::2], strict=True)}
             states = {s: c.get(s, 0) for s in _COUNTED}
@@ -668,9 +700,32 @@ class RedisBackend:
                     scheduled=int(scheduled),
                     retrying=c.get("retrying", 0),
                     oldest_queued_age_s=None if not oldest else max(0.0, at - float(oldest)),
+                    stalled=stalled.get(queue, 0),
                 )
             )
         return sorted(result, key=lambda q: q.queue)
+
+    async def _stalled(self, at: float) -> dict[str, int]:
+        """Running jobs per queue whose lease expired before ``at`` (the leases set's scores
+        are the deadlines; expired ones are few: workers reclaim them)."""
+        client = self._require()
+        try:
+            ids = cast(
+                list[str], await client.zrangebyscore(self.keys.leases, "-inf", f"({_ts(at)}")
+            )
+            if not ids:
+                return {}
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(self.keys.job(int(job_id)), "queue")
+            queues = await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        per_queue: dict[str, int] = {}
+        for queue in queues:
+            if queue is not None:
+                per_queue[queue] = per_queue.get(queue, 0) + 1
+        return per_queue
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
         """Return when a job may be due on ``queues``: at once if one is, else when an entry
@@ -776,6 +831,35 @@ class RedisBackend:
             "fire_schedule", _ts(time.time()), jobs, firing.name, after, _ts(firing.tick)
         )
         return bool(answer != "stale")
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        """The dead set's scores are the deaths: sorted here, then filtered by ``list.lua``."""
+        if limit <= 0:
+            return []
+        try:
+            scored = cast(
+                list[tuple[str, float]],
+                await self._require().zrange(self.keys.done("dead"), 0, -1, withscores=True),
+            )
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        wanted = None if where.ids is None else set(where.ids)
+        order = sorted(
+            (
+                (DeadCursor(datetime.fromtimestamp(score, UTC), int(member)).micros, int(member))
+                for member, score in scored
+                if wanted is None or int(member) in wanted
+            ),
+            reverse=True,
+        )
+        if before is not None:
+            order = [o for o in order if o < (before.micros, before.id)]
+        dead = replace(where, state=JobState.DEAD, ids=None)
+        found = await self._filter_candidates(dead, [str(i) for _, i in order], "jobs", limit)
+        return [job_from_hash(job_id, fields) for job_id, fields in found]
 
 
 def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:

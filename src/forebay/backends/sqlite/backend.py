@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
     Completion,
+    DeadCursor,
     Deferral,
     Failure,
     Job,
@@ -534,6 +536,8 @@ class SQLiteBackend:
                 detail["scheduled"] = scheduled or 0
                 detail["retrying"] = retrying or 0
                 detail["oldest_queued_age_s"] = None if oldest is None else max(0.0, at - oldest)
+            for queue, stalled in conn.execute(Q["stalled"], {"now": at}):
+                per_queue.setdefault(queue, {})["stalled"] = stalled
             return [QueueCounts(queue=q, **d) for q, d in sorted(per_queue.items())]
 
         return await self._read(op)
@@ -646,6 +650,18 @@ class SQLiteBackend:
     async def get_job_by_key(self, queue: str, key: str) -> Job | None:
         row = await self._read(lambda c: c.execute(Q["job_by_key"], (queue, key)).fetchone())
         return None if row is None else job_from_row(row, epoch_times=True)
+
+    # -- dead letters by time of death -------------------------------------------------------
+    async def list_dead(
+        self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
+    ) -> list[Job]:
+        params = _filter_params(replace(where, state=None)) | {
+            "limit": limit,
+            "before_us": None if before is None else before.micros,
+            "before_id": None if before is None else before.id,
+        }
+        rows = await self._read(lambda c: c.execute(Q["list_dead"], params).fetchall())
+        return [job_from_row(r, epoch_times=True) for r in rows]
 
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:

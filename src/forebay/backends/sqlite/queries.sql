@@ -210,8 +210,24 @@ WHERE (:before_id IS NULL OR j.id < :before_id) AND {filter}
 ORDER BY j.id DESC
 LIMIT :limit
 
+-- name: list_dead
+-- dead jobs, the latest death first; times compared in whole microseconds, as a Job holds them
+SELECT {columns} FROM {jobs}
+WHERE j.state = 'dead' AND {filter}
+  AND (:before_us IS NULL
+       OR CAST(round(j.finished_at * 1000000) AS INTEGER) < :before_us
+       OR (CAST(round(j.finished_at * 1000000) AS INTEGER) = :before_us AND j.id < :before_id))
+ORDER BY CAST(round(j.finished_at * 1000000) AS INTEGER) DESC, j.id DESC
+LIMIT :limit
+
 -- name: counts
 SELECT queue, state, COUNT(*) FROM forebay_jobs GROUP BY queue, state
+
+-- name: stalled
+-- running jobs whose lease expired, per queue
+SELECT queue, COUNT(*) FROM forebay_jobs
+WHERE state = 'running' AND lease_expires_at < :now
+GROUP BY queue
 
 -- name: queued_detail
 SELECT queue,

@@ -219,6 +219,7 @@
     "scheduled",
     "retrying",
     "running",
+    "stalled",
     "completed",
     "dead",
     "cancelled",
@@ -332,8 +333,8 @@
       const tr = el("tr");
       tr.dataset.jobId = String(job.id);
       const idCell = jobLinkCell(job.id);
-      const state = el("td", job.state, "state");
-      state.dataset.state = String(job.state);
+      const state = el("td", shownState(job), "state");
+      state.dataset.state = shownState(job);
       const pct = job.progress === null || job.progress === undefined ? "" : `${job.progress}%`;
       const progress = [pct, job.progress_message ?? ""].filter(Boolean).join(" ");
       tr.append(
@@ -387,6 +388,11 @@
     renderJob(job);
   }
 
+  // A running job whose lease expired shows as "stalled" (its stored state stays running).
+  function shownState(job) {
+    return job.stalled === true ? "stalled" : String(job.state);
+  }
+
   function renderJob(job) {
     const progress =
       job.progress === null || job.progress === undefined
@@ -395,7 +401,7 @@
     const fields = [
       ["id", job.id, "job-field-id"],
       ["queue", job.queue],
-      ["state", job.state, "job-state"],
+      ["state", shownState(job), "job-state"],
       ["key", job.key ?? "—"],
       ["priority", job.priority],
       ["attempt", job.attempt, "job-attempt"],
