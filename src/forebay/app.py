@@ -70,6 +70,9 @@ class Forebay:
         backoff: Backoff | None = None,
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        completed_retention: timedelta | None = None,
+        dead_retention: timedelta | None = None,
+        cancelled_retention: timedelta | None = None,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`)."""
 
@@ -89,6 +92,9 @@ class Forebay:
                 backoff=backoff or Backoff(),
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
+                completed_retention=completed_retention,
+                dead_retention=dead_retention,
+                cancelled_retention=cancelled_retention,
             )
             return fn
 
@@ -180,15 +186,27 @@ class Forebay:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         run_id: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
         connection: object | None = None,
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
 
-        ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
-        then exists if and only if your transaction commits.
+        ``max_attempts``, ``timeout_s``: this job's own limits (1–1000 attempts; seconds, at
+        most a week), in place of its queue's. ``connection``: on PostgreSQL, your own
+        connection inside an open transaction; the job then exists if and only if your
+        transaction commits.
         """
         new = NewJob.create(
-            queue, payload, key=key, priority=priority, run_at=run_at, delay=delay, run_id=run_id
+            queue,
+            payload,
+            key=key,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            run_id=run_id,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
         )
         return (await self.enqueue_many([new], connection=connection))[0]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeAlias
 
 from forebay.backoff import Backoff
@@ -39,6 +40,12 @@ class QueueConfig:
       ``{job_id: exception}`` for the ones that failed (the others complete).
     * ``max_depth``: unfinished jobs the queue may hold; enqueue beyond it raises QueueFull.
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
+    * ``completed_retention``, ``dead_retention``, ``cancelled_retention``: how long this
+      queue's finished jobs are kept before the workers prune them (None: the worker's
+      setting, ``--completed-retention`` and the like).
+
+    A job may carry its own ``max_attempts`` and ``timeout_s``, given at enqueue; the queue's
+    apply to the jobs that do not.
     """
 
     name: str
@@ -53,6 +60,9 @@ class QueueConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
+    completed_retention: timedelta | None = None
+    dead_retention: timedelta | None = None
+    cancelled_retention: timedelta | None = None
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -70,6 +80,10 @@ class QueueConfig:
             "concurrency": self.concurrency >= 1,
             "batch_size": self.batch_size is None or self.batch_size >= 1,
             "max_depth": self.max_depth is None or self.max_depth >= 1,
+            **{
+                name: value is None or (isinstance(value, timedelta) and value >= timedelta(0))
+                for name, value in self.retention.items()
+            },
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -81,6 +95,15 @@ class QueueConfig:
             )
         if self.on_exhausted is not None and not inspect.iscoroutinefunction(self.on_exhausted):
             raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
+
+    @property
+    def retention(self) -> dict[str, timedelta | None]:
+        """The queue's own retention per terminal state (None: the worker's)."""
+        return {
+            "completed_retention": self.completed_retention,
+            "dead_retention": self.dead_retention,
+            "cancelled_retention": self.cancelled_retention,
+        }
 
     @property
     def delivery_limit(self) -> int:

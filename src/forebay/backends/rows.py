@@ -42,6 +42,8 @@ COLUMNS: Final = (
     "error",
     "error_type",
     "run_id",
+    "max_attempts",
+    "timeout_s",
 )
 """A job's stored fields, in the order of a row."""
 
@@ -85,6 +87,9 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         error=row[18],
         error_type=row[19],
         run_id=row[20],
+        # the job's own limits: the last two columns
+        max_attempts=row[-2],
+        timeout_s=row[-1],
         created=created,
     )
 
@@ -120,8 +125,14 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         get("error"),
         get("error_type"),
         get("run_id"),
+        _whole(get("max_attempts")),
+        _number(get("timeout_s")),
     )
 
 
 def _number(text: str | None) -> float | None:
     return None if text is None else float(text)
+
+
+def _whole(text: str | None) -> int | None:
+    return None if text is None else int(text)

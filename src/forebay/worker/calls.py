@@ -62,7 +62,7 @@ async def call_handler(
     argument: Job | list[Job] = list(jobs) if batch else jobs[0]
     what = "batch handler" if batch else "handler"
     if not config.is_async:
-        call = functools.partial(handler, argument)
+        call = functools.partial(handler, argument)  # type: ignore[arg-type]
         returned = await _in_thread(call, timeout_s, what, jobs, wait_for_thread=wait_for_thread)
         return returned if batch and isinstance(returned, Mapping) else {}
     try:

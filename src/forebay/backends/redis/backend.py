@@ -126,6 +126,21 @@ def script_sources() -> dict[str, str]:
     }
 
 
+def _enqueue_row(j: NewJob) -> list[object]:
+    """A job as ``enqueue.lua`` takes it (its own limits only when it has one)."""
+    row: list[object] = [
+        j.queue,
+        j.payload_json,
+        False if j.key is None else j.key,
+        j.priority,
+        False if j.run_at is None else _ts(j.run_at),
+        False if j.run_id is None else j.run_id,
+    ]
+    if j.max_attempts is not None or j.timeout_s is not None:
+        row += [j.max_attempts or False, j.timeout_s or False]
+    return row
+
+
 def _ts(value: float) -> str:
     """Epoch seconds as an exact decimal string (Lua would round a number to 14 digits)."""
     return repr(float(value))
@@ -404,17 +419,7 @@ class RedisBackend:
         batch = [
             [
                 call.depth,
-                [
-                    [
-                        j.queue,
-                        j.payload_json,
-                        False if j.key is None else j.key,
-                        j.priority,
-                        False if j.run_at is None else _ts(j.run_at),
-                        False if j.run_id is None else j.run_id,
-                    ]
-                    for j in call.jobs
-                ],
+                [_enqueue_row(j) for j in call.jobs],
             ]
             for call in calls
         ]
@@ -546,10 +551,11 @@ class RedisBackend:
 
     async def prune(self, spec: PruneSpec) -> int:
         args = (_ts(spec.completed_before), _ts(spec.dead_before), _ts(spec.cancelled_before))
+        scope = _json([spec.queue or False, list(spec.other_than)])
         total = 0
         while total < spec.limit:
             ask = min(1000, spec.limit - total)
-            n = int(await self._run("prune", *args, ask))
+            n = int(await self._run("prune", *args, ask, scope))
             total += n
             if n < ask:
                 break

@@ -9,12 +9,14 @@ name, ``N`` a job id, ``R`` a priority)::
     P:job:N                    hash    one job: queue payload state key priority attempt
                                        deliveries defers run_at created_at updated_at
                                        finished_at lease_token lease_expires_at worker_id
-                                       progress progress_message error error_type run_id,
-                                       and ``entry``: its stream entry id while it has one
+                                       progress progress_message error error_type run_id
+                                       max_attempts timeout_s (the job's own limits, absent
+                                       when not given), and ``entry``: its stream entry id
+                                       while it has one
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at
-    P:done:dead                        (pruning, dead-letter listings, replay, purge)
+    P:done:dead                        (dead-letter listings, replay, purge)
     P:done:cancelled
     P:q:Q:counts               hash    jobs of Q per state (queued running completed dead
                                        cancelled) and ``retrying``, kept by every script
@@ -29,6 +31,9 @@ name, ``N`` a job id, ``R`` a priority)::
                                        in retry backoff, deferred, put back (released, lease
                                        expired) or enqueued with a past run_at; score = run_at,
                                        member = id zero-padded to 15 digits (ties by id)
+    P:q:Q:done:completed       zset    finished jobs of Q per terminal state, score =
+    P:q:Q:done:dead                    finished_at (pruning Q by its own retention); may hold
+    P:q:Q:done:cancelled               ids of jobs since replayed or purged, dropped by prune
     P:q:Q:wake                 stream  MAXLEN 1; touched when idle workers must poll again: a
                                        due job entered a waiting set (not from the reclaimer),
                                        a scheduled one became the earliest of its level, a
@@ -77,6 +82,7 @@ TEMPLATES: dict[str, str] = {
     "stream": "{prefix}:q:{queue}:stream:{priority}",
     "waiting": "{prefix}:q:{queue}:waiting:{priority}",
     "wake": "{prefix}:q:{queue}:wake",
+    "queue_done": "{prefix}:q:{queue}:done:{state}",
 }
 
 
@@ -121,6 +127,9 @@ class Keys:
 
     def levels(self, queue: str) -> str:
         return self._name("levels", queue=queue)
+
+    def queue_done(self, queue: str, state: str) -> str:
+        return self._name("queue_done", queue=queue, state=state)
 
     def wake(self, queue: str) -> str:
         return self._name("wake", queue=queue)
