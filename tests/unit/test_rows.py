@@ -35,6 +35,8 @@ STORED = {
     "error": "boom",
     "error_type": "TransientError",
     "run_id": "run-1",
+    "max_attempts": 4,
+    "timeout_s": 2.5,
 }
 TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at")
 
@@ -65,6 +67,8 @@ def _expected() -> Job:
         error="boom",
         error_type="TransientError",
         run_id="run-1",
+        max_attempts=4,
+        timeout_s=2.5,
     )
 
 

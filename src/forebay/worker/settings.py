@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 
 from forebay.errors import ConfigError
-from forebay.settings import NOT_FROM_ENV, from_env, variable
+from forebay.settings import from_env
 
 __all__ = ["WorkerSettings"]
 
@@ -36,8 +36,8 @@ class WorkerSettings:
     """How long finished jobs are kept, for queues that set no retention of their own."""
     dead_retention: timedelta = timedelta(days=7)
     cancelled_retention: timedelta = timedelta(days=1)
-    handle_signals: bool = field(default=True, metadata=NOT_FROM_ENV)
-    worker_id: str | None = field(default=None, metadata=variable("FOREBAY_WORKER_ID"))
+    handle_signals: bool = True
+    worker_id: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
