@@ -27,7 +27,15 @@ from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, pa
 from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
 from forebay.cli.session import make_app, run
 from forebay.errors import ForebayError, InvalidPayload
-from forebay.job import JSON, Job, JobState, NewJob, utcnow
+from forebay.job import (
+    JSON,
+    MAX_ATTEMPTS_LIMIT,
+    Job,
+    JobState,
+    NewJob,
+    check_overrides,
+    utcnow,
+)
 
 __all__ = ["enqueue"]
 
@@ -42,6 +50,8 @@ class _JobOptions:
     priority: int = 0
     run_at: datetime | None = None
     delay_s: float | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
 
     def new_job(self, payload: object) -> NewJob:
         return NewJob.create(
@@ -51,6 +61,8 @@ class _JobOptions:
             priority=self.priority,
             run_at=self.run_at,
             delay=self.delay_s,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
         )
 
     def _key(self, payload: object) -> str | None:
@@ -118,6 +130,26 @@ def enqueue(
         str | None,
         typer.Option(metavar="ISO", help="Run no earlier than this time, e.g. 2026-11-22T09:00Z."),
     ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_ATTEMPTS_LIMIT,
+            show_default=False,
+            help="This job's own limit of error attempts, instead of its queue's.",
+        ),
+    ] = None,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout-s",
+            "--timeout",
+            metavar="SECONDS",
+            show_default=False,
+            help="This job's own time limit per run (above 0, at most a week), instead of "
+            "its queue's.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="With --file: jobs per transaction.")
     ] = 1000,
@@ -131,7 +163,20 @@ def enqueue(
     existed, and the existing job is shown).
     """
     _check_combination(payload, file, key, key_field, delay_s, run_at)
-    options = _JobOptions(queue, key, key_field, priority, parse_time(run_at, "--run-at"), delay_s)
+    try:
+        check_overrides(max_attempts, timeout_s)
+    except InvalidPayload as exc:
+        fail(f"--{str(exc).replace('_', '-', 1)}", EXIT_USAGE)
+    options = _JobOptions(
+        queue,
+        key,
+        key_field,
+        priority,
+        parse_time(run_at, "--run-at"),
+        delay_s,
+        max_attempts,
+        timeout_s,
+    )
     app = make_app(url, app_ref)
     if file is None:
         assert payload is not None
