@@ -187,7 +187,8 @@ class HandlerPool:
         try:
             writer.write(frame(("call", call_id, queue, list(jobs))))
             await writer.drain()
-            status, value = await future
+            # Shielded: a cancellation of this call must leave its answer to come (_stopped).
+            status, value = await asyncio.shield(future)
         except asyncio.CancelledError:
             # A timeout, a lost lease or shutdown: the child stops the call too, and answers
             # once it did (a plain function: once its thread returned). The call ends only
