@@ -77,7 +77,7 @@ def test_a_def_handler_past_its_timeout_in_a_handler_process_is_killed_first(
             stderr=subprocess.PIPE,
             text=True,
         )
-        stdout, stderr = worker.communicate(timeout=90)
+        _, stderr = worker.communicate(timeout=90)
         assert worker.returncode == 0, stderr
         lines = _read_lines(events, 4, timeout_s=5)  # written before the worker exited
     assert "did not stop a cancelled call" in stderr
