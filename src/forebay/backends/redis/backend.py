@@ -107,6 +107,7 @@ _SCRIPTS = (
     "list",
     "counts",
     "poll",
+    "index_queue_done",
 )
 _COUNTED = ("queued", "running", "completed", "dead", "cancelled")
 _SCRIPT_JOBS = 2000
@@ -311,7 +312,23 @@ class RedisBackend:
                 f"the Redis keys under {self.prefix!r} were written by a newer forebay "
                 f"(layout {version}, this one knows {LAYOUT_VERSION}): upgrade forebay"
             )
+        if version < 2:
+            await self._index_queue_done(client)
+            await client.set(self.keys.schema, 2)
+            return ["redis key layout 2 (finished jobs indexed per queue)"]
         return []
+
+    async def _index_queue_done(self, client: aioredis.Redis) -> None:
+        """Layout 1 to 2: index every finished job in its queue's sorted set too, in chunks
+        (each one atomic; doing it again, e.g. by two processes at once, changes nothing)."""
+        script = client.register_script(script_sources()["index_queue_done"])
+        for state in ("completed", "dead", "cancelled"):
+            start = 0
+            while True:
+                n = int(await script(keys=[self.prefix], args=[state, start, _SCRIPT_JOBS]))
+                start += n
+                if n < _SCRIPT_JOBS:
+                    break
 
     async def ping(self) -> None:
         try:

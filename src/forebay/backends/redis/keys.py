@@ -60,8 +60,9 @@ __all__ = [
     "lua_prelude",
 ]
 
-LAYOUT_VERSION = 1
-"""Bumped when the layout changes incompatibly; ``open`` refuses a newer one."""
+LAYOUT_VERSION = 2
+"""Bumped when the layout changes incompatibly; ``open`` refuses a newer one and upgrades an
+older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``)."""
 
 GROUP = "workers"
 """The consumer group of every stream."""
