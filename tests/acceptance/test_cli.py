@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from forebay import Forebay, JobState
+from forebay.sqlfiles import migration_files
 from forebay.testing import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -476,7 +477,9 @@ def test_migrate_and_migrate_sql(sqlite_cli: Cli, tmp_path: Path) -> None:
     assert "CREATE TABLE forebay_jobs" in sql
     assert not (tmp_path / "forebay.db").exists()  # --sql connects to nothing
     assert "CREATE TABLE forebay_payloads" in sql
-    assert cli.json("migrate") == {"applied": ["0001_initial.sql", "0002_payloads.sql"]}
+    every = [name for _, name, _ in migration_files("forebay.backends.sqlite")]
+    assert every[:2] == ["0001_initial.sql", "0002_payloads.sql"]
+    assert cli.json("migrate") == {"applied": every}
     assert cli.json("migrate") == {"applied": []}
     assert "up to date" in cli.ok("migrate")
     assert cli.json("migrate", "--sql")["sql"] == sql.rstrip("\n") + "\n"
