@@ -87,6 +87,9 @@ class Forebay:
         schedule: Every | Cron | None = None,
         max_result_bytes: int = 1_048_576,
         payload: PayloadModel | None = None,
+        completed_retention: timedelta | None = None,
+        dead_retention: timedelta | None = None,
+        cancelled_retention: timedelta | None = None,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
 
@@ -124,6 +127,9 @@ class Forebay:
                 on_exhausted=on_exhausted,
                 max_result_bytes=max_result_bytes,
                 payload_model=payload,
+                completed_retention=completed_retention,
+                dead_retention=dead_retention,
+                cancelled_retention=cancelled_retention,
             )
             self._declared(self.queues[queue])
             if planned is not None:
@@ -276,6 +282,8 @@ class Forebay:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         run_id: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
         connection: object | None = None,
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
@@ -284,11 +292,22 @@ class Forebay:
         queue with a payload model it is validated first: PayloadValidationError, with the
         field errors, and nothing stored.
 
+        ``max_attempts``, ``timeout_s``: this job's own limits (1–1000 attempts; seconds, at
+        most a week), in place of its queue's.
+
         ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
         then exists if and only if your transaction commits.
         """
         new = NewJob.create(
-            queue, payload, key=key, priority=priority, run_at=run_at, delay=delay, run_id=run_id
+            queue,
+            payload,
+            key=key,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            run_id=run_id,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
         )
         return (await self.enqueue_many([new], connection=connection))[0]
 

@@ -142,6 +142,10 @@ class NewJob:
     priority: int = 0
     run_at: float | None = None  # epoch seconds; None means now
     run_id: str | None = None
+    max_attempts: int | None = None
+    """This job's own limit of error attempts (None: its queue's)."""
+    timeout_s: float | None = None
+    """This job's own time limit per run (None: its queue's)."""
 
     @classmethod
     def create(
@@ -154,6 +158,8 @@ class NewJob:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         run_id: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
         parsed: bool = False,
     ) -> NewJob:
         """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
@@ -180,6 +186,8 @@ class NewJob:
             ts = utcnow().timestamp() + seconds if seconds else None
             if ts is not None and ts >= _YEAR_9000:
                 raise InvalidPayload("delay reaches past the year 9000")
+        if max_attempts is not None or timeout_s is not None:
+            check_overrides(max_attempts, timeout_s)
         try:
             text = dump_payload(payload, parsed=parsed)
         except InvalidPayload:
@@ -195,6 +203,8 @@ class NewJob:
             priority,
             ts,
             run_id,
+            max_attempts,
+            None if timeout_s is None else float(timeout_s),
         )
 
     def stored_as(self, job_id: int, created_at: datetime) -> Job:
@@ -210,6 +220,38 @@ class NewJob:
             created_at=created_at,
             updated_at=created_at,
             run_id=self.run_id,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+        )
+
+
+MAX_ATTEMPTS_LIMIT = 1000
+"""The most error attempts one job may be given at enqueue."""
+TIMEOUT_S_LIMIT = 7 * 24 * 3600.0
+"""The longest ``timeout_s`` one job may be given at enqueue (a week)."""
+
+
+def check_overrides(max_attempts: object, timeout_s: object) -> None:
+    """Raise InvalidPayload unless a job's own ``max_attempts`` / ``timeout_s`` (None: not
+    given) are a whole number in 1..1000 and a finite number of seconds in (0, one week]."""
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise InvalidPayload(
+            f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT} "
+            f"(got {max_attempts!r})"
+        )
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or not 0 < timeout_s <= TIMEOUT_S_LIMIT
+    ):
+        raise InvalidPayload(
+            f"timeout_s must be a finite number of seconds above 0 and at most "
+            f"{TIMEOUT_S_LIMIT:g} (a week) (got {timeout_s!r})"
         )
 
 
@@ -299,6 +341,10 @@ class Job:
     """What the handler returned, as JSON (None: nothing, or not finished)."""
     errors: tuple[AttemptError, ...] = ()
     """The errors of the last :data:`MAX_ERRORS_KEPT` failed attempts, oldest first."""
+    max_attempts: int | None = None
+    """The job's own limit of error attempts, given at enqueue (None: its queue's)."""
+    timeout_s: float | None = None
+    """The job's own time limit per run, given at enqueue (None: its queue's)."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
 
@@ -390,6 +436,8 @@ class Job:
             "error_type": self.error_type,
             "run_id": self.run_id,
             "started_at": iso(self.started_at),
+            "max_attempts": self.max_attempts,
+            "timeout_s": self.timeout_s,
             "payload": _json_payload(self.payload),
             "stalled": self.is_stalled(),
         }

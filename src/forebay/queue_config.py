@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeAlias
 
 from forebay.backoff import Backoff
@@ -44,6 +45,12 @@ class QueueConfig:
       (JSON, in UTF-8 bytes); a larger one makes the job dead with ``ResultTooLarge``.
     * ``payload_model``: a pydantic model every payload is validated against at enqueue, and
       that the handler receives as ``job.payload`` (see :mod:`forebay.payloads`).
+    * ``completed_retention``, ``dead_retention``, ``cancelled_retention``: how long this
+      queue's finished jobs are kept before the workers prune them (None: the worker's
+      setting, ``--completed-retention`` and the like).
+
+    A job may carry its own ``max_attempts`` and ``timeout_s``, given at enqueue; the queue's
+    apply to the jobs that do not.
     """
 
     name: str
@@ -60,6 +67,9 @@ class QueueConfig:
     on_exhausted: ExhaustedHook | None = None
     max_result_bytes: int = 1_048_576
     payload_model: PayloadModel | None = None
+    completed_retention: timedelta | None = None
+    dead_retention: timedelta | None = None
+    cancelled_retention: timedelta | None = None
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -78,6 +88,10 @@ class QueueConfig:
             "batch_size": self.batch_size is None or self.batch_size >= 1,
             "max_depth": self.max_depth is None or self.max_depth >= 1,
             "max_result_bytes": self.max_result_bytes >= 1,
+            **{
+                name: value is None or (isinstance(value, timedelta) and value >= timedelta(0))
+                for name, value in self.retention.items()
+            },
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -91,6 +105,15 @@ class QueueConfig:
             raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
         if self.payload_model is not None:
             check_model(self.name, self.payload_model)
+
+    @property
+    def retention(self) -> dict[str, timedelta | None]:
+        """The queue's own retention per terminal state (None: the worker's)."""
+        return {
+            "completed_retention": self.completed_retention,
+            "dead_retention": self.dead_retention,
+            "cancelled_retention": self.cancelled_retention,
+        }
 
     @property
     def delivery_limit(self) -> int:

@@ -39,7 +39,7 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
 @cache
 def migration_files(package: str) -> tuple[tuple[int, str, str], ...]:
     """Numbered migrations of ``package``'s ``migrations`` folder as (version, name, sql), in
-    order; numbers may have gaps (a store records the set of versions it applied)."""
+    version order. Numbers may have gaps (each is applied once, by version); never twice."""
     folder = resources.files(package).joinpath("migrations")
     found = []
     for entry in folder.iterdir():
@@ -48,8 +48,8 @@ def migration_files(package: str) -> tuple[tuple[int, str, str], ...]:
             found.append((int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
     versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"{package}: two migrations have the same number")
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
+        raise RuntimeError(f"{package}: migrations must have distinct numbers from 0001 up")
     return tuple(found)
 
 

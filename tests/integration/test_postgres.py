@@ -494,6 +494,7 @@ EXPECTED_SCHEMA = {
         "jobs.key text",
         "jobs.lease_expires_at timestamp with time zone",
         "jobs.lease_token text",
+        "jobs.max_attempts integer",
         "jobs.payload json not null",
         "jobs.priority integer not null default 0",
         "jobs.progress double precision",
@@ -504,6 +505,7 @@ EXPECTED_SCHEMA = {
         "jobs.run_id text",
         "jobs.started_at timestamp with time zone",
         "jobs.state text not null default 'queued'::text",
+        "jobs.timeout_s double precision",
         "jobs.updated_at timestamp with time zone not null default now()",
         "jobs.worker_id text",
         "migrations.applied_at timestamp with time zone not null default now()",
@@ -528,11 +530,14 @@ EXPECTED_SCHEMA = {
         "'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)))",
         "jobs_lease_iff_running CHECK (((state = 'running'::text) = ((lease_token IS NOT NULL) "
         "AND (lease_expires_at IS NOT NULL))))",
+        "jobs_max_attempts_positive CHECK (((max_attempts IS NULL) OR (max_attempts >= 1)))",
         "jobs_pkey PRIMARY KEY (id)",
         "jobs_progress_percent CHECK (((progress IS NULL) OR ((progress >= (0)::double "
         "precision) AND (progress <= (100)::double precision))))",
         "jobs_state_known CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, "
         "'completed'::text, 'dead'::text, 'cancelled'::text])))",
+        "jobs_timeout_positive CHECK (((timeout_s IS NULL) OR (timeout_s > (0)::double "
+        "precision)))",
         "migrations_pkey PRIMARY KEY (version)",
         "schedules_catch_up_check CHECK ((catch_up >= 1))",
         "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double precision)))",
@@ -545,6 +550,8 @@ EXPECTED_SCHEMA = {
         "jobs_finished ON jobs USING btree (state, finished_at) WHERE (finished_at IS NOT NULL)",
         "jobs_leases ON jobs USING btree (lease_expires_at) WHERE (state = 'running'::text)",
         "jobs_pkey ON jobs USING btree (id)",
+        "jobs_queue_finished ON jobs USING btree (queue, state, finished_at) WHERE (finished_at "
+        "IS NOT NULL)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
         "schedules_pkey ON schedules USING btree (name)",
@@ -674,7 +681,7 @@ def test_migration_sql_needs_no_server() -> None:
         "INSERT INTO \"dba_schema\".migrations (version, name) VALUES (1, '0001_initial.sql')"
         in sql
     )
-    assert "0001_initial" not in migration_sql("dba_schema", after=len(migrations("dba_schema")))
+    assert "0001_initial" not in migration_sql("dba_schema", after=migrations("dba_schema")[-1][0])
     with pytest.raises(ConfigError):
         migration_sql("Robert'); DROP TABLE students;--")
 

@@ -117,3 +117,36 @@ def test_error_text_is_bounded_and_never_empty() -> None:
     assert long.error_text is not None and len(long.error_text) == MAX_ERROR_CHARS
     bare = decide(_job(), CONFIG, KeyError(), NOW)
     assert (bare.error_text, bare.error_type) == ("KeyError", "KeyError")
+
+
+def test_a_jobs_own_max_attempts_replaces_the_queues() -> None:
+    error = TransientError("flaky")
+    more = replace(_job(attempt=3), max_attempts=5)
+    assert decide(more, CONFIG, error, NOW).outcome is JobOutcome.RETRIED
+    assert decide(_job(attempt=3), CONFIG, error, NOW).outcome is JobOutcome.DEAD
+    fewer = replace(_job(attempt=1), max_attempts=1)
+    assert decide(fewer, CONFIG, error, NOW).outcome is JobOutcome.DEAD
+
+
+def test_a_jobs_own_max_attempts_raises_its_delivery_limit() -> None:
+    from forebay.worker.decision import delivery_limit
+
+    assert delivery_limit(_job(), CONFIG) == 6  # the queue's max_attempts + 3
+    assert delivery_limit(replace(_job(), max_attempts=10), CONFIG) == 13
+    capped = replace(CONFIG, max_deliveries=4)
+    assert delivery_limit(_job(), capped) == 4
+    assert delivery_limit(replace(_job(), max_attempts=9), capped) == 9  # every attempt is one
+    looping = replace(_job(deliveries=7), max_attempts=10)
+    assert crash_loops([looping], CONFIG) == []
+    assert [job.id for job, _ in crash_loops([_job(deliveries=7)], CONFIG)] == [7]
+
+
+def test_a_calls_timeout_is_the_jobs_own_else_the_queues() -> None:
+    from forebay.worker.decision import call_timeout_s
+
+    queue = replace(CONFIG, timeout_s=30.0)
+    assert call_timeout_s([_job()], queue) == 30.0
+    assert call_timeout_s([replace(_job(), timeout_s=2.0)], queue) == 2.0
+    batch = [replace(_job(), timeout_s=2.0), replace(_job(), timeout_s=90.0)]
+    assert call_timeout_s(batch, queue) == 90.0  # no job of a batch gets less than its own
+    assert call_timeout_s([replace(_job(), timeout_s=2.0), _job()], queue) == 30.0

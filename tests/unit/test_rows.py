@@ -39,6 +39,8 @@ STORED = {
     "result": '{"rows": 3}',
     "errors": '[{"attempt": 1, "at": 1750000000.5, "type": "KeyError", "message": "KeyError: 1",'
     ' "traceback": "Traceback (most recent call last):\\n  File \\"h.py\\", line 3"}]',
+    "max_attempts": 4,
+    "timeout_s": 2.5,
 }
 TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at", "started_at")
 
@@ -80,6 +82,8 @@ def _expected() -> Job:
                 traceback='Traceback (most recent call last):\n  File "h.py", line 3',
             ),
         ),
+        max_attempts=4,
+        timeout_s=2.5,
     )
 
 

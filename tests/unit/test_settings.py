@@ -149,3 +149,36 @@ def test_an_app_named_by_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ]:
         with pytest.raises(ConfigError, match=words):
             import_app(ref)
+
+
+def test_worker_settings_come_from_variables_and_given_values_win() -> None:
+    env = {
+        "FOREBAY_COMPLETED_RETENTION": "60",
+        "FOREBAY_CANCELLED_RETENTION": "0",
+        "FOREBAY_PRUNE_EVERY_S": "5",
+        "FOREBAY_BURST": "yes",
+    }
+    settings = WorkerSettings.from_env(
+        env, given={"completed_retention": timedelta(seconds=5), "burst": None}
+    )
+    assert settings.completed_retention == timedelta(seconds=5)  # the flag wins
+    assert settings.cancelled_retention == timedelta(0)
+    assert settings.dead_retention == timedelta(days=7)  # unset: the default
+    assert settings.prune_every_s == 5.0 and settings.burst is True
+    assert WorkerSettings.from_env({}) == WorkerSettings()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"FOREBAY_DEAD_RETENTION": "a week"}, "FOREBAY_DEAD_RETENTION='a week' is not a number"),
+        ({"FOREBAY_DEAD_RETENTION": "-1"}, "dead_retention must be a finite, non-negative"),
+        ({"FOREBAY_SHUTDOWN_GRACE_S": "inf"}, "shutdown_grace_s must be a finite"),
+        ({"FOREBAY_IDLE_POLL_S": "0"}, "idle_poll_s must be above 0"),
+        ({"FOREBAY_HANDLE_SIGNALS": "perhaps"}, "FOREBAY_HANDLE_SIGNALS='perhaps': use true"),
+    ],
+)
+def test_bad_worker_settings_say_what_is_wrong(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WorkerSettings.from_env(env)
+    assert words in str(caught.value)

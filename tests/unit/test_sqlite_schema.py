@@ -48,6 +48,7 @@ async def test_a_version_1_store_keeps_its_jobs_and_payloads_when_upgraded(
         later = [name for _, name, _ in migration_files("forebay.backends.sqlite")[1:]]
         assert store.applied_on_open == later and later[0] == "0002_payloads.sql"
         listed = await store.list_jobs(JobFilter(queue="old"))
+        assert all(j.max_attempts is None and j.timeout_s is None for j in listed)
         assert sorted((j.key, j.payload) for j in listed) == [
             ("k0", {"n": 1, "text": "café"}),
             ("k1", [1, 2, 3]),

@@ -87,12 +87,18 @@ def split_completions(
 
 @dataclass(frozen=True, slots=True)
 class PruneSpec:
-    """Delete finished jobs whose ``finished_at`` is older than these cut-offs (epoch seconds)."""
+    """Delete finished jobs whose ``finished_at`` is older than these cut-offs (epoch seconds).
+
+    ``queue``: only that queue's jobs; else every queue's but those in ``other_than`` (queues
+    that keep their jobs for their own time, pruned by a spec of their own).
+    """
 
     completed_before: float
     dead_before: float
     cancelled_before: float
     limit: int = 10_000
+    queue: str | None = None
+    other_than: tuple[str, ...] = ()
 
 
 @runtime_checkable

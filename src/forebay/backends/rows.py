@@ -46,6 +46,8 @@ COLUMNS: Final = (
     "started_at",
     "result",
     "errors",
+    "max_attempts",
+    "timeout_s",
 )
 """A job's stored fields, in the order of a row."""
 
@@ -93,6 +95,9 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         started_at=started_at,
         result=None if result is None else StoredText(result),
         errors=() if errors is None else StoredText(errors),  # type: ignore[arg-type]
+        # the job's own limits: the last two columns
+        max_attempts=row[-2],
+        timeout_s=row[-1],
         created=created,
     )
 
@@ -131,8 +136,14 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         _number(get("started_at")),
         get("result"),
         get("errors"),
+        _whole(get("max_attempts")),
+        _number(get("timeout_s")),
     )
 
 
 def _number(text: str | None) -> float | None:
     return None if text is None else float(text)
+
+
+def _whole(text: str | None) -> int | None:
+    return None if text is None else int(text)

@@ -27,7 +27,15 @@ from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, pa
 from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
 from forebay.cli.session import make_app, run
 from forebay.errors import ForebayError, InvalidPayload, PayloadValidationError
-from forebay.job import JSON, Job, JobState, NewJob, utcnow
+from forebay.job import (
+    JSON,
+    MAX_ATTEMPTS_LIMIT,
+    Job,
+    JobState,
+    NewJob,
+    check_overrides,
+    utcnow,
+)
 from forebay.payloads import PayloadModel, validate_jobs
 
 __all__ = ["enqueue"]
@@ -43,6 +51,8 @@ class _JobOptions:
     priority: int = 0
     run_at: datetime | None = None
     delay_s: float | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
     models: Mapping[str, PayloadModel] = field(default_factory=dict)
     """The payload models of the ``--app`` (checked before anything is stored)."""
 
@@ -54,6 +64,8 @@ class _JobOptions:
             priority=self.priority,
             run_at=self.run_at,
             delay=self.delay_s,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
         )
         return validate_jobs([job], self.models)[0] if self.models else job
 
@@ -122,6 +134,26 @@ def enqueue(
         str | None,
         typer.Option(metavar="ISO", help="Run no earlier than this time, e.g. 2026-11-22T09:00Z."),
     ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_ATTEMPTS_LIMIT,
+            show_default=False,
+            help="This job's own limit of error attempts, instead of its queue's.",
+        ),
+    ] = None,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout-s",
+            "--timeout",
+            metavar="SECONDS",
+            show_default=False,
+            help="This job's own time limit per run (above 0, at most a week), instead of "
+            "its queue's.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="With --file: jobs per transaction.")
     ] = 1000,
@@ -135,9 +167,15 @@ def enqueue(
     existed, and the existing job is shown).
     """
     _check_combination(payload, file, key, key_field, delay_s, run_at)
+    try:
+        check_overrides(max_attempts, timeout_s)
+    except InvalidPayload as exc:
+        fail(f"--{str(exc).replace('_', '-', 1)}", EXIT_USAGE)
     app = make_app(url, app_ref)
     when = parse_time(run_at, "--run-at")
-    options = _JobOptions(queue, key, key_field, priority, when, delay_s, app.payload_models)
+    options = _JobOptions(
+        queue, key, key_field, priority, when, delay_s, max_attempts, timeout_s, app.payload_models
+    )
     if file is None:
         assert payload is not None
         job = run(_enqueue_one(app, options, parse_json(payload, "the payload")), app)

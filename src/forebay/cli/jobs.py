@@ -226,6 +226,8 @@ def _fields(j: Job) -> Table:
         ("priority", str(j.priority)),
         ("key", j.key),
         ("run id", j.run_id),
+        ("max attempts", None if j.max_attempts is None else str(j.max_attempts)),
+        ("timeout", None if j.timeout_s is None else f"{j.timeout_s:g}s"),
         ("progress", _progress(j) or None),
         ("error type", j.error_type),
         ("error", Text(j.error) if j.error else None),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -14,6 +14,9 @@ from forebay.job import JobFilter, JobState
 
 __all__ = [
     "AppOption",
+    "CancelledRetentionOption",
+    "CompletedRetentionOption",
+    "DeadRetentionOption",
     "ErrorTypeOption",
     "IdsOption",
     "JsonOption",
@@ -25,6 +28,7 @@ __all__ = [
     "dead_filter",
     "parse_json",
     "parse_time",
+    "seconds",
 ]
 
 UrlOption = Annotated[
@@ -37,6 +41,43 @@ UrlOption = Annotated[
         f"(default: FOREBAY_URL, else {DEFAULT_URL})",
     ),
 ]
+CompletedRetentionOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        metavar="SECONDS",
+        show_default=False,
+        help="Keep completed jobs this long, for queues that set no retention of their own "
+        "(env FOREBAY_COMPLETED_RETENTION; default 3600).",
+    ),
+]
+DeadRetentionOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        metavar="SECONDS",
+        show_default=False,
+        help="Keep dead jobs this long, for queues that set no retention of their own "
+        "(env FOREBAY_DEAD_RETENTION; default 604800, a week).",
+    ),
+]
+CancelledRetentionOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        metavar="SECONDS",
+        show_default=False,
+        help="Keep cancelled jobs this long, for queues that set no retention of their own "
+        "(env FOREBAY_CANCELLED_RETENTION; default 86400, a day).",
+    ),
+]
+
+
+def seconds(value: float | None) -> timedelta | None:
+    """A retention flag's seconds as a timedelta (None: not given)."""
+    return None if value is None else timedelta(seconds=value)
+
+
 JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print one JSON document on stdout instead of tables."),

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from forebay.app import Forebay
-from forebay.cli.options import UrlOption
+from forebay.cli.options import (
+    CancelledRetentionOption,
+    CompletedRetentionOption,
+    DeadRetentionOption,
+    UrlOption,
+    seconds,
+)
 from forebay.cli.output import EXIT_USAGE, fail
 from forebay.cli.session import Use, make_app
 from forebay.errors import ConfigError
@@ -110,6 +116,9 @@ def serve(
         bool | None,
         typer.Option("--access-log/--no-access-log", help="Log every request (off by default)."),
     ] = None,
+    completed_retention: CompletedRetentionOption = None,
+    dead_retention: DeadRetentionOption = None,
+    cancelled_retention: CancelledRetentionOption = None,
 ) -> None:
     """Serve the HTTP intake API (and the app's workers) until SIGTERM or Ctrl-C.
 
@@ -127,6 +136,9 @@ def serve(
             api_tokens=api_tokens,
             max_body_bytes=max_body_bytes,
             shutdown_grace_s=shutdown_grace_s,
+            completed_retention=seconds(completed_retention),
+            dead_retention=seconds(dead_retention),
+            cancelled_retention=seconds(cancelled_retention),
             log_format=log_format,
             log_level=None if log_level is None else log_level.value,
             access_log=access_log,
@@ -167,6 +179,7 @@ def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAP
     """The HTTP app ``forebay serve`` runs for ``app`` (imported from ``app_ref``)."""
     from forebay.execution.supervisor import ProcessWorkers
     from forebay.http.api import create_app
+    from forebay.http.service import retention
 
     api = create_app(app, settings, tune_gc=True)
     if settings.workers and settings.worker_processes > 0:
@@ -177,6 +190,7 @@ def service_api(app: Forebay, settings: ServiceSettings, app_ref: str) -> FastAP
             app_ref,
             processes=settings.worker_processes,
             shutdown_grace_s=settings.shutdown_grace_s,
+            retention=retention(settings),
             url=settings.url,
             log_level=settings.log_level,
             log_format=settings.log_format,

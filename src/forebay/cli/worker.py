@@ -27,9 +27,17 @@ from rich.progress import (
 )
 
 from forebay.app import Forebay
-from forebay.cli.options import JsonOption, UrlOption
-from forebay.cli.output import print_json, stderr, stdout
+from forebay.cli.options import (
+    CancelledRetentionOption,
+    CompletedRetentionOption,
+    DeadRetentionOption,
+    JsonOption,
+    UrlOption,
+    seconds,
+)
+from forebay.cli.output import EXIT_USAGE, fail, print_json, stderr, stdout
 from forebay.cli.session import Use, make_app, run
+from forebay.errors import ConfigError
 from forebay.execution.pool import HandlerPool
 from forebay.logs import LogLevel, configure_logging
 from forebay.worker import Worker, WorkerSettings
@@ -64,9 +72,14 @@ def worker(
         typer.Option(min=1, help="Handler calls at once per queue, instead of each queue's own."),
     ] = None,
     shutdown_grace_s: Annotated[
-        float,
-        typer.Option(min=0, help="On SIGTERM/SIGINT, how long running jobs get to finish."),
-    ] = 30.0,
+        float | None,
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="On SIGTERM/SIGINT, how long running jobs get to finish "
+            "(env FOREBAY_SHUTDOWN_GRACE_S; default 30).",
+        ),
+    ] = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -79,6 +92,9 @@ def worker(
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Least severe log lines to print.")
     ] = LogLevel.INFO,
+    completed_retention: CompletedRetentionOption = None,
+    dead_retention: DeadRetentionOption = None,
+    cancelled_retention: CancelledRetentionOption = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -87,13 +103,26 @@ def worker(
     Logs one line per event on stderr. With **--burst** it exits once no job is due
     (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
-    processes.
+    processes. Every setting may also come from a FOREBAY_* environment variable (see
+    docs/operations.md); a flag wins over its variable.
     """
+    try:
+        settings = WorkerSettings.from_env(
+            given={
+                "burst": burst or None,
+                "shutdown_grace_s": shutdown_grace_s,
+                "completed_retention": seconds(completed_retention),
+                "dead_retention": seconds(dead_retention),
+                "cancelled_retention": seconds(cancelled_retention),
+            }
+        )
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
     app = make_app(url, app_ref, use=Use.SERVE)
     if concurrency is not None:
         for name, config in app.queues.items():
             app.queues[name] = replace(config, concurrency=concurrency)
-    settings = WorkerSettings(burst=burst, shutdown_grace_s=shutdown_grace_s)
+    burst = settings.burst
     show_progress = burst and stderr().is_terminal
     configure_logging(log_level, console=stderr() if show_progress else None)
     pool = None

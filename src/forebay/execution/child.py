@@ -115,7 +115,9 @@ class _Calls:
 
     async def _run(self, call_id: int, queue: str, jobs: list[Job]) -> None:
         try:
-            errors, result = await call_handler(self.queues[queue], jobs, progress=self._report)
+            errors, result = await call_handler(
+                self.queues[queue], jobs, progress=self._report, wait_for_thread=True
+            )
         except asyncio.CancelledError:
             self.send(("result", call_id, "cancelled", None))
             return

@@ -53,6 +53,9 @@ _RESTART_MIN_S: Final = 0.5
 _RESTART_MAX_S: Final = 30.0
 _SUPERVISE_EVERY_S: Final = 0.25
 _EXIT_WAIT_S: Final = 10.0
+_CANCEL_GRACE_S: Final = 2.0
+"""How long a cancelled call (a timeout, a lost lease, shutdown) may take to stop in its child
+before the child is killed: a plain function's thread cannot be stopped otherwise."""
 
 
 @dataclass(eq=False)
@@ -194,17 +197,41 @@ class HandlerPool:
         try:
             writer.write(frame(("call", call_id, queue, list(jobs))))
             await writer.drain()
-            status, value = await future
+            # Shielded: a cancellation of this call must leave its answer to come (_stopped).
+            status, value = await asyncio.shield(future)
         except asyncio.CancelledError:
-            # A timeout, a lost lease or shutdown: the child stops the call too.
+            # A timeout, a lost lease or shutdown: the child stops the call too, and answers
+            # once it did (a plain function: once its thread returned). The call ends only
+            # then, so the job never runs again while this run still goes on.
             if not child.dead and not writer.is_closing():
                 writer.write(frame(("cancel", call_id)))
+            await self._stopped(child, future)
             raise
         except ConnectionError as exc:
             raise HandlerProcessDied(f"handler process {child.process.pid} is gone: {exc}") from exc
         finally:
             child.calls.pop(call_id, None)
         return _answer(child, status, value)
+
+    async def _stopped(self, child: _Child, future: asyncio.Future[tuple[str, object]]) -> None:
+        """Wait for a cancelled call's answer; past :data:`_CANCEL_GRACE_S`, kill its child
+        (its other calls fail as HandlerProcessDied: their jobs come back as a crash)."""
+        deadline = time.monotonic() + _CANCEL_GRACE_S
+        while not future.done() and not child.dead:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error(
+                    "handler process %s did not stop a cancelled call within %gs; killing it",
+                    child.process.pid,
+                    _CANCEL_GRACE_S,
+                )
+                child.process.kill()
+                await asyncio.to_thread(child.process.wait)
+                return
+            try:
+                await asyncio.wait({future}, timeout=left)
+            except asyncio.CancelledError:
+                continue  # cancelled again (shutdown): the grace still bounds this wait
 
     async def _pick(self) -> _Child:
         """The ready child with the fewest calls in flight (waits while none is ready)."""

@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from forebay.app import Forebay
 from forebay.execution.pool import HandlerPool
@@ -60,12 +62,19 @@ class WorkerHealth:
 class InProcessWorkers:
     """Runs (and re-runs after a failure) the app's worker as a task of this event loop."""
 
-    def __init__(self, app: Forebay, *, shutdown_grace_s: float) -> None:
+    def __init__(
+        self,
+        app: Forebay,
+        *,
+        shutdown_grace_s: float,
+        retention: Mapping[str, timedelta] | None = None,
+    ) -> None:
         self._app = app
         self._settings = WorkerSettings(
             shutdown_grace_s=shutdown_grace_s,
             # The server (uvicorn) owns SIGTERM/SIGINT and stops us through stop().
             handle_signals=False,
+            **(retention or {}),  # type: ignore[arg-type]
         )
         self._task = BackgroundTask("forebay-service-worker", self._supervise)
         self._started = False
@@ -163,11 +172,12 @@ class ProcessWorkers(InProcessWorkers):
         *,
         processes: int,
         shutdown_grace_s: float,
+        retention: Mapping[str, timedelta] | None = None,
         url: str | None = None,
         log_level: str = "info",
         log_format: str = "text",
     ) -> None:
-        super().__init__(app, shutdown_grace_s=shutdown_grace_s)
+        super().__init__(app, shutdown_grace_s=shutdown_grace_s, retention=retention)
         self.pool = HandlerPool(
             app_ref,
             processes=processes,

@@ -107,6 +107,8 @@ def _new_job(queue: str, item: JobIn) -> NewJob:
         priority=item.priority,
         run_at=item.run_at,
         delay=item.delay_s,
+        max_attempts=item.max_attempts,
+        timeout_s=item.timeout_s,
         parsed=True,
     )
 

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from forebay.job import MAX_ATTEMPTS_LIMIT, TIMEOUT_S_LIMIT
+
 __all__ = [
     "AttemptErrorOut",
     "BeforeIdParam",
@@ -66,6 +68,22 @@ class JobIn(BaseModel):
     )
     run_at: AwareDatetime | None = Field(
         None, description="Run at this time (with a timezone). Give run_at or delay_s, not both."
+    )
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ATTEMPTS_LIMIT,
+        strict=True,
+        description="This job's own limit of error attempts, instead of its queue's.",
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=TIMEOUT_S_LIMIT,
+        strict=True,
+        allow_inf_nan=False,
+        description="This job's own time limit per run in seconds (at most a week), instead "
+        "of its queue's.",
     )
 
     @field_validator("run_at")
@@ -128,6 +146,8 @@ class JobOut(BaseModel):
     started_at: datetime | None = Field(
         None, description="When the current (or last) attempt was leased."
     )
+    max_attempts: int | None = Field(description="The job's own limit (null: its queue's).")
+    timeout_s: float | None = Field(description="The job's own limit (null: its queue's).")
     payload: Any
     stalled: bool = Field(
         description="Running with an expired lease: its worker died or hangs; it runs again "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from starlette.requests import Request
 
@@ -51,7 +52,9 @@ class Service:
         self.authorizer = Authorizer(settings.api_tokens)
         # Without tokens, JSON routes take JSON only (a web page cannot post it cross-site).
         self.json_only = not settings.api_tokens
-        self.workers = InProcessWorkers(app, shutdown_grace_s=settings.shutdown_grace_s)
+        self.workers = InProcessWorkers(
+            app, shutdown_grace_s=settings.shutdown_grace_s, retention=retention(settings)
+        )
         self._observers: list[Observer] = [PrometheusObserver(self.metrics), EnqueueLogger()]
         self._opening: asyncio.Task[Backend] | None = None
 
@@ -127,3 +130,13 @@ class Service:
         except (ForebayError, TimeoutError) as exc:
             log.warning("could not read queue counts: %s", exc or type(exc).__name__)
             return None
+
+
+def retention(settings: ServiceSettings) -> dict[str, timedelta]:
+    """The retention settings the service gives its workers (those it was given)."""
+    values = {
+        "completed_retention": settings.completed_retention,
+        "dead_retention": settings.dead_retention,
+        "cancelled_retention": settings.cancelled_retention,
+    }
+    return {name: value for name, value in values.items() if value is not None}

@@ -36,6 +36,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -130,6 +131,11 @@ class ServiceSettings:
     """How long ``/readyz`` waits for the backend before calling it unreachable."""
     shutdown_grace_s: float = 30.0
     """On SIGTERM: how long running jobs may take to finish before they are released."""
+    completed_retention: timedelta | None = None
+    """How long the service's workers keep finished jobs of queues that set no retention of
+    their own (None: the worker's default; the same variables as ``forebay worker``)."""
+    dead_retention: timedelta | None = None
+    cancelled_retention: timedelta | None = None
     log_format: LogFormat = "text"
     log_level: str = "info"
     access_log: bool = False

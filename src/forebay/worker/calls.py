@@ -6,9 +6,17 @@ it never blocks the loop). :func:`call_handler` makes that call, with ``job.prog
 to the given reporter and bounded by a timeout, and answers with the per-job errors a batch
 handler returned and, for a one-job handler, its return value as JSON text: the job's result
 (checked against the queue's ``max_result_bytes``; a batch handler's return value is its
-per-job errors, so a batch stores no results). The worker's lanes call it with the queue's
-``timeout_s``; a handler process (:mod:`forebay.execution.child`) calls it without one,
-since the worker that sent it the call keeps the time and cancels the call when it runs out.
+per-job errors, so a batch stores no results). The worker's lanes call it with the job's
+``timeout_s`` (else the queue's); a handler process (:mod:`forebay.execution.child`) calls it
+without one, since the worker that sent it the call keeps the time and cancels the call when it
+runs out.
+
+A thread cannot be stopped from outside. So a plain function that overruns its timeout is not
+abandoned: the call waits until the thread really returns (the job keeps its lease, heartbeats
+go on, the slot stays taken) and only then fails with the :class:`TimeoutError`, so the job's
+retry never starts while its first run still has side effects to make. A handler process does
+the same when the worker cancels a call (``wait_for_thread=True``): it answers only once the
+thread returned, or is killed by the worker (:mod:`forebay.execution.pool`).
 
 On a queue with a payload model, the jobs' payloads become model instances here, in the process
 that runs the handler (:func:`forebay.payloads.read_payloads`); a job whose stored payload the
@@ -18,7 +26,10 @@ model refuses is not handed to the handler and fails permanently.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
 from forebay import jsonio
@@ -28,6 +39,8 @@ from forebay.payloads import read_payloads
 from forebay.queue_config import QueueConfig
 
 __all__ = ["Answer", "BatchErrors", "ResultText", "call_handler", "encode_result"]
+
+log = logging.getLogger("forebay.worker")
 
 BatchErrors: TypeAlias = Mapping[int, BaseException | None]
 """Job id → the error of that job (None or absent: it succeeded)."""
@@ -69,6 +82,7 @@ async def call_handler(
     *,
     timeout_s: float | None = None,
     progress: ProgressReporter | None = None,
+    wait_for_thread: bool = False,
 ) -> Answer:
     """Call ``config``'s handler once: with ``jobs[0]``, or with ``jobs`` as a list when the
     queue takes batches.
@@ -76,8 +90,10 @@ async def call_handler(
     Returns the per-job errors a batch handler returned (``{}`` for a single job, or when a
     batch handler returned nothing) and a single job's result as JSON text (None when the
     handler returned None). Raises what the handler raised; past ``timeout_s``, a
-    :class:`TimeoutError` that names it; InvalidResult or ResultTooLarge for a return value
-    that cannot be stored.
+    :class:`TimeoutError` that names it (for a plain function, once its thread returned);
+    InvalidResult or ResultTooLarge for a return value that cannot be stored.
+    ``wait_for_thread``: a cancelled call of a plain function ends only once its thread
+    returned (a handler process's calls).
     """
     if progress is not None:
         progress_reporter.set(progress)  # this task's own context (and its threads')
@@ -91,17 +107,18 @@ async def call_handler(
         if not jobs:
             return refused, None
     argument: Job | list[Job] = list(jobs) if batch else jobs[0]
-    try:
-        async with asyncio.timeout(timeout_s):
-            if config.is_async:
+    what = "batch handler" if batch else "handler"
+    if not config.is_async:
+        call = functools.partial(handler, argument)  # type: ignore[arg-type]
+        returned = await _in_thread(call, timeout_s, what, jobs, wait_for_thread=wait_for_thread)
+    else:
+        try:
+            async with asyncio.timeout(timeout_s):
                 returned = await handler(argument)  # type: ignore[arg-type,misc]
-            else:
-                returned = await asyncio.to_thread(handler, argument)  # type: ignore[arg-type]
-    except TimeoutError:
-        if timeout_s is None:  # the handler's own, not ours
-            raise
-        what = "batch handler" if batch else "handler"
-        raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}") from None
+        except TimeoutError:
+            if timeout_s is None:  # the handler's own, not ours
+                raise
+            raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}") from None
     if batch:
         errors = returned if isinstance(returned, Mapping) else _NO_ERRORS
         return ({**errors, **refused} if refused else errors), None
@@ -124,3 +141,52 @@ def _typed_payloads(
     if not batch:
         raise refused[jobs[0].id]
     return [j for j in jobs if j.id not in refused], refused
+
+
+async def _in_thread(
+    call: Callable[[], object],
+    timeout_s: float | None,
+    what: str,
+    jobs: Sequence[Job],
+    *,
+    wait_for_thread: bool,
+) -> object:
+    """Run ``call`` in a worker thread (in this task's context); past ``timeout_s``, wait for
+    the thread to return, then raise TimeoutError (see the module docstring)."""
+    context = contextvars.copy_context()  # job.progress() reaches this task's reporter
+    thread = asyncio.get_running_loop().run_in_executor(None, context.run, call)
+    try:
+        # asyncio.wait never cancels what it waits for: the thread's future stays ours.
+        done, _ = await asyncio.wait({thread}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        if wait_for_thread:
+            await _returned(thread)
+        raise
+    if done:
+        return thread.result()
+    ids = ", ".join(str(job.id) for job in jobs)
+    log.warning(
+        "%s of job %s ran longer than timeout_s=%g; a thread cannot be stopped, so the job "
+        "keeps its lease until the handler returns, then counts as timed out",
+        what,
+        ids,
+        timeout_s,
+        extra={"job_id": jobs[0].id, "queue": jobs[0].queue},
+    )
+    await _returned(thread)
+    raise TimeoutError(f"{what} ran longer than timeout_s={timeout_s:g}")
+
+
+async def _returned(thread: asyncio.Future[object]) -> None:
+    """Wait until ``thread`` returned, whatever cancellations arrive meanwhile (each one is
+    raised again once it did); its result or error is dropped (the call timed out)."""
+    cancelled = False
+    while not thread.done():
+        try:
+            await asyncio.wait({thread})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not thread.cancelled():
+        thread.exception()  # mark it retrieved
+    if cancelled:
+        raise asyncio.CancelledError

@@ -7,7 +7,7 @@ DESIGN §3.3–3.5, as functions of their inputs only (no backend, no clock, no 
   past that, the defer counts as an error (``RuntimeError: deferred N times (max_defers)``);
 * :class:`~forebay.PermanentError` (a crash loop is one: :func:`crash_loops`) → **dead**;
 * any other error, a timeout included → **retried** at ``now + backoff`` while
-  ``attempt < max_attempts``, else **dead**.
+  ``attempt < max_attempts`` (the job's own, given at enqueue, else its queue's), else **dead**.
 
 :func:`decide` returns a :class:`Decision`: the outcome, the transition to ask the backend for
 (:class:`~forebay.job.Lease` or :class:`~forebay.job.Completion` to complete,
@@ -37,8 +37,10 @@ __all__ = [
     "MAX_ERROR_CHARS",
     "CrashLoop",
     "Decision",
+    "call_timeout_s",
     "crash_loops",
     "decide",
+    "delivery_limit",
     "describe",
     "traceback_of",
 ]
@@ -96,7 +98,8 @@ def decide(
         error = RuntimeError(f"deferred {job.defers} times (max_defers): {error.reason}")
     text, kind = describe(error)
     where = traceback_of(error)
-    if isinstance(error, PermanentError) or job.attempt >= config.max_attempts:
+    limit = config.max_attempts if job.max_attempts is None else job.max_attempts
+    if isinstance(error, PermanentError) or job.attempt >= limit:
         failure = Failure(job.lease, text, kind, where)
         return Decision(JobOutcome.DEAD, failure, error, text, kind, failure.traceback)
     run_at = now + config.backoff.delay_s(job.attempt, rng)
@@ -106,19 +109,38 @@ def decide(
 
 def crash_loops(jobs: Sequence[Job], config: QueueConfig) -> list[tuple[Job, CrashLoop]]:
     """The leased jobs delivered more often than their queue's ``max_deliveries`` (leased more
-    often than they ever finished), each with the error that dead-letters it."""
-    limit = config.delivery_limit
+    often than they ever finished), each with the error that dead-letters it. A job given its
+    own ``max_attempts`` is allowed at least that many deliveries (every attempt is one), and
+    ``max_attempts + 3`` when the queue sets no ``max_deliveries``."""
     return [
         (
             job,
             CrashLoop(
                 f"delivered {job.deliveries} times without finishing "
-                f"(max_deliveries={limit}): its worker keeps dying"
+                f"(max_deliveries={delivery_limit(job, config)}): its worker keeps dying"
             ),
         )
         for job in jobs
-        if job.deliveries > limit
+        if job.deliveries > delivery_limit(job, config)
     ]
+
+
+def delivery_limit(job: Job, config: QueueConfig) -> int:
+    """The most leases ``job`` may take without finishing (see :func:`crash_loops`)."""
+    if job.max_attempts is None:
+        return config.delivery_limit
+    if config.max_deliveries is None:
+        return job.max_attempts + 3
+    return max(config.max_deliveries, job.max_attempts)
+
+
+def call_timeout_s(jobs: Sequence[Job], config: QueueConfig) -> float:
+    """The time one handler call of ``jobs`` may take: a job's own ``timeout_s`` when given,
+    else the queue's (for a batch, the longest of its jobs')."""
+    if len(jobs) == 1:
+        own = jobs[0].timeout_s
+        return config.timeout_s if own is None else own
+    return max(config.timeout_s if j.timeout_s is None else j.timeout_s for j in jobs)
 
 
 def describe(error: BaseException) -> tuple[str, str]:

@@ -14,6 +14,11 @@ was running when a worker died runs alone until it finishes once.
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
 awaits; each place where a check and the change it guards must not be split says so.
+
+A slot is taken from the lease until the handler call really ends. A plain ``def`` handler that
+overran its timeout still holds its slot (and its job its lease, renewed by the heartbeat)
+until its thread returns (:mod:`forebay.worker.calls`): the queue then runs with one slot
+fewer, and never more than ``concurrency`` calls at once, threads that timed out included.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from forebay.errors import BackendError
 from forebay.job import Job, Lease
 from forebay.queue_config import QueueConfig
 from forebay.worker.calls import BatchErrors, call_handler
-from forebay.worker.decision import crash_loops
+from forebay.worker.decision import call_timeout_s, crash_loops
 from forebay.worker.isolation import Admission, HandlerProcessDied, admit
 from forebay.worker.outcome_logger import log_progress
 from forebay.worker.settings import WorkerSettings
@@ -278,7 +283,10 @@ class Lanes:
         try:
             if error is None:
                 errors, result = await call_handler(
-                    config, jobs, timeout_s=config.timeout_s, progress=self._report_progress
+                    config,
+                    jobs,
+                    timeout_s=call_timeout_s(jobs, config),
+                    progress=self._report_progress,
                 )
         except asyncio.CancelledError:
             # Lease lost or shutdown: someone else settles (or releases) these jobs.

@@ -5,7 +5,8 @@
 * **reclaimer** (``forebay-reclaimer``): every ``reclaim_every_s``, requeues jobs whose lease
   expired (their worker died) and wakes the lanes to lease them;
 * **pruner** (``forebay-pruner``): every ``prune_every_s``, deletes finished jobs past their
-  retention (:func:`prune_once`).
+  retention (:func:`prune_once`): each queue that sets its own retention by itself, every other
+  queue by the worker's.
 
 A failing round is logged and the loop goes on: a store outage pauses maintenance, never ends
 it.
@@ -17,6 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 
 from forebay.backends.base import Backend, PruneSpec
 from forebay.errors import BackendError
@@ -41,6 +44,7 @@ class Maintenance:
         lanes: Lanes,
     ) -> None:
         self._backend = backend
+        self._queues = list(queues)
         self._lease_s = {q.name: q.lease_s for q in queues}
         self._settings = settings
         self._lanes = lanes
@@ -95,24 +99,46 @@ class Maintenance:
         while True:
             await asyncio.sleep(self._settings.prune_every_s)
             try:
-                await prune_once(self._backend, self._settings)
+                await prune_once(self._backend, self._settings, self._queues)
             except BackendError as exc:
                 log.warning("pruning finished jobs failed: %s", exc)
             except Exception:
                 log.exception("pruning finished jobs failed")
 
 
-async def prune_once(backend: Backend, settings: WorkerSettings) -> int:
-    """Delete finished jobs past their retention, in bounded batches; return how many."""
+async def prune_once(
+    backend: Backend, settings: WorkerSettings, queues: Sequence[QueueConfig] = ()
+) -> int:
+    """Delete finished jobs past their retention, in bounded batches; return how many.
+
+    A queue of ``queues`` that sets a retention of its own is pruned apart, by its own (the
+    worker's for a state it leaves unset); every other queue by the worker's.
+    """
     now = time.time()
-    spec = PruneSpec(
-        completed_before=now - settings.completed_retention.total_seconds(),
-        dead_before=now - settings.dead_retention.total_seconds(),
-        cancelled_before=now - settings.cancelled_retention.total_seconds(),
-    )
+    own = [q for q in queues if any(v is not None for v in q.retention.values())]
+    specs = [
+        replace(_spec(settings, now), other_than=tuple(q.name for q in own)),
+        *(replace(_spec(settings, now, q), queue=q.name) for q in own),
+    ]
     total = 0
-    while True:
-        n = await backend.prune(spec)
-        total += n
-        if n < spec.limit:
-            return total
+    for spec in specs:
+        while True:
+            n = await backend.prune(spec)
+            total += n
+            if n < spec.limit:
+                break
+    return total
+
+
+def _spec(settings: WorkerSettings, now: float, queue: QueueConfig | None = None) -> PruneSpec:
+    """The cut-offs of ``queue``'s retention (None, or a state it leaves unset: the worker's)."""
+
+    def before(own: timedelta | None, default: timedelta) -> float:
+        return now - (default if own is None else own).total_seconds()
+
+    own = {} if queue is None else queue.retention
+    return PruneSpec(
+        completed_before=before(own.get("completed_retention"), settings.completed_retention),
+        dead_before=before(own.get("dead_retention"), settings.dead_retention),
+        cancelled_before=before(own.get("cancelled_retention"), settings.cancelled_retention),
+    )

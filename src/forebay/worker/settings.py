@@ -1,10 +1,22 @@
 """How one worker process runs: :class:`WorkerSettings` (per-queue policy is in
-:class:`~forebay.queue_config.QueueConfig`)."""
+:class:`~forebay.queue_config.QueueConfig`), and where they come from.
+
+Every field can be set by a ``FOREBAY_*`` environment variable, read by :meth:`from_env`
+(:func:`forebay.settings.from_env`: ``FOREBAY_SHUTDOWN_GRACE_S=10``,
+``FOREBAY_COMPLETED_RETENTION=3600`` in seconds, ``FOREBAY_BURST=true``); flags given to
+``forebay worker`` and ``forebay serve`` win over the variables. A bad value is a
+:class:`~forebay.errors.ConfigError` naming the variable or setting.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import timedelta
+
+from forebay.errors import ConfigError
+from forebay.settings import from_env
 
 __all__ = ["WorkerSettings"]
 
@@ -21,7 +33,31 @@ class WorkerSettings:
     reclaim_every_s: float = 1.0
     prune_every_s: float = 60.0
     completed_retention: timedelta = timedelta(hours=1)
+    """How long finished jobs are kept, for queues that set no retention of their own."""
     dead_retention: timedelta = timedelta(days=7)
     cancelled_retention: timedelta = timedelta(days=1)
     handle_signals: bool = True
     worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            seconds = value.total_seconds() if isinstance(value, timedelta) else value
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                continue
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ConfigError(f"{f.name} must be a finite, non-negative duration")
+            positive = f.name in ("idle_poll_s", "reclaim_every_s", "prune_every_s")
+            if positive and seconds == 0:
+                raise ConfigError(f"{f.name} must be above 0 seconds")
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        given: Mapping[str, object] | None = None,
+    ) -> WorkerSettings:
+        """Settings from ``FOREBAY_*`` variables (default: this process's environment), then
+        from ``given`` (flags; None: not given)."""
+        return from_env(cls, env, given=given)

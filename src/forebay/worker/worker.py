@@ -138,7 +138,7 @@ class Worker:
 
     async def prune_once(self) -> int:
         """Delete finished jobs past their retention, in bounded batches; return how many."""
-        return await prune_once(self.backend, self.settings)
+        return await prune_once(self.backend, self.settings, list(self.queues.values()))
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         if not self.settings.handle_signals:

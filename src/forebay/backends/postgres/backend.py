@@ -420,12 +420,14 @@ class PostgresBackend:
         return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
 
     async def prune(self, spec: PruneSpec) -> int:
-        sql = self._q["prune"]
+        one = spec.queue is not None
+        sql = self._q["prune_queue" if one else "prune"]
         args = (
             _dt(spec.completed_before),
             _dt(spec.dead_before),
             _dt(spec.cancelled_before),
             spec.limit,
+            spec.queue if one else list(spec.other_than),
         )
         return int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
 
@@ -662,8 +664,12 @@ def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
         else None
     )
     run_ids = [j.run_id for j in jobs] if any(j.run_id is not None for j in jobs) else None
+    attempts = (
+        [j.max_attempts for j in jobs] if any(j.max_attempts is not None for j in jobs) else None
+    )
+    timeouts = [j.timeout_s for j in jobs] if any(j.timeout_s is not None for j in jobs) else None
     payloads = [j.payload_json for j in jobs]
-    return payloads, queue, queues, keys, priorities, run_ats, run_ids
+    return payloads, queue, queues, keys, priorities, run_ats, run_ids, attempts, timeouts
 
 
 async def _fill_existing(

@@ -48,11 +48,14 @@ DROP SCHEMA IF EXISTS {schema} CASCADE
 -- for rows whose key already exists, so sorting the returned rows by id gives input order.
 -- Workers waiting on a queue that now has due jobs are woken at commit.
 WITH inserted AS (
-    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
+    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
+                               timeout_s)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
-           COALESCE(j.run_at, now()), j.run_id
-    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
-         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
+                $8::integer[], $9::double precision[])
+         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
+                               timeout_s, ord)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue, key, run_at, created_at
@@ -65,11 +68,14 @@ SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woke
 -- name: enqueue_plain
 -- The same for jobs without keys: no conflict to look for (a cheaper insert).
 WITH inserted AS (
-    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
+    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
+                               timeout_s)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
-           COALESCE(j.run_at, now()), j.run_id
-    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
-         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
+                $8::integer[], $9::double precision[])
+         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
+                               timeout_s, ord)
     ORDER BY j.ord
     RETURNING id, queue, key, run_at, created_at
 ), woken AS (
@@ -262,15 +268,39 @@ SELECT count(*) FROM purged
 
 -- name: prune
 -- At most $4 rows per call, so each transaction (and the dead tuples it leaves for autovacuum)
--- stays small. SKIP LOCKED: pruners in several workers take different rows.
+-- stays small. SKIP LOCKED: pruners in several workers take different rows. $5: the queues
+-- that keep their finished jobs for their own time (pruned by prune_queue).
 WITH completed AS (
     SELECT id FROM {schema}.jobs WHERE state = 'completed' AND finished_at < $1
+        AND queue <> ALL($5::text[])
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), dead AS (
     SELECT id FROM {schema}.jobs WHERE state = 'dead' AND finished_at < $2
+        AND queue <> ALL($5::text[])
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), cancelled AS (
     SELECT id FROM {schema}.jobs WHERE state = 'cancelled' AND finished_at < $3
+        AND queue <> ALL($5::text[])
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), doomed AS (
+    SELECT id FROM completed UNION ALL SELECT id FROM dead UNION ALL SELECT id FROM cancelled
+    LIMIT $4
+), pruned AS (
+    DELETE FROM {schema}.jobs WHERE id IN (SELECT id FROM doomed) AND {relaxed_commit}
+    RETURNING 1
+)
+SELECT count(*) FROM pruned
+
+-- name: prune_queue
+-- The same for the one queue $5, past its own retention (index jobs_queue_finished).
+WITH completed AS (
+    SELECT id FROM {schema}.jobs WHERE queue = $5 AND state = 'completed' AND finished_at < $1
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), dead AS (
+    SELECT id FROM {schema}.jobs WHERE queue = $5 AND state = 'dead' AND finished_at < $2
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), cancelled AS (
+    SELECT id FROM {schema}.jobs WHERE queue = $5 AND state = 'cancelled' AND finished_at < $3
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), doomed AS (
     SELECT id FROM completed UNION ALL SELECT id FROM dead UNION ALL SELECT id FROM cancelled

@@ -120,6 +120,7 @@ _SCRIPTS = (
     "counts",
     "poll",
     "fire_schedule",
+    "index_queue_done",
 )
 _COMPOSED = {"fire_schedule": ("fire_schedule", "enqueue")}
 """Scripts whose source is several files, in order (after the prelude and the helpers)."""
@@ -148,6 +149,21 @@ def script_sources() -> dict[str, str]:
         )
         for name in _SCRIPTS
     }
+
+
+def _enqueue_row(j: NewJob) -> list[object]:
+    """A job as ``enqueue.lua`` takes it (its own limits only when it has one)."""
+    row: list[object] = [
+        j.queue,
+        j.payload_json,
+        False if j.key is None else j.key,
+        j.priority,
+        False if j.run_at is None else _ts(j.run_at),
+        False if j.run_id is None else j.run_id,
+    ]
+    if j.max_attempts is not None or j.timeout_s is not None:
+        row += [j.max_attempts or False, j.timeout_s or False]
+    return row
 
 
 def _ts(value: float) -> str:
@@ -359,7 +375,23 @@ class RedisBackend:
                 f"the Redis keys under {self.prefix!r} were written by a newer forebay "
                 f"(layout {version}, this one knows {LAYOUT_VERSION}): upgrade forebay"
             )
+        if version < 2:
+            await self._index_queue_done(client)
+            await client.set(self.keys.schema, 2)
+            return ["redis key layout 2 (finished jobs indexed per queue)"]
         return []
+
+    async def _index_queue_done(self, client: aioredis.Redis) -> None:
+        """Layout 1 to 2: index every finished job in its queue's sorted set too, in chunks
+        (each one atomic; doing it again, e.g. by two processes at once, changes nothing)."""
+        script = client.register_script(script_sources()["index_queue_done"])
+        for state in ("completed", "dead", "cancelled"):
+            start = 0
+            while True:
+                n = int(await script(keys=[self.prefix], args=[state, start, _SCRIPT_JOBS]))
+                start += n
+                if n < _SCRIPT_JOBS:
+                    break
 
     async def ping(self) -> None:
         try:
@@ -604,10 +636,11 @@ class RedisBackend:
 
     async def prune(self, spec: PruneSpec) -> int:
         args = (_ts(spec.completed_before), _ts(spec.dead_before), _ts(spec.cancelled_before))
+        scope = _json([spec.queue or False, list(spec.other_than)])
         total = 0
         while total < spec.limit:
             ask = min(1000, spec.limit - total)
-            n = int(await self._run("prune", *args, ask))
+            n = int(await self._run("prune", *args, ask, scope))
             total += n
             if n < ask:
                 break
@@ -867,17 +900,7 @@ def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
     batch = [
         [
             call.depth,
-            [
-                [
-                    j.queue,
-                    j.payload_json,
-                    False if j.key is None else j.key,
-                    j.priority,
-                    False if j.run_at is None else _ts(j.run_at),
-                    False if j.run_id is None else j.run_id,
-                ]
-                for j in call.jobs
-            ],
+            [_enqueue_row(j) for j in call.jobs],
         ]
         for call in calls
     ]

@@ -11,12 +11,14 @@ name, ``N`` a job id, ``R`` a priority)::
                                        finished_at lease_token lease_expires_at worker_id
                                        progress progress_message error error_type run_id
                                        started_at, result (JSON text) and errors (JSON
-                                       text: the last 10 attempts' errors), and ``entry``:
-                                       its stream entry id while it has one
+                                       text: the last 10 attempts' errors),
+                                       max_attempts, timeout_s (the job's own limits, absent
+                                       when not given), and ``entry``: its stream entry id
+                                       while it has one
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at
-    P:done:dead                        (pruning, dead-letter listings, replay, purge)
+    P:done:dead                        (dead-letter listings, replay, purge)
     P:done:cancelled
     P:q:Q:counts               hash    jobs of Q per state (queued running completed dead
                                        cancelled) and ``retrying``, kept by every script
@@ -31,6 +33,9 @@ name, ``N`` a job id, ``R`` a priority)::
                                        in retry backoff, deferred, put back (released, lease
                                        expired) or enqueued with a past run_at; score = run_at,
                                        member = id zero-padded to 15 digits (ties by id)
+    P:q:Q:done:completed       zset    finished jobs of Q per terminal state, score =
+    P:q:Q:done:dead                    finished_at (pruning Q by its own retention); may hold
+    P:q:Q:done:cancelled               ids of jobs since replayed or purged, dropped by prune
     P:q:Q:wake                 stream  MAXLEN 1; touched when idle workers must poll again: a
                                        due job entered a waiting set (not from the reclaimer),
                                        a scheduled one became the earliest of its level, a
@@ -66,8 +71,9 @@ __all__ = [
     "lua_prelude",
 ]
 
-LAYOUT_VERSION = 1
-"""Bumped when the layout changes incompatibly; ``open`` refuses a newer one."""
+LAYOUT_VERSION = 2
+"""Bumped when the layout changes incompatibly; ``open`` refuses a newer one and upgrades an
+older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``)."""
 
 GROUP = "workers"
 """The consumer group of every stream."""
@@ -91,6 +97,7 @@ TEMPLATES: dict[str, str] = {
     "schedules": "{prefix}:schedules",
     "schedule_ticks": "{prefix}:schedule_ticks",
     "finished": "{prefix}:finished",
+    "queue_done": "{prefix}:q:{queue}:done:{state}",
 }
 
 
@@ -139,6 +146,9 @@ class Keys:
 
     def levels(self, queue: str) -> str:
         return self._name("levels", queue=queue)
+
+    def queue_done(self, queue: str, state: str) -> str:
+        return self._name("queue_done", queue=queue, state=state)
 
     def wake(self, queue: str) -> str:
         return self._name("wake", queue=queue)

@@ -504,13 +504,17 @@ class SQLiteBackend:
         return int(await self._write(lambda c: c.execute(Q["purge"], params).rowcount))
 
     async def prune(self, spec: PruneSpec) -> int:
-        params = {
+        params: dict[str, Any] = {
             "completed_before": spec.completed_before,
             "dead_before": spec.dead_before,
             "cancelled_before": spec.cancelled_before,
             "limit": spec.limit,
         }
-        return int(await self._write(lambda c: c.execute(Q["prune"], params).rowcount))
+        if spec.queue is not None:
+            sql, params["queue"] = Q["prune_queue"], spec.queue
+        else:
+            sql, params["others"] = Q["prune"], jsonio.dumps(list(spec.other_than))
+        return int(await self._write(lambda c: c.execute(sql, params).rowcount))
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -793,7 +797,7 @@ def _schedule_row(s: Schedule) -> dict[str, Any]:
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     run_at = now if j.run_at is None else j.run_at
-    return (j.queue, j.key, j.priority, run_at, j.run_id, now, now)
+    return (j.queue, j.key, j.priority, run_at, j.run_id, now, now, j.max_attempts, j.timeout_s)
 
 
 def _check_depth(

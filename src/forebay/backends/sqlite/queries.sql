@@ -37,12 +37,14 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0
 
 -- name: insert_jobs
 -- many jobs in one statement: :jobs is a JSON array of [queue, key, priority, run_at, run_id,
--- created_at, updated_at]; a keyed job whose key is taken is skipped
-INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at)
+-- created_at, updated_at, max_attempts, timeout_s]; a keyed job whose key is taken is skipped
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
+                          max_attempts, timeout_s)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
-       json_extract(j.value, '$[6]')
+       json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
+       json_extract(j.value, '$[8]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -60,8 +62,9 @@ SELECT json_group_array(json_array(id, queue, key))
 FROM (SELECT id, queue, key FROM forebay_jobs WHERE id > :after ORDER BY id)
 
 -- name: insert_job_returning
-INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
+                          max_attempts, timeout_s)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 
 -- name: insert_payload
@@ -192,12 +195,31 @@ SELECT COUNT(*) FROM forebay_jobs WHERE state = 'dead' AND {filter}
 DELETE FROM forebay_jobs WHERE state = 'dead' AND {filter}
 
 -- name: prune
+-- every queue but those in :others (a JSON array), which keep their finished jobs for their own
+-- time (prune_queue)
 DELETE FROM forebay_jobs WHERE id IN (
     SELECT id FROM forebay_jobs WHERE state = 'completed' AND finished_at < :completed_before
+        AND queue NOT IN (SELECT value FROM json_each(:others))
     UNION ALL
     SELECT id FROM forebay_jobs WHERE state = 'dead' AND finished_at < :dead_before
+        AND queue NOT IN (SELECT value FROM json_each(:others))
     UNION ALL
     SELECT id FROM forebay_jobs WHERE state = 'cancelled' AND finished_at < :cancelled_before
+        AND queue NOT IN (SELECT value FROM json_each(:others))
+    LIMIT :limit
+)
+
+-- name: prune_queue
+-- one queue's finished jobs past its own retention (forebay_jobs_queue_state)
+DELETE FROM forebay_jobs WHERE id IN (
+    SELECT id FROM forebay_jobs
+    WHERE queue = :queue AND state = 'completed' AND finished_at < :completed_before
+    UNION ALL
+    SELECT id FROM forebay_jobs
+    WHERE queue = :queue AND state = 'dead' AND finished_at < :dead_before
+    UNION ALL
+    SELECT id FROM forebay_jobs
+    WHERE queue = :queue AND state = 'cancelled' AND finished_at < :cancelled_before
     LIMIT :limit
 )
 

@@ -3,12 +3,12 @@
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...]
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:q:Q:waiting:R (ZREM), P:q:Q:stream:R (XACK + XDEL
---          of the job's entry), P:done:cancelled (ZADD), P:q:Q:counts (HINCRBY),
---          P:finished (PUBLISH of the ids cancelled)
+--          of the job's entry), P:done:cancelled + P:q:Q:done:cancelled (ZADD),
+--          P:q:Q:counts (HINCRBY), P:finished (PUBLISH of the ids cancelled)
 -- Returns  the ids cancelled.
 
 local now = ARGV[1]
-local counter, dropper, done, out = new_counter(), new_dropper(), {}, {}
+local counter, dropper, done, out = new_counter(), new_dropper(), new_done(), {}
 for _, id in ipairs(cjson.decode(ARGV[2])) do
   local k = key_job(id)
   local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt')
@@ -17,16 +17,15 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
     redis.call('HDEL', k, 'entry')
     redis.call('ZREM', key_waiting(f[2], f[3]), zid(id))
     dropper:add(f[2], f[3], f[4])
-    done[#done + 1] = now
-    done[#done + 1] = id
+    done:add(f[2], now, id)
     counter:add(f[2], 'queued', -1)
     counter:add(f[2], 'cancelled', 1)
     if num(f[5]) > 0 then counter:add(f[2], 'retrying', -1) end
     out[#out + 1] = id
   end
 end
-if #done > 0 then bulk('ZADD', key_done('cancelled'), done) end
-announce_finished(done)
+done:flush('cancelled')
+announce_finished(done.all)
 dropper:flush()
 counter:flush()
 return out

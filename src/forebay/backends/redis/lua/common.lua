@@ -250,12 +250,33 @@ local function append_error(id, attempt, now, kind, message, traceback)
   redis.call('HSET', k, 'errors', cjson.encode(list))
 end
 
+-- Finished jobs to index by finished_at: in P:done:S (listings) and P:q:Q:done:S (pruning
+-- each queue by its own retention). done:flush(state) writes them, one ZADD per key.
+local function new_done()
+  local d = {all = {}, queues = {}}
+  function d:add(queue, now, id)
+    local q = self.queues[queue]
+    if not q then
+      q = {}
+      self.queues[queue] = q
+    end
+    q[#q + 1] = now
+    q[#q + 1] = id
+    self.all[#self.all + 1] = now
+    self.all[#self.all + 1] = id
+  end
+  function d:flush(state)
+    if #self.all > 0 then bulk('ZADD', key_done(state), self.all) end
+    for queue, items in pairs(self.queues) do bulk('ZADD', key_queue_done(queue, state), items) end
+  end
+  return d
+end
+
 -- A running job ends in a terminal state: its entry goes, it is indexed for pruning.
 local function finish(id, job, state, now, counter, dropper, done)
   dropper:add(job.queue, job.priority, job.entry)
   redis.call('HDEL', key_job(id), 'lease_token', 'lease_expires_at', 'entry')
-  done[#done + 1] = now
-  done[#done + 1] = id
+  done:add(job.queue, now, id)
   counter:add(job.queue, 'running', -1)
   counter:add(job.queue, state, 1)
 end

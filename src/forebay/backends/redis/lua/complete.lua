@@ -3,13 +3,14 @@
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [[id, lease_token] or [id, lease_token, result JSON text], ...]
 --          (the last error goes: the errors history keeps it)
--- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:completed (ZADD),
+-- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:completed + P:q:Q:done:completed
+--          (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
 --          P:finished (PUBLISH of the ids completed)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
-local counter, dropper, done = new_counter(), new_dropper(), {}
+local counter, dropper, done = new_counter(), new_dropper(), new_done()
 
 local refused = settle(function(id, job, row)
   local k = key_job(id)
@@ -24,8 +25,8 @@ local refused = settle(function(id, job, row)
   finish(id, job, 'completed', now, counter, dropper, done)
 end)
 
-if #done > 0 then bulk('ZADD', key_done('completed'), done) end
-announce_finished(done)
+done:flush('completed')
+announce_finished(done.all)
 dropper:flush()
 counter:flush()
 return refused

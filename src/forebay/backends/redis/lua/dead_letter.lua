@@ -3,13 +3,13 @@
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [[id, lease_token, error, error_type, traceback or false], ...]
 --          (the error is appended to the errors history)
--- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead (ZADD),
+-- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead + P:q:Q:done:dead (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
 --          P:finished (PUBLISH of the ids dead-lettered)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
-local counter, dropper, done = new_counter(), new_dropper(), {}
+local counter, dropper, done = new_counter(), new_dropper(), new_done()
 
 local refused = settle(function(id, job, row)
   redis.call('HSET', key_job(id), 'state', 'dead', 'error', row[3], 'error_type', row[4],
@@ -18,8 +18,8 @@ local refused = settle(function(id, job, row)
   finish(id, job, 'dead', now, counter, dropper, done)
 end)
 
-if #done > 0 then bulk('ZADD', key_done('dead'), done) end
-announce_finished(done)
+done:flush('dead')
+announce_finished(done.all)
 dropper:flush()
 counter:flush()
 return refused

@@ -2,8 +2,9 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [call, ...] where call = [[[queue, max_depth, incoming], ...],
---          [[queue, payload, key, priority, run_at, run_id], ...]]
---          (key, run_at, run_id: false for none; run_at none = now)
+--          [[queue, payload, key, priority, run_at, run_id(, max_attempts, timeout_s)], ...]]
+--          (key, run_at, run_id, max_attempts, timeout_s: false for none; run_at none = now;
+--          the job's own limits only when one of them is given)
 -- Keys     P:next_id (INCR), P:job:N (HSET), P:jobs (ZADD), P:queues (SADD),
 --          P:q:Q:keys (HGET/HSET), P:q:Q:counts (HMGET/HINCRBY), P:q:Q:levels (ZADD),
 --          P:q:Q:stream:R (XADD when due and in order) or P:q:Q:waiting:R
@@ -24,7 +25,7 @@ local function over_depth(queue, cap, incoming)
   return depth + incoming > cap
 end
 
-local function store(queue, payload, key, priority, run_at, run_id)
+local function store(queue, payload, key, priority, run_at, run_id, max_attempts, timeout_s)
   if key then
     local existing = redis.call('HGET', key_keys(queue), key)
     if existing and redis.call('EXISTS', key_job(existing)) == 1 then
@@ -43,6 +44,14 @@ local function store(queue, payload, key, priority, run_at, run_id)
   if run_id then
     fields[#fields + 1] = 'run_id'
     fields[#fields + 1] = run_id
+  end
+  if max_attempts then
+    fields[#fields + 1] = 'max_attempts'
+    fields[#fields + 1] = string.format('%d', max_attempts)
+  end
+  if timeout_s then
+    fields[#fields + 1] = 'timeout_s'
+    fields[#fields + 1] = string.format('%.17g', timeout_s)
   end
   local entry = place(id, queue, priority, run_at, now)
   if entry then
@@ -73,7 +82,8 @@ for c, call in ipairs(cjson.decode(ARGV[2])) do
   else
     local items = {'ok'}
     for _, j in ipairs(call[2]) do
-      items[#items + 1] = store(j[1], j[2], j[3], string.format('%d', j[4]), j[5], j[6])
+      items[#items + 1] = store(j[1], j[2], j[3], string.format('%d', j[4]), j[5], j[6], j[7],
+                                    j[8])
     end
     results[c] = items
   end
