@@ -48,7 +48,8 @@ def mount_api_docs(api: FastAPI) -> None:
         )
 
     @api.api_route(ASSET_PATH + "/{name}", methods=["GET", "HEAD"], include_in_schema=False)
-    async def docs_asset(name: str, request: Request) -> Response:
+    async def docs_asset(name: str, request: Request, v: str | None = None) -> Response:
+        # ``v``: the distribution's version (see _url), which only makes the URL new
         media_type = _MEDIA_TYPES.get(name)
         if media_type is None:
             raise HTTPException(404)
