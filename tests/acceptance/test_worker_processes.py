@@ -104,7 +104,7 @@ def _stored(db: Path, job_id: int) -> dict[str, object]:
     conn.row_factory = sqlite3.Row
     try:
         row = conn.execute(
-            "SELECT state, attempt, defers, error, error_type FROM forebay_jobs WHERE id = ?",
+            "SELECT state, attempt, defers, error, error_type, errors FROM forebay_jobs WHERE id = ?",
             (job_id,),
         ).fetchone()
     finally:
