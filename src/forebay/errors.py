@@ -15,6 +15,8 @@ ForebayError                      root of everything forebay raises
 ├── BackendError                  the store failed; the operation may be retried
 │   └── BackendUnavailable        the store cannot be reached right now
 ├── JobNotFound                   no job with that id (or it was pruned)
+├── JobStateConflict              the job's state does not allow that action (run-now of a
+│                                 running job)
 └── SinkError                     a sink could not write
     ├── SinkUnavailable           transient: the destination is down, retry later
     └── SinkRejected              permanent: the destination refused the data
@@ -37,6 +39,7 @@ __all__ = [
     "InvalidPayload",
     "JobError",
     "JobNotFound",
+    "JobStateConflict",
     "MissingExtra",
     "PermanentError",
     "QueueFull",
@@ -135,6 +138,15 @@ class JobNotFound(ForebayError, LookupError):
     def __init__(self, job_id: int) -> None:
         super().__init__(f"no job with id {job_id} (it may have been pruned)")
         self.job_id = job_id
+
+
+class JobStateConflict(ForebayError):
+    """The job's state does not allow the action asked (e.g. run-now of a finished job)."""
+
+    def __init__(self, job_id: int, state: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
 
 
 class SinkError(ForebayError):

@@ -30,6 +30,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
 from forebay.job import Deferral, Failure, Job, JobFilter, Lease, NewJob, QueueCounts, Retry
+from forebay.queue_settings import KEEP, Keep, QueueSettings
 
 __all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection"]
 
@@ -157,7 +158,11 @@ class Backend(Protocol):
 
     # -- operator actions ------------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[int]:
-        """queued -> cancelled; return the ids that were cancelled."""
+        """queued or running -> cancelled; return the ids that were cancelled.
+
+        A running job's lease is revoked at once: its worker's next heartbeat is refused, so
+        it stops the handler, and the worker's late outcome is refused like any stale one.
+        """
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
         """dead -> queued now with counters reset; return how many (would be) replayed."""
@@ -187,3 +192,25 @@ class Backend(Protocol):
         makes this call return at once: nothing enqueued between a worker's empty lease and its
         next wait is missed. Spurious wake-ups are allowed; the caller simply leases again.
         """
+
+    # -- operator controls: stored queue settings, run-now, cancel by filter ------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        """Store ``queue``'s settings (None / KEEP: leave as stored; ``max_depth=None`` clears
+        the limit); return them. Resuming wakes the workers waiting on the queue."""
+        ...
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        """Every queue with stored settings, sorted by name."""
+        ...
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        """queued jobs due later (scheduled, retry backoff) -> due now; return the ids moved
+        (already due ones count as moved; jobs in other states are not)."""
+        ...
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        """Cancel the queued and running jobs that match (``where.state`` narrows to one of
+        those two); return how many were (or, with ``dry_run``, would be) cancelled."""
+        ...

@@ -57,6 +57,7 @@ from forebay.job import (
     Retry,
     to_datetime,
 )
+from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
 
 __all__ = ["PostgresBackend"]
 
@@ -421,6 +422,40 @@ class PostgresBackend:
         self._require_open()
         await self._listener.wait(queues, timeout_s)
 
+    # -- operator controls ----------------------------------------------------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        check_settings(queue, max_depth)
+        sql = self._q["set_queue"]
+        depth = None if max_depth is KEEP else max_depth
+        clear = max_depth is None
+        row = await self._run(lambda c: c.fetchrow(sql, queue, paused, depth, clear), Resend.ALWAYS)
+        return _settings(row)
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        sql = self._q["queue_settings"]
+        rows = await self._run(lambda c: c.fetch(sql), Resend.ALWAYS)
+        return [_settings(r) for r in rows]
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        sql = self._q["run_now"]
+        wanted = [int(i) for i in ids]
+        rows = await self._run(lambda c: c.fetch(sql, wanted), Resend.ALWAYS)
+        return sorted(r[0] for r in rows)
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        args = _filter_args(where)
+        sql = self._q["count_cancellable" if dry_run else "cancel_where"]
+        resend = Resend.ALWAYS if dry_run else Resend.IF_UNSENT
+        return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
+
+
+def _settings(row: Any) -> QueueSettings:
+    return QueueSettings(queue=row[0], paused=row[1], max_depth=row[2], updated_at=row[3])
+
 
 def _refused_statement(exc: Exception) -> bool:
     """The server refused the statement (or it could not be encoded): nothing was written.
@@ -435,16 +470,46 @@ async def _insert_requests(
     conn: Any, q: dict[str, str], requests: list[_Enqueue]
 ) -> list[list[Job] | BaseException]:
     """Store the jobs of several requests in one statement (one transaction when any request
-    has a max_depth, since its check and insert must not be split); one result per request."""
+    has a max_depth, since its check and insert must not be split); one result per request.
+
+    The limits are the stored ones (``queues.max_depth``), and a caller's own where tighter.
+    Without a caller's limit the insert first runs alone, and itself finds out whether a queue
+    has a stored one (then it inserts nothing and the locked path below runs)."""
     if not any(r.max_depth for r in requests):
-        return _split([r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests)))
+        try:
+            return _split(
+                [r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests), True)
+            )
+        except _Capped:
+            pass
     async with conn.transaction():  # a savepoint inside a caller's transaction
+        requests = await _with_stored_depths(conn, q, requests)
         verdicts = await _check_depths(conn, q, requests)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
         stored = iter(
-            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted)))
+            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted), False))
         )
     return [next(stored) if v is None else v for v in verdicts]
+
+
+class _Capped(Exception):
+    """The insert found a stored max_depth on one of its queues and stored nothing."""
+
+
+async def _with_stored_depths(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+) -> list[_Enqueue]:
+    """The requests with the stored limits of their queues (a caller's own where tighter)."""
+    queues = sorted({j.queue for r in requests for j in r.jobs})
+    stored = {name: cap for name, cap in await conn.fetch(q["stored_depths"], queues)}
+    out = []
+    for r in requests:
+        present = {j.queue for j in r.jobs}
+        caps = {name: cap for name, cap in stored.items() if name in present}
+        for name, cap in r.max_depth.items():
+            caps[name] = min(cap, caps.get(name, cap))
+        out.append(_Enqueue(r.jobs, caps))
+    return out
 
 
 def _all_jobs(requests: list[_Enqueue]) -> list[NewJob]:
@@ -487,15 +552,19 @@ async def _check_depths(
     return verdicts
 
 
-async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob]) -> list[Job]:
-    """One multi-row INSERT; jobs whose (queue, key) exists come back as that job."""
+async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) -> list[Job]:
+    """One multi-row INSERT; jobs whose (queue, key) exists come back as that job. ``look``:
+    raise _Capped (nothing stored) when one of the queues has a stored max_depth."""
     if not jobs:
         return []
     try:
         args = _insert_args(jobs)
-        rows = await conn.fetch(q["enqueue" if args[3] is not None else "enqueue_plain"], *args)
+        sql = q["enqueue" if args[3] is not None else "enqueue_plain"]
+        rows = await conn.fetch(sql, *args, look)
     except asyncpg.DataError as exc:
         raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
+    if rows and rows[-1][0] is None:
+        raise _Capped
     rows.sort(key=lambda r: r[0])  # ids were drawn in input order
     out: list[Job | None] = []
     existing: list[int] = []

@@ -47,12 +47,21 @@ DROP SCHEMA IF EXISTS {schema} CASCADE
 -- Rows get ids in input order (the identity is drawn row by row, in ordinality order), also
 -- for rows whose key already exists, so sorting the returned rows by id gives input order.
 -- Workers waiting on a queue that now has due jobs are woken at commit.
-WITH inserted AS (
+-- $8: look for a stored max_depth first. When one of the queues has one, nothing is inserted
+-- and one row of NULLs answers: the caller then enqueues in a transaction that locks and counts
+-- those queues (lock_queues, depths). A queue without a limit costs one primary-key lookup.
+WITH capped AS (
+    SELECT $8::boolean AND EXISTS (
+        SELECT 1 FROM {schema}.queues
+        WHERE name = ANY(COALESCE($3::text[], ARRAY[$2::text])) AND max_depth IS NOT NULL
+    ) AS yes
+), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
            COALESCE(j.run_at, now()), j.run_id
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+    WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue, key, run_at, created_at
@@ -61,15 +70,23 @@ WITH inserted AS (
     FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
 )
 SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 
 -- name: enqueue_plain
 -- The same for jobs without keys: no conflict to look for (a cheaper insert).
-WITH inserted AS (
+WITH capped AS (
+    SELECT $8::boolean AND EXISTS (
+        SELECT 1 FROM {schema}.queues
+        WHERE name = ANY(COALESCE($3::text[], ARRAY[$2::text])) AND max_depth IS NOT NULL
+    ) AS yes
+), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
            COALESCE(j.run_at, now()), j.run_id
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, ord)
+    WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     RETURNING id, queue, key, run_at, created_at
 ), woken AS (
@@ -77,6 +94,8 @@ WITH inserted AS (
     FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
 )
 SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 
 -- name: jobs_by_key
 SELECT {columns} FROM {schema}.jobs
@@ -107,6 +126,8 @@ SET state = 'running', lease_token = $3, lease_expires_at = now() + make_interva
 WHERE id = ANY(ARRAY(
     SELECT id FROM {schema}.jobs
     WHERE queue = $1 AND state = 'queued' AND run_at <= now()
+        -- a paused queue leases nothing (one primary-key lookup)
+        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS s WHERE s.name = $1 AND s.paused)
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -185,8 +206,11 @@ WITH reclaimed AS (
 SELECT count(*) FROM reclaimed
 
 -- name: cancel
-UPDATE {schema}.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-WHERE id = ANY($1::bigint[]) AND state = 'queued'
+-- a running job's lease is revoked: its worker's heartbeat and outcome are refused
+UPDATE {schema}.jobs
+SET state = 'cancelled', finished_at = now(), updated_at = now(),
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ANY($1::bigint[]) AND state IN ('queued', 'running')
 RETURNING id
 
 -- name: filter
@@ -259,3 +283,50 @@ SELECT j.queue, j.state, count(*),
        EXTRACT(EPOCH FROM n.now - min(j.run_at) FILTER (WHERE j.run_at <= n.now))::float8
 FROM {schema}.jobs AS j, (SELECT COALESCE($1::timestamptz, now()) AS now) AS n
 GROUP BY j.queue, j.state, n.now
+
+-- name: stored_depths
+SELECT name, max_depth FROM {schema}.queues
+WHERE name = ANY($1::text[]) AND max_depth IS NOT NULL
+
+-- name: set_queue
+-- $2 paused and $3 max_depth are NULL to keep the stored value ($4 true clears max_depth);
+-- resuming wakes the workers waiting on the queue
+WITH saved AS (
+    INSERT INTO {schema}.queues AS s (name, paused, max_depth)
+    VALUES ($1, COALESCE($2::boolean, false), CASE WHEN $4::boolean THEN NULL ELSE $3::integer END)
+    ON CONFLICT (name) DO UPDATE SET
+        paused = COALESCE($2::boolean, s.paused),
+        max_depth = CASE WHEN $4::boolean THEN NULL ELSE COALESCE($3::integer, s.max_depth) END,
+        updated_at = now()
+    RETURNING name, paused, max_depth, updated_at
+), woken AS (
+    SELECT pg_notify('{channel}', name) FROM saved WHERE NOT paused
+)
+SELECT * FROM saved WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: queue_settings
+SELECT name, paused, max_depth, updated_at FROM {schema}.queues ORDER BY name
+
+-- name: run_now
+WITH moved AS (
+    UPDATE {schema}.jobs SET run_at = LEAST(run_at, now()), updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND state = 'queued'
+    RETURNING id, queue
+), woken AS (
+    SELECT pg_notify('{channel}', q.queue) FROM (SELECT DISTINCT queue FROM moved) AS q
+)
+SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: cancel_where
+-- the shared filter's state ($2) is 'queued', 'running' or NULL (both)
+WITH cancelled AS (
+    UPDATE {schema}.jobs
+    SET state = 'cancelled', finished_at = now(), updated_at = now(),
+        lease_token = NULL, lease_expires_at = NULL
+    WHERE state IN ('queued', 'running') AND {filter}
+    RETURNING 1
+)
+SELECT count(*) FROM cancelled
+
+-- name: count_cancellable
+SELECT count(*) FROM {schema}.jobs WHERE state IN ('queued', 'running') AND {filter}

@@ -33,6 +33,11 @@ name, ``N`` a job id, ``R`` a priority)::
                                        due job entered a waiting set (not from the reclaimer),
                                        a scheduled one became the earliest of its level, a
                                        stream was created
+    P:configured               set     names of the queues that have stored settings
+    P:q:Q:settings             hash    Q's stored settings (operator controls): ``paused``
+                                       ("1" while paused; the lease and poll scripts read it),
+                                       ``max_depth`` (the enqueue script reads it), and
+                                       ``updated_at``; absent fields are the defaults
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
@@ -77,6 +82,8 @@ TEMPLATES: dict[str, str] = {
     "stream": "{prefix}:q:{queue}:stream:{priority}",
     "waiting": "{prefix}:q:{queue}:waiting:{priority}",
     "wake": "{prefix}:q:{queue}:wake",
+    "configured": "{prefix}:configured",
+    "settings": "{prefix}:q:{queue}:settings",
 }
 
 
@@ -124,6 +131,13 @@ class Keys:
 
     def wake(self, queue: str) -> str:
         return self._name("wake", queue=queue)
+
+    @property
+    def configured(self) -> str:
+        return self._name("configured")
+
+    def settings(self, queue: str) -> str:
+        return self._name("settings", queue=queue)
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

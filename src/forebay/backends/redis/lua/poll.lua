@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, then queue names
--- Keys     P:q:Q:levels; per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
+-- Keys     P:q:Q:settings (HGET paused), P:q:Q:levels; per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
 --          (entries not yet delivered: XINFO GROUPS + XRANGE); P:q:Q:wake (last entry)
 -- Returns  {1} when a job is due now; else {0, earliest scheduled run_at or '', stream, id,
 --          stream, id, ...}: an XREAD BLOCK from those ids returns as soon as an entry is
@@ -14,7 +14,11 @@ local watch, earliest = {}, nil
 
 for a = 2, #ARGV do
   local queue = ARGV[a]
-  local levels = redis.call('ZRANGE', key_levels(queue), 0, -1)
+  -- a paused queue has nothing due; resuming it moves its wake stream
+  local levels = {}
+  if redis.call('HGET', key_settings(queue), 'paused') ~= '1' then
+    levels = redis.call('ZRANGE', key_levels(queue), 0, -1)
+  end
   levels[#levels + 1] = '0'  -- the default level is always watched, even before it exists
   local watched = {}
   for _, priority in ipairs(levels) do
