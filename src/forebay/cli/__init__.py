@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from forebay.cli import dead, enqueue, jobs, labelstudio, migrate, serve, stats, worker
+from forebay.cli import dead, enqueue, jobs, labelstudio, migrate, queues, serve, stats, worker
 
 __all__ = ["cli", "main"]
 
@@ -66,6 +66,7 @@ cli.command("jobs")(jobs.jobs)
 cli.command("job")(jobs.job)
 cli.command("cancel")(jobs.cancel)
 cli.add_typer(dead.dead, name="dead")
+cli.add_typer(queues.queue, name="queue")
 cli.command("stats")(stats.stats)
 cli.command("migrate")(migrate.migrate)
 cli.command("serve")(serve.serve)
