@@ -69,9 +69,11 @@ async def test_resume_wakes_a_waiting_worker(url: str, backend: Backend) -> None
     try:
         assert await lease(worker) == []
         await worker.wait_for_work(["q"], timeout_s=0.01)  # starts the watch
+        # paused: nothing is due, so a wait lasts its whole timeout (no busy loop)
+        started = time.monotonic()
+        await worker.wait_for_work(["q"], timeout_s=0.3)
+        assert time.monotonic() - started >= 0.25
         waiting = asyncio.ensure_future(worker.wait_for_work(["q"], timeout_s=30))
-        await asyncio.sleep(0)
-        assert not waiting.done()  # paused: nothing is due
         started = time.monotonic()
         await backend.set_queue("q", paused=False)
         await asyncio.wait_for(waiting, 5)

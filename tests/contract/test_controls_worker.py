@@ -158,9 +158,7 @@ async def in_task(job):
 
 
 @pytest.fixture
-def child_app(
-    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[], Forebay]:
+def child_app(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], Forebay]:
     (tmp_path / "controls_child_app.py").write_text(textwrap.dedent(CHILD_APP))
     marks = tmp_path / "marks"
     marks.mkdir()

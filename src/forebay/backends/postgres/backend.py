@@ -118,6 +118,9 @@ class PostgresBackend:
         )
         self._open_lock = asyncio.Lock()
         self._listening: asyncio.Future[None] | None = None
+        # Queues last seen with a stored max_depth: their enqueues go straight to the locked
+        # path. Only a hint (the statements check the store either way), changed between awaits.
+        self._capped: set[str] = set()
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
 
@@ -234,7 +237,7 @@ class PostgresBackend:
                 f"acquire()), inside your transaction; got {type(connection).__name__}"
             )
         try:
-            result = (await _insert_requests(connection, self._q, [request]))[0]
+            result = (await _insert_requests(connection, self._q, [request], self._capped))[0]
         except Exception as exc:
             raise_translated(exc)
         if isinstance(result, BaseException):
@@ -246,7 +249,7 @@ class PostgresBackend:
         # Raises for the whole group; the group commit then writes it again in halves when the
         # statement was refused (nothing stored), so one caller's bad value fails only it.
         return await self._run(
-            lambda c: _insert_requests(c, self._q, requests),
+            lambda c: _insert_requests(c, self._q, requests, self._capped),
             Resend.ALWAYS if keyed else Resend.IF_UNSENT,  # keys make a repeat harmless
         )
 
@@ -467,7 +470,7 @@ def _refused_statement(exc: Exception) -> bool:
 
 # -- statements run on one connection --------------------------------------------------------
 async def _insert_requests(
-    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], capped: set[str]
 ) -> list[list[Job] | BaseException]:
     """Store the jobs of several requests in one statement (one transaction when any request
     has a max_depth, since its check and insert must not be split); one result per request.
@@ -475,7 +478,8 @@ async def _insert_requests(
     The limits are the stored ones (``queues.max_depth``), and a caller's own where tighter.
     Without a caller's limit the insert first runs alone, and itself finds out whether a queue
     has a stored one (then it inserts nothing and the locked path below runs)."""
-    if not any(r.max_depth for r in requests):
+    queues = {j.queue for r in requests for j in r.jobs}
+    if not any(r.max_depth for r in requests) and capped.isdisjoint(queues):
         try:
             return _split(
                 [r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests), True)
@@ -483,7 +487,7 @@ async def _insert_requests(
         except _Capped:
             pass
     async with conn.transaction():  # a savepoint inside a caller's transaction
-        requests = await _with_stored_depths(conn, q, requests)
+        requests = await _with_stored_depths(conn, q, requests, capped)
         verdicts = await _check_depths(conn, q, requests)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
         stored = iter(
@@ -497,11 +501,14 @@ class _Capped(Exception):
 
 
 async def _with_stored_depths(
-    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], capped: set[str]
 ) -> list[_Enqueue]:
-    """The requests with the stored limits of their queues (a caller's own where tighter)."""
+    """The requests with the stored limits of their queues (a caller's own where tighter);
+    ``capped`` learns which of the queues have one."""
     queues = sorted({j.queue for r in requests for j in r.jobs})
     stored = {name: cap for name, cap in await conn.fetch(q["stored_depths"], queues)}
+    capped.difference_update(queues)
+    capped.update(stored)
     out = []
     for r in requests:
         present = {j.queue for j in r.jobs}
