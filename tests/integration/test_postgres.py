@@ -477,6 +477,10 @@ EXPECTED_SCHEMA = {
         "migrations.applied_at timestamp with time zone not null default now()",
         "migrations.name text not null",
         "migrations.version integer not null",
+        "queues.max_depth integer",
+        "queues.name text not null",
+        "queues.paused boolean not null default false",
+        "queues.updated_at timestamp with time zone not null default now()",
     ],
     "constraints": [
         "jobs_counters_not_negative CHECK (((attempt >= 0) AND (deliveries >= 0) AND (defers >= "
@@ -491,6 +495,8 @@ EXPECTED_SCHEMA = {
         "jobs_state_known CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, "
         "'completed'::text, 'dead'::text, 'cancelled'::text])))",
         "migrations_pkey PRIMARY KEY (version)",
+        "queues_max_depth_check CHECK (((max_depth IS NULL) OR (max_depth >= 1)))",
+        "queues_pkey PRIMARY KEY (name)",
     ],
     "indexes": [
         "jobs_due ON jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = "
@@ -500,6 +506,7 @@ EXPECTED_SCHEMA = {
         "jobs_pkey ON jobs USING btree (id)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
+        "queues_pkey ON queues USING btree (name)",
     ],
     "options": [
         "autovacuum_analyze_scale_factor=0.02",
@@ -509,6 +516,7 @@ EXPECTED_SCHEMA = {
     "tables": [
         "jobs",
         "migrations",
+        "queues",
     ],
 }
 
