@@ -482,7 +482,9 @@ def test_migrate_and_migrate_sql(sqlite_cli: Cli, tmp_path: Path) -> None:
     assert "CREATE TABLE forebay_jobs" in sql
     assert not (tmp_path / "forebay.db").exists()  # --sql connects to nothing
     assert "CREATE TABLE forebay_payloads" in sql
-    assert cli.json("migrate") == {"applied": ["0001_initial.sql", "0002_payloads.sql"]}
+    assert cli.json("migrate") == {
+        "applied": ["0001_initial.sql", "0002_payloads.sql", "0004_controls.sql"]
+    }
     assert cli.json("migrate") == {"applied": []}
     assert "up to date" in cli.ok("migrate")
     assert cli.json("migrate", "--sql")["sql"] == sql.rstrip("\n") + "\n"

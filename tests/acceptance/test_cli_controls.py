@@ -28,7 +28,7 @@ def test_pause_resume_and_stats(cli: Cli) -> None:  # noqa: F811
     # an empty paused queue is listed by stats too
     cli.ok("queue", "pause", "reports")
     paused = {r["queue"]: r["paused"] for r in cli.json("stats")}
-    assert paused == {"documents": False, "limited": False, "reports": True}
+    assert paused == {"documents": False, "reports": True}
 
 
 def test_queue_set_max_depth_holds_for_every_producer(cli: Cli) -> None:  # noqa: F811

@@ -61,13 +61,13 @@ def stats(
 
 
 async def _counts(app: Forebay) -> tuple[list[QueueCounts], dict[str, QueueSettings]]:
-    """The counts, with a row for every queue that has stored settings (a paused empty queue
-    is worth seeing), and those settings."""
+    """The counts, with a row for every paused queue (an empty one is worth seeing too), and
+    the stored settings."""
     async with app:
         counts = await app.counts()
         settings = await app.queue_settings()
     known = {c.queue for c in counts}
-    counts += [QueueCounts(name) for name in settings if name not in known]
+    counts += [QueueCounts(n) for n, s in settings.items() if s.paused and n not in known]
     return sorted(counts, key=lambda c: c.queue), settings
 
 
