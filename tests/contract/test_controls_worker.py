@@ -116,7 +116,8 @@ async def test_cancel_tells_a_running_def_handler_through_its_flag(app: Forebay)
     @app.handler("docs", lease_s=0.3)
     def handle(job: Job) -> str:
         started.set()
-        while not job.cancel_requested:  # a long loop that polls the flag
+        deadline = time.monotonic() + 30  # bounded: a failing test must not hang
+        while not job.cancel_requested and time.monotonic() < deadline:  # polls the flag
             if release.wait(0.01):
                 break
         if job.cancel_requested:
