@@ -13,11 +13,12 @@ from typing import Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
-from forebay.errors import ConfigError, JobNotFound, WaitTimeout
+from forebay.errors import ConfigError, JobNotFound, JobStateConflict, WaitTimeout
 from forebay.job import (
     DeadCursor,
     Job,
     JobFilter,
+    JobState,
     NewJob,
     QueueCounts,
     validate_key,
@@ -26,6 +27,7 @@ from forebay.job import (
 from forebay.observer import Observer, notify_enqueued
 from forebay.payloads import PayloadModel, validate_jobs
 from forebay.queue_config import ExhaustedHook, QueueConfig
+from forebay.queue_settings import KEEP, Keep, QueueSettings
 from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
@@ -64,6 +66,7 @@ class Forebay:
         self._payload_models: dict[str, PayloadModel] = {}
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
+        self._unsaved: set[str] = set()  # queues whose declared max_depth is not stored yet
         self._sync: _SyncRunner | None = None
 
     def __repr__(self) -> str:
@@ -142,7 +145,12 @@ class Forebay:
         self, name: str, *, max_depth: int | None = None, payload: PayloadModel | None = None
     ) -> None:
         """Declare a queue without a handler here (a producer-only process), e.g. its max_depth
-        or its payload model (validated at every enqueue, as with :meth:`handler`)."""
+        or its payload model (validated at every enqueue, as with :meth:`handler`).
+
+        A declared ``max_depth`` is stored in the job store when the app opens it (or at its
+        next enqueue, when declared later): every producer of the queue obeys it from then on,
+        including those that never declared it. ``None`` leaves the stored limit as it is.
+        """
         existing = self.queues.get(name)
         self.queues[name] = (
             replace(existing, max_depth=max_depth, payload_model=payload)
@@ -156,6 +164,8 @@ class Forebay:
             self._payload_models.pop(config.name, None)
         else:
             self._payload_models[config.name] = config.payload_model
+        if config.max_depth is not None:
+            self._unsaved.add(config.name)
 
     def source(
         self,
@@ -246,8 +256,9 @@ class Forebay:
         return self._backend
 
     async def open(self) -> Backend:
-        """Open the backend (connect, migrate) if not yet open; return it."""
-        if self._opened:  # the hot path: every enqueue asks
+        """Open the backend (connect, migrate) if not yet open, and store the declared
+        ``max_depth`` of its queues; return it."""
+        if self._opened and not self._unsaved:  # the hot path: every enqueue asks
             return self.backend
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
@@ -255,6 +266,9 @@ class Forebay:
             if not self._opened:
                 await self.backend.open()
                 self._opened = True
+            for name in sorted(self._unsaved):
+                await self.backend.set_queue(name, max_depth=self.queues[name].max_depth)
+                self._unsaved.discard(name)
         return self.backend
 
     async def close(self) -> None:
@@ -323,20 +337,11 @@ class Forebay:
         if self._payload_models:  # queues without a model pay this one check
             batch = validate_jobs(batch, self._payload_models)
         backend = await self.open()
-        stored = await backend.enqueue(
-            batch, max_depth=self._depth_limits(batch), connection=connection
-        )
+        # The queues' max_depth is the stored one (see queue()): the backend checks it.
+        stored = await backend.enqueue(batch, connection=connection)
         if self.observers:
             notify_enqueued(self.observers, stored)
         return stored
-
-    def _depth_limits(self, jobs: Sequence[NewJob]) -> dict[str, int] | None:
-        limits = {
-            j.queue: cfg.max_depth
-            for j in jobs
-            if (cfg := self.queues.get(j.queue)) is not None and cfg.max_depth is not None
-        }
-        return limits or None
 
     def enqueue_sync(self, queue: str, payload: object, **options: Any) -> Job:
         """:meth:`enqueue` for synchronous code (scripts, WSGI views). Thread-safe."""
@@ -426,8 +431,51 @@ class Forebay:
         return await (await self.open()).counts()
 
     async def cancel(self, *job_ids: int) -> list[int]:
-        """Cancel queued jobs; return the ids that were cancelled (running ones are not)."""
+        """Cancel queued or running jobs; return the ids that were cancelled (not those already
+        finished, or unknown). A running job is cancelled at once in the store; the worker
+        running it stops its handler at its next heartbeat (see docs/operations.md)."""
         return await (await self.open()).cancel(job_ids)
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        """Cancel every queued and running job that ``where`` matches; return how many were
+        (with ``dry_run``: would be) cancelled. ``where.state`` may be queued or running."""
+        if where.state not in (None, JobState.QUEUED, JobState.RUNNING):
+            raise ConfigError(
+                f"only queued or running jobs can be cancelled, not {where.state} ones"
+            )
+        return await (await self.open()).cancel_where(where, dry_run=dry_run)
+
+    async def run_now(self, job_id: int) -> Job:
+        """Make a queued job due now: a scheduled one, or a retry waiting out its backoff.
+        Raises JobNotFound, or JobStateConflict when the job is not queued."""
+        backend = await self.open()
+        moved = await backend.run_now([job_id])
+        job = await backend.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job_id not in moved:
+            raise JobStateConflict(
+                job_id, str(job.state), f"job {job_id} is {job.state}; only queued jobs can run now"
+            )
+        return job
+
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        """Store ``queue``'s settings for every process (``max_depth=None`` removes the limit)."""
+        return await (await self.open()).set_queue(queue, paused=paused, max_depth=max_depth)
+
+    async def pause(self, queue: str) -> QueueSettings:
+        """Stop every worker (every process, every host) leasing ``queue``; enqueues go on."""
+        return await self.set_queue(queue, paused=True)
+
+    async def resume(self, queue: str) -> QueueSettings:
+        """Let workers lease ``queue`` again."""
+        return await self.set_queue(queue, paused=False)
+
+    async def queue_settings(self) -> dict[str, QueueSettings]:
+        """The stored settings of every queue that has some, by queue name."""
+        return {s.queue: s for s in await (await self.open()).queue_settings()}
 
     async def replay(self, where: JobFilter | None = None, *, dry_run: bool = False) -> int:
         """Put dead jobs back to queued with fresh counters; return how many."""

@@ -19,6 +19,8 @@ ForebayError                      root of everything forebay raises
 │   └── BackendUnavailable        the store cannot be reached right now
 ├── JobNotFound                   no job with that id, or that key on that queue (or it was pruned)
 ├── WaitTimeout                   a job waited for was not finished in time; also a TimeoutError
+├── JobStateConflict              the job's state does not allow that action (run-now of a
+│                                 running job)
 └── SinkError                     a sink could not write
     ├── SinkUnavailable           transient: the destination is down, retry later
     └── SinkRejected              permanent: the destination refused the data
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidResult",
     "JobError",
     "JobNotFound",
+    "JobStateConflict",
     "MissingExtra",
     "PayloadValidationError",
     "PermanentError",
@@ -233,6 +236,15 @@ class WaitTimeout(ForebayError, TimeoutError):
         self.job_id = job_id
         self.state = state
         self.timeout_s = timeout_s
+
+
+class JobStateConflict(ForebayError):
+    """The job's state does not allow the action asked (e.g. run-now of a finished job)."""
+
+    def __init__(self, job_id: int, state: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
 
 
 class SinkError(ForebayError):

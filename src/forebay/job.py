@@ -9,7 +9,7 @@ States (DESIGN §2)::
                           │   │ shutdown release  │  │ or crash limit reached
                           └───┴───────────────────┘  ▼
                                  replay ◀──────── dead
-      queued ─ cancel ─▶ cancelled
+      queued, running ─ cancel ─▶ cancelled
 
 Counters kept on every job:
 
@@ -347,6 +347,10 @@ class Job:
     """The job's own time limit per run, given at enqueue (None: its queue's)."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
+    cancel_requested: bool = False
+    """Set by the worker while the handler runs, once an operator cancelled this job: a plain
+    ``def`` handler (run in a thread, which cannot be interrupted) polls it and returns early.
+    An ``async def`` handler is cancelled instead; one in a handler process is terminated."""
 
     async def progress(self, pct: float, message: str | None = None) -> None:
         """Record progress (0–100) and a short message, visible in status while the job runs."""

@@ -38,8 +38,10 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
 
 @cache
 def migration_files(package: str) -> tuple[tuple[int, str, str], ...]:
-    """Numbered migrations of ``package``'s ``migrations`` folder as (version, name, sql), in
-    version order. Numbers may have gaps (each is applied once, by version); never twice."""
+    """Numbered migrations of ``package``'s ``migrations`` folder as (version, name, sql).
+
+    Versions are applied by set (each one not yet recorded, in order), so a gap in the
+    numbering is harmless; two files with one number are refused."""
     folder = resources.files(package).joinpath("migrations")
     found = []
     for entry in folder.iterdir():
@@ -49,7 +51,7 @@ def migration_files(package: str) -> tuple[tuple[int, str, str], ...]:
     found.sort()
     versions = [v for v, _, _ in found]
     if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
-        raise RuntimeError(f"{package}: migrations must have distinct numbers from 0001 up")
+        raise RuntimeError(f"{package}: migrations must be numbered 0001, 0002, ..., once each")
     return tuple(found)
 
 

@@ -252,7 +252,10 @@ def test_enqueue_app_declarations_apply(sqlite_cli: Cli) -> None:
     full = cli("enqueue", "limited", "{}", "--app", "app:app")
     assert "is full" in one_error_line(full)
     assert full.returncode == 1
-    cli.ok("enqueue", "limited", "{}")  # without the app, no max_depth applies
+    # the app stored its max_depth: it holds without the app too (every producer)
+    assert "is full" in one_error_line(cli("enqueue", "limited", "{}"))
+    cli.ok("queue", "set", "limited", "--no-max-depth")
+    cli.ok("enqueue", "limited", "{}")
 
 
 def test_bulk_enqueue_from_a_file_and_stdin(sqlite_cli: Cli, tmp_path: Path) -> None:
@@ -323,10 +326,13 @@ def test_cancel_queued_jobs_and_refuse_others(sqlite_cli: Cli) -> None:
     a = cli.json("enqueue", "documents", "{}")["id"]
     b = cli.json("enqueue", "documents", "{}")["id"]
     assert cli.ok("cancel", str(a), str(b)).strip() == f"cancelled jobs {a}, {b}"
+    # cancelling a cancelled job again succeeds and says so (as HTTP answers 200)
+    assert cli.ok("cancel", str(a)).strip() == f"job {a} was already cancelled"
     again = cli("cancel", str(a), "424242")
+    assert again.stdout.strip() == f"job {a} was already cancelled"
     line = one_error_line(again)
-    assert f"job {a} (cancelled: only queued jobs can be cancelled)" in line
-    assert "job 424242 (no such job)" in line
+    assert line == "error: not cancelled: job 424242 (no such job)"
+    assert again.returncode == 1
 
 
 def _make_dead_jobs(cli: Cli) -> dict[str, list[int]]:

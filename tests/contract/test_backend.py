@@ -375,16 +375,19 @@ async def test_progress_is_visible_while_running(backend: Backend) -> None:
 
 
 # -- operator actions ------------------------------------------------------------------------
-async def test_cancel_only_queued_jobs(backend: Backend) -> None:
-    a, b = await backend.enqueue([new(), new()])
-    [running] = await lease(backend, limit=1)
-    queued = b if running.id == a.id else a
-    assert await backend.cancel([a.id, b.id, 999_999]) == [queued.id]
-    stored = await backend.get_job(queued.id)
-    assert stored is not None and stored.state is JobState.CANCELLED
-    assert stored.finished_at is not None
-    still = await backend.get_job(running.id)
-    assert still is not None and still.state is JobState.RUNNING
+async def test_cancel_queued_and_running_jobs_not_finished_ones(backend: Backend) -> None:
+    a, b, c = await backend.enqueue([new(), new(), new()])
+    running = await lease(backend, limit=2)
+    queued = next(j for j in (a, b, c) if j.id not in {r.id for r in running})
+    assert await backend.complete([running[1].lease]) == []
+    wanted = [a.id, b.id, c.id, 999_999]
+    assert await backend.cancel(wanted) == sorted([queued.id, running[0].id])
+    for job_id in (queued.id, running[0].id):
+        stored = await backend.get_job(job_id)
+        assert stored is not None and stored.state is JobState.CANCELLED
+        assert stored.finished_at is not None and stored.lease_expires_at is None
+    done = await backend.get_job(running[1].id)
+    assert done is not None and done.state is JobState.COMPLETED
 
 
 async def _make_dead(backend: Backend, queue: str, error_type: str, n: int = 1) -> list[int]:

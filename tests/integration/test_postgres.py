@@ -511,6 +511,10 @@ EXPECTED_SCHEMA = {
         "migrations.applied_at timestamp with time zone not null default now()",
         "migrations.name text not null",
         "migrations.version integer not null",
+        "queues.max_depth integer",
+        "queues.name text not null",
+        "queues.paused boolean not null default false",
+        "queues.updated_at timestamp with time zone not null default now()",
         "schedules.catch_up integer not null default 1",
         "schedules.created_at timestamp with time zone not null default now()",
         "schedules.cron text",
@@ -539,6 +543,8 @@ EXPECTED_SCHEMA = {
         "jobs_timeout_positive CHECK (((timeout_s IS NULL) OR (timeout_s > (0)::double "
         "precision)))",
         "migrations_pkey PRIMARY KEY (version)",
+        "queues_max_depth_check CHECK (((max_depth IS NULL) OR (max_depth >= 1)))",
+        "queues_pkey PRIMARY KEY (name)",
         "schedules_catch_up_check CHECK ((catch_up >= 1))",
         "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double precision)))",
         "schedules_one_timing CHECK (((cron IS NULL) <> (every_s IS NULL)))",
@@ -554,6 +560,7 @@ EXPECTED_SCHEMA = {
         "IS NOT NULL)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
+        "queues_pkey ON queues USING btree (name)",
         "schedules_pkey ON schedules USING btree (name)",
     ],
     "options": [
@@ -564,6 +571,7 @@ EXPECTED_SCHEMA = {
     "tables": [
         "jobs",
         "migrations",
+        "queues",
         "schedules",
     ],
 }

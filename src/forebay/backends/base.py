@@ -41,6 +41,7 @@ from forebay.job import (
     QueueCounts,
     Retry,
 )
+from forebay.queue_settings import KEEP, Keep, QueueSettings
 from forebay.schedules import Firing, Schedule
 
 __all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection", "split_completions"]
@@ -199,7 +200,11 @@ class Backend(Protocol):
 
     # -- operator actions ------------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[int]:
-        """queued -> cancelled; return the ids that were cancelled."""
+        """queued or running -> cancelled; return the ids that were cancelled.
+
+        A running job's lease is revoked at once: its worker's next heartbeat is refused, so
+        it stops the handler, and the worker's late outcome is refused like any stale one.
+        """
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
         """dead -> queued now with counters reset; return how many (would be) replayed."""
@@ -274,3 +279,25 @@ class Backend(Protocol):
         """Dead jobs matching ``where`` (its state is ignored), the latest death first (ties:
         larger id first), paged by ``before`` (:meth:`DeadCursor.after` the previous page's
         last job)."""
+
+    # -- operator controls: stored queue settings, run-now, cancel by filter ------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        """Store ``queue``'s settings (None / KEEP: leave as stored; ``max_depth=None`` clears
+        the limit); return them. Resuming wakes the workers waiting on the queue."""
+        ...
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        """Every queue with stored settings, sorted by name."""
+        ...
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        """queued jobs due later (scheduled, retry backoff) -> due now; return the ids moved
+        (already due ones count as moved; jobs in other states are not)."""
+        ...
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        """Cancel the queued and running jobs that match (``where.state`` narrows to one of
+        those two); return how many were (or, with ``dry_run``, would be) cancelled."""
+        ...

@@ -32,6 +32,7 @@ from forebay.cli import (
     jobs,
     labelstudio,
     migrate,
+    queues,
     schedules,
     serve,
     stats,
@@ -77,6 +78,7 @@ cli.command("jobs")(jobs.jobs)
 cli.command("job")(jobs.job)
 cli.command("cancel")(jobs.cancel)
 cli.add_typer(dead.dead, name="dead")
+cli.add_typer(queues.queue, name="queue")
 cli.command("stats")(stats.stats)
 cli.add_typer(schedules.schedules, name="schedules")
 cli.command("migrate")(migrate.migrate)

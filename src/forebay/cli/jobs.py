@@ -1,4 +1,5 @@
-"""``forebay jobs``, ``forebay job ID`` and ``forebay cancel ID...``: look at jobs, cancel them.
+"""``forebay jobs``, ``forebay job ID [--run-now]`` and ``forebay cancel``: look at jobs, make a
+scheduled one due now, cancel them (by id, or by filter with ``--dry-run``).
 
 ``forebay job`` finds a job by id or by its queue and key, and with ``--wait`` waits until it is
 finished; its exit code then says how it ended (:data:`WAIT_EXIT_CODES`).
@@ -150,6 +151,14 @@ def job(
             help="With --wait: stop waiting after this many seconds (default: no limit).",
         ),
     ] = None,
+    run_now: Annotated[
+        bool,
+        typer.Option(
+            "--run-now",
+            help="Make the job due now: a scheduled one, or a retry waiting out its backoff. "
+            "A job that is not queued is refused (exit 1).",
+        ),
+    ] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -157,10 +166,12 @@ def job(
     failed attempts (with tracebacks)."""
     _check_job_options(job_id, queue, key, wait, timeout_s)
     app = make_app(url, use=Use.READ)
-    found, timed_out = run(_get(app, job_id, queue, key, wait, timeout_s), app)
+    found, timed_out = run(_get(app, job_id, queue, key, run_now, wait, timeout_s), app)
     if as_json:
         print_json(found.to_dict())
     else:
+        if run_now:
+            stdout().print(f"job {found.id} is due now")
         stdout().print(job_details(found))
     if wait:
         if timed_out:
@@ -184,13 +195,16 @@ async def _get(
     job_id: int | None,
     queue: str | None,
     key: str | None,
+    run_now: bool,
     wait: bool,
     timeout_s: float | None,
 ) -> tuple[Job, bool]:
-    """The job (by id, or by queue and key), once finished with ``wait``; and whether the
-    wait timed out."""
+    """The job (by id, or by queue and key), made due now with ``run_now``, once finished with
+    ``wait``; and whether the wait timed out."""
     async with app:
         found = await (app.get_job(job_id) if job_id is not None else _by_key(app, queue, key))
+        if run_now:
+            found = await app.run_now(found.id)
         if not wait:
             return found, False
         try:
@@ -273,40 +287,93 @@ def _state_detail(j: Job) -> Text:
 
 
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Ids of queued jobs.")],
+    job_ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[ID]...", help="Ids of queued or running jobs."),
+    ] = None,
+    queue: QueueOption = None,
+    state: Annotated[
+        JobState | None,
+        typer.Option("--state", "-s", help="Only jobs in this state: queued or running."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", metavar="RUN", help="Only jobs of this run.")
+    ] = None,
+    error_type: ErrorTypeOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count the jobs a filter would cancel.")
+    ] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel queued jobs (a running job is not stopped; it finishes or fails as usual)."""
+    """Cancel jobs by id, or every queued and running job a filter matches.
+
+    A running job is cancelled at once; its worker stops the handler within a heartbeat.
+    Cancelling a job that is already cancelled succeeds and says so.
+    """
+    where = JobFilter(queue=queue, state=state, run_id=run_id, error_type=error_type)
+    if job_ids:
+        if where != JobFilter() or dry_run:
+            fail("give job ids or a filter (--queue, --state, ...), not both", EXIT_USAGE)
+        _cancel_ids(make_app(url), job_ids, as_json)
+        return
+    if where == JobFilter():
+        fail("nothing to cancel: give job ids, or a filter such as --queue Q", EXIT_USAGE)
+    if state not in (None, JobState.QUEUED, JobState.RUNNING):
+        fail(f"only queued or running jobs can be cancelled, not {state} ones", EXIT_USAGE)
     app = make_app(url)
-    cancelled, refused = run(_cancel(app, job_ids), app)
+    count = run(_cancel_where(app, where, dry_run), app)
+    if as_json:
+        print_json({"cancelled": count, "dry_run": dry_run})
+        return
+    jobs_text = f"{count} job{'' if count == 1 else 's'}"
+    stdout().print(f"would cancel {jobs_text}" if dry_run else f"cancelled {jobs_text}")
+
+
+async def _cancel_where(app: Forebay, where: JobFilter, dry_run: bool) -> int:
+    async with app:
+        return await app.cancel_where(where, dry_run=dry_run)
+
+
+def _cancel_ids(app: Forebay, job_ids: list[int], as_json: bool) -> None:
+    cancelled, already, refused = run(_cancel(app, job_ids), app)
     if as_json:
         document: dict[str, JSON] = {
             "cancelled": list[JSON](cancelled),
+            "already_cancelled": list[JSON](already),
             "not_cancelled": [{"id": i, "reason": why} for i, why in refused.items()],
         }
         print_json(document)
-    elif cancelled:
-        stdout().print(f"cancelled {_ids(cancelled)}")
+    else:
+        if cancelled:
+            stdout().print(f"cancelled {_ids(cancelled)}")
+        if already:
+            stdout().print(
+                f"{_ids(already)} {'was' if len(already) == 1 else 'were'} already cancelled"
+            )
     if refused:
         reasons = ", ".join(f"job {i} ({why})" for i, why in refused.items())
         fail(f"not cancelled: {reasons}")
 
 
-async def _cancel(app: Forebay, job_ids: list[int]) -> tuple[list[int], dict[int, str]]:
+async def _cancel(app: Forebay, job_ids: list[int]) -> tuple[list[int], list[int], dict[int, str]]:
+    """The ids cancelled now, those cancelled before (a success: the job is cancelled, as
+    asked), and why the others were not."""
     async with app:
         cancelled = await app.cancel(*job_ids)
+        already: list[int] = []
         refused: dict[int, str] = {}
         for job_id in dict.fromkeys(job_ids):
             if job_id in cancelled:
                 continue
             current = await app.backend.get_job(job_id)
-            refused[job_id] = (
-                "no such job"
-                if current is None
-                else f"{current.state}: only queued jobs can be cancelled"
-            )
-        return cancelled, refused
+            if current is None:
+                refused[job_id] = "no such job"
+            elif current.state is JobState.CANCELLED:
+                already.append(job_id)
+            else:
+                refused[job_id] = f"{current.state}: only queued or running jobs can be cancelled"
+        return cancelled, already, refused
 
 
 def _ids(ids: Sequence[int]) -> str:

@@ -17,7 +17,8 @@ from forebay.cli.options import JsonOption, UrlOption
 from forebay.cli.output import EXIT_USAGE, fail, format_age, print_json, stdout
 from forebay.cli.session import Use, make_app, run
 from forebay.cli.store import shown
-from forebay.job import QueueCounts
+from forebay.job import JSON, QueueCounts
+from forebay.queue_settings import QueueSettings
 
 __all__ = ["stats", "stats_table"]
 
@@ -55,20 +56,33 @@ def stats(
     if watch:
         run(_watch(app, interval_s), app)
         return
-    counts = run(_counts(app), app)
+    counts, settings = run(_counts(app), app)
     if as_json:
-        print_json([c.to_dict() for c in counts])
+        print_json([_row(c, settings.get(c.queue)) for c in counts])
         return
     if not counts:
         stdout().print(f"no jobs yet in {shown(app.url)}", highlight=False)
         return
-    stdout().print(stats_table(counts))
+    stdout().print(stats_table(counts, settings))
     stdout().print(f"store: {shown(app.url)}", style="dim", highlight=False, soft_wrap=True)
 
 
-async def _counts(app: Forebay) -> list[QueueCounts]:
+async def _counts(app: Forebay) -> tuple[list[QueueCounts], dict[str, QueueSettings]]:
+    """The counts, with a row for every paused queue (an empty one is worth seeing too), and
+    the stored settings."""
     async with app:
-        return await app.counts()
+        counts = await app.counts()
+        settings = await app.queue_settings()
+    known = {c.queue for c in counts}
+    counts += [QueueCounts(n) for n, s in settings.items() if s.paused and n not in known]
+    return sorted(counts, key=lambda c: c.queue), settings
+
+
+def _row(counts: QueueCounts, settings: QueueSettings | None) -> dict[str, JSON]:
+    row = counts.to_dict()
+    row["paused"] = settings is not None and settings.paused
+    row["max_depth"] = None if settings is None else settings.max_depth
+    return row
 
 
 async def _watch(app: Forebay, interval_s: float) -> None:
@@ -82,7 +96,8 @@ async def _watch(app: Forebay, interval_s: float) -> None:
             with Live(console=stdout(), auto_refresh=False, redirect_stderr=False) as live:
                 while not stop.is_set():
                     counts = await app.counts()
-                    live.update(_watched(counts, interval_s), refresh=True)
+                    settings = await app.queue_settings()
+                    live.update(_watched(counts, settings, interval_s), refresh=True)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(interval_s):
                             await stop.wait()
@@ -91,15 +106,20 @@ async def _watch(app: Forebay, interval_s: float) -> None:
             loop.remove_signal_handler(sig)
 
 
-def _watched(counts: list[QueueCounts], interval_s: float) -> Table:
-    table = stats_table(counts)
+def _watched(
+    counts: list[QueueCounts], settings: dict[str, QueueSettings], interval_s: float
+) -> Table:
+    table = stats_table(counts, settings)
     stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
     table.caption = f"{stamp} · every {interval_s:g}s · Ctrl-C to stop"
     return table
 
 
-def stats_table(counts: list[QueueCounts]) -> Table:
-    """One row per queue, and a total row when there are several queues."""
+def stats_table(
+    counts: list[QueueCounts], settings: dict[str, QueueSettings] | None = None
+) -> Table:
+    """One row per queue (a paused one says so), and a total row when there are several."""
+    settings = settings or {}
     table = Table(header_style="bold", box=None, pad_edge=False, show_footer=len(counts) > 1)
     table.add_column("queue", footer="total", no_wrap=True)
     for name, style in _COLUMNS:
@@ -108,8 +128,9 @@ def stats_table(counts: list[QueueCounts]) -> Table:
     oldest = [c.oldest_queued_age_s for c in counts if c.oldest_queued_age_s is not None]
     table.add_column("oldest queued", justify="right", footer=format_age(max(oldest, default=None)))
     for c in counts:
+        paused = c.queue in settings and settings[c.queue].paused
         table.add_row(
-            c.queue,
+            f"{c.queue} [bold yellow](paused)[/]" if paused else c.queue,
             *(str(getattr(c, name)) for name, _ in _COLUMNS),
             format_age(c.oldest_queued_age_s),
         )

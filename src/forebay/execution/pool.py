@@ -10,6 +10,11 @@ flight. A child that dies fails the calls it was running with
 as a crash once their leases expire) and is started again after a capped backoff
 (``forebay-handler-pool``, the supervisor loop).
 
+A cancelled job (an operator's cancel, learnt by the worker's heartbeat) stops in its child
+too: an ``async def`` handler's call is cancelled there; a plain ``def`` handler runs in a
+thread nothing can interrupt, so its child is killed (SIGKILL) — and the other calls that child
+was running end as if it had crashed: their jobs run again once their leases expire.
+
 A child ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process group, and service managers
 signal every process of a service): the parent stops the children itself, once the worker let
 their running calls finish, by closing their sockets; :meth:`HandlerPool.stop` waits for them
@@ -43,6 +48,7 @@ from forebay.queue_config import QueueConfig
 from forebay.worker import Worker, WorkerSettings
 from forebay.worker.calls import BatchErrors, ResultText
 from forebay.worker.isolation import HandlerProcessDied
+from forebay.worker.lanes import CANCEL_REQUESTED
 from forebay.worker.outcome_logger import log_progress
 
 __all__ = ["HandlerPool"]
@@ -157,10 +163,11 @@ class HandlerPool:
     def handler_for(self, config: QueueConfig) -> Callable[[Job | list[Job]], Awaitable[object]]:
         """An async handler for ``config``'s queue that runs the real one in a child."""
         queue = config.name
+        interruptible = config.is_async  # the real handler's kind (a thread is not)
 
         async def handle(job_or_jobs: Job | list[Job]) -> BatchErrors | ResultText | None:
             jobs = job_or_jobs if isinstance(job_or_jobs, list) else [job_or_jobs]
-            return await self._call(queue, jobs)
+            return await self._call(queue, jobs, interruptible=interruptible)
 
         handle.__name__ = f"in_process_pool_{queue}"
         return handle
@@ -187,7 +194,9 @@ class HandlerPool:
         )
 
     # -- calls ---------------------------------------------------------------------------------
-    async def _call(self, queue: str, jobs: Sequence[Job]) -> BatchErrors | ResultText | None:
+    async def _call(
+        self, queue: str, jobs: Sequence[Job], *, interruptible: bool
+    ) -> BatchErrors | ResultText | None:
         child = await self._pick()
         writer = child.writer
         assert writer is not None  # a child is ready only once connected
@@ -199,11 +208,20 @@ class HandlerPool:
             await writer.drain()
             # Shielded: a cancellation of this call must leave its answer to come (_stopped).
             status, value = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # A timeout, a lost lease or shutdown: the child stops the call too, and answers
-            # once it did (a plain function: once its thread returned). The call ends only
-            # then, so the job never runs again while this run still goes on.
-            if not child.dead and not writer.is_closing():
+        except asyncio.CancelledError as exc:
+            # A timeout, a lost lease, a cancelled job or shutdown: the child stops the call too,
+            # and answers once it did (a plain function: once its thread returned). The call
+            # ends only then, so the job never runs again while this run still goes on. A job
+            # an operator cancelled is not waited for: a thread's process is killed at once.
+            if exc.args == (CANCEL_REQUESTED,) and not interruptible and not child.dead:
+                log.warning(
+                    "job %s was cancelled while a thread of handler process %s ran it; "
+                    "killing that process",
+                    ", ".join(str(job.id) for job in jobs),
+                    child.process.pid,
+                )
+                child.process.kill()
+            elif not child.dead and not writer.is_closing():
                 writer.write(frame(("cancel", call_id)))
             await self._stopped(child, future)
             raise

@@ -20,7 +20,9 @@ status  ``error.type``              when
 405     ``method_not_allowed``      wrong method for the endpoint
 408     ``body_timeout``            the body did not arrive in time (``forebay serve``; the
                                     connection is closed)
-409     ``job_not_cancellable``     only queued jobs can be cancelled
+409     ``job_not_cancellable``     the job is finished (completed or dead): only queued and
+                                    running jobs can be cancelled
+409     ``job_not_queued``          run-now of a job that is not queued (running, finished)
 413     ``body_too_large``          the body is over the limit (it was not read further)
 415     ``unsupported_media_type``  no tokens, and a JSON route's body is not sent as JSON
 422     ``payload_validation``      the queue's payload model refuses a payload; ``details``
@@ -54,6 +56,7 @@ from forebay.errors import (
     ForebayError,
     InvalidPayload,
     JobNotFound,
+    JobStateConflict,
     PayloadValidationError,
     QueueFull,
 )
@@ -140,6 +143,8 @@ def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> J
         return error_response(400, "invalid_payload", str(exc))
     if isinstance(exc, JobNotFound):
         return error_response(404, "job_not_found", str(exc))
+    if isinstance(exc, JobStateConflict):
+        return error_response(409, "job_not_queued", str(exc))
     if isinstance(exc, ConfigError):
         log.error("configuration error while serving a request: %s", exc)
         return error_response(500, "config_error", str(exc))

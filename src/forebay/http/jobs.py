@@ -1,5 +1,6 @@
-"""``GET /v1/jobs``, ``GET /v1/jobs/{job_id}`` and ``POST /v1/jobs/{job_id}/cancel``: reading
-jobs (``read`` scope) and cancelling a queued one (``admin``).
+"""``GET /v1/jobs`` and ``GET /v1/jobs/{job_id}``: reading jobs (``read`` scope);
+``POST /v1/jobs/{job_id}/cancel``, ``POST /v1/jobs/cancel`` (by filter) and
+``POST /v1/jobs/{job_id}/run-now``: the operator's controls (``admin``, docs/operations.md).
 
 ``GET /v1/jobs?queue=Q&key=K`` finds the job a producer enqueued with its own idempotency key;
 ``GET /v1/jobs/{job_id}?wait=S`` long-polls: it answers as soon as the job is finished (200),
@@ -11,13 +12,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import FastAPI, Query
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from forebay.errors import JobNotFound, WaitTimeout
-from forebay.http.errors import ApiError
+from forebay.http.body import parse_json
+from forebay.http.errors import ApiError, invalid_payload
 from forebay.http.models import (
     BeforeIdParam,
+    CancelFilterIn,
+    CancelledOut,
     ErrorOut,
     JobDetailOut,
     JobsPage,
@@ -26,7 +31,7 @@ from forebay.http.models import (
     WithoutNul,
     job_id_path,
 )
-from forebay.http.openapi import ERRORS
+from forebay.http.openapi import ERRORS, NOT_JSON, flat_schema, json_body
 from forebay.http.responses import jobs_page
 from forebay.http.service import Service
 from forebay.http.settings import Scope
@@ -125,18 +130,43 @@ def add_routes(api: FastAPI, service: Service) -> None:
             job = await app.get_job(job_id)  # as it stands now (it may have just finished)
         return JSONResponse(job.to_dict(), status_code=200 if job.state.terminal else 202)
 
+    _add_controls(api, service)
+
+
+def _add_controls(api: FastAPI, service: Service) -> None:
+    """The operator's controls on jobs (``admin`` scope, docs/operations.md)."""
+    app = service.app
+
+    @api.post(
+        "/v1/jobs/cancel",
+        tags=["jobs"],
+        summary="Cancel every queued and running job a filter matches (dry_run: count them)",
+        response_model=CancelledOut,
+        responses={**ERRORS, **NOT_JSON},
+        openapi_extra=json_body(flat_schema(CancelFilterIn), required=True),
+    )
+    async def cancel_jobs(request: Request) -> Response:
+        """A filter is needed (an empty one would cancel everything): queue, state (queued or
+        running), run_id, error_type or ids. Running jobs' handlers stop within a heartbeat."""
+        service.authorize(request, Scope.ADMIN)
+        where, dry_run = await _cancel_filter(service, request)
+        count = await app.cancel_where(where, dry_run=dry_run)
+        return JSONResponse({"cancelled": count, "dry_run": dry_run})
+
     @api.post(
         "/v1/jobs/{job_id}/cancel",
         tags=["jobs"],
-        summary="Cancel a queued job",
+        summary="Cancel a queued or running job",
         response_model=JobDetailOut,
         responses={
             **ERRORS,
-            409: {"model": ErrorOut, "description": "The job is not queued any more"},
+            409: {"model": ErrorOut, "description": "The job is finished (completed or dead)"},
         },
     )
     async def cancel_job(request: Request, job_id: int = job_id_path) -> Response:
-        """Only a queued job can be cancelled; cancelling a cancelled job again answers 200."""
+        """A running job is cancelled at once; its worker stops the handler within a heartbeat.
+        Cancelling a cancelled job again answers 200 with the job, as ``forebay cancel`` exits 0
+        saying it was already cancelled."""
         service.authorize(request, Scope.ADMIN)
         await app.cancel(job_id)
         job = await app.get_job(job_id)
@@ -144,6 +174,48 @@ def add_routes(api: FastAPI, service: Service) -> None:
             raise ApiError(
                 409,
                 "job_not_cancellable",
-                f"job {job_id} is {job.state}; only queued jobs can be cancelled",
+                f"job {job_id} is {job.state}; only queued or running jobs can be cancelled",
             )
         return JSONResponse(job.to_dict())
+
+    @api.post(
+        "/v1/jobs/{job_id}/run-now",
+        tags=["jobs"],
+        summary="Make a scheduled or retrying job due now",
+        response_model=JobDetailOut,
+        responses={
+            **ERRORS,
+            409: {"model": ErrorOut, "description": "The job is not queued (running, finished)"},
+        },
+    )
+    async def run_job_now(request: Request, job_id: int = job_id_path) -> Response:
+        """A queued job whose run_at is in the future (scheduled, or a retry waiting out its
+        backoff) becomes due at once; a job that is not queued answers 409 ``job_not_queued``."""
+        service.authorize(request, Scope.ADMIN)
+        return JSONResponse((await app.run_now(job_id)).to_dict())
+
+
+async def _cancel_filter(service: Service, request: Request) -> tuple[JobFilter, bool]:
+    raw = await service.read_json_body(
+        request, service.settings.max_body_bytes, json_only=service.json_only
+    )
+    body = parse_json(raw, allow_empty=True)
+    try:
+        given = CancelFilterIn.model_validate(body if body is not None else {})
+    except ValidationError as exc:
+        raise invalid_payload(exc) from None
+    where = JobFilter(
+        queue=given.queue,
+        state=None if given.state is None else JobState(given.state),
+        run_id=given.run_id,
+        error_type=given.error_type,
+        ids=tuple(given.ids) if given.ids is not None else None,
+    )
+    if where == JobFilter():
+        raise ApiError(
+            400,
+            "invalid_payload",
+            "give a filter (queue, state, run_id, error_type or ids): an empty one would "
+            "cancel every job",
+        )
+    return where, given.dry_run

@@ -4,7 +4,7 @@ the OpenAPI document)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -107,6 +107,33 @@ class DeadFilterIn(BaseModel):
     dry_run: bool = Field(False, description="Only count what would be affected.")
 
 
+class CancelFilterIn(BaseModel):
+    """Which queued and running jobs to cancel; every field narrows the match (one is needed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=128)
+    state: Literal["queued", "running"] | None = Field(
+        None, description="Only queued or only running jobs (default: both)."
+    )
+    run_id: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
+    error_type: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
+    ids: list[JobId] | None = Field(None, max_length=10_000)
+    dry_run: bool = Field(False, description="Only count what would be cancelled.")
+
+
+class CancelledOut(BaseModel):
+    cancelled: int = Field(description="Jobs cancelled (with dry_run: that would be).")
+    dry_run: bool
+
+
+class QueueSettingsOut(BaseModel):
+    queue: str
+    paused: bool
+    max_depth: int | None
+    updated_at: datetime | None
+
+
 class JobAccepted(BaseModel):
     id: int
     queue: str
@@ -178,7 +205,8 @@ class QueueOut(BaseModel):
     queue: str
     declared: bool
     handled: bool = Field(description="This app has a handler for the queue.")
-    max_depth: int | None
+    paused: bool = Field(description="No worker leases the queue (enqueues are accepted).")
+    max_depth: int | None = Field(description="The stored limit every producer obeys.")
     queued: int
     running: int
     completed: int

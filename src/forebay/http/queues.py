@@ -1,13 +1,15 @@
 """``GET /v1/queues``: every queue the store or the app knows, with its counts per state, the
-age of its oldest queued job, and what the app declares for it."""
+age of its oldest queued job, its stored settings (paused, max_depth) and what the app declares
+for it; ``POST /v1/queues/{queue}/pause`` and ``/resume`` (``admin`` scope): stop or restart
+every worker leasing it, on every host (docs/operations.md)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from forebay.http.models import QueuesOut
+from forebay.http.models import QueueSettingsOut, QueuesOut
 from forebay.http.openapi import ERRORS
 from forebay.http.service import Service
 from forebay.http.settings import Scope
@@ -15,28 +17,66 @@ from forebay.job import QueueCounts
 
 __all__ = ["add_routes"]
 
+_QUEUE = Path(
+    min_length=1,
+    max_length=128,
+    pattern=r"^[A-Za-z0-9_.:-]+$",
+    description="The queue's name (it need not hold jobs yet).",
+)
+
 
 def add_routes(api: FastAPI, service: Service) -> None:
-    """Add ``GET /v1/queues``."""
+    """Add ``GET /v1/queues`` and the pause and resume of one queue."""
     app = service.app
 
     @api.get(
         "/v1/queues",
         tags=["queues"],
-        summary="Counts per queue and state, and the age of the oldest queued job",
+        summary="Counts per queue and state, the oldest queued job's age, paused, max_depth",
         response_model=QueuesOut,
         responses=ERRORS,
     )
     async def list_queues(request: Request) -> Response:
         service.authorize(request, Scope.READ)
         counts = {c.queue: c for c in await app.counts()}
-        names = sorted(set(counts) | set(app.queues))
+        settings = await app.queue_settings()
+        names = sorted(set(counts) | set(app.queues) | set(settings))
         rows = []
         for name in names:
             config = app.queues.get(name)
+            stored = settings.get(name)
             row = (counts.get(name) or QueueCounts(name)).to_dict()
             row["declared"] = config is not None
             row["handled"] = config is not None and config.handler is not None
-            row["max_depth"] = config.max_depth if config is not None else None
+            row["paused"] = stored is not None and stored.paused
+            row["max_depth"] = (
+                stored.max_depth
+                if stored is not None
+                else config.max_depth
+                if config is not None
+                else None
+            )
             rows.append(row)
         return JSONResponse({"queues": rows})
+
+    @api.post(
+        "/v1/queues/{queue}/pause",
+        tags=["queues"],
+        summary="Pause a queue: no worker leases it (within a second); enqueues are accepted",
+        response_model=QueueSettingsOut,
+        responses=ERRORS,
+    )
+    async def pause_queue(request: Request, queue: str = _QUEUE) -> Response:
+        service.authorize(request, Scope.ADMIN)
+        return JSONResponse((await app.pause(queue)).to_dict())
+
+    @api.post(
+        "/v1/queues/{queue}/resume",
+        tags=["queues"],
+        summary="Resume a paused queue: workers lease it again",
+        response_model=QueueSettingsOut,
+        responses=ERRORS,
+    )
+    async def resume_queue(request: Request, queue: str = _QUEUE) -> Response:
+        service.authorize(request, Scope.ADMIN)
+        return JSONResponse((await app.resume(queue)).to_dict())

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from forebay.backends.base import Backend
 from forebay.cancel import cancel_and_wait
@@ -41,7 +42,11 @@ from forebay.worker.outcome_logger import log_progress
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Finished, Settler
 
-__all__ = ["Lanes", "Running"]
+__all__ = ["CANCEL_REQUESTED", "Lanes", "Running"]
+
+CANCEL_REQUESTED: Final = "forebay: the job was cancelled"
+"""The message of the cancellation that stops a cancelled job's handler call (a handler pool
+reads it to stop the call in its handler process too)."""
 
 log = logging.getLogger("forebay.worker")
 
@@ -108,6 +113,28 @@ class Lanes:
         if entry is not None:
             log.warning("lease of job %s was lost; cancelling its handler", job_id)
             entry.task.cancel()
+
+    def stop_cancelled(self, job_id: int) -> None:
+        """An operator cancelled ``job_id`` while it ran here: stop its handler call.
+
+        The job is marked (``job.cancel_requested``). An ``async def`` handler's call is
+        cancelled once every job it holds is (a batch's other jobs go on); a plain ``def``
+        handler runs in a thread that cannot be interrupted, so it polls the mark and returns
+        early, and its outcome is refused like any stale one. (A handler pool stops the call in
+        its process: see :mod:`forebay.execution.pool`.)
+        """
+        entry = self.running.get(job_id)
+        if entry is None or entry.job.cancel_requested:
+            return
+        entry.job.cancel_requested = True
+        log.info(
+            "job %s was cancelled; stopping its handler",
+            job_id,
+            extra={"job_id": job_id, "queue": entry.config.name},
+        )
+        siblings = [e.job for e in self.running.values() if e.task is entry.task]
+        if entry.config.is_async and all(job.cancel_requested for job in siblings):
+            entry.task.cancel(CANCEL_REQUESTED)
 
     def wake(self) -> None:
         """Make every waiting lane lease again (jobs were requeued)."""
@@ -289,7 +316,8 @@ class Lanes:
                     progress=self._report_progress,
                 )
         except asyncio.CancelledError:
-            # Lease lost or shutdown: someone else settles (or releases) these jobs.
+            # Lease lost, cancelled, or shutdown: someone else settles (or releases) these jobs
+            # (a cancelled job is settled already, in the store).
             self._finish(config, jobs)
             raise
         except HandlerProcessDied as exc:

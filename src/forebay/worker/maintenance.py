@@ -2,6 +2,9 @@
 
 * **heartbeat** (``forebay-heartbeat``): every ``lease_s / 3`` (the shortest of the worker's
   queues), extends the leases of the running jobs and cancels a handler whose lease was lost;
+  a lease refused because an operator cancelled the job stops its handler as a cancel
+  (:meth:`~forebay.worker.lanes.Lanes.stop_cancelled`): that is how a cancel reaches the worker
+  on whatever host runs the job, within one heartbeat;
 * **reclaimer** (``forebay-reclaimer``): every ``reclaim_every_s``, requeues jobs whose lease
   expired (their worker died) and wakes the lanes to lease them;
 * **pruner** (``forebay-pruner``): every ``prune_every_s``, deletes finished jobs past their
@@ -23,6 +26,7 @@ from datetime import timedelta
 
 from forebay.backends.base import Backend, PruneSpec
 from forebay.errors import BackendError
+from forebay.job import JobState
 from forebay.lifecycle import BackgroundTask
 from forebay.queue_config import QueueConfig
 from forebay.worker.lanes import Lanes
@@ -80,7 +84,12 @@ class Maintenance:
         for name, leases in self._lanes.leases().items():
             lost = await self._backend.extend(leases, lease_s=self._lease_s[name])
             for job_id in lost:
-                self._lanes.cancel(job_id)
+                # Rare (a lost lease or a cancel): one read says which.
+                job = await self._backend.get_job(job_id)
+                if job is not None and job.state is JobState.CANCELLED:
+                    self._lanes.stop_cancelled(job_id)
+                else:
+                    self._lanes.cancel(job_id)
 
     async def _reclaim_loop(self) -> None:
         while True:

@@ -110,7 +110,8 @@ class Settler:
     async def _settle(self, outcomes: list[Finished]) -> None:
         now = time.time()
         decisions = [decide(f.job, f.config, f.error, now, result=f.result_json) for f in outcomes]
-        refused = await self._write(decisions)
+        cancelled = {f.job.id for f in outcomes if f.job.cancel_requested}
+        refused = await self._write(decisions, cancelled)
         self.processed += len(outcomes) - len(refused)
         dead: list[tuple[Finished, Decision]] = []
         for finished, decision in zip(outcomes, decisions, strict=True):
@@ -125,8 +126,9 @@ class Settler:
         for finished, decision in dead:
             await _exhausted(finished, decision)
 
-    async def _write(self, decisions: list[Decision]) -> set[int]:
-        """Send the transitions; return the ids whose outcome was not recorded."""
+    async def _write(self, decisions: list[Decision], cancelled: set[int]) -> set[int]:
+        """Send the transitions; return the ids whose outcome was not recorded (``cancelled``:
+        jobs an operator cancelled while they ran, whose outcome the store refuses as asked)."""
         completes: list[Lease | Completion] = []
         retries: list[Retry] = []
         failures: list[Failure] = []
@@ -154,7 +156,7 @@ class Settler:
             [f.lease.job_id for f in failures],
             [d.lease.job_id for d in deferrals],
         )
-        return _refused(kinds, results)
+        return _refused(kinds, results, cancelled)
 
 
 def _with_error(job: Job, decision: Decision, now: float) -> Job:
@@ -187,9 +189,13 @@ async def _exhausted(finished: Finished, decision: Decision) -> None:
         )
 
 
-def _refused(kinds: Sequence[list[int]], results: Sequence[list[int] | BaseException]) -> set[int]:
-    """The ids whose outcome was not recorded: refused (lease lost), or whose transition
-    failed (they keep running until their lease expires, then run again: at-least-once)."""
+def _refused(
+    kinds: Sequence[list[int]],
+    results: Sequence[list[int] | BaseException],
+    cancelled: set[int],
+) -> set[int]:
+    """The ids whose outcome was not recorded: refused (lease lost, or cancelled), or whose
+    transition failed (they keep running until their lease expires, then run again)."""
     refused: set[int] = set()
     lost: set[int] = set()
     for ids, result in zip(kinds, results, strict=True):
@@ -202,8 +208,14 @@ def _refused(kinds: Sequence[list[int]], results: Sequence[list[int] | BaseExcep
             refused.update(ids)
         else:
             lost.update(result)
-    if lost:
-        log.warning("lease lost before settling jobs %s; another worker owns them", sorted(lost))
+    if lost - cancelled:
+        log.warning(
+            "lease lost before settling jobs %s; another worker owns them", sorted(lost - cancelled)
+        )
+    if lost & cancelled:
+        log.info(
+            "jobs %s were cancelled while they ran; outcome not recorded", sorted(lost & cancelled)
+        )
     return refused | lost
 
 

@@ -65,6 +65,7 @@ from forebay.job import (
     Retry,
     to_datetime,
 )
+from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
 from forebay.schedules import Firing, Schedule
 
 __all__ = ["PostgresBackend"]
@@ -139,6 +140,9 @@ class PostgresBackend:
             poll_s=settings.poll_s,
         )
         self._finish_listening: asyncio.Future[None] | None = None
+        # Queues last seen with a stored max_depth: their enqueues go straight to the locked
+        # path. Only a hint (the statements check the store either way), changed between awaits.
+        self._capped: set[str] = set()
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
 
@@ -257,7 +261,7 @@ class PostgresBackend:
                 f"acquire()), inside your transaction; got {type(connection).__name__}"
             )
         try:
-            result = (await _insert_requests(connection, self._q, [request]))[0]
+            result = (await _insert_requests(connection, self._q, [request], self._capped))[0]
         except Exception as exc:
             raise_translated(exc)
         if isinstance(result, BaseException):
@@ -269,7 +273,7 @@ class PostgresBackend:
         # Raises for the whole group; the group commit then writes it again in halves when the
         # statement was refused (nothing stored), so one caller's bad value fails only it.
         return await self._run(
-            lambda c: _insert_requests(c, self._q, requests),
+            lambda c: _insert_requests(c, self._q, requests, self._capped),
             Resend.ALWAYS if keyed else Resend.IF_UNSENT,  # keys make a repeat harmless
         )
 
@@ -514,7 +518,7 @@ class PostgresBackend:
                 if await conn.fetchval(q["advance_schedule"], firing.name, after, tick) is None:
                     return False
                 if firing.jobs:
-                    await _insert(conn, q, list(firing.jobs))
+                    await _insert(conn, q, list(firing.jobs), False)  # never capped
                 return True
 
         # Resent safely: had the first try committed, the compare-and-set refuses the repeat.
@@ -558,6 +562,40 @@ class PostgresBackend:
         rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
         return [job_from_row(r) for r in rows]
 
+    # -- operator controls ----------------------------------------------------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        check_settings(queue, max_depth)
+        sql = self._q["set_queue"]
+        depth = None if max_depth is KEEP else max_depth
+        clear = max_depth is None
+        row = await self._run(lambda c: c.fetchrow(sql, queue, paused, depth, clear), Resend.ALWAYS)
+        return _settings(row)
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        sql = self._q["queue_settings"]
+        rows = await self._run(lambda c: c.fetch(sql), Resend.ALWAYS)
+        return [_settings(r) for r in rows]
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        sql = self._q["run_now"]
+        wanted = [int(i) for i in ids]
+        rows = await self._run(lambda c: c.fetch(sql, wanted), Resend.ALWAYS)
+        return sorted(r[0] for r in rows)
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        args = _filter_args(where)
+        sql = self._q["count_cancellable" if dry_run else "cancel_where"]
+        resend = Resend.ALWAYS if dry_run else Resend.IF_UNSENT
+        return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
+
+
+def _settings(row: Any) -> QueueSettings:
+    return QueueSettings(queue=row[0], paused=row[1], max_depth=row[2], updated_at=row[3])
+
 
 def _refused_statement(exc: Exception) -> bool:
     """The server refused the statement (or it could not be encoded): nothing was written.
@@ -569,19 +607,53 @@ def _refused_statement(exc: Exception) -> bool:
 
 # -- statements run on one connection --------------------------------------------------------
 async def _insert_requests(
-    conn: Any, q: dict[str, str], requests: list[_Enqueue]
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], capped: set[str]
 ) -> list[list[Job] | BaseException]:
     """Store the jobs of several requests in one statement (one transaction when any request
-    has a max_depth, since its check and insert must not be split); one result per request."""
-    if not any(r.max_depth for r in requests):
-        return _split([r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests)))
+    has a max_depth, since its check and insert must not be split); one result per request.
+
+    The limits are the stored ones (``queues.max_depth``), and a caller's own where tighter.
+    Without a caller's limit the insert first runs alone, and itself finds out whether a queue
+    has a stored one (then it inserts nothing and the locked path below runs)."""
+    queues = {j.queue for r in requests for j in r.jobs}
+    if not any(r.max_depth for r in requests) and capped.isdisjoint(queues):
+        try:
+            return _split(
+                [r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests), True)
+            )
+        except _Capped:
+            pass
     async with conn.transaction():  # a savepoint inside a caller's transaction
+        requests = await _with_stored_depths(conn, q, requests, capped)
         verdicts = await _check_depths(conn, q, requests)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
         stored = iter(
-            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted)))
+            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted), False))
         )
     return [next(stored) if v is None else v for v in verdicts]
+
+
+class _Capped(Exception):
+    """The insert found a stored max_depth on one of its queues and stored nothing."""
+
+
+async def _with_stored_depths(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], capped: set[str]
+) -> list[_Enqueue]:
+    """The requests with the stored limits of their queues (a caller's own where tighter);
+    ``capped`` learns which of the queues have one."""
+    queues = sorted({j.queue for r in requests for j in r.jobs})
+    stored = {name: cap for name, cap in await conn.fetch(q["stored_depths"], queues)}
+    capped.difference_update(queues)
+    capped.update(stored)
+    out = []
+    for r in requests:
+        present = {j.queue for j in r.jobs}
+        caps = {name: cap for name, cap in stored.items() if name in present}
+        for name, cap in r.max_depth.items():
+            caps[name] = min(cap, caps.get(name, cap))
+        out.append(_Enqueue(r.jobs, caps))
+    return out
 
 
 def _all_jobs(requests: list[_Enqueue]) -> list[NewJob]:
@@ -624,15 +696,19 @@ async def _check_depths(
     return verdicts
 
 
-async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob]) -> list[Job]:
-    """One multi-row INSERT; jobs whose (queue, key) exists come back as that job."""
+async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) -> list[Job]:
+    """One multi-row INSERT; jobs whose (queue, key) exists come back as that job. ``look``:
+    raise _Capped (nothing stored) when one of the queues has a stored max_depth."""
     if not jobs:
         return []
     try:
         args = _insert_args(jobs)
-        rows = await conn.fetch(q["enqueue" if args[3] is not None else "enqueue_plain"], *args)
+        sql = q["enqueue" if args[3] is not None else "enqueue_plain"]
+        rows = await conn.fetch(sql, *args, look)
     except asyncpg.DataError as exc:
         raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
+    if rows and rows[-1][0] is None:
+        raise _Capped
     rows.sort(key=lambda r: r[0])  # ids were drawn in input order
     out: list[Job | None] = []
     existing: list[int] = []

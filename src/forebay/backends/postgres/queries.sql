@@ -47,7 +47,16 @@ DROP SCHEMA IF EXISTS {schema} CASCADE
 -- Rows get ids in input order (the identity is drawn row by row, in ordinality order), also
 -- for rows whose key already exists, so sorting the returned rows by id gives input order.
 -- Workers waiting on a queue that now has due jobs are woken at commit.
-WITH inserted AS (
+-- $8, $9 (a job's own max_attempts, timeout_s) may be NULL when all NULL.
+-- $10: look for a stored max_depth first. When one of the queues has one, nothing is inserted
+-- and one row of NULLs answers: the caller then enqueues in a transaction that locks and counts
+-- those queues (lock_queues, depths). A queue without a limit costs one primary-key lookup.
+WITH capped AS (
+    SELECT $10::boolean AND EXISTS (
+        SELECT 1 FROM {schema}.queues
+        WHERE name = ANY(COALESCE($3::text[], ARRAY[$2::text])) AND max_depth IS NOT NULL
+    ) AS yes
+), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
                                timeout_s)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
@@ -56,6 +65,7 @@ WITH inserted AS (
                 $8::integer[], $9::double precision[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
                                timeout_s, ord)
+    WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue, key, run_at, created_at
@@ -64,10 +74,17 @@ WITH inserted AS (
     FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
 )
 SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 
 -- name: enqueue_plain
 -- The same for jobs without keys: no conflict to look for (a cheaper insert).
-WITH inserted AS (
+WITH capped AS (
+    SELECT $10::boolean AND EXISTS (
+        SELECT 1 FROM {schema}.queues
+        WHERE name = ANY(COALESCE($3::text[], ARRAY[$2::text])) AND max_depth IS NOT NULL
+    ) AS yes
+), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
                                timeout_s)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
@@ -76,6 +93,7 @@ WITH inserted AS (
                 $8::integer[], $9::double precision[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
                                timeout_s, ord)
+    WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     RETURNING id, queue, key, run_at, created_at
 ), woken AS (
@@ -83,6 +101,8 @@ WITH inserted AS (
     FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due
 )
 SELECT id, queue, key, created_at FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 
 -- name: jobs_by_key
 SELECT {columns} FROM {schema}.jobs
@@ -113,6 +133,8 @@ SET state = 'running', lease_token = $3, lease_expires_at = now() + make_interva
 WHERE id = ANY(ARRAY(
     SELECT id FROM {schema}.jobs
     WHERE queue = $1 AND state = 'queued' AND run_at <= now()
+        -- a paused queue leases nothing (one primary-key lookup)
+        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS s WHERE s.name = $1 AND s.paused)
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -220,9 +242,12 @@ WITH reclaimed AS (
 SELECT count(*) FROM reclaimed
 
 -- name: cancel
+-- a running job's lease is revoked: its worker's heartbeat and outcome are refused
 WITH cancelled AS (
-    UPDATE {schema}.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-    WHERE id = ANY($1::bigint[]) AND state = 'queued'
+    UPDATE {schema}.jobs
+    SET state = 'cancelled', finished_at = now(), updated_at = now(),
+        lease_token = NULL, lease_expires_at = NULL
+    WHERE id = ANY($1::bigint[]) AND state IN ('queued', 'running')
     RETURNING id
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
@@ -371,3 +396,54 @@ DELETE FROM {schema}.schedules WHERE name = ANY($1::text[]) RETURNING name
 UPDATE {schema}.schedules SET last_tick = $3, updated_at = now()
 WHERE name = $1 AND last_tick IS NOT DISTINCT FROM $2 AND ($2 IS NULL OR $3 > $2)
 RETURNING name
+
+-- name: stored_depths
+SELECT name, max_depth FROM {schema}.queues
+WHERE name = ANY($1::text[]) AND max_depth IS NOT NULL
+
+-- name: set_queue
+-- $2 paused and $3 max_depth are NULL to keep the stored value ($4 true clears max_depth);
+-- resuming wakes the workers waiting on the queue
+WITH saved AS (
+    INSERT INTO {schema}.queues AS s (name, paused, max_depth)
+    VALUES ($1, COALESCE($2::boolean, false), CASE WHEN $4::boolean THEN NULL ELSE $3::integer END)
+    ON CONFLICT (name) DO UPDATE SET
+        paused = COALESCE($2::boolean, s.paused),
+        max_depth = CASE WHEN $4::boolean THEN NULL ELSE COALESCE($3::integer, s.max_depth) END,
+        updated_at = now()
+    RETURNING name, paused, max_depth, updated_at
+), woken AS (
+    SELECT pg_notify('{channel}', name) FROM saved WHERE NOT paused
+)
+SELECT * FROM saved WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: queue_settings
+SELECT name, paused, max_depth, updated_at FROM {schema}.queues ORDER BY name
+
+-- name: run_now
+WITH moved AS (
+    UPDATE {schema}.jobs SET run_at = LEAST(run_at, now()), updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND state = 'queued'
+    RETURNING id, queue
+), woken AS (
+    SELECT pg_notify('{channel}', q.queue) FROM (SELECT DISTINCT queue FROM moved) AS q
+)
+SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: cancel_where
+-- the shared filter's state ($2) is 'queued', 'running' or NULL (both)
+WITH cancelled AS (
+    UPDATE {schema}.jobs
+    SET state = 'cancelled', finished_at = now(), updated_at = now(),
+        lease_token = NULL, lease_expires_at = NULL
+    WHERE state IN ('queued', 'running') AND {filter}
+    RETURNING id
+), finished AS (
+    SELECT pg_notify('{finish_channel}',
+                     CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
+    FROM cancelled HAVING count(*) > 0
+)
+SELECT count(*) FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
+
+-- name: count_cancellable
+SELECT count(*) FROM {schema}.jobs WHERE state IN ('queued', 'running') AND {filter}

@@ -91,6 +91,7 @@ from forebay.job import (
 from forebay.job import (
     Retry as RetryJob,
 )
+from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
 from forebay.schedules import Firing, Schedule
 from forebay.urls import redacted
 
@@ -121,6 +122,9 @@ _SCRIPTS = (
     "poll",
     "fire_schedule",
     "index_queue_done",
+    "set_queue",
+    "queue_settings",
+    "run_now",
 )
 _COMPOSED = {"fire_schedule": ("fire_schedule", "enqueue")}
 """Scripts whose source is several files, in order (after the prelude and the helpers)."""
@@ -485,13 +489,27 @@ class RedisBackend:
         ]
         # A call checked against max_depth is stored atomically, in one script; others are
         # cut into slices that each hold the server only briefly.
-        step = len(jobs) if depth else _SCRIPT_JOBS
+        # (So is a big call into a queue with a stored max_depth: refused whole or stored.)
+        whole = bool(depth) or (len(jobs) > _SCRIPT_JOBS and await self._any_stored_cap(jobs))
+        step = len(jobs) if whole else _SCRIPT_JOBS
         calls = [_EnqueueCall(jobs[i : i + step], depth) for i in range(0, len(jobs), step)]
         if len(calls) == 1:
             return await self._enqueuer.submit(calls[0])
         # In order: the first slice is flushed at once, the next ones by the group commit.
         results = await asyncio.gather(*(self._enqueuer.submit(call) for call in calls))
         return [job for part in results for job in part]
+
+    async def _any_stored_cap(self, jobs: Sequence[NewJob]) -> bool:
+        """Has one of these jobs' queues a stored max_depth? (A batch cut into several script
+        calls would not be refused whole.)"""
+        client = self._require()
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for queue in {j.queue for j in jobs}:
+                    pipe.hexists(self.keys.settings(queue), "max_depth")
+                return any(await pipe.execute())
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
 
     async def _write_enqueues(self, calls: list[_EnqueueCall]) -> list[list[Job] | BaseException]:
         """One script call for every job of ``calls``; one result per call."""
@@ -894,6 +912,48 @@ class RedisBackend:
         found = await self._filter_candidates(dead, [str(i) for _, i in order], "jobs", limit)
         return [job_from_hash(job_id, fields) for job_id, fields in found]
 
+    # -- operator controls ----------------------------------------------------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        check_settings(queue, max_depth)
+        flag = "" if paused is None else ("1" if paused else "0")
+        depth = "" if max_depth is KEEP else ("none" if max_depth is None else str(max_depth))
+        row = await self._run("set_queue", queue, _ts(time.time()), flag, depth)
+        return _settings([queue, *row])
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        rows = await self._run("queue_settings")
+        return sorted((_settings(r) for r in rows), key=lambda s: s.queue)
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        moved: list[int] = []
+        for chunk in _chunks([str(int(i)) for i in ids]):
+            answer = await self._run("run_now", _ts(time.time()), _json(chunk))
+            moved += [int(i) for i in answer]
+        return sorted(moved)
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        ids = await self._cancellable(where)
+        if dry_run:
+            return len(ids)
+        return len(await self.cancel(ids))
+
+    async def _cancellable(self, where: JobFilter) -> list[int]:
+        states = [s for s in (JobState.QUEUED, JobState.RUNNING) if where.state in (None, s)]
+        found: set[int] = set()
+        for state in states:
+            if where.ids is not None:
+                candidates: list[str] | None = [str(i) for i in sorted(set(where.ids))]
+            elif state is JobState.RUNNING:
+                candidates = await self._members(self.keys.leases)
+            else:
+                candidates = None
+            one = replace(where, state=state, ids=None)
+            matching = await self._filter_candidates(one, candidates, "ids", None)
+            found.update(int(i) for i in matching)
+        return sorted(found)
+
 
 def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
     """``enqueue.lua``'s batch argument: per call, its depth checks and its jobs."""
@@ -922,6 +982,16 @@ def _schedule_definition(s: Schedule) -> dict[str, Any]:
         "priority": s.priority,
         "catch_up": s.catch_up,
     }
+
+
+def _settings(row: Sequence[Any]) -> QueueSettings:
+    queue, paused, depth, updated = row
+    return QueueSettings(
+        queue=queue,
+        paused=bool(int(paused)),
+        max_depth=None if not depth else int(depth),
+        updated_at=datetime.fromtimestamp(float(updated), UTC),
+    )
 
 
 def _stored(new: NewJob, item: Any, now: float) -> Job:

@@ -49,6 +49,11 @@ name, ``N`` a job id, ``R`` a priority)::
                                        (complete, dead_letter, cancel) publishes their ids,
                                        comma-separated, once per call; processes waiting for
                                        a job to finish subscribe
+    P:configured               set     names of the queues that have stored settings
+    P:q:Q:settings             hash    Q's stored settings (operator controls): ``paused``
+                                       ("1" while paused; the lease and poll scripts read it),
+                                       ``max_depth`` (the enqueue script reads it), and
+                                       ``updated_at``; absent fields are the defaults
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
@@ -98,6 +103,8 @@ TEMPLATES: dict[str, str] = {
     "schedule_ticks": "{prefix}:schedule_ticks",
     "finished": "{prefix}:finished",
     "queue_done": "{prefix}:q:{queue}:done:{state}",
+    "configured": "{prefix}:configured",
+    "settings": "{prefix}:q:{queue}:settings",
 }
 
 
@@ -165,6 +172,13 @@ class Keys:
     def finished(self) -> str:
         """The pub/sub channel of finished jobs' ids."""
         return self._name("finished")
+
+    @property
+    def configured(self) -> str:
+        return self._name("configured")
+
+    def settings(self, queue: str) -> str:
+        return self._name("settings", queue=queue)
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

@@ -65,6 +65,7 @@ from forebay.job import (
     QueueCounts,
     Retry,
 )
+from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
 from forebay.schedules import Firing, Schedule
 from forebay.sqlfiles import migration_files, render_queries
 
@@ -667,6 +668,61 @@ class SQLiteBackend:
         rows = await self._read(lambda c: c.execute(Q["list_dead"], params).fetchall())
         return [job_from_row(r, epoch_times=True) for r in rows]
 
+    # -- operator controls ----------------------------------------------------------------
+    async def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+    ) -> QueueSettings:
+        check_settings(queue, max_depth)
+        params = {
+            "queue": queue,
+            "paused": None if paused is None else int(paused),
+            "max_depth": None if max_depth is KEEP else max_depth,
+            "clear_depth": int(max_depth is None),
+            "now": time.time(),
+        }
+        row = await self._write(lambda c: c.execute(Q["set_queue"], params).fetchone())
+        if paused is False:
+            self._wake([queue])  # this process's idle workers; others see the commit
+        return _settings(row)
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        rows = await self._read(lambda c: c.execute(Q["queue_settings"]).fetchall())
+        return [_settings(r) for r in rows]
+
+    async def run_now(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        payload = json.dumps([int(i) for i in ids])
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(Q["run_now"], {"now": time.time(), "ids": payload}).fetchall()
+            return sorted(r[0] for r in rows)
+
+        moved = await self._write(op)
+        self._wake(self._local_wakeup)
+        return moved
+
+    async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
+        params = _filter_params(where) | {"now": time.time()}
+        if dry_run:
+            return int(
+                await self._read(lambda c: c.execute(Q["count_cancellable"], params).fetchone()[0])
+            )
+        cancelled = await self._write(
+            lambda c: [row[0] for row in c.execute(Q["cancel_where"], params).fetchall()]
+        )
+        self._announce_finished(cancelled)
+        return len(cancelled)
+
+
+def _settings(row: Sequence[Any]) -> QueueSettings:
+    return QueueSettings(
+        queue=row[0],
+        paused=bool(row[1]),
+        max_depth=row[2],
+        updated_at=datetime.fromtimestamp(row[3], UTC),
+    )
+
 
 def _set_wal(conn: sqlite3.Connection, attempts: int = 300) -> str:
     """Switch to WAL. Two processes creating the same file race for the exclusive lock that
@@ -730,9 +786,10 @@ class _Enqueue(Mergeable):
     @staticmethod
     def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
         incoming: dict[str, int] = {}
+        caps = _stored_depths(conn, ops)
         for op in ops:
             # Each caller's depth limit counts the jobs of the callers merged before it.
-            _check_depth(conn, op.jobs, op.max_depth, incoming)
+            _check_depth(conn, op.jobs, _tighter(caps, op.max_depth), incoming)
             for j in op.jobs:
                 incoming[j.queue] = incoming.get(j.queue, 0) + 1
         stored = _insert(conn, [j for op in ops for j in op.jobs])
@@ -798,6 +855,24 @@ def _schedule_row(s: Schedule) -> dict[str, Any]:
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     run_at = now if j.run_at is None else j.run_at
     return (j.queue, j.key, j.priority, run_at, j.run_id, now, now, j.max_attempts, j.timeout_s)
+
+
+def _stored_depths(conn: sqlite3.Connection, ops: list[_Enqueue]) -> dict[str, int]:
+    """The stored max_depth of the queues these enqueues write to (one indexed read, in the
+    enqueue's own transaction: the limit every producer obeys)."""
+    queues = sorted({j.queue for op in ops for j in op.jobs})
+    rows = conn.execute(Q["stored_depths"], {"queues": json.dumps(queues)}).fetchall()
+    return {queue: cap for queue, cap in rows}
+
+
+def _tighter(stored: dict[str, int], given: dict[str, int]) -> dict[str, int]:
+    """The stored limits, and a caller's own where tighter."""
+    if not given:
+        return stored
+    caps = dict(stored)
+    for queue, cap in given.items():
+        caps[queue] = min(cap, caps.get(queue, cap))
+    return caps
 
 
 def _check_depth(

@@ -30,6 +30,7 @@ INSERT INTO forebay_migrations (version, name, applied_at) VALUES (:version, :na
 DROP TABLE IF EXISTS forebay_jobs;
 DROP TABLE IF EXISTS forebay_payloads;
 DROP TABLE IF EXISTS forebay_schedules;
+DROP TABLE IF EXISTS forebay_queues;
 DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
@@ -85,6 +86,8 @@ SELECT COUNT(*) FROM (
 SELECT json_group_array(id) FROM (
     SELECT id FROM forebay_jobs
     WHERE queue = :queue AND state = 'queued' AND run_at <= :now
+        -- a paused queue leases nothing (one primary-key lookup)
+        AND NOT EXISTS (SELECT 1 FROM forebay_queues WHERE queue = :queue AND paused = 1)
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
@@ -168,8 +171,11 @@ SET state = 'queued', attempt = MAX(attempt - 1, 0), updated_at = :now,
 WHERE state = 'running' AND lease_expires_at < :now
 
 -- name: cancel
-UPDATE forebay_jobs SET state = 'cancelled', finished_at = :now, updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
+-- a running job's lease is revoked: its worker's heartbeat and outcome are refused
+UPDATE forebay_jobs
+SET state = 'cancelled', finished_at = :now, updated_at = :now,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('queued', 'running')
 RETURNING id
 
 -- name: filter
@@ -280,3 +286,37 @@ DELETE FROM forebay_schedules WHERE name = ? RETURNING name
 -- the compare-and-set of a firing: only from the last tick the scheduler read, only forward
 UPDATE forebay_schedules SET last_tick = :tick, updated_at = :now
 WHERE name = :name AND last_tick IS :after AND (:after IS NULL OR :tick > :after)
+
+-- name: stored_depths
+-- the stored max_depth of the queues in :queues (a JSON array) that have one
+SELECT queue, max_depth FROM forebay_queues
+WHERE queue IN (SELECT value FROM json_each(:queues)) AND max_depth IS NOT NULL
+
+-- name: set_queue
+-- :paused and :max_depth are NULL to keep the stored value (:clear_depth = 1 clears max_depth)
+INSERT INTO forebay_queues (queue, paused, max_depth, updated_at)
+VALUES (:queue, COALESCE(:paused, 0), CASE WHEN :clear_depth THEN NULL ELSE :max_depth END, :now)
+ON CONFLICT (queue) DO UPDATE SET
+    paused = COALESCE(:paused, paused),
+    max_depth = CASE WHEN :clear_depth THEN NULL ELSE COALESCE(:max_depth, max_depth) END,
+    updated_at = :now
+RETURNING queue, paused, max_depth, updated_at
+
+-- name: queue_settings
+SELECT queue, paused, max_depth, updated_at FROM forebay_queues ORDER BY queue
+
+-- name: run_now
+UPDATE forebay_jobs SET run_at = MIN(run_at, :now), updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
+RETURNING id
+
+-- name: cancel_where
+-- the shared filter's :state is 'queued', 'running' or NULL (both)
+UPDATE forebay_jobs
+SET state = 'cancelled', finished_at = :now, updated_at = :now,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE state IN ('queued', 'running') AND {filter}
+RETURNING id
+
+-- name: count_cancellable
+SELECT COUNT(*) FROM forebay_jobs WHERE state IN ('queued', 'running') AND {filter}

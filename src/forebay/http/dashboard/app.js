@@ -243,6 +243,18 @@
     if (data !== null) renderQueues(Array.isArray(data.queues) ? data.queues : []);
   }
 
+  // Pause or resume a queue for every worker (admin scope), then show the queues again.
+  async function setPaused(queue, pause) {
+    const action = pause ? "pause" : "resume";
+    try {
+      await call("POST", `/v1/queues/${encodeURIComponent(queue)}/${action}`);
+      hideError("queues-error");
+    } catch (err) {
+      showError("queues-error", err);
+    }
+    await loadQueues();
+  }
+
   function renderQueues(queues) {
     const rows = queues.map((q) => {
       const tr = el("tr");
@@ -250,6 +262,11 @@
       const name = el("th", q.queue);
       name.scope = "row";
       if (q.declared === false) name.append(el("span", " (not declared)", "muted"));
+      if (q.paused === true) {
+        const badge = el("span", "paused", "badge paused");
+        badge.title = "No worker leases this queue; enqueues are accepted";
+        name.append(" ", badge);
+      }
       tr.append(name);
       for (const column of QUEUE_COLUMNS) {
         const value = q[column] ?? 0;
@@ -260,6 +277,13 @@
       const age = el("td", formatAge(q.oldest_queued_age_s), "num");
       age.dataset.col = "oldest_queued_age_s";
       tr.append(age);
+      const toggle = el("button", q.paused === true ? "Resume" : "Pause");
+      toggle.type = "button";
+      toggle.className = "pause-toggle";
+      toggle.addEventListener("click", () => setPaused(String(q.queue), q.paused !== true));
+      const actions = el("td");
+      actions.append(toggle);
+      tr.append(actions);
       return tr;
     });
     $("queues-body").replaceChildren(...rows);
@@ -434,7 +458,7 @@
     $("job-result-section").hidden = !hasResult;
     $("job-result").textContent = hasResult ? JSON.stringify(job.result, null, 2) : "";
     renderErrors(Array.isArray(job.errors) ? job.errors : []);
-    $("job-cancel").hidden = job.state !== "queued";
+        $("job-cancel").hidden = job.state !== "queued" && job.state !== "running";
     $("job-view").hidden = false;
   }
 

@@ -1,30 +1,36 @@
--- cancel: queued -> cancelled.
+-- cancel: queued or running -> cancelled. A running job's lease is revoked: its worker's
+-- heartbeat and outcome are refused (no lease_token any more).
 --
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...]
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:q:Q:waiting:R (ZREM), P:q:Q:stream:R (XACK + XDEL
---          of the job's entry), P:done:cancelled + P:q:Q:done:cancelled (ZADD),
+--          of the job's entry), P:leases (ZREM), P:done:cancelled + P:q:Q:done:cancelled (ZADD),
 --          P:q:Q:counts (HINCRBY), P:finished (PUBLISH of the ids cancelled)
 -- Returns  the ids cancelled.
 
 local now = ARGV[1]
-local counter, dropper, done, out = new_counter(), new_dropper(), new_done(), {}
+local counter, dropper, done, out, ended = new_counter(), new_dropper(), new_done(), {}, {}
 for _, id in ipairs(cjson.decode(ARGV[2])) do
   local k = key_job(id)
   local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt')
-  if f[1] == 'queued' then
+  if f[1] == 'queued' or f[1] == 'running' then
     redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now, 'updated_at', now)
-    redis.call('HDEL', k, 'entry')
+    redis.call('HDEL', k, 'entry', 'lease_token', 'lease_expires_at')
     redis.call('ZREM', key_waiting(f[2], f[3]), zid(id))
     dropper:add(f[2], f[3], f[4])
     done:add(f[2], now, id)
-    counter:add(f[2], 'queued', -1)
+    counter:add(f[2], f[1], -1)
     counter:add(f[2], 'cancelled', 1)
-    if num(f[5]) > 0 then counter:add(f[2], 'retrying', -1) end
+    if f[1] == 'running' then
+      ended[#ended + 1] = id
+    elseif num(f[5]) > 0 then
+      counter:add(f[2], 'retrying', -1)
+    end
     out[#out + 1] = id
   end
 end
 done:flush('cancelled')
+if #ended > 0 then bulk('ZREM', key_leases(), ended) end
 announce_finished(done.all)
 dropper:flush()
 counter:flush()

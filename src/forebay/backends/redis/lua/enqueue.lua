@@ -5,10 +5,11 @@
 --          [[queue, payload, key, priority, run_at, run_id(, max_attempts, timeout_s)], ...]]
 --          (key, run_at, run_id, max_attempts, timeout_s: false for none; run_at none = now;
 --          the job's own limits only when one of them is given)
--- Keys     P:next_id (INCR), P:job:N (HSET), P:jobs (ZADD), P:queues (SADD),
+-- Keys     P:q:Q:settings (HGET max_depth: the stored limit), P:next_id (INCR), P:job:N (HSET), P:jobs (ZADD), P:queues (SADD),
 --          P:q:Q:keys (HGET/HSET), P:q:Q:counts (HMGET/HINCRBY), P:q:Q:levels (ZADD),
 --          P:q:Q:stream:R (XADD when due and in order) or P:q:Q:waiting:R
 --          (ZADD), P:q:Q:wake (XADD MAXLEN 1)
+-- A call is checked against the max_depth it names and against each of its queues' stored one.
 -- Returns  JSON, per call: ['full', queue, max_depth] (nothing of that call stored), or
 --          ['ok', item, ...] where item is the new job's id (a string) or, for a
 --          (queue, key) that already exists, that job as [id, fields].
@@ -69,14 +70,37 @@ local function store(queue, payload, key, priority, run_at, run_id, max_attempts
   return id
 end
 
+-- The stored max_depth of a queue (false: none), read once per script.
+local stored_caps = {}
+local function stored_cap(queue)
+  local cap = stored_caps[queue]
+  if cap == nil then
+    cap = tonumber(redis.call('HGET', key_settings(queue), 'max_depth')) or false
+    stored_caps[queue] = cap
+  end
+  return cap
+end
+
+-- The first limit this call would break, as an answer; nil when it fits.
+local function first_full(call)
+  for _, check in ipairs(call[1]) do
+    if over_depth(check[1], check[2], check[3]) then return {'full', check[1], check[2]} end
+  end
+  local incoming, order = {}, {}
+  for _, j in ipairs(call[2]) do
+    if incoming[j[1]] == nil then order[#order + 1] = j[1] end
+    incoming[j[1]] = (incoming[j[1]] or 0) + 1
+  end
+  for _, queue in ipairs(order) do
+    local cap = stored_cap(queue)
+    if cap and over_depth(queue, cap, incoming[queue]) then return {'full', queue, cap} end
+  end
+  return nil
+end
+
 local results = {}
 for c, call in ipairs(cjson.decode(ARGV[2])) do
-  local full = nil
-  for _, check in ipairs(call[1]) do
-    if full == nil and over_depth(check[1], check[2], check[3]) then
-      full = {'full', check[1], check[2]}
-    end
-  end
+  local full = first_full(call)
   if full then
     results[c] = full
   else

@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     queue, limit, worker_id, lease_token, now, lease_expires_at
--- Keys     P:q:Q:levels (ZREVRANGE: priorities high to low); per level P:q:Q:waiting:R (due
+-- Keys     P:q:Q:settings (HGET paused: nothing is leased), P:q:Q:levels (ZREVRANGE: priorities high to low); per level P:q:Q:waiting:R (due
 --          members: ZRANGEBYSCORE, ZREM) and P:q:Q:stream:R (XINFO GROUPS + XRANGE to peek
 --          at the entries' run_at, XREADGROUP '>' as consumer leased to take);
 --          P:job:N (HGETALL/HSET/HDEL), P:leases (ZADD), P:q:Q:counts (HINCRBY)
@@ -100,6 +100,9 @@ local function lease_level(priority, need)
   end
   if from_stream > 0 then read(stream, priority, from_stream) end
 end
+
+-- A paused queue leases nothing (operator controls).
+if redis.call('HGET', key_settings(queue), 'paused') == '1' then return '[]' end
 
 for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
   if #out >= limit then break end

@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, then queue names
--- Keys     P:q:Q:levels; per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
+-- Keys     P:q:Q:settings (HGET paused), P:q:Q:levels; per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
 --          (entries not yet delivered: XINFO GROUPS + XRANGE); P:q:Q:wake (last entry)
 -- Returns  {1} when a job is due now; else {0, earliest scheduled run_at or '', stream, id,
 --          stream, id, ...}: an XREAD BLOCK from those ids returns as soon as an entry is
@@ -14,25 +14,30 @@ local watch, earliest = {}, nil
 
 for a = 2, #ARGV do
   local queue = ARGV[a]
-  local levels = redis.call('ZRANGE', key_levels(queue), 0, -1)
-  levels[#levels + 1] = '0'  -- the default level is always watched, even before it exists
-  local watched = {}
-  for _, priority in ipairs(levels) do
-    local stream = key_stream(queue, priority)
-    if not watched[stream] then
-      watched[stream] = true
-      local first = redis.call('ZRANGE', key_waiting(queue, priority), 0, 0, 'WITHSCORES')
-      if first[2] then
-        if tonumber(first[2]) <= now_n then return {1} end
-        if earliest == nil or tonumber(first[2]) < tonumber(earliest) then earliest = first[2] end
+  -- a paused queue has nothing due: only its wake stream is watched (resuming moves it)
+  if redis.call('HGET', key_settings(queue), 'paused') ~= '1' then
+    local levels = redis.call('ZRANGE', key_levels(queue), 0, -1)
+    levels[#levels + 1] = '0'  -- the default level is always watched, even before it exists
+    local watched = {}
+    for _, priority in ipairs(levels) do
+      local stream = key_stream(queue, priority)
+      if not watched[stream] then
+        watched[stream] = true
+        local first = redis.call('ZRANGE', key_waiting(queue, priority), 0, 0, 'WITHSCORES')
+        if first[2] then
+          if tonumber(first[2]) <= now_n then return {1} end
+          if earliest == nil or tonumber(first[2]) < tonumber(earliest) then
+            earliest = first[2]
+          end
+        end
+        local from = '0-0'
+        if redis.call('EXISTS', stream) == 1 then
+          from = last_delivered(stream)
+          if #redis.call('XRANGE', stream, '(' .. from, '+', 'COUNT', 1) > 0 then return {1} end
+        end
+        watch[#watch + 1] = stream
+        watch[#watch + 1] = from
       end
-      local from = '0-0'
-      if redis.call('EXISTS', stream) == 1 then
-        from = last_delivered(stream)
-        if #redis.call('XRANGE', stream, '(' .. from, '+', 'COUNT', 1) > 0 then return {1} end
-      end
-      watch[#watch + 1] = stream
-      watch[#watch + 1] = from
     end
   end
   local last = redis.call('XREVRANGE', key_wake(queue), '+', '-', 'COUNT', 1)

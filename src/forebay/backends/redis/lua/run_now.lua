@@ -1,0 +1,24 @@
+-- run_now: queued jobs due later (scheduled, in retry backoff) -> due now.
+--
+-- KEYS[1]  prefix
+-- ARGV     now, JSON [id, ...]
+-- Keys     P:job:N (HMGET/HSET), P:q:Q:waiting:R (ZADD XX: the new score), P:q:Q:wake (XADD:
+--          idle workers poll again)
+-- Returns  the ids that are queued (and now due).
+
+local now = ARGV[1]
+local out = {}
+for _, id in ipairs(cjson.decode(ARGV[2])) do
+  local k = key_job(id)
+  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'run_at', 'entry')
+  if f[1] == 'queued' then
+    if not f[5] and tonumber(f[4]) > tonumber(now) then
+      -- in the waiting set: due now, ordered by its new run_at
+      redis.call('ZADD', key_waiting(f[2], f[3]), 'XX', now, zid(id))
+      redis.call('HSET', k, 'run_at', now, 'updated_at', now)
+      wake(f[2])
+    end
+    out[#out + 1] = id
+  end
+end
+return out
