@@ -54,3 +54,18 @@ async def test_dead_pages_follow_the_cursor(backend: Backend) -> None:
     assert [len(p) for p in pages] == [3, 3, 1]
     assert [i for p in pages for i in p] == died[::-1]
     assert await backend.list_dead(JobFilter(queue="a"), limit=0) == []
+
+
+async def test_jobs_dead_at_one_instant_page_through_it(backend: Backend) -> None:
+    """Jobs that died in one settle share their time of death; a cursor inside that instant
+    goes on with the smaller ids. (On SQLite an instant whose microseconds rounded one way in
+    Python and the other in SQL made a page start past its cursor and skip the rest.)"""
+    await backend.enqueue([new("a", {"i": i}) for i in range(5)])
+    leased = sorted(await lease(backend, "a", limit=5), key=lambda j: j.id)
+    assert await backend.dead_letter([Failure(j.lease, "E: x", "E") for j in leased]) == []
+    seen: list[int] = []
+    cursor: DeadCursor | None = None
+    while page := await backend.list_dead(JobFilter(queue="a"), limit=2, before=cursor):
+        seen += [j.id for j in page]
+        cursor = DeadCursor.after(page[-1])
+    assert seen == sorted((j.id for j in leased), reverse=True)

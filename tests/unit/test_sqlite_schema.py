@@ -3,14 +3,16 @@ payloads that live apart from their jobs come and go with them."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from forebay.backends.base import PruneSpec
 from forebay.backends.sqlite import SQLiteBackend
 from forebay.backends.sqlite.backend import _statements
-from forebay.job import Failure, JobFilter, Lease, NewJob
+from forebay.job import DeadCursor, Failure, JobFilter, Lease, NewJob
 from forebay.sqlfiles import migration_files
 
 
@@ -89,3 +91,39 @@ async def test_a_pruned_or_purged_job_takes_its_payload_with_it(tmp_path: Path) 
         assert conn.execute("SELECT COUNT(*) FROM forebay_jobs").fetchone() == (0,)
     finally:
         conn.close()
+
+
+async def test_dead_pages_cross_an_instant_whose_microseconds_round_two_ways(
+    tmp_path: Path,
+) -> None:
+    """A death time that ``round(finished_at * 1e6)`` (a product a quarter of a microsecond
+    coarse) rounds to another microsecond than Python's datetime does: SQL must round the way
+    Python does, or a page starts past its cursor."""
+
+    def python_us(t: float) -> int:
+        return DeadCursor(datetime.fromtimestamp(t, UTC), 0).micros
+
+    tricky = next(
+        t
+        for k in range(1, 100_000)
+        if math.floor((t := 1_765_000_000 + k * 0.000123457) * 1_000_000 + 0.5) != python_us(t)
+    )
+    store = SQLiteBackend(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        await store.enqueue([NewJob.create("a", {"i": i}) for i in range(4)])
+        leased = await store.lease(queue="a", limit=4, worker_id="w", lease_s=60)
+        await store.dead_letter([Failure(j.lease, "E: x", "E") for j in leased])
+
+        def stamp(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE forebay_jobs SET finished_at = ?", (tricky,))
+
+        await store._write(stamp)
+        seen: list[int] = []
+        cursor: DeadCursor | None = None
+        while page := await store.list_dead(JobFilter(queue="a"), limit=1, before=cursor):
+            seen += [j.id for j in page]
+            cursor = DeadCursor.after(page[-1])
+        assert seen == sorted((j.id for j in leased), reverse=True)
+    finally:
+        await store.close()

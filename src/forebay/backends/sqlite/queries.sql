@@ -239,13 +239,16 @@ ORDER BY j.id DESC
 LIMIT :limit
 
 -- name: list_dead
--- dead jobs, the latest death first; times compared in whole microseconds, as a Job holds them
+-- dead jobs, the latest death first; times compared in whole microseconds, rounded as Python
+-- rounds a timestamp into a datetime (whole seconds, then the fraction's microseconds): the
+-- product finished_at * 1e6 would be a quarter of a microsecond coarse, and round a tie the
+-- other way, so a page could start one microsecond off its cursor and skip jobs
 SELECT {columns} FROM {jobs}
 WHERE j.state = 'dead' AND {filter}
   AND (:before_us IS NULL
-       OR CAST(round(j.finished_at * 1000000) AS INTEGER) < :before_us
-       OR (CAST(round(j.finished_at * 1000000) AS INTEGER) = :before_us AND j.id < :before_id))
-ORDER BY CAST(round(j.finished_at * 1000000) AS INTEGER) DESC, j.id DESC
+       OR (CAST(j.finished_at AS INTEGER) * 1000000 + CAST(round((j.finished_at - CAST(j.finished_at AS INTEGER)) * 1000000) AS INTEGER)) < :before_us
+       OR ((CAST(j.finished_at AS INTEGER) * 1000000 + CAST(round((j.finished_at - CAST(j.finished_at AS INTEGER)) * 1000000) AS INTEGER)) = :before_us AND j.id < :before_id))
+ORDER BY (CAST(j.finished_at AS INTEGER) * 1000000 + CAST(round((j.finished_at - CAST(j.finished_at AS INTEGER)) * 1000000) AS INTEGER)) DESC, j.id DESC
 LIMIT :limit
 
 -- name: counts
