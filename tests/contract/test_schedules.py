@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forebay import Forebay, JobFilter, Schedule
+from forebay import Forebay, JobFilter, NewJob, QueueFull, Schedule
 from forebay.backends import Backend, backend_from_url
 from forebay.backends.base import PruneSpec
 from forebay.schedules import Firing, due, firing, tick_key
@@ -71,6 +71,21 @@ async def test_a_firing_advances_the_last_tick_and_enqueues_its_jobs(backend: Ba
     # the same step again: refused, nothing more stored
     assert not await backend.fire_schedule(step)
     assert len(await backend.list_jobs(JobFilter(queue="q"))) == 1
+
+
+async def test_a_tick_is_never_refused_by_a_stored_max_depth(backend: Backend) -> None:
+    """A queue at its stored max_depth refuses producers, not the schedule's ticks: the tick
+    moved forward, so a refused tick would be lost."""
+    await backend.set_queue("q", max_depth=1)
+    await backend.enqueue([NewJob.create("q", {"filler": True})])
+    with pytest.raises(QueueFull):
+        await backend.enqueue([NewJob.create("q", {"one": "too many"})])
+    await backend.save_schedules([every()])
+    schedule = await arm(backend, await stored(backend, "poll"))
+    step = firing(schedule, due(schedule, T0 + timedelta(seconds=1.5)))
+    assert step is not None and await backend.fire_schedule(step)
+    keys = [j.key for j in await backend.list_jobs(JobFilter(queue="q"))]
+    assert keys == ["schedule:poll:2026-12-07T12:00:01Z", None]
 
 
 async def test_the_same_tick_fired_concurrently_is_stored_once(url: str) -> None:

@@ -303,3 +303,7 @@ local function delete_job(id, state, counter)
   counter:add(f[2], state, -1)
   return 1
 end
+
+-- Whether enqueue.lua refuses jobs past a queue's stored max_depth: fire_schedule.lua, which
+-- ends with enqueue.lua, turns it off (a schedule's tick is never refused, on every backend).
+local enqueue_checks_stored_depth = true

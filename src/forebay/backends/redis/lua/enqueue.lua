@@ -91,6 +91,7 @@ local function first_full(call)
     if incoming[j[1]] == nil then order[#order + 1] = j[1] end
     incoming[j[1]] = (incoming[j[1]] or 0) + 1
   end
+  if not enqueue_checks_stored_depth then return nil end
   for _, queue in ipairs(order) do
     local cap = stored_cap(queue)
     if cap and over_depth(queue, cap, incoming[queue]) then return {'full', queue, cap} end

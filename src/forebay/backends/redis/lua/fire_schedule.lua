@@ -24,3 +24,4 @@ else
   if tonumber(schedule_tick) <= tonumber(schedule_after) then return 'stale' end
 end
 redis.call('HSET', key_schedule_ticks(), schedule_name, schedule_tick)
+enqueue_checks_stored_depth = false  -- a tick is never refused by a max_depth
