@@ -1,6 +1,7 @@
 """A stored schedule as a :class:`~forebay.schedules.Schedule`: the one mapping every backend
 feeds, from a row of :data:`SCHEDULE_COLUMNS` in that order (the Redis backend keeps them in
-a JSON object and a hash of last ticks, and makes such a row of them first)."""
+a JSON object and a hash of last ticks, and makes such a row of them first); and back, a
+schedule's definition by column name (:func:`schedule_definition`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Final
 
 from forebay.schedules import Schedule
 
-__all__ = ["SCHEDULE_COLUMNS", "schedule_from_row"]
+__all__ = ["SCHEDULE_COLUMNS", "schedule_definition", "schedule_from_row"]
 
 SCHEDULE_COLUMNS: Final = (
     "name",
@@ -23,6 +24,22 @@ SCHEDULE_COLUMNS: Final = (
     "catch_up",
     "last_tick",
 )
+
+
+def schedule_definition(schedule: Schedule) -> dict[str, Any]:
+    """What a backend stores of a schedule, by column name: every column but ``last_tick``
+    (which only a firing moves)."""
+    s = schedule
+    return {
+        "name": s.name,
+        "queue": s.queue,
+        "cron": s.cron,
+        "every_s": None if s.every is None else s.every.total_seconds(),
+        "timezone": s.tz,
+        "payload": s.payload_json,
+        "priority": s.priority,
+        "catch_up": s.catch_up,
+    }
 
 
 def schedule_from_row(row: Sequence[Any]) -> Schedule:

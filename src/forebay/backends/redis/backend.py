@@ -67,7 +67,11 @@ from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
 from forebay.backends.redis.subscriber import FinishSubscriber
 from forebay.backends.rows import job_from_hash
-from forebay.backends.schedule_rows import SCHEDULE_COLUMNS, schedule_from_row
+from forebay.backends.schedule_rows import (
+    SCHEDULE_COLUMNS,
+    schedule_definition,
+    schedule_from_row,
+)
 from forebay.errors import (
     BackendError,
     BackendUnavailable,
@@ -839,7 +843,7 @@ class RedisBackend:
     async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
         if not schedules:
             return
-        definitions = {s.name: _json(_schedule_definition(s)) for s in schedules}
+        definitions = {s.name: _json(schedule_definition(s)) for s in schedules}
         try:
             await self._require().hset(self.keys.schedules, mapping=cast(Any, definitions))
         except (redis_errors.RedisError, OSError) as exc:
@@ -968,20 +972,6 @@ def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
         return _json(batch).encode("utf-8")
     except UnicodeEncodeError as exc:  # NewJob.create refuses such texts: a bypass
         raise InvalidPayload(f"a job of the batch is not valid Unicode text: {exc}") from None
-
-
-def _schedule_definition(s: Schedule) -> dict[str, Any]:
-    """A schedule's definition as stored in ``P:schedules``, by column name."""
-    return {
-        "name": s.name,
-        "queue": s.queue,
-        "cron": s.cron,
-        "every_s": None if s.every is None else s.every.total_seconds(),
-        "timezone": s.tz,
-        "payload": s.payload_json,
-        "priority": s.priority,
-        "catch_up": s.catch_up,
-    }
 
 
 def _settings(row: Sequence[Any]) -> QueueSettings:

@@ -50,7 +50,7 @@ from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec, refuse_connection, split_completions
 from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.rows import COLUMNS, job_from_row
-from forebay.backends.schedule_rows import schedule_from_row
+from forebay.backends.schedule_rows import schedule_definition, schedule_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
 from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 from forebay.job import (
@@ -595,7 +595,7 @@ class SQLiteBackend:
     async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
         if not schedules:
             return
-        rows = [_schedule_row(s) for s in schedules]
+        rows = [schedule_definition(s) for s in schedules]
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
@@ -837,19 +837,6 @@ def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
         else stored
         for job, stored in zip(jobs, results, strict=True)
     ]
-
-
-def _schedule_row(s: Schedule) -> dict[str, Any]:
-    return {
-        "name": s.name,
-        "queue": s.queue,
-        "cron": s.cron,
-        "every_s": None if s.every is None else s.every.total_seconds(),
-        "timezone": s.tz,
-        "payload": s.payload_json,
-        "priority": s.priority,
-        "catch_up": s.catch_up,
-    }
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
