@@ -4,8 +4,11 @@ repeats a job."""
 
 from __future__ import annotations
 
+import pytest
+
 from forebay import JobFilter, JobState
 from forebay.backends import Backend
+from forebay.backends.redis import backend as redis_backend
 from forebay.job import DeadCursor, Failure
 from tests.contract.test_backend import lease, new
 
@@ -56,16 +59,22 @@ async def test_dead_pages_follow_the_cursor(backend: Backend) -> None:
     assert await backend.list_dead(JobFilter(queue="a"), limit=0) == []
 
 
-async def test_jobs_dead_at_one_instant_page_through_it(backend: Backend) -> None:
+async def test_jobs_dead_at_one_instant_page_through_it(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Jobs that died in one settle share their time of death; a cursor inside that instant
-    goes on with the smaller ids. (On SQLite an instant whose microseconds rounded one way in
-    Python and the other in SQL made a page start past its cursor and skip the rest.)"""
-    await backend.enqueue([new("a", {"i": i}) for i in range(5)])
-    leased = sorted(await lease(backend, "a", limit=5), key=lambda j: j.id)
+    goes on with the smaller ids. Twelve of them, so that ids 10-12 sort before 9 as text, and
+    read three at a time where a backend reads its dead set in steps (Redis)."""
+    monkeypatch.setattr(redis_backend, "_DEAD_CHUNK", 3)
+    await backend.enqueue([new("a", {"i": i}) for i in range(12)])
+    leased = sorted(await lease(backend, "a", limit=12), key=lambda j: j.id)
     assert await backend.dead_letter([Failure(j.lease, "E: x", "E") for j in leased]) == []
-    seen: list[int] = []
-    cursor: DeadCursor | None = None
-    while page := await backend.list_dead(JobFilter(queue="a"), limit=2, before=cursor):
-        seen += [j.id for j in page]
-        cursor = DeadCursor.after(page[-1])
-    assert seen == sorted((j.id for j in leased), reverse=True)
+    await _die_in_order(backend, "b", 2, [0, 1])  # died later, on another queue
+    for where in (JobFilter(queue="a"), JobFilter(error_type="E")):
+        seen: list[int] = []
+        cursor: DeadCursor | None = None
+        while page := await backend.list_dead(where, limit=5, before=cursor):
+            seen += [j.id for j in page]
+            cursor = DeadCursor.after(page[-1])
+        expected = sorted((j.id for j in leased), reverse=True)
+        assert seen[-12:] == expected and len(seen) == (12 if where.queue else 14)

@@ -130,6 +130,8 @@ _SCRIPTS = (
     "queue_settings",
     "run_now",
 )
+_DEAD_CHUNK = 500
+"""Dead-set entries read per step of a dead-letter listing."""
 _COMPOSED = {"fire_schedule": ("fire_schedule", "enqueue")}
 """Scripts whose source is several files, in order (after the prelude and the helpers)."""
 _COUNTED = ("queued", "running", "completed", "dead", "cancelled")
@@ -891,30 +893,58 @@ class RedisBackend:
     async def list_dead(
         self, where: JobFilter, *, limit: int = 100, before: DeadCursor | None = None
     ) -> list[Job]:
-        """The dead set's scores are the deaths: sorted here, then filtered by ``list.lua``."""
+        """Walks a dead set (the queue's own when ``where`` names one) from the latest death
+        down, a chunk at a time, so a page reads about as many entries as it shows. A set
+        orders equal scores by member text, not by id: the jobs of one death time (to the
+        microsecond) are gathered whole, then given in id order, before any is shown."""
         if limit <= 0:
             return []
-        try:
-            scored = cast(
-                list[tuple[str, float]],
-                await self._require().zrange(self.keys.done("dead"), 0, -1, withscores=True),
-            )
-        except (redis_errors.RedisError, OSError) as exc:
-            raise translate(exc) from exc
-        wanted = None if where.ids is None else set(where.ids)
-        order = sorted(
-            (
-                (DeadCursor(datetime.fromtimestamp(score, UTC), int(member)).micros, int(member))
-                for member, score in scored
-                if wanted is None or int(member) in wanted
-            ),
-            reverse=True,
+        client = self._require()
+        key = (
+            self.keys.done("dead")
+            if where.queue is None
+            else self.keys.queue_done(where.queue, "dead")
         )
-        if before is not None:
-            order = [o for o in order if o < (before.micros, before.id)]
+        # A little above the cursor's microsecond: the comparison below is the exact one.
+        top = "+inf" if before is None else repr((before.micros + 1) / 1_000_000)
+        wanted = None if where.ids is None else set(where.ids)
         dead = replace(where, state=JobState.DEAD, ids=None)
-        found = await self._filter_candidates(dead, [str(i) for _, i in order], "jobs", limit)
-        return [job_from_hash(job_id, fields) for job_id, fields in found]
+        found: list[Any] = []
+        group: list[int] = []
+        group_us: int | None = None
+        offset = 0
+        while len(found) < limit:
+            try:
+                chunk = cast(
+                    list[tuple[str, float]],
+                    await client.zrevrangebyscore(
+                        key, top, "-inf", start=offset, num=_DEAD_CHUNK, withscores=True
+                    ),
+                )
+            except (redis_errors.RedisError, OSError) as exc:
+                raise translate(exc) from exc
+            offset += len(chunk)
+            ready: list[int] = []
+            for member, score in chunk:
+                us, job_id = _death_micros(score), int(member)
+                if before is not None and (us, job_id) >= (before.micros, before.id):
+                    continue
+                if wanted is not None and job_id not in wanted:
+                    continue
+                if us != group_us:  # scores only go down: the previous instant is whole
+                    ready += sorted(group, reverse=True)
+                    group, group_us = [], us
+                group.append(job_id)
+            last = len(chunk) < _DEAD_CHUNK
+            if last:
+                ready += sorted(group, reverse=True)
+            if ready:
+                found += await self._filter_candidates(
+                    dead, [str(i) for i in ready], "jobs", limit - len(found)
+                )
+            if last:
+                break
+        return [job_from_hash(job_id, fields) for job_id, fields in found[:limit]]
 
     # -- operator controls ----------------------------------------------------------------
     async def set_queue(
@@ -1004,6 +1034,11 @@ def _filter_values(where: JobFilter) -> list[str | bool]:
         where.run_id,
     )
     return [False if v is None else v for v in values]
+
+
+def _death_micros(score: float) -> int:
+    """A dead set's score (the time of death) in whole microseconds, as a Job holds it."""
+    return DeadCursor(datetime.fromtimestamp(score, UTC), 0).micros
 
 
 def _chunks(items: Sequence[Any], size: int = 1000) -> Iterable[Sequence[Any]]:
