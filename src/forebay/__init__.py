@@ -31,14 +31,19 @@ from forebay.errors import (
     PermanentError,
     QueueFull,
     ResultTooLarge,
+    RunNotFound,
+    RunSealed,
     SinkError,
     SinkRejected,
     SinkUnavailable,
     TransientError,
+    UnknownParent,
+    UnknownRun,
     WaitTimeout,
 )
 from forebay.job import AttemptError, DeadCursor, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
 from forebay.worker import Worker, WorkerSettings
@@ -65,12 +70,17 @@ __all__ = [
     "JobState",
     "MissingExtra",
     "NewJob",
+    "NewRun",
     "PayloadValidationError",
     "PermanentError",
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
     "ResultTooLarge",
+    "Run",
+    "RunNotFound",
+    "RunSealed",
+    "RunState",
     "Schedule",
     "SharedSecret",
     "SinkError",
@@ -78,6 +88,8 @@ __all__ = [
     "SinkUnavailable",
     "Source",
     "TransientError",
+    "UnknownParent",
+    "UnknownRun",
     "WaitTimeout",
     "Worker",
     "WorkerSettings",

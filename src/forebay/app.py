@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
-from forebay.errors import ConfigError, JobNotFound, JobStateConflict, WaitTimeout
+from forebay.errors import ConfigError, JobNotFound, JobStateConflict, RunNotFound, WaitTimeout
 from forebay.job import (
     DeadCursor,
     Job,
@@ -28,6 +28,7 @@ from forebay.observer import Observer, notify_enqueued
 from forebay.payloads import PayloadModel, validate_jobs
 from forebay.queue_config import ExhaustedHook, QueueConfig
 from forebay.queue_settings import KEEP, Keep, QueueSettings
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
@@ -295,9 +296,12 @@ class Forebay:
         priority: int = 0,
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
-        run_id: str | None = None,
+        run: str | None = None,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        after: Sequence[int] = (),
+        after_policy: str = "completed",
+        webhook: str | None = None,
         connection: object | None = None,
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
@@ -309,6 +313,12 @@ class Forebay:
         ``max_attempts``, ``timeout_s``: this job's own limits (1–1000 attempts; seconds, at
         most a week), in place of its queue's.
 
+        ``run``: the id of a run to join (:meth:`start_run`); a sealed run refuses it
+        (RunSealed). ``after``: ids of jobs this one waits for (state ``waiting``) until every
+        one completed; a parent that ends dead or cancelled cancels it, unless
+        ``after_policy="always"`` (run once they all finished). ``webhook``: a URL that gets
+        the job's final state, signed (docs/webhooks.md).
+
         ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
         then exists if and only if your transaction commits.
         """
@@ -319,9 +329,12 @@ class Forebay:
             priority=priority,
             run_at=run_at,
             delay=delay,
-            run_id=run_id,
+            run=run,
             max_attempts=max_attempts,
             timeout_s=timeout_s,
+            after=after,
+            after_policy=after_policy,
+            webhook=webhook,
         )
         return (await self.enqueue_many([new], connection=connection))[0]
 
@@ -358,6 +371,49 @@ class Forebay:
             self._sync.run(self.close())
             self._sync.stop()
             self._sync = None
+
+    # -- runs -----------------------------------------------------------------------------
+    async def start_run(
+        self,
+        *,
+        name: str | None = None,
+        key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        on_complete: str | None = None,
+        webhook: str | None = None,
+    ) -> Run:
+        """Start an open run: jobs join it with ``enqueue(..., run=run.id)``; seal it with
+        :meth:`seal_run` once every top-level job is enqueued. It completes when sealed and
+        every job in it finished; then, exactly once, the ``on_complete`` queue gets a job
+        whose payload is the run's summary, and ``webhook`` gets ``run.completed``.
+
+        ``key``: starting a run with the key of a stored run returns that run instead
+        (``run.created`` is False), so a retried start is harmless. ``meta``: a JSON object
+        kept with the run. See docs/runs.md."""
+        new = NewRun.create(name=name, key=key, meta=meta, on_complete=on_complete, webhook=webhook)
+        return await (await self.open()).start_run(new)
+
+    async def seal_run(self, run_id: str) -> Run:
+        """Say that no more top-level jobs will join the run (the jobs its running jobs
+        enqueue still do); return it. A run whose jobs all finished completes at once.
+        RunNotFound when there is no such run."""
+        found = await (await self.open()).seal_run(run_id)
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run and its counts; RunNotFound when there is none (or it was pruned)."""
+        found = await (await self.open()).get_run(run_id)
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    async def list_runs(
+        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+    ) -> list[Run]:
+        """Runs, newest first; the next page is ``before_id=<last run's id>``."""
+        return await (await self.open()).list_runs(state=state, limit=limit, before_id=before_id)
 
     # -- inspecting and operating -------------------------------------------------------
     @overload
@@ -521,6 +577,7 @@ class Forebay:
             settings,
             observers=self.observers,
             schedules=list(self.schedules.values()),
+            enqueue=self.enqueue_many,
         )
 
     async def run_worker(

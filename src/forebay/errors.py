@@ -13,11 +13,15 @@ ForebayError                      root of everything forebay raises
 ├── Defer                         put the job back without spending an attempt (backpressure)
 ├── EnqueueError                  an enqueue was refused; nothing was stored
 │   ├── InvalidPayload            payload is not JSON-serialisable, or a field is out of range
-│   │   └── PayloadValidationError  the queue's payload model refused the payload (`errors`)
+│   │   ├── PayloadValidationError  the queue's payload model refused the payload (`errors`)
+│   │   ├── UnknownRun            the job names a run that does not exist (or was pruned)
+│   │   └── UnknownParent         ``after=[...]`` names a job that does not exist
+│   ├── RunSealed                 the run is sealed (or complete): only its own jobs add to it
 │   └── QueueFull                 the queue is at max_depth; retry after `retry_after_s`
 ├── BackendError                  the store failed; the operation may be retried
 │   └── BackendUnavailable        the store cannot be reached right now
 ├── JobNotFound                   no job with that id, or that key on that queue (or it was pruned)
+├── RunNotFound                   no run with that id (or it was pruned)
 ├── WaitTimeout                   a job waited for was not finished in time; also a TimeoutError
 ├── JobStateConflict              the job's state does not allow that action (run-now of a
 │                                 running job)
@@ -50,10 +54,14 @@ __all__ = [
     "PermanentError",
     "QueueFull",
     "ResultTooLarge",
+    "RunNotFound",
+    "RunSealed",
     "SinkError",
     "SinkRejected",
     "SinkUnavailable",
     "TransientError",
+    "UnknownParent",
+    "UnknownRun",
     "WaitTimeout",
 ]
 
@@ -184,6 +192,36 @@ def field_error_summary(errors: list[dict[str, object]]) -> str:
     return f"{shown}; and {more} more" if more > 0 else shown
 
 
+class UnknownRun(InvalidPayload):
+    """A job names a run (``run=...``) that does not exist, or was pruned."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}: start it with start_run() first")
+        self.run_id = run_id
+
+
+class UnknownParent(InvalidPayload):
+    """A job's ``after=[...]`` names a job that does not exist (or was pruned)."""
+
+    def __init__(self, job_ids: list[int]) -> None:
+        shown = ", ".join(str(i) for i in job_ids)
+        super().__init__(f"after=[...] names no such job: {shown} (a parent must exist)")
+        self.job_ids = job_ids
+
+
+class RunSealed(EnqueueError):
+    """The run is sealed (or complete): no more top-level jobs may join it. The jobs its own
+    running jobs enqueue (``job.enqueue(...)`` in a handler) still join."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is {state}: no job may join it from outside; only the jobs of "
+            "its running jobs' handlers still join"
+        )
+        self.run_id = run_id
+        self.state = state
+
+
 class QueueFull(EnqueueError):
     """The queue holds `max_depth` unfinished jobs; try again after `retry_after_s`."""
 
@@ -222,6 +260,14 @@ class JobNotFound(ForebayError, LookupError):
         self.job_id = job_id
         self.queue = queue
         self.key = key
+
+
+class RunNotFound(ForebayError, LookupError):
+    """No run with that id exists (it may have been pruned)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r} (it may have been pruned)")
+        self.run_id = run_id
 
 
 class WaitTimeout(ForebayError, TimeoutError):

@@ -2,6 +2,9 @@
 
 States (DESIGN §2)::
 
+        enqueue (after=[...])   every parent completed
+      (none) ─────────▶ waiting ─────────────────────┐   (a parent dead or cancelled:
+                                                     ▼    the waiting job is cancelled)
                 enqueue                lease                  success
       (none) ──────────▶ queued ──────────────▶ running ──────────────▶ completed
                           ▲   ▲                   │  │
@@ -9,7 +12,7 @@ States (DESIGN §2)::
                           │   │ shutdown release  │  │ or crash limit reached
                           └───┴───────────────────┘  ▼
                                  replay ◀──────── dead
-      queued, running ─ cancel ─▶ cancelled
+      waiting, queued, running ─ cancel ─▶ cancelled
 
 Counters kept on every job:
 
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MemberDescriptorType
-from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from urllib.parse import urlsplit
 
 from forebay import jsonio
 from forebay.errors import InvalidPayload
@@ -47,6 +51,7 @@ __all__ = [
     "AttemptError",
     "Completion",
     "DeadCursor",
+    "Enqueuer",
     "Job",
     "JobFilter",
     "JobState",
@@ -68,8 +73,10 @@ MAX_TRACEBACK_BYTES = 8192
 
 
 class JobState(enum.StrEnum):
-    """The five states a job can be in. ``completed``, ``dead`` and ``cancelled`` are final."""
+    """The six states a job can be in. ``completed``, ``dead`` and ``cancelled`` are final;
+    ``waiting`` is a job enqueued with ``after=[...]`` whose parents have not all finished."""
 
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -146,6 +153,16 @@ class NewJob:
     """This job's own limit of error attempts (None: its queue's)."""
     timeout_s: float | None = None
     """This job's own time limit per run (None: its queue's)."""
+    after: tuple[int, ...] = ()
+    """The jobs this one waits for (``waiting`` until they finished; see ``after_policy``)."""
+    after_policy: str = "completed"
+    """``completed``: run once every parent completed, cancelled if one ends dead or
+    cancelled; ``always``: run once every parent finished, however it ended."""
+    webhook: str | None = None
+    """A URL that gets this job's final state, signed (see docs/webhooks.md)."""
+    parent_id: int | None = None
+    """The running job whose handler enqueued this one (``job.enqueue``): it may join that
+    job's run even once the run is sealed."""
 
     @classmethod
     def create(
@@ -157,17 +174,26 @@ class NewJob:
         priority: int = 0,
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
-        run_id: str | None = None,
+        run: str | None = None,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        after: Sequence[int] = (),
+        after_policy: str = "completed",
+        webhook: str | None = None,
+        parent_id: int | None = None,
         parsed: bool = False,
     ) -> NewJob:
         """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
         as its ``model_dump(mode="json")``). ``parsed=True`` says ``payload`` is data as
         forebay read it from JSON text (:func:`forebay.jsonio.loads`), which is encoded without
-        the checks an arbitrary Python value needs (the intake's bodies are)."""
+        the checks an arbitrary Python value needs (the intake's bodies are).
+
+        ``run``: the id of the run the job joins; ``after``: ids of the jobs it waits for
+        (``after_policy``: ``completed`` or ``always``); ``webhook``: a URL that gets its final
+        state; ``parent_id``: the running job that enqueues it (set by :meth:`Job.enqueue`)."""
         validate_queue_name(queue)
-        _check_names(key, run_id)
+        _check_names(key, run)
+        parents = _check_links(after, after_policy, webhook, parent_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidPayload("priority must be an integer")
         if not -(2**31) <= priority < 2**31:
@@ -202,18 +228,25 @@ class NewJob:
             key,
             priority,
             ts,
-            run_id,
+            run,
             max_attempts,
             None if timeout_s is None else float(timeout_s),
+            parents,
+            after_policy,
+            webhook,
+            parent_id,
         )
 
-    def stored_as(self, job_id: int, created_at: datetime) -> Job:
-        """The queued Job this became once a backend stored it with ``job_id``."""
+    def stored_as(
+        self, job_id: int, created_at: datetime, state: JobState = JobState.QUEUED
+    ) -> Job:
+        """The Job this became once a backend stored it with ``job_id`` (``state``: queued,
+        or waiting for its parents, or cancelled when a parent already failed)."""
         return Job(
             id=job_id,
             queue=self.queue,
             payload=self.payload,
-            state=JobState.QUEUED,
+            state=state,
             key=self.key,
             priority=self.priority,
             run_at=created_at if self.run_at is None else to_datetime(self.run_at),
@@ -222,6 +255,10 @@ class NewJob:
             run_id=self.run_id,
             max_attempts=self.max_attempts,
             timeout_s=self.timeout_s,
+            after=self.after,
+            after_policy=self.after_policy,
+            webhook=self.webhook,
+            parent_id=self.parent_id,
         )
 
 
@@ -264,9 +301,49 @@ def _check_names(key: str | None, run_id: str | None) -> None:
     if key is not None:
         validate_key(key)
     if run_id is not None:
-        if not isinstance(run_id, str) or not run_id:
-            raise InvalidPayload("run_id must be a non-empty string")
-        check_storable("run_id", run_id)
+        if not isinstance(run_id, str) or not run_id or len(run_id) > 256:
+            raise InvalidPayload("run must be a run id (a non-empty string)")
+        check_storable("run", run_id)
+
+
+def _check_links(
+    after: Sequence[int], policy: str, webhook: str | None, parent_id: int | None
+) -> tuple[int, ...]:
+    """Refuse (InvalidPayload) bad ``after``/``after_policy``/``webhook``/``parent_id``; return
+    the parents as a sorted tuple without repeats."""
+    if webhook is not None:
+        check_webhook_url(webhook)
+    if parent_id is not None and (isinstance(parent_id, bool) or not isinstance(parent_id, int)):
+        raise InvalidPayload("parent_id must be a job id")
+    if policy not in ("completed", "always"):
+        raise InvalidPayload(f"after_policy must be 'completed' or 'always' (got {policy!r})")
+    if not after:
+        return ()
+    if isinstance(after, str | bytes) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in after
+    ):
+        raise InvalidPayload("after must be a list of job ids")
+    parents = tuple(sorted(set(after)))
+    if len(parents) > 100:
+        raise InvalidPayload("a job may wait for at most 100 parents")
+    return parents
+
+
+def check_webhook_url(url: object) -> str:
+    """Refuse (InvalidPayload) what cannot be a webhook URL: it must be an absolute http(s) URL
+    of at most 2048 characters. Whether its host may be reached is checked at delivery (a
+    private or loopback address is refused there unless the settings allow it)."""
+    if not isinstance(url, str) or not url or len(url) > 2048:
+        raise InvalidPayload("webhook must be an http(s) URL of at most 2048 characters")
+    check_storable("webhook", url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise InvalidPayload(f"webhook is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidPayload(f"webhook must be an absolute http:// or https:// URL (got {url!r})")
+    return url
 
 
 def validate_key(key: str) -> None:
@@ -291,6 +368,13 @@ def _validate_queue_name(queue: str) -> None:
 
 
 ProgressReporter: TypeAlias = Callable[["Job", float, "str | None"], Awaitable[None]]
+
+Enqueuer: TypeAlias = Callable[[list[NewJob]], Awaitable[list["Job"]]]
+"""Stores jobs as ``app.enqueue_many`` does: what :meth:`Job.enqueue` calls."""
+
+# Set by the worker (and by a handler process) for its handlers, so job.enqueue() stores the
+# jobs through the app that runs them.
+job_enqueuer: ContextVar[Enqueuer | None] = ContextVar("forebay_job_enqueuer", default=None)
 
 # Set by the worker inside each handler's task, so job.progress() reaches the right backend.
 progress_reporter: ContextVar[ProgressReporter | None] = ContextVar(
@@ -345,6 +429,14 @@ class Job:
     """The job's own limit of error attempts, given at enqueue (None: its queue's)."""
     timeout_s: float | None = None
     """The job's own time limit per run, given at enqueue (None: its queue's)."""
+    after: tuple[int, ...] = ()
+    """The jobs this one waited (or waits) for, given at enqueue."""
+    after_policy: str = "completed"
+    """When a waiting job runs: ``completed`` (every parent completed) or ``always``."""
+    webhook: str | None = None
+    """The URL that gets this job's final state."""
+    parent_id: int | None = None
+    """The job whose handler enqueued this one (:meth:`enqueue`), if one did."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
     cancel_requested: bool = False
@@ -360,6 +452,19 @@ class Job:
         if not 0 <= pct <= 100:
             raise ValueError("progress must be between 0 and 100")
         await reporter(self, float(pct), None if message is None else storable_text(message))
+
+    async def enqueue(self, queue: str, payload: object, **options: Any) -> Job:
+        """Inside a running handler: enqueue a job that joins this job's run (pass
+        ``run=None`` to keep it out of the run, or another run's id), with this job as its
+        ``parent_id``. Takes the options of :meth:`forebay.Forebay.enqueue` but
+        ``connection``. A sealed run still accepts these jobs: the run cannot complete while
+        this job runs, so the total grows before it could be counted complete."""
+        enqueuer = job_enqueuer.get()
+        if enqueuer is None or self.lease_token is None:
+            raise RuntimeError("job.enqueue() works only inside a running handler")
+        options.setdefault("run", self.run_id)
+        new = NewJob.create(queue, payload, parent_id=self.id, **options)
+        return (await enqueuer([new]))[0]
 
     def is_stalled(self, now: datetime | None = None) -> bool:
         """Running with an expired lease (the glossary's *stalled*): its worker died or hangs,
@@ -442,6 +547,10 @@ class Job:
             "started_at": iso(self.started_at),
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
+            "after": list(self.after),
+            "after_policy": self.after_policy,
+            "webhook": self.webhook,
+            "parent_id": self.parent_id,
             "payload": _json_payload(self.payload),
             "stalled": self.is_stalled(),
         }
@@ -731,11 +840,12 @@ class QueueCounts:
     retrying: int = 0  # queued after an error
     oldest_queued_age_s: float | None = None
     stalled: int = 0  # running with an expired lease: its worker is gone or stuck
+    waiting: int = 0  # waiting for their parents (after=[...])
 
     @property
     def depth(self) -> int:
         """Jobs not finished: what ``max_depth`` bounds."""
-        return self.queued + self.running
+        return self.waiting + self.queued + self.running
 
     def to_dict(self) -> dict[str, JSON]:
         return {
@@ -749,4 +859,5 @@ class QueueCounts:
             "retrying": self.retrying,
             "oldest_queued_age_s": self.oldest_queued_age_s,
             "stalled": self.stalled,
+            "waiting": self.waiting,
         }

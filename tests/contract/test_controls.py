@@ -172,7 +172,7 @@ async def test_run_now_makes_a_retry_due(backend: Backend) -> None:
 
 # -- cancel by filter -------------------------------------------------------------------------
 async def test_cancel_where_dry_run_counts_what_the_real_run_cancels(backend: Backend) -> None:
-    await backend.enqueue([new() for _ in range(4)] + [new("other"), new(run_id="r1")])
+    await backend.enqueue([new() for _ in range(4)] + [new("other"), new(run="r1")])
     await lease(backend, limit=2)
     queued_only = JobFilter(queue="q", state=JobState.QUEUED)
     assert await backend.cancel_where(queued_only, dry_run=True) == 3

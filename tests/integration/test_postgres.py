@@ -482,6 +482,8 @@ async def test_prune_deletes_in_bounded_batches(pg: PostgresBackend) -> None:
 # that migrating from empty (all migrations, one by one) arrives exactly here.
 EXPECTED_SCHEMA = {
     "columns": [
+        "jobs.after_ids text",
+        "jobs.after_policy text",
         "jobs.attempt integer not null default 0",
         "jobs.created_at timestamp with time zone not null default now()",
         "jobs.defers integer not null default 0",
@@ -495,6 +497,7 @@ EXPECTED_SCHEMA = {
         "jobs.lease_expires_at timestamp with time zone",
         "jobs.lease_token text",
         "jobs.max_attempts integer",
+        "jobs.parent_id bigint",
         "jobs.payload json not null",
         "jobs.priority integer not null default 0",
         "jobs.progress double precision",
@@ -507,6 +510,7 @@ EXPECTED_SCHEMA = {
         "jobs.state text not null default 'queued'::text",
         "jobs.timeout_s double precision",
         "jobs.updated_at timestamp with time zone not null default now()",
+        "jobs.webhook text",
         "jobs.worker_id text",
         "migrations.applied_at timestamp with time zone not null default now()",
         "migrations.name text not null",
@@ -528,6 +532,8 @@ EXPECTED_SCHEMA = {
         "schedules.updated_at timestamp with time zone not null default now()",
     ],
     "constraints": [
+        "jobs_after_policy_known CHECK (((after_policy IS NULL) OR (after_policy = ANY "
+        "(ARRAY['completed'::text, 'always'::text]))))",
         "jobs_counters_not_negative CHECK (((attempt >= 0) AND (deliveries >= 0) AND (defers >= "
         "0)))",
         "jobs_finished_iff_terminal CHECK (((state = ANY (ARRAY['completed'::text, "

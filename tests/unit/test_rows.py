@@ -41,6 +41,10 @@ STORED = {
     ' "traceback": "Traceback (most recent call last):\\n  File \\"h.py\\", line 3"}]',
     "max_attempts": 4,
     "timeout_s": 2.5,
+    "after_ids": "[3, 5]",
+    "after_policy": "always",
+    "webhook": "https://hooks.example.com/done",
+    "parent_id": 2,
 }
 TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at", "started_at")
 
@@ -84,6 +88,10 @@ def _expected() -> Job:
         ),
         max_attempts=4,
         timeout_s=2.5,
+        after=(3, 5),
+        after_policy="always",
+        webhook="https://hooks.example.com/done",
+        parent_id=2,
     )
 
 

@@ -42,6 +42,7 @@ from forebay.job import (
     Retry,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
 
 __all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection", "split_completions"]
@@ -100,6 +101,9 @@ class PruneSpec:
     limit: int = 10_000
     queue: str | None = None
     other_than: tuple[str, ...] = ()
+    runs_before: float | None = None
+    """Also delete completed runs whose ``completed_at`` is older (None: keep runs). Their
+    jobs are pruned by the cut-offs above, as any job."""
 
 
 @runtime_checkable
@@ -158,6 +162,18 @@ class Backend(Protocol):
         A job whose (queue, key) already exists is not stored again: the existing job is
         returned with ``created=False``. If a queue named in ``max_depth`` would hold more than
         that many unfinished jobs, the whole call is refused with QueueFull and nothing is stored.
+
+        In the same transaction, and refusing the whole call (nothing stored) otherwise:
+
+        * ``run_id``: the run must exist (else UnknownRun) and be open, unless the job's
+          ``parent_id`` is a running job of that run (else RunSealed); the run's ``total``
+          (and ``queued`` / ``waiting``) grow by one per job stored (not per key found).
+        * ``after``: every parent must exist (else UnknownParent). The job is stored
+          ``waiting`` while a parent is unfinished; ``queued`` when every parent completed
+          (with ``after_policy="always"``: finished); ``cancelled`` at once when a parent is
+          dead or cancelled and the policy is ``completed`` (error_type ``DependencyFailed``,
+          error ``parent job <id> ended <state>``), which counts as a finish (run counts,
+          webhook, its own waiting children: see :meth:`complete`).
         """
 
     # -- running ---------------------------------------------------------------------------
@@ -179,7 +195,14 @@ class Backend(Protocol):
     async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
         """running -> completed, storing each :class:`~forebay.job.Completion`'s result (a
         plain Lease: no result) and clearing the last error (the history keeps it); return
-        ids refused (stale token)."""
+        ids refused (stale token).
+
+        Every transition into a finished state — here, :meth:`dead_letter`, :meth:`cancel`,
+        :meth:`cancel_where`, a crash-limit dead letter, a waiting job cancelled for its
+        parent — does, in its own transaction / script: the job's run counts (and the run's
+        completion, see :mod:`forebay.runs`); a delivery job on ``forebay.webhooks`` when the
+        job has a ``webhook``; its waiting children released (queued once all parents are
+        done) or cancelled (and so on down), as :meth:`enqueue` describes."""
 
     async def retry(self, retries: Sequence[Retry]) -> list[int]:
         """running -> queued at run_at, attempt kept spent, the error kept as the last one and
@@ -200,14 +223,17 @@ class Backend(Protocol):
 
     # -- operator actions ------------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[int]:
-        """queued or running -> cancelled; return the ids that were cancelled.
+        """waiting, queued or running -> cancelled; return the ids that were cancelled.
 
         A running job's lease is revoked at once: its worker's next heartbeat is refused, so
         it stops the handler, and the worker's late outcome is refused like any stale one.
         """
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
-        """dead -> queued now with counters reset; return how many (would be) replayed."""
+        """dead -> queued now with counters reset; return how many (would be) replayed. A
+        replayed job of a run counts as queued again in it (``dead`` shrinks); a run that
+        already completed stays completed (its completion is never emitted twice). Children
+        cancelled because it died stay cancelled."""
 
     async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
         """Delete dead jobs that match; return how many (would be) deleted."""
@@ -300,4 +326,27 @@ class Backend(Protocol):
     async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
         """Cancel the queued and running jobs that match (``where.state`` narrows to one of
         those two); return how many were (or, with ``dry_run``, would be) cancelled."""
+        ...
+
+    # -- runs (DESIGN §10; see forebay.runs) ----------------------------------------------
+    async def start_run(self, run: NewRun) -> Run:
+        """Store a new open run with no jobs; return it. With the ``key`` of a stored run,
+        store nothing and return that run as it stands (``created=False``)."""
+        ...
+
+    async def seal_run(self, run_id: str) -> Run | None:
+        """Seal an open run (sealing again changes nothing); return it, None when there is
+        no such run. In the same transaction, a run whose jobs all finished (or that has
+        none) completes, and its completion jobs are created (see :mod:`forebay.runs`)."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None:
+        """The run with that id and its counts (one consistent snapshot), or None."""
+        ...
+
+    async def list_runs(
+        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+    ) -> list[Run]:
+        """Runs, newest first (by id: run ids are time-ordered), paged by ``before_id``;
+        ``state`` narrows to one state."""
         ...

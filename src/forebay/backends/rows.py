@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from forebay import jsonio
 from forebay.job import Job, JobState, PayloadText, StoredText
 
 __all__ = ["COLUMNS", "job_from_hash", "job_from_row"]
@@ -48,8 +49,13 @@ COLUMNS: Final = (
     "errors",
     "max_attempts",
     "timeout_s",
+    "after_ids",
+    "after_policy",
+    "webhook",
+    "parent_id",
 )
-"""A job's stored fields, in the order of a row."""
+"""A job's stored fields, in the order of a row. ``after_ids`` is the JSON text of the parents'
+ids (NULL: none), ``after_policy`` NULL for the default (``completed``)."""
 
 _STATES: Final = {s.value: s for s in JobState}
 _from_epoch: Final = datetime.fromtimestamp
@@ -95,11 +101,17 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         started_at=started_at,
         result=None if result is None else StoredText(result),
         errors=() if errors is None else StoredText(errors),  # type: ignore[arg-type]
-        # the job's own limits: the last two columns
-        max_attempts=row[-2],
-        timeout_s=row[-1],
+        max_attempts=row[24],
+        timeout_s=row[25],
+        after=_NO_PARENTS if row[26] is None else tuple(jsonio.loads(row[26])),
+        after_policy=row[27] or "completed",
+        webhook=row[28],
+        parent_id=row[29],
         created=created,
     )
+
+
+_NO_PARENTS: Final[tuple[int, ...]] = ()
 
 
 def job_from_hash(job_id: int | str, fields: Mapping[str, str], created: bool = True) -> Job:
@@ -138,6 +150,10 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         get("errors"),
         _whole(get("max_attempts")),
         _number(get("timeout_s")),
+        get("after_ids"),
+        get("after_policy"),
+        get("webhook"),
+        _whole(get("parent_id")),
     )
 
 

@@ -29,7 +29,7 @@ from forebay.cancel import cancel_and_wait
 from forebay.errors import ConfigError, ForebayError
 from forebay.execution.tuning import tune_gc
 from forebay.execution.wire import DumpedError, dump_error, frame, receive
-from forebay.job import Job
+from forebay.job import Job, job_enqueuer
 from forebay.logs import LogLevel, configure_logging
 from forebay.queue_config import QueueConfig
 from forebay.worker.calls import call_handler
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
         with contextlib.suppress(ConfigError):  # an app with its own backend object keeps it
             app.use_url(url)  # the URL the parent's app uses
     tune_gc()  # as the parent does (see forebay.execution.tuning)
+    job_enqueuer.set(app.enqueue_many)  # job.enqueue() in a handler stores through the app
     with contextlib.suppress(OSError):  # the parent's intake must answer first
         os.nice(_NICE)
     try:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from forebay.backends.base import Backend
 from forebay.cancel import cancel_and_wait
 from forebay.errors import ConfigError
+from forebay.job import Enqueuer, job_enqueuer
 from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
@@ -50,6 +51,7 @@ class Worker:
         *,
         observers: Sequence[Observer] = (),
         schedules: Sequence[Schedule] = (),
+        enqueue: Enqueuer | None = None,
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue with a handler")
@@ -66,6 +68,8 @@ class Worker:
         self._stop_now: asyncio.Event | None = None
         self._lanes: Lanes | None = None
         self._maintenance: Maintenance | None = None
+        self._enqueue: Enqueuer = enqueue or (lambda jobs: backend.enqueue(jobs))
+        """What ``job.enqueue()`` in a handler stores with (the app's ``enqueue_many``)."""
         self.scheduler = Scheduler(backend, schedules)
         """Saves ``schedules`` (the app's) at start, then fires every stored schedule's ticks."""
 
@@ -111,6 +115,7 @@ class Worker:
         # Made here, not in __init__: they belong to the event loop that runs the worker.
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
+        job_enqueuer.set(self._enqueue)  # the handlers' tasks are made in this context
         lanes = self._lanes = Lanes(
             self.backend,
             list(self.queues.values()),

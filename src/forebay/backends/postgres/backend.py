@@ -66,6 +66,7 @@ from forebay.job import (
     to_datetime,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
 
 __all__ = ["PostgresBackend"]
@@ -591,6 +592,21 @@ class PostgresBackend:
         sql = self._q["count_cancellable" if dry_run else "cancel_where"]
         resend = Resend.ALWAYS if dry_run else Resend.IF_UNSENT
         return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
+
+    # -- runs: not stored by this backend yet ------------------------------------------------
+    async def start_run(self, run: NewRun) -> Run:
+        raise NotImplementedError("runs")
+
+    async def seal_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def get_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def list_runs(
+        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+    ) -> list[Run]:
+        raise NotImplementedError("runs")
 
 
 def _settings(row: Any) -> QueueSettings:

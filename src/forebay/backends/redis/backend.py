@@ -96,6 +96,7 @@ from forebay.job import (
     Retry as RetryJob,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
 from forebay.urls import redacted
 
@@ -987,6 +988,21 @@ class RedisBackend:
             matching = await self._filter_candidates(one, candidates, "ids", None)
             found.update(int(i) for i in matching)
         return sorted(found)
+
+    # -- runs: not stored by this backend yet ------------------------------------------------
+    async def start_run(self, run: NewRun) -> Run:
+        raise NotImplementedError("runs")
+
+    async def seal_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def get_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def list_runs(
+        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+    ) -> list[Run]:
+        raise NotImplementedError("runs")
 
 
 def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:

@@ -66,6 +66,7 @@ from forebay.job import (
     Retry,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
+from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
 from forebay.sqlfiles import migration_files, render_queries
 
@@ -713,6 +714,21 @@ class SQLiteBackend:
         )
         self._announce_finished(cancelled)
         return len(cancelled)
+
+    # -- runs: not stored by this backend yet ------------------------------------------------
+    async def start_run(self, run: NewRun) -> Run:
+        raise NotImplementedError("runs")
+
+    async def seal_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def get_run(self, run_id: str) -> Run | None:
+        raise NotImplementedError("runs")
+
+    async def list_runs(
+        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+    ) -> list[Run]:
+        raise NotImplementedError("runs")
 
 
 def _settings(row: Sequence[Any]) -> QueueSettings:
