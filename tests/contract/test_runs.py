@@ -378,6 +378,16 @@ async def test_completion_jobs_are_idempotent_by_key(backend: Backend) -> None:
     assert found.id == early.id and found.payload == {"n": 0}
 
 
+async def test_completion_jobs_ignore_a_full_queue(backend: Backend) -> None:
+    await backend.set_queue("done", max_depth=1)
+    await backend.enqueue([new("done")])
+    run = await start(backend, on_complete="done")
+    sealed = await backend.seal_run(run.id)
+    assert sealed is not None and sealed.state is RunState.COMPLETED
+    assert len(await completions(backend, run)) == 1
+    assert {c.queue: c.queued for c in await backend.counts()}["done"] == 2
+
+
 @pytest.mark.parametrize("rounds", [6])
 async def test_two_last_jobs_settled_at_once_complete_the_run_once(
     url: str, backend: Backend, rounds: int
