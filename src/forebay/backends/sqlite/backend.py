@@ -1071,17 +1071,17 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str])
     deps: list[tuple[int, int]] = []
     joined: dict[str, int] = {}
     failed: list[int] = []
-    for i, job in enumerate(stored):
-        if not job.created:
+    for i, kept in enumerate(stored):
+        if not kept.created:
             continue
-        if job.run_id is not None:
-            joined[job.run_id] = joined.get(job.run_id, 0) + 1
-        if job.state is JobState.WAITING:
-            deps.extend((p, job.id) for p in job.after if parents[p] in _UNFINISHED)
-        elif job.state is JobState.CANCELLED:
-            failed.append(job.id)
+        if kept.run_id is not None:
+            joined[kept.run_id] = joined.get(kept.run_id, 0) + 1
+        if kept.state is JobState.WAITING:
+            deps.extend((p, kept.id) for p in kept.after if parents[p] in _UNFINISHED)
+        elif kept.state is JobState.CANCELLED:
+            failed.append(kept.id)
             stored[i] = replace(
-                job, finished_at=job.created_at, error=rows[i][15], error_type=DEPENDENCY_FAILED
+                kept, finished_at=kept.created_at, error=rows[i][15], error_type=DEPENDENCY_FAILED
             )
     if deps:
         conn.execute(Q["insert_deps"], {"deps": jsonio.dumps(deps)})
