@@ -26,7 +26,7 @@ CREATE TABLE {schema}.runs (
                AND completed + dead + cancelled <= total),
     CONSTRAINT runs_completed_iff_completed_at
         CHECK ((state = 'completed') = (completed_at IS NOT NULL)),
-    CONSTRAINT runs_sealed_at_once_sealed CHECK ((state = 'open') = (sealed_at IS NULL))
+    CONSTRAINT runs_sealed_at_iff_sealed CHECK ((state = 'open') = (sealed_at IS NULL))
 );
 -- start_run with a key stores one run per key
 CREATE UNIQUE INDEX runs_key ON {schema}.runs (key) WHERE key IS NOT NULL;
