@@ -17,7 +17,7 @@ name, ``N`` a job id, ``R`` a priority)::
                                        while it has one; its links: after_ids (JSON text),
                                        after_policy, webhook, parent_id, ``parents_left``
                                        (while waiting: parents not yet finished) and
-                                       ``children`` ("1" once a job waited for it)
+                                       ``children`` ("1" while P:children:N holds ids)
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at
@@ -49,12 +49,15 @@ name, ``N`` a job id, ``R`` a priority)::
                                        forward only by ``fire_schedule.lua``, in the script
                                        that enqueues the tick's jobs
     P:finished                 channel pub/sub, not a key: every script that finishes jobs
-                                       (complete, dead_letter, cancel) publishes their ids,
+                                       (complete, dead_letter, cancel; and enqueue, a
+                                       parent's finish: jobs cancelled for their parents)
+                                       publishes their ids,
                                        comma-separated, once per call; processes waiting for
                                        a job to finish subscribe
     P:waiting_jobs             zset    jobs in state waiting (for their parents), score = id
-    P:children:N               set     ids of the jobs that waited for job N when enqueued;
-                                       deleted with N
+    P:children:N               set     ids of the jobs enqueued to wait for job N while it
+                                       was unfinished; read and deleted when N finishes (a
+                                       replayed N finishes again without them), or with N
     P:run:I                    hash    run I: name key meta on_complete webhook state
                                        created_at sealed_at completed_at and its counts
                                        (total waiting queued running completed dead

@@ -380,6 +380,9 @@ local function after_finish(id, from, state, now, job)
           end
         end
       end
+      -- Each child counts this parent once: replayed, it finishes again without them.
+      redis.call('DEL', key_children(w.id))
+      redis.call('HDEL', key_job(w.id), 'children')
     end
   end
   if #cancelled > 0 then redis.call('PUBLISH', key_finished(), table.concat(cancelled, ',')) end
