@@ -1,7 +1,7 @@
 """The SQLite backend: an embedded file, zero setup, safe for several processes on one machine.
 
-One module (~650 lines) on purpose: it is one concern, every transition of the Backend
-Protocol on one engine, and splitting it by transition would scatter the writer's rules.
+One module on purpose: it is one concern, every transition of the Backend Protocol on one
+engine, and splitting it by transition would scatter the writer's rules.
 
 * WAL journal, ``synchronous=FULL`` by default: a committed job survives power loss.
   (``?synchronous=NORMAL`` in the URL trades that for speed: survives a process crash, not an
