@@ -1165,21 +1165,22 @@ def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Ef
     cancelled, which are finishes in turn: followed the same way, down the chain), noted in
     ``effects``."""
     while ids:
-        rows = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchall()
-        deliveries = [_job_webhook(row) for row in rows if row[10] is not None]
+        found = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchone()[0]
+        rows = jsonio.loads(found)
+        deliveries = [_job_webhook(row) for row in rows if row[3] is not None]
         if deliveries:
             _insert(conn, deliveries)
             effects.queues.add(WEBHOOK_QUEUE)
         per_run: dict[str, dict[str, int]] = {}
         for row in rows:
-            if row[4] is not None:
-                counts = per_run.setdefault(row[4], {"completed": 0, "dead": 0, "cancelled": 0})
-                counts[row[2]] += 1
+            if row[2] is not None:
+                counts = per_run.setdefault(row[2], {"completed": 0, "dead": 0, "cancelled": 0})
+                counts[row[1]] += 1
         for run_id, counts in sorted(per_run.items()):
             ended = conn.execute(Q["run_finished"], counts | {"id": run_id}).fetchone()
             if ended is not None and ended[0] == RunState.SEALED and ended[1] == ended[2]:
                 _complete_run(conn, run_id, now, effects)
-        ids = _children_done(conn, {row[0]: row[2] for row in rows}, now, effects)
+        ids = _children_done(conn, {row[0]: row[1] for row in rows}, now, effects)
         effects.finished.extend(ids)
 
 
@@ -1212,8 +1213,8 @@ def _children_done(
 
 
 def _job_webhook(row: Sequence[Any]) -> NewJob:
-    """The delivery job of a finished job's webhook (a row of ``finished_links``)."""
-    job_id, queue, state, key, run_id, attempt, error, error_type, result, finished_at, url = row
+    """The delivery job of a finished job's webhook (an entry of ``finished_links``)."""
+    job_id, state, run_id, url, queue, key, attempt, error, error_type, result, finished_at = row
     data = job_summary(
         job_id=job_id,
         queue=queue,
@@ -1224,7 +1225,7 @@ def _job_webhook(row: Sequence[Any]) -> NewJob:
         error=error,
         error_type=error_type,
         result=None if result is None else jsonio.loads(result),
-        finished_at=finished_at,
+        finished_at=float(finished_at),
     )
     return NewJob.create(
         WEBHOOK_QUEUE, webhook_payload(url, JOB_WEBHOOK_TYPES[state], data), parsed=True
