@@ -1,6 +1,6 @@
 """The PostgreSQL backend: many workers on many machines, transactional enqueue.
 
-One module (~600 lines) on purpose: it is one concern, every transition of the Backend
+One module (~1100 lines) on purpose: it is one concern, every transition of the Backend
 Protocol on one engine (connections, schema and wake-ups live in modules of their own).
 
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
@@ -18,6 +18,12 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
 * ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
   transaction: the jobs exist if and only if it commits.
+* Runs and dependencies (``runs``, ``dependencies``; see :mod:`forebay.runs`): a job with a
+  run, parents or a webhook is enqueued in a transaction that locks its parents and run, and
+  finished in one that also counts its run (completing it once, under the run's row lock),
+  stores its webhook's delivery and releases or cancels its waiting children. The plain
+  settle statement leaves such jobs to that transaction, so jobs without links pay one
+  condition (:mod:`~forebay.backends.postgres.links` makes the decisions).
 * Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
   schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
@@ -121,13 +127,14 @@ class _Settlement:
     result: str | None = None
 
 
-class _LinkedFailed(set[int]):
-    """The jobs a round settled, when its transaction for jobs with links (``ids``) failed."""
+@dataclass(slots=True)
+class _Round:
+    """What one settle round did: the ids settled; when its transaction for jobs with links
+    failed, their ids (``failed``) and why (their callers get the error)."""
 
-    def __init__(self, settled: set[int], ids: set[int], error: Exception) -> None:
-        super().__init__(settled)
-        self.ids = ids
-        self.error = error
+    settled: set[int]
+    failed: set[int]
+    error: Exception | None = None
 
 
 class PostgresBackend:
@@ -413,13 +420,13 @@ class PostgresBackend:
                 failed.update((index, exc) for index, _ in round_)  # earlier rounds stand
                 continue
             for index, s in round_:
-                if isinstance(settled, _LinkedFailed) and s.job_id in settled.ids:
+                if s.job_id in settled.failed and settled.error is not None:
                     failed[index] = settled.error
-                elif s.job_id not in settled:
+                elif s.job_id not in settled.settled:
                     refused[index].append(s.job_id)
         return [failed.get(index, ids) for index, ids in enumerate(refused)]
 
-    async def _settle_round(self, items: list[_Settlement], *, first: bool) -> set[int]:
+    async def _settle_round(self, items: list[_Settlement], *, first: bool) -> _Round:
         """Settle one round: the plain statement first, which leaves the finishes of jobs with
         links running; those (and the refused ones, which it cannot tell apart) again in a
         transaction that does what their finish entails."""
@@ -431,15 +438,15 @@ class PostgresBackend:
         rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
         settled = {r[0] for r in rows}
         if len(settled) == len(items):
-            return settled
+            return _Round(settled, set())
         rest = [s for s in items if s.job_id not in settled]
         try:
             linked = await self._run(lambda c: _settle_linked(c, q, rest), Resend.IF_UNSENT)
         except Exception as exc:
             if first and not settled:
                 raise  # nothing written: the group commit may split the group
-            return _LinkedFailed(settled, {s.job_id for s in rest}, exc)
-        return settled | linked
+            return _Round(settled, {s.job_id for s in rest}, exc)
+        return _Round(settled | linked, set())
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         sql = self._q["reclaim_expired"]

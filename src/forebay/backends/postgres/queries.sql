@@ -590,7 +590,7 @@ RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.tota
 -- name: start_run
 INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook)
 VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+ON CONFLICT DO NOTHING  -- its key is taken, or it is a repeat of this very insert (its id)
 RETURNING id
 
 -- name: run_by_key
