@@ -102,6 +102,7 @@ T = TypeVar("T")
 
 _ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's batch may be more)
 _SETTLE_GROUP_ROWS = 20_000
+_LINKED_HINTS = 100_000  # leased jobs with links remembered at most (see _settle_round)
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
 
 
@@ -125,6 +126,9 @@ class _Settlement:
     kind: str | None = None
     traceback: str | None = None
     result: str | None = None
+
+
+_FINISHES = ("complete", "dead")
 
 
 @dataclass(slots=True)
@@ -179,6 +183,9 @@ class PostgresBackend:
         # Queues last seen with a stored max_depth: their enqueues go straight to the locked
         # path. Only a hint (the statements check the store either way), changed between awaits.
         self._capped: set[str] = set()
+        # Jobs this instance leased that have a run or a webhook: their finishes go straight
+        # to the transaction for links (a hint: the plain statement would leave them anyway).
+        self._linked: set[int] = set()
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
 
@@ -330,7 +337,13 @@ class PostgresBackend:
             Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
         )
         rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-        return [job_from_row(r) for r in rows]
+        jobs = [job_from_row(r) for r in rows]
+        linked = [j.id for j in jobs if j.run_id is not None or j.webhook is not None]
+        if linked:
+            if len(self._linked) > _LINKED_HINTS:
+                self._linked.clear()  # leases that expired or were cancelled: forget them
+            self._linked.update(linked)
+        return jobs
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
         if not leases:
@@ -429,17 +442,28 @@ class PostgresBackend:
     async def _settle_round(self, items: list[_Settlement], *, first: bool) -> _Round:
         """Settle one round: the plain statement first, which leaves the finishes of jobs with
         links running; those (and the refused ones, which it cannot tell apart) again in a
-        transaction that does what their finish entails."""
+        transaction that does what their finish entails. Finishes of jobs this instance leased
+        with a run or a webhook go to that transaction at once."""
         q = self._q
-        args = _settle_args(items)
-        # Not resent after an error mid-flight: had it committed, a repeat would refuse its
-        # own jobs. Jobs left unsettled keep running until their lease expires, then run again
-        # (at-least-once).
-        rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
-        settled = {r[0] for r in rows}
-        if len(settled) == len(items):
+        rest: list[_Settlement] = []
+        if self._linked:
+            rest = [s for s in items if s.job_id in self._linked and s.outcome in _FINISHES]
+            if rest:
+                items = [
+                    s for s in items if s.job_id not in self._linked or s.outcome not in _FINISHES
+                ]
+                self._linked.difference_update(s.job_id for s in rest)
+        settled: set[int] = set()
+        if items:
+            args = _settle_args(items)
+            # Not resent after an error mid-flight: had it committed, a repeat would refuse
+            # its own jobs. Jobs left unsettled keep running until their lease expires, then
+            # run again (at-least-once).
+            rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
+            settled = {r[0] for r in rows}
+            rest += [s for s in items if s.job_id not in settled]
+        if not rest:
             return _Round(settled, set())
-        rest = [s for s in items if s.job_id not in settled]
         try:
             linked = await self._run(lambda c: _settle_linked(c, q, rest), Resend.IF_UNSENT)
         except Exception as exc:
@@ -984,22 +1008,26 @@ async def _finish_links(
     transaction adds to runs (an enqueue's new jobs). Locks children (in id order, parents
     before children) before runs (in id order)."""
     counts = counts if counts is not None else RunCounts()
-    deliveries: list[NewJob] = []
+    hooked: list[int] = []
     while finished:
         parents: dict[int, str] = {}
-        for row in await conn.fetch(q["finished_links"], finished):
-            job = job_from_row(row)
-            if job.run_id is not None:
-                counts.add(job.run_id, job.state.value)
-            if job.webhook is not None:
-                deliveries.append(delivery_job(job))
-            if row[-1]:
-                parents[job.id] = job.state.value
+        for job_id, state, run_id, webhook, has_children in await conn.fetch(
+            q["finished_links"], finished
+        ):
+            if run_id is not None:
+                counts.add(run_id, state)
+            if webhook:
+                hooked.append(job_id)
+            if has_children:
+                parents[job_id] = state
         finished = await _settle_children(conn, q, parents) if parents else []
+    jobs = []
+    if hooked:
+        jobs += [delivery_job(job_from_row(r)) for r in await conn.fetch(q["get_jobs"], hooked)]
     if counts:
-        deliveries += await _count_runs(conn, q, counts)
-    if deliveries:
-        await _insert(conn, q, deliveries, False)
+        jobs += await _count_runs(conn, q, counts)
+    if jobs:
+        await _insert(conn, q, jobs, False)
 
 
 async def _settle_children(conn: Any, q: dict[str, str], parents: dict[int, str]) -> list[int]:
@@ -1038,11 +1066,9 @@ async def _settle_children(conn: Any, q: dict[str, str], parents: dict[int, str]
 async def _count_runs(conn: Any, q: dict[str, str], counts: RunCounts) -> list[NewJob]:
     """Add ``counts`` to the runs (locked in id order); return the completion jobs of those
     that this completes (sealed before, completed now: once, under the row lock)."""
-    args = counts.args()
-    before = dict(await conn.fetch(q["lock_runs"], args[0]))
     jobs: list[NewJob] = []
-    for row in await conn.fetch(q["count_runs"], *args):
-        if row[6] == RunState.COMPLETED and before.get(row[0]) == RunState.SEALED:
+    for row in await conn.fetch(q["count_runs"], *counts.args()):
+        if row[6] == RunState.COMPLETED and row[-1] == RunState.SEALED:
             jobs += completion_jobs(row)
     return jobs
 
