@@ -54,6 +54,7 @@ from forebay.backends.postgres.connection import (
 )
 from forebay.backends.postgres.links import (
     DEPENDENCY_FAILED,
+    UNFINISHED,
     RunCounts,
     child_outcome,
     completion_jobs,
@@ -533,10 +534,12 @@ class PostgresBackend:
             spec.queue if one else list(spec.other_than),
         )
         pruned = int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
-        if spec.runs_before is not None:
+        if spec.runs_before is not None:  # counted too: a caller goes on while either is full
             runs_sql = self._q["prune_runs"]
             before = _dt(spec.runs_before)
-            await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
+            pruned += int(
+                await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
+            )
         return pruned
 
     # -- reading --------------------------------------------------------------------------
@@ -785,10 +788,10 @@ async def _insert_requests(
         requests = await _with_stored_depths(conn, q, requests, capped)
         verdicts: list[EnqueueError | None] = list(await _check_depths(conn, q, requests))
         if linked:
-            links = await _read_links(conn, q, requests, verdicts)
+            parents = await _read_links(conn, q, requests, verdicts)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
         jobs = _all_jobs(accepted)
-        inserted = await _insert_linked(conn, q, jobs, links) if linked else None
+        inserted = await _insert_linked(conn, q, jobs, parents) if linked else None
         stored = iter(
             _split(
                 [r.jobs for r in accepted],
@@ -949,7 +952,7 @@ async def _insert_linked(
         for j in created
         if j.state is JobState.WAITING
         for p in j.after
-        if parents[p] in ("waiting", "queued", "running")
+        if parents[p] in UNFINISHED
     ]
     if edges:
         await conn.execute(q["mark_parents"], sorted({p for p, _ in edges}))
@@ -991,9 +994,7 @@ async def _settle_linked(conn: Any, q: dict[str, str], items: list[_Settlement])
     async with conn.transaction():
         rows = await conn.fetch(q["settle"], *_settle_args(items), True)
         settled = {r[0] for r in rows}
-        finished = [
-            s.job_id for s in items if s.job_id in settled and s.outcome in ("complete", "dead")
-        ]
+        finished = [s.job_id for s in items if s.job_id in settled and s.outcome in _FINISHES]
         if finished:
             await _finish_links(conn, q, finished)
     return settled
