@@ -249,12 +249,17 @@ WITH reclaimed AS (
 SELECT count(*) FROM reclaimed
 
 -- name: cancel
--- a running job's lease is revoked: its worker's heartbeat and outcome are refused
+-- a running job's lease is revoked: its worker's heartbeat and outcome are refused. The jobs
+-- are locked in id order (an InitPlan), as a finish locks a parent before its children.
 WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE id = ANY($1::bigint[]) AND state IN ('waiting', 'queued', 'running')
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.jobs
+        WHERE id = ANY($1::bigint[]) AND state IN ('waiting', 'queued', 'running')
+        ORDER BY id FOR NO KEY UPDATE
+    )) AND state IN ('waiting', 'queued', 'running')
     RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
@@ -440,12 +445,17 @@ WITH moved AS (
 SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
 
 -- name: cancel_where
--- the shared filter's state ($2) is 'waiting', 'queued', 'running' or NULL (all three)
+-- the shared filter's state ($2) is 'waiting', 'queued', 'running' or NULL (all three); the
+-- jobs are locked in id order, as cancel locks them
 WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+        ORDER BY id FOR NO KEY UPDATE
+    )) AND state IN ('waiting', 'queued', 'running')
     RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
