@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -14,6 +15,7 @@ from typing import Any, TypeVar, overload
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound, JobStateConflict, RunNotFound, WaitTimeout
+from forebay.execution.command import Command, command_handler
 from forebay.job import (
     DeadCursor,
     Job,
@@ -167,6 +169,79 @@ class Forebay:
             self._payload_models[config.name] = config.payload_model
         if config.max_depth is not None:
             self._unsaved.add(config.name)
+
+    # -- commands: a queue whose jobs run a program (forebay.execution.command) -----------
+    def command(
+        self,
+        queue: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        permanent_exit_codes: Iterable[int] = (),
+        max_output_bytes: int = 1_048_576,
+        term_grace_s: float = 5.0,
+        max_attempts: int = 5,
+        max_deliveries: int | None = None,
+        timeout_s: float = 300.0,
+        lease_s: float = 30.0,
+        concurrency: int = 8,
+        backoff: Backoff | None = None,
+        max_depth: int | None = None,
+        on_exhausted: ExhaustedHook | None = None,
+        schedule: Every | Cron | None = None,
+        max_result_bytes: int = 1_048_576,
+        payload: PayloadModel | None = None,
+        completed_retention: timedelta | None = None,
+        dead_retention: timedelta | None = None,
+        cancelled_retention: timedelta | None = None,
+    ) -> Command:
+        """Declare ``queue`` and the program each of its jobs runs: ``argv``, e.g.
+        ``["python", "ingest.py"]`` (no shell; ``["sh", "-c", "..."]`` for one).
+
+        The program reads the payload as JSON on stdin; ``FOREBAY_JOB_ID``, ``FOREBAY_ATTEMPT``
+        and ``FOREBAY_QUEUE`` are in its environment (the worker's, plus ``env``); a stdout line
+        ``PROGRESS: <0-100> [message]`` is the job's progress and the last stdout line that is
+        JSON its result. Exit 0 completes; a status in ``permanent_exit_codes`` is dead at once;
+        killed by SIGKILL (out of memory) is ``ResourceExhausted``, retried; anything else is
+        retried. At ``timeout_s``, on a cancel and at shutdown its process group gets SIGTERM,
+        then SIGKILL after ``term_grace_s``. Each stream's output is logged up to
+        ``max_output_bytes`` per run. The other options are :meth:`handler`'s. The program runs
+        from the worker's own event loop, also with handler processes. See docs/subprocess.md.
+        """
+        if isinstance(argv, str):
+            raise ConfigError(
+                f"argv is a list, the program first: {argv.split()!r} "
+                f"(for a shell line: ['sh', '-c', {argv!r}])"
+            )
+        declared = Command(
+            tuple(argv),
+            env=dict(env or {}),
+            cwd=None if cwd is None else os.fspath(cwd),
+            permanent_exit_codes=frozenset(permanent_exit_codes),
+            max_output_bytes=max_output_bytes,
+            term_grace_s=term_grace_s,
+            max_result_bytes=max_result_bytes,
+        )
+        self.handler(
+            queue,
+            max_attempts=max_attempts,
+            max_deliveries=max_deliveries,
+            timeout_s=timeout_s,
+            lease_s=lease_s,
+            concurrency=concurrency,
+            backoff=backoff,
+            max_depth=max_depth,
+            on_exhausted=on_exhausted,
+            schedule=schedule,
+            max_result_bytes=max_result_bytes,
+            payload=payload,
+            completed_retention=completed_retention,
+            dead_retention=dead_retention,
+            cancelled_retention=cancelled_retention,
+        )(command_handler(declared))
+        self.queues[queue] = replace(self.queues[queue], in_process=True)
+        return declared
 
     def source(
         self,

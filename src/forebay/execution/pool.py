@@ -182,8 +182,10 @@ class HandlerPool:
         # Payloads cross to the handler processes as their stored text (a leased job's
         # payload is parsed only when first read, which this process never does), read there:
         # a payload model too is applied there, by the child's own declaration of the queue.
+        # A queue declared in_process (a command queue) keeps its handler here.
         configs = [
-            replace(q, handler=self.handler_for(q), payload_model=None) for q in chosen.values()
+            q if q.in_process else replace(q, handler=self.handler_for(q), payload_model=None)
+            for q in chosen.values()
         ]
         return Worker(
             app.backend,
