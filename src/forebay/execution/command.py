@@ -79,6 +79,8 @@ _TAIL_BYTES: Final = 4 * STDERR_TAIL_CHARS  # enough bytes for that many charact
 _GROUP_POLL_S: Final = 0.02
 """How often a group whose leader exited is checked for members left (they are not this
 process's children, so nothing signals their end)."""
+_KILLED_WAIT_S: Final = 1.0
+"""How long the members of a SIGKILLed group may take to be gone."""
 _PIPES_WAIT_S: Final = 2.0
 """How long the output pipes may stay open once the group is gone: a descendant that left
 the group (``setsid``) holds them open, and the run does not wait for it longer."""
@@ -475,7 +477,12 @@ async def _end_group(group: int, leader_exited: asyncio.Event, grace_s: float) -
             return "SIGTERM"
     if not _signal_group(group, signal.SIGKILL):
         return "SIGTERM"
-    await leader_exited.wait()  # SIGKILL is not refused
+    # SIGKILL is never refused, but it is delivered after the call returns: wait for the
+    # members to go (bounded: one nobody reaps stays in the group as a zombie).
+    await leader_exited.wait()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_KILLED_WAIT_S):
+            await _emptied(group)
     return f"SIGKILL ({grace_s:g}s after SIGTERM)"
 
 
