@@ -36,7 +36,9 @@ backend at scrape time and so describe the whole store. Intake metrics use ``sou
 ``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
 a client that hung up before its body arrived is counted with ``status="499"``.
 ``forebay_http_connections_closed_total`` counts what ``forebay serve`` closed to bound slow or
-idle clients (:mod:`forebay.http.connections`).
+idle clients (:mod:`forebay.http.connections`). A run that failed with ``ResourceExhausted`` (a
+command killed for memory: :mod:`forebay.execution.command`) is counted in its outcome's counter
+and again in ``forebay_jobs_resource_exhausted_total``, labelled with that outcome.
 
 Each service has its own :class:`~prometheus_client.CollectorRegistry` (no global state, so
 tests can build many services). The one exception is the sink counter: sinks run inside
