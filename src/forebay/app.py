@@ -10,12 +10,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError, JobNotFound, JobStateConflict, RunNotFound, WaitTimeout
-from forebay.execution.command import Command, command_handler
 from forebay.job import (
     DeadCursor,
     Job,
@@ -35,6 +34,9 @@ from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.worker import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    from forebay.execution.command import Command
 
 __all__ = ["Forebay"]
 
@@ -209,6 +211,9 @@ class Forebay:
         ``max_output_bytes`` per run. The other options are :meth:`handler`'s. The program runs
         from the worker's own event loop, also with handler processes. See docs/subprocess.md.
         """
+        # Imported here: an app that declares no command (and every worker) loads no runner.
+        from forebay.execution.command import Command, command_handler
+
         if isinstance(argv, str):
             raise ConfigError(
                 f"argv is a list, the program first: {argv.split()!r} "
