@@ -7,7 +7,8 @@
 * past ``timeout_s`` a program that ignores SIGTERM is killed after the grace (a transient
   timeout); a grandchild left behind dies with its group; a kill for memory is
   ``ResourceExhausted``, retried and counted apart; a permanent exit code is dead at once; an
-  operator's cancel and a worker's shutdown end the whole group before the call ends;
+  operator's cancel and a worker's shutdown end the whole group before the call ends; a result
+  line too long, or a program that cannot start, is dead at once;
 * with handler processes, a command still runs from the worker's own process.
 
 Programs tell the test what they do through files the test polls, and a held program waits on
@@ -318,3 +319,22 @@ async def test_with_handler_processes_a_command_runs_from_the_worker(
         other = await app.get_job(plain.id)
     assert isinstance(ran.result, dict) and ran.result["ppid"] == os.getpid()
     assert other.result != os.getpid()  # the plain handler ran in the handler process
+
+
+async def test_a_result_line_too_long_or_a_program_that_cannot_start_is_dead(
+    tmp_path: Path,
+) -> None:
+    app = _app(tmp_path)
+    big = "import json; print(json.dumps({'text': 'x' * 2000})); print('not JSON')"
+    app.command("big", [sys.executable, "-c", big], max_result_bytes=1000, timeout_s=30)
+    app.command("missing", [str(tmp_path / "no-such-program")], timeout_s=30)
+    async with app:
+        too_long = await app.enqueue("big", None)
+        missing = await app.enqueue("missing", None)
+        await drain(app)
+        dead = [await app.get_job(too_long.id), await app.get_job(missing.id)]
+    assert [(job.state, job.attempt, job.error_type) for job in dead] == [
+        (JobState.DEAD, 1, "ResultTooLarge"),
+        (JobState.DEAD, 1, "PermanentError"),
+    ]
+    assert dead[1].error is not None and "no-such-program" in dead[1].error
