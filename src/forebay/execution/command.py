@@ -203,12 +203,12 @@ class _Run:
         except OSError as exc:
             raise PermanentError(f"cannot start {list(self._command.argv)}: {exc}") from exc
         group = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        stdin.write(self._job.payload_text.encode())
-        stdin.close()  # after the payload is written: the program reads it to its end
         writing = asyncio.create_task(self._progress.run(), name=f"forebay-progress-{self._job.id}")
         try:
+            stdin = transport.get_pipe_transport(0)
+            assert isinstance(stdin, asyncio.WriteTransport)
+            stdin.write(self._job.payload_text.encode())
+            stdin.close()  # once the payload is written: the program reads it to its end
             await protocol.exited.wait()
         except BaseException:  # cancelled: a timeout, an operator's cancel, a lost lease, shutdown
             await _to_the_end(self._stop(transport, protocol, group, writing, cancelled=True))
