@@ -12,7 +12,12 @@ import resource
 import signal
 import sys
 
-limit = 256 * 1024 * 1024  # far above what the interpreter itself needs
+try:  # what the interpreter already maps, so the limit leaves it 64 MiB to allocate
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * resource.getpagesize()
+except OSError:
+    mapped = 192 * 1024 * 1024
+limit = mapped + 64 * 1024 * 1024
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 hoard = []
 try:
