@@ -172,6 +172,66 @@ class Forebay:
         if config.max_depth is not None:
             self._unsaved.add(config.name)
 
+    def source(
+        self,
+        name: str,
+        *,
+        queue: str,
+        auth: SourceAuth | None = None,
+        key: KeyFunction | None = None,
+        split: SplitFunction | None = None,
+        max_body_bytes: int = 1_048_576,
+    ) -> Source:
+        """Declare the webhook ``POST /v1/sources/{name}``, feeding ``queue`` (see
+        :mod:`forebay.sources`); declare the queue's handler as usual."""
+        if name in self.sources:
+            raise ConfigError(f"source {name!r} is already declared")
+        self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
+        return self.sources[name]
+
+    def schedule(
+        self,
+        queue: str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        payload: object = None,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: int = 1,
+        priority: int = 0,
+    ) -> Schedule:
+        """Enqueue a job on ``queue`` at every tick of a cron expression or an interval.
+
+        ``cron``: five fields (``"*/5 * * * *"``), read on the wall clock of ``tz`` (an IANA
+        name); ``every``: a timedelta of at least a second, ticking at its multiples since the
+        Unix epoch. Each tick's job carries ``payload`` and the key
+        ``schedule:<name>:<tick time, ISO 8601 UTC>``; ``name`` defaults to the queue's.
+        After downtime, at most ``catch_up`` missed ticks are enqueued (the newest).
+
+        Stored when a worker of this app starts (or by :meth:`save_schedules`); every worker
+        process, on every host, then fires it, and each tick is enqueued once.
+        """
+        declared = Schedule.create(
+            queue,
+            cron=cron,
+            every=every,
+            payload=payload,
+            name=name,
+            tz=tz,
+            catch_up=catch_up,
+            priority=priority,
+        )
+        self._refuse_taken(declared)
+        self.schedules[declared.name] = declared
+        return declared
+
+    def _refuse_taken(self, schedule: Schedule) -> None:
+        if schedule.name in self.schedules:
+            raise ConfigError(
+                f"schedule {schedule.name!r} is already declared; give the second one a name="
+            )
+
     # -- commands: a queue whose jobs run a program (forebay.execution.command) -----------
     def command(
         self,
@@ -247,66 +307,6 @@ class Forebay:
         )(command_handler(declared))
         self.queues[queue] = replace(self.queues[queue], in_process=True)
         return declared
-
-    def source(
-        self,
-        name: str,
-        *,
-        queue: str,
-        auth: SourceAuth | None = None,
-        key: KeyFunction | None = None,
-        split: SplitFunction | None = None,
-        max_body_bytes: int = 1_048_576,
-    ) -> Source:
-        """Declare the webhook ``POST /v1/sources/{name}``, feeding ``queue`` (see
-        :mod:`forebay.sources`); declare the queue's handler as usual."""
-        if name in self.sources:
-            raise ConfigError(f"source {name!r} is already declared")
-        self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
-        return self.sources[name]
-
-    def schedule(
-        self,
-        queue: str,
-        *,
-        cron: str | None = None,
-        every: timedelta | None = None,
-        payload: object = None,
-        name: str | None = None,
-        tz: str = "UTC",
-        catch_up: int = 1,
-        priority: int = 0,
-    ) -> Schedule:
-        """Enqueue a job on ``queue`` at every tick of a cron expression or an interval.
-
-        ``cron``: five fields (``"*/5 * * * *"``), read on the wall clock of ``tz`` (an IANA
-        name); ``every``: a timedelta of at least a second, ticking at its multiples since the
-        Unix epoch. Each tick's job carries ``payload`` and the key
-        ``schedule:<name>:<tick time, ISO 8601 UTC>``; ``name`` defaults to the queue's.
-        After downtime, at most ``catch_up`` missed ticks are enqueued (the newest).
-
-        Stored when a worker of this app starts (or by :meth:`save_schedules`); every worker
-        process, on every host, then fires it, and each tick is enqueued once.
-        """
-        declared = Schedule.create(
-            queue,
-            cron=cron,
-            every=every,
-            payload=payload,
-            name=name,
-            tz=tz,
-            catch_up=catch_up,
-            priority=priority,
-        )
-        self._refuse_taken(declared)
-        self.schedules[declared.name] = declared
-        return declared
-
-    def _refuse_taken(self, schedule: Schedule) -> None:
-        if schedule.name in self.schedules:
-            raise ConfigError(
-                f"schedule {schedule.name!r} is already declared; give the second one a name="
-            )
 
     @property
     def payload_models(self) -> Mapping[str, PayloadModel]:
