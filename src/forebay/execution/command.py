@@ -427,6 +427,7 @@ class _ProgressWriter:
     def __init__(self, job: Job) -> None:
         self._job = job
         self._latest: tuple[float, str | None] | None = None
+        self._written: tuple[float, str | None] | None = None
         self._changed = asyncio.Event()
 
     def update(self, pct: float, message: str | None) -> None:
@@ -437,18 +438,22 @@ class _ProgressWriter:
         """The writing task (started in the handler's task: ``job.progress()`` works there)."""
         while True:
             await self._changed.wait()
+            self._changed.clear()
             await self.flush()
             await asyncio.sleep(PROGRESS_EVERY_S)  # the rate limit, not a wait for something
 
     async def flush(self) -> None:
-        """Write the value waiting, if any."""
-        if not self._changed.is_set() or self._latest is None:
+        """Write the latest value unless it is written already (a write the run's end
+        cancelled half-way is not)."""
+        value = self._latest
+        if value is None or value == self._written:
             return
-        self._changed.clear()
         try:
-            await self._job.progress(*self._latest)
+            await self._job.progress(*value)
         except Exception as exc:  # progress is advisory: the run goes on
             log.warning("could not record the progress of job %s: %s", self._job.id, exc)
+        else:
+            self._written = value
 
 
 def _progress_of(line: bytes) -> tuple[float, str | None] | None:
