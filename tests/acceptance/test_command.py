@@ -1,7 +1,8 @@
 """``app.command(...)``: queues whose jobs run real programs (tests/scripts/command/).
 
 * a run reads its payload on stdin, sees its job in the environment, reports progress while it
-  runs and answers with its last JSON line (on every backend);
+  runs and answers with its last JSON line (on every backend); 20 000 progress lines make a
+  few writes, the last value kept;
 * a program printing 50 MB (and 10 MB of stderr) is drained, its logged output capped with a
   marker, the job completes, and this process's memory stays flat;
 * past ``timeout_s`` a program that ignores SIGTERM is killed after the grace (a transient
@@ -338,3 +339,29 @@ async def test_a_result_line_too_long_or_a_program_that_cannot_start_is_dead(
         (JobState.DEAD, 1, "PermanentError"),
     ]
     assert dead[1].error is not None and "no-such-program" in dead[1].error
+
+
+async def test_progress_writes_are_rate_limited_and_the_last_value_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _app(tmp_path)
+    chatty = "for i in range(20001): print(f'PROGRESS: {i / 200:g} step {i}')"
+    app.command("chatty", [sys.executable, "-c", chatty], timeout_s=30)
+    async with app:
+        writes: list[float] = []
+        record = app.backend.progress
+
+        async def counted(lease: object, *, pct: float, message: str | None) -> None:
+            writes.append(pct)
+            await record(lease, pct=pct, message=message)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(app.backend, "progress", counted)
+        job = await app.enqueue("chatty", None)
+        started = time.monotonic()
+        await drain(app)
+        took = time.monotonic() - started
+        done = await app.get_job(job.id)
+    assert done.state is JobState.COMPLETED
+    assert done.progress_message == "step 20000"
+    assert writes[-1] == 100
+    assert len(writes) <= 2 + took / 0.5, f"{len(writes)} progress writes in {took:.2f}s"
