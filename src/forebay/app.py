@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
@@ -33,6 +34,9 @@ from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.worker import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    from forebay.execution.command import Command
 
 __all__ = ["Forebay"]
 
@@ -227,6 +231,82 @@ class Forebay:
             raise ConfigError(
                 f"schedule {schedule.name!r} is already declared; give the second one a name="
             )
+
+    # -- commands: a queue whose jobs run a program (forebay.execution.command) -----------
+    def command(
+        self,
+        queue: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        permanent_exit_codes: Iterable[int] = (),
+        max_output_bytes: int = 1_048_576,
+        term_grace_s: float = 5.0,
+        max_attempts: int = 5,
+        max_deliveries: int | None = None,
+        timeout_s: float = 300.0,
+        lease_s: float = 30.0,
+        concurrency: int = 8,
+        backoff: Backoff | None = None,
+        max_depth: int | None = None,
+        on_exhausted: ExhaustedHook | None = None,
+        schedule: Every | Cron | None = None,
+        max_result_bytes: int = 1_048_576,
+        payload: PayloadModel | None = None,
+        completed_retention: timedelta | None = None,
+        dead_retention: timedelta | None = None,
+        cancelled_retention: timedelta | None = None,
+    ) -> Command:
+        """Declare ``queue`` and the program each of its jobs runs: ``argv``, e.g.
+        ``["python", "ingest.py"]`` (no shell; ``["sh", "-c", "..."]`` for one).
+
+        The program reads the payload as JSON on stdin; ``FOREBAY_JOB_ID``, ``FOREBAY_ATTEMPT``
+        and ``FOREBAY_QUEUE`` are in its environment (the worker's, plus ``env``); a stdout line
+        ``PROGRESS: <0-100> [message]`` is the job's progress and the last stdout line that is
+        JSON its result. Exit 0 completes; a status in ``permanent_exit_codes`` is dead at once;
+        killed by SIGKILL (out of memory) is ``ResourceExhausted``, retried; anything else is
+        retried. At ``timeout_s``, on a cancel and at shutdown its process group gets SIGTERM,
+        then SIGKILL after ``term_grace_s``. Each stream's output is logged up to
+        ``max_output_bytes`` per run. The other options are :meth:`handler`'s. The program runs
+        from the worker's own event loop, also with handler processes. See docs/subprocess.md.
+        """
+        # Imported here: an app that declares no command (and every worker) loads no runner.
+        from forebay.execution.command import Command, command_handler
+
+        if isinstance(argv, str):
+            raise ConfigError(
+                f"argv is a list, the program first: {argv.split()!r} "
+                f"(for a shell line: ['sh', '-c', {argv!r}])"
+            )
+        declared = Command(
+            tuple(argv),
+            env=dict(env or {}),
+            cwd=None if cwd is None else os.fspath(cwd),
+            permanent_exit_codes=frozenset(permanent_exit_codes),
+            max_output_bytes=max_output_bytes,
+            term_grace_s=term_grace_s,
+            max_result_bytes=max_result_bytes,
+        )
+        self.handler(
+            queue,
+            max_attempts=max_attempts,
+            max_deliveries=max_deliveries,
+            timeout_s=timeout_s,
+            lease_s=lease_s,
+            concurrency=concurrency,
+            backoff=backoff,
+            max_depth=max_depth,
+            on_exhausted=on_exhausted,
+            schedule=schedule,
+            max_result_bytes=max_result_bytes,
+            payload=payload,
+            completed_retention=completed_retention,
+            dead_retention=dead_retention,
+            cancelled_retention=cancelled_retention,
+        )(command_handler(declared))
+        self.queues[queue] = replace(self.queues[queue], in_process=True)
+        return declared
 
     @property
     def payload_models(self) -> Mapping[str, PayloadModel]:

@@ -7,6 +7,8 @@ ForebayError                      root of everything forebay raises
 │   └── MissingExtra              an optional dependency is not installed (message has the pip line)
 ├── JobError                      raised by handlers to classify an outcome
 │   ├── TransientError            retry after backoff while attempt < max_attempts
+│   │   └── ResourceExhausted     a command's process was killed for memory (SIGKILL, exit
+│   │                             137); retried, counted apart in metrics
 │   └── PermanentError            dead-letter at once
 │       └── InvalidResult         a handler's return value cannot be stored (not JSON, or
 │           └── ResultTooLarge    larger than the queue's max_result_bytes)
@@ -53,6 +55,7 @@ __all__ = [
     "PayloadValidationError",
     "PermanentError",
     "QueueFull",
+    "ResourceExhausted",
     "ResultTooLarge",
     "RunNotFound",
     "RunSealed",
@@ -95,6 +98,14 @@ class JobError(ForebayError):
 
 class TransientError(JobError):
     """The failure may go away: retry after backoff while attempts remain."""
+
+
+class ResourceExhausted(TransientError):
+    """A command's process was killed from outside while no time limit was involved: SIGKILL
+    (or exit status 137, a shell's report of it), which on Linux is the kernel's out-of-memory
+    killer or a container's memory limit. Retried with backoff like any transient error (the
+    memory may be free next time), and counted apart (``forebay_jobs_resource_exhausted_total``)
+    so a queue that keeps running out of memory shows (see docs/subprocess.md)."""
 
 
 class PermanentError(JobError):

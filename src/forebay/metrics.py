@@ -11,6 +11,8 @@ name                                       type       labels              what
 ``forebay_jobs_dead_total``                counter    queue               dead-lettered
 ``forebay_jobs_deferred_total``            counter    queue               put back by ``Defer``
 ``forebay_jobs_released_total``            counter    queue               released at shutdown
+``forebay_jobs_resource_exhausted_total``  counter    queue, outcome      a command killed for
+                                                                          memory (retried, dead)
 ``forebay_job_duration_seconds``           histogram  queue, outcome      time in the handler
 ``forebay_queue_jobs``                     gauge      queue, state        jobs per state (also the
                                                                           derived ``scheduled``,
@@ -34,7 +36,9 @@ backend at scrape time and so describe the whole store. Intake metrics use ``sou
 ``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
 a client that hung up before its body arrived is counted with ``status="499"``.
 ``forebay_http_connections_closed_total`` counts what ``forebay serve`` closed to bound slow or
-idle clients (:mod:`forebay.http.connections`).
+idle clients (:mod:`forebay.http.connections`). A run that failed with ``ResourceExhausted`` (a
+command killed for memory: :mod:`forebay.execution.command`) is counted in its outcome's counter
+and again in ``forebay_jobs_resource_exhausted_total``, labelled with that outcome.
 
 Each service has its own :class:`~prometheus_client.CollectorRegistry` (no global state, so
 tests can build many services). The one exception is the sink counter: sinks run inside
@@ -52,6 +56,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from forebay.errors import ResourceExhausted
 from forebay.job import Job, QueueCounts
 from forebay.outcome import JobOutcome
 
@@ -123,6 +128,13 @@ class Metrics:
                 registry=r,
             ),
         }
+        self.resource_exhausted = Counter(
+            "forebay_jobs_resource_exhausted",
+            "Runs whose command was killed for memory (ResourceExhausted), by outcome "
+            "(retried or dead); also counted in those outcomes' counters.",
+            ["queue", "outcome"],
+            registry=r,
+        )
         self.job_duration = Histogram(
             "forebay_job_duration_seconds",
             "Time a job (or a batch) spent in its handler, by outcome.",
@@ -206,6 +218,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+_RESOURCE_EXHAUSTED = ResourceExhausted.__name__  # the error type a settled job records
+
+
 class PrometheusObserver:
     """Feeds the job counters and the duration histogram (see :mod:`forebay.observer`)."""
 
@@ -239,5 +254,7 @@ class PrometheusObserver:
 
     def settled(self, job: Job, outcome: JobOutcome, duration_s: float) -> None:
         self.metrics.outcomes[outcome].labels(job.queue).inc()
+        if job.error_type == _RESOURCE_EXHAUSTED:
+            self.metrics.resource_exhausted.labels(job.queue, outcome).inc()
         if outcome != "released":
             self.metrics.job_duration.labels(job.queue, outcome).observe(duration_s)

@@ -55,6 +55,9 @@ class QueueConfig:
 
     name: str
     handler: Handler | BatchHandler | None = None
+    in_process: bool = False
+    """Call the handler in the worker's own event loop even when the worker sends handler calls
+    to handler processes (a command queue's: :mod:`forebay.execution.command`)."""
     max_attempts: int = 5
     max_deliveries: int | None = None
     max_defers: int = 100

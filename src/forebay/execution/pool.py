@@ -10,6 +10,9 @@ flight. A child that dies fails the calls it was running with
 as a crash once their leases expire) and is started again after a capped backoff
 (``forebay-handler-pool``, the supervisor loop).
 
+A queue declared ``in_process`` (a command queue, :mod:`forebay.execution.command`) is not sent
+to the children: its handler only waits on a program, so it runs in the worker's event loop.
+
 A cancelled job (an operator's cancel, learnt by the worker's heartbeat) stops in its child
 too: an ``async def`` handler's call is cancelled there; a plain ``def`` handler runs in a
 thread nothing can interrupt, so its child is killed (SIGKILL) — and the other calls that child
@@ -182,8 +185,10 @@ class HandlerPool:
         # Payloads cross to the handler processes as their stored text (a leased job's
         # payload is parsed only when first read, which this process never does), read there:
         # a payload model too is applied there, by the child's own declaration of the queue.
+        # A queue declared in_process (a command queue) keeps its handler here.
         configs = [
-            replace(q, handler=self.handler_for(q), payload_model=None) for q in chosen.values()
+            q if q.in_process else replace(q, handler=self.handler_for(q), payload_model=None)
+            for q in chosen.values()
         ]
         return Worker(
             app.backend,
