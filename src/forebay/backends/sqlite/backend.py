@@ -151,9 +151,11 @@ Q = render_queries(
         "columns": ", ".join(("p." if name == "payload" else "j.") + name for name in COLUMNS),
         "jobs": "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id",
         # A run's columns in the order of forebay.runs.run_from_values; its unfinished jobs
-        # are counted through forebay_jobs_run_state.
+        # are counted through forebay_jobs_run_state (whose WHERE the query repeats, for
+        # SQLite to see that the partial index applies).
         "run_columns": ", ".join(
-            f"(SELECT COUNT(*) FROM forebay_jobs WHERE run_id = r.id AND state = '{name}')"
+            "(SELECT COUNT(*) FROM forebay_jobs WHERE run_id = r.id"
+            f" AND state IN ('waiting', 'queued', 'running') AND state = '{name}')"
             if name in _UNFINISHED
             else f"r.{name}"
             for name in _RUN_FIELDS
@@ -1067,10 +1069,16 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
     take them and their parents exist (else the whole call is refused); each is stored
     waiting, queued or, when a parent already failed, cancelled, which is a finish."""
     _check_runs(conn, jobs)
-    parents = _parent_states(conn, jobs)
     now = time.time()
+    if not any(job.after or job.webhook is not None or job.parent_id for job in jobs):
+        # Jobs that only join a run: the plain insert stores run_id.
+        rows = [_row(job, now) for job in jobs]
+        stored = _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+        _join_runs(conn, stored)
+        return stored
+    parents = _parent_states(conn, jobs)
     states: list[JobState] = []
-    rows: list[tuple[Any, ...]] = []
+    rows = []
     for job in jobs:
         state, error = _initial_state(job, parents)
         states.append(state)
@@ -1089,13 +1097,10 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
         )
     stored = _store(conn, jobs, Q["insert_linked_jobs"], rows, now, states)
     deps: list[tuple[int, int]] = []
-    joined: dict[str, int] = {}
     failed: list[int] = []
     for i, kept in enumerate(stored):
         if not kept.created:
             continue
-        if kept.run_id is not None:
-            joined[kept.run_id] = joined.get(kept.run_id, 0) + 1
         if kept.state is JobState.WAITING:
             deps.extend((p, kept.id) for p in kept.after if parents[p] in _UNFINISHED)
         elif kept.state is JobState.CANCELLED:
@@ -1105,11 +1110,20 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
             )
     if deps:
         conn.execute(Q["insert_deps"], {"deps": jsonio.dumps(deps)})
-    for run_id, n in sorted(joined.items()):
-        conn.execute(Q["run_joined"], {"id": run_id, "total": n})
+    _join_runs(conn, stored)
     if failed:
         _finished(conn, failed, now, effects)
     return stored
+
+
+def _join_runs(conn: sqlite3.Connection, stored: list[Job]) -> None:
+    """Count the jobs just stored (not those found by their key) into their runs' totals."""
+    joined: dict[str, int] = {}
+    for job in stored:
+        if job.created and job.run_id is not None:
+            joined[job.run_id] = joined.get(job.run_id, 0) + 1
+    for run_id, n in sorted(joined.items()):
+        conn.execute(Q["run_joined"], {"id": run_id, "total": n})
 
 
 def _check_runs(conn: sqlite3.Connection, jobs: list[NewJob]) -> None:
