@@ -182,8 +182,12 @@ class HandlerPool:
         # Payloads cross to the handler processes as their stored text (a leased job's
         # payload is parsed only when first read, which this process never does), read there:
         # a payload model too is applied there, by the child's own declaration of the queue.
+        # The built-in queues (webhook deliveries: network waits) stay in this process.
         configs = [
-            replace(q, handler=self.handler_for(q), payload_model=None) for q in chosen.values()
+            q
+            if q.name in app.builtin_queues
+            else replace(q, handler=self.handler_for(q), payload_model=None)
+            for q in chosen.values()
         ]
         return Worker(
             app.backend,
