@@ -11,7 +11,8 @@ attempt only). One with ``hang_first`` hangs in its first delivery until a kill 
 Every execution is logged, and every effect written once per key, in the test's SQLite file
 ``EFFECTS_DB``: the test reads the redeliveries (at-least-once) beside the single effect per key
 and the order in which jobs ran. A run's completion job (:data:`DONE`) writes its summary as
-its effect. Webhook deliveries are the built-in ``forebay.webhooks`` queue's.
+its effect. Webhook deliveries are the built-in ``forebay.webhooks`` queue's, on as short a
+lease as the others.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import sqlite3
 
 from forebay import Backoff, Forebay, Job, PermanentError, TransientError, WorkerSettings
+from forebay.runs import WEBHOOK_QUEUE
 
 DOCS = "chaos.docs"
 DONE = "chaos.done"
@@ -33,6 +35,12 @@ app = Forebay()
 # test's, not the job's.
 LEASE_S = 1.0
 MAX_DELIVERIES = 1000
+
+# The built-in deliveries too, whose lease is long (a delivery may take minutes): the same
+# delivery, declared here on a short lease.
+app.handler(WEBHOOK_QUEUE, lease_s=LEASE_S, max_attempts=10, max_deliveries=MAX_DELIVERIES)(
+    app.builtin_queues[WEBHOOK_QUEUE].handler
+)
 
 
 def _write(job: Job, event: str, effect: str | None) -> None:
