@@ -66,6 +66,8 @@ __all__ = [
     "WebhookDelivery",
     "WebhookSettings",
     "refused_address",
+    "signed_headers",
+    "signing_key",
     "webhook_queue",
 ]
 
@@ -125,12 +127,25 @@ def signing_key(secret: str) -> bytes:
     return key
 
 
+def signed_headers(
+    signer: standardwebhooks.Webhook, msg_id: str, at: datetime, body: str
+) -> dict[str, str]:
+    """The headers of a delivery of ``body`` with the id ``msg_id``, signed at ``at``."""
+    return {
+        "content-type": "application/json",
+        "user-agent": _USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signer.sign(msg_id, at, body),
+    }
+
+
 def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a delivery may not go to ``address`` (``"loopback"``, ``"private"``, ...), or None
     for a public address. An IPv4 address inside IPv6 (``::ffff:10.0.0.1``) is judged as IPv4."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     if not address.is_global:  # shared (100.64.0.0/10), documentation ranges and the like
@@ -141,8 +156,9 @@ def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
 def webhook_queue(delivery: WebhookDelivery) -> QueueConfig:
     """The built-in queue :data:`~forebay.runs.WEBHOOK_QUEUE`, handled by ``delivery``.
 
-    Ten attempts, backing off 10 s, 30 s, 90 s, ... up to an hour between them (jittered): a
-    receiver may be away for a few hours before a delivery is dead.
+    Ten attempts, backing off up to 10 s, 30 s, 90 s, ... and at most an hour between them
+    (full jitter: a random wait up to that): a receiver may be away for about two hours (four
+    at most) before a delivery is dead, then replayed from the dead letters.
     """
     return QueueConfig(
         WEBHOOK_QUEUE,
@@ -172,14 +188,7 @@ class WebhookDelivery:
         settings, signer = self._ready()
         now = datetime.now(UTC)
         url, body = _request_body(job.payload, now)
-        msg_id = f"msg_{job.id}"
-        headers = {
-            "content-type": "application/json",
-            "user-agent": _USER_AGENT,
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signer.sign(msg_id, now, body),
-        }
+        headers = signed_headers(signer, f"msg_{job.id}", now, body)
         target = httpx.URL(url)
         try:
             async with asyncio.timeout(settings.timeout_s):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
-from forebay import JobFilter, JobState, NewJob
+from forebay import Forebay, JobFilter, JobState, NewJob, WorkerSettings
 from forebay.backends import Backend, PruneSpec, backend_from_url
-from forebay.errors import RunSealed, UnknownRun
+from forebay.errors import RunNotFound, RunSealed, UnknownRun
 from forebay.job import Completion, Failure, Job, Retry
 from forebay.runs import (
     RUN_COMPLETED,
@@ -378,6 +379,16 @@ async def test_completion_jobs_are_idempotent_by_key(backend: Backend) -> None:
     assert found.id == early.id and found.payload == {"n": 0}
 
 
+async def test_completion_jobs_ignore_a_full_queue(backend: Backend) -> None:
+    await backend.set_queue("done", max_depth=1)
+    await backend.enqueue([new("done")])
+    run = await start(backend, on_complete="done")
+    sealed = await backend.seal_run(run.id)
+    assert sealed is not None and sealed.state is RunState.COMPLETED
+    assert len(await completions(backend, run)) == 1
+    assert {c.queue: c.queued for c in await backend.counts()}["done"] == 2
+
+
 @pytest.mark.parametrize("rounds", [6])
 async def test_two_last_jobs_settled_at_once_complete_the_run_once(
     url: str, backend: Backend, rounds: int
@@ -523,7 +534,30 @@ async def test_prune_of_runs_is_bounded_by_the_limit(backend: Backend) -> None:
         run = await start(backend)
         await backend.seal_run(run.id)
     spec = PruneSpec(0.0, 0.0, 0.0, limit=2, runs_before=time.time() + 3600)
-    await backend.prune(spec)
+    # the answer counts the runs deleted with the jobs, so a caller goes on while either is
+    # at the limit
+    assert await backend.prune(spec) == 2
     assert len(await backend.list_runs()) == 1
-    await backend.prune(spec)
+    assert await backend.prune(spec) == 1
     assert await backend.list_runs() == []
+    assert await backend.prune(spec) == 0
+
+
+async def test_the_worker_prunes_completed_runs_with_its_completed_retention(
+    app: Forebay,
+) -> None:
+    @app.handler("q")
+    async def handle(job: Job) -> None:
+        return None
+
+    done = await app.start_run()
+    await app.seal_run(done.id)
+    opened = await app.start_run()
+    hour = WorkerSettings(handle_signals=False, completed_retention=timedelta(hours=1))
+    await app.worker(settings=hour).prune_once()
+    assert await app.get_run(done.id) is not None
+    zero = WorkerSettings(handle_signals=False, completed_retention=timedelta(0))
+    assert await app.worker(settings=zero).prune_once() == 1
+    assert [r.id for r in await app.list_runs()] == [opened.id]
+    with pytest.raises(RunNotFound):
+        await app.get_run(done.id)

@@ -260,15 +260,11 @@ async def test_settling_finds_jobs_by_id_even_when_statistics_are_stale(
     sql = queries(pg.settings.schema)["settle"]
     ids = [j.id for j in leased]
     tokens = [j.lease_token for j in leased]
+    args = (ids, tokens, None, None, None, None, "complete", None, None, False)
     for mode in ("force_custom_plan", "force_generic_plan"):
         async with raw.transaction():
             await raw.execute(f"SET LOCAL plan_cache_mode = {mode}")
-            plan = "\n".join(
-                r[0]
-                for r in await raw.fetch(
-                    f"EXPLAIN {sql}", ids, tokens, None, None, None, None, "complete", None, None
-                )
-            )
+            plan = "\n".join(r[0] for r in await raw.fetch(f"EXPLAIN {sql}", *args))
         assert "jobs_leases" not in plan, plan
 
 
@@ -482,6 +478,8 @@ async def test_prune_deletes_in_bounded_batches(pg: PostgresBackend) -> None:
 # that migrating from empty (all migrations, one by one) arrives exactly here.
 EXPECTED_SCHEMA = {
     "columns": [
+        "dependencies.child_id bigint not null",
+        "dependencies.parent_id bigint not null",
         "jobs.after_ids text",
         "jobs.after_policy text",
         "jobs.attempt integer not null default 0",
@@ -492,6 +490,7 @@ EXPECTED_SCHEMA = {
         "jobs.error_type text",
         "jobs.errors jsonb",
         "jobs.finished_at timestamp with time zone",
+        "jobs.has_children boolean not null default false",
         "jobs.id bigint not null identity always",
         "jobs.key text",
         "jobs.lease_expires_at timestamp with time zone",
@@ -519,6 +518,20 @@ EXPECTED_SCHEMA = {
         "queues.name text not null",
         "queues.paused boolean not null default false",
         "queues.updated_at timestamp with time zone not null default now()",
+        "runs.cancelled integer not null default 0",
+        "runs.completed integer not null default 0",
+        "runs.completed_at timestamp with time zone",
+        "runs.created_at timestamp with time zone not null default now()",
+        "runs.dead integer not null default 0",
+        "runs.id text not null",
+        "runs.key text",
+        "runs.meta text not null default '{}'::text",
+        "runs.name text",
+        "runs.on_complete text",
+        "runs.sealed_at timestamp with time zone",
+        "runs.state text not null default 'open'::text",
+        "runs.total integer not null default 0",
+        "runs.webhook text",
         "schedules.catch_up integer not null default 1",
         "schedules.created_at timestamp with time zone not null default now()",
         "schedules.cron text",
@@ -532,6 +545,7 @@ EXPECTED_SCHEMA = {
         "schedules.updated_at timestamp with time zone not null default now()",
     ],
     "constraints": [
+        "dependencies_pkey PRIMARY KEY (parent_id, child_id)",
         "jobs_after_policy_known CHECK (((after_policy IS NULL) OR (after_policy = ANY "
         "(ARRAY['completed'::text, 'always'::text]))))",
         "jobs_counters_not_negative CHECK (((attempt >= 0) AND (deliveries >= 0) AND (defers >= "
@@ -544,19 +558,28 @@ EXPECTED_SCHEMA = {
         "jobs_pkey PRIMARY KEY (id)",
         "jobs_progress_percent CHECK (((progress IS NULL) OR ((progress >= (0)::double "
         "precision) AND (progress <= (100)::double precision))))",
-        "jobs_state_known CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, "
-        "'completed'::text, 'dead'::text, 'cancelled'::text])))",
+        "jobs_state_known CHECK ((state = ANY (ARRAY['waiting'::text, 'queued'::text, "
+        "'running'::text, 'completed'::text, 'dead'::text, 'cancelled'::text])))",
         "jobs_timeout_positive CHECK (((timeout_s IS NULL) OR (timeout_s > (0)::double "
         "precision)))",
         "migrations_pkey PRIMARY KEY (version)",
         "queues_max_depth_check CHECK (((max_depth IS NULL) OR (max_depth >= 1)))",
         "queues_pkey PRIMARY KEY (name)",
+        "runs_completed_iff_completed_at CHECK (((state = 'completed'::text) = (completed_at IS "
+        "NOT NULL)))",
+        "runs_counts_add_up CHECK (((completed >= 0) AND (dead >= 0) AND (cancelled >= 0) AND "
+        "(((completed + dead) + cancelled) <= total)))",
+        "runs_pkey PRIMARY KEY (id)",
+        "runs_sealed_at_iff_sealed CHECK (((state = 'open'::text) = (sealed_at IS NULL)))",
+        "runs_state_known CHECK ((state = ANY (ARRAY['open'::text, 'sealed'::text, "
+        "'completed'::text])))",
         "schedules_catch_up_check CHECK ((catch_up >= 1))",
         "schedules_every_s_check CHECK (((every_s IS NULL) OR (every_s >= (1)::double precision)))",
         "schedules_one_timing CHECK (((cron IS NULL) <> (every_s IS NULL)))",
         "schedules_pkey PRIMARY KEY (name)",
     ],
     "indexes": [
+        "dependencies_pkey ON dependencies USING btree (parent_id, child_id)",
         "jobs_due ON jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = "
         "'queued'::text)",
         "jobs_finished ON jobs USING btree (state, finished_at) WHERE (finished_at IS NOT NULL)",
@@ -565,8 +588,12 @@ EXPECTED_SCHEMA = {
         "jobs_queue_finished ON jobs USING btree (queue, state, finished_at) WHERE (finished_at "
         "IS NOT NULL)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
+        "jobs_run_state ON jobs USING btree (run_id, state) WHERE (run_id IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
         "queues_pkey ON queues USING btree (name)",
+        "runs_completed ON runs USING btree (completed_at) WHERE (state = 'completed'::text)",
+        "runs_key ON runs USING btree (key) WHERE (key IS NOT NULL)",
+        "runs_pkey ON runs USING btree (id)",
         "schedules_pkey ON schedules USING btree (name)",
     ],
     "options": [
@@ -575,9 +602,11 @@ EXPECTED_SCHEMA = {
         "autovacuum_vacuum_scale_factor=0.01",
     ],
     "tables": [
+        "dependencies",
         "jobs",
         "migrations",
         "queues",
+        "runs",
         "schedules",
     ],
 }

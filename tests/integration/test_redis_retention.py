@@ -75,7 +75,10 @@ async def test_a_layout_1_store_is_indexed_per_queue_when_opened(
         again = RedisBackend.from_url(redis_url)
         await again.open()
         try:
-            assert again.applied_on_open == ["redis key layout 2 (finished jobs indexed per queue)"]
+            assert again.applied_on_open == [
+                "redis key layout 2 (finished jobs indexed per queue)",
+                "redis key layout 3 (runs and waiting jobs)",
+            ]
             assert await raw.get(store.keys.schema) == str(LAYOUT_VERSION)
             assert await raw.zcard(store.keys.queue_done("a", "dead")) == 3
             later = time.time() + 60

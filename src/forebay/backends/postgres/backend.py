@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from forebay import jsonio
 from forebay.backends.base import Capabilities, PruneSpec
 from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.postgres.connection import (
@@ -45,11 +46,29 @@ from forebay.backends.postgres.connection import (
     Resend,
     raise_translated,
 )
+from forebay.backends.postgres.links import (
+    DEPENDENCY_FAILED,
+    RunCounts,
+    child_outcome,
+    completion_jobs,
+    delivery_job,
+    has_links,
+    refusal,
+    run_from_row,
+    stored_state,
+)
 from forebay.backends.postgres.listener import FinishListener, Listener
 from forebay.backends.postgres.schema import finish_channel, migration_sql, migrations, queries
 from forebay.backends.rows import job_from_row
 from forebay.backends.schedule_rows import schedule_from_row
-from forebay.errors import BackendError, BackendUnavailable, ConfigError, InvalidPayload, QueueFull
+from forebay.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    EnqueueError,
+    InvalidPayload,
+    QueueFull,
+)
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
@@ -100,6 +119,15 @@ class _Settlement:
     kind: str | None = None
     traceback: str | None = None
     result: str | None = None
+
+
+class _LinkedFailed(set[int]):
+    """The jobs a round settled, when its transaction for jobs with links (``ids``) failed."""
+
+    def __init__(self, settled: set[int], ids: set[int], error: Exception) -> None:
+        super().__init__(settled)
+        self.ids = ids
+        self.error = error
 
 
 class PostgresBackend:
@@ -378,25 +406,40 @@ class PostgresBackend:
         failed: dict[int, BaseException] = {}
         for number, round_ in enumerate(_rounds(requests)):
             try:
-                settled = await self._settle_round([s for _, s in round_])
+                settled = await self._settle_round([s for _, s in round_], first=number == 0)
             except Exception as exc:
                 if number == 0:
                     raise  # nothing written yet: the group commit may split the group
                 failed.update((index, exc) for index, _ in round_)  # earlier rounds stand
                 continue
             for index, s in round_:
-                if s.job_id not in settled:
+                if isinstance(settled, _LinkedFailed) and s.job_id in settled.ids:
+                    failed[index] = settled.error
+                elif s.job_id not in settled:
                     refused[index].append(s.job_id)
         return [failed.get(index, ids) for index, ids in enumerate(refused)]
 
-    async def _settle_round(self, items: list[_Settlement]) -> set[int]:
-        sql = self._q["settle"]
+    async def _settle_round(self, items: list[_Settlement], *, first: bool) -> set[int]:
+        """Settle one round: the plain statement first, which leaves the finishes of jobs with
+        links running; those (and the refused ones, which it cannot tell apart) again in a
+        transaction that does what their finish entails."""
+        q = self._q
         args = _settle_args(items)
         # Not resent after an error mid-flight: had it committed, a repeat would refuse its
         # own jobs. Jobs left unsettled keep running until their lease expires, then run again
         # (at-least-once).
-        rows = await self._run(lambda c: c.fetch(sql, *args), Resend.IF_UNSENT)
-        return {r[0] for r in rows}
+        rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
+        settled = {r[0] for r in rows}
+        if len(settled) == len(items):
+            return settled
+        rest = [s for s in items if s.job_id not in settled]
+        try:
+            linked = await self._run(lambda c: _settle_linked(c, q, rest), Resend.IF_UNSENT)
+        except Exception as exc:
+            if first and not settled:
+                raise  # nothing written: the group commit may split the group
+            return _LinkedFailed(settled, {s.job_id for s in rest}, exc)
+        return settled | linked
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         sql = self._q["reclaim_expired"]
@@ -407,13 +450,37 @@ class PostgresBackend:
     async def cancel(self, ids: Sequence[int]) -> list[int]:
         if not ids:
             return []
-        sql = self._q["cancel"]
+        q = self._q
         wanted = [int(i) for i in ids]
-        rows = await self._run(lambda c: c.fetch(sql, wanted), Resend.IF_UNSENT)
-        return sorted(r[0] for r in rows)
+
+        async def op(conn: Any) -> list[int]:
+            async with conn.transaction():
+                rows = await conn.fetch(q["cancel"], wanted)
+                linked = [r[0] for r in rows if r[1]]
+                if linked:
+                    await _finish_links(conn, q, linked)
+            return sorted(r[0] for r in rows)
+
+        return await self._run(op, Resend.IF_UNSENT)
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
-        return await self._dead_action("replay", where, dry_run)
+        if dry_run:
+            return await self._dead_action("replay", where, dry_run)
+        q = self._q
+        args = _filter_args(where)
+
+        async def op(conn: Any) -> int:
+            async with conn.transaction():
+                rows = await conn.fetch(q["replay"], *args)
+                counts = RunCounts()
+                for run_id, n in rows:
+                    if run_id is not None:
+                        counts.add(run_id, "dead", -n)
+                if counts:
+                    await _count_runs(conn, q, counts)
+            return sum(n for _, n in rows)
+
+        return await self._run(op, Resend.IF_UNSENT)
 
     async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
         return await self._dead_action("purge", where, dry_run)
@@ -434,7 +501,12 @@ class PostgresBackend:
             spec.limit,
             spec.queue if one else list(spec.other_than),
         )
-        return int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
+        pruned = int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
+        if spec.runs_before is not None:
+            runs_sql = self._q["prune_runs"]
+            before = _dt(spec.runs_before)
+            await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
+        return pruned
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -589,24 +661,62 @@ class PostgresBackend:
 
     async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
         args = _filter_args(where)
-        sql = self._q["count_cancellable" if dry_run else "cancel_where"]
-        resend = Resend.ALWAYS if dry_run else Resend.IF_UNSENT
-        return int(await self._run(lambda c: c.fetchval(sql, *args), resend))
+        q = self._q
+        if dry_run:
+            sql = q["count_cancellable"]
+            return int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
 
-    # -- runs: not stored by this backend yet ------------------------------------------------
+        async def op(conn: Any) -> int:
+            async with conn.transaction():
+                count, linked = await conn.fetchrow(q["cancel_where"], *args)
+                if linked:
+                    await _finish_links(conn, q, linked)
+            return int(count)
+
+        return await self._run(op, Resend.IF_UNSENT)
+
+    # -- runs -------------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
-        raise NotImplementedError("runs")
+        q = self._q
+        values = (run.id, run.name, run.key, run.meta_json, run.on_complete, run.webhook)
+
+        async def op(conn: Any) -> Run:
+            # Resent safely: a repeat finds the run it stored (by key, or by its own id).
+            stored = await conn.fetchval(q["start_run"], *values)
+            found = stored
+            if found is None and run.key is not None:
+                found = await conn.fetchval(q["run_by_key"], run.key)
+            row = await conn.fetchrow(q["get_run"], found or run.id)
+            return run_from_row(row, created=stored is not None)
+
+        return await self._run(op, Resend.ALWAYS)
 
     async def seal_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        q = self._q
+
+        async def op(conn: Any) -> Run | None:
+            async with conn.transaction():
+                sealed = await conn.fetchrow(q["seal_run"], run_id)
+                if sealed is not None and sealed[6] == RunState.COMPLETED:
+                    await _insert(conn, q, completion_jobs(sealed), False)
+                row = await conn.fetchrow(q["get_run"], run_id)
+            return None if row is None else run_from_row(row)
+
+        # Resent safely: sealing a sealed (or completed) run changes nothing.
+        return await self._run(op, Resend.ALWAYS)
 
     async def get_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        sql = self._q["get_run"]
+        row = await self._run(lambda c: c.fetchrow(sql, run_id), Resend.ALWAYS)
+        return None if row is None else run_from_row(row)
 
     async def list_runs(
         self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
     ) -> list[Run]:
-        raise NotImplementedError("runs")
+        sql = self._q["list_runs"]
+        wanted = None if state is None else str(state)
+        rows = await self._run(lambda c: c.fetch(sql, wanted, before_id, limit), Resend.ALWAYS)
+        return [run_from_row(r) for r in rows]
 
 
 def _settings(row: Any) -> QueueSettings:
@@ -632,7 +742,8 @@ async def _insert_requests(
     Without a caller's limit the insert first runs alone, and itself finds out whether a queue
     has a stored one (then it inserts nothing and the locked path below runs)."""
     queues = {j.queue for r in requests for j in r.jobs}
-    if not any(r.max_depth for r in requests) and capped.isdisjoint(queues):
+    linked = any(has_links(j) for r in requests for j in r.jobs)
+    if not linked and not any(r.max_depth for r in requests) and capped.isdisjoint(queues):
         try:
             return _split(
                 [r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests), True)
@@ -641,12 +752,45 @@ async def _insert_requests(
             pass
     async with conn.transaction():  # a savepoint inside a caller's transaction
         requests = await _with_stored_depths(conn, q, requests, capped)
-        verdicts = await _check_depths(conn, q, requests)
+        verdicts: list[EnqueueError | None] = list(await _check_depths(conn, q, requests))
+        if linked:
+            links = await _read_links(conn, q, requests, verdicts)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
+        jobs = _all_jobs(accepted)
+        inserted = await _insert_linked(conn, q, jobs, links) if linked else None
         stored = iter(
-            _split([r.jobs for r in accepted], await _insert(conn, q, _all_jobs(accepted), False))
+            _split(
+                [r.jobs for r in accepted],
+                inserted if inserted is not None else await _insert(conn, q, jobs, False),
+            )
         )
     return [next(stored) if v is None else v for v in verdicts]
+
+
+async def _read_links(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], verdicts: list[EnqueueError | None]
+) -> dict[int, str]:
+    """Lock the parents (in id order) and runs (by id) the jobs name; refuse each request
+    whose run is unknown or closed to it, or whose parent is missing (its verdict). Returns the
+    parents' states."""
+    jobs = _all_jobs(requests)
+    wanted = sorted({p for j in jobs for p in j.after})
+    parents: dict[int, str] = dict(await conn.fetch(q["lock_parents"], wanted)) if wanted else {}
+    run_ids = sorted({j.run_id for j in jobs if j.run_id is not None})
+    runs: dict[str, str] = dict(await conn.fetch(q["lock_runs"], run_ids)) if run_ids else {}
+    asking = [
+        (j.parent_id, j.run_id)
+        for j in jobs
+        if j.run_id is not None and j.parent_id is not None and runs.get(j.run_id, "open") != "open"
+    ]
+    may_join: set[tuple[int, str]] = set()
+    if asking:
+        rows = await conn.fetch(q["running_in_run"], [p for p, _ in asking], [r for _, r in asking])
+        may_join = {(r[0], r[1]) for r in rows}
+    for index, request in enumerate(requests):
+        if verdicts[index] is None:
+            verdicts[index] = refusal(request.jobs, parents, runs, may_join)
+    return parents
 
 
 class _Capped(Exception):
@@ -693,6 +837,8 @@ async def _check_depths(
     for r in requests:
         for queue, cap in r.max_depth.items():
             caps[queue] = max(caps.get(queue, 0), cap)
+    if not caps:
+        return [None] * len(requests)
     await conn.fetchval(q["lock_queues"], list(caps))
     rows = await conn.fetch(q["depths"], list(caps), list(caps.values()))
     depth: Counter[str] = Counter({name: n for name, n in rows})
@@ -725,6 +871,12 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) 
         raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
     if rows and rows[-1][0] is None:
         raise _Capped
+    return await _matched(conn, q, jobs, rows)
+
+
+async def _matched(conn: Any, q: dict[str, str], jobs: list[NewJob], rows: list[Any]) -> list[Job]:
+    """One Job per input from the rows an insert returned (id, queue, key, created_at[,
+    state]); a job whose key existed is read back as that job."""
     rows.sort(key=lambda r: r[0])  # ids were drawn in input order
     out: list[Job | None] = []
     existing: list[int] = []
@@ -732,7 +884,10 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) 
     row = next(it, None)
     for index, new in enumerate(jobs):
         if row is not None and (new.key is None or (row[1] == new.queue and row[2] == new.key)):
-            out.append(new.stored_as(row[0], row[3]))
+            if len(row) > 4:
+                out.append(new.stored_as(row[0], row[3], JobState(row[4])))
+            else:
+                out.append(new.stored_as(row[0], row[3]))
             row = next(it, None)
         else:
             out.append(None)
@@ -740,6 +895,149 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) 
     if existing:
         await _fill_existing(conn, q, jobs, existing, out)
     return [j for j in out if j is not None]
+
+
+async def _insert_linked(
+    conn: Any, q: dict[str, str], jobs: list[NewJob], parents: dict[int, str]
+) -> list[Job]:
+    """Store jobs of which some have links (their parents locked and read: ``parents``), in
+    the state their parents say; then what their storing entails: the edges of waiting jobs
+    (and their unfinished parents marked), the runs' counts, and the finish of a job stored
+    cancelled (its run, its webhook)."""
+    if not jobs:
+        return []
+    decided = [stored_state(j, parents) for j in jobs]
+    try:
+        rows = await conn.fetch(q["enqueue_linked"], *_linked_args(jobs, decided))
+    except asyncpg.DataError as exc:
+        raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
+    out = await _matched(conn, q, jobs, rows)
+    created = [j for j in out if j.created]
+    edges = [
+        (p, j.id)
+        for j in created
+        if j.state is JobState.WAITING
+        for p in j.after
+        if parents[p] in ("waiting", "queued", "running")
+    ]
+    if edges:
+        await conn.execute(q["mark_parents"], sorted({p for p, _ in edges}))
+        await conn.execute(q["add_dependencies"], [p for p, _ in edges], [c for _, c in edges])
+    joined = RunCounts()
+    for j in created:
+        if j.run_id is not None:
+            joined.add(j.run_id, "total")
+    failed = [j.id for j in created if j.state is JobState.CANCELLED]
+    if failed or joined:
+        await _finish_links(conn, q, failed, joined)
+    return out
+
+
+def _linked_args(jobs: list[NewJob], decided: list[tuple[str, str | None]]) -> tuple[Any, ...]:
+    """The ``enqueue_linked`` statement's arrays, every column per job."""
+    return (
+        [j.payload_json for j in jobs],
+        [j.queue for j in jobs],
+        [j.key for j in jobs],
+        [j.priority for j in jobs],
+        [None if j.run_at is None else to_datetime(j.run_at) for j in jobs],
+        [j.run_id for j in jobs],
+        [j.max_attempts for j in jobs],
+        [j.timeout_s for j in jobs],
+        [state for state, _ in decided],
+        [error for _, error in decided],
+        [None if error is None else DEPENDENCY_FAILED for _, error in decided],
+        [jsonio.dumps(list(j.after)) if j.after else None for j in jobs],
+        [None if j.after_policy == "completed" else j.after_policy for j in jobs],
+        [j.webhook for j in jobs],
+        [j.parent_id for j in jobs],
+    )
+
+
+# -- what a finish entails, for jobs with links ----------------------------------------------
+async def _settle_linked(conn: Any, q: dict[str, str], items: list[_Settlement]) -> set[int]:
+    """Settle jobs with links in one transaction with what their finishes entail."""
+    async with conn.transaction():
+        rows = await conn.fetch(q["settle"], *_settle_args(items), True)
+        settled = {r[0] for r in rows}
+        finished = [
+            s.job_id for s in items if s.job_id in settled and s.outcome in ("complete", "dead")
+        ]
+        if finished:
+            await _finish_links(conn, q, finished)
+    return settled
+
+
+async def _finish_links(
+    conn: Any, q: dict[str, str], finished: list[int], counts: RunCounts | None = None
+) -> None:
+    """In the transaction that just finished the jobs ``finished``: their runs' counts (and
+    completions), their webhooks' deliveries, and their waiting children released or
+    cancelled, each cancelled child a finish in turn. ``counts``: what else this
+    transaction adds to runs (an enqueue's new jobs). Locks children (in id order, parents
+    before children) before runs (in id order)."""
+    counts = counts if counts is not None else RunCounts()
+    deliveries: list[NewJob] = []
+    while finished:
+        parents: dict[int, str] = {}
+        for row in await conn.fetch(q["finished_links"], finished):
+            job = job_from_row(row)
+            if job.run_id is not None:
+                counts.add(job.run_id, job.state.value)
+            if job.webhook is not None:
+                deliveries.append(delivery_job(job))
+            if row[-1]:
+                parents[job.id] = job.state.value
+        finished = await _settle_children(conn, q, parents) if parents else []
+    if counts:
+        deliveries += await _count_runs(conn, q, counts)
+    if deliveries:
+        await _insert(conn, q, deliveries, False)
+
+
+async def _settle_children(conn: Any, q: dict[str, str], parents: dict[int, str]) -> list[int]:
+    """The waiting children of ``parents`` (just finished, in this state): queued once no
+    parent is unfinished, cancelled when their policy says a failed parent fails them; return
+    the ids cancelled."""
+    children = sorted({r[0] for r in await conn.fetch(q["take_children"], list(parents))})
+    if not children:
+        return []
+    waiting = await conn.fetch(q["lock_waiting"], children)
+    if not waiting:
+        return []
+    afters = {r[0]: tuple(jsonio.loads(r[1])) for r in waiting}
+    wanted = sorted({p for after in afters.values() for p in after})
+    states = dict(await conn.fetch(q["job_states"], wanted))
+    release: list[int] = []
+    failed: list[tuple[int, str]] = []
+    for child_id, _, policy in waiting:
+        outcome = child_outcome(afters[child_id], policy, states, set(parents))
+        if outcome is None:
+            continue
+        if outcome[1] is None:
+            release.append(child_id)
+        else:
+            failed.append((child_id, outcome[1]))
+    if release:
+        await conn.fetchval(q["release_waiting"], release)
+    if not failed:
+        return []
+    rows = await conn.fetch(
+        q["fail_waiting"], [c for c, _ in failed], [e for _, e in failed], DEPENDENCY_FAILED
+    )
+    return [r[0] for r in rows]
+
+
+async def _count_runs(conn: Any, q: dict[str, str], counts: RunCounts) -> list[NewJob]:
+    """Add ``counts`` to the runs (locked in id order); return the completion jobs of those
+    that this completes (sealed before, completed now: once, under the row lock)."""
+    args = counts.args()
+    before = dict(await conn.fetch(q["lock_runs"], args[0]))
+    jobs: list[NewJob] = []
+    for row in await conn.fetch(q["count_runs"], *args):
+        if row[6] == RunState.COMPLETED and before.get(row[0]) == RunState.SEALED:
+            jobs += completion_jobs(row)
+    return jobs
 
 
 def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:

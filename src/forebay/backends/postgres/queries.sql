@@ -117,7 +117,7 @@ FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS q
 SELECT q.name, (
     SELECT count(*) FROM (
         SELECT 1 FROM {schema}.jobs
-        WHERE queue = q.name AND state IN ('queued', 'running')
+        WHERE queue = q.name AND state IN ('waiting', 'queued', 'running')
         LIMIT q.cap
     ) AS unfinished
 )
@@ -168,6 +168,11 @@ RETURNING id
 -- error (the history keeps it).
 -- $3 (outcomes) may be NULL when every job has outcome $7; $4 to $6, $8 (tracebacks) and $9
 -- (results) may be NULL when all NULL.
+-- $10 false: a job that would finish and has a run, a webhook or waiting children is left
+-- running (so not returned): the caller settles it again with $10 true in a transaction that
+-- also does what its finish entails (finished_links and on). Jobs without links pay nothing.
+-- Running jobs are never waiting parents of new children without has_children set first
+-- (mark_parents), which this statement's row lock sees.
 -- Jobs it finished (completed, dead) are announced on the finish channel at commit, in one
 -- notification for the whole statement: their ids, comma-separated, or `*` (every waiter
 -- re-reads) when more than 300 would not fit in a notification's 8000 bytes. So does cancel.
@@ -204,6 +209,8 @@ WITH s AS (
         updated_at = now(), lease_token = NULL, lease_expires_at = NULL
     FROM s
     WHERE j.id = s.job_id AND j.lease_token = s.token
+        AND ($10::boolean OR s.outcome NOT IN ('complete', 'dead')
+             OR (j.run_id IS NULL AND j.webhook IS NULL AND NOT j.has_children))
     RETURNING j.id, j.queue, j.state, j.run_at
 ), woken AS (
     SELECT pg_notify('{channel}', due.queue)
@@ -247,14 +254,14 @@ WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE id = ANY($1::bigint[]) AND state IN ('queued', 'running')
-    RETURNING id
+    WHERE id = ANY($1::bigint[]) AND state IN ('waiting', 'queued', 'running')
+    RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
                      CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
     FROM cancelled HAVING count(*) > 0
 )
-SELECT id FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
+SELECT id, linked FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
 
 -- name: job_by_key
 -- uses the unique index jobs_queue_key
@@ -271,16 +278,18 @@ AND ($6::text IS NULL OR run_id = $6)
 AND ($7::bigint[] IS NULL OR id = ANY($7))
 
 -- name: replay
+-- a replayed job of a run is queued in it again: the caller takes it off the run's dead count
 WITH replayed AS (
     UPDATE {schema}.jobs
     SET state = 'queued', run_at = now(), updated_at = now(), finished_at = NULL,
         attempt = 0, deliveries = 0, defers = 0, progress = NULL, progress_message = NULL
     WHERE state = 'dead' AND {filter}
-    RETURNING queue
+    RETURNING queue, run_id
 ), woken AS (
     SELECT pg_notify('{channel}', due.queue) FROM (SELECT DISTINCT queue FROM replayed) AS due
 )
-SELECT count(*) FROM replayed WHERE (SELECT count(*) FROM woken) >= 0
+-- how many per run (a NULL run: the jobs without one); the caller moves the runs' counts
+SELECT run_id, count(*) FROM replayed WHERE (SELECT count(*) FROM woken) >= 0 GROUP BY run_id
 
 -- name: count_dead
 SELECT count(*) FROM {schema}.jobs WHERE state = 'dead' AND {filter}
@@ -431,19 +440,191 @@ WITH moved AS (
 SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
 
 -- name: cancel_where
--- the shared filter's state ($2) is 'queued', 'running' or NULL (both)
+-- the shared filter's state ($2) is 'waiting', 'queued', 'running' or NULL (all three)
 WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE state IN ('queued', 'running') AND {filter}
-    RETURNING id
+    WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+    RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
                      CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
     FROM cancelled HAVING count(*) > 0
 )
-SELECT count(*) FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
+SELECT count(*), array_agg(id) FILTER (WHERE linked) FROM cancelled
+WHERE (SELECT count(*) FROM finished) >= 0
 
 -- name: count_cancellable
-SELECT count(*) FROM {schema}.jobs WHERE state IN ('queued', 'running') AND {filter}
+SELECT count(*) FROM {schema}.jobs WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+
+-- == links: runs, dependencies, job webhooks (DESIGN §10; see forebay.runs) ==================
+-- A statement below runs inside the transaction of an enqueue or a finish that has links; the
+-- plain statements above never touch them. Lock order: jobs (parents before children: lower
+-- ids first), then runs by id.
+
+-- name: enqueue_linked
+-- Jobs with a run, parents or a webhook (and any others in the same batch), every column given
+-- per job: state ('queued', 'waiting', or 'cancelled' when a parent already failed, with its
+-- error), and their links. Same answer as enqueue (plus the stored state), in input order.
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
+                               timeout_s, state, finished_at, error, error_type, after_ids,
+                               after_policy, webhook, parent_id)
+    SELECT j.queue, j.payload::json, j.key, j.priority, COALESCE(j.run_at, now()), j.run_id,
+           j.max_attempts, j.timeout_s, j.state,
+           CASE WHEN j.state = 'cancelled' THEN now() END, j.error, j.error_type, j.after_ids,
+           j.after_policy, j.webhook, j.parent_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[],
+                $6::text[], $7::integer[], $8::double precision[], $9::text[], $10::text[],
+                $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[])
+         WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
+                               timeout_s, state, error, error_type, after_ids, after_policy,
+                               webhook, parent_id, ord)
+    ORDER BY j.ord
+    ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING id, queue, key, run_at, created_at, state
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued' AND run_at <= now()) AS due
+)
+SELECT id, queue, key, created_at, state FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: lock_parents
+-- the parents named by new jobs, locked in id order: a parent's finish and a new child's
+-- enqueue see each other whichever commits first
+SELECT id, state FROM {schema}.jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE
+
+-- name: mark_parents
+-- unfinished parents get waiting children: their finishes take the linked path from now on
+UPDATE {schema}.jobs SET has_children = true WHERE id = ANY($1::bigint[]) AND NOT has_children
+
+-- name: add_dependencies
+INSERT INTO {schema}.dependencies (parent_id, child_id)
+SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
+
+-- name: running_in_run
+-- the jobs ($1) that are running in their run ($2): those may add jobs to a sealed run
+SELECT j.id, j.run_id FROM {schema}.jobs AS j
+JOIN unnest($1::bigint[], $2::text[]) AS p (id, run_id) ON j.id = p.id AND j.run_id = p.run_id
+WHERE j.state = 'running'
+
+-- name: finished_links
+-- the jobs just finished ($1) that have a run, a webhook or children, as stored now
+SELECT {columns}, has_children FROM {schema}.jobs
+WHERE id = ANY($1::bigint[]) AND (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children)
+
+-- name: take_children
+-- the finished parents' edges are spent: deleting them finds the children
+DELETE FROM {schema}.dependencies WHERE parent_id = ANY($1::bigint[]) RETURNING child_id
+
+-- name: lock_waiting
+-- those children still waiting, locked in id order (a concurrent finish of another parent of
+-- one waits here, then sees this transaction's outcome)
+SELECT id, after_ids, after_policy FROM {schema}.jobs
+WHERE id = ANY($1::bigint[]) AND state = 'waiting'
+ORDER BY id FOR NO KEY UPDATE
+
+-- name: job_states
+SELECT id, state FROM {schema}.jobs WHERE id = ANY($1::bigint[])
+
+-- name: release_waiting
+-- waiting children whose parents are done -> queued, keeping their run_at
+WITH released AS (
+    UPDATE {schema}.jobs SET state = 'queued', updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND state = 'waiting'
+    RETURNING queue, run_at
+), woken AS (
+    SELECT pg_notify('{channel}', due.queue)
+    FROM (SELECT DISTINCT queue FROM released WHERE run_at <= now()) AS due
+)
+SELECT count(*) FROM released WHERE (SELECT count(*) FROM woken) >= 0
+
+-- name: fail_waiting
+-- waiting children of a failed parent -> cancelled, with the parent's failure ($2, one each;
+-- $3 the error type, DependencyFailed)
+WITH failed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'cancelled', finished_at = now(), updated_at = now(),
+        error = f.error, error_type = $3
+    FROM unnest($1::bigint[], $2::text[]) AS f (id, error)
+    WHERE j.id = f.id AND j.state = 'waiting'
+    RETURNING j.id
+), finished AS (
+    SELECT pg_notify('{finish_channel}',
+                     CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
+    FROM failed HAVING count(*) > 0
+)
+SELECT id FROM failed WHERE (SELECT count(*) FROM finished) >= 0
+
+-- name: lock_runs
+SELECT id, state FROM {schema}.runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+
+-- name: count_runs
+-- add to the locked runs' counts; a sealed run whose jobs all finished completes
+UPDATE {schema}.runs AS r
+SET total = r.total + d.total, completed = r.completed + d.completed, dead = r.dead + d.dead,
+    cancelled = r.cancelled + d.cancelled,
+    state = CASE WHEN r.state = 'sealed' AND r.completed + d.completed + r.dead + d.dead
+                      + r.cancelled + d.cancelled = r.total + d.total
+                 THEN 'completed' ELSE r.state END,
+    completed_at = CASE WHEN r.state = 'sealed' AND r.completed + d.completed + r.dead + d.dead
+                             + r.cancelled + d.cancelled = r.total + d.total
+                        THEN now() ELSE r.completed_at END
+FROM unnest($1::text[], $2::integer[], $3::integer[], $4::integer[], $5::integer[])
+     AS d (id, total, completed, dead, cancelled)
+WHERE r.id = d.id
+RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.total, r.completed,
+          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at
+
+-- name: seal_run
+-- open -> sealed; completed at once when its jobs all finished (also none); the row is locked
+UPDATE {schema}.runs AS r
+SET state = CASE WHEN completed + dead + cancelled = total THEN 'completed' ELSE 'sealed' END,
+    sealed_at = now(),
+    completed_at = CASE WHEN completed + dead + cancelled = total THEN now() END
+WHERE id = $1 AND state = 'open'
+RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.total, r.completed,
+          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at
+
+-- name: start_run
+INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: run_by_key
+SELECT id FROM {schema}.runs WHERE key = $1
+
+-- name: run_counted
+-- a run and its unfinished jobs counted (index jobs_run_state), in one snapshot; a fragment
+SELECT r.id, r.name, r.key, r.meta, r.state, r.on_complete, r.webhook, r.total,
+       c.waiting, c.queued, c.running, r.completed, r.dead, r.cancelled,
+       r.created_at, r.sealed_at, r.completed_at
+FROM {schema}.runs AS r, LATERAL (
+    SELECT count(*) FILTER (WHERE j.state = 'waiting') AS waiting,
+           count(*) FILTER (WHERE j.state = 'queued') AS queued,
+           count(*) FILTER (WHERE j.state = 'running') AS running
+    FROM {schema}.jobs AS j
+    WHERE j.run_id = r.id AND j.state IN ('waiting', 'queued', 'running')
+) AS c
+
+-- name: get_run
+SELECT * FROM {run_counted} AS r WHERE r.id = $1
+
+-- name: list_runs
+SELECT * FROM {run_counted} AS r
+WHERE ($1::text IS NULL OR r.state = $1) AND ($2::text IS NULL OR r.id < $2)
+ORDER BY r.id DESC
+LIMIT $3
+
+-- name: prune_runs
+-- completed runs past their retention ($1), at most $2
+WITH pruned AS (
+    DELETE FROM {schema}.runs WHERE id IN (
+        SELECT id FROM {schema}.runs WHERE state = 'completed' AND completed_at < $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) AND {relaxed_commit}
+    RETURNING 1
+)
+SELECT count(*) FROM pruned

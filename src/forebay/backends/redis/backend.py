@@ -76,8 +76,12 @@ from forebay.errors import (
     BackendError,
     BackendUnavailable,
     ConfigError,
+    EnqueueError,
     InvalidPayload,
     QueueFull,
+    RunSealed,
+    UnknownParent,
+    UnknownRun,
 )
 from forebay.group_commit import GroupCommit
 from forebay.job import (
@@ -96,7 +100,16 @@ from forebay.job import (
     Retry as RetryJob,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
-from forebay.runs import NewRun, Run, RunState
+from forebay.runs import (
+    DEPENDENCY_FAILED,
+    JOB_WEBHOOK_TYPES,
+    RUN_COMPLETED,
+    WEBHOOK_QUEUE,
+    NewRun,
+    Run,
+    RunState,
+    run_from_values,
+)
 from forebay.schedules import Firing, Schedule
 from forebay.urls import redacted
 
@@ -130,12 +143,17 @@ _SCRIPTS = (
     "set_queue",
     "queue_settings",
     "run_now",
+    "start_run",
+    "seal_run",
+    "prune_runs",
 )
 _DEAD_CHUNK = 500
 """Dead-set entries read per step of a dead-letter listing."""
+_RUN_CHUNK = 200
+"""Run ids read per step of a runs listing."""
 _COMPOSED = {"fire_schedule": ("fire_schedule", "enqueue")}
 """Scripts whose source is several files, in order (after the prelude and the helpers)."""
-_COUNTED = ("queued", "running", "completed", "dead", "cancelled")
+_COUNTED = ("waiting", "queued", "running", "completed", "dead", "cancelled")
 _SCRIPT_JOBS = 2000
 """Most jobs one script call stores or settles: bounds how long one call holds the server."""
 _MAX_BLOCK_S = 1.0
@@ -151,7 +169,7 @@ def script_sources() -> dict[str, str]:
     """Each script's full source: the key prelude, the shared helpers, then the script."""
     folder = resources.files("forebay.backends.redis").joinpath("lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
-    head = lua_prelude() + common
+    head = lua_prelude() + _lua_constants() + common
     return {
         name: head
         + "".join(
@@ -162,8 +180,20 @@ def script_sources() -> dict[str, str]:
     }
 
 
+def _lua_constants() -> str:
+    """The names of :mod:`forebay.runs` the scripts use, as Lua (after the key prelude)."""
+    types = ", ".join(f"{state} = {json.dumps(t)}" for state, t in JOB_WEBHOOK_TYPES.items())
+    return (
+        f"local WEBHOOK_QUEUE, RUN_COMPLETED = {json.dumps(WEBHOOK_QUEUE)}, "
+        f"{json.dumps(RUN_COMPLETED)}\n"
+        f"local DEPENDENCY_FAILED = {json.dumps(DEPENDENCY_FAILED)}\n"
+        f"local JOB_WEBHOOK_TYPES = {{{types}}}\n"
+    )
+
+
 def _enqueue_row(j: NewJob) -> list[object]:
-    """A job as ``enqueue.lua`` takes it (its own limits only when it has one)."""
+    """A job as ``enqueue.lua`` takes it (its own limits only when it has one or a link, its
+    links only when it has one)."""
     row: list[object] = [
         j.queue,
         j.payload_json,
@@ -172,8 +202,16 @@ def _enqueue_row(j: NewJob) -> list[object]:
         False if j.run_at is None else _ts(j.run_at),
         False if j.run_id is None else j.run_id,
     ]
-    if j.max_attempts is not None or j.timeout_s is not None:
+    linked = bool(j.after) or j.webhook is not None or j.parent_id is not None
+    if linked or j.max_attempts is not None or j.timeout_s is not None:
         row += [j.max_attempts or False, j.timeout_s or False]
+    if linked:
+        row += [
+            [str(i) for i in j.after] or False,
+            j.after_policy,
+            False if j.webhook is None else j.webhook,
+            False if j.parent_id is None else str(j.parent_id),
+        ]
     return row
 
 
@@ -386,11 +424,17 @@ class RedisBackend:
                 f"the Redis keys under {self.prefix!r} were written by a newer forebay "
                 f"(layout {version}, this one knows {LAYOUT_VERSION}): upgrade forebay"
             )
+        applied = []
         if version < 2:
             await self._index_queue_done(client)
             await client.set(self.keys.schema, 2)
-            return ["redis key layout 2 (finished jobs indexed per queue)"]
-        return []
+            applied.append("redis key layout 2 (finished jobs indexed per queue)")
+        if version < 3:
+            # Runs and waiting jobs live in keys of their own: nothing to rewrite. A job that
+            # names a run stored by no one (a run_id from before runs existed) counts in none.
+            await client.set(self.keys.schema, 3)
+            applied.append("redis key layout 3 (runs and waiting jobs)")
+        return applied
 
     async def _index_queue_done(self, client: aioredis.Redis) -> None:
         """Layout 1 to 2: index every finished job in its queue's sorted set too, in chunks
@@ -524,8 +568,8 @@ class RedisBackend:
         replies = _answer(await self._run("enqueue", _ts(now), _enqueue_argument(calls)))
         results: list[list[Job] | BaseException] = []
         for call, reply in zip(calls, replies, strict=True):
-            if reply[0] == "full":
-                results.append(QueueFull(reply[1], int(reply[2])))
+            if reply[0] != "ok":
+                results.append(_refusal(reply))
             else:
                 results.append(
                     [
@@ -669,8 +713,20 @@ class RedisBackend:
             total += n
             if n < ask:
                 break
+        if spec.runs_before is not None:
+            await self._prune_runs(spec.runs_before, spec.limit)
         await self._run("tidy")
         return total
+
+    async def _prune_runs(self, before: float, limit: int) -> None:
+        """Delete completed runs whose completed_at is before ``before``, at most ``limit``."""
+        deleted = 0
+        while deleted < limit:
+            ask = min(1000, limit - deleted)
+            n = int(await self._run("prune_runs", _ts(before), ask))
+            deleted += n
+            if n < ask:
+                break
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -688,6 +744,7 @@ class RedisBackend:
         if limit <= 0:
             return []
         indexed = {
+            JobState.WAITING: self.keys.waiting_jobs,
             JobState.DEAD: self.keys.done("dead"),
             JobState.CANCELLED: self.keys.done("cancelled"),
             JobState.RUNNING: self.keys.leases,
@@ -975,13 +1032,16 @@ class RedisBackend:
         return len(await self.cancel(ids))
 
     async def _cancellable(self, where: JobFilter) -> list[int]:
-        states = [s for s in (JobState.QUEUED, JobState.RUNNING) if where.state in (None, s)]
+        unfinished = (JobState.WAITING, JobState.QUEUED, JobState.RUNNING)
+        states = [s for s in unfinished if where.state in (None, s)]
         found: set[int] = set()
         for state in states:
             if where.ids is not None:
                 candidates: list[str] | None = [str(i) for i in sorted(set(where.ids))]
             elif state is JobState.RUNNING:
                 candidates = await self._members(self.keys.leases)
+            elif state is JobState.WAITING:
+                candidates = await self._members(self.keys.waiting_jobs)
             else:
                 candidates = None
             one = replace(where, state=state, ids=None)
@@ -989,28 +1049,61 @@ class RedisBackend:
             found.update(int(i) for i in matching)
         return sorted(found)
 
-    # -- runs: not stored by this backend yet ------------------------------------------------
+    # -- runs ---------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
-        raise NotImplementedError("runs")
+        values = [run.id, run.name, run.key, run.meta_json, run.on_complete, run.webhook]
+        row = _json([False if v is None else v for v in values])
+        created, run_id, flat = await self._run("start_run", _ts(time.time()), row)
+        return _run_from_hash(run_id, flat, created=bool(created))
 
     async def seal_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        flat = await self._run("seal_run", _ts(time.time()), run_id)
+        return None if flat is None else _run_from_hash(run_id, flat)
 
     async def get_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        try:
+            fields = cast(dict[str, str], await self._require().hgetall(self.keys.run(run_id)))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        return _run_from_fields(run_id, fields) if fields else None
 
     async def list_runs(
         self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
     ) -> list[Run]:
-        raise NotImplementedError("runs")
+        """Walks the run index down from ``before_id`` (run ids sort as they were started), a
+        chunk at a time, reading each run's hash (one snapshot per run)."""
+        client = self._require()
+        found: list[Run] = []
+        top = "+" if before_id is None else f"({before_id}"
+        while len(found) < limit:
+            try:
+                ids = cast(
+                    list[str],
+                    await client.zrevrangebylex(self.keys.runs, top, "-", start=0, num=_RUN_CHUNK),
+                )
+                if not ids:
+                    break
+                pipe = client.pipeline(transaction=False)
+                for run_id in ids:
+                    pipe.hgetall(self.keys.run(run_id))
+                hashes = await pipe.execute()
+            except (redis_errors.RedisError, OSError) as exc:
+                raise translate(exc) from exc
+            for run_id, fields in zip(ids, hashes, strict=True):
+                if fields and (state is None or fields.get("state") == state):
+                    found.append(_run_from_fields(run_id, fields))
+            top = f"({ids[-1]}"
+        return found[:limit]
 
 
 def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
-    """``enqueue.lua``'s batch argument: per call, its depth checks and its jobs."""
+    """``enqueue.lua``'s batch argument: per call, its depth checks, its jobs, and whether one
+    names a run or parents (the script checks those only then)."""
     batch = [
         [
             call.depth,
             [_enqueue_row(j) for j in call.jobs],
+            any(j.run_id is not None or j.after for j in call.jobs),
         ]
         for call in calls
     ]
@@ -1031,10 +1124,61 @@ def _settings(row: Sequence[Any]) -> QueueSettings:
 
 
 def _stored(new: NewJob, item: Any, now: float) -> Job:
-    """One enqueue result: a new job's id, or the existing job of its (queue, key)."""
+    """One enqueue result: a new queued job's id, a new job stored waiting or cancelled (with
+    its fields), or the existing job of its (queue, key)."""
     if isinstance(item, str):
         return new.stored_as(int(item), datetime.fromtimestamp(now, UTC))
-    return job_from_hash(item[0], item[1], created=False)
+    return job_from_hash(item[0], item[1], created=len(item) > 2)
+
+
+def _refusal(reply: Sequence[Any]) -> EnqueueError:
+    """``enqueue.lua``'s answer refusing one call, as the error its caller gets."""
+    kind = reply[0]
+    if kind == "full":
+        return QueueFull(reply[1], int(reply[2]))
+    if kind == "unknown_run":
+        return UnknownRun(reply[1])
+    if kind == "sealed":
+        return RunSealed(reply[1], reply[2])
+    return UnknownParent(sorted(int(i) for i in reply[1]))
+
+
+def _run_from_hash(run_id: str, flat: Sequence[str], created: bool = True) -> Run:
+    """A run from its hash, as HGETALL (or a script) gives it: field, value, ..."""
+    fields = dict(zip(flat[0::2], flat[1::2], strict=True))
+    return _run_from_fields(run_id, fields, created)
+
+
+def _run_from_fields(run_id: str, fields: dict[str, str], created: bool = True) -> Run:
+    def counted(name: str) -> int:
+        return int(fields.get(name) or 0)
+
+    def at(name: str) -> float | None:
+        value = fields.get(name)
+        return None if value is None else float(value)
+
+    created_at = at("created_at")
+    assert created_at is not None
+    return run_from_values(
+        id=run_id,
+        name=fields.get("name"),
+        key=fields.get("key"),
+        meta=fields.get("meta"),
+        state=fields["state"],
+        on_complete=fields.get("on_complete"),
+        webhook=fields.get("webhook"),
+        total=counted("total"),
+        waiting=counted("waiting"),
+        queued=counted("queued"),
+        running=counted("running"),
+        completed=counted("completed"),
+        dead=counted("dead"),
+        cancelled=counted("cancelled"),
+        created_at=created_at,
+        sealed_at=at("sealed_at"),
+        completed_at=at("completed_at"),
+        created=created,
+    )
 
 
 def _filter_values(where: JobFilter) -> list[str | bool]:

@@ -13,15 +13,18 @@ name, ``N`` a job id, ``R`` a priority)::
                                        started_at, result (JSON text) and errors (JSON
                                        text: the last 10 attempts' errors),
                                        max_attempts, timeout_s (the job's own limits, absent
-                                       when not given), and ``entry``: its stream entry id
-                                       while it has one
+                                       when not given), ``entry``: its stream entry id
+                                       while it has one; its links: after_ids (JSON text),
+                                       after_policy, webhook, parent_id, ``parents_left``
+                                       (while waiting: parents not yet finished) and
+                                       ``children`` ("1" while P:children:N holds ids)
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at
     P:done:dead                        (dead-letter listings, replay, purge)
     P:done:cancelled
-    P:q:Q:counts               hash    jobs of Q per state (queued running completed dead
-                                       cancelled) and ``retrying``, kept by every script
+    P:q:Q:counts               hash    jobs of Q per state (waiting queued running completed
+                                       dead cancelled) and ``retrying``, kept by every script
     P:q:Q:keys                 hash    idempotency key -> job id, until that job is deleted
     P:q:Q:levels               zset    priority levels of Q in use, score = R
     P:q:Q:stream:R             stream  jobs of Q at priority R that were due when enqueued, in
@@ -46,9 +49,23 @@ name, ``N`` a job id, ``R`` a priority)::
                                        forward only by ``fire_schedule.lua``, in the script
                                        that enqueues the tick's jobs
     P:finished                 channel pub/sub, not a key: every script that finishes jobs
-                                       (complete, dead_letter, cancel) publishes their ids,
+                                       (complete, dead_letter, cancel; and enqueue, a
+                                       parent's finish: jobs cancelled for their parents)
+                                       publishes their ids,
                                        comma-separated, once per call; processes waiting for
                                        a job to finish subscribe
+    P:waiting_jobs             zset    jobs in state waiting (for their parents), score = id
+    P:children:N               set     ids of the jobs enqueued to wait for job N while it
+                                       was unfinished; read and deleted when N finishes (a
+                                       replayed N finishes again without them), or with N
+    P:run:I                    hash    run I: name key meta on_complete webhook state
+                                       created_at sealed_at completed_at and its counts
+                                       (total waiting queued running completed dead
+                                       cancelled), kept by every script that moves its jobs
+    P:runs                     zset    every run id, score 0 (lexical order = start order:
+                                       run ids are UUIDv7 hex), listings newest first
+    P:runs:completed           zset    completed runs, score = completed_at (pruning)
+    P:run_keys                 hash    run key -> run id, until that run is pruned
     P:configured               set     names of the queues that have stored settings
     P:q:Q:settings             hash    Q's stored settings (operator controls): ``paused``
                                        ("1" while paused; the lease and poll scripts read it),
@@ -76,9 +93,10 @@ __all__ = [
     "lua_prelude",
 ]
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 """Bumped when the layout changes incompatibly; ``open`` refuses a newer one and upgrades an
-older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``)."""
+older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``; 3: runs and
+waiting jobs, which an older forebay would neither count nor release)."""
 
 GROUP = "workers"
 """The consumer group of every stream."""
@@ -105,6 +123,12 @@ TEMPLATES: dict[str, str] = {
     "queue_done": "{prefix}:q:{queue}:done:{state}",
     "configured": "{prefix}:configured",
     "settings": "{prefix}:q:{queue}:settings",
+    "waiting_jobs": "{prefix}:waiting_jobs",
+    "children": "{prefix}:children:{id}",
+    "run": "{prefix}:run:{id}",
+    "runs": "{prefix}:runs",
+    "runs_completed": "{prefix}:runs:completed",
+    "run_keys": "{prefix}:run_keys",
 }
 
 
@@ -179,6 +203,17 @@ class Keys:
 
     def settings(self, queue: str) -> str:
         return self._name("settings", queue=queue)
+
+    @property
+    def waiting_jobs(self) -> str:
+        return self._name("waiting_jobs")
+
+    def run(self, run_id: str) -> str:
+        return self._name("run", id=run_id)
+
+    @property
+    def runs(self) -> str:
+        return self._name("runs")
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

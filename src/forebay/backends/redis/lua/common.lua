@@ -200,14 +200,203 @@ local function place(id, queue, priority, run_at, now, quiet)
   return nil
 end
 
+-- Runs, dependencies and job webhooks (forebay.runs): what a job's arrival or finish does
+-- beyond its queue, in the same script. A job with no run, no webhook and no children never
+-- gets here: the fields every transition reads anyway (HELD, ...) say there is nothing to do.
+-- WEBHOOK_QUEUE, RUN_COMPLETED, DEPENDENCY_FAILED and JOB_WEBHOOK_TYPES come from
+-- forebay.runs, generated before this file.
+
+-- A JSON value for a stored text (false: null); numbers and JSON texts go in as stored.
+local function jtext(value)
+  if not value then return 'null' end
+  return cjson.encode(value)
+end
+
+local queues_noted = {}
+local function note_queue(queue)
+  if not queues_noted[queue] then
+    redis.call('SADD', key_queues(), queue)
+    queues_noted[queue] = true
+  end
+end
+
+-- A new job's hash (fields: a flat list without the id-derived ones), placed where it waits
+-- when queued. index: the caller's list of P:jobs members to add, or nil to add it now.
+local function insert_job(queue, priority, run_at, state, fields, now, index)
+  local id = string.format('%d', redis.call('INCR', key_next_id()))
+  if state == 'queued' then
+    local entry = place(id, queue, priority, run_at, now)
+    if entry then
+      fields[#fields + 1] = 'entry'
+      fields[#fields + 1] = entry
+    end
+  end
+  redis.call('HSET', key_job(id), unpack(fields))
+  if index then
+    index[#index + 1] = id
+    index[#index + 1] = id
+  else
+    redis.call('ZADD', key_jobs(), id, id)
+  end
+  note_queue(queue)
+  return id
+end
+
+-- A job the store derives (a completion job, a webhook delivery): queued now at priority 0,
+-- no run, no max_depth, once per (queue, key) when it has a key.
+local function derive_job(queue, payload, key, now)
+  local fields = {'queue', queue, 'payload', payload, 'state', 'queued', 'priority', '0',
+                  'run_at', now, 'created_at', now, 'updated_at', now}
+  if key then
+    local existing = redis.call('HGET', key_keys(queue), key)
+    if existing and redis.call('EXISTS', key_job(existing)) == 1 then return end
+    fields[#fields + 1] = 'key'
+    fields[#fields + 1] = key
+  end
+  local id = insert_job(queue, '0', now, 'queued', fields, now)
+  if key then redis.call('HSET', key_keys(queue), key, id) end
+  redis.call('HINCRBY', key_counts(queue), 'queued', 1)
+end
+
+-- A run's hash key, or nil when the run is not stored (pruned): its jobs keep the id only.
+local runs_stored = {}
+local function stored_run(run_id)
+  local stored = runs_stored[run_id]
+  if stored == nil then
+    stored = redis.call('EXISTS', key_run(run_id)) == 1
+    runs_stored[run_id] = stored
+  end
+  return stored and key_run(run_id) or nil
+end
+
+-- A job of run_id (false: none) moves between two of the run's counts.
+local function run_move(run_id, from, to)
+  if not run_id then return end
+  local k = stored_run(run_id)
+  if not k then return end
+  redis.call('HINCRBY', k, from, -1)
+  redis.call('HINCRBY', k, to, 1)
+end
+
+local RUN_SUMMARY = {'state', 'total', 'completed', 'dead', 'cancelled', 'name', 'key', 'meta',
+                     'on_complete', 'webhook', 'created_at', 'sealed_at'}
+
+-- The run completes when it is sealed and every job finished: state, completed_at and its
+-- completion jobs (forebay.runs.run_summary, built with the stored texts of its times).
+local function complete_run_if_done(run_id, now)
+  local k = key_run(run_id)
+  local f = redis.call('HMGET', k, unpack(RUN_SUMMARY))
+  if f[1] ~= 'sealed' or num(f[3]) + num(f[4]) + num(f[5]) ~= num(f[2]) then return end
+  redis.call('HSET', k, 'state', 'completed', 'completed_at', now)
+  redis.call('ZADD', key_runs_completed(), now, run_id)
+  if not f[9] and not f[10] then return end
+  local summary = '{"run_id":' .. jtext(run_id) .. ',"name":' .. jtext(f[6])
+    .. ',"key":' .. jtext(f[7]) .. ',"meta":' .. (f[8] or '{}')
+    .. ',"total":' .. num(f[2]) .. ',"completed":' .. num(f[3]) .. ',"dead":' .. num(f[4])
+    .. ',"cancelled":' .. num(f[5]) .. ',"created_at":' .. f[11] .. ',"sealed_at":' .. f[12]
+    .. ',"completed_at":' .. now .. '}'
+  if f[9] then derive_job(f[9], summary, 'run:' .. run_id .. ':complete', now) end
+  if f[10] then
+    local payload = '{"url":' .. jtext(f[10]) .. ',"type":' .. jtext(RUN_COMPLETED)
+      .. ',"data":' .. summary .. '}'
+    derive_job(WEBHOOK_QUEUE, payload, 'run:' .. run_id .. ':webhook', now)
+  end
+end
+
+local JOB_SUMMARY = {'queue', 'key', 'run_id', 'attempt', 'error', 'error_type', 'result',
+                     'finished_at'}
+
+-- The delivery job of a finished job's webhook (forebay.runs.job_summary).
+local function job_webhook(id, url, state, now)
+  local f = redis.call('HMGET', key_job(id), unpack(JOB_SUMMARY))
+  local data = '{"id":' .. id .. ',"queue":' .. jtext(f[1]) .. ',"state":' .. jtext(state)
+    .. ',"key":' .. jtext(f[2]) .. ',"run_id":' .. jtext(f[3]) .. ',"attempt":' .. num(f[4])
+    .. ',"error":' .. jtext(f[5]) .. ',"error_type":' .. jtext(f[6])
+    .. ',"result":' .. (f[7] or 'null') .. ',"finished_at":' .. (f[8] or now) .. '}'
+  local payload = '{"url":' .. jtext(url) .. ',"type":' .. jtext(JOB_WEBHOOK_TYPES[state])
+    .. ',"data":' .. data .. '}'
+  derive_job(WEBHOOK_QUEUE, payload, false, now)
+end
+
+local CHILD = {'state', 'after_policy', 'queue', 'priority', 'run_at', 'run_id', 'webhook',
+               'children'}
+
+-- A waiting child whose parent ended badly: cancelled, a finish of its own (returned, to be
+-- followed like any finish).
+local function cancel_child(child, f, parent, parent_state, now)
+  local k = key_job(child)
+  redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now, 'updated_at', now,
+             'error', 'parent job ' .. parent .. ' ended ' .. parent_state,
+             'error_type', DEPENDENCY_FAILED)
+  redis.call('HDEL', k, 'parents_left')
+  redis.call('ZREM', key_waiting_jobs(), child)
+  redis.call('ZADD', key_done('cancelled'), now, child)
+  redis.call('ZADD', key_queue_done(f[3], 'cancelled'), now, child)
+  redis.call('HINCRBY', key_counts(f[3]), 'waiting', -1)
+  redis.call('HINCRBY', key_counts(f[3]), 'cancelled', 1)
+  return {id = child, from = 'waiting', state = 'cancelled',
+          job = {run_id = f[6], webhook = f[7], children = f[8]}}
+end
+
+-- One parent fewer to wait for; the last one queues the child at its own run_at.
+local function release_child(child, f, now)
+  local k = key_job(child)
+  if redis.call('HINCRBY', k, 'parents_left', -1) > 0 then return end
+  redis.call('HSET', k, 'state', 'queued', 'updated_at', now)
+  redis.call('HDEL', k, 'parents_left')
+  redis.call('ZREM', key_waiting_jobs(), child)
+  local entry = place(child, f[3], f[4], f[5], now)
+  if entry then redis.call('HSET', k, 'entry', entry) end
+  redis.call('HINCRBY', key_counts(f[3]), 'waiting', -1)
+  redis.call('HINCRBY', key_counts(f[3]), 'queued', 1)
+  run_move(f[6], 'waiting', 'queued')
+end
+
+-- After job id went from `from` (nil: stored finished at enqueue, already counted) to the
+-- finished `state`: its run's counts and completion, its webhook, its waiting children, and
+-- theirs in turn (a work list, not recursion: chains may be long). job: run_id, webhook,
+-- children as stored.
+local function after_finish(id, from, state, now, job)
+  local work, cancelled = {{id = id, from = from, state = state, job = job}}, {}
+  local i = 1
+  while i <= #work do
+    local w = work[i]
+    i = i + 1
+    local run_id = w.job.run_id
+    if run_id and stored_run(run_id) then
+      if w.from then run_move(run_id, w.from, w.state) end
+      complete_run_if_done(run_id, now)
+    end
+    if w.job.webhook then job_webhook(w.id, w.job.webhook, w.state, now) end
+    if w.job.children then
+      for _, child in ipairs(redis.call('SMEMBERS', key_children(w.id))) do
+        local f = redis.call('HMGET', key_job(child), unpack(CHILD))
+        if f[1] == 'waiting' then
+          if w.state ~= 'completed' and f[2] ~= 'always' then
+            work[#work + 1] = cancel_child(child, f, w.id, w.state, now)
+            cancelled[#cancelled + 1] = child
+          else
+            release_child(child, f, now)
+          end
+        end
+      end
+      -- Each child counts this parent once: replayed, it finishes again without them.
+      redis.call('DEL', key_children(w.id))
+      redis.call('HDEL', key_job(w.id), 'children')
+    end
+  end
+  if #cancelled > 0 then redis.call('PUBLISH', key_finished(), table.concat(cancelled, ',')) end
+end
+
 -- Fields every transition out of running reads; nil unless the job is running under token.
 local HELD = {'state', 'lease_token', 'queue', 'priority', 'entry', 'attempt', 'deliveries',
-              'defers', 'error_type'}
+              'defers', 'error_type', 'run_id', 'webhook', 'children'}
 local function held(id, token)
   local f = redis.call('HMGET', key_job(id), unpack(HELD))
   if f[1] ~= 'running' or f[2] ~= token then return nil end
   return {queue = f[3], priority = f[4], entry = f[5], attempt = num(f[6]),
-          deliveries = num(f[7]), defers = num(f[8]), failed = f[9] ~= false}
+          deliveries = num(f[7]), defers = num(f[8]), failed = f[9] ~= false, run_id = f[10],
+          webhook = f[11], children = f[12]}
 end
 
 -- A job leaving running for queued: its entry goes, it waits again at run_at.
@@ -217,6 +406,7 @@ local function put_back(id, job, run_at, now, dropper, quiet)
   redis.call('HDEL', k, 'lease_token', 'lease_expires_at', 'entry')
   local entry = place(id, job.queue, job.priority, run_at, now, quiet)
   if entry then redis.call('HSET', k, 'entry', entry) end
+  run_move(job.run_id, 'running', 'queued')
 end
 
 -- The loop of every transition out of running. ARGV = now, JSON rows, each starting with
@@ -279,6 +469,9 @@ local function finish(id, job, state, now, counter, dropper, done)
   done:add(job.queue, now, id)
   counter:add(job.queue, 'running', -1)
   counter:add(job.queue, state, 1)
+  if job.run_id or job.webhook or job.children then
+    after_finish(id, 'running', state, now, job)
+  end
 end
 
 -- Tell whoever waits for the jobs a script finished, in any process: one PUBLISH of their
@@ -293,12 +486,13 @@ end
 -- Delete a job in the given terminal state with its idempotency key; 1 if deleted.
 local function delete_job(id, state, counter)
   local k = key_job(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'children')
   if f[1] ~= state then return 0 end
   if f[3] then
     local keys = key_keys(f[2])
     if redis.call('HGET', keys, f[3]) == id then redis.call('HDEL', keys, f[3]) end
   end
+  if f[4] then redis.call('DEL', key_children(id)) end
   redis.call('DEL', k)
   counter:add(f[2], state, -1)
   return 1

@@ -6,6 +6,7 @@
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:completed + P:q:Q:done:completed
 --          (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
+--          and what a finish does (common.lua: runs, webhooks, children),
 --          P:finished (PUBLISH of the ids completed)
 -- Returns  the ids refused (not running under that token).
 

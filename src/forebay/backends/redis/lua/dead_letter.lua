@@ -5,6 +5,7 @@
 --          (the error is appended to the errors history)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead + P:q:Q:done:dead (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
+--          and what a finish does (common.lua: runs, webhooks, children),
 --          P:finished (PUBLISH of the ids dead-lettered)
 -- Returns  the ids refused (not running under that token).
 

@@ -5,7 +5,8 @@
 -- Keys     P:q:Q:settings (HGET paused: nothing is leased), P:q:Q:levels (ZREVRANGE: priorities high to low); per level P:q:Q:waiting:R (due
 --          members: ZRANGEBYSCORE, ZREM) and P:q:Q:stream:R (XINFO GROUPS + XRANGE to peek
 --          at the entries' run_at, XREADGROUP '>' as consumer leased to take);
---          P:job:N (HGETALL/HSET/HDEL), P:leases (ZADD), P:q:Q:counts (HINCRBY)
+--          P:job:N (HGETALL/HSET/HDEL), P:leases (ZADD), P:q:Q:counts (HINCRBY), P:run:I
+--          (HINCRBY, for a job of a run)
 -- Returns  JSON [[id, fields], ...]: the leased jobs.
 --
 -- Order: higher priority first; within a priority, earlier run_at, then lower id. A stream's
@@ -27,6 +28,7 @@ local function take(id, priority, entry)
   end
   local attempt, deliveries = num(f.attempt), num(f.deliveries)
   if attempt > 0 then counter:add(queue, 'retrying', -1) end
+  if f.run_id then run_move(f.run_id, 'queued', 'running') end
   redis.call('HSET', k, 'state', 'running', 'lease_token', token, 'lease_expires_at', expires,
              'worker_id', worker, 'updated_at', now, 'started_at', now, 'attempt', attempt + 1,
              'deliveries', deliveries + 1)

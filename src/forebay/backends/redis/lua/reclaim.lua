@@ -11,7 +11,7 @@
 -- Keys     P:leases (ZRANGEBYSCORE deadline < now, ZREM), P:job:N (HMGET/HSET/HDEL),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:waiting:R (ZADD at its
 --          unchanged run_at: it keeps its place), P:q:Q:levels, P:q:Q:wake,
---          P:q:Q:counts (HINCRBY)
+--          P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for a job of a run)
 -- Returns  {expired leases found, jobs requeued}
 
 local now, max = ARGV[1], tonumber(ARGV[2])
@@ -20,7 +20,8 @@ local expired = redis.call('ZRANGEBYSCORE', key_leases(), '-inf', '(' .. now, 'L
 local requeued = 0
 for _, id in ipairs(expired) do
   local k = key_job(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt', 'run_at')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt', 'run_at',
+                       'run_id')
   if f[1] == 'running' then
     local attempt = math.max(num(f[5]) - 1, 0)
     redis.call('HSET', k, 'state', 'queued', 'attempt', attempt, 'updated_at', now,
@@ -28,7 +29,8 @@ for _, id in ipairs(expired) do
                'error_type', 'LeaseExpired')
     append_error(id, f[5], now, 'LeaseExpired',
                  'lease expired: the worker stopped heartbeating (crashed or was killed)', false)
-    put_back(id, {queue = f[2], priority = f[3], entry = f[4]}, f[6], now, dropper, true)
+    put_back(id, {queue = f[2], priority = f[3], entry = f[4], run_id = f[7]}, f[6], now,
+             dropper, true)
     counter:add(f[2], 'running', -1)
     counter:add(f[2], 'queued', 1)
     if attempt > 0 then counter:add(f[2], 'retrying', 1) end

@@ -4,7 +4,8 @@
 -- ARGV     now, JSON [[id, lease_token], ...]
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:q:Q:stream:R (XACK + XDEL of the
 --          job's entry), P:q:Q:waiting:R (ZADD at its unchanged run_at: it keeps its place),
---          P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY)
+--          P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY), P:run:I
+--          (HINCRBY, for a job of a run)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]

@@ -3,14 +3,15 @@
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...] (chosen by the caller's filter; only dead ones are replayed)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:done:dead (ZREM), P:q:Q:stream:R (XADD)
---          or P:q:Q:waiting:R (ZADD), P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY)
+--          or P:q:Q:waiting:R (ZADD), P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for
+--          a job of a run; a completed run stays completed)
 -- Returns  how many jobs were replayed.
 
 local now = ARGV[1]
 local counter, replayed = new_counter(), {}
 for _, id in ipairs(cjson.decode(ARGV[2])) do
   local k = key_job(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'priority')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'run_id')
   if f[1] == 'dead' then
     redis.call('HSET', k, 'state', 'queued', 'run_at', now, 'updated_at', now, 'attempt', 0,
                'deliveries', 0, 'defers', 0)
@@ -19,6 +20,7 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
     if entry then redis.call('HSET', k, 'entry', entry) end
     counter:add(f[2], 'dead', -1)
     counter:add(f[2], 'queued', 1)
+    run_move(f[4], 'dead', 'queued')  -- a completed run stays completed
     replayed[#replayed + 1] = id
   end
 end

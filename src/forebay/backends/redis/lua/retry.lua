@@ -5,7 +5,8 @@
 --          (the error is appended to the errors history)
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:q:Q:stream:R (XACK + XDEL of the
 --          job's entry), P:q:Q:waiting:R (ZADD at run_at) or the stream (XADD, when due and
---          in order), P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY)
+--          in order), P:q:Q:levels, P:q:Q:wake, P:q:Q:counts (HINCRBY), P:run:I
+--          (HINCRBY, for a job of a run)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
