@@ -171,11 +171,15 @@ async def test_a_redirect_is_not_followed(app: Forebay, receiver: Receiver) -> N
     assert job.state is JobState.QUEUED and "answered 302" in (job.error or "")
 
 
-async def test_a_private_address_is_refused_by_default(tmp_path: Path, receiver: Receiver) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_private_address_is_refused_by_default(
+    tmp_path: Path, receiver: Receiver, host: str
+) -> None:
     async with make_app(tmp_path, allow_private=False) as app:
-        job = await deliver(app, receiver.url)
+        job = await deliver(app, receiver.url.replace("127.0.0.1", host))
     assert job.state is JobState.DEAD and job.attempt == 1
-    assert "127.0.0.1, a loopback address" in (job.error or "")
+    assert f"refused to deliver to {host}: it resolves to " in (job.error or "")
+    assert "a loopback address" in (job.error or "")
     assert "FOREBAY_WEBHOOK_ALLOW_PRIVATE=true" in (job.error or "")
     assert receiver.received == []
 
@@ -223,6 +227,13 @@ async def test_bad_settings_make_deliveries_dead_saying_what_is_wrong(
         job = await deliver(app, receiver.url)
     assert job.state is JobState.DEAD
     assert "FOREBAY_WEBHOOK_TIMEOUT_S='soon' is not a number" in (job.error or "")
+
+
+async def test_a_job_that_is_not_a_delivery_is_dead(app: Forebay) -> None:
+    job = await app.enqueue(WEBHOOK_QUEUE, {"to": "somewhere"})
+    await app.run_worker([WEBHOOK_QUEUE], burst=True)
+    dead = await app.get_job(job.id)
+    assert dead.state is JobState.DEAD and "not a webhook delivery" in (dead.error or "")
 
 
 @pytest.mark.parametrize(
