@@ -27,8 +27,10 @@ import standardwebhooks
 
 from forebay import Forebay, Job, JobFilter, JobState
 from forebay.errors import ConfigError
+from forebay.execution.pool import HandlerPool
 from forebay.runs import JOB_WEBHOOK_TYPES, WEBHOOK_QUEUE, webhook_payload
 from forebay.webhooks import WebhookSettings
+from forebay.worker import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"forebay-test-secret-32-bytes-ok!").decode()
@@ -66,7 +68,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks?src=forebay"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def release(self) -> None:
@@ -255,6 +257,16 @@ async def test_every_worker_of_the_app_delivers_unless_given_its_queues(
     assert sorted(app.worker().queues) == ["docs", WEBHOOK_QUEUE]
     assert list(app.worker(["docs"]).queues) == ["docs"]
     assert WEBHOOK_QUEUE not in app.queues  # not open to intake
+
+
+async def test_a_handler_pool_leaves_deliveries_in_the_worker_process(app: Forebay) -> None:
+    @app.handler("docs")
+    async def handle(job: Job) -> None:
+        pass
+
+    worker = HandlerPool("tests:app", processes=1).worker(app, None, WorkerSettings())
+    assert worker.queues["docs"].handler is not handle  # sent to a handler process
+    assert worker.queues[WEBHOOK_QUEUE] == app.builtin_queues[WEBHOOK_QUEUE]
 
 
 async def test_the_receiver_example_verifies_a_real_delivery(app: Forebay, tmp_path: Path) -> None:
