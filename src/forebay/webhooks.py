@@ -149,7 +149,7 @@ def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     if not address.is_global:  # shared (100.64.0.0/10), documentation ranges and the like
-        return "not global"
+        return "non-global"
     return None
 
 
@@ -263,7 +263,9 @@ class WebhookDelivery:
             except httpx.TransportError as exc:
                 raise TransientError(f"delivery to {target.host} failed: {exc!r}") from None
             try:
-                return response.status_code, await _start_of(response)
+                # A 2xx is all there is to know; an error's answer says why, in its first bytes.
+                ok = response.is_success
+                return response.status_code, "" if ok else await _start_of(response)
             finally:
                 await response.aclose()
         raise TransientError(f"could not connect to {target.host} ({addresses}): {failure}")
@@ -272,9 +274,12 @@ class WebhookDelivery:
 def _request_body(payload: object, now: datetime) -> tuple[str, str]:
     """The URL and the JSON body of a delivery job's payload; PermanentError when it is not
     one :func:`~forebay.runs.webhook_payload` made."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
-        raise PermanentError('not a webhook delivery: the payload needs "url", "type", "data"')
-    if not isinstance(payload.get("type"), str) or "data" not in payload:
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("url"), str)
+        and isinstance(payload.get("type"), str)
+        and "data" in payload
+    ):
         raise PermanentError('not a webhook delivery: the payload needs "url", "type", "data"')
     body = {
         "type": payload["type"],

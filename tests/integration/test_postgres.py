@@ -1,5 +1,6 @@
 """What only the PostgreSQL backend does: transactional enqueue, group commit, SKIP LOCKED
-leasing across processes, LISTEN/NOTIFY wake-ups, error translation, migrations, pruning.
+leasing across processes, LISTEN/NOTIFY wake-ups, error translation, migrations, pruning, and
+the locking behind runs and dependencies (a parent finishing while a child is enqueued).
 
 Runs against the real server (``FOREBAY_TEST_PG``, default 127.0.0.1:5432), each test in its
 own schema. No sleeps: tests wait on events, results, or drain with burst workers.
@@ -34,8 +35,11 @@ from forebay import (
 )
 from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.postgres import PostgresBackend, PostgresSettings, migration_sql
+from forebay.backends.postgres import backend as backend_module
 from forebay.backends.postgres.schema import finish_channel, migrations, queries
-from forebay.job import Lease
+from forebay.errors import RunSealed, UnknownParent, UnknownRun
+from forebay.job import Failure, JobFilter, Lease, Retry
+from forebay.runs import NewRun, RunState
 from forebay.testing import isolated_store, until
 from tests.servers import PG_URL, backend_url, unique_name
 
@@ -266,6 +270,131 @@ async def test_settling_finds_jobs_by_id_even_when_statistics_are_stale(
             await raw.execute(f"SET LOCAL plan_cache_mode = {mode}")
             plan = "\n".join(r[0] for r in await raw.fetch(f"EXPLAIN {sql}", *args))
         assert "jobs_leases" not in plan, plan
+
+
+# -- runs, dependencies and webhooks ----------------------------------------------------------
+async def test_transactional_enqueue_joins_a_run_iff_the_callers_transaction_commits(
+    pg: PostgresBackend, raw: Any
+) -> None:
+    run = await pg.start_run(NewRun.create())
+    [parent] = await pg.enqueue([new()])
+    for outcome in ("rollback", "commit"):
+        tx = raw.transaction()
+        await tx.start()
+        jobs = [new("tx", run=run.id), new("tx", run=run.id, after=[parent.id])]
+        await pg.enqueue(jobs, connection=raw)
+        with pytest.raises(UnknownRun):  # refused in its own savepoint: the caller goes on
+            await pg.enqueue([new(run="no-such-run")], connection=raw)
+        assert await raw.fetchval("SELECT 1") == 1
+        await (tx.rollback() if outcome == "rollback" else tx.commit())
+        got = await pg.get_run(run.id)
+        assert got is not None
+        counted = (got.total, got.queued, got.waiting)
+        assert counted == ((0, 0, 0) if outcome == "rollback" else (2, 1, 1))
+    [leased] = await _lease_all(pg)
+    assert leased.id == parent.id
+    await pg.complete([leased.lease])  # the committed child is released, the other never was
+    got = await pg.get_run(run.id)
+    assert got is not None and (got.total, got.queued, got.waiting) == (2, 2, 0)
+
+
+async def test_a_refused_linked_request_fails_only_its_caller_in_a_group(
+    pg: PostgresBackend,
+) -> None:
+    run = await pg.start_run(NewRun.create())
+    sealed = await pg.start_run(NewRun.create())
+    await pg.seal_run(sealed.id)
+    [parent] = await pg.enqueue([new()])
+    results = await asyncio.gather(
+        pg.enqueue([new(run=run.id)]),
+        pg.enqueue([new(run="no-such-run")]),
+        pg.enqueue([new(after=[parent.id])]),
+        pg.enqueue([new(after=[parent.id + 1000])]),
+        pg.enqueue([new(run=sealed.id)]),
+        pg.enqueue([new(payload={"plain": True})]),
+        pg.enqueue([new(run=run.id, webhook="https://h.test/x")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], UnknownRun)
+    assert isinstance(results[3], UnknownParent)
+    assert isinstance(results[4], RunSealed)
+    kept = [r[0] for r in results if isinstance(r, list)]
+    assert [j.state for j in kept] == [JobState.QUEUED, JobState.WAITING] + [JobState.QUEUED] * 2
+    got = await pg.get_run(run.id)
+    assert got is not None and got.total == got.queued == 2
+    [counts] = await pg.counts()
+    assert (counts.queued, counts.waiting) == (4, 1)
+
+
+async def test_only_jobs_with_links_take_the_transaction_of_a_finish(
+    pg: PostgresBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    settle_linked = backend_module._settle_linked
+
+    async def counting(conn: Any, q: Any, items: list[Any]) -> set[int]:
+        calls.append(len(items))
+        return await settle_linked(conn, q, items)
+
+    monkeypatch.setattr(backend_module, "_settle_linked", counting)
+    run = await pg.start_run(NewRun.create())
+    await pg.enqueue([new(payload={"i": i}) for i in range(4)])
+    await pg.enqueue([new(run=run.id), new(webhook="https://h.test/x")])
+    plain = await _lease_all(pg, limit=4)
+    assert await pg.complete([j.lease for j in plain[:2]]) == []
+    assert await pg.retry([Retry(j.lease, time.time(), "again", "E") for j in plain[2:]]) == []
+    assert calls == []  # plain jobs: the one statement, as before
+    linked = await _lease_all(pg, limit=2)
+    assert {j.id for j in linked}.isdisjoint(j.id for j in plain)
+    assert await pg.complete([j.lease for j in linked]) == []
+    assert calls == [2]
+    got = await pg.get_run(run.id)
+    assert got is not None and got.completed == 1
+
+
+@pytest.mark.parametrize("how", ["completed", "dead"])
+async def test_a_child_enqueued_while_its_parent_finishes_is_never_left_waiting(
+    pg_url: str, pg: PostgresBackend, how: str
+) -> None:
+    other = PostgresBackend.from_url(pg_url)
+    await other.open()
+    try:
+        for i in range(8):
+            [parent] = await pg.enqueue([new()])
+            [held] = await _lease_all(pg)
+            if how == "completed":
+                finish = pg.complete([held.lease])
+            else:
+                finish = pg.dead_letter([Failure(held.lease, "bad", "ValueError")])
+            enqueue = other.enqueue([new("children", after=[parent.id])])
+            calls = (finish, enqueue) if i % 2 else (enqueue, finish)
+            await asyncio.gather(*calls)
+            [child] = await other.list_jobs(JobFilter(queue="children"), limit=1)
+            want = JobState.QUEUED if how == "completed" else JobState.CANCELLED
+            assert child.state is want, (i, child)
+            await pg.cancel([child.id])
+    finally:
+        await other.close()
+
+
+async def test_sealing_while_the_last_job_finishes_completes_the_run_once(
+    pg_url: str, pg: PostgresBackend
+) -> None:
+    other = PostgresBackend.from_url(pg_url)
+    await other.open()
+    try:
+        for i in range(8):
+            run = await pg.start_run(NewRun.create(on_complete="done"))
+            await pg.enqueue([new(run=run.id)])
+            [held] = await _lease_all(pg)
+            calls = (pg.complete([held.lease]), other.seal_run(run.id))
+            await asyncio.gather(*(calls if i % 2 else reversed(calls)))
+            got = await pg.get_run(run.id)
+            assert got is not None and got.state is RunState.COMPLETED
+            found = await pg.list_jobs(JobFilter(queue="done"), limit=100)
+            assert [j.key for j in found].count(f"run:{run.id}:complete") == 1
+    finally:
+        await other.close()
 
 
 # -- leasing -----------------------------------------------------------------------------------

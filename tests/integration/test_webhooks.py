@@ -27,8 +27,10 @@ import standardwebhooks
 
 from forebay import Forebay, Job, JobFilter, JobState
 from forebay.errors import ConfigError
+from forebay.execution.pool import HandlerPool
 from forebay.runs import JOB_WEBHOOK_TYPES, WEBHOOK_QUEUE, webhook_payload
 from forebay.webhooks import WebhookSettings
+from forebay.worker import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"forebay-test-secret-32-bytes-ok!").decode()
@@ -66,7 +68,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks?src=forebay"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def release(self) -> None:
@@ -171,11 +173,15 @@ async def test_a_redirect_is_not_followed(app: Forebay, receiver: Receiver) -> N
     assert job.state is JobState.QUEUED and "answered 302" in (job.error or "")
 
 
-async def test_a_private_address_is_refused_by_default(tmp_path: Path, receiver: Receiver) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_private_address_is_refused_by_default(
+    tmp_path: Path, receiver: Receiver, host: str
+) -> None:
     async with make_app(tmp_path, allow_private=False) as app:
-        job = await deliver(app, receiver.url)
+        job = await deliver(app, receiver.url.replace("127.0.0.1", host))
     assert job.state is JobState.DEAD and job.attempt == 1
-    assert "127.0.0.1, a loopback address" in (job.error or "")
+    assert f"refused to deliver to {host}: it resolves to " in (job.error or "")
+    assert "a loopback address" in (job.error or "")
     assert "FOREBAY_WEBHOOK_ALLOW_PRIVATE=true" in (job.error or "")
     assert receiver.received == []
 
@@ -225,6 +231,13 @@ async def test_bad_settings_make_deliveries_dead_saying_what_is_wrong(
     assert "FOREBAY_WEBHOOK_TIMEOUT_S='soon' is not a number" in (job.error or "")
 
 
+async def test_a_job_that_is_not_a_delivery_is_dead(app: Forebay) -> None:
+    job = await app.enqueue(WEBHOOK_QUEUE, {"to": "somewhere"})
+    await app.run_worker([WEBHOOK_QUEUE], burst=True)
+    dead = await app.get_job(job.id)
+    assert dead.state is JobState.DEAD and "not a webhook delivery" in (dead.error or "")
+
+
 @pytest.mark.parametrize(
     ("secret", "problem"),
     [("whsec_c2hvcnQ=", "too short"), ("whsec_not base64!", "not base64"), ("", "not base64")],
@@ -244,6 +257,16 @@ async def test_every_worker_of_the_app_delivers_unless_given_its_queues(
     assert sorted(app.worker().queues) == ["docs", WEBHOOK_QUEUE]
     assert list(app.worker(["docs"]).queues) == ["docs"]
     assert WEBHOOK_QUEUE not in app.queues  # not open to intake
+
+
+async def test_a_handler_pool_leaves_deliveries_in_the_worker_process(app: Forebay) -> None:
+    @app.handler("docs")
+    async def handle(job: Job) -> None:
+        pass
+
+    worker = HandlerPool("tests:app", processes=1).worker(app, None, WorkerSettings())
+    assert worker.queues["docs"].handler is not handle  # sent to a handler process
+    assert worker.queues[WEBHOOK_QUEUE] == app.builtin_queues[WEBHOOK_QUEUE]
 
 
 async def test_the_receiver_example_verifies_a_real_delivery(app: Forebay, tmp_path: Path) -> None:

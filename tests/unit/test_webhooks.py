@@ -44,7 +44,7 @@ def test_the_signature_matches_the_specifications_test_vector() -> None:
         ("fe80::1", "link-local"),
         ("224.0.0.1", "multicast"),
         ("0.0.0.0", "unspecified"),
-        ("100.64.0.1", "not global"),
+        ("100.64.0.1", "non-global"),
         ("240.0.0.1", "reserved"),
     ],
 )

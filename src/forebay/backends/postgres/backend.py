@@ -1,6 +1,6 @@
 """The PostgreSQL backend: many workers on many machines, transactional enqueue.
 
-One module (~600 lines) on purpose: it is one concern, every transition of the Backend
+One module (~1100 lines) on purpose: it is one concern, every transition of the Backend
 Protocol on one engine (connections, schema and wake-ups live in modules of their own).
 
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
@@ -18,6 +18,12 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   dead-letter, defer, release) one ``UPDATE``: one round trip and one commit for many callers.
 * ``enqueue(..., connection=conn)`` runs on the caller's own asyncpg connection, inside their
   transaction: the jobs exist if and only if it commits.
+* Runs and dependencies (``runs``, ``dependencies``; see :mod:`forebay.runs`): a job with a
+  run, parents or a webhook is enqueued in a transaction that locks its parents and run, and
+  finished in one that also counts its run (completing it once, under the run's row lock),
+  stores its webhook's delivery and releases or cancels its waiting children. The plain
+  settle statement leaves such jobs to that transaction, so jobs without links pay one
+  condition (:mod:`~forebay.backends.postgres.links` makes the decisions).
 * Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
   schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
@@ -48,6 +54,7 @@ from forebay.backends.postgres.connection import (
 )
 from forebay.backends.postgres.links import (
     DEPENDENCY_FAILED,
+    UNFINISHED,
     RunCounts,
     child_outcome,
     completion_jobs,
@@ -96,6 +103,7 @@ T = TypeVar("T")
 
 _ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's batch may be more)
 _SETTLE_GROUP_ROWS = 20_000
+_LINKED_HINTS = 100_000  # leased jobs with links remembered at most (see _settle_round)
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
 
 
@@ -121,13 +129,17 @@ class _Settlement:
     result: str | None = None
 
 
-class _LinkedFailed(set[int]):
-    """The jobs a round settled, when its transaction for jobs with links (``ids``) failed."""
+_FINISHES = ("complete", "dead")
 
-    def __init__(self, settled: set[int], ids: set[int], error: Exception) -> None:
-        super().__init__(settled)
-        self.ids = ids
-        self.error = error
+
+@dataclass(slots=True)
+class _Round:
+    """What one settle round did: the ids settled; when its transaction for jobs with links
+    failed, their ids (``failed``) and why (their callers get the error)."""
+
+    settled: set[int]
+    failed: set[int]
+    error: Exception | None = None
 
 
 class PostgresBackend:
@@ -172,6 +184,9 @@ class PostgresBackend:
         # Queues last seen with a stored max_depth: their enqueues go straight to the locked
         # path. Only a hint (the statements check the store either way), changed between awaits.
         self._capped: set[str] = set()
+        # Jobs this instance leased that have a run or a webhook: their finishes go straight
+        # to the transaction for links (a hint: the plain statement would leave them anyway).
+        self._linked: set[int] = set()
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
 
@@ -323,7 +338,13 @@ class PostgresBackend:
             Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
         )
         rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-        return [job_from_row(r) for r in rows]
+        jobs = [job_from_row(r) for r in rows]
+        linked = [j.id for j in jobs if j.run_id is not None or j.webhook is not None]
+        if linked:
+            if len(self._linked) > _LINKED_HINTS:
+                self._linked.clear()  # leases that expired or were cancelled: forget them
+            self._linked.update(linked)
+        return jobs
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
         if not leases:
@@ -413,33 +434,44 @@ class PostgresBackend:
                 failed.update((index, exc) for index, _ in round_)  # earlier rounds stand
                 continue
             for index, s in round_:
-                if isinstance(settled, _LinkedFailed) and s.job_id in settled.ids:
+                if s.job_id in settled.failed and settled.error is not None:
                     failed[index] = settled.error
-                elif s.job_id not in settled:
+                elif s.job_id not in settled.settled:
                     refused[index].append(s.job_id)
         return [failed.get(index, ids) for index, ids in enumerate(refused)]
 
-    async def _settle_round(self, items: list[_Settlement], *, first: bool) -> set[int]:
+    async def _settle_round(self, items: list[_Settlement], *, first: bool) -> _Round:
         """Settle one round: the plain statement first, which leaves the finishes of jobs with
         links running; those (and the refused ones, which it cannot tell apart) again in a
-        transaction that does what their finish entails."""
+        transaction that does what their finish entails. Finishes of jobs this instance leased
+        with a run or a webhook go to that transaction at once."""
         q = self._q
-        args = _settle_args(items)
-        # Not resent after an error mid-flight: had it committed, a repeat would refuse its
-        # own jobs. Jobs left unsettled keep running until their lease expires, then run again
-        # (at-least-once).
-        rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
-        settled = {r[0] for r in rows}
-        if len(settled) == len(items):
-            return settled
-        rest = [s for s in items if s.job_id not in settled]
+        rest: list[_Settlement] = []
+        if self._linked:
+            rest = [s for s in items if s.job_id in self._linked and s.outcome in _FINISHES]
+            if rest:
+                items = [
+                    s for s in items if s.job_id not in self._linked or s.outcome not in _FINISHES
+                ]
+                self._linked.difference_update(s.job_id for s in rest)
+        settled: set[int] = set()
+        if items:
+            args = _settle_args(items)
+            # Not resent after an error mid-flight: had it committed, a repeat would refuse
+            # its own jobs. Jobs left unsettled keep running until their lease expires, then
+            # run again (at-least-once).
+            rows = await self._run(lambda c: c.fetch(q["settle"], *args, False), Resend.IF_UNSENT)
+            settled = {r[0] for r in rows}
+            rest += [s for s in items if s.job_id not in settled]
+        if not rest:
+            return _Round(settled, set())
         try:
             linked = await self._run(lambda c: _settle_linked(c, q, rest), Resend.IF_UNSENT)
         except Exception as exc:
             if first and not settled:
                 raise  # nothing written: the group commit may split the group
-            return _LinkedFailed(settled, {s.job_id for s in rest}, exc)
-        return settled | linked
+            return _Round(settled, {s.job_id for s in rest}, exc)
+        return _Round(settled | linked, set())
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         sql = self._q["reclaim_expired"]
@@ -502,10 +534,12 @@ class PostgresBackend:
             spec.queue if one else list(spec.other_than),
         )
         pruned = int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
-        if spec.runs_before is not None:
+        if spec.runs_before is not None:  # counted too: a caller goes on while either is full
             runs_sql = self._q["prune_runs"]
             before = _dt(spec.runs_before)
-            await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
+            pruned += int(
+                await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
+            )
         return pruned
 
     # -- reading --------------------------------------------------------------------------
@@ -754,10 +788,10 @@ async def _insert_requests(
         requests = await _with_stored_depths(conn, q, requests, capped)
         verdicts: list[EnqueueError | None] = list(await _check_depths(conn, q, requests))
         if linked:
-            links = await _read_links(conn, q, requests, verdicts)
+            parents = await _read_links(conn, q, requests, verdicts)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
         jobs = _all_jobs(accepted)
-        inserted = await _insert_linked(conn, q, jobs, links) if linked else None
+        inserted = await _insert_linked(conn, q, jobs, parents) if linked else None
         stored = iter(
             _split(
                 [r.jobs for r in accepted],
@@ -918,7 +952,7 @@ async def _insert_linked(
         for j in created
         if j.state is JobState.WAITING
         for p in j.after
-        if parents[p] in ("waiting", "queued", "running")
+        if parents[p] in UNFINISHED
     ]
     if edges:
         await conn.execute(q["mark_parents"], sorted({p for p, _ in edges}))
@@ -960,9 +994,7 @@ async def _settle_linked(conn: Any, q: dict[str, str], items: list[_Settlement])
     async with conn.transaction():
         rows = await conn.fetch(q["settle"], *_settle_args(items), True)
         settled = {r[0] for r in rows}
-        finished = [
-            s.job_id for s in items if s.job_id in settled and s.outcome in ("complete", "dead")
-        ]
+        finished = [s.job_id for s in items if s.job_id in settled and s.outcome in _FINISHES]
         if finished:
             await _finish_links(conn, q, finished)
     return settled
@@ -977,22 +1009,26 @@ async def _finish_links(
     transaction adds to runs (an enqueue's new jobs). Locks children (in id order, parents
     before children) before runs (in id order)."""
     counts = counts if counts is not None else RunCounts()
-    deliveries: list[NewJob] = []
+    hooked: list[int] = []
     while finished:
         parents: dict[int, str] = {}
-        for row in await conn.fetch(q["finished_links"], finished):
-            job = job_from_row(row)
-            if job.run_id is not None:
-                counts.add(job.run_id, job.state.value)
-            if job.webhook is not None:
-                deliveries.append(delivery_job(job))
-            if row[-1]:
-                parents[job.id] = job.state.value
+        for job_id, state, run_id, webhook, has_children in await conn.fetch(
+            q["finished_links"], finished
+        ):
+            if run_id is not None:
+                counts.add(run_id, state)
+            if webhook:
+                hooked.append(job_id)
+            if has_children:
+                parents[job_id] = state
         finished = await _settle_children(conn, q, parents) if parents else []
+    jobs = []
+    if hooked:
+        jobs += [delivery_job(job_from_row(r)) for r in await conn.fetch(q["get_jobs"], hooked)]
     if counts:
-        deliveries += await _count_runs(conn, q, counts)
-    if deliveries:
-        await _insert(conn, q, deliveries, False)
+        jobs += await _count_runs(conn, q, counts)
+    if jobs:
+        await _insert(conn, q, jobs, False)
 
 
 async def _settle_children(conn: Any, q: dict[str, str], parents: dict[int, str]) -> list[int]:
@@ -1031,11 +1067,9 @@ async def _settle_children(conn: Any, q: dict[str, str], parents: dict[int, str]
 async def _count_runs(conn: Any, q: dict[str, str], counts: RunCounts) -> list[NewJob]:
     """Add ``counts`` to the runs (locked in id order); return the completion jobs of those
     that this completes (sealed before, completed now: once, under the row lock)."""
-    args = counts.args()
-    before = dict(await conn.fetch(q["lock_runs"], args[0]))
     jobs: list[NewJob] = []
-    for row in await conn.fetch(q["count_runs"], *args):
-        if row[6] == RunState.COMPLETED and before.get(row[0]) == RunState.SEALED:
+    for row in await conn.fetch(q["count_runs"], *counts.args()):
+        if row[6] == RunState.COMPLETED and row[-1] == RunState.SEALED:
             jobs += completion_jobs(row)
     return jobs
 

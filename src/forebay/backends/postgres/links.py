@@ -30,6 +30,7 @@ from forebay.runs import (
 
 __all__ = [
     "DEPENDENCY_FAILED",
+    "UNFINISHED",
     "RunCounts",
     "child_outcome",
     "completion_jobs",

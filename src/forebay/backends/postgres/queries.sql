@@ -249,12 +249,17 @@ WITH reclaimed AS (
 SELECT count(*) FROM reclaimed
 
 -- name: cancel
--- a running job's lease is revoked: its worker's heartbeat and outcome are refused
+-- a running job's lease is revoked: its worker's heartbeat and outcome are refused. The jobs
+-- are locked in id order (an InitPlan), as a finish locks a parent before its children.
 WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE id = ANY($1::bigint[]) AND state IN ('waiting', 'queued', 'running')
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.jobs
+        WHERE id = ANY($1::bigint[]) AND state IN ('waiting', 'queued', 'running')
+        ORDER BY id FOR NO KEY UPDATE
+    )) AND state IN ('waiting', 'queued', 'running')
     RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
@@ -440,12 +445,17 @@ WITH moved AS (
 SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
 
 -- name: cancel_where
--- the shared filter's state ($2) is 'waiting', 'queued', 'running' or NULL (all three)
+-- the shared filter's state ($2) is 'waiting', 'queued', 'running' or NULL (all three); the
+-- jobs are locked in id order, as cancel locks them
 WITH cancelled AS (
     UPDATE {schema}.jobs
     SET state = 'cancelled', finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL
-    WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+        ORDER BY id FOR NO KEY UPDATE
+    )) AND state IN ('waiting', 'queued', 'running')
     RETURNING id, (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children) AS linked
 ), finished AS (
     SELECT pg_notify('{finish_channel}',
@@ -510,9 +520,12 @@ JOIN unnest($1::bigint[], $2::text[]) AS p (id, run_id) ON j.id = p.id AND j.run
 WHERE j.state = 'running'
 
 -- name: finished_links
--- the jobs just finished ($1) that have a run, a webhook or children, as stored now
-SELECT {columns}, has_children FROM {schema}.jobs
+-- the jobs just finished ($1) that have a run, a webhook or children: what they link to
+SELECT id, state, run_id, webhook IS NOT NULL, has_children FROM {schema}.jobs
 WHERE id = ANY($1::bigint[]) AND (run_id IS NOT NULL OR webhook IS NOT NULL OR has_children)
+
+-- name: get_jobs
+SELECT {columns} FROM {schema}.jobs WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: take_children
 -- the finished parents' edges are spent: deleting them finds the children
@@ -561,7 +574,13 @@ SELECT id FROM failed WHERE (SELECT count(*) FROM finished) >= 0
 SELECT id, state FROM {schema}.runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 
 -- name: count_runs
--- add to the locked runs' counts; a sealed run whose jobs all finished completes
+-- add to the runs' counts, locking them in id order first (the CTE's rows are produced, and
+-- so locked, sorted, and the update touches only rows it produced); a sealed run whose jobs
+-- all finished completes. The last column is the state before: sealed before and completed
+-- now is this transaction's completion, decided under the row lock, so there is one.
+WITH locked AS (
+    SELECT id, state FROM {schema}.runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+)
 UPDATE {schema}.runs AS r
 SET total = r.total + d.total, completed = r.completed + d.completed, dead = r.dead + d.dead,
     cancelled = r.cancelled + d.cancelled,
@@ -572,10 +591,10 @@ SET total = r.total + d.total, completed = r.completed + d.completed, dead = r.d
                              + r.cancelled + d.cancelled = r.total + d.total
                         THEN now() ELSE r.completed_at END
 FROM unnest($1::text[], $2::integer[], $3::integer[], $4::integer[], $5::integer[])
-     AS d (id, total, completed, dead, cancelled)
-WHERE r.id = d.id
+     AS d (id, total, completed, dead, cancelled), locked AS l
+WHERE r.id = d.id AND l.id = d.id
 RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.total, r.completed,
-          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at
+          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at, l.state
 
 -- name: seal_run
 -- open -> sealed; completed at once when its jobs all finished (also none); the row is locked
@@ -590,7 +609,7 @@ RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.tota
 -- name: start_run
 INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook)
 VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+ON CONFLICT DO NOTHING  -- its key is taken, or it is a repeat of this very insert (its id)
 RETURNING id
 
 -- name: run_by_key

@@ -714,12 +714,13 @@ class RedisBackend:
             if n < ask:
                 break
         if spec.runs_before is not None:
-            await self._prune_runs(spec.runs_before, spec.limit)
+            total += await self._prune_runs(spec.runs_before, spec.limit)
         await self._run("tidy")
         return total
 
-    async def _prune_runs(self, before: float, limit: int) -> None:
-        """Delete completed runs whose completed_at is before ``before``, at most ``limit``."""
+    async def _prune_runs(self, before: float, limit: int) -> int:
+        """Delete completed runs whose completed_at is before ``before``, at most ``limit``;
+        return how many (they count in prune's answer, beside the jobs)."""
         deleted = 0
         while deleted < limit:
             ask = min(1000, limit - deleted)
@@ -727,6 +728,7 @@ class RedisBackend:
             deleted += n
             if n < ask:
                 break
+        return deleted
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:

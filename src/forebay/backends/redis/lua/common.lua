@@ -278,26 +278,26 @@ local function run_move(run_id, from, to)
   redis.call('HINCRBY', k, to, 1)
 end
 
-local RUN_SUMMARY = {'state', 'total', 'completed', 'dead', 'cancelled', 'name', 'key', 'meta',
-                     'on_complete', 'webhook', 'created_at', 'sealed_at'}
+local RUN_DESCRIBED = {'name', 'key', 'meta', 'on_complete', 'webhook', 'created_at', 'sealed_at'}
 
 -- The run completes when it is sealed and every job finished: state, completed_at and its
 -- completion jobs (forebay.runs.run_summary, built with the stored texts of its times).
 local function complete_run_if_done(run_id, now)
   local k = key_run(run_id)
-  local f = redis.call('HMGET', k, unpack(RUN_SUMMARY))
-  if f[1] ~= 'sealed' or num(f[3]) + num(f[4]) + num(f[5]) ~= num(f[2]) then return end
+  local c = redis.call('HMGET', k, 'state', 'total', 'completed', 'dead', 'cancelled')
+  if c[1] ~= 'sealed' or num(c[3]) + num(c[4]) + num(c[5]) ~= num(c[2]) then return end
   redis.call('HSET', k, 'state', 'completed', 'completed_at', now)
   redis.call('ZADD', key_runs_completed(), now, run_id)
-  if not f[9] and not f[10] then return end
-  local summary = '{"run_id":' .. jtext(run_id) .. ',"name":' .. jtext(f[6])
-    .. ',"key":' .. jtext(f[7]) .. ',"meta":' .. (f[8] or '{}')
-    .. ',"total":' .. num(f[2]) .. ',"completed":' .. num(f[3]) .. ',"dead":' .. num(f[4])
-    .. ',"cancelled":' .. num(f[5]) .. ',"created_at":' .. f[11] .. ',"sealed_at":' .. f[12]
+  local f = redis.call('HMGET', k, unpack(RUN_DESCRIBED))
+  if not f[4] and not f[5] then return end
+  local summary = '{"run_id":' .. jtext(run_id) .. ',"name":' .. jtext(f[1])
+    .. ',"key":' .. jtext(f[2]) .. ',"meta":' .. (f[3] or '{}')
+    .. ',"total":' .. num(c[2]) .. ',"completed":' .. num(c[3]) .. ',"dead":' .. num(c[4])
+    .. ',"cancelled":' .. num(c[5]) .. ',"created_at":' .. f[6] .. ',"sealed_at":' .. f[7]
     .. ',"completed_at":' .. now .. '}'
-  if f[9] then derive_job(f[9], summary, 'run:' .. run_id .. ':complete', now) end
-  if f[10] then
-    local payload = '{"url":' .. jtext(f[10]) .. ',"type":' .. jtext(RUN_COMPLETED)
+  if f[4] then derive_job(f[4], summary, 'run:' .. run_id .. ':complete', now) end
+  if f[5] then
+    local payload = '{"url":' .. jtext(f[5]) .. ',"type":' .. jtext(RUN_COMPLETED)
       .. ',"data":' .. summary .. '}'
     derive_job(WEBHOOK_QUEUE, payload, 'run:' .. run_id .. ':webhook', now)
   end
