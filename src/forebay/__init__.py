@@ -46,6 +46,7 @@ from forebay.queue_config import QueueConfig
 from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
+from forebay.webhooks import WebhookSettings
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "UnknownParent",
     "UnknownRun",
     "WaitTimeout",
+    "WebhookSettings",
     "Worker",
     "WorkerSettings",
 ]

@@ -46,6 +46,9 @@ class Forebay:
 
     ``Forebay()`` uses ``FOREBAY_URL`` or, without it, ``sqlite:///./forebay.db``. The backend
     is opened on first use; ``async with app:`` (or :meth:`close`) releases it.
+
+    ``webhooks``: how webhook deliveries are made and signed (default: the ``FOREBAY_WEBHOOK_*``
+    variables, read at the first delivery); see docs/webhooks.md.
     """
 
     def __init__(

@@ -48,9 +48,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx
 import standardwebhooks
 
 from forebay import jsonio
@@ -60,6 +59,9 @@ from forebay.job import JSON, Job
 from forebay.queue_config import QueueConfig
 from forebay.runs import WEBHOOK_QUEUE
 from forebay.settings import from_env
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "MAX_TIMEOUT_S",
@@ -185,6 +187,8 @@ class WebhookDelivery:
 
     async def deliver(self, job: Job) -> dict[str, JSON]:
         """POST the delivery ``job`` describes, signed; raise what its answer means."""
+        import httpx  # here, not on top: a process that never delivers never loads it
+
         settings, signer = self._ready()
         now = datetime.now(UTC)
         url, body = _request_body(job.payload, now)
@@ -227,6 +231,8 @@ class WebhookDelivery:
 
     def _http(self) -> httpx.AsyncClient:
         """The client of this event loop (a worker's loop; made at its first delivery)."""
+        import httpx
+
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             assert self._settings is not None
@@ -245,6 +251,8 @@ class WebhookDelivery:
     ) -> tuple[int, str]:
         """Send to each address in turn until one takes the connection: its status and the
         start of its answer."""
+        import httpx
+
         client = self._http()
         headers = {**headers, "host": target.netloc.decode("ascii")}
         # TLS: the certificate is checked against the host name, not the address.

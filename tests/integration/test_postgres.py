@@ -352,6 +352,21 @@ async def test_only_jobs_with_links_take_the_transaction_of_a_finish(
     assert got is not None and got.completed == 1
 
 
+async def test_a_released_child_wakes_the_workers_of_its_queue(pg: PostgresBackend) -> None:
+    [parent] = await pg.enqueue([new()])
+    [child] = await pg.enqueue([new("children", after=[parent.id])])
+    assert await _lease_all(pg, "children") == []  # a leasing backend listens
+    [held] = await _lease_all(pg)
+    started = time.monotonic()
+    await pg.wait_for_work(["children"], timeout_s=0.1)  # still waiting: no wake-up
+    assert time.monotonic() - started >= 0.09
+    assert await pg.complete([held.lease]) == []
+    started = time.monotonic()
+    await pg.wait_for_work(["children"], timeout_s=30)  # the release's notification ends it
+    assert time.monotonic() - started < 10
+    assert [j.id for j in await _lease_all(pg, "children")] == [child.id]
+
+
 @pytest.mark.parametrize("how", ["completed", "dead"])
 async def test_a_child_enqueued_while_its_parent_finishes_is_never_left_waiting(
     pg_url: str, pg: PostgresBackend, how: str

@@ -25,11 +25,10 @@ import httpx
 import pytest
 import standardwebhooks
 
-from forebay import Forebay, Job, JobFilter, JobState
+from forebay import Forebay, Job, JobFilter, JobState, WebhookSettings
 from forebay.errors import ConfigError
 from forebay.execution.pool import HandlerPool
 from forebay.runs import JOB_WEBHOOK_TYPES, WEBHOOK_QUEUE, webhook_payload
-from forebay.webhooks import WebhookSettings
 from forebay.worker import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
