@@ -512,6 +512,7 @@ class SQLiteBackend:
         def op(conn: sqlite3.Connection, piece: list[tuple[str, list[int]]]) -> list[int]:
             now = time.time()
             refused: list[int] = []
+            linked: list[int] = []
             for token, ids in piece:
                 asked = json.dumps(sorted(ids), separators=(",", ":"))
                 found = conn.execute(holding, {"token": token, "ids": asked}).fetchone()
@@ -519,10 +520,12 @@ class SQLiteBackend:
                 if held != "[]":
                     conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
                 if finish and found[1] != "[]":
-                    _finished(conn, json.loads(found[1]), now, effects)
+                    linked.extend(json.loads(found[1]))
                 if held != asked:
                     done = set(json.loads(held))
                     refused.extend(i for i in ids if i not in done)
+            if linked:  # followed once for the piece, whatever the number of leases in it
+                _finished(conn, linked, now, effects)
             return refused
 
         refused: list[int] = []
@@ -1181,7 +1184,7 @@ def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Ef
     while ids:
         found = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchone()[0]
         rows = jsonio.loads(found)
-        deliveries = [_job_webhook(row) for row in rows if row[3] is not None]
+        deliveries = [_job_webhook(row) for row in rows if row[4] is not None]
         if deliveries:
             _insert(conn, deliveries)
             effects.queues.add(WEBHOOK_QUEUE)
@@ -1194,7 +1197,8 @@ def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Ef
             ended = conn.execute(Q["run_finished"], counts | {"id": run_id}).fetchone()
             if ended is not None and ended[0] == RunState.SEALED and ended[1] == ended[2]:
                 _complete_run(conn, run_id, now, effects)
-        ids = _children_done(conn, {row[0]: row[1] for row in rows}, now, effects)
+        parents = {row[0]: row[1] for row in rows if row[3]}
+        ids = _children_done(conn, parents, now, effects) if parents else []
         effects.finished.extend(ids)
 
 
@@ -1228,7 +1232,7 @@ def _children_done(
 
 def _job_webhook(row: Sequence[Any]) -> NewJob:
     """The delivery job of a finished job's webhook (an entry of ``finished_links``)."""
-    job_id, state, run_id, url, queue, key, attempt, error, error_type, result, finished_at = row
+    job_id, state, run_id, _, url, queue, key, attempt, error, error_type, result, finished_at = row
     data = job_summary(
         job_id=job_id,
         queue=queue,
