@@ -47,6 +47,7 @@ from forebay.queue_config import QueueConfig
 from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.sources import HmacSignature, SharedSecret, Source
+from forebay.webhooks import WebhookSettings
 from forebay.worker import Worker, WorkerSettings
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "UnknownParent",
     "UnknownRun",
     "WaitTimeout",
+    "WebhookSettings",
     "Worker",
     "WorkerSettings",
 ]

@@ -27,12 +27,13 @@ from forebay.job import (
 )
 from forebay.observer import Observer, notify_enqueued
 from forebay.payloads import PayloadModel, validate_jobs
-from forebay.queue_config import ExhaustedHook, QueueConfig
+from forebay.queue_config import ExhaustedHook, FailureHook, QueueConfig, SuccessHook
 from forebay.queue_settings import KEEP, Keep, QueueSettings
-from forebay.runs import NewRun, Run, RunState
+from forebay.runs import WEBHOOK_QUEUE, NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import resolve_url
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
+from forebay.webhooks import WebhookDelivery, WebhookSettings, webhook_queue
 from forebay.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class Forebay:
 
     ``Forebay()`` uses ``FOREBAY_URL`` or, without it, ``sqlite:///./forebay.db``. The backend
     is opened on first use; ``async with app:`` (or :meth:`close`) releases it.
+
+    ``webhooks``: how webhook deliveries are made and signed (default: the ``FOREBAY_WEBHOOK_*``
+    variables, read at the first delivery); see docs/webhooks.md.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class Forebay:
         *,
         backend: Backend | None = None,
         observers: Sequence[Observer] = (),
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         if backend is not None and url is not None:
             raise ConfigError("give url or backend, not both")
@@ -73,6 +78,7 @@ class Forebay:
         self._opened = False
         self._unsaved: set[str] = set()  # queues whose declared max_depth is not stored yet
         self._sync: _SyncRunner | None = None
+        self._declare_builtin_queues(webhooks)
 
     def __repr__(self) -> str:
         return f"Forebay({self.url!r}, queues={sorted(self.queues)})"
@@ -92,6 +98,9 @@ class Forebay:
         backoff: Backoff | None = None,
         max_depth: int | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+        hook_timeout_s: float = 60.0,
         schedule: Every | Cron | None = None,
         max_result_bytes: int = 1_048_576,
         payload: PayloadModel | None = None,
@@ -108,6 +117,10 @@ class Forebay:
         ``payload``: a pydantic model; every enqueue of the queue is validated against it and
         stored as its JSON, and the handler gets ``job.payload`` as an instance of it (see
         :mod:`forebay.payloads`).
+
+        ``on_success(job, result)``, ``on_failure(job, error)`` (every failed attempt, retried
+        or dead), ``on_exhausted(job, error)`` (dead): async hooks run once the outcome is
+        recorded, in tasks of their own, each for at most ``hook_timeout_s`` (docs/webhooks.md).
         """
         planned = None
         if isinstance(schedule, Every):
@@ -133,6 +146,9 @@ class Forebay:
                 backoff=backoff or Backoff(),
                 max_depth=max_depth,
                 on_exhausted=on_exhausted,
+                on_success=on_success,
+                on_failure=on_failure,
+                hook_timeout_s=hook_timeout_s,
                 max_result_bytes=max_result_bytes,
                 payload_model=payload,
                 completed_retention=completed_retention,
@@ -147,7 +163,14 @@ class Forebay:
         return register
 
     def queue(
-        self, name: str, *, max_depth: int | None = None, payload: PayloadModel | None = None
+        self,
+        name: str,
+        *,
+        max_depth: int | None = None,
+        payload: PayloadModel | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+        on_exhausted: ExhaustedHook | None = None,
     ) -> None:
         """Declare a queue without a handler here (a producer-only process), e.g. its max_depth
         or its payload model (validated at every enqueue, as with :meth:`handler`).
@@ -155,12 +178,19 @@ class Forebay:
         A declared ``max_depth`` is stored in the job store when the app opens it (or at its
         next enqueue, when declared later): every producer of the queue obeys it from then on,
         including those that never declared it. ``None`` leaves the stored limit as it is.
+
+        ``on_success``, ``on_failure``, ``on_exhausted``: hooks (see :meth:`handler`) added to
+        a queue declared before, e.g. by :meth:`handler`; a hook not given keeps the one the
+        queue has. They run in this app's workers that handle the queue.
         """
-        existing = self.queues.get(name)
-        self.queues[name] = (
-            replace(existing, max_depth=max_depth, payload_model=payload)
-            if existing
-            else QueueConfig(name, max_depth=max_depth, payload_model=payload)
+        existing = self.queues.get(name) or QueueConfig(name)
+        self.queues[name] = replace(
+            existing,
+            max_depth=max_depth,
+            payload_model=payload,
+            on_success=on_success or existing.on_success,
+            on_failure=on_failure or existing.on_failure,
+            on_exhausted=on_exhausted or existing.on_exhausted,
         )
         self._declared(self.queues[name])
 
@@ -171,6 +201,21 @@ class Forebay:
             self._payload_models[config.name] = config.payload_model
         if config.max_depth is not None:
             self._unsaved.add(config.name)
+
+    # -- the built-in queues ----------------------------------------------------------------
+    def _declare_builtin_queues(self, webhooks: WebhookSettings | None) -> None:
+        """The queues forebay itself handles: ``forebay.webhooks`` delivers the webhooks of
+        finished jobs and runs (:mod:`forebay.webhooks`; ``webhooks``: its settings, None:
+        ``FOREBAY_WEBHOOK_*`` read at the first delivery).
+
+        Every worker of an app that handles a queue serves them too, unless it is given its
+        queues by name without them (``app.worker(["docs"])``, ``forebay worker --queue
+        docs``). They are kept apart from :attr:`queues`: nobody enqueues to them over HTTP.
+        """
+        self._webhooks = WebhookDelivery(webhooks)
+        self.builtin_queues: Mapping[str, QueueConfig] = MappingProxyType(
+            {WEBHOOK_QUEUE: webhook_queue(self._webhooks)}
+        )
 
     def source(
         self,
@@ -354,6 +399,7 @@ class Forebay:
 
     async def close(self) -> None:
         self._opened = False
+        await self._webhooks.close()
         if self._backend is not None:  # also when a worker opened it (Worker.run opens it)
             await self._backend.close()
 
@@ -640,9 +686,13 @@ class Forebay:
     def worker(
         self, queues: Iterable[str] | None = None, settings: WorkerSettings | None = None
     ) -> Worker:
-        """A worker for ``queues`` (default: every queue with a handler)."""
-        handled = {n: q for n, q in self.queues.items() if q.handler is not None}
-        names = list(queues) if queues is not None else list(handled)
+        """A worker for ``queues`` (default: every queue with a handler, and the built-in
+        ``forebay.webhooks``)."""
+        declared = {n: q for n, q in self.queues.items() if q.handler is not None}
+        names = list(queues) if queues is not None else list(declared)
+        if queues is None and names:
+            names.extend(n for n in self.builtin_queues if n not in declared)
+        handled = {**self.builtin_queues, **declared}
         unknown = [n for n in names if n not in handled]
         if unknown:
             raise ConfigError(

@@ -10,10 +10,10 @@ from typing import TypeAlias
 
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
-from forebay.job import Job, validate_queue_name
+from forebay.job import JSON, Job, validate_queue_name
 from forebay.payloads import PayloadModel, check_model
 
-__all__ = ["BatchHandler", "ExhaustedHook", "Handler", "QueueConfig"]
+__all__ = ["BatchHandler", "ExhaustedHook", "FailureHook", "Handler", "QueueConfig", "SuccessHook"]
 
 Handler: TypeAlias = Callable[[Job], Awaitable[object]] | Callable[[Job], object]
 BatchHandler: TypeAlias = Callable[
@@ -23,6 +23,8 @@ BatchHandler: TypeAlias = Callable[
     | None,
 ]
 ExhaustedHook: TypeAlias = Callable[[Job, BaseException], Awaitable[None]]
+FailureHook: TypeAlias = Callable[[Job, BaseException], Awaitable[None]]
+SuccessHook: TypeAlias = Callable[[Job, JSON], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,16 @@ class QueueConfig:
     * ``batch_size``: when set, the handler takes a list of up to that many jobs and may return
       ``{job_id: exception}`` for the ones that failed (the others complete).
     * ``max_depth``: unfinished jobs the queue may hold; enqueue beyond it raises QueueFull.
+    * ``on_success``: ``async def hook(job, result)``, run when a job completed (``result``:
+      what its handler returned, as stored: JSON data, or None).
+    * ``on_failure``: ``async def hook(job, error)``, run after every failed attempt, whether
+      the job is retried or dead (``error``: the exception, as classified).
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
+    * ``hook_timeout_s``: how long one hook call may take before it is cancelled.
+
+    The hooks run once the outcome is recorded in the store, each in a task of its own: they
+    can neither block nor undo it, and their errors are logged (see
+    :mod:`forebay.worker.hooks`).
     * ``max_result_bytes``: the largest return value a handler may leave as ``job.result``
       (JSON, in UTF-8 bytes); a larger one makes the job dead with ``ResultTooLarge``.
     * ``payload_model``: a pydantic model every payload is validated against at enqueue, and
@@ -68,6 +79,9 @@ class QueueConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_depth: int | None = None
     on_exhausted: ExhaustedHook | None = None
+    on_success: SuccessHook | None = None
+    on_failure: FailureHook | None = None
+    hook_timeout_s: float = 60.0
     max_result_bytes: int = 1_048_576
     payload_model: PayloadModel | None = None
     completed_retention: timedelta | None = None
@@ -91,6 +105,7 @@ class QueueConfig:
             "batch_size": self.batch_size is None or self.batch_size >= 1,
             "max_depth": self.max_depth is None or self.max_depth >= 1,
             "max_result_bytes": self.max_result_bytes >= 1,
+            "hook_timeout_s": self.hook_timeout_s > 0,
             **{
                 name: value is None or (isinstance(value, timedelta) and value >= timedelta(0))
                 for name, value in self.retention.items()
@@ -104,10 +119,20 @@ class QueueConfig:
                 f"queue {self.name!r}: max_deliveries ({self.max_deliveries}) must be at least "
                 f"max_attempts ({self.max_attempts}): every attempt is a delivery"
             )
-        if self.on_exhausted is not None and not inspect.iscoroutinefunction(self.on_exhausted):
-            raise ConfigError(f"queue {self.name!r}: on_exhausted must be an async function")
+        for name, hook in self.hooks.items():
+            if hook is not None and not inspect.iscoroutinefunction(hook):
+                raise ConfigError(f"queue {self.name!r}: {name} must be an async function")
         if self.payload_model is not None:
             check_model(self.name, self.payload_model)
+
+    @property
+    def hooks(self) -> dict[str, SuccessHook | FailureHook | None]:
+        """The queue's hooks by name (None: not set)."""
+        return {
+            "on_success": self.on_success,
+            "on_failure": self.on_failure,
+            "on_exhausted": self.on_exhausted,
+        }
 
     @property
     def retention(self) -> dict[str, timedelta | None]:

@@ -47,6 +47,23 @@ async def test_burst_drains_every_job_once(app: Forebay) -> None:
     assert counts["docs"].completed == 50 and counts["docs"].depth == 0
 
 
+async def test_burst_also_runs_what_a_finish_enqueues_on_another_queue(app: Forebay) -> None:
+    seen: list[str] = []
+
+    @app.handler("first")
+    async def first(job: Job) -> None:
+        await job.enqueue("second", {})
+        seen.append("first")
+
+    @app.handler("second")
+    async def second(job: Job) -> None:
+        seen.append("second")
+
+    await app.enqueue("first", {})
+    await app.run_worker(burst=True)  # the lane of "second" found its queue empty at first
+    assert seen == ["first", "second"]
+
+
 async def test_handler_sees_its_job_and_reports_progress(app: Forebay) -> None:
     observed: dict[str, object] = {}
 

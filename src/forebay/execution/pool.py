@@ -185,9 +185,12 @@ class HandlerPool:
         # Payloads cross to the handler processes as their stored text (a leased job's
         # payload is parsed only when first read, which this process never does), read there:
         # a payload model too is applied there, by the child's own declaration of the queue.
-        # A queue declared in_process (a command queue) keeps its handler here.
+        # Queues that run in this process keep their handler here: a command queue (its
+        # program is a process already) and the built-in ones (webhook deliveries: network waits).
         configs = [
-            q if q.in_process else replace(q, handler=self.handler_for(q), payload_model=None)
+            q
+            if q.in_process or q.name in app.builtin_queues
+            else replace(q, handler=self.handler_for(q), payload_model=None)
             for q in chosen.values()
         ]
         return Worker(
@@ -196,6 +199,7 @@ class HandlerPool:
             settings,
             observers=app.observers,
             schedules=list(app.schedules.values()),
+            enqueue=app.enqueue_many,
         )
 
     # -- calls ---------------------------------------------------------------------------------

@@ -8,14 +8,15 @@ Per worker process:
 * the **settler** collects outcomes and writes them in batches through the one group-commit
   mechanism, at most one flush in flight (:mod:`.settler`); what an outcome does to its job is
   one pure decision (:mod:`.decision`), made once; a recorded outcome is reported to observers,
-  among them the one that logs it (:mod:`.outcome_logger`);
+  among them the one that logs it (:mod:`.outcome_logger`); the queues' hooks then run in
+  tasks of their own (:mod:`.hooks`);
 * named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`), and
   the **scheduler**, which fires the stored schedules' due ticks (:mod:`.scheduler`);
 * :class:`Worker` (:mod:`.worker`) puts them together and shuts down gracefully.
 
 Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the
-crash-loop limit (``deliveries > max_deliveries`` at lease time), crash isolation and
-``on_exhausted``.
+crash-loop limit (``deliveries > max_deliveries`` at lease time), crash isolation and the
+hooks (``on_success``, ``on_failure``, ``on_exhausted``).
 
 Imports only the core (backends' seam, jobs, queue config, observers, errors, lifecycle);
 running handlers in other processes is :mod:`forebay.execution`'s, above this package.

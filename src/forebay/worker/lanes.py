@@ -11,6 +11,11 @@ Before starting what it leased, a lane dead-letters crash loops (leased more oft
 ``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
 was running when a worker died runs alone until it finishes once.
 
+In burst mode the worker is done once every lane at once finds nothing due and nothing runs:
+a job finishing in one queue may enqueue work in another (a webhook delivery, a run's
+completion job, a handler's child job), so a lane whose queue is empty waits while others run
+jobs, and looks again after each finish.
+
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
 awaits; each place where a check and the change it guards must not be split says so.
@@ -89,6 +94,12 @@ class Lanes:
         self._alone: int | None = None
         self._drain_for: str | None = None
         self._isolation_changed = asyncio.Event()
+        # Burst mode: the lanes that found nothing due since a job was last leased or finished,
+        # the handler calls finished so far, and the signal of the next finish (a new event
+        # each time: none is missed).
+        self._idle: set[str] = set()
+        self._finished_calls = 0
+        self._activity = asyncio.Event()
 
     async def run(self) -> None:
         """Lease and run until stopping (or, in burst mode, until every queue is idle)."""
@@ -175,8 +186,11 @@ class Lanes:
             return False
         if self._settings.burst:
             if self._count[config.name] == 0:
+                finished = self._finished_calls
                 await self._settler.drained()
-                return not await self._has_due(config)
+                if await self._has_due(config):
+                    return False
+                return await self._idle_everywhere(config.name, finished)
             freed.clear()
             await self._until(freed.wait())
             return False
@@ -202,6 +216,19 @@ class Lanes:
         if jobs:
             await self._admit(config, jobs)
         return bool(jobs)
+
+    async def _idle_everywhere(self, queue: str, finished: int) -> bool:
+        """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
+        every lane says so (nothing leased or finished since: each clears the set); else wait
+        for the next finish, to look again."""
+        if self._finished_calls != finished:  # one finished while we looked: look again
+            return False
+        self._idle.add(queue)
+        if self._idle.issuperset(self._count):
+            self._activity.set()  # the lanes waiting below are done too
+            return True
+        await self._until(self._activity.wait())
+        return self._idle.issuperset(self._count)
 
     async def _until(self, awaitable: Awaitable[object]) -> None:
         """Await ``awaitable`` unless the worker starts stopping first."""
@@ -234,6 +261,7 @@ class Lanes:
 
     async def _admit(self, config: QueueConfig, jobs: list[Job]) -> None:
         """Start the leased jobs that may run now; give back those that may not (yet)."""
+        self._idle.clear()
         looping = crash_loops(jobs, config)
         if looping:
             dead = {job.id for job, _ in looping}
@@ -296,6 +324,10 @@ class Lanes:
             self.running.pop(job.id, None)
         self._count[config.name] -= 1
         self._slot_freed[config.name].set()
+        self._idle.clear()  # its outcome may have enqueued work in any queue
+        self._finished_calls += 1
+        self._activity.set()
+        self._activity = asyncio.Event()
         if self._alone is not None or self._drain_for is not None:
             if any(job.id == self._alone for job in jobs):
                 self._alone = None

@@ -6,7 +6,9 @@ flush in flight): while a flush is being written, new outcomes pile up and all g
 one, so under load each flush carries many jobs, yet an idle worker's outcome is written at
 once. A flush decides each outcome once (:func:`~forebay.worker.decision.decide`), sends the
 four kinds of transition (complete, retry, dead-letter, defer) concurrently, tells the
-observers what was recorded, then runs ``on_exhausted`` for the jobs that became dead.
+observers what was recorded, then starts the queues' hooks (``on_success``, ``on_failure``,
+``on_exhausted``) of the recorded outcomes, each in a task of its own (:mod:`.hooks`): a hook
+never holds the next flush, and never runs for an outcome the store refused.
 
 A transition the store refused (the lease was lost: another worker owns the job) or that failed
 is not reported: the job runs again once its lease expires (at-least-once, DESIGN §3.2).
@@ -44,6 +46,7 @@ from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
 from forebay.worker.decision import Decision, decide
+from forebay.worker.hooks import Hooks, hooks_for
 
 __all__ = ["Finished", "Settler"]
 
@@ -74,6 +77,8 @@ class Settler:
         self._observers = list(observers)
         self.processed = 0
         """Jobs whose outcome was recorded (any outcome)."""
+        self.hooks = Hooks()
+        """The hook calls of recorded outcomes (the worker waits for them as it stops)."""
         # Every pending outcome goes into the next flush, as many as there are: the backends
         # write each transition's batch in one statement or script, whatever its size.
         self._commit: GroupCommit[list[Finished], None] = GroupCommit(
@@ -113,7 +118,6 @@ class Settler:
         cancelled = {f.job.id for f in outcomes if f.job.cancel_requested}
         refused = await self._write(decisions, cancelled)
         self.processed += len(outcomes) - len(refused)
-        dead: list[tuple[Finished, Decision]] = []
         for finished, decision in zip(outcomes, decisions, strict=True):
             if finished.job.id in refused:
                 continue
@@ -121,10 +125,16 @@ class Settler:
             if decision.error_text is not None:  # observers see the error that caused it
                 job = _with_error(job, decision, now)
             notify_settled(self._observers, job, decision.outcome, finished.duration_s)
-            if decision.outcome is JobOutcome.DEAD:
-                dead.append((finished, decision))
-        for finished, decision in dead:
-            await _exhausted(finished, decision)
+            config = finished.config
+            if config.on_success or config.on_failure or config.on_exhausted:
+                calls = hooks_for(
+                    job,
+                    config,
+                    decision.outcome,
+                    error=decision.error,
+                    result_json=finished.result_json,
+                )
+                self.hooks.start(config, calls)
 
     async def _write(self, decisions: list[Decision], cancelled: set[int]) -> set[int]:
         """Send the transitions; return the ids whose outcome was not recorded (``cancelled``:
@@ -172,21 +182,6 @@ def _with_error(job: Job, decision: Decision, now: float) -> Job:
     )
     history = (*job.errors, entry)[-MAX_ERRORS_KEPT:]
     return replace(job, error=decision.error_text, error_type=decision.error_type, errors=history)
-
-
-async def _exhausted(finished: Finished, decision: Decision) -> None:
-    hook = finished.config.on_exhausted
-    if hook is None:
-        return
-    error = decision.error if decision.error is not None else RuntimeError("unknown error")
-    try:
-        await hook(finished.job, error)
-    except Exception:
-        log.exception(
-            "on_exhausted hook of queue %s failed for job %s",
-            finished.config.name,
-            finished.job.id,
-        )
 
 
 def _refused(

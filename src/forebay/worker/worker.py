@@ -5,7 +5,7 @@ the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped 
 SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down
 (DESIGN §3.8): no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are
 released back to ``queued`` without spending an attempt, every outcome is written
-(:mod:`.settler`), and the loops stop. A second signal during
+(:mod:`.settler`), their hooks finish (:mod:`.hooks`), and the loops stop. A second signal during
 the grace (or :meth:`Worker.stop_now`) ends the grace at once: the running jobs are released
 then, to run again elsewhere straight away.
 """
@@ -176,6 +176,7 @@ class Worker:
                         notify_settled(self.observers, job, JobOutcome.RELEASED, 0.0)
                 log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.drained()
+        await self._settler.hooks.drained()  # each bounded by its queue's hook_timeout_s
         await maintenance.stop()
 
     async def _grace(self, tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
