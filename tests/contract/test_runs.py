@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
-from forebay import JobFilter, JobState, NewJob
+from forebay import Forebay, JobFilter, JobState, NewJob, WorkerSettings
 from forebay.backends import Backend, PruneSpec, backend_from_url
-from forebay.errors import RunSealed, UnknownRun
+from forebay.errors import RunNotFound, RunSealed, UnknownRun
 from forebay.job import Completion, Failure, Job, Retry
 from forebay.runs import (
     RUN_COMPLETED,
@@ -27,6 +28,7 @@ from forebay.runs import (
     run_summary,
     webhook_payload,
 )
+from forebay.testing import drain
 
 WORKER = "test-worker"
 HOOK = "https://hooks.example.com/runs"
@@ -533,7 +535,62 @@ async def test_prune_of_runs_is_bounded_by_the_limit(backend: Backend) -> None:
         run = await start(backend)
         await backend.seal_run(run.id)
     spec = PruneSpec(0.0, 0.0, 0.0, limit=2, runs_before=time.time() + 3600)
-    await backend.prune(spec)
+    # the answer counts the runs deleted with the jobs, so a caller goes on while either is
+    # at the limit
+    assert await backend.prune(spec) == 2
     assert len(await backend.list_runs()) == 1
-    await backend.prune(spec)
+    assert await backend.prune(spec) == 1
     assert await backend.list_runs() == []
+    assert await backend.prune(spec) == 0
+
+
+async def test_the_worker_prunes_completed_runs_with_its_completed_retention(
+    app: Forebay,
+) -> None:
+    @app.handler("q")
+    async def handle(job: Job) -> None:
+        return None
+
+    done = await app.start_run()
+    await app.seal_run(done.id)
+    opened = await app.start_run()
+    hour = WorkerSettings(handle_signals=False, completed_retention=timedelta(hours=1))
+    await app.worker(settings=hour).prune_once()
+    assert await app.get_run(done.id) is not None
+    zero = WorkerSettings(handle_signals=False, completed_retention=timedelta(0))
+    assert await app.worker(settings=zero).prune_once() == 1
+    assert [r.id for r in await app.list_runs()] == [opened.id]
+    with pytest.raises(RunNotFound):
+        await app.get_run(done.id)
+
+
+# -- through the app and a worker ----------------------------------------------------------
+async def test_a_handler_fans_out_into_its_sealed_run(app: Forebay) -> None:
+    summaries: list[object] = []
+
+    @app.handler("split")
+    async def split(job: Job) -> None:
+        for i in range(3):
+            await job.enqueue("part", {"i": i})
+
+    @app.handler("part")
+    async def part(job: Job) -> int:
+        return int(job.payload["i"])  # type: ignore[call-overload,index]
+
+    @app.handler("done")
+    async def done(job: Job) -> None:
+        summaries.append(job.payload)
+
+    run = await app.start_run(name="fan", on_complete="done")
+    await app.enqueue("split", {}, run=run.id)
+    await app.seal_run(run.id)
+    # each queue in turn: what one drains was enqueued by the one before
+    for queue in ("split", "part", "done"):
+        await drain(app, [queue])
+    finished = await app.get_run(run.id)
+    assert finished.state is RunState.COMPLETED
+    assert (finished.total, finished.completed, finished.unfinished) == (4, 4, 0)
+    [summary] = summaries
+    assert_same_summary(summary, summary_of(finished))
+    parts = await app.backend.list_jobs(JobFilter(queue="part"))
+    assert len(parts) == 3 and all(p.run_id == run.id and p.parent_id for p in parts)
