@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from forebay import Backoff, Forebay, JobState
+from forebay import Backoff, Forebay, Job, JobState
 from forebay.execution.pool import HandlerPool
 from forebay.metrics import Metrics, PrometheusObserver
 from forebay.observer import Observer
@@ -218,6 +218,11 @@ async def test_a_kill_for_memory_is_resource_exhausted_retried_and_counted_apart
 async def test_exit_codes_permanent_dead_at_once_others_retried(tmp_path: Path) -> None:
     settled = Settled()
     app = _app(tmp_path, settled)
+    failures: list[tuple[int, str]] = []
+
+    async def on_failure(job: Job, error: BaseException) -> None:
+        failures.append((job.id, type(error).__name__))
+
     app.command(
         "exits",
         _script("fail.py"),
@@ -225,6 +230,7 @@ async def test_exit_codes_permanent_dead_at_once_others_retried(tmp_path: Path) 
         max_attempts=5,
         backoff=Backoff.fixed(3600),
         timeout_s=30,
+        on_failure=on_failure,
     )
     async with app:
         permanent = await app.enqueue("exits", 3)
@@ -236,6 +242,8 @@ async def test_exit_codes_permanent_dead_at_once_others_retried(tmp_path: Path) 
         permanent.id: JobOutcome.DEAD,
         transient.id: JobOutcome.RETRIED,
     }
+    # a command queue's hooks are a handler queue's: one per failed attempt
+    assert sorted(failures) == [(permanent.id, "PermanentError"), (transient.id, "TransientError")]
     assert dead.attempt == 1
     assert dead.error_type == "PermanentError"
     assert retrying.error_type == "TransientError"
