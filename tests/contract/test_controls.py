@@ -12,6 +12,7 @@ import pytest
 from forebay import ConfigError, Forebay, JobFilter, JobState, NewJob, QueueFull
 from forebay.backends import Backend, backend_from_url
 from forebay.queue_settings import KEEP
+from forebay.runs import NewRun
 
 WORKER = "test-worker"
 
@@ -172,12 +173,13 @@ async def test_run_now_makes_a_retry_due(backend: Backend) -> None:
 
 # -- cancel by filter -------------------------------------------------------------------------
 async def test_cancel_where_dry_run_counts_what_the_real_run_cancels(backend: Backend) -> None:
-    await backend.enqueue([new() for _ in range(4)] + [new("other"), new(run="r1")])
+    run = await backend.start_run(NewRun.create())
+    await backend.enqueue([new() for _ in range(4)] + [new("other"), new(run=run.id)])
     await lease(backend, limit=2)
     queued_only = JobFilter(queue="q", state=JobState.QUEUED)
     assert await backend.cancel_where(queued_only, dry_run=True) == 3
     assert await backend.cancel_where(JobFilter(queue="q"), dry_run=True) == 5
-    assert await backend.cancel_where(JobFilter(run_id="r1"), dry_run=True) == 1
+    assert await backend.cancel_where(JobFilter(run_id=run.id), dry_run=True) == 1
     assert (await backend.counts())[1].cancelled == 0  # a dry run changes nothing
     assert await backend.cancel_where(queued_only) == 3
     assert await backend.cancel_where(JobFilter(queue="q"), dry_run=True) == 2

@@ -9,7 +9,7 @@
   expired (their worker died) and wakes the lanes to lease them;
 * **pruner** (``forebay-pruner``): every ``prune_every_s``, deletes finished jobs past their
   retention (:func:`prune_once`): each queue that sets its own retention by itself, every other
-  queue by the worker's.
+  queue by the worker's; and completed runs past the worker's completed retention.
 
 A failing round is logged and the loop goes on: a store outage pauses maintenance, never ends
 it.
@@ -118,15 +118,23 @@ class Maintenance:
 async def prune_once(
     backend: Backend, settings: WorkerSettings, queues: Sequence[QueueConfig] = ()
 ) -> int:
-    """Delete finished jobs past their retention, in bounded batches; return how many.
+    """Delete finished jobs, and completed runs, past their retention, in bounded batches;
+    return how many.
 
     A queue of ``queues`` that sets a retention of its own is pruned apart, by its own (the
     worker's for a state it leaves unset); every other queue by the worker's.
     """
     now = time.time()
     own = [q for q in queues if any(v is not None for v in q.retention.values())]
+    general = _spec(settings, now)
     specs = [
-        replace(_spec(settings, now), other_than=tuple(q.name for q in own)),
+        # Runs go with the completed jobs' retention: a completed run is kept as long as
+        # its completed jobs are.
+        replace(
+            general,
+            other_than=tuple(q.name for q in own),
+            runs_before=general.completed_before,
+        ),
         *(replace(_spec(settings, now, q), queue=q.name) for q in own),
     ]
     total = 0

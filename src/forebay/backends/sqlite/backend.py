@@ -20,6 +20,17 @@ Protocol on one engine, and splitting it by transition would scatter the writer'
   ``_FINISH_POLL_S``.
 * Schedules (``forebay_schedules``): a firing is one writer operation, the compare-and-set
   of the schedule's last tick and the insert of the tick's jobs in one savepoint.
+* Runs (``forebay_runs``) keep ``total`` and the finished counts on their row, moved in the
+  writer operation of every enqueue and finish of their jobs; their unfinished jobs are
+  counted at read (the partial index ``forebay_jobs_run_state``), so leasing and retrying a
+  job of a run cost what any job costs. Dependencies: ``forebay_deps`` holds (parent, child)
+  for each parent a waiting child still waits for. A finish follows a job's links (its run,
+  its webhook, its waiting children, and so on down) in its own operation; which finished
+  jobs have links is read in the statement that finishes them (one probe of the empty
+  ``forebay_deps`` for a job without a run or webhook), so plain jobs pay next to nothing.
+  Every write is serialised by SQLite's write lock, so two last jobs of a run, or two parents
+  of a child, finishing at once in two processes are counted one after the other: a run
+  completes, and a child is released, exactly once.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
   open connections would go on writing into a file no one can open again, and every job
   acknowledged from then on would be lost at the next start. So before each group commit and
@@ -52,7 +63,15 @@ from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.schedule_rows import schedule_definition, schedule_from_row
 from forebay.backends.sqlite.writer import Mergeable, Writer, translate
-from forebay.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
+from forebay.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    QueueFull,
+    RunSealed,
+    UnknownParent,
+    UnknownRun,
+)
 from forebay.job import (
     Completion,
     DeadCursor,
@@ -60,13 +79,26 @@ from forebay.job import (
     Failure,
     Job,
     JobFilter,
+    JobState,
     Lease,
     NewJob,
     QueueCounts,
     Retry,
 )
 from forebay.queue_settings import KEEP, Keep, QueueSettings, check_settings
-from forebay.runs import NewRun, Run, RunState
+from forebay.runs import (
+    DEPENDENCY_FAILED,
+    JOB_WEBHOOK_TYPES,
+    RUN_COMPLETED,
+    WEBHOOK_QUEUE,
+    NewRun,
+    Run,
+    RunState,
+    job_summary,
+    run_from_values,
+    run_summary,
+    webhook_payload,
+)
 from forebay.schedules import Firing, Schedule
 from forebay.sqlfiles import migration_files, render_queries
 
@@ -90,6 +122,27 @@ _FINISH_POLL_S = 0.2
 """How often a waiter re-reads its job, for the jobs other processes finish."""
 
 
+_RUN_FIELDS = (
+    "id",
+    "name",
+    "key",
+    "meta",
+    "state",
+    "on_complete",
+    "webhook",
+    "total",
+    "waiting",
+    "queued",
+    "running",
+    "completed",
+    "dead",
+    "cancelled",
+    "created_at",
+    "sealed_at",
+    "completed_at",
+)
+_UNFINISHED = ("waiting", "queued", "running")
+
 Q = render_queries(
     _PACKAGE,
     {
@@ -97,8 +150,16 @@ Q = render_queries(
         # in a table of its own since schema version 2 (see that migration).
         "columns": ", ".join(("p." if name == "payload" else "j.") + name for name in COLUMNS),
         "jobs": "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id",
+        # A run's columns in the order of forebay.runs.run_from_values; its unfinished jobs
+        # are counted through forebay_jobs_run_state.
+        "run_columns": ", ".join(
+            f"(SELECT COUNT(*) FROM forebay_jobs WHERE run_id = r.id AND state = '{name}')"
+            if name in _UNFINISHED
+            else f"r.{name}"
+            for name in _RUN_FIELDS
+        ),
     },
-    inline=("filter", "append_error"),
+    inline=("filter", "append_error", "linked"),
 )
 
 _LEASE_EXPIRED: dict[str, Any] = {
@@ -311,6 +372,8 @@ class SQLiteBackend:
         op = _Enqueue(list(jobs), max_depth or {})
         result: list[Job] = await self._write(op)
         self._wake({j.queue for j in op.jobs})
+        if op.wake:
+            self._wake(op.wake)
         return result
 
     # -- running --------------------------------------------------------------------------
@@ -359,14 +422,14 @@ class SQLiteBackend:
 
     async def complete(self, completions: Sequence[Lease | Completion]) -> list[int]:
         plain, results = split_completions(completions)
-        refused = await self._settle_by_token(Q["complete"], plain) if plain else []
+        refused = await self._settle_by_token(Q["complete"], plain, finish=True) if plain else []
         if results:
 
             def params(now: float) -> Iterable[tuple[Any, ...]]:
                 return ((now, now, c.result_json, c.lease.job_id, c.lease.token) for c in results)
 
             leases = [c.lease for c in results]
-            refused += await self._settle(Q["complete_result"], leases, params)
+            refused += await self._settle(Q["complete_result"], leases, params, finish=True)
         self._announce_finished(
             c.job_id if isinstance(c, Lease) else c.lease.job_id for c in completions
         )
@@ -403,7 +466,9 @@ class SQLiteBackend:
                 for f in failures
             )
 
-        refused = await self._settle(Q["dead_letter"], [f.lease for f in failures], params)
+        refused = await self._settle(
+            Q["dead_letter"], [f.lease for f in failures], params, finish=True
+        )
         self._announce_finished(f.lease.job_id for f in failures)
         return refused
 
@@ -420,12 +485,15 @@ class SQLiteBackend:
         return await self._settle(Q["release"], leases, params)
 
     async def _settle_by_token(
-        self, sql: str, leases: Sequence[Lease], *, lease_s: float = 0.0
+        self, sql: str, leases: Sequence[Lease], *, lease_s: float = 0.0, finish: bool = False
     ) -> list[int]:
         """One set-based UPDATE per lease token (in pieces of at most _ROWS_PER_OP jobs); return
-        the ids whose token did not match."""
+        the ids whose token did not match. ``finish``: the UPDATE finishes the jobs, whose
+        links are followed in the same operation (see :func:`_finished`)."""
         if not leases:
             return []
+        wake: set[str] = set()
+        holding = Q["holding_linked"] if finish else Q["holding"]
         pieces: list[list[tuple[str, list[int]]]] = []
         for start in range(0, len(leases), _ROWS_PER_OP):
             by_token: dict[str, list[int]] = {}
@@ -438,9 +506,12 @@ class SQLiteBackend:
             refused: list[int] = []
             for token, ids in piece:
                 asked = json.dumps(sorted(ids), separators=(",", ":"))
-                held = conn.execute(Q["holding"], {"token": token, "ids": asked}).fetchone()[0]
+                found = conn.execute(holding, {"token": token, "ids": asked}).fetchone()
+                held = found[0]
                 if held != "[]":
                     conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
+                if finish and found[1] != "[]":
+                    _finished(conn, json.loads(found[1]), now, wake)
                 if held != asked:
                     done = set(json.loads(held))
                     refused.extend(i for i in ids if i not in done)
@@ -449,6 +520,8 @@ class SQLiteBackend:
         refused: list[int] = []
         for piece in pieces:
             refused.extend(await self._write(functools.partial(op, piece=piece)))
+        if wake:
+            self._wake(wake)
         return refused
 
     async def _settle(
@@ -456,20 +529,40 @@ class SQLiteBackend:
         sql: str,
         leases: Sequence[Lease],
         params: Callable[[float], Iterable[tuple[Any, ...] | dict[str, Any]]],
+        *,
+        finish: bool = False,
     ) -> list[int]:
-        """Run one token-checked UPDATE per job; return the ids whose token did not match."""
+        """Run one token-checked UPDATE per job; return the ids whose token did not match.
+        ``finish``: the UPDATE finishes the job and returns whether it has links, which are
+        followed in the same operation (see :func:`_finished`)."""
         if not leases:
             return []
+        wake: set[str] = set()
 
         def op(conn: sqlite3.Connection) -> list[int]:
             refused = []
             execute = conn.execute
-            for lease, args in zip(leases, params(time.time()), strict=True):
-                if execute(sql, args).rowcount != 1:
+            now = time.time()
+            if not finish:
+                for lease, args in zip(leases, params(now), strict=True):
+                    if execute(sql, args).rowcount != 1:
+                        refused.append(lease.job_id)
+                return refused
+            linked = []
+            for lease, args in zip(leases, params(now), strict=True):
+                row = execute(sql, args).fetchone()
+                if row is None:
                     refused.append(lease.job_id)
+                elif row[0]:
+                    linked.append(lease.job_id)
+            if linked:
+                _finished(conn, linked, now, wake)
             return refused
 
-        return await self._write(op)
+        refused = await self._write(op)
+        if wake:
+            self._wake(wake)
+        return refused
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         at = time.time() if now is None else now
@@ -483,21 +576,37 @@ class SQLiteBackend:
             return []
         payload = json.dumps([int(i) for i in ids])
 
+        wake: set[str] = set()
+
         def op(conn: sqlite3.Connection) -> list[int]:
-            rows = conn.execute(Q["cancel"], {"now": time.time(), "ids": payload}).fetchall()
+            now = time.time()
+            rows = conn.execute(Q["cancel"], {"now": now, "ids": payload}).fetchall()
+            _finished(conn, [r[0] for r in rows if r[1]], now, wake)
             return sorted(r[0] for r in rows)
 
         cancelled = await self._write(op)
         self._announce_finished(cancelled)
+        self._wake(wake)
         return cancelled
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
         params = _filter_params(where) | {"now": time.time()}
         if dry_run:
             return int(await self._read(lambda c: c.execute(Q["count_dead"], params).fetchone()[0]))
-        count = await self._write(lambda c: c.execute(Q["replay"], params).rowcount)
+
+        def op(conn: sqlite3.Connection) -> int:
+            replayed = conn.execute(Q["replay"], params).fetchall()
+            per_run: dict[str, int] = {}
+            for (run_id,) in replayed:
+                if run_id is not None:
+                    per_run[run_id] = per_run.get(run_id, 0) + 1
+            for run_id, n in sorted(per_run.items()):
+                conn.execute(Q["run_replayed"], {"id": run_id, "n": n})
+            return len(replayed)
+
+        count = await self._write(op)
         self._wake(self._local_wakeup)
-        return int(count)
+        return count
 
     async def purge(self, where: JobFilter, *, dry_run: bool = False) -> int:
         params = _filter_params(where)
@@ -516,7 +625,17 @@ class SQLiteBackend:
             sql, params["queue"] = Q["prune_queue"], spec.queue
         else:
             sql, params["others"] = Q["prune"], jsonio.dumps(list(spec.other_than))
-        return int(await self._write(lambda c: c.execute(sql, params).rowcount))
+        runs_before = spec.runs_before
+
+        def op(conn: sqlite3.Connection) -> int:
+            """Jobs, then completed runs (each up to the limit): how many of both went."""
+            pruned = int(conn.execute(sql, params).rowcount)
+            if runs_before is not None:
+                runs = {"runs_before": runs_before, "limit": spec.limit}
+                pruned += int(conn.execute(Q["prune_runs"], runs).rowcount)
+            return pruned
+
+        return await self._write(op)
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -709,26 +828,69 @@ class SQLiteBackend:
             return int(
                 await self._read(lambda c: c.execute(Q["count_cancellable"], params).fetchone()[0])
             )
-        cancelled = await self._write(
-            lambda c: [row[0] for row in c.execute(Q["cancel_where"], params).fetchall()]
-        )
+        wake: set[str] = set()
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(Q["cancel_where"], params).fetchall()
+            _finished(conn, [r[0] for r in rows if r[1]], params["now"], wake)
+            return [r[0] for r in rows]
+
+        cancelled = await self._write(op)
         self._announce_finished(cancelled)
+        self._wake(wake)
         return len(cancelled)
 
-    # -- runs: not stored by this backend yet ------------------------------------------------
+    # -- runs ---------------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
-        raise NotImplementedError("runs")
+        params = {
+            "id": run.id,
+            "name": run.name,
+            "key": run.key,
+            "meta": run.meta_json,
+            "on_complete": run.on_complete,
+            "webhook": run.webhook,
+        }
+
+        def op(conn: sqlite3.Connection) -> Run:
+            if conn.execute(Q["insert_run"], params | {"now": time.time()}).rowcount == 1:
+                return _run(conn.execute(Q["get_run"], {"id": run.id}).fetchone())
+            return _run(conn.execute(Q["run_by_key"], {"key": run.key}).fetchone(), created=False)
+
+        return await self._write(op)
 
     async def seal_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        wake: set[str] = set()
+
+        def op(conn: sqlite3.Connection) -> Run | None:
+            now = time.time()
+            sealed = conn.execute(Q["seal_run"], {"id": run_id, "now": now}).fetchone()
+            if sealed is not None and sealed[0] == sealed[1]:
+                _complete_run(conn, run_id, now, wake)
+            row = conn.execute(Q["get_run"], {"id": run_id}).fetchone()
+            return None if row is None else _run(row)
+
+        run = await self._write(op)
+        self._wake(wake)
+        return run
 
     async def get_run(self, run_id: str) -> Run | None:
-        raise NotImplementedError("runs")
+        row = await self._read(lambda c: c.execute(Q["get_run"], {"id": run_id}).fetchone())
+        return None if row is None else _run(row)
 
     async def list_runs(
         self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
     ) -> list[Run]:
-        raise NotImplementedError("runs")
+        params = {
+            "state": None if state is None else str(state),
+            "before_id": before_id,
+            "limit": limit,
+        }
+        rows = await self._read(lambda c: c.execute(Q["list_runs"], params).fetchall())
+        return [_run(r) for r in rows]
+
+
+def _run(row: Sequence[Any], created: bool = True) -> Run:
+    return run_from_values(**dict(zip(_RUN_FIELDS, row, strict=True)), created=created)
 
 
 def _settings(row: Sequence[Any]) -> QueueSettings:
@@ -793,11 +955,13 @@ def _statements(script: str) -> list[str]:
 class _Enqueue(Mergeable):
     """One caller's enqueue; concurrent callers' enqueues merge into one insert."""
 
-    __slots__ = ("jobs", "max_depth")
+    __slots__ = ("jobs", "max_depth", "wake")
 
     def __init__(self, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
         self.jobs = jobs
         self.max_depth = max_depth
+        self.wake: set[str] = set()
+        """Queues besides the jobs' own that got jobs (webhook deliveries)."""
 
     @staticmethod
     def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
@@ -808,34 +972,57 @@ class _Enqueue(Mergeable):
             _check_depth(conn, op.jobs, _tighter(caps, op.max_depth), incoming)
             for j in op.jobs:
                 incoming[j.queue] = incoming.get(j.queue, 0) + 1
-        stored = _insert(conn, [j for op in ops for j in op.jobs])
+        wake: set[str] = set()
+        stored = _insert(conn, [j for op in ops for j in op.jobs], wake)
         out, start = [], 0
         for op in ops:
+            op.wake = wake
             out.append(stored[start : start + len(op.jobs)])
             start += len(op.jobs)
         return out
 
 
-def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
+def _insert(
+    conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str] | None = None
+) -> list[Job]:
     """Store ``jobs`` in a few statements whatever their number (see ``_ROWS_PER_OP``): one
-    insert of them all, keyed ones whose key is taken skipped, then one read of the new ids."""
+    insert of them all, keyed ones whose key is taken skipped, then one read of the new ids.
+    Jobs with links (a run, parents, a webhook, a parent job) take :func:`_insert_linked`;
+    ``wake`` gets the queues it stores more jobs on."""
+    for job in jobs:
+        if job.run_id is not None or job.after or job.webhook is not None or job.parent_id:
+            return _insert_linked(conn, jobs, set() if wake is None else wake)
     now = time.time()
-    created_at = datetime.fromtimestamp(now, UTC)
     if len(jobs) == 1 and jobs[0].key is None:
         row = conn.execute(Q["insert_job_returning"], _row(jobs[0], now)).fetchone()
         conn.execute(Q["insert_payload"], (row[0], jobs[0].payload_json))
-        return [jobs[0].stored_as(row[0], created_at)]
+        return [jobs[0].stored_as(row[0], datetime.fromtimestamp(now, UTC))]
+    rows = [_row(j, now) for j in jobs]
+    return _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+
+
+def _store(
+    conn: sqlite3.Connection,
+    jobs: list[NewJob],
+    sql: str,
+    rows: list[tuple[Any, ...]],
+    now: float,
+    states: list[JobState],
+) -> list[Job]:
+    """Insert ``rows`` (of ``jobs``) with ``sql``; return the jobs stored (in ``states``) or
+    found by their key (``created=False``), in order."""
+    created_at = datetime.fromtimestamp(now, UTC)
     before = conn.execute(Q["next_job_id"]).fetchone()[0]
-    conn.execute(Q["insert_jobs"], {"jobs": jsonio.dumps([_row(j, now) for j in jobs])})
+    conn.execute(sql, {"jobs": jsonio.dumps(rows)})
     # AUTOINCREMENT under the write lock: the new rows are those past `before`, in the order
     # they were given; a keyed job that is not among them found its key taken.
     fresh = jsonio.loads(conn.execute(Q["jobs_after"], {"after": before}).fetchone()[0])
     results: list[Job | None] = []
     payloads: list[tuple[int, str]] = []
     k = 0
-    for job in jobs:
+    for job, state in zip(jobs, states, strict=True):
         if k < len(fresh) and fresh[k][1] == job.queue and fresh[k][2] == job.key:
-            results.append(job.stored_as(fresh[k][0], created_at))
+            results.append(job.stored_as(fresh[k][0], created_at, state))
             payloads.append((fresh[k][0], job.payload_json))
             k += 1
         else:
@@ -853,6 +1040,204 @@ def _insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[Job]:
         else stored
         for job, stored in zip(jobs, results, strict=True)
     ]
+
+
+def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str]) -> list[Job]:
+    """Store jobs some of which have links (see the Backend's ``enqueue``): their runs must
+    take them and their parents exist (else the whole call is refused); each is stored
+    waiting, queued or, when a parent already failed, cancelled, which is a finish."""
+    _check_runs(conn, jobs)
+    parents = _parent_states(conn, jobs)
+    now = time.time()
+    states: list[JobState] = []
+    rows: list[tuple[Any, ...]] = []
+    for job in jobs:
+        state, error = _initial_state(job, parents)
+        states.append(state)
+        rows.append(
+            (
+                *_row(job, now),
+                state.value,
+                jsonio.dumps(list(job.after)) if job.after else None,
+                None if job.after_policy == "completed" else job.after_policy,
+                job.webhook,
+                job.parent_id,
+                now if error else None,
+                error,
+                DEPENDENCY_FAILED if error else None,
+            )
+        )
+    stored = _store(conn, jobs, Q["insert_linked_jobs"], rows, now, states)
+    deps: list[tuple[int, int]] = []
+    joined: dict[str, int] = {}
+    failed: list[int] = []
+    for i, kept in enumerate(stored):
+        if not kept.created:
+            continue
+        if kept.run_id is not None:
+            joined[kept.run_id] = joined.get(kept.run_id, 0) + 1
+        if kept.state is JobState.WAITING:
+            deps.extend((p, kept.id) for p in kept.after if parents[p] in _UNFINISHED)
+        elif kept.state is JobState.CANCELLED:
+            failed.append(kept.id)
+            stored[i] = replace(
+                kept, finished_at=kept.created_at, error=rows[i][15], error_type=DEPENDENCY_FAILED
+            )
+    if deps:
+        conn.execute(Q["insert_deps"], {"deps": jsonio.dumps(deps)})
+    for run_id, n in sorted(joined.items()):
+        conn.execute(Q["run_joined"], {"id": run_id, "total": n})
+    if failed:
+        _finished(conn, failed, now, wake)
+    return stored
+
+
+def _check_runs(conn: sqlite3.Connection, jobs: list[NewJob]) -> None:
+    """Refuse jobs naming a run that does not exist (UnknownRun), or one that is no longer
+    open, unless their parent job is a running job of that run (RunSealed)."""
+    states: dict[str, str] = {}
+    for job in jobs:
+        run_id = job.run_id
+        if run_id is None:
+            continue
+        state = states.get(run_id)
+        if state is None:
+            row = conn.execute(Q["run_state"], {"id": run_id}).fetchone()
+            if row is None:
+                raise UnknownRun(run_id)
+            state = states[run_id] = row[0]
+        if state == RunState.OPEN:
+            continue
+        parent = None
+        if job.parent_id is not None:
+            parent = conn.execute(Q["job_run"], {"id": job.parent_id}).fetchone()
+        if parent is None or parent[0] != run_id:
+            raise RunSealed(run_id, state)
+
+
+def _parent_states(conn: sqlite3.Connection, jobs: list[NewJob]) -> dict[int, str]:
+    """The state of every parent the jobs name; UnknownParent when one does not exist."""
+    wanted = sorted({p for job in jobs for p in job.after})
+    if not wanted:
+        return {}
+    found = dict(conn.execute(Q["parents"], {"ids": json.dumps(wanted)}).fetchall())
+    missing = [p for p in wanted if p not in found]
+    if missing:
+        raise UnknownParent(missing)
+    return found
+
+
+def _initial_state(job: NewJob, parents: dict[int, str]) -> tuple[JobState, str | None]:
+    """The state ``job`` is stored in, and the error of one stored cancelled."""
+    waits = False
+    for p in job.after:
+        state = parents[p]
+        if state in _UNFINISHED:
+            waits = True
+        elif state != "completed" and job.after_policy == "completed":
+            return JobState.CANCELLED, f"parent job {p} ended {state}"
+    return (JobState.WAITING if waits else JobState.QUEUED), None
+
+
+def _finished(conn: sqlite3.Connection, ids: list[int], now: float, wake: set[str]) -> None:
+    """Follow the links of jobs that just finished, in the operation that finished them:
+    their runs' counts (and completion), their webhooks, their waiting children (released, or
+    cancelled, which are finishes in turn: followed the same way, down the chain). ``wake``
+    gets the queues that got due jobs."""
+    while ids:
+        rows = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchall()
+        deliveries = [_job_webhook(row) for row in rows if row[10] is not None]
+        if deliveries:
+            _insert(conn, deliveries)
+            wake.add(WEBHOOK_QUEUE)
+        per_run: dict[str, dict[str, int]] = {}
+        for row in rows:
+            if row[4] is not None:
+                counts = per_run.setdefault(row[4], {"completed": 0, "dead": 0, "cancelled": 0})
+                counts[row[2]] += 1
+        for run_id, counts in sorted(per_run.items()):
+            ended = conn.execute(Q["run_finished"], counts | {"id": run_id}).fetchone()
+            if ended is not None and ended[0] == RunState.SEALED and ended[1] == ended[2]:
+                _complete_run(conn, run_id, now, wake)
+        ids = _children_done(conn, {row[0]: row[2] for row in rows}, now, wake)
+
+
+def _children_done(
+    conn: sqlite3.Connection, ended: dict[int, str], now: float, wake: set[str]
+) -> list[int]:
+    """The waiting children of the parents that ``ended`` (id: final state): each is queued
+    once no parent is unfinished, or cancelled when a parent failed and its policy is
+    ``completed``. Return the ids of those cancelled."""
+    taken = conn.execute(Q["take_children"], {"ids": json.dumps(sorted(ended))}).fetchall()
+    by_child: dict[int, list[int]] = {}
+    for parent, child in taken:
+        by_child.setdefault(child, []).append(parent)
+    cancelled = []
+    for child, parents in sorted(by_child.items()):
+        waiting = conn.execute(Q["waiting_child"], {"id": child}).fetchone()
+        if waiting is None:  # cancelled meanwhile
+            continue
+        policy, unfinished = waiting
+        failed = sorted(p for p in parents if ended[p] != "completed")
+        if failed and policy != "always":
+            error = f"parent job {failed[0]} ended {ended[failed[0]]}"
+            params = {"id": child, "now": now, "error": error, "error_type": DEPENDENCY_FAILED}
+            conn.execute(Q["fail_child"], params)
+            cancelled.append(child)
+        elif unfinished == 0:
+            wake.add(conn.execute(Q["release_child"], {"id": child, "now": now}).fetchone()[0])
+    return cancelled
+
+
+def _job_webhook(row: Sequence[Any]) -> NewJob:
+    """The delivery job of a finished job's webhook (a row of ``finished_links``)."""
+    job_id, queue, state, key, run_id, attempt, error, error_type, result, finished_at, url = row
+    data = job_summary(
+        job_id=job_id,
+        queue=queue,
+        state=state,
+        key=key,
+        run_id=run_id,
+        attempt=attempt,
+        error=error,
+        error_type=error_type,
+        result=None if result is None else jsonio.loads(result),
+        finished_at=finished_at,
+    )
+    return NewJob.create(
+        WEBHOOK_QUEUE, webhook_payload(url, JOB_WEBHOOK_TYPES[state], data), parsed=True
+    )
+
+
+def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, wake: set[str]) -> None:
+    """A sealed run whose jobs all finished completes, and its completion jobs are stored
+    (idempotent by key; no max_depth refuses them)."""
+    row = conn.execute(Q["complete_run"], {"id": run_id, "now": now}).fetchone()
+    if row is None:
+        return
+    (_, name, key, meta, on_complete, webhook, total, completed, dead, cancelled) = row[:10]
+    summary = run_summary(
+        run_id=run_id,
+        name=name,
+        key=key,
+        meta=jsonio.loads(meta),
+        total=total,
+        completed=completed,
+        dead=dead,
+        cancelled=cancelled,
+        created_at=row[10],
+        sealed_at=row[11],
+        completed_at=row[12],
+    )
+    jobs = []
+    if on_complete is not None:
+        jobs.append(NewJob.create(on_complete, summary, key=f"run:{run_id}:complete", parsed=True))
+    if webhook is not None:
+        hook = webhook_payload(webhook, RUN_COMPLETED, summary)
+        jobs.append(NewJob.create(WEBHOOK_QUEUE, hook, key=f"run:{run_id}:webhook", parsed=True))
+    if jobs:
+        _insert(conn, jobs)
+        wake.update(job.queue for job in jobs)
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:

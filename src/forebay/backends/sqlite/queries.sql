@@ -1,7 +1,9 @@
 -- SQL of the SQLite backend. Sections are loaded by forebay.sqlfiles.render_queries, which
 -- fills the placeholders once: {columns} (a job's columns, in the order of
 -- forebay.backends.rows.COLUMNS), {jobs} (the jobs joined with their payloads), {filter}
--- (the shared filter section) and {append_error} (the errors history with one more entry).
+-- (the shared filter section), {append_error} (the errors history with one more entry),
+-- {linked} (whether a job has links its finish must follow) and {run_columns} (a run's
+-- columns, its unfinished jobs counted).
 -- Parameters are named (:name). Times are epoch seconds.
 
 -- name: append_error
@@ -31,6 +33,8 @@ DROP TABLE IF EXISTS forebay_jobs;
 DROP TABLE IF EXISTS forebay_payloads;
 DROP TABLE IF EXISTS forebay_schedules;
 DROP TABLE IF EXISTS forebay_queues;
+DROP TABLE IF EXISTS forebay_runs;
+DROP TABLE IF EXISTS forebay_deps;
 DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
@@ -46,6 +50,26 @@ SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
        json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
        json_extract(j.value, '$[8]')
+FROM json_each(:jobs) AS j
+WHERE true
+ORDER BY j.key
+ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: insert_linked_jobs
+-- as insert_jobs, for jobs with links: each array goes on with [state, after_ids,
+-- after_policy, webhook, parent_id, finished_at, error, error_type]
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
+                          max_attempts, timeout_s, state, after_ids, after_policy, webhook,
+                          parent_id, finished_at, error, error_type)
+SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
+       json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
+       json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
+       json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
+       json_extract(j.value, '$[8]'), json_extract(j.value, '$[9]'),
+       json_extract(j.value, '$[10]'), json_extract(j.value, '$[11]'),
+       json_extract(j.value, '$[12]'), json_extract(j.value, '$[13]'),
+       json_extract(j.value, '$[14]'), json_extract(j.value, '$[15]'),
+       json_extract(j.value, '$[16]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -77,7 +101,7 @@ SELECT {columns} FROM {jobs} WHERE j.queue = ? AND j.key = ?
 -- name: depth
 SELECT COUNT(*) FROM (
     SELECT 1 FROM forebay_jobs
-    WHERE queue = :queue AND state IN ('queued', 'running')
+    WHERE queue = :queue AND state IN ('waiting', 'queued', 'running')
     LIMIT :cap
 )
 
@@ -110,6 +134,19 @@ ORDER BY j.priority DESC, j.run_at, j.id
 SELECT json_group_array(id) FROM forebay_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_token = :token AND state = 'running'
 
+-- name: holding_linked
+-- as holding, and which of those have links a finish must follow (a run, a webhook, waiting
+-- children), as a second JSON array: for most jobs one probe of an empty index
+SELECT json_group_array(id),
+       json_group_array(id) FILTER (WHERE {linked})
+FROM forebay_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_token = :token AND state = 'running'
+
+-- name: linked
+-- whether the job in forebay_jobs has links a finish must follow (RETURNING and FILTER use it)
+(run_id IS NOT NULL OR webhook IS NOT NULL
+ OR EXISTS (SELECT 1 FROM forebay_deps AS d WHERE d.parent_id = forebay_jobs.id))
+
 -- name: extend
 -- :ids are held (see holding), as a JSON array
 UPDATE forebay_jobs SET lease_expires_at = :expires, updated_at = :now
@@ -133,6 +170,7 @@ UPDATE forebay_jobs
 SET state = 'completed', finished_at = ?, updated_at = ?, result = ?,
     lease_token = NULL, lease_expires_at = NULL, progress = 100, error = NULL, error_type = NULL
 WHERE id = ? AND lease_token = ? AND state = 'running'
+RETURNING {linked}
 
 -- name: retry
 UPDATE forebay_jobs
@@ -147,6 +185,7 @@ SET state = 'dead', error = :error, error_type = :error_type, finished_at = :now
     updated_at = :now, errors = {append_error},
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING {linked}
 
 -- name: defer
 UPDATE forebay_jobs
@@ -175,8 +214,8 @@ WHERE state = 'running' AND lease_expires_at < :now
 UPDATE forebay_jobs
 SET state = 'cancelled', finished_at = :now, updated_at = :now,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('queued', 'running')
-RETURNING id
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('waiting', 'queued', 'running')
+RETURNING id, {linked}
 
 -- name: filter
 -- shared WHERE clause of listings, replay and purge (appended to their statements)
@@ -193,6 +232,7 @@ UPDATE forebay_jobs
 SET state = 'queued', run_at = :now, updated_at = :now, finished_at = NULL,
     attempt = 0, deliveries = 0, defers = 0, progress = NULL, progress_message = NULL
 WHERE state = 'dead' AND {filter}
+RETURNING run_id
 
 -- name: count_dead
 SELECT COUNT(*) FROM forebay_jobs WHERE state = 'dead' AND {filter}
@@ -314,12 +354,112 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
 RETURNING id
 
 -- name: cancel_where
--- the shared filter's :state is 'queued', 'running' or NULL (both)
+-- the shared filter's :state is 'waiting', 'queued', 'running' or NULL (all three)
 UPDATE forebay_jobs
 SET state = 'cancelled', finished_at = :now, updated_at = :now,
     lease_token = NULL, lease_expires_at = NULL
-WHERE state IN ('queued', 'running') AND {filter}
-RETURNING id
+WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+RETURNING id, {linked}
 
 -- name: count_cancellable
-SELECT COUNT(*) FROM forebay_jobs WHERE state IN ('queued', 'running') AND {filter}
+SELECT COUNT(*) FROM forebay_jobs WHERE state IN ('waiting', 'queued', 'running') AND {filter}
+
+-- name: prune_runs
+-- completed runs past their retention (their jobs are pruned as any job)
+DELETE FROM forebay_runs WHERE id IN (
+    SELECT id FROM forebay_runs WHERE state = 'completed' AND completed_at < :runs_before
+    LIMIT :limit
+)
+
+-- name: finished_links
+-- what the finish of the jobs :ids (a JSON array) must follow: each one's final state for its
+-- run and its webhook
+SELECT id, queue, state, key, run_id, attempt, error, error_type, result, finished_at, webhook
+FROM forebay_jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id
+
+-- name: take_children
+-- the waiting children of the parents :ids, whose rows go (each parent finishes once)
+DELETE FROM forebay_deps WHERE parent_id IN (SELECT value FROM json_each(:ids))
+RETURNING parent_id, child_id
+
+-- name: waiting_child
+-- a child still waiting, and how many of its parents are unfinished
+SELECT j.after_policy,
+       (SELECT COUNT(*) FROM forebay_jobs AS p
+        WHERE p.id IN (SELECT value FROM json_each(j.after_ids))
+          AND p.state IN ('waiting', 'queued', 'running'))
+FROM forebay_jobs AS j WHERE j.id = :id AND j.state = 'waiting'
+
+-- name: release_child
+UPDATE forebay_jobs SET state = 'queued', updated_at = :now
+WHERE id = :id AND state = 'waiting'
+RETURNING queue
+
+-- name: fail_child
+-- a waiting child whose parent ended dead or cancelled (after_policy 'completed')
+UPDATE forebay_jobs
+SET state = 'cancelled', finished_at = :now, updated_at = :now, error = :error,
+    error_type = :error_type
+WHERE id = :id AND state = 'waiting'
+
+-- name: parents
+-- the state of each of the jobs :ids (a JSON array) that exists
+SELECT id, state FROM forebay_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: insert_deps
+-- :deps is a JSON array of [parent id, child id]
+INSERT INTO forebay_deps (parent_id, child_id)
+SELECT json_extract(d.value, '$[0]'), json_extract(d.value, '$[1]') FROM json_each(:deps) AS d
+WHERE true
+ON CONFLICT DO NOTHING
+
+-- name: job_run
+-- the running job :id's run (the parent that lets a job join a sealed run)
+SELECT run_id FROM forebay_jobs WHERE id = :id AND state = 'running'
+
+-- name: run_state
+SELECT state FROM forebay_runs WHERE id = :id
+
+-- name: run_joined
+-- :total jobs joined the run (those stored cancelled then finish as any job)
+UPDATE forebay_runs SET total = total + :total WHERE id = :id
+
+-- name: run_finished
+-- jobs of a run finished; answers whether that was its last
+UPDATE forebay_runs
+SET completed = completed + :completed, dead = dead + :dead, cancelled = cancelled + :cancelled
+WHERE id = :id
+RETURNING state, total, completed + dead + cancelled
+
+-- name: run_replayed
+-- dead jobs of a run went back to queued
+UPDATE forebay_runs SET dead = dead - :n WHERE id = :id
+
+-- name: complete_run
+-- a sealed run all of whose jobs finished; what its completion jobs say
+UPDATE forebay_runs SET state = 'completed', completed_at = :now
+WHERE id = :id AND state = 'sealed'
+RETURNING id, name, key, meta, on_complete, webhook, total, completed, dead, cancelled,
+          created_at, sealed_at, completed_at
+
+-- name: insert_run
+-- a new open run; nothing when a run has its key
+INSERT INTO forebay_runs (id, name, key, meta, on_complete, webhook, created_at)
+VALUES (:id, :name, :key, :meta, :on_complete, :webhook, :now)
+ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: seal_run
+UPDATE forebay_runs SET state = 'sealed', sealed_at = :now WHERE id = :id AND state = 'open'
+RETURNING total, completed + dead + cancelled
+
+-- name: get_run
+SELECT {run_columns} FROM forebay_runs AS r WHERE r.id = :id
+
+-- name: run_by_key
+SELECT {run_columns} FROM forebay_runs AS r WHERE r.key = :key
+
+-- name: list_runs
+SELECT {run_columns} FROM forebay_runs AS r
+WHERE (:state IS NULL OR r.state = :state) AND (:before_id IS NULL OR r.id < :before_id)
+ORDER BY r.id DESC
+LIMIT :limit
