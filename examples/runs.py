@@ -25,6 +25,9 @@ async def crawl(job: Job) -> None:
             await job.enqueue("pages", {"url": f"{page['url']}/{i}", "depth": page["depth"] + 1})
 
 
+announced = asyncio.Event()
+
+
 @app.handler("crawl-done")
 async def crawl_done(job: Job) -> None:
     """The run's completion job: exactly one, with the run's summary as its payload."""
@@ -34,6 +37,7 @@ async def crawl_done(job: Job) -> None:
         f"{summary['name']} complete: {summary['total']} pages, {summary['completed']} "
         f"completed, {summary['dead']} dead, {summary['cancelled']} cancelled"
     )
+    announced.set()
 
 
 steps: list[str] = []
@@ -52,7 +56,7 @@ async def crawl_three_sites() -> None:
     for site in ("a.example", "b.example", "c.example"):
         await app.enqueue("pages", {"url": f"https://{site}", "depth": 0}, run=run.id)
     await app.seal_run(run.id)  # no more sites; the pages' own links still join
-    await app.run_worker(burst=True)  # runs the pages, their links, then the completion job
+    await asyncio.wait_for(announced.wait(), timeout=60)  # the worker runs the completion job
     done = await app.get_run(run.id)
     print(f"run {done.state}: {done.completed} + {done.dead} + {done.cancelled} == {done.total}")
 
@@ -63,14 +67,20 @@ async def diamond() -> None:
     c = await app.enqueue("steps", {"name": "C"}, after=[a.id])
     d = await app.enqueue("steps", {"name": "D"}, after=[b.id, c.id])
     print(f"D is {d.state} for jobs {', '.join(map(str, d.after))}")
-    await app.run_worker(burst=True)
+    await app.wait(d.id, timeout_s=60)
     print(f"ran {steps[0]}, then {' and '.join(sorted(steps[1:3]))}, then {steps[3]}")
 
 
 async def demo() -> None:
     async with app:
-        await crawl_three_sites()
-        await diamond()
+        worker = app.worker()  # every handled queue, until stopped
+        running = asyncio.create_task(worker.run())
+        try:
+            await crawl_three_sites()
+            await diamond()
+        finally:
+            worker.stop()  # graceful: returns once it has let go of everything
+            await running
 
 
 if __name__ == "__main__":

@@ -192,7 +192,9 @@ async def test_the_openapi_document_describes_runs_and_links(app: Forebay) -> No
     paths = doc["paths"]
     assert {"get", "post"} <= set(paths["/v1/runs"])
     assert "get" in paths["/v1/runs/{run_id}"] and "post" in paths["/v1/runs/{run_id}/seal"]
-    job_in = paths[JOBS]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    job_in = paths["/v1/queues/{queue}/jobs"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     fields = job_in["oneOf"][0]["properties"]
     assert {"run", "after", "after_policy", "webhook"} <= set(fields)
     states = paths["/v1/runs"]["get"]["parameters"]

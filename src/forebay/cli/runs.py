@@ -200,7 +200,7 @@ async def _watch(app: Forebay, run_id: str, interval_s: float) -> Run:
         async with app:
             found = await app.get_run(run_id)
             with _progress() as progress:
-                task = progress.add_task(_label(found), total=found.total or None)
+                task = progress.add_task(_label(found), total=found.total or None, counts="")
                 while True:
                     _draw(progress, task, found)
                     if found.state is RunState.COMPLETED or stop.is_set():
