@@ -255,6 +255,16 @@ async def test_a_failed_parent_cancels_its_children_down_the_chain(
     assert counts.cancelled == 3 + (how == "cancelled")
 
 
+async def test_a_waiter_sees_a_child_cancelled_for_its_parent(backend: Backend) -> None:
+    a = await one(backend)
+    b = await one(backend, after=[a.id])
+    c = await one(backend, after=[b.id])
+    waiters = [asyncio.create_task(backend.wait_for_finish(j.id, timeout_s=30)) for j in (b, c)]
+    await finish(backend, a.id, "dead")
+    for waited in await asyncio.gather(*waiters):
+        assert waited is not None and waited.state is JobState.CANCELLED
+
+
 async def test_cancel_where_cancels_failed_parents_children(backend: Backend) -> None:
     a = await one(backend, queue="p")
     b = await one(backend, after=[a.id])

@@ -28,6 +28,7 @@ from forebay.runs import (
     run_summary,
     webhook_payload,
 )
+from forebay.testing import drain
 
 WORKER = "test-worker"
 HOOK = "https://hooks.example.com/runs"
@@ -561,3 +562,35 @@ async def test_the_worker_prunes_completed_runs_with_its_completed_retention(
     assert [r.id for r in await app.list_runs()] == [opened.id]
     with pytest.raises(RunNotFound):
         await app.get_run(done.id)
+
+
+# -- through the app and a worker ----------------------------------------------------------
+async def test_a_handler_fans_out_into_its_sealed_run(app: Forebay) -> None:
+    summaries: list[object] = []
+
+    @app.handler("split")
+    async def split(job: Job) -> None:
+        for i in range(3):
+            await job.enqueue("part", {"i": i})
+
+    @app.handler("part")
+    async def part(job: Job) -> int:
+        return int(job.payload["i"])  # type: ignore[call-overload,index]
+
+    @app.handler("done")
+    async def done(job: Job) -> None:
+        summaries.append(job.payload)
+
+    run = await app.start_run(name="fan", on_complete="done")
+    await app.enqueue("split", {}, run=run.id)
+    await app.seal_run(run.id)
+    # a burst worker's lane ends once its own queue is idle: one queue after the other
+    for queue in ("split", "part", "done"):
+        await drain(app, [queue])
+    finished = await app.get_run(run.id)
+    assert finished.state is RunState.COMPLETED
+    assert (finished.total, finished.completed, finished.unfinished) == (4, 4, 0)
+    [summary] = summaries
+    assert_same_summary(summary, summary_of(finished))
+    parts = await app.backend.list_jobs(JobFilter(queue="part"))
+    assert len(parts) == 3 and all(p.run_id == run.id and p.parent_id for p in parts)

@@ -127,3 +127,84 @@ async def test_dead_pages_cross_an_instant_whose_microseconds_round_two_ways(
         assert seen == sorted((j.id for j in leased), reverse=True)
     finally:
         await store.close()
+
+
+def _store_before(path: Path, version: int) -> None:
+    """An empty job store as the migrations before ``version`` left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(
+            "CREATE TABLE forebay_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for number, name, sql in migration_files("forebay.backends.sqlite"):
+            if number >= version:
+                break
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO forebay_migrations VALUES (?, ?, ?)", (number, name, 0.0))
+    finally:
+        conn.close()
+
+
+def _schema(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'forebay_jobs'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {name: sql for name, sql in rows}
+
+
+async def test_the_jobs_table_rebuilt_for_the_waiting_state_keeps_jobs_ids_and_indexes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    _store_before(path, 8)
+    before = _schema(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        now = time.time()
+        for i, state in enumerate(["queued", "completed", "dead", "queued"], start=1):
+            finished = None if state == "queued" else now
+            conn.execute(
+                "INSERT INTO forebay_jobs (queue, state, key, run_at, created_at, updated_at,"
+                " finished_at, run_id) VALUES ('old', ?, ?, ?, ?, ?, ?, 'free text')",
+                (state, f"k{i}", now, now, now, finished),
+            )
+            conn.execute("INSERT INTO forebay_payloads VALUES (?, ?)", (i, f'{{"i":{i}}}'))
+        conn.execute("DELETE FROM forebay_jobs WHERE id = 4")  # the counter stays at 4
+    finally:
+        conn.close()
+
+    store = SQLiteBackend(path)
+    await store.open()
+    try:
+        assert store.applied_on_open == ["0008_runs.sql"]
+        old = sorted(await store.list_jobs(JobFilter(queue="old")), key=lambda j: j.id)
+        assert [(j.id, j.state.value, j.key, j.payload) for j in old] == [
+            (1, "queued", "k1", {"i": 1}),
+            (2, "completed", "k2", {"i": 2}),
+            (3, "dead", "k3", {"i": 3}),
+        ]
+        assert old[0].run_id == "free text"
+        [parent] = await store.enqueue([NewJob.create("new", {})])
+        assert parent.id == 5  # never an id a deleted job had
+        [child] = await store.enqueue([NewJob.create("new", {}, after=[parent.id])])
+        assert child.state.value == "waiting"
+        # every index and the payload trigger are there again, and one index more
+        after = _schema(path)
+        assert set(after) == set(before) | {"forebay_jobs_run_state"}
+        for name in set(before) - {"forebay_jobs"}:
+            assert after[name] == before[name], name
+        await store.prune(PruneSpec(now + 1, now + 1, now + 1, queue="old"))
+        conn = sqlite3.connect(path)
+        try:
+            payloads = conn.execute("SELECT job_id FROM forebay_payloads ORDER BY 1").fetchall()
+        finally:
+            conn.close()
+        assert payloads == [(1,), (5,), (6,)]
+    finally:
+        await store.close()

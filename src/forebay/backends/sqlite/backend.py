@@ -1,7 +1,7 @@
 """The SQLite backend: an embedded file, zero setup, safe for several processes on one machine.
 
-One module (~650 lines) on purpose: it is one concern, every transition of the Backend
-Protocol on one engine, and splitting it by transition would scatter the writer's rules.
+One module on purpose: it is one concern, every transition of the Backend Protocol on one
+engine, and splitting it by transition would scatter the writer's rules.
 
 * WAL journal, ``synchronous=FULL`` by default: a committed job survives power loss.
   (``?synchronous=NORMAL`` in the URL trades that for speed: survives a process crash, not an
@@ -352,6 +352,12 @@ class SQLiteBackend:
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
+    def _follow(self, effects: _Effects) -> None:
+        """Once committed: wake the workers of the queues that got due jobs, and the waiters
+        of the jobs finished along a finish's links."""
+        self._wake(effects.queues)
+        self._announce_finished(effects.finished)
+
     def _wake(self, queues: Iterable[str]) -> None:
         for name in queues:
             event = self._local_wakeup.get(name)
@@ -372,8 +378,8 @@ class SQLiteBackend:
         op = _Enqueue(list(jobs), max_depth or {})
         result: list[Job] = await self._write(op)
         self._wake({j.queue for j in op.jobs})
-        if op.wake:
-            self._wake(op.wake)
+        if op.effects:
+            self._follow(op.effects)
         return result
 
     # -- running --------------------------------------------------------------------------
@@ -492,7 +498,7 @@ class SQLiteBackend:
         links are followed in the same operation (see :func:`_finished`)."""
         if not leases:
             return []
-        wake: set[str] = set()
+        effects = _Effects()
         holding = Q["holding_linked"] if finish else Q["holding"]
         pieces: list[list[tuple[str, list[int]]]] = []
         for start in range(0, len(leases), _ROWS_PER_OP):
@@ -511,7 +517,7 @@ class SQLiteBackend:
                 if held != "[]":
                     conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
                 if finish and found[1] != "[]":
-                    _finished(conn, json.loads(found[1]), now, wake)
+                    _finished(conn, json.loads(found[1]), now, effects)
                 if held != asked:
                     done = set(json.loads(held))
                     refused.extend(i for i in ids if i not in done)
@@ -520,8 +526,8 @@ class SQLiteBackend:
         refused: list[int] = []
         for piece in pieces:
             refused.extend(await self._write(functools.partial(op, piece=piece)))
-        if wake:
-            self._wake(wake)
+        if effects:
+            self._follow(effects)
         return refused
 
     async def _settle(
@@ -537,7 +543,7 @@ class SQLiteBackend:
         followed in the same operation (see :func:`_finished`)."""
         if not leases:
             return []
-        wake: set[str] = set()
+        effects = _Effects()
 
         def op(conn: sqlite3.Connection) -> list[int]:
             refused = []
@@ -556,12 +562,12 @@ class SQLiteBackend:
                 elif row[0]:
                     linked.append(lease.job_id)
             if linked:
-                _finished(conn, linked, now, wake)
+                _finished(conn, linked, now, effects)
             return refused
 
         refused = await self._write(op)
-        if wake:
-            self._wake(wake)
+        if effects:
+            self._follow(effects)
         return refused
 
     async def reclaim_expired(self, *, now: float | None = None) -> int:
@@ -576,17 +582,17 @@ class SQLiteBackend:
             return []
         payload = json.dumps([int(i) for i in ids])
 
-        wake: set[str] = set()
+        effects = _Effects()
 
         def op(conn: sqlite3.Connection) -> list[int]:
             now = time.time()
             rows = conn.execute(Q["cancel"], {"now": now, "ids": payload}).fetchall()
-            _finished(conn, [r[0] for r in rows if r[1]], now, wake)
+            _finished(conn, [r[0] for r in rows if r[1]], now, effects)
             return sorted(r[0] for r in rows)
 
         cancelled = await self._write(op)
         self._announce_finished(cancelled)
-        self._wake(wake)
+        self._follow(effects)
         return cancelled
 
     async def replay(self, where: JobFilter, *, dry_run: bool = False) -> int:
@@ -828,16 +834,16 @@ class SQLiteBackend:
             return int(
                 await self._read(lambda c: c.execute(Q["count_cancellable"], params).fetchone()[0])
             )
-        wake: set[str] = set()
+        effects = _Effects()
 
         def op(conn: sqlite3.Connection) -> list[int]:
             rows = conn.execute(Q["cancel_where"], params).fetchall()
-            _finished(conn, [r[0] for r in rows if r[1]], params["now"], wake)
+            _finished(conn, [r[0] for r in rows if r[1]], params["now"], effects)
             return [r[0] for r in rows]
 
         cancelled = await self._write(op)
         self._announce_finished(cancelled)
-        self._wake(wake)
+        self._follow(effects)
         return len(cancelled)
 
     # -- runs ---------------------------------------------------------------------------------
@@ -859,18 +865,18 @@ class SQLiteBackend:
         return await self._write(op)
 
     async def seal_run(self, run_id: str) -> Run | None:
-        wake: set[str] = set()
+        effects = _Effects()
 
         def op(conn: sqlite3.Connection) -> Run | None:
             now = time.time()
             sealed = conn.execute(Q["seal_run"], {"id": run_id, "now": now}).fetchone()
             if sealed is not None and sealed[0] == sealed[1]:
-                _complete_run(conn, run_id, now, wake)
+                _complete_run(conn, run_id, now, effects)
             row = conn.execute(Q["get_run"], {"id": run_id}).fetchone()
             return None if row is None else _run(row)
 
         run = await self._write(op)
-        self._wake(wake)
+        self._follow(effects)
         return run
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -952,16 +958,30 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+class _Effects:
+    """What following finished jobs' links did, for the caller to announce once committed:
+    the queues that got due jobs, and the jobs finished on the way (cancelled children)."""
+
+    __slots__ = ("finished", "queues")
+
+    def __init__(self) -> None:
+        self.queues: set[str] = set()
+        self.finished: list[int] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.queues or self.finished)
+
+
 class _Enqueue(Mergeable):
     """One caller's enqueue; concurrent callers' enqueues merge into one insert."""
 
-    __slots__ = ("jobs", "max_depth", "wake")
+    __slots__ = ("effects", "jobs", "max_depth")
 
     def __init__(self, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
         self.jobs = jobs
         self.max_depth = max_depth
-        self.wake: set[str] = set()
-        """Queues besides the jobs' own that got jobs (webhook deliveries)."""
+        self.effects = _Effects()
+        """What the jobs' links did besides (webhook deliveries of jobs stored cancelled)."""
 
     @staticmethod
     def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
@@ -972,26 +992,26 @@ class _Enqueue(Mergeable):
             _check_depth(conn, op.jobs, _tighter(caps, op.max_depth), incoming)
             for j in op.jobs:
                 incoming[j.queue] = incoming.get(j.queue, 0) + 1
-        wake: set[str] = set()
-        stored = _insert(conn, [j for op in ops for j in op.jobs], wake)
+        effects = _Effects()
+        stored = _insert(conn, [j for op in ops for j in op.jobs], effects)
         out, start = [], 0
         for op in ops:
-            op.wake = wake
+            op.effects = effects
             out.append(stored[start : start + len(op.jobs)])
             start += len(op.jobs)
         return out
 
 
 def _insert(
-    conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str] | None = None
+    conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effects | None = None
 ) -> list[Job]:
     """Store ``jobs`` in a few statements whatever their number (see ``_ROWS_PER_OP``): one
     insert of them all, keyed ones whose key is taken skipped, then one read of the new ids.
     Jobs with links (a run, parents, a webhook, a parent job) take :func:`_insert_linked`;
-    ``wake`` gets the queues it stores more jobs on."""
+    ``effects`` gets what following their links did."""
     for job in jobs:
         if job.run_id is not None or job.after or job.webhook is not None or job.parent_id:
-            return _insert_linked(conn, jobs, set() if wake is None else wake)
+            return _insert_linked(conn, jobs, _Effects() if effects is None else effects)
     now = time.time()
     if len(jobs) == 1 and jobs[0].key is None:
         row = conn.execute(Q["insert_job_returning"], _row(jobs[0], now)).fetchone()
@@ -1042,7 +1062,7 @@ def _store(
     ]
 
 
-def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str]) -> list[Job]:
+def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effects) -> list[Job]:
     """Store jobs some of which have links (see the Backend's ``enqueue``): their runs must
     take them and their parents exist (else the whole call is refused); each is stored
     waiting, queued or, when a parent already failed, cancelled, which is a finish."""
@@ -1088,7 +1108,7 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], wake: set[str])
     for run_id, n in sorted(joined.items()):
         conn.execute(Q["run_joined"], {"id": run_id, "total": n})
     if failed:
-        _finished(conn, failed, now, wake)
+        _finished(conn, failed, now, effects)
     return stored
 
 
@@ -1139,31 +1159,33 @@ def _initial_state(job: NewJob, parents: dict[int, str]) -> tuple[JobState, str 
     return (JobState.WAITING if waits else JobState.QUEUED), None
 
 
-def _finished(conn: sqlite3.Connection, ids: list[int], now: float, wake: set[str]) -> None:
+def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Effects) -> None:
     """Follow the links of jobs that just finished, in the operation that finished them:
     their runs' counts (and completion), their webhooks, their waiting children (released, or
-    cancelled, which are finishes in turn: followed the same way, down the chain). ``wake``
-    gets the queues that got due jobs."""
+    cancelled, which are finishes in turn: followed the same way, down the chain), noted in
+    ``effects``."""
     while ids:
-        rows = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchall()
-        deliveries = [_job_webhook(row) for row in rows if row[10] is not None]
+        found = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchone()[0]
+        rows = jsonio.loads(found)
+        deliveries = [_job_webhook(row) for row in rows if row[3] is not None]
         if deliveries:
             _insert(conn, deliveries)
-            wake.add(WEBHOOK_QUEUE)
+            effects.queues.add(WEBHOOK_QUEUE)
         per_run: dict[str, dict[str, int]] = {}
         for row in rows:
-            if row[4] is not None:
-                counts = per_run.setdefault(row[4], {"completed": 0, "dead": 0, "cancelled": 0})
-                counts[row[2]] += 1
+            if row[2] is not None:
+                counts = per_run.setdefault(row[2], {"completed": 0, "dead": 0, "cancelled": 0})
+                counts[row[1]] += 1
         for run_id, counts in sorted(per_run.items()):
             ended = conn.execute(Q["run_finished"], counts | {"id": run_id}).fetchone()
             if ended is not None and ended[0] == RunState.SEALED and ended[1] == ended[2]:
-                _complete_run(conn, run_id, now, wake)
-        ids = _children_done(conn, {row[0]: row[2] for row in rows}, now, wake)
+                _complete_run(conn, run_id, now, effects)
+        ids = _children_done(conn, {row[0]: row[1] for row in rows}, now, effects)
+        effects.finished.extend(ids)
 
 
 def _children_done(
-    conn: sqlite3.Connection, ended: dict[int, str], now: float, wake: set[str]
+    conn: sqlite3.Connection, ended: dict[int, str], now: float, effects: _Effects
 ) -> list[int]:
     """The waiting children of the parents that ``ended`` (id: final state): each is queued
     once no parent is unfinished, or cancelled when a parent failed and its policy is
@@ -1185,13 +1207,14 @@ def _children_done(
             conn.execute(Q["fail_child"], params)
             cancelled.append(child)
         elif unfinished == 0:
-            wake.add(conn.execute(Q["release_child"], {"id": child, "now": now}).fetchone()[0])
+            released = conn.execute(Q["release_child"], {"id": child, "now": now}).fetchone()
+            effects.queues.add(released[0])
     return cancelled
 
 
 def _job_webhook(row: Sequence[Any]) -> NewJob:
-    """The delivery job of a finished job's webhook (a row of ``finished_links``)."""
-    job_id, queue, state, key, run_id, attempt, error, error_type, result, finished_at, url = row
+    """The delivery job of a finished job's webhook (an entry of ``finished_links``)."""
+    job_id, state, run_id, url, queue, key, attempt, error, error_type, result, finished_at = row
     data = job_summary(
         job_id=job_id,
         queue=queue,
@@ -1202,14 +1225,14 @@ def _job_webhook(row: Sequence[Any]) -> NewJob:
         error=error,
         error_type=error_type,
         result=None if result is None else jsonio.loads(result),
-        finished_at=finished_at,
+        finished_at=float(finished_at),
     )
     return NewJob.create(
         WEBHOOK_QUEUE, webhook_payload(url, JOB_WEBHOOK_TYPES[state], data), parsed=True
     )
 
 
-def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, wake: set[str]) -> None:
+def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, effects: _Effects) -> None:
     """A sealed run whose jobs all finished completes, and its completion jobs are stored
     (idempotent by key; no max_depth refuses them)."""
     row = conn.execute(Q["complete_run"], {"id": run_id, "now": now}).fetchone()
@@ -1237,7 +1260,7 @@ def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, wake: set[s
         jobs.append(NewJob.create(WEBHOOK_QUEUE, hook, key=f"run:{run_id}:webhook", parsed=True))
     if jobs:
         _insert(conn, jobs)
-        wake.update(job.queue for job in jobs)
+        effects.queues.update(job.queue for job in jobs)
 
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
