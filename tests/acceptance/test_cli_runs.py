@@ -127,6 +127,9 @@ def test_a_job_waits_for_its_parents_and_shows_as_waiting(cli: Cli) -> None:
 
     waiting = cli.json("jobs", "--state", "waiting")
     assert [j["id"] for j in waiting] == [child["id"], parent + 1]
+    listed = cli.ok("jobs", "--state", "waiting").splitlines()
+    assert listed[1].split()[2] == "waiting"
+    assert listed[1].rstrip().endswith(f"after {parent}, {parent + 1}")
     [counts] = cli.json("stats")
     assert (counts["waiting"], counts["queued"]) == (2, 1)
     table = cli.ok("stats").splitlines()

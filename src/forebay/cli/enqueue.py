@@ -71,7 +71,7 @@ class _JobOptions:
     delay_s: float | None = None
     max_attempts: int | None = None
     timeout_s: float | None = None
-    links: _Links = field(default_factory=lambda: _Links())
+    links: _Links = field(default_factory=_Links)
     models: Mapping[str, PayloadModel] = field(default_factory=dict)
     """The payload models of the ``--app`` (checked before anything is stored)."""
 

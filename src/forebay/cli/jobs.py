@@ -107,13 +107,14 @@ async def _list(app: Forebay, where: JobFilter, limit: int, before_id: int | Non
 
 
 def jobs_table(found: Sequence[Job]) -> Table:
-    """One row per job; the last column is the progress of a running job, else its last error."""
+    """One row per job; the last column is the progress of a running job, the parents of a
+    waiting one, else its last error."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("id", "queue", "state", "attempt", "priority", "key", "updated"):
         table.add_column(name, no_wrap=name != "key", justify="right" if name == "id" else "left")
     table.add_column("progress / error", overflow="ellipsis", no_wrap=True, max_width=60)
     for j in found:
-        detail = _progress(j) if j.state == JobState.RUNNING else (j.error or "")
+        detail = _detail(j)
         table.add_row(
             str(j.id),
             j.queue,
@@ -125,6 +126,14 @@ def jobs_table(found: Sequence[Job]) -> Table:
             Text(detail.splitlines()[0] if detail else ""),
         )
     return table
+
+
+def _detail(j: Job) -> str:
+    if j.state is JobState.RUNNING:
+        return _progress(j)
+    if j.state is JobState.WAITING:
+        return "after " + ", ".join(map(str, j.after))
+    return j.error or ""
 
 
 def _progress(j: Job) -> str:
