@@ -584,7 +584,7 @@ async def test_a_handler_fans_out_into_its_sealed_run(app: Forebay) -> None:
     run = await app.start_run(name="fan", on_complete="done")
     await app.enqueue("split", {}, run=run.id)
     await app.seal_run(run.id)
-    # a burst worker's lane ends once its own queue is idle: one queue after the other
+    # each queue in turn: what one drains was enqueued by the one before
     for queue in ("split", "part", "done"):
         await drain(app, [queue])
     finished = await app.get_run(run.id)

@@ -151,9 +151,11 @@ Q = render_queries(
         "columns": ", ".join(("p." if name == "payload" else "j.") + name for name in COLUMNS),
         "jobs": "forebay_jobs AS j JOIN forebay_payloads AS p ON p.job_id = j.id",
         # A run's columns in the order of forebay.runs.run_from_values; its unfinished jobs
-        # are counted through forebay_jobs_run_state.
+        # are counted through forebay_jobs_run_state (whose WHERE the query repeats, for
+        # SQLite to see that the partial index applies).
         "run_columns": ", ".join(
-            f"(SELECT COUNT(*) FROM forebay_jobs WHERE run_id = r.id AND state = '{name}')"
+            "(SELECT COUNT(*) FROM forebay_jobs WHERE run_id = r.id"
+            f" AND state IN ('waiting', 'queued', 'running') AND state = '{name}')"
             if name in _UNFINISHED
             else f"r.{name}"
             for name in _RUN_FIELDS
@@ -510,6 +512,7 @@ class SQLiteBackend:
         def op(conn: sqlite3.Connection, piece: list[tuple[str, list[int]]]) -> list[int]:
             now = time.time()
             refused: list[int] = []
+            linked: list[int] = []
             for token, ids in piece:
                 asked = json.dumps(sorted(ids), separators=(",", ":"))
                 found = conn.execute(holding, {"token": token, "ids": asked}).fetchone()
@@ -517,10 +520,12 @@ class SQLiteBackend:
                 if held != "[]":
                     conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
                 if finish and found[1] != "[]":
-                    _finished(conn, json.loads(found[1]), now, effects)
+                    linked.extend(json.loads(found[1]))
                 if held != asked:
                     done = set(json.loads(held))
                     refused.extend(i for i in ids if i not in done)
+            if linked:  # followed once for the piece, whatever the number of leases in it
+                _finished(conn, linked, now, effects)
             return refused
 
         refused: list[int] = []
@@ -1067,10 +1072,16 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
     take them and their parents exist (else the whole call is refused); each is stored
     waiting, queued or, when a parent already failed, cancelled, which is a finish."""
     _check_runs(conn, jobs)
-    parents = _parent_states(conn, jobs)
     now = time.time()
+    if not any(job.after or job.webhook is not None or job.parent_id for job in jobs):
+        # Jobs that only join a run: the plain insert stores run_id.
+        rows = [_row(job, now) for job in jobs]
+        stored = _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+        _join_runs(conn, stored)
+        return stored
+    parents = _parent_states(conn, jobs)
     states: list[JobState] = []
-    rows: list[tuple[Any, ...]] = []
+    rows = []
     for job in jobs:
         state, error = _initial_state(job, parents)
         states.append(state)
@@ -1089,13 +1100,10 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
         )
     stored = _store(conn, jobs, Q["insert_linked_jobs"], rows, now, states)
     deps: list[tuple[int, int]] = []
-    joined: dict[str, int] = {}
     failed: list[int] = []
     for i, kept in enumerate(stored):
         if not kept.created:
             continue
-        if kept.run_id is not None:
-            joined[kept.run_id] = joined.get(kept.run_id, 0) + 1
         if kept.state is JobState.WAITING:
             deps.extend((p, kept.id) for p in kept.after if parents[p] in _UNFINISHED)
         elif kept.state is JobState.CANCELLED:
@@ -1105,11 +1113,20 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
             )
     if deps:
         conn.execute(Q["insert_deps"], {"deps": jsonio.dumps(deps)})
-    for run_id, n in sorted(joined.items()):
-        conn.execute(Q["run_joined"], {"id": run_id, "total": n})
+    _join_runs(conn, stored)
     if failed:
         _finished(conn, failed, now, effects)
     return stored
+
+
+def _join_runs(conn: sqlite3.Connection, stored: list[Job]) -> None:
+    """Count the jobs just stored (not those found by their key) into their runs' totals."""
+    joined: dict[str, int] = {}
+    for job in stored:
+        if job.created and job.run_id is not None:
+            joined[job.run_id] = joined.get(job.run_id, 0) + 1
+    for run_id, n in sorted(joined.items()):
+        conn.execute(Q["run_joined"], {"id": run_id, "total": n})
 
 
 def _check_runs(conn: sqlite3.Connection, jobs: list[NewJob]) -> None:
@@ -1167,7 +1184,7 @@ def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Ef
     while ids:
         found = conn.execute(Q["finished_links"], {"ids": json.dumps(ids)}).fetchone()[0]
         rows = jsonio.loads(found)
-        deliveries = [_job_webhook(row) for row in rows if row[3] is not None]
+        deliveries = [_job_webhook(row) for row in rows if row[4] is not None]
         if deliveries:
             _insert(conn, deliveries)
             effects.queues.add(WEBHOOK_QUEUE)
@@ -1180,7 +1197,8 @@ def _finished(conn: sqlite3.Connection, ids: list[int], now: float, effects: _Ef
             ended = conn.execute(Q["run_finished"], counts | {"id": run_id}).fetchone()
             if ended is not None and ended[0] == RunState.SEALED and ended[1] == ended[2]:
                 _complete_run(conn, run_id, now, effects)
-        ids = _children_done(conn, {row[0]: row[1] for row in rows}, now, effects)
+        parents = {row[0]: row[1] for row in rows if row[3]}
+        ids = _children_done(conn, parents, now, effects) if parents else []
         effects.finished.extend(ids)
 
 
@@ -1214,7 +1232,7 @@ def _children_done(
 
 def _job_webhook(row: Sequence[Any]) -> NewJob:
     """The delivery job of a finished job's webhook (an entry of ``finished_links``)."""
-    job_id, state, run_id, url, queue, key, attempt, error, error_type, result, finished_at = row
+    job_id, state, run_id, _, url, queue, key, attempt, error, error_type, result, finished_at = row
     data = job_summary(
         job_id=job_id,
         queue=queue,

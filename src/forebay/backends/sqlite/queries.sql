@@ -373,13 +373,14 @@ DELETE FROM forebay_runs WHERE id IN (
 
 -- name: finished_links
 -- what the finish of the jobs :ids (a JSON array) must follow, as one JSON array (one row:
--- see _ROWS_PER_OP) of [id, state, run_id, webhook, and for a job with a webhook: queue, key,
--- attempt, error, error_type, result (JSON text), finished_at (as text: JSON would round it to
--- 15 digits)]
-SELECT json_group_array(CASE WHEN webhook IS NULL THEN json_array(id, state, run_id, NULL)
-       ELSE json_array(id, state, run_id, webhook, queue, key, attempt, error, error_type,
-                       result, printf('%!.17g', finished_at)) END)
-FROM (SELECT * FROM forebay_jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id)
+-- see _ROWS_PER_OP) of [id, state, run_id, whether children wait for it, webhook, and for a
+-- job with a webhook: queue, key, attempt, error, error_type, result (JSON text), finished_at
+-- (as text: JSON would round it to 15 digits)]
+SELECT json_group_array(CASE WHEN webhook IS NULL THEN json_array(id, state, run_id, parent, NULL)
+       ELSE json_array(id, state, run_id, parent, webhook, queue, key, attempt, error,
+                       error_type, result, printf('%!.17g', finished_at)) END)
+FROM (SELECT j.*, EXISTS (SELECT 1 FROM forebay_deps AS d WHERE d.parent_id = j.id) AS parent
+      FROM forebay_jobs AS j WHERE j.id IN (SELECT value FROM json_each(:ids)) ORDER BY j.id)
 
 -- name: take_children
 -- the waiting children of the parents :ids, whose rows go (each parent finishes once)

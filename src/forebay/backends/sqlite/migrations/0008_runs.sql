@@ -112,8 +112,10 @@ CREATE INDEX forebay_jobs_leases ON forebay_jobs (lease_expires_at) WHERE state 
 CREATE INDEX forebay_jobs_finished ON forebay_jobs (state, finished_at) WHERE finished_at IS NOT NULL;
 -- counts per queue and state, and pruning one queue's finished jobs by age
 CREATE INDEX forebay_jobs_queue_state ON forebay_jobs (queue, state, finished_at);
--- a run's unfinished jobs, counted at read; jobs without a run are not in it
-CREATE INDEX forebay_jobs_run_state ON forebay_jobs (run_id, state) WHERE run_id IS NOT NULL;
+-- a run's unfinished jobs, counted at read; jobs without a run, and finished jobs (counted on
+-- the run's row), are not in it
+CREATE INDEX forebay_jobs_run_state ON forebay_jobs (run_id, state)
+    WHERE run_id IS NOT NULL AND state IN ('waiting', 'queued', 'running');
 
 -- a payload goes with its job (pruning, purging)
 CREATE TRIGGER forebay_jobs_delete_payload AFTER DELETE ON forebay_jobs
