@@ -625,11 +625,12 @@ class Forebay:
         return await (await self.open()).cancel(job_ids)
 
     async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:
-        """Cancel every queued and running job that ``where`` matches; return how many were
-        (with ``dry_run``: would be) cancelled. ``where.state`` may be queued or running."""
-        if where.state not in (None, JobState.QUEUED, JobState.RUNNING):
+        """Cancel every waiting, queued and running job that ``where`` matches; return how
+        many were (with ``dry_run``: would be) cancelled. ``where.state`` may be waiting,
+        queued or running."""
+        if where.state not in (None, JobState.WAITING, JobState.QUEUED, JobState.RUNNING):
             raise ConfigError(
-                f"only queued or running jobs can be cancelled, not {where.state} ones"
+                f"only waiting, queued or running jobs can be cancelled, not {where.state} ones"
             )
         return await (await self.open()).cancel_where(where, dry_run=dry_run)
 

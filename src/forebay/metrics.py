@@ -14,7 +14,8 @@ name                                       type       labels              what
 ``forebay_jobs_resource_exhausted_total``  counter    queue, outcome      a command killed for
                                                                           memory (retried, dead)
 ``forebay_job_duration_seconds``           histogram  queue, outcome      time in the handler
-``forebay_queue_jobs``                     gauge      queue, state        jobs per state (also the
+``forebay_queue_jobs``                     gauge      queue, state        jobs per state (waiting
+                                                                          too; also the
                                                                           derived ``scheduled``,
                                                                           ``retrying``)
 ``forebay_queue_oldest_queued_age_seconds``gauge      queue               age of the oldest due job
@@ -64,7 +65,16 @@ __all__ = ["Metrics", "PrometheusObserver", "count_sink_writes_skipped"]
 
 _DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 _INTAKE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-_STATE_FIELDS = ("queued", "running", "completed", "dead", "cancelled", "scheduled", "retrying")
+_STATE_FIELDS = (
+    "waiting",
+    "queued",
+    "running",
+    "completed",
+    "dead",
+    "cancelled",
+    "scheduled",
+    "retrying",
+)
 
 _sink_skips: Tally[tuple[str, str]] = Tally()
 _sink_lock = threading.Lock()

@@ -440,8 +440,8 @@ def test_stats_counts_per_queue_and_state(sqlite_cli: Cli) -> None:
     assert (reports["dead"], reports["queued"]) == (1, 1)
     assert reports["oldest_queued_age_s"] >= 0
     table = cli.ok("stats").splitlines()
-    assert table[0].split()[:4] == ["queue", "queued", "scheduled", "retrying"]
-    assert table[-2].split()[:2] == ["total", "2"]
+    assert table[0].split()[:5] == ["queue", "waiting", "queued", "scheduled", "retrying"]
+    assert table[-2].split()[:3] == ["total", "0", "2"]
     assert table[-1].startswith("store: ")
 
 

@@ -159,7 +159,7 @@ async def test_known_query_parameters_still_work(app: Forebay) -> None:
             await client.get("/v1/jobs?state=queued&kee=h1"), 400, "invalid_request"
         )
         assert error["message"] == (
-            "unknown query parameter kee: /v1/jobs takes before_id, key, limit, queue, state"
+            "unknown query parameter kee: /v1/jobs takes before_id, key, limit, queue, run_id, state"
         )
         assert (await client.get("/v1/jobs?state=queued&limit=3")).status_code == 200
         asset = await client.get("/dashboard/app.js?v=0123abcd")

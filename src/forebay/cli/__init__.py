@@ -33,6 +33,7 @@ from forebay.cli import (
     labelstudio,
     migrate,
     queues,
+    runs,
     schedules,
     serve,
     stats,
@@ -77,6 +78,7 @@ cli.command("enqueue")(enqueue.enqueue)
 cli.command("jobs")(jobs.jobs)
 cli.command("job")(jobs.job)
 cli.command("cancel")(jobs.cancel)
+cli.add_typer(runs.runs, name="runs")
 cli.add_typer(dead.dead, name="dead")
 cli.add_typer(queues.queue, name="queue")
 cli.command("stats")(stats.stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,7 +39,24 @@ from forebay.job import (
 )
 from forebay.payloads import PayloadModel, validate_jobs
 
-__all__ = ["enqueue"]
+__all__ = ["AfterPolicy", "enqueue"]
+
+
+class AfterPolicy(enum.StrEnum):
+    """``--after-policy``: when a job with parents runs."""
+
+    COMPLETED = "completed"
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class _Links:
+    """A job's links to other things: its run, its parents, the URL told when it finishes."""
+
+    run: str | None = None
+    after: tuple[int, ...] = ()
+    after_policy: str = "completed"
+    webhook: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +71,7 @@ class _JobOptions:
     delay_s: float | None = None
     max_attempts: int | None = None
     timeout_s: float | None = None
+    links: _Links = field(default_factory=_Links)
     models: Mapping[str, PayloadModel] = field(default_factory=dict)
     """The payload models of the ``--app`` (checked before anything is stored)."""
 
@@ -66,6 +85,10 @@ class _JobOptions:
             delay=self.delay_s,
             max_attempts=self.max_attempts,
             timeout_s=self.timeout_s,
+            run=self.links.run,
+            after=self.links.after,
+            after_policy=self.links.after_policy,
+            webhook=self.links.webhook,
         )
         return validate_jobs([job], self.models)[0] if self.models else job
 
@@ -154,6 +177,33 @@ def enqueue(
             "its queue's.",
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run", metavar="RUN", help="Join this open run (forebay runs start gives one)."
+        ),
+    ] = None,
+    after: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            min=1,
+            help="Wait (state waiting) until this job finished; repeat for several parents.",
+        ),
+    ] = None,
+    after_policy: Annotated[
+        AfterPolicy,
+        typer.Option(
+            "--after-policy",
+            help="completed: run once every parent completed (a dead or cancelled one cancels "
+            "this job); always: once every parent finished, however it ended.",
+        ),
+    ] = AfterPolicy.COMPLETED,
+    webhook: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="An http(s) URL told the job's final state, signed."),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="With --file: jobs per transaction.")
     ] = 1000,
@@ -173,8 +223,18 @@ def enqueue(
         fail(f"--{str(exc).replace('_', '-', 1)}", EXIT_USAGE)
     app = make_app(url, app_ref)
     when = parse_time(run_at, "--run-at")
+    links = _Links(run_id, tuple(after or ()), str(after_policy), webhook)
     options = _JobOptions(
-        queue, key, key_field, priority, when, delay_s, max_attempts, timeout_s, app.payload_models
+        queue,
+        key,
+        key_field,
+        priority,
+        when,
+        delay_s,
+        max_attempts,
+        timeout_s,
+        links,
+        app.payload_models,
     )
     if file is None:
         assert payload is not None
@@ -220,8 +280,13 @@ def _print_job(job: Job, as_json: bool) -> None:
         return
     scheduled = job.run_at is not None and job.run_at > utcnow() and job.state == JobState.QUEUED
     when = f", runs at {format_time(job.run_at)}" if scheduled else ""
+    if job.state is JobState.WAITING:
+        when = f", after job{'s' if len(job.after) > 1 else ''} {', '.join(map(str, job.after))}"
+    run = f" in run {job.run_id}" if job.run_id else ""
     if job.created:
-        stdout().print(f"job {job.id} queued on {job.queue}{when} (created=true)", markup=False)
+        stdout().print(
+            f"job {job.id} {job.state} on {job.queue}{run}{when} (created=true)", markup=False
+        )
     else:
         stdout().print(
             f"job {job.id} on {job.queue} already exists with key {job.key}, "

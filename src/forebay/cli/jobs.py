@@ -18,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from forebay.app import Forebay
-from forebay.cli.options import ErrorTypeOption, JsonOption, LimitOption, QueueOption, UrlOption
+from forebay.cli.options import (
+    ErrorTypeOption,
+    JsonOption,
+    LimitOption,
+    QueueOption,
+    RunFilterOption,
+    UrlOption,
+)
 from forebay.cli.output import EXIT_USAGE, fail, format_ago, format_time, print_json, stdout
 from forebay.cli.session import Use, make_app, run
 from forebay.cli.store import shown
@@ -31,6 +38,7 @@ WAIT_EXIT_CODES = {
     JobState.COMPLETED: 0,
     JobState.DEAD: 3,
     JobState.CANCELLED: 4,
+    JobState.WAITING: 5,
     JobState.QUEUED: 5,
     JobState.RUNNING: 5,
 }
@@ -38,6 +46,7 @@ WAIT_EXIT_CODES = {
 3 dead, 4 cancelled, 5 not finished within ``--timeout`` (1 and 2 are errors, as everywhere)."""
 
 STATE_STYLES = {
+    JobState.WAITING: "blue",
     JobState.QUEUED: "cyan",
     JobState.RUNNING: "yellow",
     JobState.COMPLETED: "green",
@@ -47,6 +56,8 @@ STATE_STYLES = {
 
 
 STALLED_STYLE = "bold magenta"
+
+_CANCELLABLE = (JobState.WAITING, JobState.QUEUED, JobState.RUNNING)
 
 
 def state_text(state: JobState) -> Text:
@@ -66,6 +77,7 @@ def jobs(
         JobState | None, typer.Option("--state", "-s", help="Only jobs in this state.")
     ] = None,
     error_type: ErrorTypeOption = None,
+    run_id: RunFilterOption = None,
     limit: LimitOption = 50,
     before_id: Annotated[
         int | None,
@@ -74,8 +86,8 @@ def jobs(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first."""
-    where = JobFilter(queue=queue, state=state, error_type=error_type)
+    """List jobs, newest first (``--state waiting``: those waiting for their parents)."""
+    where = JobFilter(queue=queue, state=state, error_type=error_type, run_id=run_id)
     app = make_app(url, use=Use.READ)
     found = run(_list(app, where, limit, before_id), app)
     if as_json:
@@ -95,13 +107,14 @@ async def _list(app: Forebay, where: JobFilter, limit: int, before_id: int | Non
 
 
 def jobs_table(found: Sequence[Job]) -> Table:
-    """One row per job; the last column is the progress of a running job, else its last error."""
+    """One row per job; the last column is the progress of a running job, the parents of a
+    waiting one, else its last error."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("id", "queue", "state", "attempt", "priority", "key", "updated"):
         table.add_column(name, no_wrap=name != "key", justify="right" if name == "id" else "left")
     table.add_column("progress / error", overflow="ellipsis", no_wrap=True, max_width=60)
     for j in found:
-        detail = _progress(j) if j.state == JobState.RUNNING else (j.error or "")
+        detail = _detail(j)
         table.add_row(
             str(j.id),
             j.queue,
@@ -113,6 +126,14 @@ def jobs_table(found: Sequence[Job]) -> Table:
             Text(detail.splitlines()[0] if detail else ""),
         )
     return table
+
+
+def _detail(j: Job) -> str:
+    if j.state is JobState.RUNNING:
+        return _progress(j)
+    if j.state is JobState.WAITING:
+        return "after " + ", ".join(map(str, j.after))
+    return j.error or ""
 
 
 def _progress(j: Job) -> str:
@@ -240,6 +261,10 @@ def _fields(j: Job) -> Table:
         ("priority", str(j.priority)),
         ("key", j.key),
         ("run id", j.run_id),
+        ("after", ", ".join(map(str, j.after)) or None),
+        ("after policy", j.after_policy if j.after else None),
+        ("parent", None if j.parent_id is None else str(j.parent_id)),
+        ("webhook", j.webhook),
         ("max attempts", None if j.max_attempts is None else str(j.max_attempts)),
         ("timeout", None if j.timeout_s is None else f"{j.timeout_s:g}s"),
         ("progress", _progress(j) or None),
@@ -289,16 +314,14 @@ def _state_detail(j: Job) -> Text:
 def cancel(
     job_ids: Annotated[
         list[int] | None,
-        typer.Argument(metavar="[ID]...", help="Ids of queued or running jobs."),
+        typer.Argument(metavar="[ID]...", help="Ids of waiting, queued or running jobs."),
     ] = None,
     queue: QueueOption = None,
     state: Annotated[
         JobState | None,
-        typer.Option("--state", "-s", help="Only jobs in this state: queued or running."),
+        typer.Option("--state", "-s", help="Only jobs in this state: waiting, queued or running."),
     ] = None,
-    run_id: Annotated[
-        str | None, typer.Option("--run-id", metavar="RUN", help="Only jobs of this run.")
-    ] = None,
+    run_id: RunFilterOption = None,
     error_type: ErrorTypeOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count the jobs a filter would cancel.")
@@ -306,7 +329,7 @@ def cancel(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel jobs by id, or every queued and running job a filter matches.
+    """Cancel jobs by id, or every waiting, queued and running job a filter matches.
 
     A running job is cancelled at once; its worker stops the handler within a heartbeat.
     Cancelling a job that is already cancelled succeeds and says so.
@@ -319,8 +342,8 @@ def cancel(
         return
     if where == JobFilter():
         fail("nothing to cancel: give job ids, or a filter such as --queue Q", EXIT_USAGE)
-    if state not in (None, JobState.QUEUED, JobState.RUNNING):
-        fail(f"only queued or running jobs can be cancelled, not {state} ones", EXIT_USAGE)
+    if state not in (None, *_CANCELLABLE):
+        fail(f"only waiting, queued or running jobs can be cancelled, not {state} ones", EXIT_USAGE)
     app = make_app(url)
     count = run(_cancel_where(app, where, dry_run), app)
     if as_json:
@@ -372,7 +395,9 @@ async def _cancel(app: Forebay, job_ids: list[int]) -> tuple[list[int], list[int
             elif current.state is JobState.CANCELLED:
                 already.append(job_id)
             else:
-                refused[job_id] = f"{current.state}: only queued or running jobs can be cancelled"
+                refused[job_id] = (
+                    f"{current.state}: only waiting, queued or running jobs can be cancelled"
+                )
         return cancelled, already, refused
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "JsonOption",
     "LimitOption",
     "QueueOption",
+    "RunFilterOption",
     "SinceOption",
     "UntilOption",
     "UrlOption",
@@ -92,6 +93,10 @@ AppOption = Annotated[
 ]
 QueueOption = Annotated[
     str | None, typer.Option("--queue", "-q", metavar="QUEUE", help="Only this queue.")
+]
+RunFilterOption = Annotated[
+    str | None,
+    typer.Option("--run-id", "--run", metavar="RUN", help="Only the jobs of this run."),
 ]
 ErrorTypeOption = Annotated[
     str | None,

@@ -23,6 +23,7 @@ from forebay.queue_settings import QueueSettings
 __all__ = ["stats", "stats_table"]
 
 _COLUMNS = (
+    ("waiting", "blue"),
     ("queued", "cyan"),
     ("scheduled", ""),
     ("retrying", "yellow"),
@@ -46,6 +47,7 @@ def stats(
 ) -> None:
     """Counts per queue and state, and the age of each queue's oldest due job.
 
+    *waiting* counts the jobs waiting for their parents (``--after``).
     *scheduled* (run_at in the future) and *retrying* (after an error) are
     parts of *queued*, *stalled* (lease expired: the worker died or hangs) a part
     of *running*, not extra states.

@@ -9,6 +9,8 @@ status  ``error.type``              when
 400     ``malformed_json``          the body is not JSON
 400     ``invalid_payload``         a field is wrong (or a source refused the body)
 400     ``invalid_request``         a path or query parameter is wrong, or unknown to the route
+400     ``unknown_run``             a job's ``run`` names no run (or a pruned one)
+400     ``unknown_parent``          a job's ``after`` names a job that does not exist
 401     ``unauthorized``            credentials missing, malformed or unknown
 403     ``forbidden``               token lacks the scope; a source's secret or signature is wrong
 403     ``host_not_allowed``        no tokens, and ``Host`` does not name this machine
@@ -16,6 +18,7 @@ status  ``error.type``              when
 404     ``unknown_queue``           the app declares no such queue
 404     ``unknown_source``          the app declares no such source
 404     ``job_not_found``           no such job (or it was pruned)
+404     ``run_not_found``           no such run (or it was pruned)
 404     ``not_found``               no such endpoint
 405     ``method_not_allowed``      wrong method for the endpoint
 408     ``body_timeout``            the body did not arrive in time (``forebay serve``; the
@@ -23,6 +26,7 @@ status  ``error.type``              when
 409     ``job_not_cancellable``     the job is finished (completed or dead): only queued and
                                     running jobs can be cancelled
 409     ``job_not_queued``          run-now of a job that is not queued (running, finished)
+409     ``run_sealed``              a job asked to join a sealed (or completed) run
 413     ``body_too_large``          the body is over the limit (it was not read further)
 415     ``unsupported_media_type``  no tokens, and a JSON route's body is not sent as JSON
 422     ``payload_validation``      the queue's payload model refuses a payload; ``details``
@@ -59,6 +63,10 @@ from forebay.errors import (
     JobStateConflict,
     PayloadValidationError,
     QueueFull,
+    RunNotFound,
+    RunSealed,
+    UnknownParent,
+    UnknownRun,
 )
 
 __all__ = [
@@ -120,6 +128,18 @@ def invalid_payload(exc: ValidationError, where: str = "") -> InvalidPayload:
     return InvalidPayload(f"{where}{field or 'body'}: {first['msg']}")
 
 
+_KINDS: dict[type[ForebayError], tuple[int, str]] = {
+    UnknownRun: (400, "unknown_run"),
+    UnknownParent: (400, "unknown_parent"),
+    RunSealed: (409, "run_sealed"),
+    JobNotFound: (404, "job_not_found"),
+    RunNotFound: (404, "run_not_found"),
+    JobStateConflict: (409, "job_not_queued"),
+}
+"""The status and ``error.type`` of core errors (UnknownRun and UnknownParent before their
+base InvalidPayload, which answers 400 ``invalid_payload``)."""
+
+
 def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
@@ -139,12 +159,11 @@ def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> J
         )
     if isinstance(exc, PayloadValidationError):
         return error_response(422, "payload_validation", str(exc), details=field_details(exc))
+    for kind, (code, name) in _KINDS.items():
+        if isinstance(exc, kind):
+            return error_response(code, name, str(exc))
     if isinstance(exc, InvalidPayload):
         return error_response(400, "invalid_payload", str(exc))
-    if isinstance(exc, JobNotFound):
-        return error_response(404, "job_not_found", str(exc))
-    if isinstance(exc, JobStateConflict):
-        return error_response(409, "job_not_queued", str(exc))
     if isinstance(exc, ConfigError):
         log.error("configuration error while serving a request: %s", exc)
         return error_response(500, "config_error", str(exc))

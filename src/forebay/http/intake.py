@@ -109,6 +109,10 @@ def _new_job(queue: str, item: JobIn) -> NewJob:
         delay=item.delay_s,
         max_attempts=item.max_attempts,
         timeout_s=item.timeout_s,
+        run=item.run,
+        after=item.after,
+        after_policy=item.after_policy,
+        webhook=item.webhook,
         parsed=True,
     )
 

@@ -2,6 +2,7 @@
 ``POST /v1/jobs/{job_id}/cancel``, ``POST /v1/jobs/cancel`` (by filter) and
 ``POST /v1/jobs/{job_id}/run-now``: the operator's controls (``admin``, docs/operations.md).
 
+``GET /v1/jobs?run_id=R`` lists the jobs of a run (docs/runs.md);
 ``GET /v1/jobs?queue=Q&key=K`` finds the job a producer enqueued with its own idempotency key;
 ``GET /v1/jobs/{job_id}?wait=S`` long-polls: it answers as soon as the job is finished (200),
 or after ``S`` seconds (at most :data:`MAX_WAIT_S`) with the job as it stands (202).
@@ -51,6 +52,11 @@ KeyParam = Annotated[
     ),
     WithoutNul,
 ]
+RunIdParam = Annotated[
+    str | None,
+    Query(min_length=1, max_length=256, description="Only the jobs of this run."),
+    WithoutNul,
+]
 WaitParam = Annotated[
     float | None,
     Query(
@@ -81,13 +87,14 @@ def add_routes(api: FastAPI, service: Service) -> None:
         queue: QueueParam = None,
         state: Annotated[JobState | None, Query()] = None,
         key: KeyParam = None,
+        run_id: RunIdParam = None,
         before_id: BeforeIdParam = None,
         limit: LimitParam = 100,
     ) -> Response:
         """With ``key`` (and ``queue``): the one job enqueued with that key, if it matches the
-        other filters, else none."""
+        other filters, else none. ``state=waiting``: the jobs waiting for their parents."""
         service.authorize(request, Scope.READ)
-        where = JobFilter(queue=queue, state=state)
+        where = JobFilter(queue=queue, state=state, run_id=run_id)
         if key is not None:
             return jobs_page(await _by_key(where, key, before_id), limit)
         jobs = await app.list_jobs(where, limit=limit, before_id=before_id)
@@ -105,6 +112,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         except JobNotFound:
             return []
         if where.state is not None and job.state is not where.state:
+            return []
+        if where.run_id is not None and job.run_id != where.run_id:
             return []
         return [job] if before_id is None or job.id < before_id else []
 
@@ -140,14 +149,15 @@ def _add_controls(api: FastAPI, service: Service) -> None:
     @api.post(
         "/v1/jobs/cancel",
         tags=["jobs"],
-        summary="Cancel every queued and running job a filter matches (dry_run: count them)",
+        summary="Cancel every unfinished job a filter matches (dry_run: count them)",
         response_model=CancelledOut,
         responses={**ERRORS, **NOT_JSON},
         openapi_extra=json_body(flat_schema(CancelFilterIn), required=True),
     )
     async def cancel_jobs(request: Request) -> Response:
-        """A filter is needed (an empty one would cancel everything): queue, state (queued or
-        running), run_id, error_type or ids. Running jobs' handlers stop within a heartbeat."""
+        """A filter is needed (an empty one would cancel everything): queue, state (waiting,
+        queued or running), run_id, error_type or ids. Running jobs' handlers stop within a
+        heartbeat."""
         service.authorize(request, Scope.ADMIN)
         where, dry_run = await _cancel_filter(service, request)
         count = await app.cancel_where(where, dry_run=dry_run)
@@ -156,7 +166,7 @@ def _add_controls(api: FastAPI, service: Service) -> None:
     @api.post(
         "/v1/jobs/{job_id}/cancel",
         tags=["jobs"],
-        summary="Cancel a queued or running job",
+        summary="Cancel a waiting, queued or running job",
         response_model=JobDetailOut,
         responses={
             **ERRORS,
@@ -174,7 +184,8 @@ def _add_controls(api: FastAPI, service: Service) -> None:
             raise ApiError(
                 409,
                 "job_not_cancellable",
-                f"job {job_id} is {job.state}; only queued or running jobs can be cancelled",
+                f"job {job_id} is {job.state}; only waiting, queued or running jobs can be "
+                "cancelled",
             )
         return JSONResponse(job.to_dict())
 

@@ -10,6 +10,7 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from forebay.job import MAX_ATTEMPTS_LIMIT, TIMEOUT_S_LIMIT
+from forebay.runs import MAX_PARENTS
 
 __all__ = [
     "AttemptErrorOut",
@@ -28,6 +29,9 @@ __all__ = [
     "QueueParam",
     "QueuesOut",
     "ReadyOut",
+    "RunIn",
+    "RunOut",
+    "RunsPage",
     "SourceAccepted",
     "WithoutNul",
     "job_id_path",
@@ -37,6 +41,7 @@ MAX_JOB_ID = 2**63 - 1
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 JobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID)]
+StrictJobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID, strict=True)]
 
 
 def _without_nul(text: str | None) -> str | None:
@@ -85,6 +90,28 @@ class JobIn(BaseModel):
         description="This job's own time limit per run in seconds (at most a week), instead "
         "of its queue's.",
     )
+    run: Annotated[str | None, WithoutNul] = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The id of an open run to join (POST /v1/runs starts one).",
+    )
+    after: list[StrictJobId] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        description="Ids of jobs this one waits for (state waiting) until they finish.",
+    )
+    after_policy: Literal["completed", "always"] = Field(
+        "completed",
+        description="completed: run once every parent completed, cancelled if one ends dead "
+        "or cancelled; always: run once every parent finished, however it ended.",
+    )
+    webhook: Annotated[str | None, WithoutNul] = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="An http(s) URL that gets the job's final state, signed (docs/webhooks.md).",
+    )
 
     @field_validator("run_at")
     @classmethod
@@ -108,13 +135,13 @@ class DeadFilterIn(BaseModel):
 
 
 class CancelFilterIn(BaseModel):
-    """Which queued and running jobs to cancel; every field narrows the match (one is needed)."""
+    """Which unfinished jobs to cancel; every field narrows the match (one is needed)."""
 
     model_config = ConfigDict(extra="forbid")
 
     queue: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=128)
-    state: Literal["queued", "running"] | None = Field(
-        None, description="Only queued or only running jobs (default: both)."
+    state: Literal["waiting", "queued", "running"] | None = Field(
+        None, description="Only waiting, queued or running jobs (default: all three)."
     )
     run_id: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
     error_type: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
@@ -175,6 +202,12 @@ class JobOut(BaseModel):
     )
     max_attempts: int | None = Field(description="The job's own limit (null: its queue's).")
     timeout_s: float | None = Field(description="The job's own limit (null: its queue's).")
+    after: list[int] = Field(description="The jobs this one waits (or waited) for.")
+    after_policy: Literal["completed", "always"]
+    webhook: str | None = Field(description="The URL that gets the job's final state.")
+    parent_id: int | None = Field(
+        description="The job whose handler enqueued this one (job.enqueue), if one did."
+    )
     payload: Any
     stalled: bool = Field(
         description="Running with an expired lease: its worker died or hangs; it runs again "
@@ -207,6 +240,7 @@ class QueueOut(BaseModel):
     handled: bool = Field(description="This app has a handler for the queue.")
     paused: bool = Field(description="No worker leases the queue (enqueues are accepted).")
     max_depth: int | None = Field(description="The stored limit every producer obeys.")
+    waiting: int = Field(description="Jobs waiting for their parents (after=[...]).")
     queued: int
     running: int
     completed: int
@@ -230,6 +264,68 @@ class JobsPage(BaseModel):
 
 
 DeadPage = JobsPage
+
+
+class RunIn(BaseModel):
+    """A run to start (every field optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str | None, WithoutNul] = Field(None, min_length=1, max_length=256)
+    key: Annotated[str | None, WithoutNul] = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Idempotency key: starting a run with a stored run's key returns that run.",
+    )
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Any JSON object kept with the run (at most 64 KiB)."
+    )
+    on_complete: Annotated[str | None, WithoutNul] = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="A queue that gets one job, with the run's summary, when the run completes.",
+    )
+    webhook: Annotated[str | None, WithoutNul] = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="An http(s) URL that gets run.completed, signed (docs/webhooks.md).",
+    )
+
+
+class RunOut(BaseModel):
+    """A run and its counts, as of the read (one consistent snapshot):
+    ``waiting + queued + running + completed + dead + cancelled == total``."""
+
+    id: str
+    name: str | None
+    key: str | None
+    meta: dict[str, Any]
+    state: Literal["open", "sealed", "completed"] = Field(
+        description="open: jobs may join; sealed: only its running jobs' children join; "
+        "completed: sealed and every job finished."
+    )
+    on_complete: str | None
+    webhook: str | None
+    total: int = Field(description="Every job that ever joined.")
+    waiting: int
+    queued: int = Field(description="Due, scheduled and backing-off jobs.")
+    running: int
+    completed: int
+    dead: int
+    cancelled: int
+    created_at: datetime
+    sealed_at: datetime | None
+    completed_at: datetime | None
+
+
+class RunsPage(BaseModel):
+    runs: list[RunOut]
+    next_before_id: str | None = Field(
+        description="Pass as before_id for the next page; null on the last page."
+    )
 
 
 class FieldErrorOut(BaseModel):

@@ -215,6 +215,7 @@
 
   // -- queues --------------------------------------------------------------------------------
   const QUEUE_COLUMNS = [
+    "waiting",
     "queued",
     "scheduled",
     "retrying",
@@ -316,6 +317,144 @@
     cell.append(link);
     return cell;
   }
+
+  // -- runs ----------------------------------------------------------------------------------
+  const RUNS_LIMIT = 20;
+  const RUN_COUNTS = ["waiting", "queued", "running", "completed", "dead", "cancelled"];
+  let shownRunId = null;
+
+  function finished(run) {
+    return (Number(run.completed) || 0) + (Number(run.dead) || 0) + (Number(run.cancelled) || 0);
+  }
+
+  // The bar of a run's finished jobs; an empty run has no total yet (an indeterminate bar).
+  function fillProgress(bar, run) {
+    const total = Number(run.total) || 0;
+    if (total === 0) {
+      bar.removeAttribute("value");
+    } else {
+      bar.max = total;
+      bar.value = finished(run);
+    }
+    bar.title = `${finished(run)} of ${total} jobs finished`;
+  }
+
+  function runLabel(run) {
+    return run.name ? String(run.name) : String(run.id).slice(0, 12) + "…";
+  }
+
+  async function loadRuns() {
+    const params = new URLSearchParams({ limit: String(RUNS_LIMIT) });
+    if ($("runs-state").value) params.set("state", $("runs-state").value);
+    const data = await load("runs-error", `/v1/runs?${params}`);
+    if (data !== null) renderRuns(Array.isArray(data.runs) ? data.runs : []);
+  }
+
+  function renderRuns(runs) {
+    const rows = runs.map((run) => {
+      const tr = el("tr");
+      tr.dataset.runId = String(run.id);
+      const name = el("th");
+      name.scope = "row";
+      const link = el("button", runLabel(run), "link");
+      link.type = "button";
+      link.title = `Show run ${run.id}`;
+      link.addEventListener("click", () => showRun(String(run.id)));
+      name.append(link);
+      const state = el("td", run.state, "state");
+      state.dataset.state = String(run.state);
+      const progress = el("td");
+      progress.dataset.col = "progress";
+      const bar = el("progress");
+      fillProgress(bar, run);
+      progress.append(bar, ` ${finished(run)}/${run.total}`);
+      tr.append(name, state, progress);
+      for (const column of RUN_COUNTS) {
+        const value = run[column] ?? 0;
+        const td = el("td", value, value === 0 ? "num zero" : "num");
+        td.dataset.col = column;
+        tr.append(td);
+      }
+      tr.append(el("td", formatTime(run.created_at)));
+      return tr;
+    });
+    $("runs-body").replaceChildren(...rows);
+    $("runs-empty").hidden = rows.length > 0;
+  }
+
+  $("runs-state").addEventListener("change", () => loadRuns());
+  $("runs-filter").addEventListener("submit", (event) => event.preventDefault());
+
+  async function showRun(id) {
+    shownRunId = id;
+    $("run-status").textContent = "";
+    await loadRun();
+  }
+
+  async function loadRun() {
+    if (shownRunId === null) return;
+    const id = shownRunId;
+    let run;
+    try {
+      run = await call("GET", `/v1/runs/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (id !== shownRunId) return;
+      showError("runs-error", err);
+      if (err.status === 404) $("run-view").hidden = true;
+      return;
+    }
+    if (id !== shownRunId) return;
+    renderRun(run);
+  }
+
+  function renderRun(run) {
+    $("run-title").textContent = `Run ${runLabel(run)}`;
+    fillProgress($("run-progress"), run);
+    const fields = [
+      ["id", run.id, "run-id"],
+      ["name", run.name ?? "—"],
+      ["key", run.key ?? "—"],
+      ["state", run.state, "run-state"],
+      ["finished", `${finished(run)} of ${run.total}`, "run-finished"],
+      ...RUN_COUNTS.map((name) => [name, run[name] ?? 0, `run-count-${name}`]),
+      ["total", run.total, "run-count-total"],
+      ["on complete", run.on_complete ?? "—"],
+      ["webhook", run.webhook ?? "—"],
+      ["started", formatTime(run.created_at)],
+      ["sealed", formatTime(run.sealed_at)],
+      ["completed at", formatTime(run.completed_at), "run-completed-at"],
+    ];
+    const nodes = [];
+    for (const [label, value, id] of fields) {
+      const dd = el("dd", value);
+      if (id) dd.id = id;
+      if (label === "state") {
+        dd.className = "state";
+        dd.dataset.state = String(value);
+      }
+      nodes.push(el("dt", label), dd);
+    }
+    $("run-fields").replaceChildren(...nodes);
+    const meta = run.meta && typeof run.meta === "object" ? run.meta : {};
+    $("run-meta-section").hidden = Object.keys(meta).length === 0;
+    $("run-meta").textContent = JSON.stringify(meta, null, 2);
+    $("run-seal").hidden = run.state !== "open";
+    $("run-view").hidden = false;
+  }
+
+  $("run-seal").addEventListener("click", async () => {
+    const id = shownRunId;
+    if (id === null) return;
+    try {
+      const run = await call("POST", `/v1/runs/${encodeURIComponent(id)}/seal`);
+      hideError("runs-error");
+      renderRun(run);
+      $("run-status").textContent = `Run ${runLabel(run)} sealed.`;
+      loadRuns();
+    } catch (err) {
+      showError("runs-error", err);
+    }
+  });
 
   // -- schedules -----------------------------------------------------------------------------
   async function loadSchedules() {
@@ -434,6 +573,11 @@
       ["progress", progress, "job-progress"],
       ["error type", job.error_type ?? "—"],
       ["error", job.error ?? "—", "job-error-text"],
+      ["run", job.run_id ?? "—", "job-run"],
+      ["after", Array.isArray(job.after) && job.after.length ? job.after.join(", ") : "—", "job-after"],
+      ["after policy", job.after_policy ?? "—"],
+      ["parent", job.parent_id ?? "—", "job-parent"],
+      ["webhook", job.webhook ?? "—"],
       ["created", formatTime(job.created_at)],
       ["run at", formatTime(job.run_at)],
       ["updated", formatTime(job.updated_at)],
@@ -458,7 +602,7 @@
     $("job-result-section").hidden = !hasResult;
     $("job-result").textContent = hasResult ? JSON.stringify(job.result, null, 2) : "";
     renderErrors(Array.isArray(job.errors) ? job.errors : []);
-        $("job-cancel").hidden = job.state !== "queued" && job.state !== "running";
+    $("job-cancel").hidden = !["waiting", "queued", "running"].includes(job.state);
     $("job-view").hidden = false;
   }
 
@@ -683,7 +827,7 @@
     timer = null;
     ticking = true;
     try {
-      const work = [loadHealth(), loadQueues(), loadRecent(), loadJob()];
+      const work = [loadHealth(), loadQueues(), loadRuns(), loadRun(), loadRecent(), loadJob()];
       // The newest page follows new dead letters; older pages and a pending replay stay put.
       if (beforeId === null && pendingReplay === null) work.push(loadDead());
       work.push(loadSchedules());
