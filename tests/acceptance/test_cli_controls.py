@@ -61,7 +61,7 @@ def test_cancel_by_filter_dry_run_counts_what_it_cancels(cli: Cli) -> None:  # n
     for args, expected in (
         (("cancel",), "nothing to cancel"),
         (("cancel", "1", "--queue", "documents"), "not both"),
-        (("cancel", "--state", "dead", "--queue", "documents"), "only queued or running"),
+        (("cancel", "--state", "dead", "--queue", "documents"), "only waiting, queued or running"),
     ):
         wrong = cli(*args)
         assert expected in one_error_line(wrong) and wrong.returncode == 2
