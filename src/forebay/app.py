@@ -186,8 +186,8 @@ class Forebay:
         existing = self.queues.get(name) or QueueConfig(name)
         self.queues[name] = replace(
             existing,
-            max_depth=max_depth,
-            payload_model=payload,
+            max_depth=existing.max_depth if max_depth is None else max_depth,
+            payload_model=existing.payload_model if payload is None else payload,
             on_success=on_success or existing.on_success,
             on_failure=on_failure or existing.on_failure,
             on_exhausted=on_exhausted or existing.on_exhausted,

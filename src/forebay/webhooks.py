@@ -242,6 +242,10 @@ class WebhookDelivery:
                 follow_redirects=False,
                 trust_env=False,  # no proxy: the request goes to the address that was checked
                 timeout=httpx.Timeout(self._settings.timeout_s),
+                # No connection is reused: a pooled one is found by (scheme, address, port),
+                # so a connection whose certificate was checked for one host name would carry
+                # a delivery to another name that resolves to the same address unchecked.
+                limits=httpx.Limits(max_keepalive_connections=0),
             )
             self._loop = loop
         return self._client

@@ -12,8 +12,17 @@ import asyncio
 import logging
 
 import pytest
+from pydantic import BaseModel
 
-from forebay import Backoff, Forebay, Job, JobState, PermanentError, TransientError
+from forebay import (
+    Backoff,
+    Forebay,
+    Job,
+    JobState,
+    PayloadValidationError,
+    PermanentError,
+    TransientError,
+)
 from forebay.errors import ConfigError
 from forebay.testing import until
 from forebay.worker import WorkerSettings
@@ -167,12 +176,19 @@ async def test_hooks_may_be_added_to_a_declared_queue(app: Forebay) -> None:
     async def on_success(job: Job, result: object) -> None:
         results.append(result)
 
-    @app.handler("docs")
+    class Doc(BaseModel):
+        n: int
+
+    @app.handler("docs", payload=Doc, max_depth=5)
     async def handle(job: Job) -> int:
-        return 42
+        return job.payload_as(Doc).n
 
     app.queue("docs", on_success=on_success)
-    await app.enqueue("docs", {})
+    # the queue keeps what its handler declared: its payload model and its max_depth
+    assert (app.queues["docs"].payload_model, app.queues["docs"].max_depth) == (Doc, 5)
+    with pytest.raises(PayloadValidationError):
+        await app.enqueue("docs", {"n": "not a number"})
+    await app.enqueue("docs", {"n": 42})
     await app.run_worker(burst=True)
     assert results == [42]
 
