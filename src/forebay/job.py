@@ -161,8 +161,8 @@ class NewJob:
     webhook: str | None = None
     """A URL that gets this job's final state, signed (see docs/webhooks.md)."""
     parent_id: int | None = None
-    """The running job whose handler enqueued this one (``job.enqueue``): it may join that
-    job's run even once the run is sealed."""
+    """The running job whose handler enqueued this one into a run (``job.enqueue``): it may
+    join that run even once the run is sealed."""
 
     @classmethod
     def create(
@@ -436,7 +436,7 @@ class Job:
     webhook: str | None = None
     """The URL that gets this job's final state."""
     parent_id: int | None = None
-    """The job whose handler enqueued this one (:meth:`enqueue`), if one did."""
+    """The job whose handler enqueued this one into a run (:meth:`enqueue`), if one did."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
     cancel_requested: bool = False
@@ -456,14 +456,16 @@ class Job:
     async def enqueue(self, queue: str, payload: object, **options: Any) -> Job:
         """Inside a running handler: enqueue a job that joins this job's run (pass
         ``run=None`` to keep it out of the run, or another run's id), with this job as its
-        ``parent_id``. Takes the options of :meth:`forebay.Forebay.enqueue` but
-        ``connection``. A sealed run still accepts these jobs: the run cannot complete while
-        this job runs, so the total grows before it could be counted complete."""
+        ``parent_id`` when it joins a run. Takes the options of :meth:`forebay.Forebay.enqueue`
+        but ``connection``. A sealed run still accepts these jobs: the run cannot complete
+        while this job runs, so the total grows before it could be counted complete. A job
+        that joins no run is enqueued as ``app.enqueue`` would (no link, no extra cost)."""
         enqueuer = job_enqueuer.get()
         if enqueuer is None or self.lease_token is None:
             raise RuntimeError("job.enqueue() works only inside a running handler")
         options.setdefault("run", self.run_id)
-        new = NewJob.create(queue, payload, parent_id=self.id, **options)
+        parent = None if options["run"] is None else self.id
+        new = NewJob.create(queue, payload, parent_id=parent, **options)
         return (await enqueuer([new]))[0]
 
     def is_stalled(self, now: datetime | None = None) -> bool:

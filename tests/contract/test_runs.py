@@ -594,3 +594,8 @@ async def test_a_handler_fans_out_into_its_sealed_run(app: Forebay) -> None:
     assert_same_summary(summary, summary_of(finished))
     parts = await app.backend.list_jobs(JobFilter(queue="part"))
     assert len(parts) == 3 and all(p.run_id == run.id and p.parent_id for p in parts)
+    # a job outside any run enqueues plain jobs: no run, no parent link
+    await app.enqueue("split", {})
+    await drain(app, ["split"])
+    loose = [p for p in await app.backend.list_jobs(JobFilter(queue="part")) if p.run_id is None]
+    assert len(loose) == 3 and all(p.parent_id is None for p in loose)
