@@ -170,6 +170,33 @@ async def test_a_hook_past_its_time_limit_is_cancelled_and_logged(
     assert any("took longer than 0.05s (hook_timeout_s)" in r.message for r in caplog.records)
 
 
+async def test_a_worker_told_to_stop_now_cancels_its_running_hooks(app: Forebay) -> None:
+    started = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def on_success(job: Job, result: object) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # hangs: only its (hour-long) limit would end it
+        except asyncio.CancelledError:
+            cancelled.append(job.id)
+            raise
+
+    @app.handler("docs", on_success=on_success, hook_timeout_s=3600)
+    async def handle(job: Job) -> None:
+        pass
+
+    job = await app.enqueue("docs", {})
+    worker = app.worker(settings=WorkerSettings(handle_signals=False))
+    running = asyncio.create_task(worker.run())
+    await started.wait()
+    worker.stop()  # a graceful stop waits for the hook...
+    worker.stop_now()  # ...a second signal does not
+    await running
+    assert cancelled == [job.id]
+    assert (await app.get_job(job.id)).state is JobState.COMPLETED
+
+
 async def test_hooks_may_be_added_to_a_declared_queue(app: Forebay) -> None:
     results: list[object] = []
 

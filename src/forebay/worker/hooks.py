@@ -10,7 +10,8 @@ job runs again). Each call is a task of its own, under the queue's ``hook_timeou
 * a hook that raises, or that runs past its time limit (it is cancelled then), is logged
   (logger ``forebay.worker``) and changes nothing else;
 * :meth:`Hooks.drained` waits for the calls still running; the worker awaits it when it
-  shuts down, so no hook is cut short by a stopping worker (each is bounded by its limit).
+  shuts down, so no hook is cut short by a stopping worker (each is bounded by its limit),
+  unless it is told to stop now (a second signal): then the calls still running are cancelled.
 
 Which hooks run for which outcome is decided once, by :func:`hooks_for`: completed →
 ``on_success(job, result)``; retried or dead → ``on_failure(job, error)``; dead →
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from forebay import jsonio
+from forebay.cancel import cancel_and_wait
 from forebay.job import JSON, Job
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
@@ -98,10 +100,20 @@ class Hooks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def drained(self) -> None:
-        """Wait until every hook call started so far has ended (each within its limit)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+    async def drained(self, stop_now: asyncio.Event | None = None) -> None:
+        """Wait until every hook call started so far has ended (each within its limit); once
+        ``stop_now`` is set (a second signal), cancel those still running instead."""
+        told = None if stop_now is None else asyncio.ensure_future(stop_now.wait())
+        try:
+            while self._tasks and (told is None or not told.done()):
+                waited = set(self._tasks) if told is None else {*self._tasks, told}
+                await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if told is not None:
+                told.cancel()
+        if self._tasks:
+            log.warning("stopping now: cancelling %d running hook calls", len(self._tasks))
+            await cancel_and_wait(set(self._tasks))
 
 
 async def _run(config: QueueConfig, call: HookCall) -> None:

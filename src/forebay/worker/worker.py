@@ -176,7 +176,8 @@ class Worker:
                         notify_settled(self.observers, job, JobOutcome.RELEASED, 0.0)
                 log.info("released %d unfinished jobs back to their queues", len(unfinished))
         await self._settler.drained()
-        await self._settler.hooks.drained()  # each bounded by its queue's hook_timeout_s
+        # each bounded by its queue's hook_timeout_s; cut short by stop_now()
+        await self._settler.hooks.drained(self._stop_now)
         await maintenance.stop()
 
     async def _grace(self, tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
