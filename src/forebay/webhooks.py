@@ -144,14 +144,31 @@ def signed_headers(
 
 def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a delivery may not go to ``address`` (``"loopback"``, ``"private"``, ...), or None
-    for a public address. An IPv4 address inside IPv6 (``::ffff:10.0.0.1``) is judged as IPv4."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    for a public address. An IPv4 address inside IPv6 — mapped (``::ffff:10.0.0.1``), 6to4
+    (``2002:0a00:0001::``) or behind the NAT64 prefix (``64:ff9b::10.0.0.1``) — is judged as
+    the IPv4 address it reaches."""
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _embedded_ipv4(address) or address
     for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
-    if not address.is_global:  # shared (100.64.0.0/10), documentation ranges and the like
+    # shared (100.64.0.0/10), documentation ranges, IETF protocol assignments and the like
+    if not address.is_global or address in _IETF_PROTOCOL:
         return "non-global"
+    return None
+
+
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_IETF_PROTOCOL: Final = ipaddress.IPv4Network("192.0.0.0/24")  # not global on Python < 3.13
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 

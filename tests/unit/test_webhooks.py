@@ -36,6 +36,9 @@ def test_the_signature_matches_the_specifications_test_vector() -> None:
         ("127.0.0.1", "loopback"),
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "loopback"),
+        ("2002:a00:1::1", "private"),  # 6to4 of 10.0.0.1
+        ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
+        ("192.0.0.8", "non-global"),
         ("10.1.2.3", "private"),
         ("192.168.0.10", "private"),
         ("172.16.5.4", "private"),
