@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MemberDescriptorType
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
 from forebay import jsonio
@@ -306,6 +306,14 @@ def _check_names(key: str | None, run_id: str | None) -> None:
         check_storable("run", run_id)
 
 
+AFTER_POLICIES: Final = ("completed", "always")
+"""``after_policy``: run once every parent completed (a parent dead or cancelled cancels the
+job), or once every parent finished, however it ended."""
+
+MAX_PARENTS: Final = 100
+"""The most parents one job may wait for."""
+
+
 def _check_links(
     after: Sequence[int], policy: str, webhook: str | None, parent_id: int | None
 ) -> tuple[int, ...]:
@@ -315,7 +323,7 @@ def _check_links(
         check_webhook_url(webhook)
     if parent_id is not None and (isinstance(parent_id, bool) or not isinstance(parent_id, int)):
         raise InvalidPayload("parent_id must be a job id")
-    if policy not in ("completed", "always"):
+    if policy not in AFTER_POLICIES:
         raise InvalidPayload(f"after_policy must be 'completed' or 'always' (got {policy!r})")
     if not after:
         return ()
@@ -324,8 +332,8 @@ def _check_links(
     ):
         raise InvalidPayload("after must be a list of job ids")
     parents = tuple(sorted(set(after)))
-    if len(parents) > 100:
-        raise InvalidPayload("a job may wait for at most 100 parents")
+    if len(parents) > MAX_PARENTS:
+        raise InvalidPayload(f"a job may wait for at most {MAX_PARENTS} parents")
     return parents
 
 

@@ -77,13 +77,6 @@ DEPENDENCY_FAILED: Final = "DependencyFailed"
 """The ``error_type`` of a waiting job cancelled because a parent ended dead or cancelled; its
 ``error`` reads ``parent job <id> ended <state>``."""
 
-AFTER_POLICIES: Final = ("completed", "always")
-"""``after_policy``: run once every parent completed (a parent dead or cancelled cancels the
-job), or once every parent finished, however it ended."""
-
-MAX_PARENTS: Final = 100
-"""The most parents one job may wait for."""
-
 
 class RunState(enum.StrEnum):
     """``open`` (jobs may join), ``sealed`` (only its own jobs' children join),

@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from forebay.job import MAX_ATTEMPTS_LIMIT, TIMEOUT_S_LIMIT
-from forebay.runs import MAX_PARENTS
+from forebay.job import MAX_ATTEMPTS_LIMIT, MAX_PARENTS, TIMEOUT_S_LIMIT
 
 __all__ = [
     "AttemptErrorOut",
