@@ -182,6 +182,9 @@ class Forebay:
         ``on_success``, ``on_failure``, ``on_exhausted``: hooks (see :meth:`handler`) added to
         a queue declared before, e.g. by :meth:`handler`; a hook not given keeps the one the
         queue has. They run in this app's workers that handle the queue.
+
+        Declaring a queue again changes only what is given: its payload model, max_depth and
+        hooks otherwise stay as declared before.
         """
         existing = self.queues.get(name) or QueueConfig(name)
         self.queues[name] = replace(

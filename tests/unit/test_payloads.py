@@ -106,8 +106,8 @@ def test_the_app_knows_its_payload_models() -> None:
     app.queue("produced", payload=Order)
     app.queue("plain")
     assert dict(app.payload_models) == {"orders": Order, "produced": Order}
-    app.queue("produced")  # declared again without one
-    assert dict(app.payload_models) == {"orders": Order}
+    app.queue("produced")  # declared again without one (e.g. to add a hook): it keeps its model
+    assert dict(app.payload_models) == {"orders": Order, "produced": Order}
 
 
 # -- in the handler's process ------------------------------------------------------------------
