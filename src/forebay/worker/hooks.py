@@ -6,7 +6,9 @@ or fail. So the settler records the outcomes first, and only then hands the hook
 recorded ones to :class:`Hooks` (an outcome the store refused, a lost lease, runs no hook: the
 job runs again). Each call is a task of its own, under the queue's ``hook_timeout_s``:
 
-* a slow hook holds neither the settler's next flush nor a lane's free slot;
+* a slow hook holds neither the settler's next flush nor a lane's free slot; past
+  :data:`MAX_RUNNING` calls at once, a further call is dropped and logged, so hooks slower
+  than the jobs cannot fill the memory;
 * a hook that raises, or that runs past its time limit (it is cancelled then), is logged
   (logger ``forebay.worker``) and changes nothing else;
 * :meth:`Hooks.drained` waits for the calls still running; the worker awaits it when it
@@ -80,11 +82,18 @@ def hooks_for(
     return calls
 
 
-class Hooks:
-    """Runs hook calls as tracked tasks, each under its queue's time limit."""
+MAX_RUNNING: int = 1000
+"""The most hook calls one worker runs at once. Past it a call is dropped, with an error
+logged: hooks slower than the jobs would otherwise pile up in memory without bound."""
 
-    def __init__(self) -> None:
+
+class Hooks:
+    """Runs hook calls as tracked tasks, each under its queue's time limit, at most
+    ``max_running`` at once (see :data:`MAX_RUNNING`)."""
+
+    def __init__(self, max_running: int = MAX_RUNNING) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._max_running = max_running
 
     @property
     def running(self) -> int:
@@ -94,6 +103,16 @@ class Hooks:
     def start(self, config: QueueConfig, calls: list[HookCall]) -> None:
         """Start each call in a task of its own (on the running event loop); return at once."""
         for call in calls:
+            if len(self._tasks) >= self._max_running:
+                log.error(
+                    "%s hook of queue %s for job %s not run: %d hook calls still run (hooks "
+                    "slower than the jobs; make them faster, or lower hook_timeout_s)",
+                    call.name,
+                    config.name,
+                    call.job_id,
+                    len(self._tasks),
+                )
+                continue
             task = asyncio.create_task(
                 _run(config, call), name=f"forebay-{call.name}-{config.name}-{call.job_id}"
             )
