@@ -55,6 +55,7 @@ __all__ = [
     "PayloadValidationError",
     "PermanentError",
     "QueueFull",
+    "TenantQuotaFull",
     "ResourceExhausted",
     "ResultTooLarge",
     "RunNotFound",
@@ -242,6 +243,21 @@ class QueueFull(EnqueueError):
             f"retry after {retry_after_s:g}s or raise max_depth"
         )
         self.queue = queue
+        self.max_depth = max_depth
+        self.retry_after_s = retry_after_s
+
+
+class TenantQuotaFull(QueueFull):
+    """The tenant holds its ``max_depth`` quota of unfinished jobs (across every queue)."""
+
+    def __init__(self, tenant: str, max_depth: int, retry_after_s: float = 1.0) -> None:
+        EnqueueError.__init__(
+            self,
+            f"tenant {tenant!r} is at its quota ({max_depth} jobs waiting or running); "
+            f"retry after {retry_after_s:g}s or raise the tenant's max_depth",
+        )
+        self.queue = ""
+        self.tenant = tenant
         self.max_depth = max_depth
         self.retry_after_s = retry_after_s
 

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from forebay import jsonio
 from forebay.errors import InvalidPayload
+from forebay.flow import check_key, check_tenant
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -163,6 +164,15 @@ class NewJob:
     parent_id: int | None = None
     """The running job whose handler enqueued this one into a run (``job.enqueue``): it may
     join that run even once the run is sealed."""
+    tenant: str | None = None
+    """Whose job this is (API tokens bound to a tenant see only its jobs; see
+    docs/flow-control.md)."""
+    rate_key: str | None = None
+    """The key of its queue's ``rate_limit_per_key`` (see :mod:`forebay.flow`)."""
+    concurrency_key: str | None = None
+    """The key of its queue's ``concurrency_per_key``."""
+    fair_key: str | None = None
+    """The key fair leasing takes turns over (its queue's ``fair_key``)."""
 
     @classmethod
     def create(
@@ -181,6 +191,10 @@ class NewJob:
         after_policy: str = "completed",
         webhook: str | None = None,
         parent_id: int | None = None,
+        tenant: str | None = None,
+        rate_key: str | int | None = None,
+        concurrency_key: str | int | None = None,
+        fair_key: str | int | None = None,
         parsed: bool = False,
     ) -> NewJob:
         """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
@@ -190,8 +204,13 @@ class NewJob:
 
         ``run``: the id of the run the job joins; ``after``: ids of the jobs it waits for
         (``after_policy``: ``completed`` or ``always``); ``webhook``: a URL that gets its final
-        state; ``parent_id``: the running job that enqueues it (set by :meth:`Job.enqueue`)."""
+        state; ``parent_id``: the running job that enqueues it (set by :meth:`Job.enqueue`).
+        ``tenant``, ``rate_key``, ``concurrency_key``, ``fair_key``: see :mod:`forebay.flow`."""
         validate_queue_name(queue)
+        tenant = check_tenant(tenant)
+        rate_key = check_key("rate_key", rate_key)
+        concurrency_key = check_key("concurrency_key", concurrency_key)
+        fair_key = check_key("fair_key", fair_key)
         _check_names(key, run)
         parents = _check_links(after, after_policy, webhook, parent_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -235,6 +254,10 @@ class NewJob:
             after_policy,
             webhook,
             parent_id,
+            tenant,
+            rate_key,
+            concurrency_key,
+            fair_key,
         )
 
     def stored_as(
@@ -259,6 +282,10 @@ class NewJob:
             after_policy=self.after_policy,
             webhook=self.webhook,
             parent_id=self.parent_id,
+            tenant=self.tenant,
+            rate_key=self.rate_key,
+            concurrency_key=self.concurrency_key,
+            fair_key=self.fair_key,
         )
 
 
@@ -445,6 +472,14 @@ class Job:
     """The URL that gets this job's final state."""
     parent_id: int | None = None
     """The job whose handler enqueued this one into a run (:meth:`enqueue`), if one did."""
+    tenant: str | None = None
+    """Whose job this is (see docs/flow-control.md)."""
+    rate_key: str | None = None
+    """Its key for its queue's per-key rate limit, worked out at enqueue."""
+    concurrency_key: str | None = None
+    """Its key for its queue's per-key concurrency cap, worked out at enqueue."""
+    fair_key: str | None = None
+    """Its key for fair leasing, worked out at enqueue."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
     cancel_requested: bool = False
@@ -561,6 +596,10 @@ class Job:
             "after_policy": self.after_policy,
             "webhook": self.webhook,
             "parent_id": self.parent_id,
+            "tenant": self.tenant,
+            "rate_key": self.rate_key,
+            "concurrency_key": self.concurrency_key,
+            "fair_key": self.fair_key,
             "payload": _json_payload(self.payload),
             "stalled": self.is_stalled(),
         }
@@ -801,10 +840,11 @@ class JobFilter:
     until: datetime | None = None  # updated_at < until
     run_id: str | None = None
     ids: tuple[int, ...] | None = None
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         # The same answer on every backend: PostgreSQL cannot even compare such a text.
-        for name in ("queue", "error_type", "run_id"):
+        for name in ("queue", "error_type", "run_id", "tenant"):
             value = getattr(self, name)
             if value is not None:
                 check_storable(name, value)
@@ -851,6 +891,7 @@ class QueueCounts:
     oldest_queued_age_s: float | None = None
     stalled: int = 0  # running with an expired lease: its worker is gone or stuck
     waiting: int = 0  # waiting for their parents (after=[...])
+    throttled: int = 0  # due, queued, and held back by a flow limit (rate or cap) right now
 
     @property
     def depth(self) -> int:
@@ -870,4 +911,5 @@ class QueueCounts:
             "oldest_queued_age_s": self.oldest_queued_age_s,
             "stalled": self.stalled,
             "waiting": self.waiting,
+            "throttled": self.throttled,
         }

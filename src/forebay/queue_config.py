@@ -10,7 +10,8 @@ from typing import TypeAlias
 
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
-from forebay.job import JSON, Job, validate_queue_name
+from forebay.flow import FlowLimits, KeySpec, Rate, check_key_spec, resolve_key
+from forebay.job import JSON, Job, NewJob, validate_queue_name
 from forebay.payloads import PayloadModel, check_model
 
 __all__ = ["BatchHandler", "ExhaustedHook", "FailureHook", "Handler", "QueueConfig", "SuccessHook"]
@@ -48,6 +49,21 @@ class QueueConfig:
       the job is retried or dead (``error``: the exception, as classified).
     * ``on_exhausted``: ``async def hook(job, error)``, run once when a job becomes dead.
     * ``hook_timeout_s``: how long one hook call may take before it is cancelled.
+
+    Flow limits (see :mod:`forebay.flow` and docs/flow-control.md), held by the job store
+    across every worker:
+
+    * ``rate_limit``: jobs of the queue started per period, e.g. ``"50/s"``;
+      ``rate_limit_key`` with ``rate_limit_per_key``: the same for each key (``"10/m"``).
+    * ``global_concurrency``: jobs of the queue running at once, however many workers;
+      ``concurrency_key`` with ``concurrency_per_key``: at most that many per key.
+    * ``fair_key``: leasing takes the keys' jobs in turns (a tenant with a million queued jobs
+      and one with ten share the workers).
+    * ``priority_aging``: a queued job's effective priority rises by one per that many
+      seconds it has been due, so low priority work is delayed but never starved.
+
+    Each key is a path such as ``"payload.user_id"`` or ``"tenant"``, or a callable given the
+    :class:`~forebay.job.NewJob`; it is worked out when the job is enqueued and stored with it.
 
     The hooks run once the outcome is recorded in the store, each in a task of its own: they
     can neither block nor undo it, and their errors are logged (see
@@ -87,6 +103,16 @@ class QueueConfig:
     completed_retention: timedelta | None = None
     dead_retention: timedelta | None = None
     cancelled_retention: timedelta | None = None
+    rate_limit: Rate | str | None = None
+    rate_limit_key: KeySpec | None = None
+    rate_limit_per_key: Rate | str | None = None
+    global_concurrency: int | None = None
+    concurrency_key: KeySpec | None = None
+    concurrency_per_key: int | None = None
+    fair_key: KeySpec | None = None
+    priority_aging: timedelta | float | None = None
+    limits: FlowLimits = field(init=False, default=FlowLimits())
+    """The flow limits the options above make (what the workers store for the queue)."""
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""
 
@@ -124,6 +150,46 @@ class QueueConfig:
                 raise ConfigError(f"queue {self.name!r}: {name} must be an async function")
         if self.payload_model is not None:
             check_model(self.name, self.payload_model)
+        object.__setattr__(self, "limits", self._flow_limits())
+
+    def _flow_limits(self) -> FlowLimits:
+        where = f"queue {self.name!r}"
+        for name in ("rate_limit_key", "concurrency_key", "fair_key"):
+            check_key_spec(f"{where}: {name}", getattr(self, name))
+        if (self.rate_limit_key is None) != (self.rate_limit_per_key is None):
+            raise ConfigError(f"{where}: rate_limit_key and rate_limit_per_key go together")
+        if (self.concurrency_key is None) != (self.concurrency_per_key is None):
+            raise ConfigError(f"{where}: concurrency_key and concurrency_per_key go together")
+        aging = self.priority_aging
+        if isinstance(aging, timedelta):
+            aging = aging.total_seconds()
+        try:
+            rate = None if self.rate_limit is None else Rate.parse(self.rate_limit)
+            per_key = (
+                None if self.rate_limit_per_key is None else Rate.parse(self.rate_limit_per_key)
+            )
+            return FlowLimits(
+                rate=rate,
+                rate_per_key=per_key,
+                concurrency=self.global_concurrency,
+                concurrency_per_key=self.concurrency_per_key,
+                fair=self.fair_key is not None,
+                aging_s=aging,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def flow_keys(self, job: NewJob) -> dict[str, str | None]:
+        """The flow keys this queue's declarations give ``job`` (only the declared ones)."""
+        out: dict[str, str | None] = {}
+        for name, spec in (
+            ("rate_key", self.rate_limit_key),
+            ("concurrency_key", self.concurrency_key),
+            ("fair_key", self.fair_key),
+        ):
+            if spec is not None:
+                out[name] = resolve_key(name, spec, job)
+        return out
 
     @property
     def hooks(self) -> dict[str, SuccessHook | FailureHook | None]:

@@ -10,6 +10,10 @@ producer (an app that declared it, a bare ``Forebay(url)``, ``forebay enqueue``,
   refused with :class:`~forebay.errors.QueueFull`, checked inside the enqueue's own transaction
   or script.
 
+* ``limits``: the queue's flow limits (:class:`~forebay.flow.FlowLimits`: rates, caps across
+  the fleet, fair leasing, priority aging), written by the workers that declare them and
+  enforced by the store when it leases.
+
 A queue without a stored record has the defaults (not paused, no limit).
 """
 
@@ -21,6 +25,7 @@ from datetime import datetime
 from typing import Final
 
 from forebay.errors import ConfigError
+from forebay.flow import FlowLimits
 from forebay.job import JSON, validate_queue_name
 
 __all__ = ["KEEP", "Keep", "QueueSettings", "check_settings"]
@@ -44,12 +49,14 @@ class QueueSettings:
     paused: bool = False
     max_depth: int | None = None
     updated_at: datetime | None = None
+    limits: FlowLimits = FlowLimits()
 
     def to_dict(self) -> dict[str, JSON]:
         return {
             "queue": self.queue,
             "paused": self.paused,
             "max_depth": self.max_depth,
+            "limits": self.limits.to_dict(),
             "updated_at": None if self.updated_at is None else self.updated_at.isoformat(),
         }
 

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from forebay import jsonio
 from forebay.errors import InvalidPayload
+from forebay.flow import check_tenant
 from forebay.job import (
     JSON,
     check_storable,
@@ -110,6 +111,8 @@ class NewRun:
     """The queue that gets the completion job (None: none)."""
     webhook: str | None = None
     """The URL that gets the ``run.completed`` webhook (None: none)."""
+    tenant: str | None = None
+    """Whose run this is (a token bound to another tenant does not see it)."""
 
     @classmethod
     def create(
@@ -120,7 +123,9 @@ class NewRun:
         meta: Mapping[str, Any] | None = None,
         on_complete: str | None = None,
         webhook: str | None = None,
+        tenant: str | None = None,
     ) -> NewRun:
+        tenant = check_tenant(tenant)
         if name is not None:
             if not isinstance(name, str) or not name or len(name) > 256:
                 raise InvalidPayload(
@@ -140,7 +145,7 @@ class NewRun:
             validate_queue_name(on_complete)
         if webhook is not None:
             check_webhook_url(webhook)
-        return cls(new_run_id(), name, key, meta_json, on_complete, webhook)
+        return cls(new_run_id(), name, key, meta_json, on_complete, webhook, tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,8 @@ class Run:
     completed_at: datetime | None = None
     created: bool = True
     """False when :meth:`Backend.start_run` found a run with the same key."""
+    tenant: str | None = None
+    """Whose run this is."""
 
     @property
     def finished(self) -> int:
@@ -205,6 +212,7 @@ class Run:
             "created_at": iso(self.created_at),
             "sealed_at": iso(self.sealed_at),
             "completed_at": iso(self.completed_at),
+            "tenant": self.tenant,
         }
 
 
@@ -228,6 +236,7 @@ def run_from_values(
     sealed_at: float | None,
     completed_at: float | None,
     created: bool = True,
+    tenant: str | None = None,
 ) -> Run:
     """A :class:`Run` from stored values (times in epoch seconds, meta as JSON text)."""
     made = to_datetime(created_at)
@@ -251,6 +260,7 @@ def run_from_values(
         sealed_at=to_datetime(sealed_at),
         completed_at=to_datetime(completed_at),
         created=created,
+        tenant=tenant,
     )
 
 

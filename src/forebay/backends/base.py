@@ -41,11 +41,30 @@ from forebay.job import (
     QueueCounts,
     Retry,
 )
+from forebay.flow import FlowLimits
 from forebay.queue_settings import KEEP, Keep, QueueSettings
 from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
 
-__all__ = ["Backend", "Capabilities", "PruneSpec", "refuse_connection", "split_completions"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Leased",
+    "PruneSpec",
+    "refuse_connection",
+    "split_completions",
+]
+
+
+class Leased(list[Job]):
+    """The jobs one lease took, in order; ``throttled_until``: when a rate limit frees a token
+    for due jobs the lease held back (None: none held back by a rate)."""
+
+    __slots__ = ("throttled_until",)
+
+    def __init__(self, jobs: Sequence[Job] = (), throttled_until: float | None = None) -> None:
+        super().__init__(jobs)
+        self.throttled_until = throttled_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +170,7 @@ class Backend(Protocol):
         jobs: Sequence[NewJob],
         *,
         max_depth: dict[str, int] | None = None,
+        tenant_max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
         """Store jobs durably; return one Job per input, in order.
@@ -162,6 +182,8 @@ class Backend(Protocol):
         A job whose (queue, key) already exists is not stored again: the existing job is
         returned with ``created=False``. If a queue named in ``max_depth`` would hold more than
         that many unfinished jobs, the whole call is refused with QueueFull and nothing is stored.
+        Likewise a tenant named in ``tenant_max_depth`` (its unfinished jobs in every queue):
+        TenantQuotaFull. A job's ``tenant`` and flow keys are stored as given.
 
         In the same transaction, and refusing the whole call (nothing stored) otherwise:
 
@@ -177,13 +199,29 @@ class Backend(Protocol):
         """
 
     # -- running ---------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        worker_id: str,
+        lease_s: float,
+        now: float | None = None,
+    ) -> Leased:
         """Move up to ``limit`` due jobs of ``queue`` to running, best first; return them.
 
         Order: higher priority, then earlier run_at, then enqueue order. Each returned job has a
         fresh ``lease_token``, its ``attempt`` and ``deliveries`` incremented, ``started_at``
         set to now. Its payload is read on first access (a handler process gets it as text:
         ``job.payload_text``).
+
+        When the queue's stored settings have flow limits (``QueueSettings.limits``), the lease
+        obeys them as :mod:`forebay.flow` says (its :func:`~forebay.flow.plan`), in the same
+        transaction or script: the jobs held back stay queued, untouched, and the result's
+        ``throttled_until`` says when a rate frees a token for them.
+
+        ``now`` (tests): the time the lease takes as now (due jobs, rates, aging, lease expiry);
+        None: the store's clock.
         """
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
@@ -250,8 +288,13 @@ class Backend(Protocol):
     ) -> list[Job]:
         """Jobs matching ``where``, newest first, paged by ``before_id``."""
 
-    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
-        """Counts per queue and state, sorted by queue name."""
+    async def counts(
+        self, *, now: float | None = None, tenant: str | None = None
+    ) -> list[QueueCounts]:
+        """Counts per queue and state, sorted by queue name. ``throttled``: due queued jobs a
+        lease at ``now`` would hold back by the queue's flow limits (all of them while the
+        queue's rate has no token or its cap is reached; else those of a blocked key).
+        ``tenant``: only that tenant's jobs (``throttled`` then counts its jobs alone)."""
 
     async def wait_for_work(self, queues: Sequence[str], *, timeout_s: float) -> None:
         """Return when a job may be due on one of ``queues``, or after ``timeout_s``.
@@ -308,10 +351,16 @@ class Backend(Protocol):
 
     # -- operator controls: stored queue settings, run-now, cancel by filter ------------------
     async def set_queue(
-        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_depth: int | Keep | None = KEEP,
+        limits: FlowLimits | Keep = KEEP,
     ) -> QueueSettings:
         """Store ``queue``'s settings (None / KEEP: leave as stored; ``max_depth=None`` clears
-        the limit); return them. Resuming wakes the workers waiting on the queue."""
+        the limit; ``limits=FlowLimits()`` clears the flow limits); return them. Resuming, or
+        new limits, wake the workers waiting on the queue."""
         ...
 
     async def queue_settings(self) -> list[QueueSettings]:
@@ -345,8 +394,13 @@ class Backend(Protocol):
         ...
 
     async def list_runs(
-        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+        self,
+        *,
+        state: RunState | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Run]:
         """Runs, newest first (by id: run ids are time-ordered), paged by ``before_id``;
-        ``state`` narrows to one state."""
+        ``state`` narrows to one state, ``tenant`` to that tenant's runs."""
         ...

@@ -53,6 +53,10 @@ COLUMNS: Final = (
     "after_policy",
     "webhook",
     "parent_id",
+    "tenant",
+    "rate_key",
+    "concurrency_key",
+    "fair_key",
 )
 """A job's stored fields, in the order of a row. ``after_ids`` is the JSON text of the parents'
 ids (NULL: none), ``after_policy`` NULL for the default (``completed``)."""
@@ -107,6 +111,10 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         after_policy=row[27] or "completed",
         webhook=row[28],
         parent_id=row[29],
+        tenant=row[30],
+        rate_key=row[31],
+        concurrency_key=row[32],
+        fair_key=row[33],
         created=created,
     )
 
@@ -154,6 +162,10 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         get("after_policy"),
         get("webhook"),
         _whole(get("parent_id")),
+        get("tenant"),
+        get("rate_key"),
+        get("concurrency_key"),
+        get("fair_key"),
     )
 
 
