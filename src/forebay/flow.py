@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "NO_LIMITS",
     "Candidate",
     "FlowLimits",
     "FlowState",
@@ -121,7 +122,7 @@ class Rate:
         spare = self.tolerance - (tat - now)
         if spare < -1e-9:
             return 0
-        return min(self.burst, int(math.floor(spare / self.interval + 1e-9)) + 1)
+        return min(self.burst, math.floor(spare / self.interval + 1e-9) + 1)
 
     def spend(self, tat: float | None, now: float, n: int) -> float:
         """The bucket's ``tat`` once ``n`` tokens are spent at ``now``."""
@@ -188,7 +189,7 @@ class FlowLimits:
     @property
     def active(self) -> bool:
         """Whether any limit is set (a lease without any takes the plain path)."""
-        return self != _NONE
+        return self != NO_LIMITS
 
     @property
     def keyed(self) -> bool:
@@ -209,7 +210,7 @@ class FlowLimits:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> FlowLimits:
         if not data:
-            return _NONE
+            return NO_LIMITS
         rate, per_key = data.get("rate"), data.get("rate_per_key")
         return cls(
             rate=None if rate is None else Rate.from_dict(rate),
@@ -238,7 +239,7 @@ class FlowLimits:
         return ", ".join(parts) or "-"
 
 
-_NONE: Final = FlowLimits()
+NO_LIMITS: Final = FlowLimits()
 
 
 def effective_priority(priority: int, run_at: float, now: float, aging_s: float | None) -> int:
@@ -288,7 +289,7 @@ def check_tenant(value: object) -> str | None:
 
 
 def check_key_spec(name: str, spec: object) -> None:
-    """ConfigError unless ``spec`` is a callable or a path ``payload.a.b`` / ``tenant`` / ``key``."""
+    """ConfigError unless ``spec`` is a callable or a path (``payload.a.b``, ``tenant``)."""
     if spec is None or callable(spec):
         return
     if not isinstance(spec, str) or not _path(spec):
@@ -313,6 +314,7 @@ def resolve_key(name: str, spec: KeySpec | None, job: NewJob) -> str | None:
     A path walks ``payload`` (mappings by key, lists by index); a callable is given the job.
     What it finds must be a str or an int (see :func:`check_key`), else InvalidPayload.
     """
+    value: object
     if spec is None:
         return None
     if callable(spec):
@@ -324,7 +326,6 @@ def resolve_key(name: str, spec: KeySpec | None, job: NewJob) -> str | None:
             raise InvalidPayload(f"{name}: the key function raised {exc!r}") from exc
         return check_key(name, value)
     parts = _path(spec) or []
-    value: object
     if parts[0] != "payload":
         value = getattr(job, parts[0], None)
         return check_key(name, value)
@@ -419,6 +420,40 @@ def blocked_keys(limits: FlowLimits, state: FlowState, now: float) -> tuple[set[
     return no_token, full
 
 
+class _Admission:
+    """The per-key limits within one lease: which candidate may start, and what it spends."""
+
+    def __init__(self, limits: FlowLimits, state: FlowState, now: float) -> None:
+        self.rate, self.cap = limits.rate_per_key, limits.concurrency_per_key
+        self.state, self.now = state, now
+        self.tokens: dict[str, int] = {}
+        self.running = dict(state.running_per_key)
+        self.spent: dict[str, int] = {}
+        self.held_until: list[float] = []
+
+    def __call__(self, c: Candidate) -> bool:
+        rate, key = self.rate, c.rate_key
+        if rate is not None and key is not None:
+            left = self.tokens.get(key)
+            if left is None:
+                left = self.tokens[key] = rate.available(self.state.key_tats.get(key), self.now)
+            if left <= 0:
+                self.held_until.append(rate.free_at(self.key_tat(key), self.now))
+                return False
+        if self.cap is not None and c.concurrency_key is not None:
+            if self.running.get(c.concurrency_key, 0) >= self.cap:
+                return False
+            self.running[c.concurrency_key] = self.running.get(c.concurrency_key, 0) + 1
+        if rate is not None and key is not None:
+            self.tokens[key] -= 1
+            self.spent[key] = self.spent.get(key, 0) + 1
+        return True
+
+    def key_tat(self, key: str) -> float:
+        assert self.rate is not None
+        return self.rate.spend(self.state.key_tats.get(key), self.now, self.spent.get(key, 0))
+
+
 def plan(
     limits: FlowLimits,
     state: FlowState,
@@ -438,34 +473,11 @@ def plan(
         out.throttled_until = wait
         return out
     aging = limits.aging_s
-    per_rate, per_cap = limits.rate_per_key, limits.concurrency_per_key
-    tokens: dict[str, int] = {}
-    running = dict(state.running_per_key)
-    spent: dict[str, int] = {}
-    held_until: list[float] = []
 
     def order(c: Candidate) -> tuple[int, float, int]:
         return (-effective_priority(c.priority, c.run_at, now, aging), c.run_at, c.id)
 
-    def admit(c: Candidate) -> bool:
-        if per_rate is not None and c.rate_key is not None:
-            left = tokens.get(c.rate_key)
-            if left is None:
-                left = per_rate.available(state.key_tats.get(c.rate_key), now)
-                tokens[c.rate_key] = left
-            if left <= 0:
-                tat = per_rate.spend(state.key_tats.get(c.rate_key), now, spent.get(c.rate_key, 0))
-                held_until.append(per_rate.free_at(tat, now))
-                return False
-        if per_cap is not None and c.concurrency_key is not None:
-            if running.get(c.concurrency_key, 0) >= per_cap:
-                return False
-            running[c.concurrency_key] = running.get(c.concurrency_key, 0) + 1
-        if per_rate is not None and c.rate_key is not None:
-            tokens[c.rate_key] -= 1
-            spent[c.rate_key] = spent.get(c.rate_key, 0) + 1
-        return True
-
+    admit = _Admission(limits, state, now)
     if not limits.fair:
         for c in sorted(candidates, key=order):
             if len(out.ids) >= room:
@@ -473,48 +485,56 @@ def plan(
             if admit(c):
                 out.ids.append(c.id)
     else:
-        groups: dict[str | None, list[Candidate]] = {}
-        for c in candidates:
-            groups.setdefault(c.fair_key, []).append(c)
-        turns = sorted(
-            groups, key=lambda k: (state.served.get(k, -math.inf), "" if k is None else k)
-        )
-        queues = {k: sorted(groups[k], key=order) for k in turns}
-        cursor = dict.fromkeys(turns, 0)
-        served_order: list[str | None] = []
-        while len(out.ids) < room and turns:
-            still: list[str | None] = []
-            for k in turns:
-                if len(out.ids) >= room:
-                    still.append(k)
-                    continue
-                jobs, i = queues[k], cursor[k]
-                while i < len(jobs) and not admit(jobs[i]):
-                    i += 1
-                if i < len(jobs):
-                    out.ids.append(jobs[i].id)
-                    if k not in served_order:
-                        served_order.append(k)
-                    else:  # served again this lease: to the back of the order
-                        served_order.remove(k)
-                        served_order.append(k)
-                    i += 1
-                    if i < len(jobs):
-                        still.append(k)
-                cursor[k] = i
-            turns = still
-        out.served = {k: now + n * 1e-6 for n, k in enumerate(served_order)}
-
+        out.served = _take_turns(candidates, order, admit, state, room, out.ids, now)
     taken = len(out.ids)
     if taken and limits.rate is not None:
         out.queue_tat = limits.rate.spend(state.queue_tat, now, taken)
-    if per_rate is not None:
-        out.key_tats = {k: per_rate.spend(state.key_tats.get(k), now, n) for k, n in spent.items()}
-    if held_until:
-        out.throttled_until = min(held_until)
+    if admit.rate is not None:
+        out.key_tats = {k: admit.key_tat(k) for k in admit.spent}
+    if admit.held_until:
+        out.throttled_until = min(admit.held_until)
     elif taken >= room and limits.rate is not None and taken < limit:
         out.throttled_until = limits.rate.free_at(out.queue_tat, now)
     return out
+
+
+def _take_turns(
+    candidates: Iterable[Candidate],
+    order: Callable[[Candidate], tuple[int, float, int]],
+    admit: _Admission,
+    state: FlowState,
+    room: int,
+    ids: list[int],
+    now: float,
+) -> dict[str | None, float]:
+    """Fair leasing: the fair keys take turns, one job each per round, least recently served
+    first; append the ids taken to ``ids`` and return the keys served with their new marker
+    (later for a key served later in this lease)."""
+    groups: dict[str | None, list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(c.fair_key, []).append(c)
+    turns = sorted(groups, key=lambda k: (state.served.get(k, -math.inf), k or ""))
+    for k in turns:
+        groups[k].sort(key=order)
+    cursor = dict.fromkeys(turns, 0)
+    served: dict[str | None, None] = {}  # in the order last served
+    while len(ids) < room and turns:
+        still: list[str | None] = []
+        for k in turns:
+            jobs, i = groups[k], cursor[k]
+            if len(ids) < room:
+                while i < len(jobs) and not admit(jobs[i]):
+                    i += 1
+                if i < len(jobs):
+                    ids.append(jobs[i].id)
+                    served.pop(k, None)
+                    served[k] = None
+                    i += 1
+                cursor[k] = i
+            if i < len(jobs):
+                still.append(k)
+        turns = still
+    return {k: now + n * 1e-6 for n, k in enumerate(served)}
 
 
 def keys_of(candidates: Sequence[Candidate]) -> set[str]:

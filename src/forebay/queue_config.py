@@ -10,7 +10,7 @@ from typing import TypeAlias
 
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
-from forebay.flow import FlowLimits, KeySpec, Rate, check_key_spec, resolve_key
+from forebay.flow import NO_LIMITS, FlowLimits, KeySpec, Rate, check_key_spec, resolve_key
 from forebay.job import JSON, Job, NewJob, validate_queue_name
 from forebay.payloads import PayloadModel, check_model
 
@@ -111,7 +111,7 @@ class QueueConfig:
     concurrency_per_key: int | None = None
     fair_key: KeySpec | None = None
     priority_aging: timedelta | float | None = None
-    limits: FlowLimits = field(init=False, default=FlowLimits())
+    limits: FlowLimits = field(init=False, default=NO_LIMITS)
     """The flow limits the options above make (what the workers store for the queue)."""
     is_async: bool = field(init=False, default=False)
     """Whether the handler is a coroutine function (worked out once, not per job)."""

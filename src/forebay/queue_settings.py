@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Final
 
 from forebay.errors import ConfigError
-from forebay.flow import FlowLimits
+from forebay.flow import NO_LIMITS, FlowLimits
 from forebay.job import JSON, validate_queue_name
 
 __all__ = ["KEEP", "Keep", "QueueSettings", "check_settings"]
@@ -49,7 +49,7 @@ class QueueSettings:
     paused: bool = False
     max_depth: int | None = None
     updated_at: datetime | None = None
-    limits: FlowLimits = FlowLimits()
+    limits: FlowLimits = NO_LIMITS
 
     def to_dict(self) -> dict[str, JSON]:
         return {

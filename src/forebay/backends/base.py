@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
+from forebay.flow import FlowLimits
 from forebay.job import (
     Completion,
     DeadCursor,
@@ -41,7 +42,6 @@ from forebay.job import (
     QueueCounts,
     Retry,
 )
-from forebay.flow import FlowLimits
 from forebay.queue_settings import KEEP, Keep, QueueSettings
 from forebay.runs import NewRun, Run, RunState
 from forebay.schedules import Firing, Schedule
