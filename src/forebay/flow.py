@@ -30,12 +30,11 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from forebay.errors import ConfigError, InvalidPayload
 
-if TYPE_CHECKING:
-    from forebay.job import JSON, NewJob
+JSON: TypeAlias = Any
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -253,7 +252,7 @@ def effective_priority(priority: int, run_at: float, now: float, aging_s: float 
 # Keys
 
 
-KeySpec: TypeAlias = "str | Callable[[NewJob], object]"
+KeySpec: TypeAlias = str | Callable[[Any], object]
 """A flow key as declared on a queue: a path such as ``"payload.user_id"`` or ``"tenant"``, or
 a callable given the :class:`~forebay.job.NewJob` (its ``payload``, ``tenant``, ``key``...)
 returning the key (a str or an int; None: no key)."""
@@ -308,7 +307,7 @@ def _path(spec: str) -> list[str] | None:
     return None
 
 
-def resolve_key(name: str, spec: KeySpec | None, job: NewJob) -> str | None:
+def resolve_key(name: str, spec: KeySpec | None, job: Any) -> str | None:
     """The key ``spec`` gives for ``job`` (None: the path is missing or the callable said None).
 
     A path walks ``payload`` (mappings by key, lists by index); a callable is given the job.
