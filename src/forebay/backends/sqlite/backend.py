@@ -1526,7 +1526,8 @@ def _flow_pick(
     priorities: list[int | None] = [None]
     if limits.aging_s is not None:
         priorities = [r[0] for r in conn.execute(Q["queued_priorities"], {"queue": queue})]
-    sql = _CANDIDATES[(limits.fair, limits.aging_s is not None)]
+    aging = limits.aging_s is not None
+    sql = _CANDIDATES[(limits.fair, aging)]
     # Rate keys without a token are read at first (the plan says when their token frees),
     # then left out with those the plan uses up, should their jobs crowd the others out.
     no_token: set[str] = set()
@@ -1546,8 +1547,9 @@ def _flow_pick(
         }
         for fair_key in turns[:keys]:
             for priority in priorities:
+                query = _UNKEYED[aging] if limits.fair and fair_key is None else sql
                 rows = conn.execute(
-                    sql, params | {"fair_key": fair_key, "priority": priority}
+                    query, params | {"fair_key": fair_key, "priority": priority}
                 ).fetchall()
                 more = more or len(rows) >= per
                 for row in rows:
@@ -1578,6 +1580,8 @@ _CANDIDATES = {  # (fair, aging): the candidate query, per fair key and / or pri
     (True, False): Q["flow_candidates_fair"],
     (True, True): Q["flow_candidates_fair_priority"],
 }
+_UNKEYED = {False: Q["flow_candidates_unkeyed"], True: Q["flow_candidates_unkeyed_priority"]}
+"""With fair: the candidate query of the jobs without a fair key, by aging."""
 
 
 def _used_up(

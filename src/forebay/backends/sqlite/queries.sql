@@ -586,7 +586,8 @@ WITH RECURSIVE k(key) AS (
 SELECT key FROM k WHERE key IS NOT NULL
 
 -- name: fair_none
-SELECT EXISTS (SELECT 1 FROM forebay_jobs
+-- whether a queue has queued jobs without a fair key (walks forebay_jobs_due, reading no row)
+SELECT EXISTS (SELECT 1 FROM forebay_jobs INDEXED BY forebay_jobs_due
                WHERE queue = :queue AND state = 'queued' AND fair_key IS NULL)
 
 -- name: flow_candidates
@@ -609,9 +610,9 @@ ORDER BY run_at, id
 LIMIT :n
 
 -- name: flow_candidates_fair
--- as flow_candidates, of one fair key (:fair_key NULL: the jobs without one)
+-- as flow_candidates, of one fair key
 SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
-WHERE queue = :queue AND state = 'queued' AND fair_key IS :fair_key AND run_at <= :now
+WHERE queue = :queue AND state = 'queued' AND fair_key = :fair_key AND run_at <= :now
   AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
   AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
 ORDER BY priority DESC, run_at, id
@@ -620,7 +621,7 @@ LIMIT :n
 -- name: flow_candidates_fair_priority
 -- as flow_candidates, of one fair key and one priority
 SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
-WHERE queue = :queue AND state = 'queued' AND fair_key IS :fair_key AND priority = :priority
+WHERE queue = :queue AND state = 'queued' AND fair_key = :fair_key AND priority = :priority
   AND run_at <= :now
   AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
   AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
@@ -637,3 +638,25 @@ SELECT COUNT(*),
 FROM forebay_jobs
 WHERE queue = :queue AND state = 'queued' AND run_at <= :now
   AND (:tenant IS NULL OR tenant = :tenant)
+
+-- name: flow_candidates_unkeyed
+-- as flow_candidates, of the jobs without a fair key (forebay_jobs_due: a job of another group
+-- is passed over without reading its row)
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key
+FROM forebay_jobs INDEXED BY forebay_jobs_due
+WHERE queue = :queue AND state = 'queued' AND fair_key IS NULL AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY priority DESC, run_at, id
+LIMIT :n
+
+-- name: flow_candidates_unkeyed_priority
+-- as flow_candidates_unkeyed, of one priority
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key
+FROM forebay_jobs INDEXED BY forebay_jobs_due
+WHERE queue = :queue AND state = 'queued' AND fair_key IS NULL AND priority = :priority
+  AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY run_at, id
+LIMIT :n

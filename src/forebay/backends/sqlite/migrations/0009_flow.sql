@@ -29,9 +29,14 @@ CREATE TABLE forebay_flow (
 -- running jobs per concurrency key (jobs without one are not in it: the plain path pays nothing)
 CREATE INDEX forebay_jobs_running_key ON forebay_jobs (queue, concurrency_key)
     WHERE state = 'running' AND concurrency_key IS NOT NULL;
--- fair leasing: queued jobs per fair key (no key: a group of its own), best first; the lease
--- walks the keys by skip-scan
+-- fair leasing: queued jobs per fair key, best first; the lease walks the keys by skip-scan.
+-- Jobs without a key (a group of their own) are not in it, so plain jobs pay nothing for it:
+-- the leasing index carries fair_key instead, and that group is read by walking it (no row is
+-- read for a job of another group).
 CREATE INDEX forebay_jobs_fair ON forebay_jobs (queue, fair_key, priority DESC, run_at, id)
+    WHERE state = 'queued' AND fair_key IS NOT NULL;
+DROP INDEX forebay_jobs_due;
+CREATE INDEX forebay_jobs_due ON forebay_jobs (queue, priority DESC, run_at, id, fair_key)
     WHERE state = 'queued';
 -- a tenant's jobs: its quota (unfinished jobs), its counts and listings
 CREATE INDEX forebay_jobs_tenant ON forebay_jobs (tenant, state, queue)
