@@ -1107,18 +1107,13 @@ def _insert(
 def _store_plain(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[Job]:
     """Store jobs without links, queued. Jobs without a tenant or flow keys (the most) go in
     with the columns they have: each column is one more JSON look-up per job."""
-    if any(_flowing(j) for j in jobs):
-        rows = [_row(j, now) for j in jobs]
-        return _store(conn, jobs, Q["insert_flow_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
-    rows = [_row(j, now)[:_PLAIN_COLUMNS] for j in jobs]
-    return _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
-
-
-def _flowing(j: NewJob) -> bool:
-    """Whether a job has a tenant or a flow key."""
-    return not (
-        j.tenant is None and j.rate_key is None and j.concurrency_key is None and j.fair_key is None
-    )
+    states = [JobState.QUEUED] * len(jobs)
+    for j in jobs:
+        if j.tenant or j.rate_key or j.concurrency_key or j.fair_key:
+            rows = [_row(j, now) for j in jobs]
+            return _store(conn, jobs, Q["insert_flow_jobs"], rows, now, states)
+    rows = [_row(j, now, flow=False) for j in jobs]
+    return _store(conn, jobs, Q["insert_jobs"], rows, now, states)
 
 
 def _store(
@@ -1378,8 +1373,11 @@ def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, effects: _E
         effects.queues.update(job.queue for job in jobs)
 
 
-def _row(j: NewJob, now: float) -> tuple[Any, ...]:
+def _row(j: NewJob, now: float, *, flow: bool = True) -> tuple[Any, ...]:
+    """A job's fields as insert_jobs takes them (``flow``: and as insert_flow_jobs does)."""
     run_at = now if j.run_at is None else j.run_at
+    if not flow:
+        return (j.queue, j.key, j.priority, run_at, j.run_id, now, now, j.max_attempts, j.timeout_s)
     return (
         j.queue,
         j.key,
@@ -1397,8 +1395,6 @@ def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     )
 
 
-_PLAIN_COLUMNS = 9
-"""The fields of ``_row`` before the tenant and the flow keys."""
 _ROW_ERROR = 19
 """Where a linked job's error is in its row (``_row`` and then insert_linked_jobs' fields)."""
 
