@@ -11,6 +11,14 @@ engine, and splitting it by transition would scatter the writer's rules.
   status queries never wait behind writes.
 * Leasing picks and updates jobs under SQLite's write lock, so two processes never lease the
   same job; the partial index ``forebay_jobs_due`` keeps its cost flat as history grows.
+* Flow control (:mod:`forebay.flow`): a queue's limits are JSON in ``forebay_queues.limits``.
+  The plain lease's one look-up of that row (is it paused?) also asks whether it has limits,
+  so a queue without them leases as before. With limits, the lease reads in its own writer
+  operation the rate buckets and fair markers (``forebay_flow``) and the running counts, reads
+  candidates best first per group (priority with aging, fair key with fair) from the indexes,
+  lets :func:`~forebay.flow.plan` choose, and writes the buckets and markers back: SQLite's
+  write lock makes that one step for every process on the file, so a cap holds fleet-wide.
+  Tenant quotas are counted in the enqueue's transaction (``forebay_jobs_tenant``).
 * Payloads live in a table of their own (``forebay_payloads``): a job's row is rewritten at
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
