@@ -77,7 +77,16 @@ from forebay.errors import (
     QueueFull,
     TenantQuotaFull,
 )
-from forebay.flow import NO_LIMITS, Candidate, FlowLimits, FlowState, blocked_keys, budget, plan
+from forebay.flow import (
+    NO_LIMITS,
+    Candidate,
+    FlowLimits,
+    FlowState,
+    Plan,
+    blocked_keys,
+    budget,
+    plan,
+)
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
@@ -951,50 +960,13 @@ async def _flow_lease(
         if room <= 0:
             return [], wait
         no_token, full = blocked_keys(limits, state, at)
-        candidates: dict[int, Candidate] = {}
-        skip_rate, skip_full = set(no_token), set(full)
-        while True:
-            # The best due jobs of the keys not blocked; then the plan. When the plan comes
-            # up short because keys ran out of room within this lease, fetch again without
-            # those keys (each round leaves out one more key at least, so rounds <= limit).
-            blocked = (sorted(skip_rate), sorted(skip_full))
-            if limits.aging_s is not None:
-                found = await conn.fetch(
-                    q["flow_ranked"], queue, at, *blocked, limit, limits.fair
-                )
-            elif limits.fair:
-                found = await conn.fetch(q["flow_fair"], queue, at, *blocked, limit)
-            else:
-                found = await conn.fetch(q["flow_top"], queue, at, *blocked, limit)
-            candidates.update((r[0], Candidate(*r)) for r in found)
-            chosen = plan(limits, state, candidates.values(), limit=limit, now=at)
-            if len(chosen.ids) >= room or not found:
-                break
-            spent_rate, spent_full = _used_up(limits, state, chosen.ids, candidates, at)
-            if spent_rate <= skip_rate and spent_full <= skip_full:
-                break
-            skip_rate |= spent_rate
-            skip_full |= spent_full
+        chosen = await _flow_plan(conn, q, queue, limits, state, (no_token, full), limit, at)
         rows: list[Any] = []
         if chosen.ids:
-            rows = await conn.fetch(
-                q["flow_take"], chosen.ids, token, lease_s, worker_id, at
-            )
+            rows = await conn.fetch(q["flow_take"], chosen.ids, token, lease_s, worker_id, at)
             order = {job_id: n for n, job_id in enumerate(chosen.ids)}
             rows.sort(key=lambda r: order[r[0]])
-        writes = [("rate", key, tat) for key, tat in chosen.key_tats.items()]
-        if chosen.queue_tat is not None:
-            writes.append(("rate", "", chosen.queue_tat))
-        writes += [("fair", "" if key is None else key, v) for key, v in chosen.served.items()]
-        if writes:
-            await conn.execute(
-                q["flow_save"],
-                queue,
-                at,
-                [w[0] for w in writes],
-                [w[1] for w in writes],
-                [w[2] for w in writes],
-            )
+        await _flow_save(conn, q, queue, chosen, at)
     until = chosen.throttled_until
     if no_token and len(chosen.ids) < limit and limits.rate_per_key is not None:
         # The rate keys left out had no token: when the first frees one. (Whether such a key
@@ -1004,6 +976,51 @@ async def _flow_lease(
         first = min(rate.free_at(state.key_tats[k], at) for k in no_token)
         until = first if until is None else min(until, first)
     return rows, until
+
+
+async def _flow_plan(
+    conn: Any,
+    q: dict[str, str],
+    queue: str,
+    limits: FlowLimits,
+    state: FlowState,
+    blocked: tuple[set[str], set[str]],
+    limit: int,
+    at: float,
+) -> Plan:
+    """Fetch the best due jobs of the keys not ``blocked`` (rate keys without a token,
+    concurrency keys at their cap) and plan. When the plan comes up short because keys ran
+    out of room within this lease, fetch again without those keys too (each round leaves out
+    one more key at least, so there are at most ``limit`` rounds)."""
+    candidates: dict[int, Candidate] = {}
+    skip_rate, skip_full = set(blocked[0]), set(blocked[1])
+    room, _ = budget(limits, state, limit, at)
+    while True:
+        args = (queue, at, sorted(skip_rate), sorted(skip_full), limit)
+        if limits.aging_s is not None:
+            found = await conn.fetch(q["flow_ranked"], *args, limits.fair)
+        else:
+            found = await conn.fetch(q["flow_fair" if limits.fair else "flow_top"], *args)
+        candidates.update((r[0], Candidate(*r)) for r in found)
+        chosen = plan(limits, state, candidates.values(), limit=limit, now=at)
+        if len(chosen.ids) >= room or not found:
+            return chosen
+        spent_rate, spent_full = _used_up(limits, state, chosen.ids, candidates, at)
+        if spent_rate <= skip_rate and spent_full <= skip_full:
+            return chosen
+        skip_rate |= spent_rate
+        skip_full |= spent_full
+
+
+async def _flow_save(conn: Any, q: dict[str, str], queue: str, chosen: Plan, at: float) -> None:
+    """Write a plan's new bucket times and fair markers (and drop the buckets full again)."""
+    writes = [("rate", key, tat) for key, tat in chosen.key_tats.items()]
+    if chosen.queue_tat is not None:
+        writes.append(("rate", "", chosen.queue_tat))
+    writes += [("fair", "" if key is None else key, v) for key, v in chosen.served.items()]
+    if writes:
+        kinds, keys, values = zip(*writes, strict=True)
+        await conn.execute(q["flow_save"], queue, at, list(kinds), list(keys), list(values))
 
 
 def _used_up(
@@ -1366,7 +1383,9 @@ def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
     timeouts = [j.timeout_s for j in jobs] if any(j.timeout_s is not None for j in jobs) else None
     payloads = [j.payload_json for j in jobs]
     flow = [
-        [getattr(j, name) for j in jobs] if any(getattr(j, name) is not None for j in jobs) else None
+        [getattr(j, name) for j in jobs]
+        if any(getattr(j, name) is not None for j in jobs)
+        else None
         for name in ("tenant", "rate_key", "concurrency_key", "fair_key")
     ]
     return payloads, queue, queues, keys, priorities, run_ats, run_ids, attempts, timeouts, *flow
