@@ -1,6 +1,6 @@
 """The PostgreSQL backend: many workers on many machines, transactional enqueue.
 
-One module (~1100 lines) on purpose: it is one concern, every transition of the Backend
+One module (~1400 lines) on purpose: it is one concern, every transition of the Backend
 Protocol on one engine (connections, schema and wake-ups live in modules of their own).
 
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
@@ -24,6 +24,14 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   stores its webhook's delivery and releases or cancels its waiting children. The plain
   settle statement leaves such jobs to that transaction, so jobs without links pay one
   condition (:mod:`~forebay.backends.postgres.links` makes the decisions).
+* Flow control (:mod:`forebay.flow`): a queue's limits are a jsonb column of its ``queues``
+  row. The plain lease statement leases nothing from a queue that has some (the same
+  primary-key lookup as ``paused``), so a queue without limits pays nothing; a queue with
+  limits leases in a transaction that locks its ``queues`` row (its flow leases take turns
+  across the fleet, so caps and rates hold), reads its rate buckets and fair markers (table
+  ``flow``) and running counts, fetches candidates, runs :func:`forebay.flow.plan` and writes
+  the buckets back. Tenant quotas lock the tenant (an advisory lock) and count its unfinished
+  jobs in the enqueue's transaction, as ``max_depth`` does for a queue.
 * Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
   schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
