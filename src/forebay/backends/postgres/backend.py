@@ -1,6 +1,6 @@
 """The PostgreSQL backend: many workers on many machines, transactional enqueue.
 
-One module (~1400 lines) on purpose: it is one concern, every transition of the Backend
+One module (~1500 lines) on purpose: it is one concern, every transition of the Backend
 Protocol on one engine (connections, schema and wake-ups live in modules of their own).
 
 * Tables live in their own PostgreSQL schema (``forebay`` unless ``?schema=`` says otherwise),
