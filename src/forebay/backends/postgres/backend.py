@@ -975,15 +975,7 @@ async def _flow_lease(
             order = {job_id: n for n, job_id in enumerate(chosen.ids)}
             rows.sort(key=lambda r: order[r[0]])
         await _flow_save(conn, q, queue, chosen, at)
-    until = chosen.throttled_until
-    if no_token and len(chosen.ids) < limit and limits.rate_per_key is not None:
-        # The rate keys left out had no token: when the first frees one. (Whether such a key
-        # still has due jobs is not looked up, which would read the backlog: at worst a lane
-        # leases once more when that token frees, and finds nothing.)
-        rate = limits.rate_per_key
-        first = min(rate.free_at(state.key_tats[k], at) for k in no_token)
-        until = first if until is None else min(until, first)
-    return rows, until
+    return rows, chosen.throttled_until
 
 
 async def _flow_plan(
