@@ -624,15 +624,21 @@ EXPECTED_SCHEMA = {
     "columns": [
         "dependencies.child_id bigint not null",
         "dependencies.parent_id bigint not null",
+        "flow.key text not null",
+        "flow.kind text not null",
+        "flow.queue text not null",
+        "flow.value double precision not null",
         "jobs.after_ids text",
         "jobs.after_policy text",
         "jobs.attempt integer not null default 0",
+        "jobs.concurrency_key text",
         "jobs.created_at timestamp with time zone not null default now()",
         "jobs.defers integer not null default 0",
         "jobs.deliveries integer not null default 0",
         "jobs.error text",
         "jobs.error_type text",
         "jobs.errors jsonb",
+        "jobs.fair_key text",
         "jobs.finished_at timestamp with time zone",
         "jobs.has_children boolean not null default false",
         "jobs.id bigint not null identity always",
@@ -646,11 +652,13 @@ EXPECTED_SCHEMA = {
         "jobs.progress double precision",
         "jobs.progress_message text",
         "jobs.queue text not null",
+        "jobs.rate_key text",
         "jobs.result json",
         "jobs.run_at timestamp with time zone not null default now()",
         "jobs.run_id text",
         "jobs.started_at timestamp with time zone",
         "jobs.state text not null default 'queued'::text",
+        "jobs.tenant text",
         "jobs.timeout_s double precision",
         "jobs.updated_at timestamp with time zone not null default now()",
         "jobs.webhook text",
@@ -658,6 +666,7 @@ EXPECTED_SCHEMA = {
         "migrations.applied_at timestamp with time zone not null default now()",
         "migrations.name text not null",
         "migrations.version integer not null",
+        "queues.limits jsonb",
         "queues.max_depth integer",
         "queues.name text not null",
         "queues.paused boolean not null default false",
@@ -674,6 +683,7 @@ EXPECTED_SCHEMA = {
         "runs.on_complete text",
         "runs.sealed_at timestamp with time zone",
         "runs.state text not null default 'open'::text",
+        "runs.tenant text",
         "runs.total integer not null default 0",
         "runs.webhook text",
         "schedules.catch_up integer not null default 1",
@@ -690,6 +700,8 @@ EXPECTED_SCHEMA = {
     ],
     "constraints": [
         "dependencies_pkey PRIMARY KEY (parent_id, child_id)",
+        "flow_kind_known CHECK ((kind = ANY (ARRAY['rate'::text, 'fair'::text])))",
+        "flow_pkey PRIMARY KEY (queue, kind, key)",
         "jobs_after_policy_known CHECK (((after_policy IS NULL) OR (after_policy = ANY "
         "(ARRAY['completed'::text, 'always'::text]))))",
         "jobs_counters_not_negative CHECK (((attempt >= 0) AND (deliveries >= 0) AND (defers >= "
@@ -724,6 +736,7 @@ EXPECTED_SCHEMA = {
     ],
     "indexes": [
         "dependencies_pkey ON dependencies USING btree (parent_id, child_id)",
+        "flow_pkey ON flow USING btree (queue, kind, key)",
         "jobs_due ON jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = "
         "'queued'::text)",
         "jobs_finished ON jobs USING btree (state, finished_at) WHERE (finished_at IS NOT NULL)",
@@ -732,7 +745,12 @@ EXPECTED_SCHEMA = {
         "jobs_queue_finished ON jobs USING btree (queue, state, finished_at) WHERE (finished_at "
         "IS NOT NULL)",
         "jobs_queue_key ON jobs USING btree (queue, key) WHERE (key IS NOT NULL)",
+        "jobs_queued_fair ON jobs USING btree (queue, fair_key, priority DESC, run_at, id) "
+        "WHERE ((state = 'queued'::text) AND (fair_key IS NOT NULL))",
         "jobs_run_state ON jobs USING btree (run_id, state) WHERE (run_id IS NOT NULL)",
+        "jobs_running_key ON jobs USING btree (queue, concurrency_key) WHERE ((state = "
+        "'running'::text) AND (concurrency_key IS NOT NULL))",
+        "jobs_tenant ON jobs USING btree (tenant, state) WHERE (tenant IS NOT NULL)",
         "migrations_pkey ON migrations USING btree (version)",
         "queues_pkey ON queues USING btree (name)",
         "runs_completed ON runs USING btree (completed_at) WHERE (state = 'completed'::text)",
@@ -747,6 +765,7 @@ EXPECTED_SCHEMA = {
     ],
     "tables": [
         "dependencies",
+        "flow",
         "jobs",
         "migrations",
         "queues",
