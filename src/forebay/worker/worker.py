@@ -1,14 +1,14 @@
 """The worker: puts its lanes, settler and maintenance loops together, and shuts down cleanly.
 
-:meth:`Worker.run` opens the backend, stores the flow limits its queues declare (so the job
-store enforces them from this worker's first lease on), starts the maintenance loops
-(:mod:`.maintenance`) and the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`)
-until stopped — SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then
-shuts down (DESIGN §3.8): no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are
-released back to ``queued`` without spending an attempt, every outcome is written
-(:mod:`.settler`), their hooks finish (:mod:`.hooks`), and the loops stop. A second signal during
-the grace (or :meth:`Worker.stop_now`) ends the grace at once: the running jobs are released
-then, to run again elsewhere straight away.
+:meth:`Worker.run` opens the backend, stores the flow limits its queues declare (so the job store
+enforces them from this worker's first lease on), starts the maintenance loops (:mod:`.maintenance`)
+and the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped —
+SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down (DESIGN §3.8):
+no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are released back to
+``queued`` without spending an attempt, every outcome is written (:mod:`.settler`), their hooks
+finish (:mod:`.hooks`), and the loops stop. A second signal during the grace (or
+:meth:`Worker.stop_now`) ends the grace at once: the running jobs are released then, to run again
+elsewhere straight away.
 """
 
 from __future__ import annotations
