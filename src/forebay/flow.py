@@ -466,14 +466,14 @@ def plan(
     ``candidates``: due queued jobs, at least the best ``limit`` of each priority (and, with
     ``fair``, of each fair key) that are not of a blocked key; more do no harm.
 
-    ``throttled_until`` is set only when a rate held back one of ``candidates``: an empty
-    queue, or one whose jobs were all taken, is not throttled (a burst worker then stops).
+    ``throttled_until`` is set when a rate held a job back: a rate key without a token, or the
+    queue's tokens used up before ``limit`` jobs were taken (not when the cap on running jobs
+    is what bounded the lease: a finish frees that, not time).
     """
     out = Plan()
-    candidates = list(candidates)
     room, wait = budget(limits, state, limit, now)
     if room <= 0:
-        out.throttled_until = wait if candidates else None
+        out.throttled_until = wait
         return out
     aging = limits.aging_s
 
@@ -498,9 +498,9 @@ def plan(
         out.throttled_until = min(admit.held_until)
     elif (
         limits.rate is not None
-        and taken < min(limit, len(candidates))
+        and taken < limit
         and taken >= limits.rate.available(state.queue_tat, now)
-    ):  # the queue's tokens ran out before its due jobs did
+    ):  # the queue's tokens ran out before the lease had all it asked for
         out.throttled_until = limits.rate.free_at(out.queue_tat, now)
     return out
 

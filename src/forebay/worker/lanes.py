@@ -11,19 +11,22 @@ Before starting what it leased, a lane dead-letters crash loops (leased more oft
 ``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
 was running when a worker died runs alone until it finishes once.
 
-A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only
-what they allow. When it takes fewer jobs than asked because a rate has no token for the rest
-(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new
-work arrives, the limits change or a call finishes; so a rate with a backlog is used to the
-full, and no lease is spent polling in between. (Jobs held back by a cap on running jobs wait
-for a finish: this worker's wakes the lane; another worker's is seen at the next idle poll.)
+A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only what
+they allow. When it takes fewer jobs than asked because a rate has no token for the rest
+(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new work
+arrives, the limits change or (on a queue with a cap on running jobs) a call finishes; so a rate
+with a backlog is used to the full, and no lease is spent polling in between. (Jobs held back by a
+cap on running jobs wait for a finish: this worker's wakes the lane; another worker's is seen at the
+next idle poll.)
 
 In burst mode the worker is done once every lane at once finds nothing due and nothing runs:
 a job finishing in one queue may enqueue work in another (a webhook delivery, a run's
 completion job, a handler's child job), so a lane whose queue is empty waits while others run
 jobs, and looks again after each finish. A lane whose due jobs are held back by a rate is not
 done: a burst worker waits for their tokens and runs them, so it still drains the queue, at the
-rate. (Jobs held back only by a cap that other workers' running jobs hold are theirs to drain.)
+rate (and when the last job took the last token, it waits for the next one before it finds the
+queue empty). Jobs held back only by a cap that other workers' running jobs hold are theirs to
+drain.
 
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
@@ -245,20 +248,28 @@ class Lanes:
     async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
         """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
         store's clock): wait until then, or until new work or new limits reach the queue
-        (:meth:`Backend.wait_for_work`), or a call finishes here. ``finished``: the calls
-        finished when the lease was asked; one more since, and the lane looks again at once
-        (a slot it freed may take a job the lease could not)."""
-        if self._finished_calls != finished:
-            return
+        (:meth:`Backend.wait_for_work`: a job of another key may go at once).
+
+        With a cap on running jobs (the queue's or per key), a finish here may let a held job
+        go too: then a call finishing ends the wait, and one that finished since the lease was
+        asked (``finished``: the count then) makes the lane look again at once. Without one, a
+        finish changes nothing a rate holds, and leasing on every finish would only delay the
+        lease that takes the next token."""
+        limits = config.limits
         freed = self._slot_freed[config.name]
-        freed.clear()  # no await since the check above: a finish after it sets it again
+        capped = limits.concurrency is not None or limits.concurrency_per_key is not None
+        if capped:
+            if self._finished_calls != finished:
+                return
+            freed.clear()  # no await since the check above: a finish after it sets it again
         delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
-        await self._until(
-            _first(
-                freed.wait(),
-                self._backend.wait_for_work([config.name], timeout_s=delay),
-            )
-        )
+        waits = [
+            asyncio.sleep(delay),  # on time: a backend's wait may poll in coarser steps
+            self._backend.wait_for_work([config.name], timeout_s=delay),
+        ]
+        if capped:
+            waits.append(freed.wait())
+        await self._until(_first(*waits))
 
     async def _idle_everywhere(self, queue: str, finished: int) -> bool:
         """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
