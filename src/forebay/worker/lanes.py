@@ -216,9 +216,9 @@ class Lanes:
             freed.clear()
             await self._until(freed.wait())
             return False
-        await self._until(
-            self._backend.wait_for_work([config.name], timeout_s=self._settings.idle_poll_s)
-        )
+        # With a cap, what is due may wait for a slot that one of our calls holds.
+        on_finish = self._capped(config) and self._count[config.name] > 0
+        await self._wait(config, self._settings.idle_poll_s, finished, on_finish=on_finish)
         return False
 
     async def _lease(self, config: QueueConfig, limit: int) -> Leased:
@@ -247,29 +247,38 @@ class Lanes:
 
     async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
         """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
-        store's clock): wait until then, or until new work or new limits reach the queue
-        (:meth:`Backend.wait_for_work`: a job of another key may go at once).
+        store's clock): wait until then, or until new work or new limits reach the queue (a
+        job of another key may go at once). With a cap on running jobs, a finish here may let
+        a held job go too; without one, a finish changes nothing a rate holds, and leasing on
+        every finish would only delay the lease that takes the next token."""
+        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
+        await self._wait(config, delay, finished, on_finish=self._capped(config))
 
-        With a cap on running jobs (the queue's or per key), a finish here may let a held job
-        go too: then a call finishing ends the wait, and one that finished since the lease was
-        asked (``finished``: the count then) makes the lane look again at once. Without one, a
-        finish changes nothing a rate holds, and leasing on every finish would only delay the
-        lease that takes the next token."""
-        limits = config.limits
+    async def _wait(
+        self, config: QueueConfig, timeout_s: float, finished: int, *, on_finish: bool
+    ) -> None:
+        """Wait ``timeout_s`` at most, until new work or new limits reach the queue
+        (:meth:`Backend.wait_for_work`); with ``on_finish``, until a call finishes here too,
+        and not at all when one finished since the lease was asked (``finished``: the count
+        then)."""
         freed = self._slot_freed[config.name]
-        capped = limits.concurrency is not None or limits.concurrency_per_key is not None
-        if capped:
+        if on_finish:
             if self._finished_calls != finished:
                 return
             freed.clear()  # no await since the check above: a finish after it sets it again
-        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
         waits = [
-            asyncio.sleep(delay),  # on time: a backend's wait may poll in coarser steps
-            self._backend.wait_for_work([config.name], timeout_s=delay),
+            asyncio.sleep(timeout_s),  # on time: a backend's wait may poll in coarser steps
+            self._backend.wait_for_work([config.name], timeout_s=timeout_s),
         ]
-        if capped:
+        if on_finish:
             waits.append(freed.wait())
         await self._until(_first(*waits))
+
+    @staticmethod
+    def _capped(config: QueueConfig) -> bool:
+        """Whether the queue declares a cap on running jobs (a finish may free a held job)."""
+        limits = config.limits
+        return limits.concurrency is not None or limits.concurrency_per_key is not None
 
     async def _idle_everywhere(self, queue: str, finished: int) -> bool:
         """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
