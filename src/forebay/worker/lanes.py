@@ -263,7 +263,12 @@ class Lanes:
         delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
         for_work = queue not in self._woken_for_nothing
         woken = await self._wait(
-            config, delay, finished, for_work=for_work, on_finish=self._capped(config)
+            config,
+            delay,
+            finished,
+            for_work=for_work,
+            on_time=True,
+            on_finish=self._capped(config),
         )
         if woken == "work" and time.time() < until:
             self._woken_for_nothing.add(queue)  # kept only if the next lease takes nothing
@@ -277,28 +282,34 @@ class Lanes:
         finished: int,
         *,
         for_work: bool = True,
+        on_time: bool = False,
         on_finish: bool = False,
     ) -> str | None:
-        """Wait ``timeout_s`` at most: with ``for_work``, until new work or new limits reach
-        the queue (:meth:`Backend.wait_for_work`); with ``on_finish``, until a call finishes
-        here too, and not at all when one finished since the lease was asked (``finished``:
-        the count then). Return what ended it: ``"work"`` (or the time, when not
-        ``for_work``: ``"time"``), ``"finish"``, or None (stopping)."""
+        """Wait ``timeout_s`` at most and say what ended the wait (None: stopping):
+
+        * ``"work"`` (``for_work``): new work or new limits reached the queue
+          (:meth:`Backend.wait_for_work`, which times out on its own, in its own steps);
+        * ``"time"`` (``on_time``, or not ``for_work``): ``timeout_s`` passed, on time (a
+          Redis server ends a blocking read only at its next tick, 100 ms on the default hz);
+        * ``"finish"`` (``on_finish``): a call finished here, or one finished since the lease
+          was asked (``finished``: the count then), and then there is no wait at all.
+        """
         if on_finish and self._finished_calls != finished:
             return "finish"
-        ended = "work" if for_work else "time"
-        waiting: Awaitable[object] = (
-            self._backend.wait_for_work([config.name], timeout_s=timeout_s)
-            if for_work
-            else asyncio.sleep(timeout_s)
-        )
-        if not on_finish:
-            await self._until(waiting)
-            return ended
-        freed = self._slot_freed[config.name]
-        freed.clear()  # no await since the check above: a finish after it sets it again
-        winner = await self._until(_first(waiting, freed.wait()))
-        return None if winner is None else "finish" if winner else ended
+        waits: list[tuple[str, Awaitable[object]]] = []
+        if for_work:
+            waits.append(("work", self._backend.wait_for_work([config.name], timeout_s=timeout_s)))
+        if on_time or not for_work:
+            waits.append(("time", asyncio.sleep(timeout_s)))
+        if on_finish:
+            freed = self._slot_freed[config.name]
+            freed.clear()  # no await since the check above: a finish after it sets it again
+            waits.append(("finish", freed.wait()))
+        if len(waits) == 1:
+            await self._until(waits[0][1])
+            return waits[0][0]
+        winner = await self._until(_first(*(waiting for _, waiting in waits)))
+        return None if winner is None else waits[winner][0]
 
     @staticmethod
     def _capped(config: QueueConfig) -> bool:
