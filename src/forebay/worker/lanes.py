@@ -117,7 +117,7 @@ class Lanes:
         # each time: none is missed).
         self._idle: set[str] = set()
         self._finished_calls = 0
-        # Rate-held lanes whose last wait for work returned for jobs the rate still held.
+        # Lanes whose last wait for work returned while a limit still held their due jobs.
         self._woken_for_nothing: set[str] = set()
         self._activity = asyncio.Event()
 
@@ -221,9 +221,10 @@ class Lanes:
             freed.clear()
             await self._until(freed.wait())
             return False
-        # With a cap, what is due may wait for a slot that one of our calls holds.
-        on_finish = self._capped(config) and self._count[config.name] > 0
-        await self._wait(config, self._settings.idle_poll_s, finished, on_finish=on_finish)
+        if self._capped(config):  # what is due may wait for a slot, not for work
+            await self._held(config, self._settings.idle_poll_s, finished, on_time=False)
+        else:
+            await self._wait(config, self._settings.idle_poll_s, finished)
         return False
 
     async def _lease(self, config: QueueConfig, limit: int) -> Leased:
@@ -252,25 +253,33 @@ class Lanes:
 
     async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
         """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
-        store's clock): wait until then, or until new work or new limits reach the queue (a
-        job of another key may go at once), or, with a cap on running jobs, a call finishing
-        here (it may let a held job go; without a cap, a finish changes nothing a rate holds).
-
-        A backend's wait for work may return at once while any job is due (a held one too):
-        when it did and the lease after it took nothing, the next wait is for the token alone,
-        so a held backlog costs at most two leases per token, not a busy loop."""
-        queue = config.name
+        store's clock): wait until then, on time, or until something may let them go sooner
+        (see :meth:`_held`)."""
         delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
-        for_work = queue not in self._woken_for_nothing
+        await self._held(config, delay, finished, on_time=True)
+
+    async def _held(
+        self, config: QueueConfig, timeout_s: float, finished: int, *, on_time: bool
+    ) -> None:
+        """A limit holds the queue's due jobs: wait ``timeout_s`` at most, or until new work or
+        new limits reach the queue (a job of another key may go at once), or, with a cap on
+        running jobs, until a call finishes here (it may free a slot; without a cap, a finish
+        changes nothing a rate holds).
+
+        A backend's wait for work may return at once while any job is due, held ones too:
+        when it did and the lease after it took nothing, the next wait is not for work, so
+        held jobs cost at most two leases per token or idle poll, not a busy loop."""
+        queue = config.name
+        deadline = time.monotonic() + timeout_s
         woken = await self._wait(
             config,
-            delay,
+            timeout_s,
             finished,
-            for_work=for_work,
-            on_time=True,
+            for_work=queue not in self._woken_for_nothing,
+            on_time=on_time,
             on_finish=self._capped(config),
         )
-        if woken == "work" and time.time() < until:
+        if woken == "work" and time.monotonic() < deadline:
             self._woken_for_nothing.add(queue)  # kept only if the next lease takes nothing
         else:
             self._woken_for_nothing.discard(queue)
