@@ -853,7 +853,11 @@ class Forebay:
         burst: bool = False,
         settings: WorkerSettings | None = None,
     ) -> Worker:
-        """Run a worker until stopped (or, with ``burst``, until no job is due); return it."""
+        """Run a worker until stopped (or, with ``burst``, until no job is due); return it.
+
+        A burst worker waits for the jobs a rate limit holds back, and runs them at the rate:
+        it drains the queue. It stores the flow limits its queues declare when it starts, as
+        every worker does."""
         settings = settings or WorkerSettings()
         if burst:
             settings = replace(settings, burst=True)
