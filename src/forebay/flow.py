@@ -468,6 +468,10 @@ def plan(
 
     ``candidates``: due queued jobs, at least the best ``limit`` of each priority (and, with
     ``fair``, of each fair key) that are not of a blocked key; more do no harm.
+
+    ``throttled_until`` is set when a rate held a job back: a rate key without a token, or the
+    queue's tokens used up before ``limit`` jobs were taken (not when the cap on running jobs
+    is what bounded the lease: a finish frees that, not time).
     """
     out = Plan()
     room, wait = budget(limits, state, limit, now)
@@ -494,20 +498,22 @@ def plan(
     if admit.rate is not None:
         out.key_tats = {k: admit.key_tat(k) for k in admit.spent}
     if taken < limit:
-        out.throttled_until = _next_token(limits, state, out, admit.held_until, room, now)
+        out.throttled_until = _next_token(limits, state, out, admit.held_until, now)
     return out
 
 
 def _next_token(
-    limits: FlowLimits, state: FlowState, out: Plan, held: list[float], room: int, now: float
+    limits: FlowLimits, state: FlowState, out: Plan, held: list[float], now: float
 ) -> float | None:
     """When a token frees for jobs a lease that took less than asked may have held back: the
-    earliest of the queue's bucket (when it bounded the lease), the keys it skipped, and the
-    rate keys without a token (the SQL backends leave their jobs out of the candidates, so the
-    plan never sees them; a wake-up for a key with no job left is harmless)."""
+    earliest of the queue's bucket (when its tokens ran out: not when the cap on running jobs
+    bounded the lease, which a finish frees, not time), the keys it skipped, and the rate keys
+    without a token (the SQL backends leave their jobs out of the candidates, so the plan never
+    sees them; a wake-up for a key with no job left is harmless)."""
     times = list(held)
-    if limits.rate is not None and len(out.ids) >= room:
-        times.append(limits.rate.free_at(out.queue_tat, now))
+    rate = limits.rate
+    if rate is not None and len(out.ids) >= rate.available(state.queue_tat, now):
+        times.append(rate.free_at(out.queue_tat, now))
     per_key = limits.rate_per_key
     if per_key is not None:
         times.extend(

@@ -11,10 +11,22 @@ Before starting what it leased, a lane dead-letters crash loops (leased more oft
 ``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
 was running when a worker died runs alone until it finishes once.
 
+A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only what
+they allow. When it takes fewer jobs than asked because a rate has no token for the rest
+(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new work
+arrives, the limits change or (on a queue with a cap on running jobs) a call finishes; so a rate
+with a backlog is used to the full, and no lease is spent polling in between. (Jobs held back by a
+cap on running jobs wait for a finish: this worker's wakes the lane; another worker's is seen at the
+next idle poll.)
+
 In burst mode the worker is done once every lane at once finds nothing due and nothing runs:
 a job finishing in one queue may enqueue work in another (a webhook delivery, a run's
 completion job, a handler's child job), so a lane whose queue is empty waits while others run
-jobs, and looks again after each finish.
+jobs, and looks again after each finish. A lane whose due jobs are held back by a rate is not
+done: a burst worker waits for their tokens and runs them, so it still drains the queue, at the
+rate (and when the last job took the last token, it waits for the next one before it finds the
+queue empty). Jobs held back only by a cap that other workers' running jobs hold are theirs to
+drain.
 
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
@@ -33,9 +45,9 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
-from forebay.backends.base import Backend
+from forebay.backends.base import Backend, Leased
 from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError
 from forebay.job import Job, Lease
@@ -54,6 +66,12 @@ CANCEL_REQUESTED: Final = "forebay: the job was cancelled"
 reads it to stop the call in its handler process too)."""
 
 log = logging.getLogger("forebay.worker")
+
+T = TypeVar("T")
+
+_MIN_THROTTLE_WAIT_S: Final = 0.002
+"""The shortest wait for a rate's token: a store clock a little behind this one's must not make
+the lane lease in a tight loop."""
 
 
 @dataclass(slots=True)
@@ -99,6 +117,8 @@ class Lanes:
         # each time: none is missed).
         self._idle: set[str] = set()
         self._finished_calls = 0
+        # Lanes whose last wait for work returned while a limit still held their due jobs.
+        self._woken_for_nothing: set[str] = set()
         self._activity = asyncio.Event()
 
     async def run(self) -> None:
@@ -180,9 +200,16 @@ class Lanes:
             await self._until(freed.wait())
             await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
             return False
-        jobs = await self._lease(config, free * (config.batch_size or 1))
+        asked = free * (config.batch_size or 1)
+        finished = self._finished_calls
+        jobs = await self._lease(config, asked)
         if jobs:
+            self._woken_for_nothing.discard(config.name)
             await self._admit(config, jobs)
+        if jobs.throttled_until is not None and len(jobs) < asked:
+            await self._throttled(config, jobs.throttled_until, finished)
+            return False
+        if jobs:
             return False
         if self._settings.burst:
             if self._count[config.name] == 0:
@@ -194,12 +221,13 @@ class Lanes:
             freed.clear()
             await self._until(freed.wait())
             return False
-        await self._until(
-            self._backend.wait_for_work([config.name], timeout_s=self._settings.idle_poll_s)
-        )
+        if self._capped(config):  # what is due may wait for a slot, not for work
+            await self._held(config, self._settings.idle_poll_s, finished, on_time=False)
+        else:
+            await self._wait(config, self._settings.idle_poll_s, finished)
         return False
 
-    async def _lease(self, config: QueueConfig, limit: int) -> list[Job]:
+    async def _lease(self, config: QueueConfig, limit: int) -> Leased:
         jobs = await self._backend.lease(
             queue=config.name,
             limit=limit,
@@ -211,11 +239,92 @@ class Lanes:
         return jobs
 
     async def _has_due(self, config: QueueConfig) -> bool:
-        """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
+        """In burst mode: is anything still due (e.g. a retry with no backoff, or a job a rate
+        held back: then wait for its token)?"""
+        finished = self._finished_calls
         jobs = await self._lease(config, 1)
         if jobs:
             await self._admit(config, jobs)
-        return bool(jobs)
+            return True
+        if jobs.throttled_until is not None:
+            await self._throttled(config, jobs.throttled_until, finished)
+            return True
+        return False
+
+    async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
+        """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
+        store's clock): wait until then, on time, or until something may let them go sooner
+        (see :meth:`_held`)."""
+        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
+        await self._held(config, delay, finished, on_time=True)
+
+    async def _held(
+        self, config: QueueConfig, timeout_s: float, finished: int, *, on_time: bool
+    ) -> None:
+        """A limit holds the queue's due jobs: wait ``timeout_s`` at most, or until new work or
+        new limits reach the queue (a job of another key may go at once), or, with a cap on
+        running jobs, until a call finishes here (it may free a slot; without a cap, a finish
+        changes nothing a rate holds).
+
+        A backend's wait for work may return at once while any job is due, held ones too:
+        when it did and the lease after it took nothing, the next wait is not for work, so
+        held jobs cost at most two leases per token or idle poll, not a busy loop."""
+        queue = config.name
+        deadline = time.monotonic() + timeout_s
+        woken = await self._wait(
+            config,
+            timeout_s,
+            finished,
+            for_work=queue not in self._woken_for_nothing,
+            on_time=on_time,
+            on_finish=self._capped(config),
+        )
+        if woken == "work" and time.monotonic() < deadline:
+            self._woken_for_nothing.add(queue)  # kept only if the next lease takes nothing
+        else:
+            self._woken_for_nothing.discard(queue)
+
+    async def _wait(
+        self,
+        config: QueueConfig,
+        timeout_s: float,
+        finished: int,
+        *,
+        for_work: bool = True,
+        on_time: bool = False,
+        on_finish: bool = False,
+    ) -> str | None:
+        """Wait ``timeout_s`` at most and say what ended the wait (None: stopping):
+
+        * ``"work"`` (``for_work``): new work or new limits reached the queue
+          (:meth:`Backend.wait_for_work`, which times out on its own, in its own steps);
+        * ``"time"`` (``on_time``, or not ``for_work``): ``timeout_s`` passed, on time (a
+          Redis server ends a blocking read only at its next tick, 100 ms on the default hz);
+        * ``"finish"`` (``on_finish``): a call finished here, or one finished since the lease
+          was asked (``finished``: the count then), and then there is no wait at all.
+        """
+        if on_finish and self._finished_calls != finished:
+            return "finish"
+        waits: list[tuple[str, Awaitable[object]]] = []
+        if for_work:
+            waits.append(("work", self._backend.wait_for_work([config.name], timeout_s=timeout_s)))
+        if on_time or not for_work:
+            waits.append(("time", asyncio.sleep(timeout_s)))
+        if on_finish:
+            freed = self._slot_freed[config.name]
+            freed.clear()  # no await since the check above: a finish after it sets it again
+            waits.append(("finish", freed.wait()))
+        if len(waits) == 1:
+            await self._until(waits[0][1])
+            return waits[0][0]
+        winner = await self._until(_first(*(waiting for _, waiting in waits)))
+        return None if winner is None else waits[winner][0]
+
+    @staticmethod
+    def _capped(config: QueueConfig) -> bool:
+        """Whether the queue declares a cap on running jobs (a finish may free a held job)."""
+        limits = config.limits
+        return limits.concurrency is not None or limits.concurrency_per_key is not None
 
     async def _idle_everywhere(self, queue: str, finished: int) -> bool:
         """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
@@ -230,8 +339,9 @@ class Lanes:
         await self._until(self._activity.wait())
         return self._idle.issuperset(self._count)
 
-    async def _until(self, awaitable: Awaitable[object]) -> None:
-        """Await ``awaitable`` unless the worker starts stopping first."""
+    async def _until(self, awaitable: Awaitable[T]) -> T | None:
+        """Await ``awaitable`` and return its result, unless the worker starts stopping first
+        (then None)."""
         waiter = asyncio.ensure_future(awaitable)
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -241,10 +351,9 @@ class Lanes:
             stopped = not waiter.done()
             if stopped:  # end what it was waiting on before going on
                 await cancel_and_wait([waiter])
-        if not stopped and not waiter.cancelled():
-            error = waiter.exception()
-            if error is not None:
-                raise error
+        if stopped or waiter.cancelled():
+            return None
+        return waiter.result()
 
     # -- admitting (crash loops, crash isolation) ------------------------------------------
     def _isolation_blocks(self, queue: str) -> bool:
@@ -391,6 +500,19 @@ class Lanes:
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
         log_progress(job.id, pct, message)
         await self._backend.progress(job.lease, pct=pct, message=message)
+
+
+async def _first(*awaitables: Awaitable[object]) -> int:
+    """Wait until the first of ``awaitables`` ends (raising its error) and return its index;
+    end the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([t for t in tasks if not t.done()])
+    first = next(i for i, task in enumerate(tasks) if task.done() and not task.cancelled())
+    tasks[first].result()
+    return first
 
 
 def _log_leases(jobs: Sequence[Job], worker_id: str) -> None:
