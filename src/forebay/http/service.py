@@ -24,11 +24,11 @@ from forebay.http.errors import ApiError
 from forebay.http.intake_limits import IntakeLimiter
 from forebay.http.settings import ApiToken, Scope, ServiceSettings
 from forebay.job import Job, QueueCounts
-from forebay.runs import Run
-from forebay.sources import Source
 from forebay.logs import EnqueueLogger
 from forebay.metrics import Metrics, PrometheusObserver
 from forebay.observer import Observer
+from forebay.runs import Run
+from forebay.sources import Source
 
 __all__ = ["Service"]
 
@@ -91,7 +91,7 @@ class Service:
 
     def admit_source(self, source: Source) -> None:
         """Spend one of the source's requests (its ``rate_limit``), or raise 429."""
-        rate = getattr(source, "rate_limit", None)
+        rate = source.rate_limit
         if rate is None:
             return
         try:

@@ -35,9 +35,10 @@ and dead letters; it may not pause, resume or set whole queues, nor read ``/metr
 
 ``token_rate`` (``FOREBAY_TOKEN_RATE="100/s"``, a :class:`~forebay.flow.Rate`) bounds each API
 token's requests to the intake, each token its own bucket in each service instance (without
-tokens, every caller shares one); past it the answer is 429 with ``Retry-After``. ``allowed_hosts`` and
-``cors_origins`` are comma-separated too (``forebay.internal``; ``https://ops.example.org``).
-docs/security.md says what each guards against.
+tokens, every caller shares one); past it the answer is 429 with ``Retry-After``.
+
+``allowed_hosts`` and ``cors_origins`` are comma-separated too (``forebay.internal``;
+``https://ops.example.org``). docs/security.md says what each guards against.
 """
 
 from __future__ import annotations
