@@ -4,7 +4,7 @@ hold every backend to the semantics):
 * ``forebay enqueue --tenant/--rate-key/--concurrency-key/--fair-key`` stores them, one job or a
   file of them, and a value that cannot be stored is a usage error that stores nothing;
 * ``--tenant`` narrows ``forebay jobs``, ``cancel``, ``dead ls|replay|purge`` and ``runs ls``,
-  and ``runs start --tenant`` keeps it;
+  and ``runs start --tenant`` keeps it; ``stats --tenant`` counts one tenant's jobs;
 * ``forebay stats`` shows each queue's limits (stored, else the ``--app``'s), its running jobs
   against its cap and how many due jobs the limits hold back (throttled).
 """
@@ -84,6 +84,9 @@ def test_enqueue_keeps_the_tenant_and_keys_and_jobs_lists_one_tenant(
     assert table[1].split()[:4] == [str(acme["id"]), "documents", "acme", "queued"]
     shown = cli.ok("job", str(acme["id"]))
     assert "tenant" in shown and "example.com" in shown and "gpu-1" in shown
+
+    by_tenant = {r["queue"]: r["queued"] for r in cli.json("stats", "--tenant", "globex")}
+    assert by_tenant == {"documents": 3}
 
     assert cli.json("cancel", "--tenant", "globex", "--dry-run") == {
         "cancelled": 3,
@@ -197,6 +200,8 @@ def test_stats_shows_limits_running_against_the_cap_and_throttled(cli: Cli) -> N
     assert " ".join(table["metered"]).endswith("rate 1/h, cap 4")
     assert table["documents"][5:7] == ["0", "0"]
     assert table["total"][5:7] == ["3", "5"]
+    settings = cli.ok("queue", "ls")
+    assert "cap 2, fair" in settings and "rate 1/h, cap 4" in settings
 
 
 def test_stats_shows_the_apps_declared_limits_until_a_worker_stores_them(cli: Cli) -> None:

@@ -46,6 +46,10 @@ def stats(
     interval_s: Annotated[
         float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
     ] = 2.0,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", metavar="TENANT", help="Count only this tenant's jobs."),
+    ] = None,
     app_ref: AppOption = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
@@ -65,9 +69,9 @@ def stats(
         fail("--watch redraws a table; for JSON run stats --json in a loop", EXIT_USAGE)
     app = make_app(url, app_ref, use=Use.READ)
     if watch:
-        run(_watch(app, interval_s), app)
+        run(_watch(app, interval_s, tenant), app)
         return
-    counts, settings = run(_counts(app), app)
+    counts, settings = run(_counts(app, tenant), app)
     limits = queue_limits(app, settings)
     if as_json:
         print_json([_row(c, settings.get(c.queue), limits.get(c.queue)) for c in counts])
@@ -79,11 +83,13 @@ def stats(
     stdout().print(f"store: {shown(app.url)}", style="dim", highlight=False, soft_wrap=True)
 
 
-async def _counts(app: Forebay) -> tuple[list[QueueCounts], dict[str, QueueSettings]]:
-    """The counts, with a row for every paused queue (an empty one is worth seeing too), and
-    the stored settings."""
+async def _counts(
+    app: Forebay, tenant: str | None
+) -> tuple[list[QueueCounts], dict[str, QueueSettings]]:
+    """The counts, with a row for every paused or limited queue (an empty one is worth seeing
+    too), and the stored settings."""
     async with app:
-        counts = await app.counts()
+        counts = await app.counts(tenant=tenant)
         settings = await app.queue_settings()
     known = {c.queue for c in counts}
     counts += [
@@ -112,7 +118,7 @@ def _row(
     return row
 
 
-async def _watch(app: Forebay, interval_s: float) -> None:
+async def _watch(app: Forebay, interval_s: float, tenant: str | None) -> None:
     """Redraw until Ctrl-C or SIGTERM, then return normally (exit 0)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,7 +128,7 @@ async def _watch(app: Forebay, interval_s: float) -> None:
         async with app:
             with Live(console=stdout(), auto_refresh=False, redirect_stderr=False) as live:
                 while not stop.is_set():
-                    counts = await app.counts()
+                    counts = await app.counts(tenant=tenant)
                     settings = await app.queue_settings()
                     limits = queue_limits(app, settings)
                     live.update(_watched(counts, settings, limits, interval_s), refresh=True)
@@ -173,25 +179,21 @@ def stats_table(
     for c in counts:
         paused = c.queue in settings and settings[c.queue].paused
         found = limits.get(c.queue, NO_LIMITS)
-        cells = [
-            running_text(c.running, found) if n == "running" else str(getattr(c, n))
-            for n, _ in _COLUMNS
-        ]
+        cells: list[str | Text] = [f"{c.queue} [bold yellow](paused)[/]" if paused else c.queue]
+        for name, _ in _COLUMNS:
+            if name != "running":
+                cells.append(str(getattr(c, name)))
+                continue
+            cells.append(running_text(c.running, found))
+            if flow:
+                cells.append(Text(str(c.throttled), style="bold magenta" if c.throttled else ""))
+        cells.append(format_age(c.oldest_queued_age_s))
         if flow:
-            cells.insert([n for n, _ in _COLUMNS].index("running") + 1, _throttled(c.throttled))
-        table.add_row(
-            f"{c.queue} [bold yellow](paused)[/]" if paused else c.queue,
-            *cells,
-            format_age(c.oldest_queued_age_s),
-            *([Text(found.describe() if found.active else "")] if flow else []),
-        )
+            cells.append(Text(found.describe() if found.active else ""))
+        table.add_row(*cells)
     return table
 
 
 def running_text(running: int, limits: FlowLimits) -> str:
     """``3/4``: 3 running of a cap of 4 across the fleet; just ``3`` without a cap."""
     return str(running) if limits.concurrency is None else f"{running}/{limits.concurrency}"
-
-
-def _throttled(count: int) -> Text:
-    return Text(str(count), style="bold magenta" if count else "dim")
