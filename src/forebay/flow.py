@@ -465,11 +465,15 @@ def plan(
 
     ``candidates``: due queued jobs, at least the best ``limit`` of each priority (and, with
     ``fair``, of each fair key) that are not of a blocked key; more do no harm.
+
+    ``throttled_until`` is set only when a rate held back one of ``candidates``: an empty
+    queue, or one whose jobs were all taken, is not throttled (a burst worker then stops).
     """
     out = Plan()
+    candidates = list(candidates)
     room, wait = budget(limits, state, limit, now)
     if room <= 0:
-        out.throttled_until = wait
+        out.throttled_until = wait if candidates else None
         return out
     aging = limits.aging_s
 
@@ -492,7 +496,11 @@ def plan(
         out.key_tats = {k: admit.key_tat(k) for k in admit.spent}
     if admit.held_until:
         out.throttled_until = min(admit.held_until)
-    elif taken >= room and limits.rate is not None and taken < limit:
+    elif (
+        limits.rate is not None
+        and taken < min(limit, len(candidates))
+        and taken >= limits.rate.available(state.queue_tat, now)
+    ):  # the queue's tokens ran out before its due jobs did
         out.throttled_until = limits.rate.free_at(out.queue_tat, now)
     return out
 
