@@ -26,12 +26,16 @@ from forebay import Forebay
 
 app = Forebay()  # FOREBAY_URL, set by the test
 app.queue("documents")
-app.queue("declared", global_concurrency=3, fair_key="tenant")
 
 
 @app.handler("reports", max_attempts=1)
 async def report(job):
     raise ValueError("cannot render")
+
+
+@app.handler("declared", global_concurrency=3, fair_key="tenant")
+async def declared(job):
+    pass
 """
 
 
@@ -212,6 +216,11 @@ def test_stats_shows_the_apps_declared_limits_until_a_worker_stores_them(cli: Cl
     assert rows["declared"]["limits"] == FlowLimits(concurrency=3, fair=True).to_dict()
     line = next(x for x in cli.ok("stats", "--app", "app:app").splitlines() if "declared" in x)
     assert "0/3" in line.split() and line.rstrip().endswith("cap 3, fair")
+
+    assert cli.json("worker", "app:app", "--queue", "declared", "--burst")["processed"] == 1
+    stored = {row["queue"]: row for row in cli.json("stats")}  # no --app: as the worker stored
+    assert stored["declared"]["limits"] == FlowLimits(concurrency=3, fair=True).to_dict()
+    assert stored["declared"]["completed"] == 1
 
 
 def test_stats_without_limits_keeps_its_columns(cli: Cli) -> None:
