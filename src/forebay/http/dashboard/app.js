@@ -286,10 +286,7 @@
       const age = el("td", formatAge(q.oldest_queued_age_s), "num");
       age.dataset.col = "oldest_queued_age_s";
       tr.append(age);
-      const described = describeLimits(limits);
-      const limitsCell = el("td", described || "—", described ? "limits" : "limits zero");
-      limitsCell.dataset.col = "limits";
-      tr.append(limitsCell);
+      tr.append(limitsCell(limits));
       const toggle = el("button", q.paused === true ? "Resume" : "Pause");
       toggle.type = "button";
       toggle.className = "pause-toggle";
@@ -325,8 +322,19 @@
     return unit ? `${count}/${unit[1]}` : `${count}/${period}s`;
   }
 
-  // A queue's flow limits in one line ("rate 50/s, cap 4, fair"), as `forebay stats` shows
-  // them; "" for none.
+  // The limits cell: "rate 50/s, cap 4, fair", each limit kept on one line; a dash for none.
+  function limitsCell(limits) {
+    const parts = describeLimits(limits);
+    const td = el("td", parts.length ? null : "—", parts.length ? "limits" : "limits zero");
+    td.dataset.col = "limits";
+    parts.forEach((part, i) => {
+      if (i > 0) td.append(", ");
+      td.append(el("span", part, "limit"));
+    });
+    return td;
+  }
+
+  // A queue's flow limits, as `forebay stats` shows them: ["rate 50/s", "cap 4", "fair"].
   function describeLimits(limits) {
     const parts = [];
     const isRate = (r) => r && typeof r === "object" && Number.isFinite(Number(r.count));
@@ -338,7 +346,7 @@
     }
     if (limits.fair === true) parts.push("fair");
     if (Number.isFinite(limits.aging_s)) parts.push(`aging +1/${limits.aging_s}s`);
-    return parts.join(", ");
+    return parts;
   }
 
   function updateQueueChoices(names) {
