@@ -228,3 +228,19 @@ def test_stats_without_limits_keeps_its_columns(cli: Cli) -> None:
     header = cli.ok("stats").splitlines()[0].split()
     assert "throttled" not in header and "limits" not in header
     assert cli.json("stats")[0]["throttled"] == 0
+
+
+def test_a_tenant_over_its_quota_is_refused_in_one_line(cli: Cli, tmp_path: Path) -> None:
+    quotas = {"FOREBAY_TENANT_QUOTAS": "acme=2,*=1"}
+    for n in range(2):
+        done = cli("enqueue", "documents", json.dumps({"n": n}), "--tenant", "acme", env=quotas)
+        assert done.returncode == 0, done.stderr
+    full = cli("enqueue", "documents", "{}", "--tenant", "acme", env=quotas)
+    line = one_error_line(full)
+    assert "'acme'" in line and "quota (2 jobs" in line and full.returncode == 1
+    assert cli("enqueue", "documents", "{}", "--tenant", "globex", env=quotas).returncode == 0
+    (tmp_path / "two.jsonl").write_text('{"n": 1}\n{"n": 2}\n')
+    batch = cli("enqueue", "documents", "--file", "two.jsonl", "--tenant", "initech", env=quotas)
+    assert "'initech'" in one_error_line(batch)  # "*": one each, the batch of two is refused
+    assert cli.json("stats", "--tenant", "initech") == []
+    assert len(cli.json("jobs", "--tenant", "acme")) == 2
