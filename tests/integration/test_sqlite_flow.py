@@ -19,7 +19,7 @@ from forebay.backends.sqlite import backend as sqlite_backend
 from forebay.backends.sqlite.backend import _statements
 from forebay.errors import TenantQuotaFull
 from forebay.flow import NO_LIMITS, FlowLimits, Rate
-from forebay.job import JobFilter, JobState, NewJob
+from forebay.job import Failure, JobFilter, JobState, NewJob
 from forebay.runs import NewRun
 from forebay.sqlfiles import migration_files
 
@@ -200,3 +200,21 @@ async def test_pruning_drops_spent_rate_buckets(
     await a._write(lambda c: c.execute("UPDATE forebay_flow SET value = ?", (past,)))
     await a.prune(PruneSpec(0.0, 0.0, 0.0))
     assert await a._read(buckets) == 0
+
+
+async def test_every_filter_narrows_to_a_tenant(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = two
+    await a.enqueue([NewJob.create("q", {"n": i}, tenant=t) for i in range(2) for t in ("x", "y")])
+    got = await a.lease(queue="q", limit=10, worker_id="w", lease_s=30.0)
+    await a.dead_letter([Failure(j.lease, error="boom", error_type="Boom") for j in got])
+    x, y = JobFilter(tenant="x"), JobFilter(tenant="y")
+    assert {j.tenant for j in await b.list_dead(x)} == {"x"}
+    assert await b.replay(x) == 2  # y's dead stay dead
+    assert len(await b.list_dead(y)) == 2
+    assert await b.purge(y) == 2
+    assert await b.cancel_where(JobFilter(tenant="y")) == 0  # nothing of y's left
+    assert await b.cancel_where(x) == 2
+    assert [c.cancelled for c in await a.counts(tenant="x")] == [2]
+    assert await a.counts(tenant="y") == []  # purged: y has no job in any queue

@@ -465,14 +465,16 @@ def test_keys_are_worked_out_for_what_a_job_does_not_carry() -> None:
     assert plain.with_flow_keys(untouched) is untouched
 
 
-def test_only_jobs_held_back_by_a_rate_make_a_lease_throttled() -> None:
-    rate = Rate(2, 1.0)
-    spent = FlowState(queue_tat=NOW + 1.0)  # no token until NOW + 0.5
-    assert plan(FlowLimits(rate=rate), spent, [], limit=5, now=NOW).throttled_until is None
-    # the last jobs taken with the last tokens: nothing held back
+def test_a_lease_bounded_by_the_cap_and_not_by_the_rate_is_not_throttled() -> None:
+    rate = Rate(5, 1.0)
+    # tokens left when the queue ran out of jobs: nothing held back
     last = plan(FlowLimits(rate=rate), FlowState(), jobs((1, 0), (2, 0)), limit=5, now=NOW)
     assert last.ids == [1, 2] and last.throttled_until is None
     # bounded by the cap on running jobs, not by the rate (tokens left): a finish frees it
     capped = FlowLimits(rate=Rate(100, 1.0), concurrency=2)
     got = plan(capped, FlowState(), jobs((1, 0), (2, 0), (3, 0)), limit=5, now=NOW)
     assert got.ids == [1, 2] and got.throttled_until is None
+    # the same lease once the rate is what bounds it
+    tight = FlowLimits(rate=Rate(2, 1.0, burst=1), concurrency=2)
+    got = plan(tight, FlowState(), jobs((1, 0), (2, 0), (3, 0)), limit=5, now=NOW)
+    assert got.ids == [1] and got.throttled_until == pytest.approx(NOW + 0.5)

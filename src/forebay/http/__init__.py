@@ -8,8 +8,8 @@
   (``/healthz``, ``/readyz``, ``/metrics``) and :mod:`.dashboard` (the page at ``/``);
 * what they share: :mod:`.models` (bodies and parameters), :mod:`.errors` (every error answer),
   :mod:`.openapi`, :mod:`.responses`, :mod:`.body` (reading bodies within a limit),
-  :mod:`.auth` (API tokens), :mod:`.cross_site` (CSRF, DNS rebinding, CORS) and
-  :mod:`.intake_metrics`;
+  :mod:`.auth` (API tokens and their tenants), :mod:`.intake_limits` (each token's and source's
+  request rate), :mod:`.cross_site` (CSRF, DNS rebinding, CORS) and :mod:`.intake_metrics`;
 * :mod:`.settings` — :class:`ServiceSettings`, read once from ``FOREBAY_*`` variables and flags;
 * :mod:`.connections` — the bounds ``forebay serve`` keeps on slow and idle connections (a
   uvicorn protocol).

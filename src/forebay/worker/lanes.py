@@ -11,19 +11,22 @@ Before starting what it leased, a lane dead-letters crash loops (leased more oft
 ``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
 was running when a worker died runs alone until it finishes once.
 
-A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only
-what they allow. When it takes fewer jobs than asked because a rate has no token for the rest
-(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new
-work arrives, the limits change or a call finishes; so a rate with a backlog is used to the
-full, and no lease is spent polling in between. (Jobs held back by a cap on running jobs wait
-for a finish: this worker's wakes the lane; another worker's is seen at the next idle poll.)
+A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only what
+they allow. When it takes fewer jobs than asked because a rate has no token for the rest
+(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new work
+arrives, the limits change or (on a queue with a cap on running jobs) a call finishes; so a rate
+with a backlog is used to the full, and no lease is spent polling in between. (Jobs held back by a
+cap on running jobs wait for a finish: this worker's wakes the lane; another worker's is seen at the
+next idle poll.)
 
 In burst mode the worker is done once every lane at once finds nothing due and nothing runs:
 a job finishing in one queue may enqueue work in another (a webhook delivery, a run's
 completion job, a handler's child job), so a lane whose queue is empty waits while others run
 jobs, and looks again after each finish. A lane whose due jobs are held back by a rate is not
 done: a burst worker waits for their tokens and runs them, so it still drains the queue, at the
-rate. (Jobs held back only by a cap that other workers' running jobs hold are theirs to drain.)
+rate (and when the last job took the last token, it waits for the next one before it finds the
+queue empty). Jobs held back only by a cap that other workers' running jobs hold are theirs to
+drain.
 
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
@@ -42,7 +45,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from forebay.backends.base import Backend, Leased
 from forebay.cancel import cancel_and_wait
@@ -63,6 +66,8 @@ CANCEL_REQUESTED: Final = "forebay: the job was cancelled"
 reads it to stop the call in its handler process too)."""
 
 log = logging.getLogger("forebay.worker")
+
+T = TypeVar("T")
 
 _MIN_THROTTLE_WAIT_S: Final = 0.002
 """The shortest wait for a rate's token: a store clock a little behind this one's must not make
@@ -112,6 +117,8 @@ class Lanes:
         # each time: none is missed).
         self._idle: set[str] = set()
         self._finished_calls = 0
+        # Rate-held lanes whose last wait for work returned for jobs the rate still held.
+        self._woken_for_nothing: set[str] = set()
         self._activity = asyncio.Event()
 
     async def run(self) -> None:
@@ -197,6 +204,7 @@ class Lanes:
         finished = self._finished_calls
         jobs = await self._lease(config, asked)
         if jobs:
+            self._woken_for_nothing.discard(config.name)
             await self._admit(config, jobs)
         if jobs.throttled_until is not None and len(jobs) < asked:
             await self._throttled(config, jobs.throttled_until, finished)
@@ -213,9 +221,9 @@ class Lanes:
             freed.clear()
             await self._until(freed.wait())
             return False
-        await self._until(
-            self._backend.wait_for_work([config.name], timeout_s=self._settings.idle_poll_s)
-        )
+        # With a cap, what is due may wait for a slot that one of our calls holds.
+        on_finish = self._capped(config) and self._count[config.name] > 0
+        await self._wait(config, self._settings.idle_poll_s, finished, on_finish=on_finish)
         return False
 
     async def _lease(self, config: QueueConfig, limit: int) -> Leased:
@@ -244,21 +252,59 @@ class Lanes:
 
     async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
         """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
-        store's clock): wait until then, or until new work or new limits reach the queue
-        (:meth:`Backend.wait_for_work`), or a call finishes here. ``finished``: the calls
-        finished when the lease was asked; one more since, and the lane looks again at once
-        (a slot it freed may take a job the lease could not)."""
-        if self._finished_calls != finished:
-            return
+        store's clock): wait until then, or until new work or new limits reach the queue (a
+        job of another key may go at once), or, with a cap on running jobs, a call finishing
+        here (it may let a held job go; without a cap, a finish changes nothing a rate holds).
+
+        A backend's wait for work may return at once while any job is due (a held one too):
+        when it did and the lease after it took nothing, the next wait is for the token alone,
+        so a held backlog costs at most two leases per token, not a busy loop."""
+        queue = config.name
+        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
+        for_work = queue not in self._woken_for_nothing
+        woken = await self._wait(
+            config, delay, finished, for_work=for_work, on_finish=self._capped(config)
+        )
+        if woken == "work" and time.time() < until:
+            self._woken_for_nothing.add(queue)  # kept only if the next lease takes nothing
+        else:
+            self._woken_for_nothing.discard(queue)
+
+    async def _wait(
+        self,
+        config: QueueConfig,
+        timeout_s: float,
+        finished: int,
+        *,
+        for_work: bool = True,
+        on_finish: bool = False,
+    ) -> str | None:
+        """Wait ``timeout_s`` at most: with ``for_work``, until new work or new limits reach
+        the queue (:meth:`Backend.wait_for_work`); with ``on_finish``, until a call finishes
+        here too, and not at all when one finished since the lease was asked (``finished``:
+        the count then). Return what ended it: ``"work"`` (or the time, when not
+        ``for_work``: ``"time"``), ``"finish"``, or None (stopping)."""
+        if on_finish and self._finished_calls != finished:
+            return "finish"
+        ended = "work" if for_work else "time"
+        waiting: Awaitable[object] = (
+            self._backend.wait_for_work([config.name], timeout_s=timeout_s)
+            if for_work
+            else asyncio.sleep(timeout_s)
+        )
+        if not on_finish:
+            await self._until(waiting)
+            return ended
         freed = self._slot_freed[config.name]
         freed.clear()  # no await since the check above: a finish after it sets it again
-        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
-        await self._until(
-            _first(
-                freed.wait(),
-                self._backend.wait_for_work([config.name], timeout_s=delay),
-            )
-        )
+        winner = await self._until(_first(waiting, freed.wait()))
+        return None if winner is None else "finish" if winner else ended
+
+    @staticmethod
+    def _capped(config: QueueConfig) -> bool:
+        """Whether the queue declares a cap on running jobs (a finish may free a held job)."""
+        limits = config.limits
+        return limits.concurrency is not None or limits.concurrency_per_key is not None
 
     async def _idle_everywhere(self, queue: str, finished: int) -> bool:
         """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
@@ -273,8 +319,9 @@ class Lanes:
         await self._until(self._activity.wait())
         return self._idle.issuperset(self._count)
 
-    async def _until(self, awaitable: Awaitable[object]) -> None:
-        """Await ``awaitable`` unless the worker starts stopping first."""
+    async def _until(self, awaitable: Awaitable[T]) -> T | None:
+        """Await ``awaitable`` and return its result, unless the worker starts stopping first
+        (then None)."""
         waiter = asyncio.ensure_future(awaitable)
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -284,10 +331,9 @@ class Lanes:
             stopped = not waiter.done()
             if stopped:  # end what it was waiting on before going on
                 await cancel_and_wait([waiter])
-        if not stopped and not waiter.cancelled():
-            error = waiter.exception()
-            if error is not None:
-                raise error
+        if stopped or waiter.cancelled():
+            return None
+        return waiter.result()
 
     # -- admitting (crash loops, crash isolation) ------------------------------------------
     def _isolation_blocks(self, queue: str) -> bool:
@@ -436,15 +482,17 @@ class Lanes:
         await self._backend.progress(job.lease, pct=pct, message=message)
 
 
-async def _first(*awaitables: Awaitable[object]) -> None:
-    """Wait until the first of ``awaitables`` ends (raising its error); end the others."""
+async def _first(*awaitables: Awaitable[object]) -> int:
+    """Wait until the first of ``awaitables`` ends (raising its error) and return its index;
+    end the others."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         await cancel_and_wait([t for t in tasks if not t.done()])
-    for task in done:
-        task.result()
+    first = next(i for i, task in enumerate(tasks) if task.done() and not task.cancelled())
+    tasks[first].result()
+    return first
 
 
 def _log_leases(jobs: Sequence[Job], worker_id: str) -> None:

@@ -1101,8 +1101,24 @@ def _insert(
         row = conn.execute(Q["insert_job_returning"], _row(jobs[0], now)).fetchone()
         conn.execute(Q["insert_payload"], (row[0], jobs[0].payload_json))
         return [jobs[0].stored_as(row[0], datetime.fromtimestamp(now, UTC))]
-    rows = [_row(j, now) for j in jobs]
+    return _store_plain(conn, jobs, now)
+
+
+def _store_plain(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[Job]:
+    """Store jobs without links, queued. Jobs without a tenant or flow keys (the most) go in
+    with the columns they have: each column is one more JSON look-up per job."""
+    if any(_flowing(j) for j in jobs):
+        rows = [_row(j, now) for j in jobs]
+        return _store(conn, jobs, Q["insert_flow_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+    rows = [_row(j, now)[:_PLAIN_COLUMNS] for j in jobs]
     return _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+
+
+def _flowing(j: NewJob) -> bool:
+    """Whether a job has a tenant or a flow key."""
+    return not (
+        j.tenant is None and j.rate_key is None and j.concurrency_key is None and j.fair_key is None
+    )
 
 
 def _store(
@@ -1154,8 +1170,7 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
     now = time.time()
     if not any(job.after or job.webhook is not None or job.parent_id for job in jobs):
         # Jobs that only join a run: the plain insert stores run_id.
-        rows = [_row(job, now) for job in jobs]
-        stored = _store(conn, jobs, Q["insert_jobs"], rows, now, [JobState.QUEUED] * len(jobs))
+        stored = _store_plain(conn, jobs, now)
         _join_runs(conn, stored)
         return stored
     parents = _parent_states(conn, jobs)
@@ -1382,6 +1397,8 @@ def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     )
 
 
+_PLAIN_COLUMNS = 9
+"""The fields of ``_row`` before the tenant and the flow keys."""
 _ROW_ERROR = 19
 """Where a linked job's error is in its row (``_row`` and then insert_linked_jobs' fields)."""
 

@@ -43,8 +43,22 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0
 
 -- name: insert_jobs
 -- many jobs in one statement: :jobs is a JSON array of [queue, key, priority, run_at, run_id,
--- created_at, updated_at, max_attempts, timeout_s, tenant, rate_key, concurrency_key,
--- fair_key]; a keyed job whose key is taken is skipped
+-- created_at, updated_at, max_attempts, timeout_s]; a keyed job whose key is taken is skipped
+INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
+                          max_attempts, timeout_s)
+SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
+       json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
+       json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
+       json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
+       json_extract(j.value, '$[8]')
+FROM json_each(:jobs) AS j
+WHERE true
+ORDER BY j.key
+ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: insert_flow_jobs
+-- as insert_jobs, for jobs some of which have a tenant or flow keys: each array goes on with
+-- [tenant, rate_key, concurrency_key, fair_key]
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
                           max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
