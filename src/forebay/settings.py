@@ -112,8 +112,7 @@ def check_quotas(quotas: Mapping[str, int], *, name: str = "tenant_quotas") -> d
                 raise ConfigError(f"{name}: {exc}") from None
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise ConfigError(
-                f"{name}: the quota of {tenant!r} must be a whole number of at least 1, "
-                f"not {cap!r}"
+                f"{name}: the quota of {tenant!r} must be a whole number of at least 1, not {cap!r}"
             )
         checked[tenant] = cap
     return checked

@@ -153,9 +153,7 @@ class Worker:
         for config in self.queues.values():
             if stored.get(config.name, NO_LIMITS) != config.limits:
                 await self.backend.set_queue(config.name, limits=config.limits)
-                log.info(
-                    "queue %s: flow limits stored: %s", config.name, config.limits.describe()
-                )
+                log.info("queue %s: flow limits stored: %s", config.name, config.limits.describe())
 
     async def prune_once(self) -> int:
         """Delete finished jobs past their retention, in bounded batches; return how many."""
