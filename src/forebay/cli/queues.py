@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from forebay.app import Forebay
 from forebay.cli.options import JsonOption, UrlOption
@@ -69,23 +70,25 @@ def set_(
 
 @queue.command("ls")
 def ls(url: UrlOption = None, as_json: JsonOption = False) -> None:
-    """The queues with stored settings."""
+    """The queues with stored settings (the flow limits are written by the workers)."""
     found = run(_settings(make_app(url)))
     if as_json:
         print_json([s.to_dict() for s in found])
         return
     if not found:
-        stdout().print("no queue has stored settings (none paused, no max_depth)")
+        stdout().print("no queue has stored settings (none paused, no max_depth, no limits)")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("queue", "paused", "max depth", "updated"):
         table.add_column(column, no_wrap=True)
+    table.add_column("limits", overflow="fold")
     for s in found:
         table.add_row(
             s.queue,
             "[bold yellow]paused[/]" if s.paused else "no",
             "" if s.max_depth is None else str(s.max_depth),
             format_time(s.updated_at),
+            Text(s.limits.describe() if s.limits.active else ""),
         )
     stdout().print(table)
 
