@@ -37,11 +37,13 @@ from forebay.errors import (
     SinkError,
     SinkRejected,
     SinkUnavailable,
+    TenantQuotaFull,
     TransientError,
     UnknownParent,
     UnknownRun,
     WaitTimeout,
 )
+from forebay.flow import FlowLimits, Rate
 from forebay.job import AttemptError, DeadCursor, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
 from forebay.runs import NewRun, Run, RunState
@@ -61,6 +63,7 @@ __all__ = [
     "Defer",
     "EnqueueError",
     "Every",
+    "FlowLimits",
     "Forebay",
     "ForebayError",
     "HmacSignature",
@@ -78,6 +81,7 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "Rate",
     "ResourceExhausted",
     "ResultTooLarge",
     "Run",
@@ -90,6 +94,7 @@ __all__ = [
     "SinkRejected",
     "SinkUnavailable",
     "Source",
+    "TenantQuotaFull",
     "TransientError",
     "UnknownParent",
     "UnknownRun",

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from forebay.backends import Backend, backend_from_url
 from forebay.backoff import Backoff
-from forebay.errors import ConfigError, JobNotFound, JobStateConflict, RunNotFound, WaitTimeout
+from forebay.errors import (
+    ConfigError,
+    InvalidPayload,
+    JobNotFound,
+    JobStateConflict,
+    RunNotFound,
+    WaitTimeout,
+)
+from forebay.flow import FlowLimits, KeySpec, Rate
 from forebay.job import (
     DeadCursor,
     Job,
@@ -31,7 +39,7 @@ from forebay.queue_config import ExhaustedHook, FailureHook, QueueConfig, Succes
 from forebay.queue_settings import KEEP, Keep, QueueSettings
 from forebay.runs import WEBHOOK_QUEUE, NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
-from forebay.settings import resolve_url
+from forebay.settings import check_quotas, resolve_url, tenant_quotas_from_env
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
 from forebay.webhooks import WebhookDelivery, WebhookSettings, webhook_queue
 from forebay.worker import Worker, WorkerSettings
@@ -53,6 +61,11 @@ class Forebay:
 
     ``webhooks``: how webhook deliveries are made and signed (default: the ``FOREBAY_WEBHOOK_*``
     variables, read at the first delivery); see docs/webhooks.md.
+
+    ``tenant_quotas``: the most unfinished jobs (waiting, queued, running, in every queue) each
+    tenant may have, e.g. ``{"acme": 1000, "*": 500}`` (``"*"``: every tenant without its own
+    entry); an enqueue that would pass it stores nothing and raises TenantQuotaFull. Default:
+    ``FOREBAY_TENANT_QUOTAS`` (``acme=1000,*=500``), else none. See docs/flow-control.md.
     """
 
     def __init__(
@@ -62,10 +75,16 @@ class Forebay:
         backend: Backend | None = None,
         observers: Sequence[Observer] = (),
         webhooks: WebhookSettings | None = None,
+        tenant_quotas: Mapping[str, int] | None = None,
     ) -> None:
         if backend is not None and url is not None:
             raise ConfigError("give url or backend, not both")
         self.url = resolve_url(url)
+        self.tenant_quotas: Mapping[str, int] = MappingProxyType(
+            tenant_quotas_from_env() if tenant_quotas is None else check_quotas(tenant_quotas)
+        )
+        """Each tenant's cap on unfinished jobs (``"*"``: every tenant without its own entry);
+        an enqueue past it raises TenantQuotaFull."""
         self._backend = backend
         self.observers: list[Observer] = list(observers)
         """Told about every enqueue and outcome (metrics, logs): see :mod:`forebay.observer`."""
@@ -77,6 +96,7 @@ class Forebay:
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         self._unsaved: set[str] = set()  # queues whose declared max_depth is not stored yet
+        self._keyed: dict[str, QueueConfig] = {}  # queues that declare a flow key
         self._sync: _SyncRunner | None = None
         self._declare_builtin_queues(webhooks)
 
@@ -107,6 +127,14 @@ class Forebay:
         completed_retention: timedelta | None = None,
         dead_retention: timedelta | None = None,
         cancelled_retention: timedelta | None = None,
+        rate_limit: Rate | str | None = None,
+        rate_limit_key: KeySpec | None = None,
+        rate_limit_per_key: Rate | str | None = None,
+        global_concurrency: int | None = None,
+        concurrency_key: KeySpec | None = None,
+        concurrency_per_key: int | None = None,
+        fair_key: KeySpec | None = None,
+        priority_aging: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Declare ``queue`` and the function that handles its jobs (see :class:`QueueConfig`).
 
@@ -121,6 +149,15 @@ class Forebay:
         ``on_success(job, result)``, ``on_failure(job, error)`` (every failed attempt, retried
         or dead), ``on_exhausted(job, error)`` (dead): async hooks run once the outcome is
         recorded, in tasks of their own, each for at most ``hook_timeout_s`` (docs/webhooks.md).
+
+        Flow limits, held by the job store across every worker (docs/flow-control.md):
+        ``rate_limit="50/s"`` (jobs started per period, the whole queue), ``rate_limit_key=``
+        with ``rate_limit_per_key="10/m"`` (per key), ``global_concurrency=N`` (running at once,
+        every worker together), ``concurrency_key=`` with ``concurrency_per_key=N``,
+        ``fair_key=`` (keys take turns), ``priority_aging=`` (seconds, or a timedelta, per
+        step of effective priority). A key is a path (``"payload.user_id"``, ``"tenant"``) or
+        a callable given the :class:`~forebay.job.NewJob`, worked out when a job is enqueued.
+        A worker stores the limits its app declares when it starts.
         """
         planned = None
         if isinstance(schedule, Every):
@@ -154,6 +191,14 @@ class Forebay:
                 completed_retention=completed_retention,
                 dead_retention=dead_retention,
                 cancelled_retention=cancelled_retention,
+                rate_limit=rate_limit,
+                rate_limit_key=rate_limit_key,
+                rate_limit_per_key=rate_limit_per_key,
+                global_concurrency=global_concurrency,
+                concurrency_key=concurrency_key,
+                concurrency_per_key=concurrency_per_key,
+                fair_key=fair_key,
+                priority_aging=priority_aging,
             )
             self._declared(self.queues[queue])
             if planned is not None:
@@ -171,6 +216,9 @@ class Forebay:
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        rate_limit_key: KeySpec | None = None,
+        concurrency_key: KeySpec | None = None,
+        fair_key: KeySpec | None = None,
     ) -> None:
         """Declare a queue without a handler here (a producer-only process), e.g. its max_depth
         or its payload model (validated at every enqueue, as with :meth:`handler`).
@@ -183,8 +231,12 @@ class Forebay:
         a queue declared before, e.g. by :meth:`handler`; a hook not given keeps the one the
         queue has. They run in this app's workers that handle the queue.
 
-        Declaring a queue again changes only what is given: its payload model, max_depth and
-        hooks otherwise stay as declared before.
+        ``rate_limit_key``, ``concurrency_key``, ``fair_key``: how this app works out the
+        flow keys of the queue's jobs at enqueue (see :meth:`handler`), so a producer without
+        the handler code stores them as its workers expect, e.g. ``fair_key="tenant"``.
+
+        Declaring a queue again changes only what is given: its payload model, max_depth,
+        hooks and keys otherwise stay as declared before.
         """
         existing = self.queues.get(name) or QueueConfig(name)
         self.queues[name] = replace(
@@ -194,6 +246,11 @@ class Forebay:
             on_success=on_success or existing.on_success,
             on_failure=on_failure or existing.on_failure,
             on_exhausted=on_exhausted or existing.on_exhausted,
+            rate_limit_key=existing.rate_limit_key if rate_limit_key is None else rate_limit_key,
+            concurrency_key=(
+                existing.concurrency_key if concurrency_key is None else concurrency_key
+            ),
+            fair_key=existing.fair_key if fair_key is None else fair_key,
         )
         self._declared(self.queues[name])
 
@@ -204,6 +261,10 @@ class Forebay:
             self._payload_models[config.name] = config.payload_model
         if config.max_depth is not None:
             self._unsaved.add(config.name)
+        if config.keyed:
+            self._keyed[config.name] = config
+        else:
+            self._keyed.pop(config.name, None)
 
     # -- the built-in queues ----------------------------------------------------------------
     def _declare_builtin_queues(self, webhooks: WebhookSettings | None) -> None:
@@ -229,12 +290,20 @@ class Forebay:
         key: KeyFunction | None = None,
         split: SplitFunction | None = None,
         max_body_bytes: int = 1_048_576,
+        rate_limit: Rate | str | None = None,
     ) -> Source:
         """Declare the webhook ``POST /v1/sources/{name}``, feeding ``queue`` (see
-        :mod:`forebay.sources`); declare the queue's handler as usual."""
+        :mod:`forebay.sources`); declare the queue's handler as usual.
+
+        ``rate_limit``: requests per period the source accepts, e.g. ``"20/s"`` (each service
+        instance counts its own); past it the sender gets 429 with ``Retry-After``."""
         if name in self.sources:
             raise ConfigError(f"source {name!r} is already declared")
-        self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes)
+        try:
+            limit = None if rate_limit is None else Rate.parse(rate_limit)
+        except ConfigError as exc:
+            raise ConfigError(f"source {name!r}: rate_limit: {exc}") from None
+        self.sources[name] = Source(name, queue, auth, key, split, max_body_bytes, limit)
         return self.sources[name]
 
     def schedule(
@@ -437,6 +506,10 @@ class Forebay:
         after: Sequence[int] = (),
         after_policy: str = "completed",
         webhook: str | None = None,
+        tenant: str | None = None,
+        rate_key: str | int | None = None,
+        concurrency_key: str | int | None = None,
+        fair_key: str | int | None = None,
         connection: object | None = None,
     ) -> Job:
         """Store one job durably and return it (``job.created`` is False for a known key).
@@ -454,6 +527,11 @@ class Forebay:
         ``after_policy="always"`` (run once they all finished). ``webhook``: a URL that gets
         the job's final state, signed (docs/webhooks.md).
 
+        ``tenant``: whose job this is (tokens bound to a tenant see only its jobs; its quota,
+        ``tenant_quotas``, bounds its unfinished jobs). ``rate_key``, ``concurrency_key``,
+        ``fair_key``: the job's flow keys, in place of the ones its queue's declaration would
+        work out (docs/flow-control.md).
+
         ``connection``: on PostgreSQL, your own connection inside an open transaction; the job
         then exists if and only if your transaction commits.
         """
@@ -470,6 +548,10 @@ class Forebay:
             after=after,
             after_policy=after_policy,
             webhook=webhook,
+            tenant=tenant,
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
+            fair_key=fair_key,
         )
         return (await self.enqueue_many([new], connection=connection))[0]
 
@@ -480,16 +562,37 @@ class Forebay:
 
         A payload refused by its queue's payload model refuses the whole batch
         (PayloadValidationError naming the job's position); nothing is stored.
+
+        A job of a queue this app declares with flow keys gets each key it does not carry
+        worked out here (:meth:`QueueConfig.with_flow_keys`), whoever builds it: the HTTP
+        service, the CLI, a source, ``job.enqueue``. A tenant over its quota
+        (``tenant_quotas``) refuses the whole batch with TenantQuotaFull.
         """
         batch = list(jobs)
         if self._payload_models:  # queues without a model pay this one check
             batch = validate_jobs(batch, self._payload_models)
+        if self._keyed:  # likewise queues without a flow key
+            batch = _with_flow_keys(batch, self._keyed)
         backend = await self.open()
         # The queues' max_depth is the stored one (see queue()): the backend checks it.
-        stored = await backend.enqueue(batch, connection=connection)
+        stored = await backend.enqueue(
+            batch, tenant_max_depth=self._quotas_for(batch), connection=connection
+        )
         if self.observers:
             notify_enqueued(self.observers, stored)
         return stored
+
+    def _quotas_for(self, batch: Sequence[NewJob]) -> dict[str, int] | None:
+        """The quota of each tenant in ``batch`` that has one (None: none to check)."""
+        quotas = self.tenant_quotas
+        if not quotas:
+            return None
+        caps = {}
+        for tenant in {job.tenant for job in batch if job.tenant is not None}:
+            cap = quotas.get(tenant, quotas.get("*"))
+            if cap is not None:
+                caps[tenant] = cap
+        return caps or None
 
     def enqueue_sync(self, queue: str, payload: object, **options: Any) -> Job:
         """:meth:`enqueue` for synchronous code (scripts, WSGI views). Thread-safe."""
@@ -516,6 +619,7 @@ class Forebay:
         meta: Mapping[str, Any] | None = None,
         on_complete: str | None = None,
         webhook: str | None = None,
+        tenant: str | None = None,
     ) -> Run:
         """Start an open run: jobs join it with ``enqueue(..., run=run.id)``; seal it with
         :meth:`seal_run` once every top-level job is enqueued. It completes when sealed and
@@ -524,8 +628,11 @@ class Forebay:
 
         ``key``: starting a run with the key of a stored run returns that run instead
         (``run.created`` is False), so a retried start is harmless. ``meta``: a JSON object
-        kept with the run. See docs/runs.md."""
-        new = NewRun.create(name=name, key=key, meta=meta, on_complete=on_complete, webhook=webhook)
+        kept with the run. ``tenant``: whose run it is (tokens bound to another tenant do not
+        see it). See docs/runs.md."""
+        new = NewRun.create(
+            name=name, key=key, meta=meta, on_complete=on_complete, webhook=webhook, tenant=tenant
+        )
         return await (await self.open()).start_run(new)
 
     async def seal_run(self, run_id: str) -> Run:
@@ -545,10 +652,18 @@ class Forebay:
         return found
 
     async def list_runs(
-        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+        self,
+        *,
+        state: RunState | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Run]:
-        """Runs, newest first; the next page is ``before_id=<last run's id>``."""
-        return await (await self.open()).list_runs(state=state, limit=limit, before_id=before_id)
+        """Runs, newest first; the next page is ``before_id=<last run's id>``. ``tenant``:
+        only that tenant's runs."""
+        return await (await self.open()).list_runs(
+            state=state, limit=limit, before_id=before_id, tenant=tenant
+        )
 
     # -- inspecting and operating -------------------------------------------------------
     @overload
@@ -618,8 +733,10 @@ class Forebay:
         ``before=DeadCursor.after(last_job_of_this_page)``."""
         return await (await self.open()).list_dead(where or JobFilter(), limit=limit, before=before)
 
-    async def counts(self) -> list[QueueCounts]:
-        return await (await self.open()).counts()
+    async def counts(self, *, tenant: str | None = None) -> list[QueueCounts]:
+        """Each queue's jobs per state, and how many a flow limit holds back (``throttled``);
+        ``tenant``: only that tenant's jobs."""
+        return await (await self.open()).counts(tenant=tenant)
 
     async def cancel(self, *job_ids: int) -> list[int]:
         """Cancel queued or running jobs; return the ids that were cancelled (not those already
@@ -652,10 +769,19 @@ class Forebay:
         return job
 
     async def set_queue(
-        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_depth: int | Keep | None = KEEP,
+        limits: FlowLimits | Keep = KEEP,
     ) -> QueueSettings:
-        """Store ``queue``'s settings for every process (``max_depth=None`` removes the limit)."""
-        return await (await self.open()).set_queue(queue, paused=paused, max_depth=max_depth)
+        """Store ``queue``'s settings for every process (``max_depth=None`` removes the limit;
+        ``limits``: its flow limits, which a worker that declares the queue replaces with its
+        own when it starts)."""
+        return await (await self.open()).set_queue(
+            queue, paused=paused, max_depth=max_depth, limits=limits
+        )
 
     async def pause(self, queue: str) -> QueueSettings:
         """Stop every worker (every process, every host) leasing ``queue``; enqueues go on."""
@@ -735,6 +861,24 @@ class Forebay:
         await self.open()
         await worker.run()
         return worker
+
+
+def _with_flow_keys(batch: list[NewJob], keyed: Mapping[str, QueueConfig]) -> list[NewJob]:
+    """``batch`` with the flow keys its queues declare worked out (InvalidPayload naming the
+    job's position when one cannot be)."""
+    out = []
+    for index, job in enumerate(batch):
+        config = keyed.get(job.queue)
+        if config is None:
+            out.append(job)
+            continue
+        try:
+            out.append(config.with_flow_keys(job))
+        except InvalidPayload as exc:
+            if len(batch) == 1:
+                raise
+            raise InvalidPayload(f"job {index} of {len(batch)}: {exc}") from exc
+    return out
 
 
 def _timeout_seconds(timeout_s: float | None) -> float:

@@ -502,11 +502,13 @@ class Job:
         ``parent_id`` when it joins a run. Takes the options of :meth:`forebay.Forebay.enqueue`
         but ``connection``. A sealed run still accepts these jobs: the run cannot complete
         while this job runs, so the total grows before it could be counted complete. A job
-        that joins no run is enqueued as ``app.enqueue`` would (no link, no extra cost)."""
+        that joins no run is enqueued as ``app.enqueue`` would (no link, no extra cost).
+        The job belongs to this job's ``tenant`` unless given another (``tenant=None``: none)."""
         enqueuer = job_enqueuer.get()
         if enqueuer is None or self.lease_token is None:
             raise RuntimeError("job.enqueue() works only inside a running handler")
         options.setdefault("run", self.run_id)
+        options.setdefault("tenant", self.tenant)
         parent = None if options["run"] is None else self.id
         new = NewJob.create(queue, payload, parent_id=parent, **options)
         return (await enqueuer([new]))[0]

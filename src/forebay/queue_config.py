@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TypeAlias
 
 from forebay.backoff import Backoff
 from forebay.errors import ConfigError
 from forebay.flow import NO_LIMITS, FlowLimits, KeySpec, Rate, check_key_spec, resolve_key
-from forebay.job import JSON, Job, NewJob, validate_queue_name
+from forebay.job import JSON, Job, NewJob, PayloadText, validate_queue_name
 from forebay.payloads import PayloadModel, check_model
 
 __all__ = ["BatchHandler", "ExhaustedHook", "FailureHook", "Handler", "QueueConfig", "SuccessHook"]
@@ -63,7 +63,10 @@ class QueueConfig:
       seconds it has been due, so low priority work is delayed but never starved.
 
     Each key is a path such as ``"payload.user_id"`` or ``"tenant"``, or a callable given the
-    :class:`~forebay.job.NewJob`; it is worked out when the job is enqueued and stored with it.
+    :class:`~forebay.job.NewJob`; it is worked out when the job is enqueued and stored with it
+    (:meth:`with_flow_keys`). A queue declared without a handler (a producer-only app's
+    :meth:`~forebay.Forebay.queue`) may name keys without their limits: its app works the keys
+    out at enqueue, and the limits are the workers' to declare.
 
     The hooks run once the outcome is recorded in the store, each in a task of its own: they
     can neither block nor undo it, and their errors are logged (see
@@ -156,10 +159,15 @@ class QueueConfig:
         where = f"queue {self.name!r}"
         for name in ("rate_limit_key", "concurrency_key", "fair_key"):
             check_key_spec(f"{where}: {name}", getattr(self, name))
-        if (self.rate_limit_key is None) != (self.rate_limit_per_key is None):
-            raise ConfigError(f"{where}: rate_limit_key and rate_limit_per_key go together")
-        if (self.concurrency_key is None) != (self.concurrency_per_key is None):
-            raise ConfigError(f"{where}: concurrency_key and concurrency_per_key go together")
+        for key_name, limit_name in (
+            ("rate_limit_key", "rate_limit_per_key"),
+            ("concurrency_key", "concurrency_per_key"),
+        ):
+            has_key = getattr(self, key_name) is not None
+            has_limit = getattr(self, limit_name) is not None
+            # A producer-only declaration may name the key alone (the workers give the limit).
+            if has_limit != has_key and (has_limit or self.handler is not None):
+                raise ConfigError(f"{where}: {key_name} and {limit_name} go together")
         aging = self.priority_aging
         if isinstance(aging, timedelta):
             aging = aging.total_seconds()
@@ -190,6 +198,40 @@ class QueueConfig:
             if spec is not None:
                 out[name] = resolve_key(name, spec, job)
         return out
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the queue declares a flow key (its jobs get keys at enqueue)."""
+        return (
+            self.rate_limit_key is not None
+            or self.concurrency_key is not None
+            or self.fair_key is not None
+        )
+
+    def with_flow_keys(self, job: NewJob) -> NewJob:
+        """``job`` with each key this queue declares and the job does not carry worked out (a
+        key given explicitly wins); InvalidPayload when a key is not a str or an int."""
+        missing = [
+            (name, spec)
+            for name, spec in (
+                ("rate_key", self.rate_limit_key),
+                ("concurrency_key", self.concurrency_key),
+                ("fair_key", self.fair_key),
+            )
+            if spec is not None and getattr(job, name) is None
+        ]
+        if not missing:
+            return job
+        view = job
+        if type(job.payload) is PayloadText:  # validated by a payload model: read it back once
+            view = replace(job, payload=job.payload.parse())
+        keys = {name: resolve_key(name, spec, view) for name, spec in missing}
+        return replace(
+            job,
+            rate_key=keys.get("rate_key", job.rate_key),
+            concurrency_key=keys.get("concurrency_key", job.concurrency_key),
+            fair_key=keys.get("fair_key", job.fair_key),
+        )
 
     @property
     def hooks(self) -> dict[str, SuccessHook | FailureHook | None]:

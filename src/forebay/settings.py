@@ -24,6 +24,9 @@ the settings class checks the values themselves (ranges, combinations) in ``__po
 
 :func:`resolve_url` is where "which backend" is decided, for the app and for every command:
 the URL given (``--url``), else ``FOREBAY_URL``, else the SQLite file ``./forebay.db``.
+
+:func:`tenant_quotas_from_env` reads the app's tenant quotas, ``FOREBAY_TENANT_QUOTAS``
+(``acme=1000,*=500``: at most 1000 unfinished jobs for ``acme``, 500 for every other tenant).
 """
 
 from __future__ import annotations
@@ -38,12 +41,22 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from forebay.backends import DEFAULT_URL
-from forebay.errors import ConfigError
+from forebay.errors import ConfigError, InvalidPayload
+from forebay.flow import check_tenant
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["NOT_FROM_ENV", "Variable", "from_env", "resolve_url", "variable"]
+__all__ = [
+    "NOT_FROM_ENV",
+    "Variable",
+    "check_quotas",
+    "from_env",
+    "parse_tenant_quotas",
+    "resolve_url",
+    "tenant_quotas_from_env",
+    "variable",
+]
 
 S = TypeVar("S", bound="DataclassInstance")
 
@@ -56,6 +69,54 @@ def resolve_url(url: str | None = None, env: Mapping[str, str] | None = None) ->
     """The backend URL: ``url`` when given, else ``FOREBAY_URL``, else :data:`DEFAULT_URL`."""
     environ = os.environ if env is None else env
     return url or environ.get("FOREBAY_URL") or DEFAULT_URL
+
+
+TENANT_QUOTAS = "FOREBAY_TENANT_QUOTAS"
+ANY_TENANT = "*"
+"""The quota entry for every tenant without its own."""
+
+
+def tenant_quotas_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """The tenant quotas ``FOREBAY_TENANT_QUOTAS`` gives (none when unset or empty)."""
+    environ = os.environ if env is None else env
+    return parse_tenant_quotas(environ.get(TENANT_QUOTAS, ""), name=TENANT_QUOTAS)
+
+
+def parse_tenant_quotas(text: str, *, name: str = TENANT_QUOTAS) -> dict[str, int]:
+    """``"acme=1000,*=500"`` as ``{"acme": 1000, "*": 500}``; ConfigError naming ``name`` and
+    the entry for a bad one."""
+    quotas: dict[str, int] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        tenant, sep, cap = (part.strip() for part in entry.partition("="))
+        if not sep or not cap.isdigit():
+            raise ConfigError(
+                f"{name}: bad entry {entry!r}: write TENANT=MAX_JOBS, e.g. 'acme=1000,*=500'"
+            )
+        if tenant in quotas:
+            raise ConfigError(f"{name}: tenant {tenant!r} is given twice")
+        quotas[tenant] = int(cap)
+    return check_quotas(quotas, name=name)
+
+
+def check_quotas(quotas: Mapping[str, int], *, name: str = "tenant_quotas") -> dict[str, int]:
+    """``quotas`` as a dict, or ConfigError unless each key is a tenant name (or ``"*"``) and
+    each value a whole number of at least 1."""
+    checked = {}
+    for tenant, cap in quotas.items():
+        if tenant != ANY_TENANT:
+            try:
+                check_tenant(tenant)
+            except InvalidPayload as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigError(
+                f"{name}: the quota of {tenant!r} must be a whole number of at least 1, "
+                f"not {cap!r}"
+            )
+        checked[tenant] = cap
+    return checked
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, TypeAlias
 
 from forebay.errors import ConfigError, InvalidPayload
+from forebay.flow import Rate
 from forebay.job import JSON, NewJob, validate_queue_name
 
 __all__ = [
@@ -137,7 +138,8 @@ class Source:
 
     Made by :meth:`forebay.Forebay.source`. ``split`` defaults to "the body is one job";
     ``key`` defaults to no dedupe; ``auth`` None accepts unauthenticated requests (the
-    service logs a warning at start-up).
+    service logs a warning at start-up). ``rate_limit``: the requests per period the service
+    accepts for this source (each service instance its own bucket); past it, 429.
     """
 
     name: str
@@ -146,6 +148,7 @@ class Source:
     key: KeyFunction | None = None
     split: SplitFunction | None = None
     max_body_bytes: int = 1_048_576
+    rate_limit: Rate | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -159,6 +162,8 @@ class Source:
             )
         if self.max_body_bytes < 1:
             raise ConfigError(f"source {self.name!r}: max_body_bytes must be positive")
+        if self.rate_limit is not None and not isinstance(self.rate_limit, Rate):
+            raise ConfigError(f"source {self.name!r}: rate_limit must be a Rate (Rate.parse)")
 
     def authenticate(self, headers: Mapping[str, str], body: bytes | None) -> bool:
         """True if the request is allowed. ``body`` None: before reading it (header-only

@@ -22,6 +22,7 @@ from forebay.cli.options import (
     LimitOption,
     QueueOption,
     SinceOption,
+    TenantOption,
     UntilOption,
     UrlOption,
     dead_filter,
@@ -51,12 +52,13 @@ def ls(
     error_type: ErrorTypeOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    tenant: TenantOption = None,
     limit: LimitOption = 50,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List dead jobs, the latest death first, with their last error."""
-    where = dead_filter(queue, error_type, since, until)
+    where = dead_filter(queue, error_type, since, until, tenant=tenant)
     app = make_app(url, use=Use.READ)
     found = run(_list(app, where, limit), app)
     if as_json:
@@ -101,12 +103,13 @@ def replay(
     since: SinceOption = None,
     until: UntilOption = None,
     ids: IdsOption = None,
+    tenant: TenantOption = None,
     dry_run: DryRunOption = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Put matching dead jobs back to queued, with fresh attempts, to run now."""
-    where = dead_filter(queue, error_type, since, until, ids)
+    where = dead_filter(queue, error_type, since, until, ids, tenant)
     app = make_app(url)
     count = run(_replay(app, where, dry_run), app)
     _report("replay", "replayed", count, dry_run, as_json)
@@ -124,13 +127,14 @@ def purge(
     since: SinceOption = None,
     until: UntilOption = None,
     ids: IdsOption = None,
+    tenant: TenantOption = None,
     dry_run: DryRunOption = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete matching dead jobs for good. Asks first, unless --yes (or --dry-run)."""
-    where = dead_filter(queue, error_type, since, until, ids)
+    where = dead_filter(queue, error_type, since, until, ids, tenant)
     ask = not (yes or dry_run)
     app = make_app(url)
     count = run(_purge(app, where, dry_run=dry_run, ask=ask), app)

@@ -28,6 +28,7 @@ from forebay.cli.options import AppOption, JsonOption, UrlOption, parse_json, pa
 from forebay.cli.output import EXIT_USAGE, fail, format_time, print_json, stderr, stdout
 from forebay.cli.session import make_app, run
 from forebay.errors import ForebayError, InvalidPayload, PayloadValidationError
+from forebay.flow import check_key, check_tenant
 from forebay.job import (
     JSON,
     MAX_ATTEMPTS_LIMIT,
@@ -60,6 +61,29 @@ class _Links:
 
 
 @dataclass(frozen=True, slots=True)
+class _Flow:
+    """Whose job it is and its flow keys (see :mod:`forebay.flow`); a key not given here is
+    worked out by the ``--app``'s queue declaration, if it declares one."""
+
+    tenant: str | None = None
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    fair_key: str | None = None
+
+    def check(self) -> None:
+        """Exit with a usage error naming the option whose value cannot be stored."""
+        try:
+            check_tenant(self.tenant)
+        except InvalidPayload as exc:
+            fail(f"--{exc}", EXIT_USAGE)
+        for name in ("rate_key", "concurrency_key", "fair_key"):
+            try:
+                check_key(f"--{name.replace('_', '-')}", getattr(self, name))
+            except InvalidPayload as exc:
+                fail(str(exc), EXIT_USAGE)
+
+
+@dataclass(frozen=True, slots=True)
 class _JobOptions:
     """What every job of one ``forebay enqueue`` gets besides its payload."""
 
@@ -72,6 +96,7 @@ class _JobOptions:
     max_attempts: int | None = None
     timeout_s: float | None = None
     links: _Links = field(default_factory=_Links)
+    flow: _Flow = field(default_factory=_Flow)
     models: Mapping[str, PayloadModel] = field(default_factory=dict)
     """The payload models of the ``--app`` (checked before anything is stored)."""
 
@@ -89,6 +114,10 @@ class _JobOptions:
             after=self.links.after,
             after_policy=self.links.after_policy,
             webhook=self.links.webhook,
+            tenant=self.flow.tenant,
+            rate_key=self.flow.rate_key,
+            concurrency_key=self.flow.concurrency_key,
+            fair_key=self.flow.fair_key,
         )
         return validate_jobs([job], self.models)[0] if self.models else job
 
@@ -204,6 +233,25 @@ def enqueue(
         str | None,
         typer.Option(metavar="URL", help="An http(s) URL told the job's final state, signed."),
     ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TENANT",
+            help="Whose job it is: letters, digits and _.:@- (a tenant quota may refuse it).",
+        ),
+    ] = None,
+    rate_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Count its start against this key's rate limit."),
+    ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Count it while running against this key's cap."),
+    ] = None,
+    fair_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Take turns with the other keys' jobs (a fair queue)."),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="With --file: jobs per transaction.")
     ] = 1000,
@@ -215,12 +263,17 @@ def enqueue(
 
     Prints the job id and whether it was created (**created=false**: the key already
     existed, and the existing job is shown).
+
+    **--tenant** and the flow keys apply to every job; a key not given is worked out by the
+    queue's declaration in the **--app** (e.g. ``rate_limit_key="payload.domain"``).
     """
     _check_combination(payload, file, key, key_field, delay_s, run_at)
     try:
         check_overrides(max_attempts, timeout_s)
     except InvalidPayload as exc:
         fail(f"--{str(exc).replace('_', '-', 1)}", EXIT_USAGE)
+    flow = _Flow(tenant, rate_key, concurrency_key, fair_key)
+    flow.check()
     app = make_app(url, app_ref)
     when = parse_time(run_at, "--run-at")
     links = _Links(run_id, tuple(after or ()), str(after_policy), webhook)
@@ -234,6 +287,7 @@ def enqueue(
         max_attempts,
         timeout_s,
         links,
+        flow,
         app.payload_models,
     )
     if file is None:

@@ -24,6 +24,7 @@ from forebay.cli.options import (
     LimitOption,
     QueueOption,
     RunFilterOption,
+    TenantOption,
     UrlOption,
 )
 from forebay.cli.output import EXIT_USAGE, fail, format_ago, format_time, print_json, stdout
@@ -78,6 +79,7 @@ def jobs(
     ] = None,
     error_type: ErrorTypeOption = None,
     run_id: RunFilterOption = None,
+    tenant: TenantOption = None,
     limit: LimitOption = 50,
     before_id: Annotated[
         int | None,
@@ -87,7 +89,7 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """List jobs, newest first (``--state waiting``: those waiting for their parents)."""
-    where = JobFilter(queue=queue, state=state, error_type=error_type, run_id=run_id)
+    where = JobFilter(queue=queue, state=state, error_type=error_type, run_id=run_id, tenant=tenant)
     app = make_app(url, use=Use.READ)
     found = run(_list(app, where, limit, before_id), app)
     if as_json:
@@ -108,16 +110,20 @@ async def _list(app: Forebay, where: JobFilter, limit: int, before_id: int | Non
 
 def jobs_table(found: Sequence[Job]) -> Table:
     """One row per job; the last column is the progress of a running job, the parents of a
-    waiting one, else its last error."""
+    waiting one, else its last error. A tenant column when some job has a tenant."""
+    tenants = any(j.tenant is not None for j in found)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("id", "queue", "state", "attempt", "priority", "key", "updated"):
         table.add_column(name, no_wrap=name != "key", justify="right" if name == "id" else "left")
+        if name == "queue" and tenants:
+            table.add_column("tenant", no_wrap=True)
     table.add_column("progress / error", overflow="ellipsis", no_wrap=True, max_width=60)
     for j in found:
         detail = _detail(j)
         table.add_row(
             str(j.id),
             j.queue,
+            *([j.tenant or ""] if tenants else []),
             shown_state(j),
             str(j.attempt),
             str(j.priority),
@@ -260,6 +266,10 @@ def _fields(j: Job) -> Table:
         ("defers", str(j.defers)),
         ("priority", str(j.priority)),
         ("key", j.key),
+        ("tenant", j.tenant),
+        ("rate key", j.rate_key),
+        ("concurrency key", j.concurrency_key),
+        ("fair key", j.fair_key),
         ("run id", j.run_id),
         ("after", ", ".join(map(str, j.after)) or None),
         ("after policy", j.after_policy if j.after else None),
@@ -323,6 +333,7 @@ def cancel(
     ] = None,
     run_id: RunFilterOption = None,
     error_type: ErrorTypeOption = None,
+    tenant: TenantOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count the jobs a filter would cancel.")
     ] = False,
@@ -334,7 +345,7 @@ def cancel(
     A running job is cancelled at once; its worker stops the handler within a heartbeat.
     Cancelling a job that is already cancelled succeeds and says so.
     """
-    where = JobFilter(queue=queue, state=state, run_id=run_id, error_type=error_type)
+    where = JobFilter(queue=queue, state=state, run_id=run_id, error_type=error_type, tenant=tenant)
     if job_ids:
         if where != JobFilter() or dry_run:
             fail("give job ids or a filter (--queue, --state, ...), not both", EXIT_USAGE)

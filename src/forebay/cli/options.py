@@ -24,6 +24,7 @@ __all__ = [
     "QueueOption",
     "RunFilterOption",
     "SinceOption",
+    "TenantOption",
     "UntilOption",
     "UrlOption",
     "dead_filter",
@@ -118,6 +119,10 @@ UntilOption = Annotated[
     str | None,
     typer.Option("--until", metavar="ISO", help="Only jobs updated before this time."),
 ]
+TenantOption = Annotated[
+    str | None,
+    typer.Option("--tenant", metavar="TENANT", help="Only the jobs of this tenant."),
+]
 LimitOption = Annotated[
     int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many jobs.")
 ]
@@ -158,6 +163,7 @@ def dead_filter(
     since: str | None,
     until: str | None,
     ids: list[int] | None = None,
+    tenant: str | None = None,
 ) -> JobFilter:
     """The filter of ``forebay dead ls|replay|purge``: dead jobs that match every option."""
     return JobFilter(
@@ -167,4 +173,5 @@ def dead_filter(
         since=parse_time(since, "--since"),
         until=parse_time(until, "--until"),
         ids=tuple(ids) if ids else None,
+        tenant=tenant,
     )

@@ -26,6 +26,8 @@ from forebay.cli.options import JsonOption, UrlOption, parse_json
 from forebay.cli.output import EXIT_USAGE, fail, format_ago, format_time, print_json, stdout
 from forebay.cli.session import Use, make_app, run
 from forebay.cli.store import shown
+from forebay.errors import InvalidPayload
+from forebay.flow import check_tenant
 from forebay.job import JSON
 from forebay.runs import Run, RunState
 
@@ -66,12 +68,15 @@ def list_runs(
         str | None,
         typer.Option(metavar="RUN", help="Only runs started before this one: the next page."),
     ] = None,
+    tenant: Annotated[
+        str | None, typer.Option(metavar="TENANT", help="Only the runs of this tenant.")
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List runs, newest first, with their progress."""
     app = make_app(url, use=Use.READ)
-    found = run(_list(app, state, limit, before_id), app)
+    found = run(_list(app, state, limit, before_id, tenant), app)
     if as_json:
         print_json([r.to_dict() for r in found])
         return
@@ -84,17 +89,21 @@ def list_runs(
 
 
 async def _list(
-    app: Forebay, state: RunState | None, limit: int, before_id: str | None
+    app: Forebay, state: RunState | None, limit: int, before_id: str | None, tenant: str | None
 ) -> list[Run]:
     async with app:
-        return await app.list_runs(state=state, limit=limit, before_id=before_id)
+        return await app.list_runs(state=state, limit=limit, before_id=before_id, tenant=tenant)
 
 
 def runs_table(found: Sequence[Run]) -> Table:
-    """One row per run: its state, how many of its jobs finished, and its counts."""
+    """One row per run: its state, how many of its jobs finished, and its counts (and its
+    tenant, when some run has one)."""
+    tenants = any(r.tenant is not None for r in found)
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("id", no_wrap=True)
     table.add_column("name", overflow="ellipsis", max_width=30)
+    if tenants:
+        table.add_column("tenant", no_wrap=True)
     table.add_column("state")
     table.add_column("finished", justify="right")
     for name, style in COUNTS:
@@ -104,6 +113,7 @@ def runs_table(found: Sequence[Run]) -> Table:
         table.add_row(
             r.id,
             r.name or "",
+            *([r.tenant or ""] if tenants else []),
             run_state_text(r.state),
             f"{r.finished}/{r.total}",
             *(str(getattr(r, name)) for name, _ in COUNTS),
@@ -165,6 +175,7 @@ def run_details(r: Run) -> RenderableType:
         ("id", r.id),
         ("name", r.name),
         ("key", r.key),
+        ("tenant", r.tenant),
         ("state", run_state_text(r.state)),
         ("on complete", r.on_complete),
         ("webhook", r.webhook),
@@ -268,6 +279,7 @@ def start(
         str | None,
         typer.Option(metavar="URL", help="An http(s) URL told run.completed, signed."),
     ] = None,
+    tenant: Annotated[str | None, typer.Option(metavar="TENANT", help="Whose run it is.")] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -275,8 +287,12 @@ def start(
     given = None if meta is None else parse_json(meta, "--meta")
     if given is not None and not isinstance(given, dict):
         fail("--meta must be a JSON object, e.g. '{\"crawl\": 7}'", EXIT_USAGE)
+    try:
+        check_tenant(tenant)
+    except InvalidPayload as exc:
+        fail(f"--{exc}", EXIT_USAGE)
     app = make_app(url)
-    found = run(_start(app, name, key, given, on_complete, webhook), app)
+    found = run(_start(app, name, key, given, on_complete, webhook, tenant), app)
     if as_json:
         print_json({**found.to_dict(), "created": found.created})
         return
@@ -297,10 +313,16 @@ async def _start(
     meta: dict[str, JSON] | None,
     on_complete: str | None,
     webhook: str | None,
+    tenant: str | None,
 ) -> Run:
     async with app:
         return await app.start_run(
-            name=name, key=key, meta=meta, on_complete=on_complete, webhook=webhook
+            name=name,
+            key=key,
+            meta=meta,
+            on_complete=on_complete,
+            webhook=webhook,
+            tenant=tenant,
         )
 
 

@@ -11,10 +11,19 @@ Before starting what it leased, a lane dead-letters crash loops (leased more oft
 ``max_deliveries``) and applies crash isolation (:mod:`forebay.worker.isolation`): a job that
 was running when a worker died runs alone until it finishes once.
 
+A queue's flow limits are the job store's to enforce (:mod:`forebay.flow`): a lease takes only
+what they allow. When it takes fewer jobs than asked because a rate has no token for the rest
+(``Leased.throttled_until``), the lane leases again when the token frees, or sooner when new
+work arrives, the limits change or a call finishes; so a rate with a backlog is used to the
+full, and no lease is spent polling in between. (Jobs held back by a cap on running jobs wait
+for a finish: this worker's wakes the lane; another worker's is seen at the next idle poll.)
+
 In burst mode the worker is done once every lane at once finds nothing due and nothing runs:
 a job finishing in one queue may enqueue work in another (a webhook delivery, a run's
 completion job, a handler's child job), so a lane whose queue is empty waits while others run
-jobs, and looks again after each finish.
+jobs, and looks again after each finish. A lane whose due jobs are held back by a rate is not
+done: a burst worker waits for their tokens and runs them, so it still drains the queue, at the
+rate. (Jobs held back only by a cap that other workers' running jobs hold are theirs to drain.)
 
 Concurrency hazards, and why they are safe: all lanes and handler tasks share one event loop,
 so the counters, the registry of running calls and the isolation state change only between
@@ -35,7 +44,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from forebay.backends.base import Backend
+from forebay.backends.base import Backend, Leased
 from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError
 from forebay.job import Job, Lease
@@ -54,6 +63,10 @@ CANCEL_REQUESTED: Final = "forebay: the job was cancelled"
 reads it to stop the call in its handler process too)."""
 
 log = logging.getLogger("forebay.worker")
+
+_MIN_THROTTLE_WAIT_S: Final = 0.002
+"""The shortest wait for a rate's token: a store clock a little behind this one's must not make
+the lane lease in a tight loop."""
 
 
 @dataclass(slots=True)
@@ -180,9 +193,15 @@ class Lanes:
             await self._until(freed.wait())
             await asyncio.sleep(0)  # let sibling completions land: lease in bigger batches
             return False
-        jobs = await self._lease(config, free * (config.batch_size or 1))
+        asked = free * (config.batch_size or 1)
+        finished = self._finished_calls
+        jobs = await self._lease(config, asked)
         if jobs:
             await self._admit(config, jobs)
+        if jobs.throttled_until is not None and len(jobs) < asked:
+            await self._throttled(config, jobs.throttled_until, finished)
+            return False
+        if jobs:
             return False
         if self._settings.burst:
             if self._count[config.name] == 0:
@@ -199,7 +218,7 @@ class Lanes:
         )
         return False
 
-    async def _lease(self, config: QueueConfig, limit: int) -> list[Job]:
+    async def _lease(self, config: QueueConfig, limit: int) -> Leased:
         jobs = await self._backend.lease(
             queue=config.name,
             limit=limit,
@@ -211,11 +230,35 @@ class Lanes:
         return jobs
 
     async def _has_due(self, config: QueueConfig) -> bool:
-        """In burst mode: is anything still due (e.g. a retry with no backoff)?"""
+        """In burst mode: is anything still due (e.g. a retry with no backoff, or a job a rate
+        held back: then wait for its token)?"""
+        finished = self._finished_calls
         jobs = await self._lease(config, 1)
         if jobs:
             await self._admit(config, jobs)
-        return bool(jobs)
+            return True
+        if jobs.throttled_until is not None:
+            await self._throttled(config, jobs.throttled_until, finished)
+            return True
+        return False
+
+    async def _throttled(self, config: QueueConfig, until: float, finished: int) -> None:
+        """A rate held back due jobs of ``config``'s queue until ``until`` (epoch seconds, the
+        store's clock): wait until then, or until new work or new limits reach the queue
+        (:meth:`Backend.wait_for_work`), or a call finishes here. ``finished``: the calls
+        finished when the lease was asked; one more since, and the lane looks again at once
+        (a slot it freed may take a job the lease could not)."""
+        if self._finished_calls != finished:
+            return
+        freed = self._slot_freed[config.name]
+        freed.clear()  # no await since the check above: a finish after it sets it again
+        delay = max(until - time.time(), _MIN_THROTTLE_WAIT_S)
+        await self._until(
+            _first(
+                freed.wait(),
+                self._backend.wait_for_work([config.name], timeout_s=delay),
+            )
+        )
 
     async def _idle_everywhere(self, queue: str, finished: int) -> bool:
         """Burst: ``queue`` had nothing due when ``finished`` calls had finished. True once
@@ -391,6 +434,17 @@ class Lanes:
     async def _report_progress(self, job: Job, pct: float, message: str | None) -> None:
         log_progress(job.id, pct, message)
         await self._backend.progress(job.lease, pct=pct, message=message)
+
+
+async def _first(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of ``awaitables`` ends (raising its error); end the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([t for t in tasks if not t.done()])
+    for task in done:
+        task.result()
 
 
 def _log_leases(jobs: Sequence[Job], worker_id: str) -> None:

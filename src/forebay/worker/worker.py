@@ -1,13 +1,14 @@
 """The worker: puts its lanes, settler and maintenance loops together, and shuts down cleanly.
 
-:meth:`Worker.run` opens the backend, starts the maintenance loops (:mod:`.maintenance`) and
-the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped —
-SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down
-(DESIGN §3.8): no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are
-released back to ``queued`` without spending an attempt, every outcome is written
-(:mod:`.settler`), their hooks finish (:mod:`.hooks`), and the loops stop. A second signal during
-the grace (or :meth:`Worker.stop_now`) ends the grace at once: the running jobs are released
-then, to run again elsewhere straight away.
+:meth:`Worker.run` opens the backend, stores the flow limits its queues declare (so the job store
+enforces them from this worker's first lease on), starts the maintenance loops (:mod:`.maintenance`)
+and the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped —
+SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down (DESIGN §3.8):
+no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are released back to
+``queued`` without spending an attempt, every outcome is written (:mod:`.settler`), their hooks
+finish (:mod:`.hooks`), and the loops stop. A second signal during the grace (or
+:meth:`Worker.stop_now`) ends the grace at once: the running jobs are released then, to run again
+elsewhere straight away.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from forebay.backends.base import Backend
 from forebay.cancel import cancel_and_wait
 from forebay.errors import ConfigError
+from forebay.flow import NO_LIMITS
 from forebay.job import Enqueuer, job_enqueuer
 from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
@@ -128,6 +130,7 @@ class Worker:
             self.backend, list(self.queues.values()), self.settings, lanes
         )
         await self.backend.open()
+        await self.store_limits()
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         self._maintenance.start()
@@ -140,6 +143,19 @@ class Worker:
             for sig in signals:
                 loop.remove_signal_handler(sig)
         log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
+
+    async def store_limits(self) -> None:
+        """Store the flow limits this worker's queues declare (``QueueConfig.limits``) where
+        they differ from the stored ones, no limits included: a limit removed from the code is
+        lifted when the new code's workers start. (Two deployments that disagree: the last
+        worker to start wins, as with schedules.)"""
+        stored = {s.queue: s.limits for s in await self.backend.queue_settings()}
+        for config in self.queues.values():
+            if stored.get(config.name, NO_LIMITS) != config.limits:
+                await self.backend.set_queue(config.name, limits=config.limits)
+                log.info(
+                    "queue %s: flow limits stored: %s", config.name, config.limits.describe()
+                )
 
     async def prune_once(self) -> int:
         """Delete finished jobs past their retention, in bounded batches; return how many."""

@@ -269,15 +269,27 @@
         name.append(" ", badge);
       }
       tr.append(name);
+      const limits = q.limits && typeof q.limits === "object" ? q.limits : {};
+      const cap = Number.isInteger(limits.concurrency) ? limits.concurrency : null;
       for (const column of QUEUE_COLUMNS) {
         const value = q[column] ?? 0;
-        const td = el("td", value, value === 0 ? "num zero" : "num");
+        const shown = column === "running" && cap !== null ? `${value}/${cap}` : value;
+        const td = el("td", shown, value === 0 ? "num zero" : "num");
         td.dataset.col = column;
+        if (column === "running" && cap !== null) {
+          td.title = `${value} running of a cap of ${cap} across the fleet`;
+          if (value >= cap) td.classList.add("at-cap");
+        }
         tr.append(td);
+        if (column === "running") tr.append(throttledCell(q.throttled));
       }
       const age = el("td", formatAge(q.oldest_queued_age_s), "num");
       age.dataset.col = "oldest_queued_age_s";
       tr.append(age);
+      const described = describeLimits(limits);
+      const limitsCell = el("td", described || "—", described ? "limits" : "limits zero");
+      limitsCell.dataset.col = "limits";
+      tr.append(limitsCell);
       const toggle = el("button", q.paused === true ? "Resume" : "Pause");
       toggle.type = "button";
       toggle.className = "pause-toggle";
@@ -290,6 +302,43 @@
     $("queues-body").replaceChildren(...rows);
     $("queues-empty").hidden = rows.length > 0;
     updateQueueChoices(queues.map((q) => String(q.queue)));
+  }
+
+  function throttledCell(throttled) {
+    const value = Number.isInteger(throttled) ? throttled : 0;
+    const td = el("td", value, value === 0 ? "num zero" : "num throttled");
+    td.dataset.col = "throttled";
+    return td;
+  }
+
+  // "50/s", "10/m", "5/10s": a rate as {count, period_s, burst}, as `forebay stats` writes it.
+  const RATE_UNITS = [
+    [1, "s"],
+    [60, "m"],
+    [3600, "h"],
+    [86400, "d"],
+  ];
+  function rateText(rate) {
+    const count = Number(rate.count);
+    const period = Number(rate.period_s);
+    const unit = RATE_UNITS.find(([seconds]) => seconds === period);
+    return unit ? `${count}/${unit[1]}` : `${count}/${period}s`;
+  }
+
+  // A queue's flow limits in one line ("rate 50/s, cap 4, fair"), as `forebay stats` shows
+  // them; "" for none.
+  function describeLimits(limits) {
+    const parts = [];
+    const isRate = (r) => r && typeof r === "object" && Number.isFinite(Number(r.count));
+    if (isRate(limits.rate)) parts.push(`rate ${rateText(limits.rate)}`);
+    if (isRate(limits.rate_per_key)) parts.push(`${rateText(limits.rate_per_key)} per key`);
+    if (Number.isInteger(limits.concurrency)) parts.push(`cap ${limits.concurrency}`);
+    if (Number.isInteger(limits.concurrency_per_key)) {
+      parts.push(`${limits.concurrency_per_key} running per key`);
+    }
+    if (limits.fair === true) parts.push("fair");
+    if (Number.isFinite(limits.aging_s)) parts.push(`aging +1/${limits.aging_s}s`);
+    return parts.join(", ");
   }
 
   function updateQueueChoices(names) {
