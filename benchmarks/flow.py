@@ -181,7 +181,8 @@ def print_fairness(
     results: dict[tuple[str, str], list[dict[str, float]]], backends: list[str]
 ) -> None:
     print(
-        "| backend | mode | B enqueue→start p50 s | B p99 s | B's last start s | A's last start s | drain jobs/s |"
+        "| backend | mode | B enqueue→start p50 s | B p99 s | B's last start s "
+        "| A's last start s | drain jobs/s |"
     )
     print("|---|---|---|---|---|---|---|")
     for backend in backends:
@@ -206,8 +207,9 @@ def print_rate_cost(
             rows = results[(backend, mode)]
             ratios = [r["rate"] / p["rate"] for r, p in zip(rows, plain, strict=True)]
             print(
-                f"| {backend} | {label} | {cell([r['rate'] for r in rows], ',.0f')} | "
-                f"{cell([r['cpu_s_per_1k'] for r in rows], '.3f')} | {statistics.median(ratios):.2f} |"
+                f"| {backend} | {label} | {cell([r['rate'] for r in rows], ',.0f')} "
+                f"| {cell([r['cpu_s_per_1k'] for r in rows], '.3f')} "
+                f"| {statistics.median(ratios):.2f} |"
             )
 
 
