@@ -23,6 +23,9 @@ name                                       type       labels              what
                                                                           reached the backend
 ``forebay_intake_requests_total``          counter    source, status      intake answers
 ``forebay_intake_latency_seconds``         histogram  source              request to answer
+``forebay_intake_throttled_total``         counter    limit, source       intake requests refused
+                                                                          429 by an intake limit
+                                                                          (``token``, ``source``)
 ``forebay_http_connections_closed_total``  counter    reason              connections the server
                                                                           closed (header_timeout,
                                                                           body_timeout, evicted,
@@ -36,6 +39,10 @@ what this process did (its enqueues, its workers' outcomes); queue gauges are re
 backend at scrape time and so describe the whole store. Intake metrics use ``source="api"`` for
 ``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
 a client that hung up before its body arrived is counted with ``status="499"``.
+``forebay_intake_throttled_total`` counts the requests an intake limit refused
+(:mod:`forebay.http.intake_limits`): ``limit="token"`` (an API token over ``FOREBAY_TOKEN_RATE``,
+``source=""``: a token or a tenant is never a label) or ``limit="source"`` (``source`` names the
+webhook source over its ``rate_limit``).
 ``forebay_http_connections_closed_total`` counts what ``forebay serve`` closed to bound slow or
 idle clients (:mod:`forebay.http.connections`). A run that failed with ``ResourceExhausted`` (a
 command killed for memory: :mod:`forebay.execution.command`) is counted in its outcome's counter
@@ -181,6 +188,13 @@ class Metrics:
             buckets=_INTAKE_BUCKETS_S,
             registry=r,
         )
+        self.intake_throttled = Counter(
+            "forebay_intake_throttled",
+            "Intake requests refused (429) by an intake limit: limit=token (an API token's "
+            "rate; source empty) or limit=source (a webhook source's rate_limit).",
+            ["limit", "source"],
+            registry=r,
+        )
         self.connections_closed = Counter(
             "forebay_http_connections_closed",
             "Connections closed by the server: header_timeout or body_timeout (too slow), "
@@ -204,6 +218,10 @@ class Metrics:
             histogram = self._intake_histograms[source] = self.intake_latency.labels(source)
         counter.inc()
         histogram.observe(seconds)
+
+    def throttled(self, limit: str, source: str = "") -> None:
+        """Count a request an intake limit refused (``limit``: ``token`` or ``source``)."""
+        self.intake_throttled.labels(limit, source).inc()
 
     def connection_closed(self, reason: str) -> None:
         """Count a connection the server closed (see :mod:`forebay.http.connections`)."""

@@ -1,7 +1,8 @@
 """Dead letters: ``GET /v1/dead`` lists them (``read`` scope); ``POST /v1/dead/replay`` puts
 matching ones back to queued with fresh attempts and ``POST /v1/dead/purge`` deletes them
 (``admin``). Replay and purge take a filter body (every field narrows the match; none: every
-dead job) and ``dry_run`` to only count."""
+dead job) and ``dry_run`` to only count. A token bound to a tenant lists, replays and purges only
+that tenant's dead jobs."""
 
 from __future__ import annotations
 
@@ -51,17 +52,26 @@ def add_routes(api: FastAPI, service: Service) -> None:
         before_id: BeforeIdParam = None,
         limit: LimitParam = 100,
     ) -> Response:
-        service.authorize(request, Scope.READ)
+        tenant = service.tenant(request, Scope.READ)
         where = JobFilter(
-            queue=queue, state=JobState.DEAD, error_type=error_type, since=since, until=until
+            queue=queue,
+            state=JobState.DEAD,
+            error_type=error_type,
+            since=since,
+            until=until,
+            tenant=tenant,
         )
-        cursor = None if before_id is None else await _cursor(before_id)
+        cursor = None if before_id is None else await _cursor(before_id, tenant)
         return jobs_page(await app.list_dead(where, limit=limit, before=cursor), limit)
 
-    async def _cursor(before_id: int) -> DeadCursor:
+    async def _cursor(before_id: int, tenant: str | None) -> DeadCursor:
         """The next page starts after this dead job (the previous page's last)."""
         last = await (await app.open()).get_job(before_id)
-        if last is None or last.state is not JobState.DEAD:
+        if (
+            last is None
+            or last.state is not JobState.DEAD
+            or (tenant is not None and last.tenant != tenant)
+        ):
             raise ApiError(
                 400,
                 "invalid_cursor",
@@ -107,7 +117,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
 
 async def _dead_filter(service: Service, request: Request) -> tuple[JobFilter, bool]:
     """The dead jobs a replay or purge request matches, and whether it only counts them."""
-    service.authorize(request, Scope.ADMIN)
+    tenant = service.tenant(request, Scope.ADMIN)
     raw = await service.read_json_body(
         request, service.settings.max_body_bytes, json_only=service.json_only
     )
@@ -123,5 +133,6 @@ async def _dead_filter(service: Service, request: Request) -> tuple[JobFilter, b
         since=given.since,
         until=given.until,
         ids=tuple(given.ids) if given.ids is not None else None,
+        tenant=tenant,
     )
     return where, given.dry_run

@@ -33,6 +33,11 @@ status  ``error.type``              when
                                     holds one entry per field error (``job``, ``loc``,
                                     ``message``, ``type``)
 429     ``queue_full``              the queue is at ``max_depth``; see ``Retry-After``
+429     ``tenant_quota_full``       the job's tenant holds its quota of unfinished jobs;
+                                    ``error.tenant`` and ``error.max_depth`` name them;
+                                    see ``Retry-After``
+429     ``rate_limited``            an API token or a source is over its intake rate; see
+                                    ``Retry-After``, ``RateLimit`` and ``RateLimit-Policy``
 503     ``backend_unavailable``     the backend cannot be reached; see ``Retry-After``
 500     ``internal_error``          a bug: the traceback is in the service's log
 499     ``client_disconnected``     the client hung up before its body arrived; nobody
@@ -65,6 +70,7 @@ from forebay.errors import (
     QueueFull,
     RunNotFound,
     RunSealed,
+    TenantQuotaFull,
     UnknownParent,
     UnknownRun,
 )
@@ -114,8 +120,10 @@ def error_response(
     *,
     headers: Mapping[str, str] | None = None,
     details: Sequence[Mapping[str, object]] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    error: dict[str, object] = {"type": type, "message": message}
+    """``{"error": {"type", "message", "details"?, **extra}}`` with ``status``."""
+    error: dict[str, object] = {"type": type, "message": message, **(extra or {})}
     if details:
         error["details"] = list(details)
     return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))
@@ -146,6 +154,14 @@ def retry_after(seconds: float) -> dict[str, str]:
 
 def forebay_error_response(exc: ForebayError, backend_retry_after_s: float) -> JSONResponse:
     """The answer for an error raised by the core (the backend, enqueue validation...)."""
+    if isinstance(exc, TenantQuotaFull):
+        return error_response(
+            429,
+            "tenant_quota_full",
+            str(exc),
+            headers=retry_after(exc.retry_after_s),
+            extra={"tenant": exc.tenant, "max_depth": exc.max_depth},
+        )
     if isinstance(exc, QueueFull):
         return error_response(429, "queue_full", str(exc), headers=retry_after(exc.retry_after_s))
     if isinstance(exc, BackendError):

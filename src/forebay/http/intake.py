@@ -6,6 +6,10 @@ queue being declared, the body's size (before reading past the limit), its conte
 only without tokens), JSON, then each job's fields. Anything wrong is a 4xx and nothing is
 stored; a list is stored all-or-nothing, in one transaction. Concurrent requests are
 group-committed by the backend: each awaits only its own jobs.
+
+Right after the token is known, its intake rate (``FOREBAY_TOKEN_RATE``) is spent: past it, 429
+``rate_limited`` before the body is read. A token bound to a tenant enqueues that tenant's jobs:
+a job naming no tenant gets it, one naming another is refused 403 (nothing stored).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
 async def read_jobs(service: Service, queue: str, request: Request) -> tuple[list[NewJob], bool]:
     """The jobs a request to ``queue`` asks to store, and whether the body was a list: every
     check of the route but the enqueue itself (ApiError or InvalidPayload when one fails)."""
-    service.authorize(request, Scope.ENQUEUE)
+    token = service.authorize(request, Scope.ENQUEUE)
     app = service.app
     if queue not in app.queues:
         raise ApiError(
@@ -78,20 +82,25 @@ async def read_jobs(service: Service, queue: str, request: Request) -> tuple[lis
             f"queue {queue!r} is not declared by this app; declared queues: "
             f"{', '.join(sorted(app.queues)) or 'none'}",
         )
+    service.admit_token(token)
     raw = await service.read_json_body(
         request, service.settings.max_body_bytes, json_only=service.json_only
     )
-    return await off_loop(lambda: jobs_of(queue, parse_json(raw)), heavy=len(raw) > OFF_LOOP_BYTES)
+    tenant = None if token is None else token.tenant
+    return await off_loop(
+        lambda: jobs_of(queue, parse_json(raw), tenant=tenant), heavy=len(raw) > OFF_LOOP_BYTES
+    )
 
 
-def jobs_of(queue: str, body: JSON) -> tuple[list[NewJob], bool]:
-    """The jobs of a ``POST /v1/queues/{queue}/jobs`` body, and whether it was a list."""
+def jobs_of(queue: str, body: JSON, *, tenant: str | None = None) -> tuple[list[NewJob], bool]:
+    """The jobs of a ``POST /v1/queues/{queue}/jobs`` body, and whether it was a list.
+    ``tenant``: the caller's token is bound to it (its jobs get it; another one is 403)."""
     if isinstance(body, list):
         if not body:
             raise InvalidPayload("the list of jobs is empty; send at least one job")
-        items = [_job_in(item, f"[{i}].") for i, item in enumerate(body)]
+        items = [_job_in(item, f"[{i}].", tenant) for i, item in enumerate(body)]
     else:
-        items = [_job_in(body)]
+        items = [_job_in(body, "", tenant)]
     try:
         jobs = [_new_job(queue, item) for item in items]
     except RecursionError:
@@ -113,17 +122,31 @@ def _new_job(queue: str, item: JobIn) -> NewJob:
         after=item.after,
         after_policy=item.after_policy,
         webhook=item.webhook,
+        tenant=item.tenant,
+        rate_key=item.rate_key,
+        concurrency_key=item.concurrency_key,
+        fair_key=item.fair_key,
         parsed=True,
     )
 
 
-def _job_in(item: JSON, where: str = "") -> JobIn:
+def _job_in(item: JSON, where: str, tenant: str | None) -> JobIn:
     if not isinstance(item, dict):
         raise InvalidPayload(
             f"{where or 'the body'} must be a JSON object such as "
             '{"payload": {...}}, or a list of them'
         )
     try:
-        return JobIn.model_validate(item)
+        job = JobIn.model_validate(item)
     except ValidationError as exc:
         raise invalid_payload(exc, where) from None
+    if tenant is None or job.tenant == tenant:
+        return job
+    if job.tenant is None:
+        return job.model_copy(update={"tenant": tenant})
+    raise ApiError(
+        403,
+        "forbidden",
+        f"{where}tenant: this API token is bound to tenant {tenant!r}; it cannot enqueue jobs "
+        f"of tenant {job.tenant!r} (leave tenant out, or give {tenant!r})",
+    )

@@ -6,10 +6,14 @@
 ``GET /v1/jobs?queue=Q&key=K`` finds the job a producer enqueued with its own idempotency key;
 ``GET /v1/jobs/{job_id}?wait=S`` long-polls: it answers as soon as the job is finished (200),
 or after ``S`` seconds (at most :data:`MAX_WAIT_S`) with the job as it stands (202).
+
+A token bound to a tenant lists, reads and acts on only that tenant's jobs: another tenant's job
+by id answers 404 ``job_not_found``, as a job that does not exist does.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import FastAPI, Query
@@ -93,8 +97,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
     ) -> Response:
         """With ``key`` (and ``queue``): the one job enqueued with that key, if it matches the
         other filters, else none. ``state=waiting``: the jobs waiting for their parents."""
-        service.authorize(request, Scope.READ)
-        where = JobFilter(queue=queue, state=state, run_id=run_id)
+        tenant = service.tenant(request, Scope.READ)
+        where = JobFilter(queue=queue, state=state, run_id=run_id, tenant=tenant)
         if key is not None:
             return jobs_page(await _by_key(where, key, before_id), limit)
         jobs = await app.list_jobs(where, limit=limit, before_id=before_id)
@@ -115,6 +119,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
             return []
         if where.run_id is not None and job.run_id != where.run_id:
             return []
+        if where.tenant is not None and job.tenant != where.tenant:
+            return []
         return [job] if before_id is None or job.id < before_id else []
 
     @api.get(
@@ -130,9 +136,10 @@ def add_routes(api: FastAPI, service: Service) -> None:
     async def get_job(
         request: Request, job_id: int = job_id_path, wait: WaitParam = None
     ) -> Response:
-        service.authorize(request, Scope.READ)
+        tenant = service.tenant(request, Scope.READ)
+        found = await service.own_job(tenant, job_id)
         if wait is None:
-            return JSONResponse((await app.get_job(job_id)).to_dict())
+            return JSONResponse(found.to_dict())
         try:
             job = await app.wait(job_id, timeout_s=wait)
         except WaitTimeout:
@@ -158,8 +165,8 @@ def _add_controls(api: FastAPI, service: Service) -> None:
         """A filter is needed (an empty one would cancel everything): queue, state (waiting,
         queued or running), run_id, error_type or ids. Running jobs' handlers stop within a
         heartbeat."""
-        service.authorize(request, Scope.ADMIN)
-        where, dry_run = await _cancel_filter(service, request)
+        tenant = service.tenant(request, Scope.ADMIN)
+        where, dry_run = await _cancel_filter(service, request, tenant)
         count = await app.cancel_where(where, dry_run=dry_run)
         return JSONResponse({"cancelled": count, "dry_run": dry_run})
 
@@ -177,7 +184,7 @@ def _add_controls(api: FastAPI, service: Service) -> None:
         """A running job is cancelled at once; its worker stops the handler within a heartbeat.
         Cancelling a cancelled job again answers 200 with the job, as ``forebay cancel`` exits 0
         saying it was already cancelled."""
-        service.authorize(request, Scope.ADMIN)
+        await service.own_job(service.tenant(request, Scope.ADMIN), job_id)
         await app.cancel(job_id)
         job = await app.get_job(job_id)
         if job.state is not JobState.CANCELLED:
@@ -202,11 +209,13 @@ def _add_controls(api: FastAPI, service: Service) -> None:
     async def run_job_now(request: Request, job_id: int = job_id_path) -> Response:
         """A queued job whose run_at is in the future (scheduled, or a retry waiting out its
         backoff) becomes due at once; a job that is not queued answers 409 ``job_not_queued``."""
-        service.authorize(request, Scope.ADMIN)
+        await service.own_job(service.tenant(request, Scope.ADMIN), job_id)
         return JSONResponse((await app.run_now(job_id)).to_dict())
 
 
-async def _cancel_filter(service: Service, request: Request) -> tuple[JobFilter, bool]:
+async def _cancel_filter(
+    service: Service, request: Request, tenant: str | None
+) -> tuple[JobFilter, bool]:
     raw = await service.read_json_body(
         request, service.settings.max_body_bytes, json_only=service.json_only
     )
@@ -229,4 +238,4 @@ async def _cancel_filter(service: Service, request: Request) -> tuple[JobFilter,
             "give a filter (queue, state, run_id, error_type or ids): an empty one would "
             "cancel every job",
         )
-    return where, given.dry_run
+    return replace(where, tenant=tenant), given.dry_run

@@ -24,6 +24,7 @@ __all__ = [
     "JobOut",
     "JobsPage",
     "LimitParam",
+    "LimitsOut",
     "QueueOut",
     "QueueParam",
     "QueuesOut",
@@ -52,6 +53,13 @@ def _without_nul(text: str | None) -> str | None:
 WithoutNul = AfterValidator(_without_nul)
 """Refuses text with a NUL character: PostgreSQL text cannot hold one, so a filter holding one
 is a mistake on every backend (400), never a store outage."""
+
+
+FlowKey = Annotated[
+    str | Annotated[int, Field(strict=True)] | None,
+    Field(union_mode="left_to_right"),
+]
+"""A flow key in a body: text (1 to 200 characters) or a whole number, checked by NewJob."""
 
 
 class JobIn(BaseModel):
@@ -111,6 +119,22 @@ class JobIn(BaseModel):
         max_length=2048,
         description="An http(s) URL that gets the job's final state, signed (docs/webhooks.md).",
     )
+    tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Whose job this is (letters, digits, _.:@-). A token bound to a tenant "
+        "enqueues its own tenant's jobs: another one here is refused (403).",
+    )
+    rate_key: FlowKey = Field(
+        None, description="The job's key for its queue's per-key rate (default: the queue's)."
+    )
+    concurrency_key: FlowKey = Field(
+        None, description="The job's key for its queue's per-key concurrency cap."
+    )
+    fair_key: FlowKey = Field(
+        None, description="The group the job takes turns in when its queue leases fairly."
+    )
 
     @field_validator("run_at")
     @classmethod
@@ -153,10 +177,28 @@ class CancelledOut(BaseModel):
     dry_run: bool
 
 
+class RateOut(BaseModel):
+    count: int
+    period_s: float
+    burst: int
+
+
+class LimitsOut(BaseModel):
+    """A queue's flow limits (docs/flow-control.md); null: no such limit."""
+
+    rate: RateOut | None = Field(description="Jobs started per period, the whole queue.")
+    rate_per_key: RateOut | None = Field(description="Jobs started per period, per rate_key.")
+    concurrency: int | None = Field(description="Jobs running at once, every worker together.")
+    concurrency_per_key: int | None = Field(description="Jobs running at once per key.")
+    fair: bool = Field(description="fair_key groups take turns.")
+    aging_s: float | None = Field(description="Seconds per step of effective priority.")
+
+
 class QueueSettingsOut(BaseModel):
     queue: str
     paused: bool
     max_depth: int | None
+    limits: LimitsOut | None = None
     updated_at: datetime | None
 
 
@@ -207,6 +249,10 @@ class JobOut(BaseModel):
     parent_id: int | None = Field(
         description="The job whose handler enqueued this one (job.enqueue), if one did."
     )
+    tenant: str | None = Field(None, description="Whose job this is.")
+    rate_key: str | None = Field(None, description="Its key for the queue's per-key rate.")
+    concurrency_key: str | None = Field(None, description="Its key for the per-key cap.")
+    fair_key: str | None = Field(None, description="The group it takes turns in.")
     payload: Any
     stalled: bool = Field(
         description="Running with an expired lease: its worker died or hangs; it runs again "
@@ -249,6 +295,13 @@ class QueueOut(BaseModel):
     retrying: int
     oldest_queued_age_s: float | None
     stalled: int = Field(description="Running jobs whose lease expired (part of running).")
+    throttled: int = Field(
+        0, description="Due queued jobs a flow limit holds back now (rate or concurrency cap)."
+    )
+    limits: LimitsOut = Field(
+        description="The stored flow limits (the app's declared ones when none are stored); "
+        "the concurrency cap is limits.concurrency."
+    )
 
 
 class QueuesOut(BaseModel):
@@ -292,6 +345,12 @@ class RunIn(BaseModel):
         max_length=2048,
         description="An http(s) URL that gets run.completed, signed (docs/webhooks.md).",
     )
+    tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Whose run this is (a token bound to a tenant starts its own tenant's).",
+    )
 
 
 class RunOut(BaseModel):
@@ -308,6 +367,7 @@ class RunOut(BaseModel):
     )
     on_complete: str | None
     webhook: str | None
+    tenant: str | None = None
     total: int = Field(description="Every job that ever joined.")
     waiting: int
     queued: int = Field(description="Due, scheduled and backing-off jobs.")
@@ -342,6 +402,10 @@ class ErrorDetail(BaseModel):
     type: str
     message: str
     details: list[FieldErrorOut] | None = None
+    tenant: str | None = Field(None, description="tenant_quota_full: the tenant at its quota.")
+    max_depth: int | None = Field(
+        None, description="tenant_quota_full: its quota of unfinished jobs."
+    )
 
 
 class ErrorOut(BaseModel):

@@ -56,7 +56,12 @@ INTAKE_ERRORS: Responses = {
         "model": ErrorOut,
         "description": "The queue's payload model refuses a payload (field errors in details)",
     },
-    429: {"model": ErrorOut, "description": "The queue is full; retry after Retry-After"},
+    429: {
+        "model": ErrorOut,
+        "description": "The queue is full (queue_full), the job's tenant at its quota "
+        "(tenant_quota_full), or the token or source over its intake rate (rate_limited, "
+        "with RateLimit and RateLimit-Policy); retry after Retry-After",
+    },
 }
 """The errors of the routes that store jobs."""
 

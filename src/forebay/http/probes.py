@@ -1,6 +1,7 @@
 """What watches the service asks: ``GET /healthz`` (the process is alive), ``GET /readyz`` (the
 backend answers and, with in-process workers, their heartbeats are fresh) and ``GET /metrics``
-(Prometheus; :mod:`forebay.metrics` names every metric). None of them needs a token."""
+(Prometheus; :mod:`forebay.metrics` names every metric). None of them needs a token; a token
+bound to a tenant is refused ``/metrics`` (403), which counts every tenant's jobs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import asyncio
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from forebay.errors import ForebayError
+from forebay.http.errors import ApiError
 from forebay.http.models import ReadyOut
 from forebay.http.service import Service
 from forebay.job import QueueCounts
@@ -61,6 +64,14 @@ def add_routes(api: FastAPI, service: Service) -> None:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        tenant = service.authorizer.bound_tenant(request.headers.get("authorization"))
+        if tenant is not None:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this API token is bound to tenant {tenant!r}; the metrics count every "
+                "tenant's jobs",
+            )
         service.metrics.update_queues(await service.queue_counts())
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,7 +1,12 @@
 """``GET /v1/queues``: every queue the store or the app knows, with its counts per state, the
 age of its oldest queued job, its stored settings (paused, max_depth) and what the app declares
 for it; ``POST /v1/queues/{queue}/pause`` and ``/resume`` (``admin`` scope): stop or restart
-every worker leasing it, on every host (docs/operations.md)."""
+every worker leasing it, on every host (docs/operations.md).
+
+Each row also shows the queue's flow limits (``limits``: the stored ones, else those the app
+declares) and how many due jobs they hold back now (``throttled``). For a token bound to a
+tenant the counts are that tenant's jobs only, and pause and resume are refused (403): they act
+on every tenant's jobs."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from fastapi import FastAPI, Path
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from forebay.flow import NO_LIMITS
 from forebay.http.models import QueueSettingsOut, QueuesOut
 from forebay.http.openapi import ERRORS
 from forebay.http.service import Service
@@ -37,8 +43,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         responses=ERRORS,
     )
     async def list_queues(request: Request) -> Response:
-        service.authorize(request, Scope.READ)
-        counts = {c.queue: c for c in await app.counts()}
+        tenant = service.tenant(request, Scope.READ)
+        counts = {c.queue: c for c in await app.counts(tenant=tenant)}
         settings = await app.queue_settings()
         names = sorted(set(counts) | set(app.queues) | set(settings))
         rows = []
@@ -56,6 +62,13 @@ def add_routes(api: FastAPI, service: Service) -> None:
                 if config is not None
                 else None
             )
+            row["limits"] = (
+                stored.limits
+                if stored is not None and stored.limits.active
+                else config.limits
+                if config is not None
+                else NO_LIMITS
+            ).to_dict()
             rows.append(row)
         return JSONResponse({"queues": rows})
 
@@ -67,7 +80,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
         responses=ERRORS,
     )
     async def pause_queue(request: Request, queue: str = _QUEUE) -> Response:
-        service.authorize(request, Scope.ADMIN)
+        service.authorize(request, Scope.ADMIN, operator=True)
         return JSONResponse((await app.pause(queue)).to_dict())
 
     @api.post(
@@ -78,5 +91,5 @@ def add_routes(api: FastAPI, service: Service) -> None:
         responses=ERRORS,
     )
     async def resume_queue(request: Request, queue: str = _QUEUE) -> Response:
-        service.authorize(request, Scope.ADMIN)
+        service.authorize(request, Scope.ADMIN, operator=True)
         return JSONResponse((await app.resume(queue)).to_dict())

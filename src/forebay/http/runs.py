@@ -6,6 +6,9 @@ it). Jobs join a run with ``"run": "<id>"`` in the body of ``POST /v1/queues/{qu
 A start with the ``key`` of a stored run answers 200 with that run instead of 201, as the intake
 does for a job's key, so a producer may retry it safely. Sealing is idempotent too: a sealed or
 completed run answers 200 unchanged.
+
+A token bound to a tenant starts that tenant's runs (another ``tenant`` in the body is 403) and
+lists, reads and seals only them: another tenant's run by id answers 404 ``run_not_found``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from forebay.http.body import parse_json
-from forebay.http.errors import invalid_payload
+from forebay.http.errors import ApiError, invalid_payload
 from forebay.http.models import LimitParam, RunIn, RunOut, RunsPage
 from forebay.http.openapi import ERRORS, NOT_JSON, flat_schema, json_body
 from forebay.http.service import Service
@@ -61,8 +64,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         before_id: RunBeforeIdParam = None,
         limit: LimitParam = 100,
     ) -> Response:
-        service.authorize(request, Scope.READ)
-        runs = await app.list_runs(state=state, limit=limit, before_id=before_id)
+        tenant = service.tenant(request, Scope.READ)
+        runs = await app.list_runs(state=state, limit=limit, before_id=before_id, tenant=tenant)
         next_id = runs[-1].id if len(runs) == limit else None
         return JSONResponse({"runs": [r.to_dict() for r in runs], "next_before_id": next_id})
 
@@ -74,8 +77,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         responses=ERRORS,
     )
     async def get_run(request: Request, run_id: str = _RUN_ID) -> Response:
-        service.authorize(request, Scope.READ)
-        return JSONResponse((await app.get_run(run_id)).to_dict())
+        tenant = service.tenant(request, Scope.READ)
+        return JSONResponse((await service.own_run(tenant, run_id)).to_dict())
 
     @api.post(
         "/v1/runs",
@@ -94,14 +97,22 @@ def add_routes(api: FastAPI, service: Service) -> None:
         """Jobs join it with ``"run": "<id>"``; seal it once every top-level job is enqueued.
         It completes when sealed and every job in it finished: then ``on_complete`` gets one
         job with its summary and ``webhook`` one ``run.completed`` delivery, exactly once."""
-        service.authorize(request, Scope.ENQUEUE)
+        tenant = service.tenant(request, Scope.ENQUEUE)
         given = await _run_in(service, request)
+        if tenant is not None and given.tenant not in (None, tenant):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"tenant: this API token is bound to tenant {tenant!r}; it cannot start runs "
+                f"of tenant {given.tenant!r} (leave tenant out, or give {tenant!r})",
+            )
         run = await app.start_run(
             name=given.name,
             key=given.key,
             meta=given.meta,
             on_complete=given.on_complete,
             webhook=given.webhook,
+            tenant=tenant or given.tenant,
         )
         return JSONResponse(run.to_dict(), status_code=201 if run.created else 200)
 
@@ -115,7 +126,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
     async def seal_run(request: Request, run_id: str = _RUN_ID) -> Response:
         """The jobs its running jobs enqueue still join. A run whose jobs all finished (an
         empty one too) completes at once. A sealed or completed run answers unchanged."""
-        service.authorize(request, Scope.ENQUEUE)
+        await service.own_run(service.tenant(request, Scope.ENQUEUE), run_id)
         return JSONResponse((await app.seal_run(run_id)).to_dict())
 
 

@@ -15,13 +15,17 @@ from starlette.requests import Request
 
 from forebay.app import Forebay
 from forebay.backends import Backend
-from forebay.errors import BackendError, ForebayError
+from forebay.errors import BackendError, ForebayError, JobNotFound, RunNotFound
 from forebay.execution.supervisor import InProcessWorkers
 from forebay.http.auth import Authorizer
 from forebay.http.body import read_body
 from forebay.http.cross_site import require_json
-from forebay.http.settings import Scope, ServiceSettings
-from forebay.job import QueueCounts
+from forebay.http.errors import ApiError
+from forebay.http.intake_limits import IntakeLimiter
+from forebay.http.settings import ApiToken, Scope, ServiceSettings
+from forebay.job import Job, QueueCounts
+from forebay.runs import Run
+from forebay.sources import Source
 from forebay.logs import EnqueueLogger
 from forebay.metrics import Metrics, PrometheusObserver
 from forebay.observer import Observer
@@ -55,11 +59,46 @@ class Service:
         self.workers = InProcessWorkers(
             app, shutdown_grace_s=settings.shutdown_grace_s, retention=retention(settings)
         )
+        self.limiter = IntakeLimiter()
         self._observers: list[Observer] = [PrometheusObserver(self.metrics), EnqueueLogger()]
         self._opening: asyncio.Task[Backend] | None = None
 
-    def authorize(self, request: Request, scope: Scope) -> None:
-        self.authorizer.check(request.headers.get("authorization"), scope)
+    def authorize(
+        self, request: Request, scope: Scope, *, operator: bool = False
+    ) -> ApiToken | None:
+        """The caller's token (None: the service has none), or ApiError 401/403; see
+        :meth:`~forebay.http.auth.Authorizer.check` for ``operator``."""
+        return self.authorizer.check(request.headers.get("authorization"), scope, operator=operator)
+
+    def tenant(self, request: Request, scope: Scope) -> str | None:
+        """Authorize the request for ``scope``; the tenant its token is bound to (None: every
+        tenant), which every job and run the route touches must belong to."""
+        token = self.authorize(request, scope)
+        return None if token is None else token.tenant
+
+    def admit_token(self, token: ApiToken | None) -> None:
+        """Spend one of the token's intake requests (``token_rate``), or raise 429."""
+        rate = self.settings.token_rate
+        if rate is None:
+            return
+        try:
+            self.limiter.admit(
+                "token", "" if token is None else token.token, rate, what="this API token"
+            )
+        except ApiError:
+            self.metrics.throttled("token")
+            raise
+
+    def admit_source(self, source: Source) -> None:
+        """Spend one of the source's requests (its ``rate_limit``), or raise 429."""
+        rate = getattr(source, "rate_limit", None)
+        if rate is None:
+            return
+        try:
+            self.limiter.admit("source", source.name, rate, what=f"source {source.name!r}")
+        except ApiError:
+            self.metrics.throttled("source", source.name)
+            raise
 
     async def read_json_body(self, request: Request, limit: int, *, json_only: bool) -> bytes:
         """The body of a JSON route (see :mod:`forebay.http.cross_site` for ``json_only``)."""
@@ -122,6 +161,21 @@ class Service:
             name = path[len("/v1/sources/") :]
             return name if name in self.app.sources else "unknown"
         return None
+
+    async def own_job(self, tenant: str | None, job_id: int) -> Job:
+        """The job, if ``tenant`` (None: any) may see it; else JobNotFound, the same answer as
+        for a job that does not exist, so ids tell nothing about other tenants' jobs."""
+        job = await self.app.get_job(job_id)
+        if tenant is not None and job.tenant != tenant:
+            raise JobNotFound(job_id)
+        return job
+
+    async def own_run(self, tenant: str | None, run_id: str) -> Run:
+        """The run, if ``tenant`` (None: any) may see it; else RunNotFound (see :meth:`own_job`)."""
+        run = await self.app.get_run(run_id)
+        if tenant is not None and run.tenant != tenant:
+            raise RunNotFound(run_id)
+        return run
 
     async def queue_counts(self) -> list[QueueCounts] | None:
         try:

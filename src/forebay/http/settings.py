@@ -8,6 +8,9 @@ setting                environment variable         default
 ``port``               ``FOREBAY_PORT``             ``8000``
 ``url``                ``FOREBAY_URL``              the app's own URL (``sqlite:///./forebay.db``)
 ``api_tokens``         ``FOREBAY_API_TOKENS``       none (allowed on a loopback host only)
+``token_rate``         ``FOREBAY_TOKEN_RATE``       none: requests per period each API token may
+                                                    send to ``POST /v1/queues/{queue}/jobs``
+                                                    (``100/s``)
 ``workers``            ``FOREBAY_WORKERS``          ``true``: run the app's workers
 ``worker_processes``   ``FOREBAY_WORKER_PROCESSES`` ``0``: handlers in the service's process;
                                                     N: in N child processes
@@ -22,10 +25,17 @@ setting                environment variable         default
 ``log_level``          ``FOREBAY_LOG_LEVEL``        ``info``
 =====================  ===========================  =========================================
 
-API tokens are comma-separated; each is ``TOKEN`` (every scope) or ``TOKEN:SCOPE+SCOPE`` with
+API tokens are comma-separated; each is ``TOKEN`` (every scope), ``TOKEN:SCOPE+SCOPE`` with
 scopes ``enqueue`` (post jobs), ``read`` (jobs, queues, dead letters) and ``admin`` (cancel,
-replay, purge; implies the other two), e.g.
-``FOREBAY_API_TOKENS="s3cr3t-producer:enqueue,s3cr3t-ops:admin"``. ``allowed_hosts`` and
+replay, purge; implies the other two), or ``TOKEN:SCOPES:TENANT`` (``TOKEN::TENANT``: every
+scope), bound to one tenant, e.g.
+``FOREBAY_API_TOKENS="s3cr3t-producer:enqueue,s3cr3t-ops:admin,s3cr3t-acme:enqueue+read:acme"``.
+A token bound to a tenant enqueues that tenant's jobs and sees and acts on only its jobs, runs
+and dead letters; it may not pause, resume or set whole queues, nor read ``/metrics``.
+
+``token_rate`` (``FOREBAY_TOKEN_RATE="100/s"``, a :class:`~forebay.flow.Rate`) bounds each API
+token's requests to the intake, each token its own bucket in each service instance (without
+tokens, every caller shares one); past it the answer is 429 with ``Retry-After``. ``allowed_hosts`` and
 ``cors_origins`` are comma-separated too (``forebay.internal``; ``https://ops.example.org``).
 docs/security.md says what each guards against.
 """
@@ -40,7 +50,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from forebay.errors import ConfigError
+from forebay.errors import ConfigError, InvalidPayload
+from forebay.flow import Rate, check_tenant
 from forebay.settings import from_env, variable
 
 __all__ = ["ApiToken", "Scope", "ServiceSettings", "parse_api_tokens"]
@@ -59,29 +70,32 @@ class Scope(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ApiToken:
-    """A bearer token for the ``/v1`` API and the scopes it grants."""
+    """A bearer token for the ``/v1`` API, the scopes it grants and the tenant it is bound to
+    (None: every tenant's jobs, and the whole queues)."""
 
     token: str = field(repr=False)
     scopes: frozenset[Scope]
+    tenant: str | None = None
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes
 
 
 def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
-    """Parse ``TOKEN[:SCOPE+SCOPE],...``; raise ConfigError saying what is wrong."""
+    """Parse ``TOKEN[:SCOPE+SCOPE[:TENANT]],...``; raise ConfigError saying what is wrong."""
     tokens: list[ApiToken] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        secret, _, scope_text = item.partition(":")
+        secret, _, rest = item.partition(":")
+        scope_text, _, tenant = rest.partition(":")
         if not secret or any(c.isspace() for c in secret):
             raise ConfigError(
                 "FOREBAY_API_TOKENS: a token is empty or contains spaces; "
-                "use TOKEN or TOKEN:enqueue+read, separated by commas"
+                "use TOKEN, TOKEN:enqueue+read or TOKEN:enqueue+read:TENANT, separated by commas"
             )
         scopes = _parse_scopes(scope_text) if scope_text else frozenset(Scope)
-        tokens.append(ApiToken(secret, scopes))
+        tokens.append(ApiToken(secret, scopes, _parse_tenant(tenant.strip())))
     if len({t.token for t in tokens}) != len(tokens):
         raise ConfigError("FOREBAY_API_TOKENS: the same token is listed twice")
     return tuple(tokens)
@@ -97,6 +111,23 @@ def _parse_scopes(text: str) -> frozenset[Scope]:
             "joined with + (e.g. TOKEN:enqueue+read)"
         )
     return frozenset(Scope(n) for n in names)
+
+
+def _parse_tenant(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        return check_tenant(text)
+    except InvalidPayload as exc:
+        raise ConfigError(f"FOREBAY_API_TOKENS: {exc}") from None
+
+
+def parse_rate(text: str) -> Rate:
+    """``FOREBAY_TOKEN_RATE``: a rate such as ``100/s`` (see :class:`~forebay.flow.Rate`)."""
+    try:
+        return Rate.parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"FOREBAY_TOKEN_RATE: {exc}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -118,6 +149,9 @@ class ServiceSettings:
     url: str | None = None
     """Backend URL; None keeps the app's own (``Forebay(url)`` or ``FOREBAY_URL``)."""
     api_tokens: tuple[ApiToken, ...] = field(default=(), metadata=variable(parse=parse_api_tokens))
+    token_rate: Rate | None = field(default=None, metadata=variable(parse=parse_rate))
+    """Requests per period each API token may send to ``POST /v1/queues/{queue}/jobs`` (each
+    token its own bucket, in this service instance); None: no limit."""
     workers: bool = True
     """Run the app's workers (False: intake only)."""
     worker_processes: int = 0
@@ -188,6 +222,7 @@ class ServiceSettings:
         """The settings for a log line, tokens replaced by their scopes."""
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["api_tokens"] = [sorted(t.scopes) for t in self.api_tokens]
+        shown["token_rate"] = None if self.token_rate is None else self.token_rate.to_text()
         return shown
 
 

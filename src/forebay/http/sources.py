@@ -6,6 +6,11 @@ never with the API tokens: a missing header is a 401, a wrong one a 403. A crede
 no body is checked before any of the body is read; a signature, once the body is in (within the
 source's own size limit). A source with its own secret is no CSRF target (a page cannot send the
 header), so its senders keep whatever content type they send.
+
+A source declared with a ``rate_limit`` accepts that many requests per period (each service
+instance its own count); once the sender is authenticated, a request past it is answered 429
+``rate_limited`` with ``Retry-After`` and nothing is stored (see :mod:`.intake_limits`). Jobs from
+sources belong to no tenant: the API tokens' tenants do not reach them.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
         if not declared.authenticate(headers, raw):
             header = declared.auth.header if declared.auth else ""
             raise ApiError(403, "forbidden", f"the {header} signature does not match the body")
+        service.admit_source(declared)
 
         def to_jobs() -> list[NewJob]:
             try:
