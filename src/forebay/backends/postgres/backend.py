@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from forebay import jsonio
-from forebay.backends.base import Capabilities, PruneSpec
+from forebay.backends.base import Capabilities, Leased, PruneSpec
 from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.postgres.connection import (
     Connector,
@@ -75,7 +75,9 @@ from forebay.errors import (
     EnqueueError,
     InvalidPayload,
     QueueFull,
+    TenantQuotaFull,
 )
+from forebay.flow import NO_LIMITS, Candidate, FlowLimits, FlowState, blocked_keys, budget, plan
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
@@ -113,6 +115,7 @@ _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling ba
 class _Enqueue:
     jobs: list[NewJob]
     max_depth: dict[str, int]
+    tenant_depth: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -184,6 +187,9 @@ class PostgresBackend:
         # Queues last seen with a stored max_depth: their enqueues go straight to the locked
         # path. Only a hint (the statements check the store either way), changed between awaits.
         self._capped: set[str] = set()
+        # Queues last seen with flow limits: their leases go straight to the flow transaction.
+        # Only a hint too (that transaction reads the stored limits).
+        self._limited: set[str] = set()
         # Jobs this instance leased that have a run or a webhook: their finishes go straight
         # to the transaction for links (a hint: the plain statement would leave them anyway).
         self._linked: set[int] = set()
@@ -283,6 +289,7 @@ class PostgresBackend:
         jobs: Sequence[NewJob],
         *,
         max_depth: dict[str, int] | None = None,
+        tenant_max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
         batch = list(jobs)
@@ -292,7 +299,14 @@ class PostgresBackend:
         if max_depth:
             present = {j.queue for j in batch}
             caps = {q: cap for q, cap in max_depth.items() if q in present}
-        request = _Enqueue(batch, caps)
+        quotas: dict[str, int] = {}
+        if tenant_max_depth:
+            for tenant in {j.tenant for j in batch if j.tenant is not None}:
+                # "*": every tenant without an entry of its own (never a tenant's name)
+                quota = tenant_max_depth.get(tenant, tenant_max_depth.get("*"))
+                if quota is not None:
+                    quotas[tenant] = quota
+        request = _Enqueue(batch, caps, quotas)
         if connection is not None:
             return await self._enqueue_on(connection, request)
         return await self._enqueuer.submit(request)
@@ -322,9 +336,17 @@ class PostgresBackend:
         )
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        worker_id: str,
+        lease_s: float,
+        now: float | None = None,
+    ) -> Leased:
         if limit <= 0:
-            return []
+            return Leased()
         self._require_open()
         if self._listening is None:
             # A process that leases will wait for work: LISTEN before its first lease, so no
@@ -332,13 +354,36 @@ class PostgresBackend:
             self._listening = asyncio.ensure_future(self._listener.started(_LISTEN_WAIT_S))
         await asyncio.shield(self._listening)
         token = secrets.token_hex(8)
-        sql = self._q["lease"]
-        rows = await self._run(
-            lambda c: c.fetch(sql, queue, limit, token, float(lease_s), worker_id),
-            Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
-        )
-        rows.sort(key=lambda r: (-r[5], r[9], r[0]))
-        jobs = [job_from_row(r) for r in rows]
+        at = None if now is None else _dt(now)
+        throttled_until = None
+        rows = None
+        if queue not in self._limited:
+            sql = self._q["lease"]
+            rows = await self._run(
+                lambda c: c.fetch(sql, queue, limit, token, float(lease_s), worker_id, at),
+                Resend.ALWAYS,  # a lease whose answer was lost just expires; its jobs run again
+            )
+            rows.sort(key=lambda r: (-r[5], r[9], r[0]))
+        if not rows:
+            # Nothing by the plain statement: the queue may have flow limits (then the flow
+            # transaction leases), be paused, or have nothing due. Queues seen with limits go
+            # straight to the flow transaction next time (a hint: it reads the store).
+            q = self._q
+            took = await self._run(
+                lambda c: _flow_lease(c, q, queue, limit, token, float(lease_s), worker_id, now),
+                Resend.ALWAYS,
+            )
+            if took is None:
+                self._limited.discard(queue)
+                if rows is None:  # the hint was stale: the plain statement after all
+                    return await self.lease(
+                        queue=queue, limit=limit, worker_id=worker_id, lease_s=lease_s, now=now
+                    )
+                rows = []
+            else:
+                self._limited.add(queue)
+                rows, throttled_until = took
+        jobs = Leased([job_from_row(r) for r in rows], throttled_until)
         linked = [j.id for j in jobs if j.run_id is not None or j.webhook is not None]
         if linked:
             if len(self._linked) > _LINKED_HINTS:
@@ -552,20 +597,28 @@ class PostgresBackend:
         self, where: JobFilter, *, limit: int = 100, before_id: int | None = None
     ) -> list[Job]:
         sql = self._q["list_jobs"]
-        args = (*_filter_args(where), before_id, limit)
+        args = (*_filter_args(where), before_id, limit)  # $9, $10
         rows = await self._run(lambda c: c.fetch(sql, *args), Resend.ALWAYS)
         return [job_from_row(r) for r in rows]
 
-    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
-        sql, stalled_sql = self._q["counts"], self._q["stalled"]
+    async def counts(
+        self, *, now: float | None = None, tenant: str | None = None
+    ) -> list[QueueCounts]:
+        q = self._q
         at = None if now is None else _dt(now)
 
-        async def read(c: Any) -> tuple[list[Any], list[Any]]:
+        async def read(c: Any) -> tuple[list[Any], list[Any], dict[str, int]]:
             async with c.transaction(readonly=True, isolation="repeatable_read"):
-                return await c.fetch(sql, at), await c.fetch(stalled_sql, at)
+                rows = await c.fetch(q["counts"], at, tenant)
+                stalled = await c.fetch(q["stalled"], at, tenant)
+                held = await _throttled(c, q, now, tenant)
+            return rows, stalled, held
 
-        rows, stalled = await self._run(read, Resend.ALWAYS)
+        rows, stalled, held = await self._run(read, Resend.ALWAYS)
         per_queue: dict[str, dict[str, Any]] = {}
+        for queue, n in held.items():
+            if n:
+                per_queue.setdefault(queue, {})["throttled"] = n
         for queue, n in stalled:
             per_queue.setdefault(queue, {})["stalled"] = n
         for queue, state, n, scheduled, retrying, age in rows:
@@ -671,13 +724,31 @@ class PostgresBackend:
 
     # -- operator controls ----------------------------------------------------------------
     async def set_queue(
-        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_depth: int | Keep | None = KEEP,
+        limits: FlowLimits | Keep = KEEP,
     ) -> QueueSettings:
         check_settings(queue, max_depth)
+        if not isinstance(limits, FlowLimits | Keep):
+            raise ConfigError(f"queue {queue!r}: limits must be FlowLimits, not {limits!r}")
         sql = self._q["set_queue"]
         depth = None if max_depth is KEEP else max_depth
         clear = max_depth is None
-        row = await self._run(lambda c: c.fetchrow(sql, queue, paused, depth, clear), Resend.ALWAYS)
+        stored = None
+        if isinstance(limits, FlowLimits) and limits.active:
+            stored = jsonio.dumps(limits.to_dict())
+        setting = limits is not KEEP
+        row = await self._run(
+            lambda c: c.fetchrow(sql, queue, paused, depth, clear, stored, setting), Resend.ALWAYS
+        )
+        if setting:
+            if stored is None:
+                self._limited.discard(queue)
+            else:
+                self._limited.add(queue)
         return _settings(row)
 
     async def queue_settings(self) -> list[QueueSettings]:
@@ -712,7 +783,15 @@ class PostgresBackend:
     # -- runs -------------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
         q = self._q
-        values = (run.id, run.name, run.key, run.meta_json, run.on_complete, run.webhook)
+        values = (
+            run.id,
+            run.name,
+            run.key,
+            run.meta_json,
+            run.on_complete,
+            run.webhook,
+            run.tenant,
+        )
 
         async def op(conn: Any) -> Run:
             # Resent safely: a repeat finds the run it stored (by key, or by its own id).
@@ -745,16 +824,26 @@ class PostgresBackend:
         return None if row is None else run_from_row(row)
 
     async def list_runs(
-        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+        self,
+        *,
+        state: RunState | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Run]:
         sql = self._q["list_runs"]
         wanted = None if state is None else str(state)
-        rows = await self._run(lambda c: c.fetch(sql, wanted, before_id, limit), Resend.ALWAYS)
+        rows = await self._run(
+            lambda c: c.fetch(sql, wanted, before_id, limit, tenant), Resend.ALWAYS
+        )
         return [run_from_row(r) for r in rows]
 
 
 def _settings(row: Any) -> QueueSettings:
-    return QueueSettings(queue=row[0], paused=row[1], max_depth=row[2], updated_at=row[3])
+    limits = NO_LIMITS if row[4] is None else FlowLimits.from_dict(jsonio.loads(row[4]))
+    return QueueSettings(
+        queue=row[0], paused=row[1], max_depth=row[2], updated_at=row[3], limits=limits
+    )
 
 
 def _refused_statement(exc: Exception) -> bool:
@@ -777,7 +866,8 @@ async def _insert_requests(
     has a stored one (then it inserts nothing and the locked path below runs)."""
     queues = {j.queue for r in requests for j in r.jobs}
     linked = any(has_links(j) for r in requests for j in r.jobs)
-    if not linked and not any(r.max_depth for r in requests) and capped.isdisjoint(queues):
+    limited = any(r.max_depth or r.tenant_depth for r in requests)
+    if not linked and not limited and capped.isdisjoint(queues):
         try:
             return _split(
                 [r.jobs for r in requests], await _insert(conn, q, _all_jobs(requests), True)
@@ -787,6 +877,8 @@ async def _insert_requests(
     async with conn.transaction():  # a savepoint inside a caller's transaction
         requests = await _with_stored_depths(conn, q, requests, capped)
         verdicts: list[EnqueueError | None] = list(await _check_depths(conn, q, requests))
+        if any(r.tenant_depth for r in requests):
+            await _check_tenants(conn, q, requests, verdicts)
         if linked:
             parents = await _read_links(conn, q, requests, verdicts)
         accepted = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
@@ -827,6 +919,153 @@ async def _read_links(
     return parents
 
 
+# -- flow control (forebay.flow) ---------------------------------------------------------------
+async def _flow_lease(
+    conn: Any,
+    q: dict[str, str],
+    queue: str,
+    limit: int,
+    token: str,
+    lease_s: float,
+    worker_id: str,
+    now: float | None,
+) -> tuple[list[Any], float | None] | None:
+    """Lease from a queue with flow limits, in one transaction that holds the queue's row lock
+    (so flow leases of the queue take turns across every worker): read the limits, the buckets
+    and the running jobs, fetch candidates, plan (:func:`forebay.flow.plan`), take the planned
+    jobs and write the buckets back. Returns the rows taken (in lease order) and when a rate
+    frees a token for jobs held back; None when the queue has no limits (the plain statement
+    leases), without a transaction."""
+    if not await conn.fetchval(q["flow_limited"], queue):
+        return None
+    async with conn.transaction():
+        row = await conn.fetchrow(q["flow_queue"], queue)
+        if row is None or row[1] is None:
+            return None
+        if row[0]:  # paused
+            return [], None
+        limits = FlowLimits.from_dict(jsonio.loads(row[1]))
+        at = row[2] if now is None else float(now)
+        state = await _flow_state(conn, q, queue, limits, at)
+        room, wait = budget(limits, state, limit, at)
+        if room <= 0:
+            return [], wait
+        no_token, full = blocked_keys(limits, state, at)
+        candidates: dict[int, Candidate] = {}
+        skip_rate, skip_full = set(no_token), set(full)
+        while True:
+            # The best due jobs of the keys not blocked; then the plan. When the plan comes
+            # up short because keys ran out of room within this lease, fetch again without
+            # those keys (each round leaves out one more key at least, so rounds <= limit).
+            blocked = (sorted(skip_rate), sorted(skip_full))
+            if limits.aging_s is not None:
+                found = await conn.fetch(
+                    q["flow_ranked"], queue, at, *blocked, limit, limits.fair
+                )
+            elif limits.fair:
+                found = await conn.fetch(q["flow_fair"], queue, at, *blocked, limit)
+            else:
+                found = await conn.fetch(q["flow_top"], queue, at, *blocked, limit)
+            candidates.update((r[0], Candidate(*r)) for r in found)
+            chosen = plan(limits, state, candidates.values(), limit=limit, now=at)
+            if len(chosen.ids) >= room or not found:
+                break
+            spent_rate, spent_full = _used_up(limits, state, chosen.ids, candidates, at)
+            if spent_rate <= skip_rate and spent_full <= skip_full:
+                break
+            skip_rate |= spent_rate
+            skip_full |= spent_full
+        rows: list[Any] = []
+        if chosen.ids:
+            rows = await conn.fetch(
+                q["flow_take"], chosen.ids, token, lease_s, worker_id, at
+            )
+            order = {job_id: n for n, job_id in enumerate(chosen.ids)}
+            rows.sort(key=lambda r: order[r[0]])
+        writes = [("rate", key, tat) for key, tat in chosen.key_tats.items()]
+        if chosen.queue_tat is not None:
+            writes.append(("rate", "", chosen.queue_tat))
+        writes += [("fair", "" if key is None else key, v) for key, v in chosen.served.items()]
+        if writes:
+            await conn.execute(
+                q["flow_save"],
+                queue,
+                at,
+                [w[0] for w in writes],
+                [w[1] for w in writes],
+                [w[2] for w in writes],
+            )
+    until = chosen.throttled_until
+    if no_token and len(chosen.ids) < limit and limits.rate_per_key is not None:
+        # The rate keys left out had no token: when the first frees one. (Whether such a key
+        # still has due jobs is not looked up, which would read the backlog: at worst a lane
+        # leases once more when that token frees, and finds nothing.)
+        rate = limits.rate_per_key
+        first = min(rate.free_at(state.key_tats[k], at) for k in no_token)
+        until = first if until is None else min(until, first)
+    return rows, until
+
+
+def _used_up(
+    limits: FlowLimits,
+    state: FlowState,
+    ids: list[int],
+    candidates: dict[int, Candidate],
+    at: float,
+) -> tuple[set[str], set[str]]:
+    """The rate keys whose tokens, and the concurrency keys whose slots, the jobs ``ids``
+    use up."""
+    rate_used: Counter[str] = Counter()
+    slots: Counter[str] = Counter()
+    for job_id in ids:
+        c = candidates[job_id]
+        if c.rate_key is not None:
+            rate_used[c.rate_key] += 1
+        if c.concurrency_key is not None:
+            slots[c.concurrency_key] += 1
+    rate, cap = limits.rate_per_key, limits.concurrency_per_key
+    spent_rate = (
+        set()
+        if rate is None
+        else {k for k, n in rate_used.items() if rate.available(state.key_tats.get(k), at) <= n}
+    )
+    spent_full = (
+        set()
+        if cap is None
+        else {k for k, n in slots.items() if state.running_per_key.get(k, 0) + n >= cap}
+    )
+    return spent_rate, spent_full
+
+
+async def _flow_state(
+    conn: Any, q: dict[str, str], queue: str, limits: FlowLimits, at: float
+) -> FlowState:
+    """What a lease of ``queue`` at ``at`` plans with: its live buckets, fair markers and
+    running jobs (counted only for the limits that need them)."""
+    state = FlowState()
+    rows = await conn.fetch(
+        q["flow_state"],
+        queue,
+        at,
+        limits.concurrency is not None,
+        limits.concurrency_per_key is not None,
+        limits.fair,
+    )
+    for kind, key, value, count in rows:
+        if kind == "rate":
+            if key == "":
+                state.queue_tat = value
+            else:
+                state.key_tats[key] = value
+        elif kind == "fair":
+            state.served[None if key == "" else key] = value
+        elif kind == "running":
+            state.running = int(count)
+        else:
+            state.running_per_key[key] = int(count)
+    return state
+
+
 class _Capped(Exception):
     """The insert found a stored max_depth on one of its queues and stored nothing."""
 
@@ -846,7 +1085,7 @@ async def _with_stored_depths(
         caps = {name: cap for name, cap in stored.items() if name in present}
         for name, cap in r.max_depth.items():
             caps[name] = min(cap, caps.get(name, cap))
-        out.append(_Enqueue(r.jobs, caps))
+        out.append(_Enqueue(r.jobs, caps, r.tenant_depth))
     return out
 
 
@@ -892,6 +1131,34 @@ async def _check_depths(
     return verdicts
 
 
+async def _check_tenants(
+    conn: Any, q: dict[str, str], requests: list[_Enqueue], verdicts: list[EnqueueError | None]
+) -> None:
+    """Lock the tenants that have a quota (so two producers of one tenant cannot both pass
+    it), count their unfinished jobs in every queue, and refuse each request not yet refused
+    that would take one past its quota (its verdict)."""
+    caps: dict[str, int] = {}
+    for r in requests:
+        for tenant, cap in r.tenant_depth.items():
+            caps[tenant] = max(caps.get(tenant, 0), cap)
+    await conn.fetchval(q["lock_tenants"], list(caps))
+    rows = await conn.fetch(q["tenant_depths"], list(caps), list(caps.values()))
+    depth: Counter[str] = Counter({name: n for name, n in rows})
+    for index, r in enumerate(requests):
+        if verdicts[index] is not None or not r.tenant_depth:
+            continue
+        incoming = Counter(j.tenant for j in r.jobs if j.tenant is not None)
+        full = [
+            (tenant, cap)
+            for tenant, cap in r.tenant_depth.items()
+            if depth[tenant] + incoming[tenant] > cap
+        ]
+        if full:
+            verdicts[index] = TenantQuotaFull(*full[0])
+            continue
+        depth.update(incoming)
+
+
 async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) -> list[Job]:
     """One multi-row INSERT; jobs whose (queue, key) exists come back as that job. ``look``:
     raise _Capped (nothing stored) when one of the queues has a stored max_depth."""
@@ -900,7 +1167,7 @@ async def _insert(conn: Any, q: dict[str, str], jobs: list[NewJob], look: bool) 
     try:
         args = _insert_args(jobs)
         sql = q["enqueue" if args[3] is not None else "enqueue_plain"]
-        rows = await conn.fetch(sql, *args, look)
+        rows = await conn.fetch(sql, *args[:9], look, *args[9:])
     except asyncpg.DataError as exc:
         raise InvalidPayload(f"PostgreSQL refused a value of the job: {exc}") from exc
     if rows and rows[-1][0] is None:
@@ -985,6 +1252,10 @@ def _linked_args(jobs: list[NewJob], decided: list[tuple[str, str | None]]) -> t
         [None if j.after_policy == "completed" else j.after_policy for j in jobs],
         [j.webhook for j in jobs],
         [j.parent_id for j in jobs],
+        [j.tenant for j in jobs],
+        [j.rate_key for j in jobs],
+        [j.concurrency_key for j in jobs],
+        [j.fair_key for j in jobs],
     )
 
 
@@ -1075,7 +1346,8 @@ async def _count_runs(conn: Any, q: dict[str, str], counts: RunCounts) -> list[N
 
 
 def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
-    """The ``enqueue`` statement's arrays. A column whose every value is the default is sent as
+    """The ``enqueue`` statement's arrays ($1 to $9, then $11 to $14: tenant and flow keys). A
+    column whose every value is the default is sent as
     NULL (``unnest`` pads it with NULLs, the statement fills in the default): encoding arrays
     element by element is most of the client's cost of a bulk enqueue."""
     queue = jobs[0].queue
@@ -1093,7 +1365,11 @@ def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
     )
     timeouts = [j.timeout_s for j in jobs] if any(j.timeout_s is not None for j in jobs) else None
     payloads = [j.payload_json for j in jobs]
-    return payloads, queue, queues, keys, priorities, run_ats, run_ids, attempts, timeouts
+    flow = [
+        [getattr(j, name) for j in jobs] if any(getattr(j, name) is not None for j in jobs) else None
+        for name in ("tenant", "rate_key", "concurrency_key", "fair_key")
+    ]
+    return payloads, queue, queues, keys, priorities, run_ats, run_ids, attempts, timeouts, *flow
 
 
 async def _fill_existing(
@@ -1157,7 +1433,35 @@ def _filter_args(where: JobFilter) -> tuple[Any, ...]:
         where.until,
         where.run_id,
         None if where.ids is None else [int(i) for i in where.ids],
+        where.tenant,
     )
+
+
+async def _throttled(
+    conn: Any, q: dict[str, str], now: float | None, tenant: str | None
+) -> dict[str, int]:
+    """Per queue with flow limits: its due queued jobs (of ``tenant``) a lease at ``now``
+    would hold back (see ``QueueCounts.throttled``)."""
+    out: dict[str, int] = {}
+    limited = await conn.fetch(q["flow_queues"])
+    if not limited:
+        return out
+    at = float(now) if now is not None else await conn.fetchval(q["epoch_now"])
+    for queue, text in limited:
+        limits = FlowLimits.from_dict(jsonio.loads(text))
+        if not limits.active:
+            continue
+        state = await _flow_state(conn, q, queue, limits, at)
+        room, _ = budget(limits, state, 1, at)
+        no_token, full = blocked_keys(limits, state, at)
+        if room > 0 and not no_token and not full:
+            continue
+        out[queue] = int(
+            await conn.fetchval(
+                q["throttled"], queue, at, tenant, room <= 0, sorted(no_token), sorted(full)
+            )
+        )
+    return out
 
 
 def _dt(ts: float) -> datetime:

@@ -208,4 +208,5 @@ def run_from_row(row: Sequence[Any], created: bool = True) -> Run:
         sealed_at=row[15],
         completed_at=row[16],
         created=created,
+        tenant=row[17] if len(row) > 17 else None,
     )

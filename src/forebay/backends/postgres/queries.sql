@@ -47,7 +47,8 @@ DROP SCHEMA IF EXISTS {schema} CASCADE
 -- Rows get ids in input order (the identity is drawn row by row, in ordinality order), also
 -- for rows whose key already exists, so sorting the returned rows by id gives input order.
 -- Workers waiting on a queue that now has due jobs are woken at commit.
--- $8, $9 (a job's own max_attempts, timeout_s) may be NULL when all NULL.
+-- $8, $9 (a job's own max_attempts, timeout_s) and $11 to $14 (tenant, rate_key,
+-- concurrency_key, fair_key) may be NULL when all NULL.
 -- $10: look for a stored max_depth first. When one of the queues has one, nothing is inserted
 -- and one row of NULLs answers: the caller then enqueues in a transaction that locks and counts
 -- those queues (lock_queues, depths). A queue without a limit costs one primary-key lookup.
@@ -58,13 +59,15 @@ WITH capped AS (
     ) AS yes
 ), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
-                               timeout_s)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
-           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s
+           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s, j.tenant,
+           j.rate_key, j.concurrency_key, j.fair_key
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
-                $8::integer[], $9::double precision[])
+                $8::integer[], $9::double precision[], $11::text[], $12::text[], $13::text[],
+                $14::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, ord)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key, ord)
     WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
@@ -86,13 +89,15 @@ WITH capped AS (
     ) AS yes
 ), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
-                               timeout_s)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
-           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s
+           COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s, j.tenant,
+           j.rate_key, j.concurrency_key, j.fair_key
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
-                $8::integer[], $9::double precision[])
+                $8::integer[], $9::double precision[], $11::text[], $12::text[], $13::text[],
+                $14::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, ord)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key, ord)
     WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     RETURNING id, queue, key, run_at, created_at
@@ -107,6 +112,23 @@ SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 -- name: jobs_by_key
 SELECT {columns} FROM {schema}.jobs
 WHERE (queue, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+
+-- name: lock_tenants
+-- serialises enqueues of a tenant that has a quota (in name order: no deadlocks; taken after
+-- lock_queues)
+SELECT count(pg_advisory_xact_lock(hashtextextended('forebay tenant {schema} ' || t.name, 0)))
+FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS t
+
+-- name: tenant_depths
+-- a tenant's unfinished jobs in every queue, counted up to its quota (index jobs_tenant)
+SELECT t.name, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.jobs
+        WHERE tenant = t.name AND state IN ('waiting', 'queued', 'running')
+        LIMIT t.cap
+    ) AS unfinished
+)
+FROM unnest($1::text[], $2::integer[]) AS t (name, cap)
 
 -- name: lock_queues
 -- serialises enqueues into queues that have a max_depth (in name order: no deadlocks)
@@ -125,21 +147,154 @@ FROM unnest($1::text[], $2::integer[]) AS q (name, cap)
 
 -- name: lease
 -- The inner SELECT runs once (an InitPlan): SKIP LOCKED lets concurrent workers take
--- different jobs instead of queueing behind each other's row locks.
+-- different jobs instead of queueing behind each other's row locks. $6: the time to take as
+-- now (NULL: the server's clock).
 UPDATE {schema}.jobs
-SET state = 'running', lease_token = $3, lease_expires_at = now() + make_interval(secs => $4),
+SET state = 'running', lease_token = $3,
+    lease_expires_at = COALESCE($6::timestamptz, now()) + make_interval(secs => $4),
     worker_id = $5, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
-    started_at = now(), progress = NULL, progress_message = NULL
+    started_at = COALESCE($6::timestamptz, now()), progress = NULL, progress_message = NULL
 WHERE id = ANY(ARRAY(
     SELECT id FROM {schema}.jobs
-    WHERE queue = $1 AND state = 'queued' AND run_at <= now()
-        -- a paused queue leases nothing (one primary-key lookup)
-        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS s WHERE s.name = $1 AND s.paused)
+    WHERE queue = $1 AND state = 'queued' AND run_at <= COALESCE($6::timestamptz, now())
+        -- a paused queue leases nothing, and one with flow limits takes the flow path (the
+        -- caller's, when this finds nothing): one primary-key lookup
+        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS s
+                        WHERE s.name = $1 AND (s.paused OR s.limits IS NOT NULL))
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )) AND {relaxed_commit}
 RETURNING {columns}
+
+-- == flow control (forebay.flow): the lease of a queue with stored limits =====================
+-- One transaction: flow_queue locks the queue's row (flow leases of one queue, from any worker
+-- on any host, take turns, so caps and rates hold), then flow_state, a candidates statement,
+-- forebay.flow.plan in the caller, flow_take and flow_save. Times are epoch seconds ($2: the
+-- lease's now, given or the server's).
+
+-- name: flow_limited
+-- whether the queue has flow limits (asked when the plain lease found nothing)
+SELECT limits IS NOT NULL FROM {schema}.queues WHERE name = $1
+
+-- name: flow_queue
+SELECT paused, limits::text, EXTRACT(EPOCH FROM now())::float8
+FROM {schema}.queues WHERE name = $1
+FOR UPDATE
+
+-- name: flow_state
+-- the queue's live rate buckets and (when $5, fair) its fair markers; its running jobs when
+-- $3 (concurrency), and per concurrency key when $4 (index jobs_running_key)
+SELECT kind, key, value, NULL::bigint FROM {schema}.flow
+WHERE queue = $1 AND ((kind = 'rate' AND value > $2) OR (kind = 'fair' AND $5::boolean))
+UNION ALL
+SELECT 'running', NULL, NULL, count(*) FROM {schema}.jobs
+WHERE $3::boolean AND queue = $1 AND state = 'running'
+UNION ALL
+SELECT 'running_key', concurrency_key, NULL, count(*) FROM {schema}.jobs
+WHERE $4::boolean AND queue = $1 AND state = 'running' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key
+
+-- name: flow_top
+-- Candidates without fairness or aging: the best $5 due jobs (index jobs_due), leaving out
+-- those of rate keys without a token ($3) and of concurrency keys at their cap ($4).
+SELECT id, priority, EXTRACT(EPOCH FROM run_at)::float8, rate_key, concurrency_key, fair_key
+FROM {schema}.jobs
+WHERE queue = $1 AND state = 'queued' AND run_at <= to_timestamp($2)
+    AND (rate_key IS NULL OR rate_key <> ALL($3::text[]))
+    AND (concurrency_key IS NULL OR concurrency_key <> ALL($4::text[]))
+ORDER BY priority DESC, run_at, id
+LIMIT $5
+
+-- name: flow_fair
+-- Candidates for fair leasing without aging: the best $5 due jobs of each fair key, and of the
+-- jobs without one. The keys are found by skipping through index jobs_queued_fair, one probe
+-- per key, so the cost grows with the number of keys, not with the backlog.
+WITH RECURSIVE keys (fkey) AS (
+    (SELECT fair_key FROM {schema}.jobs
+     WHERE queue = $1 AND state = 'queued' AND fair_key IS NOT NULL
+     ORDER BY fair_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.fair_key FROM {schema}.jobs AS j
+            WHERE j.queue = $1 AND j.state = 'queued' AND j.fair_key > k.fkey
+            ORDER BY j.fair_key LIMIT 1)
+    FROM keys AS k WHERE k.fkey IS NOT NULL
+)
+SELECT c.* FROM keys AS k, LATERAL (
+    SELECT id, priority, EXTRACT(EPOCH FROM run_at)::float8, rate_key, concurrency_key, fair_key
+    FROM {schema}.jobs
+    WHERE queue = $1 AND state = 'queued' AND fair_key = k.fkey
+        AND run_at <= to_timestamp($2)
+        AND (rate_key IS NULL OR rate_key <> ALL($3::text[]))
+        AND (concurrency_key IS NULL OR concurrency_key <> ALL($4::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT $5
+) AS c
+UNION ALL
+(SELECT id, priority, EXTRACT(EPOCH FROM run_at)::float8, rate_key, concurrency_key, fair_key
+ FROM {schema}.jobs
+ WHERE queue = $1 AND state = 'queued' AND fair_key IS NULL AND run_at <= to_timestamp($2)
+     AND (rate_key IS NULL OR rate_key <> ALL($3::text[]))
+     AND (concurrency_key IS NULL OR concurrency_key <> ALL($4::text[]))
+ ORDER BY priority DESC, run_at, id
+ LIMIT $5)
+
+-- name: flow_ranked
+-- Candidates with aging (a lower priority may overtake): the best $5 due jobs of each
+-- priority, and with fairness ($6) of each (fair key, priority). Reads the queue's whole due
+-- backlog (aging makes every priority a candidate).
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM (
+    SELECT id, priority, EXTRACT(EPOCH FROM run_at)::float8 AS run_at, rate_key, concurrency_key, fair_key,
+           row_number() OVER (PARTITION BY CASE WHEN $6::boolean THEN fair_key END, priority
+                              ORDER BY run_at, id) AS rank
+    FROM {schema}.jobs
+    WHERE queue = $1 AND state = 'queued' AND run_at <= to_timestamp($2)
+        AND (rate_key IS NULL OR rate_key <> ALL($3::text[]))
+        AND (concurrency_key IS NULL OR concurrency_key <> ALL($4::text[]))
+) AS ranked
+WHERE rank <= $5
+
+-- name: flow_take
+-- the planned jobs ($1) -> running, as lease does, at the lease's now ($5); a job cancelled
+-- meanwhile is not taken
+UPDATE {schema}.jobs
+SET state = 'running', lease_token = $2,
+    lease_expires_at = to_timestamp($5) + make_interval(secs => $3),
+    worker_id = $4, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
+    started_at = to_timestamp($5), progress = NULL, progress_message = NULL
+WHERE id = ANY($1::bigint[]) AND state = 'queued' AND {relaxed_commit}
+RETURNING {columns}
+
+-- name: flow_save
+-- the plan's new bucket times and fair markers ($3 kinds, $4 keys, $5 values); buckets that
+-- are full again at $2 (and not written now) are deleted
+WITH gone AS (
+    DELETE FROM {schema}.flow
+    WHERE queue = $1 AND kind = 'rate' AND value <= $2
+        AND key <> ALL(ARRAY(SELECT w.key FROM unnest($3::text[], $4::text[]) AS w (kind, key)
+                             WHERE w.kind = 'rate'))
+    RETURNING 1
+)
+INSERT INTO {schema}.flow AS f (queue, kind, key, value)
+SELECT $1, w.kind, w.key, w.value
+FROM unnest($3::text[], $4::text[], $5::double precision[]) AS w (kind, key, value)
+WHERE (SELECT count(*) FROM gone) >= 0
+ON CONFLICT (queue, kind, key) DO UPDATE SET value = excluded.value
+
+-- name: flow_queues
+-- the queues with flow limits, for counts
+SELECT name, limits::text FROM {schema}.queues WHERE limits IS NOT NULL
+
+-- name: epoch_now
+SELECT EXTRACT(EPOCH FROM now())::float8
+
+-- name: throttled
+-- the due queued jobs of queue $1 at $2 (of tenant $3) a lease would hold back: all of them
+-- when $4, else those of a rate key without a token ($5) or a concurrency key at its cap ($6)
+SELECT count(*) FROM {schema}.jobs
+WHERE queue = $1 AND state = 'queued' AND run_at <= to_timestamp($2)
+    AND ($3::text IS NULL OR tenant = $3)
+    AND ($4::boolean OR rate_key = ANY($5::text[]) OR concurrency_key = ANY($6::text[]))
 
 -- name: extend
 UPDATE {schema}.jobs AS j
@@ -273,7 +428,7 @@ SELECT id, linked FROM cancelled WHERE (SELECT count(*) FROM finished) >= 0
 SELECT {columns} FROM {schema}.jobs WHERE queue = $1 AND key = $2
 
 -- name: filter
--- shared WHERE clause of listings, replay and purge: always parameters $1 to $7
+-- shared WHERE clause of listings, replay and purge: always parameters $1 to $8
 ($1::text IS NULL OR queue = $1)
 AND ($2::text IS NULL OR state = $2)
 AND ($3::text IS NULL OR error_type = $3)
@@ -281,6 +436,7 @@ AND ($4::timestamptz IS NULL OR updated_at >= $4)
 AND ($5::timestamptz IS NULL OR updated_at < $5)
 AND ($6::text IS NULL OR run_id = $6)
 AND ($7::bigint[] IS NULL OR id = ANY($7))
+AND ($8::text IS NULL OR tenant = $8)
 
 -- name: replay
 -- a replayed job of a run is queued in it again: the caller takes it off the run's dead count
@@ -355,32 +511,35 @@ SELECT {columns} FROM {schema}.jobs WHERE id = $1
 
 -- name: list_jobs
 SELECT {columns} FROM {schema}.jobs
-WHERE ($8::bigint IS NULL OR id < $8) AND {filter}
+WHERE ($9::bigint IS NULL OR id < $9) AND {filter}
 ORDER BY id DESC
-LIMIT $9
-
--- name: list_dead
--- dead jobs, the latest death first (ties: larger id first), after the cursor ($8, $9)
-SELECT {columns} FROM {schema}.jobs
-WHERE state = 'dead' AND {filter}
-  AND ($8::timestamptz IS NULL OR (finished_at, id) < ($8::timestamptz, $9::bigint))
-ORDER BY finished_at DESC, id DESC
 LIMIT $10
 
+-- name: list_dead
+-- dead jobs, the latest death first (ties: larger id first), after the cursor ($9, $10)
+SELECT {columns} FROM {schema}.jobs
+WHERE state = 'dead' AND {filter}
+  AND ($9::timestamptz IS NULL OR (finished_at, id) < ($9::timestamptz, $10::bigint))
+ORDER BY finished_at DESC, id DESC
+LIMIT $11
+
 -- name: stalled
--- running jobs whose lease expired, per queue
+-- running jobs whose lease expired, per queue (of tenant $2)
 SELECT queue, count(*) FROM {schema}.jobs
 WHERE state = 'running' AND lease_expires_at < COALESCE($1::timestamptz, now())
+    AND ($2::text IS NULL OR tenant = $2)
 GROUP BY queue
 
 -- name: counts
 -- per queue and state; the queued rows also say how many are scheduled or retrying, and how
--- long the oldest due one has waited (seconds)
+-- long the oldest due one has waited (seconds); $2: only that tenant's jobs. The last column
+-- is the time counted at (epoch seconds; flow limits are worked out at it).
 SELECT j.queue, j.state, count(*),
        count(*) FILTER (WHERE j.run_at > n.now),
        count(*) FILTER (WHERE j.attempt > 0),
        EXTRACT(EPOCH FROM n.now - min(j.run_at) FILTER (WHERE j.run_at <= n.now))::float8
 FROM {schema}.jobs AS j, (SELECT COALESCE($1::timestamptz, now()) AS now) AS n
+WHERE $2::text IS NULL OR j.tenant = $2
 GROUP BY j.queue, j.state, n.now
 
 -- name: save_schedules
@@ -417,22 +576,25 @@ WHERE name = ANY($1::text[]) AND max_depth IS NOT NULL
 
 -- name: set_queue
 -- $2 paused and $3 max_depth are NULL to keep the stored value ($4 true clears max_depth);
--- resuming wakes the workers waiting on the queue
+-- $6 true stores the flow limits $5 (NULL: none), else they stay. Resuming, or new limits,
+-- wake the workers waiting on the queue (every save of a queue not paused does).
 WITH saved AS (
-    INSERT INTO {schema}.queues AS s (name, paused, max_depth)
-    VALUES ($1, COALESCE($2::boolean, false), CASE WHEN $4::boolean THEN NULL ELSE $3::integer END)
+    INSERT INTO {schema}.queues AS s (name, paused, max_depth, limits)
+    VALUES ($1, COALESCE($2::boolean, false), CASE WHEN $4::boolean THEN NULL ELSE $3::integer END,
+            $5::jsonb)
     ON CONFLICT (name) DO UPDATE SET
         paused = COALESCE($2::boolean, s.paused),
         max_depth = CASE WHEN $4::boolean THEN NULL ELSE COALESCE($3::integer, s.max_depth) END,
+        limits = CASE WHEN $6::boolean THEN $5::jsonb ELSE s.limits END,
         updated_at = now()
-    RETURNING name, paused, max_depth, updated_at
+    RETURNING name, paused, max_depth, updated_at, limits::text
 ), woken AS (
     SELECT pg_notify('{channel}', name) FROM saved WHERE NOT paused
 )
 SELECT * FROM saved WHERE (SELECT count(*) FROM woken) >= 0
 
 -- name: queue_settings
-SELECT name, paused, max_depth, updated_at FROM {schema}.queues ORDER BY name
+SELECT name, paused, max_depth, updated_at, limits::text FROM {schema}.queues ORDER BY name
 
 -- name: run_now
 WITH moved AS (
@@ -480,17 +642,21 @@ SELECT count(*) FROM {schema}.jobs WHERE state IN ('waiting', 'queued', 'running
 WITH inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
                                timeout_s, state, finished_at, error, error_type, after_ids,
-                               after_policy, webhook, parent_id)
+                               after_policy, webhook, parent_id, tenant, rate_key,
+                               concurrency_key, fair_key)
     SELECT j.queue, j.payload::json, j.key, j.priority, COALESCE(j.run_at, now()), j.run_id,
            j.max_attempts, j.timeout_s, j.state,
            CASE WHEN j.state = 'cancelled' THEN now() END, j.error, j.error_type, j.after_ids,
-           j.after_policy, j.webhook, j.parent_id
+           j.after_policy, j.webhook, j.parent_id, j.tenant, j.rate_key, j.concurrency_key,
+           j.fair_key
     FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[],
                 $6::text[], $7::integer[], $8::double precision[], $9::text[], $10::text[],
-                $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[])
+                $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],
+                $16::text[], $17::text[], $18::text[], $19::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
                                timeout_s, state, error, error_type, after_ids, after_policy,
-                               webhook, parent_id, ord)
+                               webhook, parent_id, tenant, rate_key, concurrency_key, fair_key,
+                               ord)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue, key, run_at, created_at, state
@@ -607,8 +773,8 @@ RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.tota
           r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at
 
 -- name: start_run
-INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT DO NOTHING  -- its key is taken, or it is a repeat of this very insert (its id)
 RETURNING id
 
@@ -619,7 +785,7 @@ SELECT id FROM {schema}.runs WHERE key = $1
 -- a run and its unfinished jobs counted (index jobs_run_state), in one snapshot; a fragment
 SELECT r.id, r.name, r.key, r.meta, r.state, r.on_complete, r.webhook, r.total,
        c.waiting, c.queued, c.running, r.completed, r.dead, r.cancelled,
-       r.created_at, r.sealed_at, r.completed_at
+       r.created_at, r.sealed_at, r.completed_at, r.tenant
 FROM {schema}.runs AS r, LATERAL (
     SELECT count(*) FILTER (WHERE j.state = 'waiting') AS waiting,
            count(*) FILTER (WHERE j.state = 'queued') AS queued,
@@ -634,6 +800,7 @@ SELECT * FROM {run_counted} AS r WHERE r.id = $1
 -- name: list_runs
 SELECT * FROM {run_counted} AS r
 WHERE ($1::text IS NULL OR r.state = $1) AND ($2::text IS NULL OR r.id < $2)
+    AND ($4::text IS NULL OR r.tenant = $4)
 ORDER BY r.id DESC
 LIMIT $3
 

@@ -44,6 +44,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import os
 import secrets
 import sqlite3
@@ -58,7 +59,13 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from forebay import jsonio
-from forebay.backends.base import Capabilities, PruneSpec, refuse_connection, split_completions
+from forebay.backends.base import (
+    Capabilities,
+    Leased,
+    PruneSpec,
+    refuse_connection,
+    split_completions,
+)
 from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.rows import COLUMNS, job_from_row
 from forebay.backends.schedule_rows import schedule_definition, schedule_from_row
@@ -69,9 +76,11 @@ from forebay.errors import (
     ConfigError,
     QueueFull,
     RunSealed,
+    TenantQuotaFull,
     UnknownParent,
     UnknownRun,
 )
+from forebay.flow import NO_LIMITS, Candidate, FlowLimits, FlowState, blocked_keys, budget, plan
 from forebay.job import (
     Completion,
     DeadCursor,
@@ -119,6 +128,9 @@ _SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
 # big leases and settles still go in pieces, with other writes in between.
 _ROWS_PER_OP = 100
 _FINISH_POLL_S = 0.2
+_FAIR_KEPT_S = 86400.0
+"""How long a fair key's marker is kept after it was last served (pruning): a key back after
+longer goes first, as it would with its old marker."""
 """How often a waiter re-reads its job, for the jobs other processes finish."""
 
 
@@ -140,6 +152,7 @@ _RUN_FIELDS = (
     "created_at",
     "sealed_at",
     "completed_at",
+    "tenant",
 )
 _UNFINISHED = ("waiting", "queued", "running")
 
@@ -179,6 +192,7 @@ def _filter_params(where: JobFilter) -> dict[str, Any]:
         "since": None if where.since is None else where.since.timestamp(),
         "until": None if where.until is None else where.until.timestamp(),
         "run_id": where.run_id,
+        "tenant": where.tenant,
         "ids": None if where.ids is None else json.dumps(list(where.ids)),
     }
 
@@ -372,12 +386,13 @@ class SQLiteBackend:
         jobs: Sequence[NewJob],
         *,
         max_depth: dict[str, int] | None = None,
+        tenant_max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
         refuse_connection(self.capabilities, connection)
         if not jobs:
             return []
-        op = _Enqueue(list(jobs), max_depth or {})
+        op = _Enqueue(list(jobs), max_depth or {}, tenant_max_depth or {})
         result: list[Job] = await self._write(op)
         self._wake({j.queue for j in op.jobs})
         if op.effects:
@@ -385,28 +400,51 @@ class SQLiteBackend:
         return result
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        worker_id: str,
+        lease_s: float,
+        now: float | None = None,
+    ) -> Leased:
         if limit <= 0:
-            return []
+            return Leased()
         token = secrets.token_hex(8)
+        throttled: list[float | None] = [None]  # the flow path's throttled_until
+        flowed = [False]  # whether the last piece took the flow path
 
         def op(conn: sqlite3.Connection, chunk: int) -> str:
-            now = time.time()
+            at = time.time() if now is None else now
             ids: str = conn.execute(
-                Q["lease_pick"], {"queue": queue, "now": now, "limit": chunk}
+                Q["lease_pick"], {"queue": queue, "now": at, "limit": chunk}
             ).fetchone()[0]
+            if ids == "[]":
+                # Nothing on the plain path: paused, no due job, or flow limits to obey.
+                row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
+                if row is None or row[0] or row[1] is None:
+                    return ids
+                flowed[0] = True
+                ids, throttled[0] = _flow_pick(conn, queue, _limits(row[1]), chunk, at)
             if ids != "[]":
-                params = {"token": token, "expires": now + lease_s, "worker": worker_id}
-                conn.execute(Q["lease"], params | {"now": now, "ids": ids})
+                params = {"token": token, "expires": at + lease_s, "worker": worker_id}
+                conn.execute(Q["lease"], params | {"now": at, "ids": ids})
             return ids
 
         def read(conn: sqlite3.Connection, ids: str) -> list[Job]:
             rows = conn.execute(Q["leased"], {"ids": ids, "token": token}).fetchall()
-            return [job_from_row(r, epoch_times=True) for r in rows]
+            jobs = [job_from_row(r, epoch_times=True) for r in rows]
+            if not flowed[0] or len(jobs) < 2:
+                return jobs
+            # a flow lease's order is the plan's (fair turns, aged priorities)
+            order = {job_id: i for i, job_id in enumerate(json.loads(ids))}
+            return sorted(jobs, key=lambda j: order[j.id])
 
-        jobs: list[Job] = []
+        jobs = Leased()
         while len(jobs) < limit:
             chunk = min(_ROWS_PER_OP, limit - len(jobs))
+            throttled[0], flowed[0] = None, False
             try:
                 ids = await self._write(functools.partial(op, chunk=chunk))
                 got = [] if ids == "[]" else await self._read(functools.partial(read, ids=ids))
@@ -415,6 +453,7 @@ class SQLiteBackend:
                     break
                 raise
             jobs.extend(got)
+            jobs.throttled_until = throttled[0]
             if len(got) < chunk:
                 break
         return jobs
@@ -641,6 +680,8 @@ class SQLiteBackend:
         def op(conn: sqlite3.Connection) -> int:
             """Jobs, then completed runs (each up to the limit): how many of both went."""
             pruned = int(conn.execute(sql, params).rowcount)
+            at = time.time()
+            conn.execute(Q["prune_flow"], {"now": at, "fair_before": at - _FAIR_KEPT_S})
             if runs_before is not None:
                 runs = {"runs_before": runs_before, "limit": spec.limit}
                 pruned += int(conn.execute(Q["prune_runs"], runs).rowcount)
@@ -660,20 +701,31 @@ class SQLiteBackend:
         rows = await self._read(lambda c: c.execute(Q["list_jobs"], params).fetchall())
         return [job_from_row(r, epoch_times=True) for r in rows]
 
-    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+    async def counts(
+        self, *, now: float | None = None, tenant: str | None = None
+    ) -> list[QueueCounts]:
         at = time.time() if now is None else now
+        params = {"now": at, "tenant": tenant}
 
         def op(conn: sqlite3.Connection) -> list[QueueCounts]:
             per_queue: dict[str, dict[str, Any]] = {}
-            for queue, state, n in conn.execute(Q["counts"]):
+            if tenant is None:
+                states = conn.execute(Q["counts"])
+            else:
+                states = conn.execute(Q["tenant_counts"], {"tenant": tenant})
+            for queue, state, n in states:
                 per_queue.setdefault(queue, {})[state] = n
-            for queue, scheduled, retrying, oldest in conn.execute(Q["queued_detail"], {"now": at}):
+            for queue, scheduled, retrying, oldest in conn.execute(Q["queued_detail"], params):
                 detail = per_queue.setdefault(queue, {})
                 detail["scheduled"] = scheduled or 0
                 detail["retrying"] = retrying or 0
                 detail["oldest_queued_age_s"] = None if oldest is None else max(0.0, at - oldest)
-            for queue, stalled in conn.execute(Q["stalled"], {"now": at}):
+            for queue, stalled in conn.execute(Q["stalled"], params):
                 per_queue.setdefault(queue, {})["stalled"] = stalled
+            for queue, text in conn.execute(Q["limited_queues"]).fetchall():
+                if queue in per_queue and "queued" in per_queue[queue]:
+                    held = _throttled(conn, queue, _limits(text), at, tenant)
+                    per_queue[queue]["throttled"] = held
             return [QueueCounts(queue=q, **d) for q, d in sorted(per_queue.items())]
 
         return await self._read(op)
@@ -801,18 +853,28 @@ class SQLiteBackend:
 
     # -- operator controls ----------------------------------------------------------------
     async def set_queue(
-        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_depth: int | Keep | None = KEEP,
+        limits: FlowLimits | Keep = KEEP,
     ) -> QueueSettings:
         check_settings(queue, max_depth)
+        stored = None
+        if isinstance(limits, FlowLimits) and limits.active:
+            stored = jsonio.dumps(limits.to_dict())
         params = {
             "queue": queue,
             "paused": None if paused is None else int(paused),
             "max_depth": None if max_depth is KEEP else max_depth,
             "clear_depth": int(max_depth is None),
+            "limits": stored,
+            "set_limits": int(limits is not KEEP),
             "now": time.time(),
         }
         row = await self._write(lambda c: c.execute(Q["set_queue"], params).fetchone())
-        if paused is False:
+        if paused is False or limits is not KEEP:
             self._wake([queue])  # this process's idle workers; others see the commit
         return _settings(row)
 
@@ -860,6 +922,7 @@ class SQLiteBackend:
             "meta": run.meta_json,
             "on_complete": run.on_complete,
             "webhook": run.webhook,
+            "tenant": run.tenant,
         }
 
         def op(conn: sqlite3.Connection) -> Run:
@@ -889,14 +952,21 @@ class SQLiteBackend:
         return None if row is None else _run(row)
 
     async def list_runs(
-        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+        self,
+        *,
+        state: RunState | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Run]:
         params = {
             "state": None if state is None else str(state),
             "before_id": before_id,
             "limit": limit,
+            "tenant": tenant,
         }
-        rows = await self._read(lambda c: c.execute(Q["list_runs"], params).fetchall())
+        sql = Q["list_runs"] if tenant is None else Q["list_tenant_runs"]
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_run(r) for r in rows]
 
 
@@ -910,6 +980,7 @@ def _settings(row: Sequence[Any]) -> QueueSettings:
         paused=bool(row[1]),
         max_depth=row[2],
         updated_at=datetime.fromtimestamp(row[3], UTC),
+        limits=_limits(row[4]),
     )
 
 
@@ -980,23 +1051,31 @@ class _Effects:
 class _Enqueue(Mergeable):
     """One caller's enqueue; concurrent callers' enqueues merge into one insert."""
 
-    __slots__ = ("effects", "jobs", "max_depth")
+    __slots__ = ("effects", "jobs", "max_depth", "tenant_max_depth")
 
-    def __init__(self, jobs: list[NewJob], max_depth: dict[str, int]) -> None:
+    def __init__(
+        self, jobs: list[NewJob], max_depth: dict[str, int], tenant_max_depth: dict[str, int]
+    ) -> None:
         self.jobs = jobs
         self.max_depth = max_depth
+        self.tenant_max_depth = tenant_max_depth
         self.effects = _Effects()
         """What the jobs' links did besides (webhook deliveries of jobs stored cancelled)."""
 
     @staticmethod
     def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
         incoming: dict[str, int] = {}
+        per_tenant: dict[str, int] = {}
         caps = _stored_depths(conn, ops)
         for op in ops:
             # Each caller's depth limit counts the jobs of the callers merged before it.
             _check_depth(conn, op.jobs, _tighter(caps, op.max_depth), incoming)
+            if op.tenant_max_depth:
+                _check_tenants(conn, op.jobs, op.tenant_max_depth, per_tenant)
             for j in op.jobs:
                 incoming[j.queue] = incoming.get(j.queue, 0) + 1
+                if j.tenant is not None:
+                    per_tenant[j.tenant] = per_tenant.get(j.tenant, 0) + 1
         effects = _Effects()
         stored = _insert(conn, [j for op in ops for j in op.jobs], effects)
         out, start = [], 0
@@ -1109,7 +1188,10 @@ def _insert_linked(conn: sqlite3.Connection, jobs: list[NewJob], effects: _Effec
         elif kept.state is JobState.CANCELLED:
             failed.append(kept.id)
             stored[i] = replace(
-                kept, finished_at=kept.created_at, error=rows[i][15], error_type=DEPENDENCY_FAILED
+                kept,
+                finished_at=kept.created_at,
+                error=rows[i][_ROW_ERROR],
+                error_type=DEPENDENCY_FAILED,
             )
     if deps:
         conn.execute(Q["insert_deps"], {"deps": jsonio.dumps(deps)})
@@ -1283,7 +1365,25 @@ def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, effects: _E
 
 def _row(j: NewJob, now: float) -> tuple[Any, ...]:
     run_at = now if j.run_at is None else j.run_at
-    return (j.queue, j.key, j.priority, run_at, j.run_id, now, now, j.max_attempts, j.timeout_s)
+    return (
+        j.queue,
+        j.key,
+        j.priority,
+        run_at,
+        j.run_id,
+        now,
+        now,
+        j.max_attempts,
+        j.timeout_s,
+        j.tenant,
+        j.rate_key,
+        j.concurrency_key,
+        j.fair_key,
+    )
+
+
+_ROW_ERROR = 19
+"""Where a linked job's error is in its row (``_row`` and then insert_linked_jobs' fields)."""
 
 
 def _stored_depths(conn: sqlite3.Connection, ops: list[_Enqueue]) -> dict[str, int]:
@@ -1317,3 +1417,189 @@ def _check_depth(
         depth = conn.execute(Q["depth"], {"queue": queue, "cap": cap}).fetchone()[0]
         if depth + (pending or {}).get(queue, 0) + incoming > cap:
             raise QueueFull(queue, cap)
+
+
+def _check_tenants(
+    conn: sqlite3.Connection,
+    jobs: list[NewJob],
+    quotas: dict[str, int],
+    pending: dict[str, int],
+) -> None:
+    """TenantQuotaFull when a tenant of ``jobs`` would hold more unfinished jobs (every queue)
+    than its quota (``"*"``: every tenant without its own), counting ``pending`` (the jobs of
+    the callers merged before) as held."""
+    incoming: dict[str, int] = {}
+    for j in jobs:
+        if j.tenant is not None:
+            incoming[j.tenant] = incoming.get(j.tenant, 0) + 1
+    for tenant, n in sorted(incoming.items()):
+        cap = quotas.get(tenant, quotas.get("*"))
+        if cap is None:
+            continue
+        held = conn.execute(Q["tenant_depth"], {"tenant": tenant, "cap": cap}).fetchone()[0]
+        if held + pending.get(tenant, 0) + n > cap:
+            raise TenantQuotaFull(tenant, cap)
+
+
+# -- flow control (forebay.flow: the lease plan) ---------------------------------------------
+_PARSED_LIMITS: dict[str, FlowLimits] = {}
+
+
+def _limits(text: str | None) -> FlowLimits:
+    """Stored limits (JSON text) as FlowLimits, parsed once per distinct text."""
+    if text is None:
+        return NO_LIMITS
+    limits = _PARSED_LIMITS.get(text)
+    if limits is None:
+        if len(_PARSED_LIMITS) > 256:
+            _PARSED_LIMITS.clear()
+        limits = _PARSED_LIMITS[text] = FlowLimits.from_dict(jsonio.loads(text))
+    return limits
+
+
+def _flow_state(conn: sqlite3.Connection, queue: str, limits: FlowLimits, now: float) -> FlowState:
+    """The buckets and running counts a lease of ``queue`` plans with (fair markers apart)."""
+    state = FlowState()
+    if limits.rate is not None or limits.rate_per_key is not None:
+        for kind, key, value in conn.execute(Q["flow_buckets"], {"queue": queue, "now": now}):
+            if kind == "rate":
+                state.queue_tat = value
+            else:
+                state.key_tats[key] = value
+    if limits.concurrency is not None:
+        state.running = conn.execute(Q["running"], {"queue": queue}).fetchone()[0]
+    if limits.concurrency_per_key is not None:
+        rows = conn.execute(Q["running_per_key"], {"queue": queue}).fetchall()
+        state.running_per_key = dict(rows)
+    return state
+
+
+def _fair_turns(conn: sqlite3.Connection, queue: str, state: FlowState) -> list[str | None]:
+    """The fair keys with queued jobs (None: jobs without one), least recently served first
+    (their markers read into ``state.served``)."""
+    keys: list[str | None] = [r[0] for r in conn.execute(Q["fair_keys"], {"queue": queue})]
+    if conn.execute(Q["fair_none"], {"queue": queue}).fetchone()[0]:
+        keys.append(None)
+    if not keys:
+        return []
+    stored = json.dumps(["" if k is None else k for k in keys])
+    for key, value in conn.execute(Q["fair_markers"], {"queue": queue, "keys": stored}):
+        state.served[key or None] = value
+    return sorted(keys, key=lambda k: (state.served.get(k, -math.inf), k or ""))
+
+
+def _flow_pick(
+    conn: sqlite3.Connection, queue: str, limits: FlowLimits, limit: int, now: float
+) -> tuple[str, float | None]:
+    """The jobs a lease of up to ``limit`` takes from ``queue`` under ``limits`` (a JSON array
+    of ids, in lease order), and the plan's ``throttled_until``; the buckets and fair markers
+    are written back. Inside the lease's writer operation.
+
+    Candidates are read per group (each priority with aging, each fair key with fair), best
+    first, a few per group; should the plan come out short while a group had more, the keys
+    the plan used up (no token left, at the cap) are left out of the next read and the groups
+    give more, at most a few rounds."""
+    state = _flow_state(conn, queue, limits, now)
+    room, wait = budget(limits, state, limit, now)
+    if room <= 0:
+        return "[]", wait
+    turns = _fair_turns(conn, queue, state) if limits.fair else [None]
+    if not turns:
+        return "[]", None
+    priorities: list[int | None] = [None]
+    if limits.aging_s is not None:
+        priorities = [r[0] for r in conn.execute(Q["queued_priorities"], {"queue": queue})]
+    sql = _CANDIDATES[(limits.fair, limits.aging_s is not None)]
+    # Rate keys without a token are read at first (the plan says when their token frees),
+    # then left out with those the plan uses up, should their jobs crowd the others out.
+    no_token: set[str] = set()
+    blocked, full = blocked_keys(limits, state, now)
+    candidates: dict[int, Candidate] = {}
+    keys = room if limits.fair else 1  # the fair keys read, in turn order
+    per = -(-room // min(room, len(turns))) if limits.fair else room
+    out = None
+    for _ in range(_FLOW_ROUNDS):
+        more = keys < len(turns)
+        params = {
+            "queue": queue,
+            "now": now,
+            "n": per,
+            "no_token": json.dumps(sorted(no_token)),
+            "full": json.dumps(sorted(full)),
+        }
+        for fair_key in turns[:keys]:
+            for priority in priorities:
+                rows = conn.execute(
+                    sql, params | {"fair_key": fair_key, "priority": priority}
+                ).fetchall()
+                more = more or len(rows) >= per
+                for row in rows:
+                    candidates[row[0]] = Candidate(*row)
+        out = plan(limits, state, candidates.values(), limit=limit, now=now)
+        if len(out.ids) >= room or not more:
+            break
+        used_up = _used_up(limits, state, now, [candidates[i] for i in out.ids])
+        used_up[0].update(blocked)
+        if used_up[0] <= no_token and used_up[1] <= full:
+            per, keys = per * 2, keys * 2
+        no_token |= used_up[0]
+        full |= used_up[1]
+    assert out is not None
+    rows_out: list[list[Any]] = [["key", k, v] for k, v in out.key_tats.items()]
+    if out.queue_tat is not None:
+        rows_out.append(["rate", "", out.queue_tat])
+    rows_out.extend(["fair", "" if k is None else k, v] for k, v in out.served.items())
+    if rows_out:
+        conn.execute(Q["save_flow"], {"queue": queue, "rows": json.dumps(rows_out)})
+    return json.dumps(out.ids), out.throttled_until
+
+
+_FLOW_ROUNDS = 6
+_CANDIDATES = {  # (fair, aging): the candidate query, per fair key and / or priority
+    (False, False): Q["flow_candidates"],
+    (False, True): Q["flow_candidates_priority"],
+    (True, False): Q["flow_candidates_fair"],
+    (True, True): Q["flow_candidates_fair_priority"],
+}
+
+
+def _used_up(
+    limits: FlowLimits, state: FlowState, now: float, taken: list[Candidate]
+) -> tuple[set[str], set[str]]:
+    """The rate keys without a token, and the concurrency keys at their cap, once ``taken``
+    have started."""
+    no_token: set[str] = set()
+    full: set[str] = set()
+    if limits.rate_per_key is not None:
+        spent: dict[str, int] = {}
+        for c in taken:
+            if c.rate_key is not None:
+                spent[c.rate_key] = spent.get(c.rate_key, 0) + 1
+        rate = limits.rate_per_key
+        no_token = {k for k, n in spent.items() if rate.available(state.key_tats.get(k), now) <= n}
+    if limits.concurrency_per_key is not None:
+        running: dict[str, int] = dict(state.running_per_key)
+        for c in taken:
+            if c.concurrency_key is not None:
+                running[c.concurrency_key] = running.get(c.concurrency_key, 0) + 1
+        cap = limits.concurrency_per_key
+        full = {k for k, n in running.items() if n >= cap}
+    return no_token, full
+
+
+def _throttled(
+    conn: sqlite3.Connection, queue: str, limits: FlowLimits, now: float, tenant: str | None
+) -> int:
+    """The due queued jobs a lease of ``queue`` at ``now`` would hold back (counts())."""
+    state = _flow_state(conn, queue, limits, now)
+    room, _ = budget(limits, state, 1, now)
+    no_token, full = blocked_keys(limits, state, now)
+    params = {
+        "queue": queue,
+        "now": now,
+        "tenant": tenant,
+        "no_token": json.dumps(sorted(no_token)),
+        "full": json.dumps(sorted(full)),
+    }
+    due, held = conn.execute(Q["due_queued"], params).fetchone()
+    return int(due if room <= 0 else held)

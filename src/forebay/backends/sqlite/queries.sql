@@ -35,6 +35,7 @@ DROP TABLE IF EXISTS forebay_schedules;
 DROP TABLE IF EXISTS forebay_queues;
 DROP TABLE IF EXISTS forebay_runs;
 DROP TABLE IF EXISTS forebay_deps;
+DROP TABLE IF EXISTS forebay_flow;
 DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
@@ -42,14 +43,17 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'forebay_jobs'), 0
 
 -- name: insert_jobs
 -- many jobs in one statement: :jobs is a JSON array of [queue, key, priority, run_at, run_id,
--- created_at, updated_at, max_attempts, timeout_s]; a keyed job whose key is taken is skipped
+-- created_at, updated_at, max_attempts, timeout_s, tenant, rate_key, concurrency_key,
+-- fair_key]; a keyed job whose key is taken is skipped
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
-                          max_attempts, timeout_s)
+                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
        json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
-       json_extract(j.value, '$[8]')
+       json_extract(j.value, '$[8]'), json_extract(j.value, '$[9]'),
+       json_extract(j.value, '$[10]'), json_extract(j.value, '$[11]'),
+       json_extract(j.value, '$[12]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -59,8 +63,9 @@ ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
 -- as insert_jobs, for jobs with links: each array goes on with [state, after_ids,
 -- after_policy, webhook, parent_id, finished_at, error, error_type]
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
-                          max_attempts, timeout_s, state, after_ids, after_policy, webhook,
-                          parent_id, finished_at, error, error_type)
+                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                          state, after_ids, after_policy, webhook, parent_id, finished_at, error,
+                          error_type)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
@@ -69,7 +74,9 @@ SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[10]'), json_extract(j.value, '$[11]'),
        json_extract(j.value, '$[12]'), json_extract(j.value, '$[13]'),
        json_extract(j.value, '$[14]'), json_extract(j.value, '$[15]'),
-       json_extract(j.value, '$[16]')
+       json_extract(j.value, '$[16]'), json_extract(j.value, '$[17]'),
+       json_extract(j.value, '$[18]'), json_extract(j.value, '$[19]'),
+       json_extract(j.value, '$[20]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -88,8 +95,8 @@ FROM (SELECT id, queue, key FROM forebay_jobs WHERE id > :after ORDER BY id)
 
 -- name: insert_job_returning
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
-                          max_attempts, timeout_s)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 
 -- name: insert_payload
@@ -110,8 +117,10 @@ SELECT COUNT(*) FROM (
 SELECT json_group_array(id) FROM (
     SELECT id FROM forebay_jobs
     WHERE queue = :queue AND state = 'queued' AND run_at <= :now
-        -- a paused queue leases nothing (one primary-key lookup)
-        AND NOT EXISTS (SELECT 1 FROM forebay_queues WHERE queue = :queue AND paused = 1)
+        -- a paused queue leases nothing, and one with flow limits takes the flow path (one
+        -- primary-key lookup)
+        AND NOT EXISTS (SELECT 1 FROM forebay_queues
+                        WHERE queue = :queue AND (paused = 1 OR limits IS NOT NULL))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
@@ -225,6 +234,7 @@ AND (:error_type IS NULL OR error_type = :error_type)
 AND (:since IS NULL OR updated_at >= :since)
 AND (:until IS NULL OR updated_at < :until)
 AND (:run_id IS NULL OR run_id = :run_id)
+AND (:tenant IS NULL OR tenant = :tenant)
 AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
 
 -- name: replay
@@ -294,10 +304,16 @@ LIMIT :limit
 -- name: counts
 SELECT queue, state, COUNT(*) FROM forebay_jobs GROUP BY queue, state
 
+-- name: tenant_counts
+-- counts, of one tenant's jobs (forebay_jobs_tenant)
+SELECT queue, state, COUNT(*) FROM forebay_jobs
+WHERE tenant = :tenant AND tenant IS NOT NULL
+GROUP BY queue, state
+
 -- name: stalled
--- running jobs whose lease expired, per queue
+-- running jobs whose lease expired, per queue (of :tenant's jobs, when not NULL)
 SELECT queue, COUNT(*) FROM forebay_jobs
-WHERE state = 'running' AND lease_expires_at < :now
+WHERE state = 'running' AND lease_expires_at < :now AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue
 
 -- name: queued_detail
@@ -305,7 +321,7 @@ SELECT queue,
        SUM(run_at > :now),
        SUM(attempt > 0),
        MIN(CASE WHEN run_at <= :now THEN run_at END)
-FROM forebay_jobs WHERE state = 'queued'
+FROM forebay_jobs WHERE state = 'queued' AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue
 
 -- name: save_schedule
@@ -336,17 +352,20 @@ SELECT queue, max_depth FROM forebay_queues
 WHERE queue IN (SELECT value FROM json_each(:queues)) AND max_depth IS NOT NULL
 
 -- name: set_queue
--- :paused and :max_depth are NULL to keep the stored value (:clear_depth = 1 clears max_depth)
-INSERT INTO forebay_queues (queue, paused, max_depth, updated_at)
-VALUES (:queue, COALESCE(:paused, 0), CASE WHEN :clear_depth THEN NULL ELSE :max_depth END, :now)
+-- :paused and :max_depth are NULL to keep the stored value (:clear_depth = 1 clears max_depth);
+-- :limits is stored when :set_limits = 1 (NULL: no limits), else kept
+INSERT INTO forebay_queues (queue, paused, max_depth, updated_at, limits)
+VALUES (:queue, COALESCE(:paused, 0), CASE WHEN :clear_depth THEN NULL ELSE :max_depth END, :now,
+        :limits)
 ON CONFLICT (queue) DO UPDATE SET
     paused = COALESCE(:paused, paused),
     max_depth = CASE WHEN :clear_depth THEN NULL ELSE COALESCE(:max_depth, max_depth) END,
+    limits = CASE WHEN :set_limits THEN :limits ELSE limits END,
     updated_at = :now
-RETURNING queue, paused, max_depth, updated_at
+RETURNING queue, paused, max_depth, updated_at, limits
 
 -- name: queue_settings
-SELECT queue, paused, max_depth, updated_at FROM forebay_queues ORDER BY queue
+SELECT queue, paused, max_depth, updated_at, limits FROM forebay_queues ORDER BY queue
 
 -- name: run_now
 UPDATE forebay_jobs SET run_at = MIN(run_at, :now), updated_at = :now
@@ -449,8 +468,8 @@ RETURNING id, name, key, meta, on_complete, webhook, total, completed, dead, can
 
 -- name: insert_run
 -- a new open run; nothing when a run has its key
-INSERT INTO forebay_runs (id, name, key, meta, on_complete, webhook, created_at)
-VALUES (:id, :name, :key, :meta, :on_complete, :webhook, :now)
+INSERT INTO forebay_runs (id, name, key, meta, on_complete, webhook, tenant, created_at)
+VALUES (:id, :name, :key, :meta, :on_complete, :webhook, :tenant, :now)
 ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
 
 -- name: seal_run
@@ -468,3 +487,139 @@ SELECT {run_columns} FROM forebay_runs AS r
 WHERE (:state IS NULL OR r.state = :state) AND (:before_id IS NULL OR r.id < :before_id)
 ORDER BY r.id DESC
 LIMIT :limit
+
+-- name: list_tenant_runs
+-- list_runs narrowed to one tenant's runs (forebay_runs_tenant)
+SELECT {run_columns} FROM forebay_runs AS r
+WHERE r.tenant = :tenant AND r.tenant IS NOT NULL
+  AND (:state IS NULL OR r.state = :state) AND (:before_id IS NULL OR r.id < :before_id)
+ORDER BY r.id DESC
+LIMIT :limit
+
+-- name: tenant_depth
+-- a tenant's unfinished jobs in every queue, counted up to :cap (forebay_jobs_tenant)
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM forebay_jobs
+    WHERE tenant = :tenant AND tenant IS NOT NULL AND state IN ('waiting', 'queued', 'running')
+    LIMIT :cap
+)
+
+-- name: queue_flow
+-- whether a queue is paused, and its flow limits (JSON text; NULL: none)
+SELECT paused, limits FROM forebay_queues WHERE queue = :queue
+
+-- name: limited_queues
+-- the queues with flow limits, and their limits
+SELECT queue, limits FROM forebay_queues WHERE limits IS NOT NULL ORDER BY queue
+
+-- name: flow_buckets
+-- a queue's rate buckets still in the future (a past one is the same as none): kind 'rate'
+-- (the queue's, key '') or 'key' (a rate key's)
+SELECT kind, key, value FROM forebay_flow
+WHERE queue = :queue AND kind IN ('rate', 'key') AND value > :now
+
+-- name: fair_markers
+-- when the fair keys :keys (a JSON array; '' for no key) were last served
+SELECT key, value FROM forebay_flow
+WHERE queue = :queue AND kind = 'fair' AND key IN (SELECT value FROM json_each(:keys))
+
+-- name: save_flow
+-- :rows is a JSON array of [kind, key, value]
+INSERT INTO forebay_flow (queue, kind, key, value)
+SELECT :queue, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
+       json_extract(r.value, '$[2]')
+FROM json_each(:rows) AS r
+WHERE true
+ON CONFLICT (queue, kind, key) DO UPDATE SET value = excluded.value
+
+-- name: prune_flow
+-- rate buckets past (the same as none), and fair markers not served since :fair_before
+DELETE FROM forebay_flow
+WHERE (kind IN ('rate', 'key') AND value < :now) OR (kind = 'fair' AND value < :fair_before)
+
+-- name: running
+-- a queue's running jobs (forebay_jobs_queue_state)
+SELECT COUNT(*) FROM forebay_jobs WHERE queue = :queue AND state = 'running'
+
+-- name: running_per_key
+-- a queue's running jobs per concurrency key (forebay_jobs_running_key)
+SELECT concurrency_key, COUNT(*) FROM forebay_jobs
+WHERE queue = :queue AND state = 'running' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key
+
+-- name: queued_priorities
+-- the distinct priorities of a queue's queued jobs, highest first, by skip-scan
+WITH RECURSIVE p(priority) AS (
+    SELECT MAX(priority) FROM forebay_jobs WHERE queue = :queue AND state = 'queued'
+    UNION ALL
+    SELECT (SELECT MAX(priority) FROM forebay_jobs
+            WHERE queue = :queue AND state = 'queued' AND priority < p.priority)
+    FROM p WHERE p.priority IS NOT NULL
+)
+SELECT priority FROM p WHERE priority IS NOT NULL
+
+-- name: fair_keys
+-- the distinct fair keys of a queue's queued jobs (forebay_jobs_fair), by skip-scan; whether
+-- jobs without one are queued comes apart (fair_none)
+WITH RECURSIVE k(key) AS (
+    SELECT MIN(fair_key) FROM forebay_jobs
+    WHERE queue = :queue AND state = 'queued' AND fair_key IS NOT NULL
+    UNION ALL
+    SELECT (SELECT MIN(fair_key) FROM forebay_jobs
+            WHERE queue = :queue AND state = 'queued' AND fair_key > k.key)
+    FROM k WHERE k.key IS NOT NULL
+)
+SELECT key FROM k WHERE key IS NOT NULL
+
+-- name: fair_none
+SELECT EXISTS (SELECT 1 FROM forebay_jobs
+               WHERE queue = :queue AND state = 'queued' AND fair_key IS NULL)
+
+-- name: flow_candidates
+-- the best :n due queued jobs of a queue not of the rate keys :no_token nor the concurrency
+-- keys :full (JSON arrays), as candidates of forebay.flow.plan
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
+WHERE queue = :queue AND state = 'queued' AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY priority DESC, run_at, id
+LIMIT :n
+
+-- name: flow_candidates_priority
+-- as flow_candidates, of one priority
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
+WHERE queue = :queue AND state = 'queued' AND priority = :priority AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY run_at, id
+LIMIT :n
+
+-- name: flow_candidates_fair
+-- as flow_candidates, of one fair key (:fair_key NULL: the jobs without one)
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
+WHERE queue = :queue AND state = 'queued' AND fair_key IS :fair_key AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY priority DESC, run_at, id
+LIMIT :n
+
+-- name: flow_candidates_fair_priority
+-- as flow_candidates, of one fair key and one priority
+SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM forebay_jobs
+WHERE queue = :queue AND state = 'queued' AND fair_key IS :fair_key AND priority = :priority
+  AND run_at <= :now
+  AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(:no_token)))
+  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
+ORDER BY run_at, id
+LIMIT :n
+
+-- name: due_queued
+-- a queue's due queued jobs (of :tenant's jobs, when not NULL), and those of them of the
+-- rate keys :no_token or the concurrency keys :full (JSON arrays): what counts() calls
+-- throttled
+SELECT COUNT(*),
+       COALESCE(SUM(rate_key IN (SELECT value FROM json_each(:no_token))
+                    OR concurrency_key IN (SELECT value FROM json_each(:full))), 0)
+FROM forebay_jobs
+WHERE queue = :queue AND state = 'queued' AND run_at <= :now
+  AND (:tenant IS NULL OR tenant = :tenant)

@@ -1,0 +1,202 @@
+"""Flow control on the SQLite backend: what the shared contract (tests/contract/test_flow.py)
+cannot say about one file — a store written before flow control upgrades in place, two stores
+open on one file obey one set of limits, and a queue without limits leases as it always did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from forebay.backends.base import PruneSpec
+from forebay.backends.sqlite import SQLiteBackend
+from forebay.backends.sqlite import backend as sqlite_backend
+from forebay.backends.sqlite.backend import _statements
+from forebay.errors import TenantQuotaFull
+from forebay.flow import NO_LIMITS, FlowLimits, Rate
+from forebay.job import JobFilter, JobState, NewJob
+from forebay.runs import NewRun
+from forebay.sqlfiles import migration_files
+
+
+def _store_before_flow(path: Path) -> None:
+    """A job store as version 8 of the schema left it, with jobs and a paused queue."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(
+            "CREATE TABLE forebay_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for number, name, sql in migration_files("forebay.backends.sqlite"):
+            if number >= 9:
+                break
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO forebay_migrations VALUES (?, ?, ?)", (number, name, 0.0))
+        now = time.time() - 1.0
+        for i in range(1, 4):
+            conn.execute(
+                "INSERT INTO forebay_jobs (queue, key, run_at, created_at, updated_at)"
+                " VALUES ('old', ?, ?, ?, ?)",
+                (f"k{i}", now, now, now),
+            )
+            conn.execute("INSERT INTO forebay_payloads VALUES (?, ?)", (i, f'{{"i":{i}}}'))
+        conn.execute(
+            "INSERT INTO forebay_queues (queue, paused, max_depth, updated_at)"
+            " VALUES ('held', 1, 10, ?)",
+            (now,),
+        )
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBackend]]:
+    """Two stores open on one file, as two worker processes would have (each its own writer
+    thread and connections, so SQLite's file lock is all that orders them)."""
+    path = tmp_path / "flow.db"
+    a, b = SQLiteBackend(path), SQLiteBackend(path)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_store_from_before_flow_control_keeps_its_jobs_and_settings(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    _store_before_flow(path)
+    store = SQLiteBackend(path)
+    await store.open()
+    try:
+        assert store.applied_on_open == ["0009_flow.sql"]
+        old = sorted(await store.list_jobs(JobFilter(queue="old")), key=lambda j: j.id)
+        assert [(j.key, j.payload, j.tenant, j.fair_key) for j in old] == [
+            ("k1", {"i": 1}, None, None),
+            ("k2", {"i": 2}, None, None),
+            ("k3", {"i": 3}, None, None),
+        ]
+        [held] = await store.queue_settings()
+        assert (held.queue, held.paused, held.max_depth, held.limits) == (
+            "held",
+            True,
+            10,
+            NO_LIMITS,
+        )
+        # the old jobs lease under limits set from now on
+        await store.set_queue("old", limits=FlowLimits(concurrency=2))
+        got = await store.lease(queue="old", limit=10, worker_id="w", lease_s=30.0)
+        assert [j.key for j in got] == ["k1", "k2"]
+        [run] = [await store.start_run(NewRun.create(name="r", tenant="acme"))]
+        assert run.tenant == "acme"
+    finally:
+        await store.close()
+
+
+async def test_two_stores_on_one_file_never_pass_the_cap_together(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = two
+    await a.set_queue("q", limits=FlowLimits(concurrency=3))
+    await a.enqueue([NewJob.create("q", {"n": i}) for i in range(30)])
+    done = 0
+    while done < 30:
+        # both stores lease at once, several times each; together they hold at most 3
+        batches = await asyncio.gather(
+            *(
+                s.lease(queue="q", limit=2, worker_id=f"w{i}", lease_s=30.0)
+                for i, s in enumerate([a, b, a, b])
+            )
+        )
+        jobs = [j for batch in batches for j in batch]
+        running = await a.list_jobs(JobFilter(queue="q", state=JobState.RUNNING))
+        assert len(jobs) <= 3 and len(running) <= 3
+        assert jobs, "a free slot was left unused"
+        await b.complete([j.lease for j in jobs])
+        done += len(jobs)
+    assert done == 30
+
+
+async def test_limits_set_through_one_store_hold_for_the_other(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = two
+    t0 = time.time() + 1.0
+    await a.set_queue("q", limits=FlowLimits(rate=Rate(4, 1.0)))
+    await b.enqueue([NewJob.create("q", {"n": i}) for i in range(10)])
+    first = await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0, now=t0)
+    second = await b.lease(queue="q", limit=10, worker_id="b", lease_s=30.0, now=t0)
+    assert len(first) == 4 and list(second) == []  # one bucket, in the file
+    assert second.throttled_until == pytest.approx(t0 + 0.25, abs=1e-3)
+    await b.set_queue("q", limits=NO_LIMITS)  # removing the limit takes effect at once
+    assert len(await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0, now=t0)) == 6
+
+
+async def test_tenant_quotas_hold_across_two_stores(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = two
+    quota = {"acme": 4, "*": 2}
+
+    async def one(store: SQLiteBackend, tenant: str) -> bool:
+        try:
+            await store.enqueue([NewJob.create("q", {}, tenant=tenant)], tenant_max_depth=quota)
+        except TenantQuotaFull as exc:
+            assert exc.tenant == tenant
+            return False
+        return True
+
+    results = await asyncio.gather(
+        *(one(s, t) for s in (a, b) for t in ["acme", "globex", "initech"] * 4)
+    )
+    assert sum(results) == 4 + 2 + 2  # globex and initech each get the "*" quota
+    counts = {c.queue: c for c in await b.counts(tenant="acme")}
+    assert counts["q"].queued == 4
+
+
+async def test_a_queue_without_limits_takes_the_plain_path(
+    two: tuple[SQLiteBackend, SQLiteBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = two
+
+    def no_flow(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a queue without limits took the flow path")
+
+    monkeypatch.setattr(sqlite_backend, "_flow_pick", no_flow)
+    await a.set_queue("q", limits=FlowLimits(concurrency=1))
+    await a.set_queue("q", limits=NO_LIMITS)  # cleared: stored as no limits at all
+    await a.enqueue([NewJob.create("q", {"n": i}) for i in range(5)])
+    got = await a.lease(queue="q", limit=10, worker_id="w", lease_s=30.0)
+    assert len(got) == 5 and got.throttled_until is None
+    assert list(await a.lease(queue="q", limit=10, worker_id="w", lease_s=30.0)) == []
+    [c] = await a.counts()
+    assert c.running == 5 and c.throttled == 0
+
+
+async def test_pruning_drops_spent_rate_buckets(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, _ = two
+    await a.set_queue("q", limits=FlowLimits(rate=Rate(1, 60.0), rate_per_key=Rate(1, 60.0)))
+    await a.enqueue([NewJob.create("q", {}, rate_key=k) for k in ("x", "y")])
+    await a.lease(queue="q", limit=10, worker_id="w", lease_s=30.0)
+
+    def buckets(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM forebay_flow").fetchone()[0])
+
+    assert await a._read(buckets) == 2  # the queue's and x's
+    await a.prune(PruneSpec(0.0, 0.0, 0.0))
+    assert await a._read(buckets) == 2  # still in the future
+    past = time.time() - 1.0
+    await a._write(lambda c: c.execute("UPDATE forebay_flow SET value = ?", (past,)))
+    await a.prune(PruneSpec(0.0, 0.0, 0.0))
+    assert await a._read(buckets) == 0
