@@ -27,10 +27,12 @@ def test_flow_demo_takes_turns_caps_and_paces_the_tenants(tmp_path: Path) -> Non
     )
     # Fair turns: globex's two jobs start among the first four, though acme queued six first.
     assert lines[9] == "order: acme globex acme globex acme acme acme acme"
-    # 2/s per tenant with a burst of 2: acme's 6 starts span at least (6 - 2) / 2 s.
+    # 2/s per tenant with a burst of 2: acme's 6 leases span (6 - 2) / 2 = 2 s (the handler
+    # calls, a little after their leases, may be a little closer on a busy machine); without
+    # the rate they would all start within a few tenths of a second.
     span = re.fullmatch(r"acme: 6 starts over ([\d.]+)s \(2/s, a burst of 2\)", lines[10])
     assert span is not None, lines[10]
-    assert float(span[1]) >= 1.9
+    assert float(span[1]) >= 1.7
     # The global cap: never more than 2 of the queue's jobs at once.
     assert lines[11] == "at most 2 running at once (global_concurrency=2)"
     assert len(lines) == 12
