@@ -62,7 +62,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
-from forebay.backends.base import Capabilities, PruneSpec, refuse_connection
+from forebay.backends.base import Capabilities, Leased, PruneSpec, refuse_connection
 from forebay.backends.finishes import FinishWaiters, wait_finished
 from forebay.backends.redis.keys import LAYOUT_VERSION, Keys, lua_prelude
 from forebay.backends.redis.subscriber import FinishSubscriber
@@ -80,9 +80,11 @@ from forebay.errors import (
     InvalidPayload,
     QueueFull,
     RunSealed,
+    TenantQuotaFull,
     UnknownParent,
     UnknownRun,
 )
+from forebay.flow import FlowLimits
 from forebay.group_commit import GroupCommit
 from forebay.job import (
     Completion,
@@ -201,6 +203,7 @@ def _enqueue_row(j: NewJob) -> list[object]:
         j.priority,
         False if j.run_at is None else _ts(j.run_at),
         False if j.run_id is None else j.run_id,
+        _flow_fields(j),
     ]
     linked = bool(j.after) or j.webhook is not None or j.parent_id is not None
     if linked or j.max_attempts is not None or j.timeout_s is not None:
@@ -213,6 +216,14 @@ def _enqueue_row(j: NewJob) -> list[object]:
             False if j.parent_id is None else str(j.parent_id),
         ]
     return row
+
+
+def _flow_fields(j: NewJob) -> list[str | bool] | bool:
+    """A job's tenant and flow keys as ``enqueue.lua`` takes them (False: none of them)."""
+    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
+    if all(v is None for v in values):
+        return False
+    return [False if v is None else v for v in values]
 
 
 def _ts(value: float) -> str:
@@ -288,6 +299,7 @@ def retry_policy(reconnect_s: float) -> Retry:
 class _EnqueueCall:
     jobs: list[NewJob]
     depth: list[tuple[str, int, int]]  # (queue, max_depth, jobs of that queue in this call)
+    tenant_quotas: dict[str, int] | None = None  # tenant ('*': any other) -> max_depth
 
 
 class RedisBackend:
@@ -434,6 +446,11 @@ class RedisBackend:
             # names a run stored by no one (a run_id from before runs existed) counts in none.
             await client.set(self.keys.schema, 3)
             applied.append("redis key layout 3 (runs and waiting jobs)")
+        if version < 4:
+            # Flow control: lanes, buckets and tenant counts are new keys. The jobs stored
+            # before carry no flow key and no tenant, so they stay where they wait.
+            await client.set(self.keys.schema, 4)
+            applied.append("redis key layout 4 (flow control: lanes, rate buckets, tenants)")
         return applied
 
     async def _index_queue_done(self, client: aioredis.Redis) -> None:
@@ -526,6 +543,7 @@ class RedisBackend:
         jobs: Sequence[NewJob],
         *,
         max_depth: dict[str, int] | None = None,
+        tenant_max_depth: dict[str, int] | None = None,
         connection: object | None = None,
     ) -> list[Job]:
         refuse_connection(self.capabilities, connection)
@@ -541,9 +559,18 @@ class RedisBackend:
         # A call checked against max_depth is stored atomically, in one script; others are
         # cut into slices that each hold the server only briefly.
         # (So is a big call into a queue with a stored max_depth: refused whole or stored.)
-        whole = bool(depth) or (len(jobs) > _SCRIPT_JOBS and await self._any_stored_cap(jobs))
+        quotas = None
+        if tenant_max_depth and any(j.tenant is not None for j in jobs):
+            quotas = dict(tenant_max_depth)
+        whole = (
+            bool(depth)
+            or quotas is not None
+            or (len(jobs) > _SCRIPT_JOBS and await self._any_stored_cap(jobs))
+        )
         step = len(jobs) if whole else _SCRIPT_JOBS
-        calls = [_EnqueueCall(jobs[i : i + step], depth) for i in range(0, len(jobs), step)]
+        calls = [
+            _EnqueueCall(jobs[i : i + step], depth, quotas) for i in range(0, len(jobs), step)
+        ]
         if len(calls) == 1:
             return await self._enqueuer.submit(calls[0])
         # In order: the first slice is flushed at once, the next ones by the group commit.
@@ -580,17 +607,34 @@ class RedisBackend:
         return results
 
     # -- running --------------------------------------------------------------------------
-    async def lease(self, *, queue: str, limit: int, worker_id: str, lease_s: float) -> list[Job]:
+    async def lease(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        worker_id: str,
+        lease_s: float,
+        now: float | None = None,
+    ) -> Leased:
+        """One script; a queue with flow limits (or jobs carrying flow keys) takes its flow
+        path, whose jobs come in the order chosen (fair turns, aging), with ``until``."""
         if limit <= 0:
-            return []
-        now = time.time()
+            return Leased()
+        if now is None:
+            now = time.time()
         token = secrets.token_hex(8)
-        reply = await self._run(
-            "lease", queue, limit, worker_id, token, _ts(now), _ts(now + lease_s)
+        reply = _answer(
+            await self._run("lease", queue, limit, worker_id, token, _ts(now), _ts(now + lease_s))
         )
-        jobs = [job_from_hash(job_id, fields) for job_id, fields in _answer(reply)]
+        if isinstance(reply, dict):
+            until = reply["until"]
+            return Leased(
+                [job_from_hash(job_id, fields) for job_id, fields in reply["jobs"]],
+                None if until is None else float(until),
+            )
+        jobs = [job_from_hash(job_id, fields) for job_id, fields in reply]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
+        return Leased(jobs)
 
     async def extend(self, leases: Sequence[Lease], *, lease_s: float) -> list[int]:
         refused: list[int] = []
@@ -700,6 +744,7 @@ class RedisBackend:
             since=where.since,
             until=where.until,
             run_id=where.run_id,
+            tenant=where.tenant,
         )
         return [str(i) for i in await self._filter_candidates(dead, candidates, "ids", None)]
 
@@ -801,11 +846,16 @@ class RedisBackend:
             raise translate(exc) from exc
         return members
 
-    async def counts(self, *, now: float | None = None) -> list[QueueCounts]:
+    async def counts(
+        self, *, now: float | None = None, tenant: str | None = None
+    ) -> list[QueueCounts]:
+        """With ``tenant``: that tenant's counts per state (kept beside the queue's) and its
+        jobs held back; ``scheduled`` and the oldest queued age are not narrowed (0, None)."""
         at = time.time() if now is None else now
         result = []
-        stalled = await self._stalled(at)
-        for queue, flat, scheduled, oldest in await self._run("counts", _ts(at)):
+        stalled = await self._stalled(at, tenant)
+        rows = await self._run("counts", _ts(at), tenant or "")
+        for queue, flat, scheduled, oldest, throttled in rows:
             c = {k: int(v) for k, v in zip(flat[0::2], flat[1::2], strict=True)}
             states = {s: c.get(s, 0) for s in _COUNTED}
             if not any(states.values()):
@@ -818,13 +868,15 @@ class RedisBackend:
                     retrying=c.get("retrying", 0),
                     oldest_queued_age_s=None if not oldest else max(0.0, at - float(oldest)),
                     stalled=stalled.get(queue, 0),
+                    throttled=max(0, int(throttled)),
                 )
             )
         return sorted(result, key=lambda q: q.queue)
 
-    async def _stalled(self, at: float) -> dict[str, int]:
+    async def _stalled(self, at: float, tenant: str | None = None) -> dict[str, int]:
         """Running jobs per queue whose lease expired before ``at`` (the leases set's scores
-        are the deadlines; expired ones are few: workers reclaim them)."""
+        are the deadlines; expired ones are few: workers reclaim them), of ``tenant`` when
+        given."""
         client = self._require()
         try:
             ids = cast(
@@ -834,13 +886,13 @@ class RedisBackend:
                 return {}
             pipe = client.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hget(self.keys.job(int(job_id)), "queue")
-            queues = await pipe.execute()
+                pipe.hmget(self.keys.job(int(job_id)), "queue", "tenant")
+            rows = await pipe.execute()
         except (redis_errors.RedisError, OSError) as exc:
             raise translate(exc) from exc
         per_queue: dict[str, int] = {}
-        for queue in queues:
-            if queue is not None:
+        for queue, owner in rows:
+            if queue is not None and (tenant is None or owner == tenant):
                 per_queue[queue] = per_queue.get(queue, 0) + 1
         return per_queue
 
@@ -1008,12 +1060,20 @@ class RedisBackend:
 
     # -- operator controls ----------------------------------------------------------------
     async def set_queue(
-        self, queue: str, *, paused: bool | None = None, max_depth: int | Keep | None = KEEP
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_depth: int | Keep | None = KEEP,
+        limits: FlowLimits | Keep = KEEP,
     ) -> QueueSettings:
         check_settings(queue, max_depth)
         flag = "" if paused is None else ("1" if paused else "0")
         depth = "" if max_depth is KEEP else ("none" if max_depth is None else str(max_depth))
-        row = await self._run("set_queue", queue, _ts(time.time()), flag, depth)
+        stored = ""
+        if isinstance(limits, FlowLimits):
+            stored = _json(limits.to_dict()) if limits.active else "none"
+        row = await self._run("set_queue", queue, _ts(time.time()), flag, depth, stored)
         return _settings([queue, *row])
 
     async def queue_settings(self) -> list[QueueSettings]:
@@ -1053,7 +1113,15 @@ class RedisBackend:
 
     # -- runs ---------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
-        values = [run.id, run.name, run.key, run.meta_json, run.on_complete, run.webhook]
+        values = [
+            run.id,
+            run.name,
+            run.key,
+            run.meta_json,
+            run.on_complete,
+            run.webhook,
+            run.tenant,
+        ]
         row = _json([False if v is None else v for v in values])
         created, run_id, flat = await self._run("start_run", _ts(time.time()), row)
         return _run_from_hash(run_id, flat, created=bool(created))
@@ -1070,7 +1138,12 @@ class RedisBackend:
         return _run_from_fields(run_id, fields) if fields else None
 
     async def list_runs(
-        self, *, state: RunState | None = None, limit: int = 100, before_id: str | None = None
+        self,
+        *,
+        state: RunState | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Run]:
         """Walks the run index down from ``before_id`` (run ids sort as they were started), a
         chunk at a time, reading each run's hash (one snapshot per run)."""
@@ -1092,7 +1165,11 @@ class RedisBackend:
             except (redis_errors.RedisError, OSError) as exc:
                 raise translate(exc) from exc
             for run_id, fields in zip(ids, hashes, strict=True):
-                if fields and (state is None or fields.get("state") == state):
+                if (
+                    fields
+                    and (state is None or fields.get("state") == state)
+                    and (tenant is None or fields.get("tenant") == tenant)
+                ):
                     found.append(_run_from_fields(run_id, fields))
             top = f"({ids[-1]}"
         return found[:limit]
@@ -1106,6 +1183,7 @@ def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
             call.depth,
             [_enqueue_row(j) for j in call.jobs],
             any(j.run_id is not None or j.after for j in call.jobs),
+            call.tenant_quotas or False,
         ]
         for call in calls
     ]
@@ -1116,12 +1194,14 @@ def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
 
 
 def _settings(row: Sequence[Any]) -> QueueSettings:
-    queue, paused, depth, updated = row
+    queue, paused, depth, updated, *rest = row
+    limits = rest[0] if rest else None
     return QueueSettings(
         queue=queue,
         paused=bool(int(paused)),
         max_depth=None if not depth else int(depth),
         updated_at=datetime.fromtimestamp(float(updated), UTC),
+        limits=FlowLimits.from_dict(json.loads(limits) if limits else None),
     )
 
 
@@ -1138,6 +1218,8 @@ def _refusal(reply: Sequence[Any]) -> EnqueueError:
     kind = reply[0]
     if kind == "full":
         return QueueFull(reply[1], int(reply[2]))
+    if kind == "tenant_full":
+        return TenantQuotaFull(reply[1], int(reply[2]))
     if kind == "unknown_run":
         return UnknownRun(reply[1])
     if kind == "sealed":
@@ -1180,11 +1262,13 @@ def _run_from_fields(run_id: str, fields: dict[str, str], created: bool = True) 
         sealed_at=at("sealed_at"),
         completed_at=at("completed_at"),
         created=created,
+        tenant=fields.get("tenant"),
     )
 
 
 def _filter_values(where: JobFilter) -> list[str | bool]:
-    """``list.lua``'s filter: queue, state, error_type, since, until, run_id (False: any)."""
+    """``list.lua``'s filter: queue, state, error_type, since, until, run_id, tenant (False:
+    any)."""
     since = None if where.since is None else _ts(where.since.timestamp())
     until = None if where.until is None else _ts(where.until.timestamp())
     values = (
@@ -1194,6 +1278,7 @@ def _filter_values(where: JobFilter) -> list[str | bool]:
         since,
         until,
         where.run_id,
+        where.tenant,
     )
     return [False if v is None else v for v in values]
 

@@ -69,11 +69,29 @@ name, ``N`` a job id, ``R`` a priority)::
     P:configured               set     names of the queues that have stored settings
     P:q:Q:settings             hash    Q's stored settings (operator controls): ``paused``
                                        ("1" while paused; the lease and poll scripts read it),
-                                       ``max_depth`` (the enqueue script reads it), and
+                                       ``max_depth`` (the enqueue script reads it), ``limits``
+                                       (the flow limits, FlowLimits.to_dict() as JSON; the
+                                       lease, poll and counts scripts read it) and
                                        ``updated_at``; absent fields are the defaults
+    P:q:Q:lane:L               zset    queued jobs of Q that carry a flow key (rate_key,
+                                       concurrency_key or fair_key), one set per lane L =
+                                       priority, fair_key, rate_key, concurrency_key joined by
+                                       NUL (a missing key is empty); score = run_at, member as
+                                       in the waiting sets. Such jobs never enter a stream
+    P:q:Q:lanes                set     the lanes of Q that hold jobs
+    P:q:Q:buckets              hash    Q's rate buckets (GCRA tat, epoch seconds): field ''
+                                       the queue's, else a rate key's; a tat in the past is
+                                       the same as none (deleted when read)
+    P:q:Q:served               hash    fair key ('' for none) -> when fair leasing last served it
+    P:q:Q:running_keys         hash    concurrency key -> running jobs of Q with that key
+                                       (every way out of running takes one off)
+    P:tenant:T                 hash    tenant T's jobs per queue and state: field
+                                       "<queue> <state>" (and "<queue> retrying"), kept where
+                                       the queue's counts are (tenant quotas, counts(tenant=))
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
-word (or ``stream:<integer>``, ``waiting:<integer>``), so two queues never share a key.
+word (or ``stream:<integer>``, ``waiting:<integer>``, ``lane:<integer>`` NUL ...: no queue
+name holds a NUL), so two queues never share a key.
 
 The Lua scripts build the same names through functions generated from :data:`TEMPLATES` by
 :func:`lua_prelude` (``key_job(id)``, ``key_stream(queue, priority)``, ...), with the prefix
@@ -93,10 +111,11 @@ __all__ = [
     "lua_prelude",
 ]
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """Bumped when the layout changes incompatibly; ``open`` refuses a newer one and upgrades an
 older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``; 3: runs and
-waiting jobs, which an older forebay would neither count nor release)."""
+waiting jobs, which an older forebay would neither count nor release; 4: flow control, jobs
+with flow keys in lanes an older forebay would never lease)."""
 
 GROUP = "workers"
 """The consumer group of every stream."""
@@ -129,6 +148,12 @@ TEMPLATES: dict[str, str] = {
     "runs": "{prefix}:runs",
     "runs_completed": "{prefix}:runs:completed",
     "run_keys": "{prefix}:run_keys",
+    "lane": "{prefix}:q:{queue}:lane:{lane}",
+    "lanes": "{prefix}:q:{queue}:lanes",
+    "buckets": "{prefix}:q:{queue}:buckets",
+    "served": "{prefix}:q:{queue}:served",
+    "running_keys": "{prefix}:q:{queue}:running_keys",
+    "tenant": "{prefix}:tenant:{tenant}",
 }
 
 
@@ -207,6 +232,19 @@ class Keys:
     @property
     def waiting_jobs(self) -> str:
         return self._name("waiting_jobs")
+
+    def lanes(self, queue: str) -> str:
+        return self._name("lanes", queue=queue)
+
+    def lane(self, queue: str, lane: str) -> str:
+        return self._name("lane", queue=queue, lane=lane)
+
+    def running_keys(self, queue: str) -> str:
+        return self._name("running_keys", queue=queue)
+
+    def tenant(self, tenant: str) -> str:
+        """Tenant ``tenant``'s counts, per queue and state."""
+        return self._name("tenant", tenant=tenant)
 
     def run(self, run_id: str) -> str:
         return self._name("run", id=run_id)

@@ -14,7 +14,11 @@
 --   * else in the sorted set P:q:Q:waiting:R (score run_at): scheduled jobs, retries in
 --     backoff, deferred and put-back jobs, jobs enqueued with a past run_at. The lease script
 --     merges its due members with the stream's undelivered entries by (run_at, id), so the
---     promised order (priority, then run_at, then enqueue order) holds exactly.
+--     promised order (priority, then run_at, then enqueue order) holds exactly;
+--   * a job that carries a flow key (rate_key, concurrency_key, fair_key) waits in its lane
+--     instead, P:q:Q:lane:L (score run_at; L = priority, fair_key, rate_key, concurrency_key),
+--     due or not, and the lane is in P:q:Q:lanes while it holds jobs: the lease takes from
+--     lanes whose keys are not blocked, so a throttled key never stands in front of others.
 
 -- Redis answers false for a missing field: nil-safe number parsing.
 local function num(value)
@@ -61,16 +65,29 @@ local Counter = {}
 Counter.__index = Counter
 
 local function new_counter()
-  return setmetatable({deltas = {}}, Counter)
+  return setmetatable({deltas = {}, tenants = {}}, Counter)
 end
 
-function Counter:add(queue, field, delta)
+-- The tenant's own counts (P:tenant:T, field "<queue> <state>"), beside its queue's.
+function Counter:add_tenant(tenant, queue, field, delta)
+  local per_tenant = self.tenants[tenant]
+  if per_tenant == nil then
+    per_tenant = {}
+    self.tenants[tenant] = per_tenant
+  end
+  local name = queue .. ' ' .. field
+  per_tenant[name] = (per_tenant[name] or 0) + delta
+end
+
+-- tenant: the job's (false or nil: none), counted for it as well.
+function Counter:add(queue, field, delta, tenant)
   local per_queue = self.deltas[queue]
   if per_queue == nil then
     per_queue = {}
     self.deltas[queue] = per_queue
   end
   per_queue[field] = (per_queue[field] or 0) + delta
+  if tenant then self:add_tenant(tenant, queue, field, delta) end
 end
 
 function Counter:flush()
@@ -80,6 +97,20 @@ function Counter:flush()
       if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
     end
   end
+  for tenant, fields in pairs(self.tenants) do
+    local key = key_tenant(tenant)
+    for field, delta in pairs(fields) do
+      if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
+    end
+  end
+end
+
+-- One count of a tenant moved at once (for the helpers below that write counts directly).
+local function tenant_move(tenant, queue, from, to)
+  if not tenant then return end
+  local key = key_tenant(tenant)
+  if from then redis.call('HINCRBY', key, queue .. ' ' .. from, -1) end
+  if to then redis.call('HINCRBY', key, queue .. ' ' .. to, 1) end
 end
 
 -- Stream entries of jobs that no longer wait or run, acknowledged and deleted per stream in
@@ -175,11 +206,53 @@ local function tail_of(stream)
   return tail
 end
 
+-- The lane of a job with flow keys (false: it has none, it waits in its level). The keys are
+-- never empty and never hold a NUL, so the name is unambiguous.
+local function lane_of(priority, fair_key, rate_key, concurrency_key)
+  if not (fair_key or rate_key or concurrency_key) then return false end
+  return priority .. '\0' .. (fair_key or '') .. '\0' .. (rate_key or '') .. '\0'
+    .. (concurrency_key or '')
+end
+
+-- A lane's parts: priority, fair_key, rate_key, concurrency_key (false for none).
+local function lane_parts(lane)
+  local parts, start = {}, 1
+  for _ = 1, 3 do
+    local at = string.find(lane, '\0', start, true)
+    parts[#parts + 1] = string.sub(lane, start, at - 1)
+    start = at + 1
+  end
+  parts[4] = string.sub(lane, start)
+  for i = 2, 4 do
+    if parts[i] == '' then parts[i] = false end
+  end
+  return parts[1], parts[2], parts[3], parts[4]
+end
+
+-- A queued job leaves its lane (the lane leaves the queue's list when emptied).
+local function leave_lane(id, queue, lane)
+  local zkey = key_lane(queue, lane)
+  redis.call('ZREM', zkey, zid(id))
+  if redis.call('EXISTS', zkey) == 0 then redis.call('SREM', key_lanes(queue), lane) end
+end
+
 -- Put a queued job where it waits (see the top of this file). Returns its new stream entry
--- id, or nil when it went to the waiting set. Idle workers are woken when it is due (unless
--- quiet) or the earliest of its set; an entry appended to a stream wakes them by itself.
-local function place(id, queue, priority, run_at, now, quiet)
+-- id, or nil when it went to the waiting set or its lane (lane: lane_of its keys, false or
+-- nil when it has none). Idle workers are woken when it is due (unless quiet) or the earliest
+-- of its set; an entry appended to a stream wakes them by itself.
+local function place(id, queue, priority, run_at, now, quiet, lane)
   local at = tonumber(run_at)
+  if lane then
+    local zkey = key_lane(queue, lane)
+    local member = zid(id)
+    redis.call('ZADD', zkey, run_at, member)
+    redis.call('SADD', key_lanes(queue), lane)
+    local due = at <= tonumber(now)
+    if (due and not quiet) or (not due and redis.call('ZRANGE', zkey, 0, 0)[1] == member) then
+      wake(queue)
+    end
+    return nil
+  end
   if at <= tonumber(now) then
     local stream = key_stream(queue, priority)
     local tail = tail_of(stream)
@@ -222,10 +295,10 @@ end
 
 -- A new job's hash (fields: a flat list without the id-derived ones), placed where it waits
 -- when queued. index: the caller's list of P:jobs members to add, or nil to add it now.
-local function insert_job(queue, priority, run_at, state, fields, now, index)
+local function insert_job(queue, priority, run_at, state, fields, now, index, lane)
   local id = string.format('%d', redis.call('INCR', key_next_id()))
   if state == 'queued' then
-    local entry = place(id, queue, priority, run_at, now)
+    local entry = place(id, queue, priority, run_at, now, false, lane)
     if entry then
       fields[#fields + 1] = 'entry'
       fields[#fields + 1] = entry
@@ -319,7 +392,7 @@ local function job_webhook(id, url, state, now)
 end
 
 local CHILD = {'state', 'after_policy', 'queue', 'priority', 'run_at', 'run_id', 'webhook',
-               'children'}
+               'children', 'tenant', 'fair_key', 'rate_key', 'concurrency_key'}
 
 -- A waiting child whose parent ended badly: cancelled, a finish of its own (returned, to be
 -- followed like any finish).
@@ -334,6 +407,7 @@ local function cancel_child(child, f, parent, parent_state, now)
   redis.call('ZADD', key_queue_done(f[3], 'cancelled'), now, child)
   redis.call('HINCRBY', key_counts(f[3]), 'waiting', -1)
   redis.call('HINCRBY', key_counts(f[3]), 'cancelled', 1)
+  tenant_move(f[9], f[3], 'waiting', 'cancelled')
   return {id = child, from = 'waiting', state = 'cancelled',
           job = {run_id = f[6], webhook = f[7], children = f[8]}}
 end
@@ -345,10 +419,11 @@ local function release_child(child, f, now)
   redis.call('HSET', k, 'state', 'queued', 'updated_at', now)
   redis.call('HDEL', k, 'parents_left')
   redis.call('ZREM', key_waiting_jobs(), child)
-  local entry = place(child, f[3], f[4], f[5], now)
+  local entry = place(child, f[3], f[4], f[5], now, false, lane_of(f[4], f[10], f[11], f[12]))
   if entry then redis.call('HSET', k, 'entry', entry) end
   redis.call('HINCRBY', key_counts(f[3]), 'waiting', -1)
   redis.call('HINCRBY', key_counts(f[3]), 'queued', 1)
+  tenant_move(f[9], f[3], 'waiting', 'queued')
   run_move(f[6], 'waiting', 'queued')
 end
 
@@ -390,21 +465,35 @@ end
 
 -- Fields every transition out of running reads; nil unless the job is running under token.
 local HELD = {'state', 'lease_token', 'queue', 'priority', 'entry', 'attempt', 'deliveries',
-              'defers', 'error_type', 'run_id', 'webhook', 'children'}
+              'defers', 'error_type', 'run_id', 'webhook', 'children', 'tenant', 'fair_key',
+              'rate_key', 'concurrency_key'}
 local function held(id, token)
   local f = redis.call('HMGET', key_job(id), unpack(HELD))
   if f[1] ~= 'running' or f[2] ~= token then return nil end
   return {queue = f[3], priority = f[4], entry = f[5], attempt = num(f[6]),
           deliveries = num(f[7]), defers = num(f[8]), failed = f[9] ~= false, run_id = f[10],
-          webhook = f[11], children = f[12]}
+          webhook = f[11], children = f[12], tenant = f[13], fair_key = f[14],
+          rate_key = f[15], concurrency_key = f[16]}
 end
 
--- A job leaving running for queued: its entry goes, it waits again at run_at.
+-- A job leaves running, whichever way: its concurrency key's slot comes back.
+local function leave_running(queue, concurrency_key)
+  if not concurrency_key then return end
+  local k = key_running_keys(queue)
+  if redis.call('HINCRBY', k, concurrency_key, -1) <= 0 then
+    redis.call('HDEL', k, concurrency_key)
+  end
+end
+
+-- A job leaving running for queued: its entry goes, it waits again at run_at (in its lane
+-- when it has flow keys: job.fair_key, rate_key, concurrency_key).
 local function put_back(id, job, run_at, now, dropper, quiet)
   local k = key_job(id)
   dropper:add(job.queue, job.priority, job.entry)
   redis.call('HDEL', k, 'lease_token', 'lease_expires_at', 'entry')
-  local entry = place(id, job.queue, job.priority, run_at, now, quiet)
+  leave_running(job.queue, job.concurrency_key)
+  local lane = lane_of(job.priority, job.fair_key, job.rate_key, job.concurrency_key)
+  local entry = place(id, job.queue, job.priority, run_at, now, quiet, lane)
   if entry then redis.call('HSET', k, 'entry', entry) end
   run_move(job.run_id, 'running', 'queued')
 end
@@ -467,8 +556,9 @@ local function finish(id, job, state, now, counter, dropper, done)
   dropper:add(job.queue, job.priority, job.entry)
   redis.call('HDEL', key_job(id), 'lease_token', 'lease_expires_at', 'entry')
   done:add(job.queue, now, id)
-  counter:add(job.queue, 'running', -1)
-  counter:add(job.queue, state, 1)
+  leave_running(job.queue, job.concurrency_key)
+  counter:add(job.queue, 'running', -1, job.tenant)
+  counter:add(job.queue, state, 1, job.tenant)
   if job.run_id or job.webhook or job.children then
     after_finish(id, 'running', state, now, job)
   end
@@ -486,7 +576,7 @@ end
 -- Delete a job in the given terminal state with its idempotency key; 1 if deleted.
 local function delete_job(id, state, counter)
   local k = key_job(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'children')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'children', 'tenant')
   if f[1] ~= state then return 0 end
   if f[3] then
     local keys = key_keys(f[2])
@@ -494,10 +584,119 @@ local function delete_job(id, state, counter)
   end
   if f[4] then redis.call('DEL', key_children(id)) end
   redis.call('DEL', k)
-  counter:add(f[2], state, -1)
+  counter:add(f[2], state, -1, f[5])
   return 1
 end
 
 -- Whether enqueue.lua refuses jobs past a queue's stored max_depth: fire_schedule.lua, which
 -- ends with enqueue.lua, turns it off (a schedule's tick is never refused, on every backend).
 local enqueue_checks_stored_depth = true
+
+-- Flow control (forebay.flow, whose module docstring is the semantics): the queue's stored
+-- limits, its rate buckets (GCRA: one tat per bucket) and its running counts.
+
+-- A rate as stored ({count, period_s, burst}; burst 0: count), or nil.
+local function flow_rate(r)
+  if r == nil or r == cjson.null then return nil end
+  local burst = tonumber(r.burst) or 0
+  if burst == 0 then burst = r.count end
+  local interval = r.period_s / r.count
+  return {burst = burst, interval = interval, tolerance = (burst - 1) * interval}
+end
+
+local function flow_value(v)
+  if v == cjson.null then return nil end
+  return v
+end
+
+-- The queue's stored limits (the settings hash's JSON text), or nil when it has none.
+local function flow_limits(text)
+  if not text then return nil end
+  local d = cjson.decode(text)
+  return {rate = flow_rate(d.rate), rate_per_key = flow_rate(d.rate_per_key),
+          concurrency = flow_value(d.concurrency),
+          concurrency_per_key = flow_value(d.concurrency_per_key), fair = d.fair == true,
+          aging_s = flow_value(d.aging_s)}
+end
+
+-- Tokens free at now in a bucket at tat (nil: full). Rate.available.
+local function rate_available(r, tat, now)
+  if tat == nil or tat <= now then return r.burst end
+  local spare = r.tolerance - (tat - now)
+  if spare < -1e-9 then return 0 end
+  return math.min(r.burst, math.floor(spare / r.interval + 1e-9) + 1)
+end
+
+-- The bucket's tat once n tokens are spent at now. Rate.spend.
+local function rate_spend(r, tat, now, n)
+  local base = now
+  if tat ~= nil and tat >= now then base = tat end
+  return base + n * r.interval
+end
+
+-- When the bucket has a token again. Rate.free_at.
+local function rate_free_at(r, tat, now)
+  if tat == nil then return now end
+  return math.max(now, tat - r.tolerance)
+end
+
+-- A time as stored and answered: exact decimal text (cjson keeps 14 digits only).
+local function time_text(t)
+  return string.format('%.17g', t)
+end
+
+-- What a lease reads of a queue's flow state, each thing once per script: its bucket tats
+-- (nil: full; a past one reads as nil) and its running counts.
+local function flow_reader(queue, now)
+  local r = {tats = {}, running = {}}
+  local buckets, running = key_buckets(queue), key_running_keys(queue)
+  function r:tat(key)  -- key '' is the queue's own bucket
+    local tat = self.tats[key]
+    if tat == nil then
+      tat = tonumber(redis.call('HGET', buckets, key)) or false
+      if tat and tat < now then tat = false end
+      self.tats[key] = tat
+    end
+    return tat or nil
+  end
+  function r:running_of(key)
+    local n = self.running[key]
+    if n == nil then
+      n = num(redis.call('HGET', running, key))
+      self.running[key] = n
+    end
+    return n
+  end
+  return r
+end
+
+-- The queue-wide limits at now: how many jobs a lease may start (limit: at most this many),
+-- and, when its rate is what stops it, when the next token frees. flow.budget.
+local function flow_budget(queue, limits, state, limit, now)
+  local room = limit
+  if limits.concurrency then
+    room = math.min(room, limits.concurrency - num(redis.call('HGET', key_counts(queue), 'running')))
+  end
+  if limits.rate and room > 0 then
+    local tokens = rate_available(limits.rate, state:tat(''), now)
+    if tokens <= 0 then return 0, rate_free_at(limits.rate, state:tat(''), now) end
+    room = math.min(room, tokens)
+  end
+  return math.max(0, room), nil
+end
+
+-- Whether a lane's keys hold its jobs back at now: 'rate' (and when its key's next token
+-- frees), 'cap', or nil. flow.blocked_keys.
+local function lane_blocked(limits, state, rate_key, concurrency_key, now)
+  if limits.rate_per_key and rate_key then
+    local tat = state:tat(rate_key)
+    if rate_available(limits.rate_per_key, tat, now) <= 0 then
+      return 'rate', rate_free_at(limits.rate_per_key, tat, now)
+    end
+  end
+  if limits.concurrency_per_key and concurrency_key
+      and state:running_of(concurrency_key) >= limits.concurrency_per_key then
+    return 'cap'
+  end
+  return nil
+end

@@ -1,15 +1,26 @@
--- counts: per queue, the state counters, how many queued jobs are scheduled for later, and
--- the run_at of the oldest due job.
+-- counts: per queue, the state counters, how many queued jobs are scheduled for later, the
+-- run_at of the oldest due job, and how many due jobs the flow limits hold back.
 --
 -- KEYS[1]  prefix
--- ARGV     now
+-- ARGV     now, tenant ('' for every job)
 -- Keys     P:queues (SMEMBERS), P:q:Q:counts (HGETALL), P:q:Q:levels; per level
 --          P:q:Q:waiting:R (ZCOUNT run_at > now; first member) and P:q:Q:stream:R (first
---          entry not yet delivered: XINFO GROUPS + XRANGE)
--- Returns  {{queue, {field, value, ...}, scheduled, oldest due run_at or ''}, ...}
+--          entry not yet delivered: XINFO GROUPS + XRANGE); P:q:Q:lanes and each lane
+--          (ZCOUNT, first member); P:q:Q:settings (HGET limits), P:q:Q:buckets,
+--          P:q:Q:running_keys; with a tenant, P:tenant:T (HGETALL) and the tenant field of
+--          the due jobs held back in lanes (at most LANE_SCAN per queue)
+-- Returns  {{queue, {field, value, ...}, scheduled, oldest due run_at or '', throttled}, ...}
+--          With a tenant, the fields are the tenant's counts in that queue, and scheduled
+--          and oldest are not narrowed (0 and '').
+--
+-- throttled (forebay.flow): every due queued job while the queue's rate has no token or its
+-- running jobs are at its cap; else the due jobs of the lanes whose rate key has no token or
+-- whose concurrency key is at its cap. 0 without limits.
 
 local now = ARGV[1]
 local now_n = tonumber(now)
+local tenant = ARGV[2] ~= '' and ARGV[2] or nil
+local LANE_SCAN = 10000
 
 local function level_detail(queue, priority)
   local zkey = key_waiting(queue, priority)
@@ -30,6 +41,35 @@ local function level_detail(queue, priority)
   return scheduled, oldest
 end
 
+local function lane_detail(queue, lane)
+  local zkey = key_lane(queue, lane)
+  local scheduled = redis.call('ZCOUNT', zkey, '(' .. now, '+inf')
+  local first = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now_n then return scheduled, first[2] end
+  return scheduled, nil
+end
+
+-- The tenant's due jobs in a lane (a bounded scan: the tenant is not part of the lane).
+local function tenant_due(zkey)
+  local n = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, LANE_SCAN)) do
+    if redis.call('HGET', key_job(unzid(member)), 'tenant') == tenant then n = n + 1 end
+  end
+  return n
+end
+
+-- The tenant's counts per queue, as {queue = {field, value, ...}}.
+local tenant_counts = {}
+if tenant then
+  local flat = redis.call('HGETALL', key_tenant(tenant))
+  for i = 1, #flat, 2 do
+    local queue, field = string.match(flat[i], '^(.*) (%a+)$')
+    tenant_counts[queue] = tenant_counts[queue] or {}
+    table.insert(tenant_counts[queue], field)
+    table.insert(tenant_counts[queue], flat[i + 1])
+  end
+end
+
 local out = {}
 for _, queue in ipairs(redis.call('SMEMBERS', key_queues())) do
   local scheduled, oldest = 0, nil
@@ -38,6 +78,46 @@ for _, queue in ipairs(redis.call('SMEMBERS', key_queues())) do
     scheduled = scheduled + n
     if at and (oldest == nil or tonumber(at) < tonumber(oldest)) then oldest = at end
   end
-  out[#out + 1] = {queue, redis.call('HGETALL', key_counts(queue)), scheduled, oldest or ''}
+  local lanes = redis.call('SMEMBERS', key_lanes(queue))
+  for _, lane in ipairs(lanes) do
+    local n, at = lane_detail(queue, lane)
+    scheduled = scheduled + n
+    if at and (oldest == nil or tonumber(at) < tonumber(oldest)) then oldest = at end
+  end
+  local counts = redis.call('HGETALL', key_counts(queue))
+  local throttled = 0
+  local limits = flow_limits(redis.call('HGET', key_settings(queue), 'limits'))
+  if limits then
+    local state = flow_reader(queue, now_n)
+    local room = flow_budget(queue, limits, state, 1, now_n)
+    if room <= 0 then
+      if tenant then
+        local mine = tenant_counts[queue] or {}
+        for i = 1, #mine, 2 do
+          if mine[i] == 'queued' then throttled = num(mine[i + 1]) end
+        end
+      else
+        for i = 1, #counts, 2 do
+          if counts[i] == 'queued' then throttled = num(counts[i + 1]) - scheduled end
+        end
+      end
+    else
+      for _, lane in ipairs(lanes) do
+        local _, _, rate_key, concurrency_key = lane_parts(lane)
+        if lane_blocked(limits, state, rate_key, concurrency_key, now_n) then
+          if tenant then
+            throttled = throttled + tenant_due(key_lane(queue, lane))
+          else
+            throttled = throttled + redis.call('ZCOUNT', key_lane(queue, lane), '-inf', now)
+          end
+        end
+      end
+    end
+  end
+  if tenant then
+    out[#out + 1] = {queue, tenant_counts[queue] or {}, 0, '', throttled}
+  else
+    out[#out + 1] = {queue, counts, scheduled, oldest or '', throttled}
+  end
 end
 return out

@@ -2,9 +2,11 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [call, ...] where call = [[[queue, max_depth, incoming], ...],
---          [[queue, payload, key, priority, run_at, run_id(, max_attempts, timeout_s(,
---          after, after_policy, webhook, parent_id))], ...]]
---          (key, run_at, run_id, max_attempts, timeout_s, after, after_policy, webhook,
+--          [[queue, payload, key, priority, run_at, run_id, flow(, max_attempts, timeout_s(,
+--          after, after_policy, webhook, parent_id))], ...], has links, {tenant: quota}]
+--          (flow: [tenant, rate_key, concurrency_key, fair_key] or false when none is given;
+--          tenant quota '*': every tenant without its own;
+--          key, run_at, run_id, max_attempts, timeout_s, after, after_policy, webhook,
 --          parent_id: false for none; run_at none = now; after: the parents' ids as strings,
 --          sorted; the job's own limits only when one of them or a link is given, the links
 --          only when one is given)
@@ -14,11 +16,12 @@
 --          (ZADD), P:q:Q:wake (XADD MAXLEN 1); with links: P:run:I (HGET state, HINCRBY),
 --          the parents' P:job:N (HGET state, HSET children), P:children:N (SADD),
 --          P:waiting_jobs (ZADD), and what a finish does (common.lua) for a job stored
---          cancelled because a parent already failed
+--          cancelled because a parent already failed; P:tenant:T (HGETALL: its unfinished
+--          jobs; HINCRBY), P:q:Q:lane:L + P:q:Q:lanes for a job with flow keys
 -- A call is checked against its runs and parents, the max_depth it names and each of its
 -- queues' stored one.
 -- Returns  JSON, per call, nothing of that call stored when refused: ['full', queue,
---          max_depth], ['unknown_run', run_id], ['sealed', run_id, state],
+--          max_depth], ['tenant_full', tenant, quota], ['unknown_run', run_id], ['sealed', run_id, state],
 --          ['unknown_parent', [id, ...]]; else ['ok', item, ...] where item is the new job's
 --          id (a string) when it was stored queued, [id, fields, true] when it was stored
 --          waiting or cancelled, or, for a (queue, key) that already exists, that job as
@@ -63,9 +66,9 @@ end
 
 -- The links' fields of a job (j: its row), and the state it starts in.
 local function link_fields(fields, j)
-  local after, policy = j[9], j[10]
-  if j[11] then append(fields, 'webhook', j[11]) end
-  if j[12] then append(fields, 'parent_id', j[12]) end
+  local after, policy = j[10], j[11]
+  if j[12] then append(fields, 'webhook', j[12]) end
+  if j[13] then append(fields, 'parent_id', j[13]) end
   if not after or #after == 0 then return 'queued' end
   append(fields, 'after_ids', '[' .. table.concat(after, ',') .. ']')
   if policy == 'always' then append(fields, 'after_policy', policy) end
@@ -103,16 +106,25 @@ local function store(j)
                   'run_at', run_at, 'created_at', now, 'updated_at', now}
   if key then append(fields, 'key', key) end
   if run_id then append(fields, 'run_id', run_id) end
-  if j[7] then append(fields, 'max_attempts', string.format('%d', j[7])) end
-  if j[8] then append(fields, 'timeout_s', string.format('%.17g', j[8])) end
+  local flow, tenant, lane = j[7], false, false
+  if flow then
+    tenant = flow[1]
+    if flow[1] then append(fields, 'tenant', flow[1]) end
+    if flow[2] then append(fields, 'rate_key', flow[2]) end
+    if flow[3] then append(fields, 'concurrency_key', flow[3]) end
+    if flow[4] then append(fields, 'fair_key', flow[4]) end
+    lane = lane_of(priority, flow[4], flow[2], flow[3])
+  end
+  if j[8] then append(fields, 'max_attempts', string.format('%d', j[8])) end
+  if j[9] then append(fields, 'timeout_s', string.format('%.17g', j[9])) end
   local state, parents = 'queued', nil
-  if #j > 8 then
+  if #j > 9 then
     state, parents = link_fields(fields, j)
     fields[6] = state
   end
-  local id = insert_job(queue, priority, run_at, state, fields, now, index)
+  local id = insert_job(queue, priority, run_at, state, fields, now, index, lane)
   if key then redis.call('HSET', key_keys(queue), key, id) end
-  counter:add(queue, state, 1)
+  counter:add(queue, state, 1, tenant)
   if run_id then
     local k = key_run(run_id)
     redis.call('HINCRBY', k, 'total', 1)
@@ -125,7 +137,7 @@ local function store(j)
     redis.call('ZADD', key_done('cancelled'), now, id)
     redis.call('ZADD', key_queue_done(queue, 'cancelled'), now, id)
     finished_now[#finished_now + 1] = id
-    after_finish(id, nil, 'cancelled', now, {run_id = run_id, webhook = j[11]})
+    after_finish(id, nil, 'cancelled', now, {run_id = run_id, webhook = j[12]})
   end
   return {id, job_fields(id), true}
 end
@@ -137,7 +149,7 @@ local function run_refusal(j)
   local state = redis.call('HGET', key_run(run_id), 'state')
   if not state then return {'unknown_run', run_id} end
   if state == 'open' then return nil end
-  local parent = j[12]
+  local parent = j[13]
   if parent then
     local f = redis.call('HMGET', key_job(parent), 'state', 'run_id')
     if f[1] == 'running' and f[2] == run_id then return nil end
@@ -153,7 +165,7 @@ local function link_refusal(call)
       local refused = run_refusal(j)
       if refused then return refused end
     end
-    for _, parent in ipairs(j[9] or {}) do
+    for _, parent in ipairs(j[10] or {}) do
       if not seen[parent] and redis.call('EXISTS', key_job(parent)) == 0 then
         missing[#missing + 1] = tonumber(parent)
       end
@@ -173,6 +185,41 @@ local function stored_cap(queue)
     stored_caps[queue] = cap
   end
   return cap
+end
+
+-- A tenant's unfinished jobs, in every queue (P:tenant:T) and pending in this script.
+local function tenant_depth(tenant)
+  local flat = redis.call('HGETALL', key_tenant(tenant))
+  local depth = 0
+  for i = 1, #flat, 2 do
+    local state = string.match(flat[i], ' (%a+)$')
+    if UNFINISHED[state] then depth = depth + num(flat[i + 1]) end
+  end
+  for name, delta in pairs(counter.tenants[tenant] or {}) do
+    if UNFINISHED[string.match(name, ' (%a+)$')] then depth = depth + delta end
+  end
+  return depth
+end
+
+-- The first tenant quota this call would break, as an answer; nil when it fits.
+local function tenant_full(call)
+  local quotas = call[4]
+  if not quotas or next(quotas) == nil then return nil end
+  local incoming, order = {}, {}
+  for _, j in ipairs(call[2]) do
+    local tenant = j[7] and j[7][1]
+    if tenant then
+      if incoming[tenant] == nil then order[#order + 1] = tenant end
+      incoming[tenant] = (incoming[tenant] or 0) + 1
+    end
+  end
+  for _, tenant in ipairs(order) do
+    local quota = quotas[tenant] or quotas['*']
+    if quota and tenant_depth(tenant) + incoming[tenant] > quota then
+      return {'tenant_full', tenant, quota}
+    end
+  end
+  return nil
 end
 
 -- The first limit this call would break, as an answer; nil when it fits.
@@ -196,7 +243,7 @@ end
 -- Only calls with a run or a parent are checked for them (a flag the caller sets).
 local results = {}
 for c, call in ipairs(cjson.decode(ARGV[2])) do
-  local refused = (call[3] and link_refusal(call)) or first_full(call)
+  local refused = (call[3] and link_refusal(call)) or first_full(call) or tenant_full(call)
   if refused then
     results[c] = refused
   else

@@ -7,11 +7,19 @@
 --          at the entries' run_at, XREADGROUP '>' as consumer leased to take);
 --          P:job:N (HGETALL/HSET/HDEL), P:leases (ZADD), P:q:Q:counts (HINCRBY), P:run:I
 --          (HINCRBY, for a job of a run)
--- Returns  JSON [[id, fields], ...]: the leased jobs.
+--          With flow limits or lanes: P:q:Q:lanes (SMEMBERS), P:q:Q:lane:L (ZRANGEBYSCORE,
+--          ZREM), P:q:Q:buckets, P:q:Q:served, P:q:Q:running_keys (HGET/HSET/HINCRBY)
+-- Returns  JSON [[id, fields], ...]: the leased jobs (the plain path); with flow limits or
+--          lanes, JSON {"jobs": [[id, fields], ...], "until": when a rate frees a token for
+--          jobs held back by it, as text, or null}.
 --
 -- Order: higher priority first; within a priority, earlier run_at, then lower id. A stream's
 -- undelivered entries are already in that order, and so is the waiting set: the two are
 -- merged. When nothing waits in the set (the usual case) a level is a plain XREADGROUP.
+--
+-- A queue with stored flow limits, or with jobs in lanes, takes the flow path (lease_flow):
+-- the candidates are the due prefix of each level (merged as above) and of each lane whose
+-- keys are not blocked, and the jobs taken are chosen as forebay.flow.plan does.
 
 local queue, limit, worker, token = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now, expires = ARGV[5], ARGV[6]
@@ -27,7 +35,14 @@ local function take(id, priority, entry)
     return
   end
   local attempt, deliveries = num(f.attempt), num(f.deliveries)
-  if attempt > 0 then counter:add(queue, 'retrying', -1) end
+  if attempt > 0 then counter:add(queue, 'retrying', -1, f.tenant) end
+  if f.tenant then
+    counter:add_tenant(f.tenant, queue, 'queued', -1)
+    counter:add_tenant(f.tenant, queue, 'running', 1)
+  end
+  if f.concurrency_key then
+    redis.call('HINCRBY', key_running_keys(queue), f.concurrency_key, 1)
+  end
   if f.run_id then run_move(f.run_id, 'queued', 'running') end
   redis.call('HSET', k, 'state', 'running', 'lease_token', token, 'lease_expires_at', expires,
              'worker_id', worker, 'updated_at', now, 'started_at', now, 'attempt', attempt + 1,
@@ -103,8 +118,250 @@ local function lease_level(priority, need)
   if from_stream > 0 then read(stream, priority, from_stream) end
 end
 
+-- The due jobs of a level in (run_at, id) order, at most need: the stream's undelivered
+-- heads merged with the waiting set's due members. Each is {id, run_at, member} (member:
+-- the waiting set's, nil for a stream entry).
+local function level_candidates(priority, need)
+  local stream = key_stream(queue, priority)
+  local heads = {}
+  if redis.call('EXISTS', stream) == 1 then
+    heads = redis.call('XRANGE', stream, '(' .. last_delivered(stream), '+', 'COUNT', need)
+  end
+  local due = redis.call('ZRANGEBYSCORE', key_waiting(queue, priority), '-inf', now,
+                         'WITHSCORES', 'LIMIT', 0, need)
+  local items, i, j = {}, 1, 1
+  while #items < need do
+    local head, member = heads[i], due[2 * j - 1]
+    if head == nil and member == nil then break end
+    if head ~= nil and not head[2] then
+      i = i + 1  -- an entry without fields: nothing to lease
+    else
+      local take_member = head == nil
+      local head_id, head_at
+      if head ~= nil then head_id, head_at = tonumber(head[2][2]), tonumber(head[2][4]) end
+      if member ~= nil and head ~= nil then
+        local at = tonumber(due[2 * j])
+        take_member = at < head_at or (at == head_at and tonumber(member) < head_id)
+      end
+      if take_member then
+        items[#items + 1] = {id = unzid(member), run_at = tonumber(due[2 * j]), member = member}
+        j = j + 1
+      else
+        items[#items + 1] = {id = head[2][2], run_at = head_at}
+        i = i + 1
+      end
+    end
+  end
+  return items
+end
+
+-- The flow path: forebay.flow.plan over the due prefixes of the levels and of the unblocked
+-- lanes, then each job chosen is taken from where it waits.
+local function lease_flow(limits)
+  local now_n = tonumber(now)
+  local state = flow_reader(queue, now_n)
+  local room, wait = flow_budget(queue, limits, state, limit, now_n)
+  if room <= 0 then return {}, wait end
+
+  local candidates = {}
+  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
+    for _, c in ipairs(level_candidates(priority, room)) do
+      c.priority, c.level = tonumber(priority), priority
+      candidates[#candidates + 1] = c
+    end
+  end
+  for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+    local priority, fair_key, rate_key, concurrency_key = lane_parts(lane)
+    local need = room
+    local blocked = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
+    if blocked == 'rate' then
+      need = 1  -- its head is held back, and says when its key frees a token
+    elseif blocked == 'cap' then
+      need = 0
+    else
+      if limits.rate_per_key and rate_key then
+        need = math.min(need, rate_available(limits.rate_per_key, state:tat(rate_key), now_n))
+      end
+      if limits.concurrency_per_key and concurrency_key then
+        need = math.min(need, limits.concurrency_per_key - state:running_of(concurrency_key))
+      end
+    end
+    if need > 0 then
+      local due = redis.call('ZRANGEBYSCORE', key_lane(queue, lane), '-inf', now,
+                             'WITHSCORES', 'LIMIT', 0, need)
+      for k = 1, #due, 2 do
+        candidates[#candidates + 1] = {
+          id = unzid(due[k]), run_at = tonumber(due[k + 1]), member = due[k],
+          priority = tonumber(priority), lane = lane, rate_key = rate_key,
+          concurrency_key = concurrency_key, fair_key = fair_key}
+      end
+    end
+  end
+
+  -- Best first: effective priority (aging), then run_at, then id.
+  local aging = limits.aging_s
+  for _, c in ipairs(candidates) do
+    c.effective = c.priority
+    if aging and now_n > c.run_at then
+      c.effective = c.priority + math.floor((now_n - c.run_at) / aging)
+    end
+    c.id_n = tonumber(c.id)
+  end
+  local function better(a, b)
+    if a.effective ~= b.effective then return a.effective > b.effective end
+    if a.run_at ~= b.run_at then return a.run_at < b.run_at end
+    return a.id_n < b.id_n
+  end
+
+  -- The per-key limits within this lease (flow._Admission).
+  local tokens, running, spent, held_until = {}, {}, {}, nil
+  local per_key_rate, cap = limits.rate_per_key, limits.concurrency_per_key
+  local function admit(c)
+    local key = c.rate_key
+    if per_key_rate and key then
+      local left = tokens[key]
+      if left == nil then
+        left = rate_available(per_key_rate, state:tat(key), now_n)
+        tokens[key] = left
+      end
+      if left <= 0 then
+        local tat = rate_spend(per_key_rate, state:tat(key), now_n, spent[key] or 0)
+        local at = rate_free_at(per_key_rate, tat, now_n)
+        if held_until == nil or at < held_until then held_until = at end
+        return false
+      end
+    end
+    local ckey = c.concurrency_key
+    if cap and ckey then
+      local n = running[ckey] or state:running_of(ckey)
+      if n >= cap then return false end
+      running[ckey] = n + 1
+    end
+    if per_key_rate and key then
+      tokens[key] = tokens[key] - 1
+      spent[key] = (spent[key] or 0) + 1
+    end
+    return true
+  end
+
+  local chosen = {}
+  if not limits.fair then
+    table.sort(candidates, better)
+    for _, c in ipairs(candidates) do
+      if #chosen >= room then break end
+      if admit(c) then chosen[#chosen + 1] = c end
+    end
+  else
+    -- The fair keys take turns, one job each per round, least recently served first
+    -- (never served: first; ties by key text, no key first). flow._take_turns.
+    local groups, turns = {}, {}
+    for _, c in ipairs(candidates) do
+      local k = c.fair_key or ''
+      if groups[k] == nil then
+        groups[k] = {}
+        turns[#turns + 1] = k
+      end
+      table.insert(groups[k], c)
+    end
+    local served_key = key_served(queue)
+    local marks = {}
+    for _, k in ipairs(turns) do
+      marks[k] = tonumber(redis.call('HGET', served_key, k)) or -math.huge
+      table.sort(groups[k], better)
+    end
+    table.sort(turns, function(a, b)
+      if marks[a] ~= marks[b] then return marks[a] < marks[b] end
+      return a < b
+    end)
+    local cursor, last_served, order = {}, {}, 0
+    while #chosen < room and #turns > 0 do
+      local still = {}
+      for _, k in ipairs(turns) do
+        local jobs, i = groups[k], cursor[k] or 1
+        if #chosen < room then
+          while i <= #jobs and not admit(jobs[i]) do i = i + 1 end
+          if i <= #jobs then
+            chosen[#chosen + 1] = jobs[i]
+            order = order + 1
+            last_served[k] = order
+            i = i + 1
+          end
+          cursor[k] = i
+        end
+        if i <= #jobs then still[#still + 1] = k end
+      end
+      turns = still
+    end
+    -- Later marks for keys served later in this lease, in the order last served.
+    local served = {}
+    for k, n in pairs(last_served) do served[#served + 1] = {k, n} end
+    table.sort(served, function(a, b) return a[2] < b[2] end)
+    for n, pair in ipairs(served) do
+      redis.call('HSET', served_key, pair[1], time_text(now_n + (n - 1) * 1e-6))
+    end
+  end
+
+  -- Take each job chosen from where it waits, in the order chosen.
+  local from_stream, from_set = {}, {}
+  for _, c in ipairs(chosen) do
+    if c.lane then
+      leave_lane(c.id, queue, c.lane)
+    elseif c.member then
+      local zkey = key_waiting(queue, c.level)
+      from_set[zkey] = from_set[zkey] or {}
+      table.insert(from_set[zkey], c.member)
+    else
+      from_stream[c.level] = (from_stream[c.level] or 0) + 1
+    end
+  end
+  for zkey, members in pairs(from_set) do bulk('ZREM', zkey, members) end
+  for level, n in pairs(from_stream) do
+    -- the heads chosen are the first undelivered entries: move them to the pending list
+    redis.call('XREADGROUP', 'GROUP', GROUP, LEASED, 'COUNT', n, 'STREAMS',
+               key_stream(queue, level), '>')
+  end
+  for _, c in ipairs(chosen) do take(c.id, c.level or tostring(c.priority), nil) end
+
+  local taken = #chosen
+  local buckets = key_buckets(queue)
+  local new_queue_tat = nil
+  if taken > 0 and limits.rate then
+    new_queue_tat = rate_spend(limits.rate, state:tat(''), now_n, taken)
+    redis.call('HSET', buckets, '', time_text(new_queue_tat))
+  end
+  if per_key_rate then
+    for key, n in pairs(spent) do
+      redis.call('HSET', buckets, key, time_text(rate_spend(per_key_rate, state:tat(key), now_n, n)))
+    end
+  end
+  if held_until ~= nil then return chosen, held_until end
+  if taken >= room and limits.rate and taken < limit then
+    return chosen, rate_free_at(limits.rate, new_queue_tat or state:tat(''), now_n)
+  end
+  return chosen, nil
+end
+
+local function finish_lease()
+  if #leases > 0 then
+    bulk('ZADD', key_leases(), leases)
+    counter:add(queue, 'queued', -#out)
+    counter:add(queue, 'running', #out)
+  end
+  counter:flush()
+  stale:flush()
+end
+
 -- A paused queue leases nothing (operator controls).
-if redis.call('HGET', key_settings(queue), 'paused') == '1' then return '[]' end
+local settings = redis.call('HMGET', key_settings(queue), 'paused', 'limits')
+if settings[1] == '1' then return '[]' end
+
+if settings[2] or redis.call('EXISTS', key_lanes(queue)) == 1 then
+  local _, wait = lease_flow(flow_limits(settings[2]) or {})
+  finish_lease()
+  local until_text = 'null'
+  if wait ~= nil then until_text = '"' .. time_text(wait) .. '"' end
+  return '{"jobs":' .. json_array(out) .. ',"until":' .. until_text .. '}'
+end
 
 for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
   if #out >= limit then break end

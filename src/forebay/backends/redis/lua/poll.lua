@@ -2,11 +2,16 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, then queue names
--- Keys     P:q:Q:settings (HGET paused), P:q:Q:levels; per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
+-- Keys     P:q:Q:settings (HMGET paused, limits), P:q:Q:levels, P:q:Q:lanes and each lane
+--          (first member), the flow state (P:q:Q:buckets, P:q:Q:running_keys, counts); per level P:q:Q:waiting:R (first member) and P:q:Q:stream:R
 --          (entries not yet delivered: XINFO GROUPS + XRANGE); P:q:Q:wake (last entry)
 -- Returns  {1} when a job is due now; else {0, earliest scheduled run_at or '', stream, id,
 --          stream, id, ...}: an XREAD BLOCK from those ids returns as soon as an entry is
 --          appended to one of the streams or the wake stream moves.
+--
+-- Flow limits: a queue whose rate has no token or whose running jobs are at its cap has
+-- nothing due (its rate's next token counts as the earliest time; only its wake stream is
+-- watched, and a worker polls again within a second); nor has a lane whose key is blocked.
 
 local now = ARGV[1]
 local now_n = tonumber(now)
@@ -15,7 +20,33 @@ local watch, earliest = {}, nil
 for a = 2, #ARGV do
   local queue = ARGV[a]
   -- a paused queue has nothing due: only its wake stream is watched (resuming moves it)
-  if redis.call('HGET', key_settings(queue), 'paused') ~= '1' then
+  local settings = redis.call('HMGET', key_settings(queue), 'paused', 'limits')
+  local limits, state, open = flow_limits(settings[2]), nil, settings[1] ~= '1'
+  if open and limits then
+    state = flow_reader(queue, now_n)
+    local room, wait = flow_budget(queue, limits, state, 1, now_n)
+    if room <= 0 then
+      open = false
+      if wait and (earliest == nil or wait < tonumber(earliest)) then earliest = time_text(wait) end
+    end
+  end
+  if open then
+    for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+      local first = redis.call('ZRANGE', key_lane(queue, lane), 0, 0, 'WITHSCORES')
+      if first[2] then
+        local at = tonumber(first[2])
+        local blocked, free_at = nil, nil
+        if limits then
+          local _, _, rate_key, concurrency_key = lane_parts(lane)
+          blocked, free_at = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
+        end
+        if blocked == 'rate' then at = math.max(at, free_at) end
+        if blocked ~= 'cap' then
+          if at <= now_n then return {1} end
+          if earliest == nil or at < tonumber(earliest) then earliest = time_text(at) end
+        end
+      end
+    end
     local levels = redis.call('ZRANGE', key_levels(queue), 0, -1)
     levels[#levels + 1] = '0'  -- the default level is always watched, even before it exists
     local watched = {}

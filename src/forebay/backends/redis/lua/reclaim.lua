@@ -10,7 +10,8 @@
 -- ARGV     now, max (jobs handled per call; the caller repeats while max were found)
 -- Keys     P:leases (ZRANGEBYSCORE deadline < now, ZREM), P:job:N (HMGET/HSET/HDEL),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:waiting:R (ZADD at its
---          unchanged run_at: it keeps its place), P:q:Q:levels, P:q:Q:wake,
+--          unchanged run_at: it keeps its place; a job with flow keys: its lane), P:q:Q:levels,
+--          P:q:Q:wake, P:q:Q:running_keys, P:tenant:T,
 --          P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for a job of a run)
 -- Returns  {expired leases found, jobs requeued}
 
@@ -21,7 +22,7 @@ local requeued = 0
 for _, id in ipairs(expired) do
   local k = key_job(id)
   local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'entry', 'attempt', 'run_at',
-                       'run_id')
+                       'run_id', 'tenant', 'fair_key', 'rate_key', 'concurrency_key')
   if f[1] == 'running' then
     local attempt = math.max(num(f[5]) - 1, 0)
     redis.call('HSET', k, 'state', 'queued', 'attempt', attempt, 'updated_at', now,
@@ -29,11 +30,11 @@ for _, id in ipairs(expired) do
                'error_type', 'LeaseExpired')
     append_error(id, f[5], now, 'LeaseExpired',
                  'lease expired: the worker stopped heartbeating (crashed or was killed)', false)
-    put_back(id, {queue = f[2], priority = f[3], entry = f[4], run_id = f[7]}, f[6], now,
-             dropper, true)
-    counter:add(f[2], 'running', -1)
-    counter:add(f[2], 'queued', 1)
-    if attempt > 0 then counter:add(f[2], 'retrying', 1) end
+    put_back(id, {queue = f[2], priority = f[3], entry = f[4], run_id = f[7], fair_key = f[9],
+                  rate_key = f[10], concurrency_key = f[11]}, f[6], now, dropper, true)
+    counter:add(f[2], 'running', -1, f[8])
+    counter:add(f[2], 'queued', 1, f[8])
+    if attempt > 0 then counter:add(f[2], 'retrying', 1, f[8]) end
     requeued = requeued + 1
   end
 end

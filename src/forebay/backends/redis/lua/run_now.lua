@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...]
--- Keys     P:job:N (HMGET/HSET), P:q:Q:waiting:R (ZADD XX: the new score), P:q:Q:wake (XADD:
+-- Keys     P:job:N (HMGET/HSET), P:q:Q:waiting:R or P:q:Q:lane:L (ZADD XX: the new score), P:q:Q:wake (XADD:
 --          idle workers poll again)
 -- Returns  the ids that are queued (and now due).
 
@@ -10,11 +10,14 @@ local now = ARGV[1]
 local out = {}
 for _, id in ipairs(cjson.decode(ARGV[2])) do
   local k = key_job(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'run_at', 'entry')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'priority', 'run_at', 'entry', 'fair_key',
+                       'rate_key', 'concurrency_key')
   if f[1] == 'queued' then
     if not f[5] and tonumber(f[4]) > tonumber(now) then
-      -- in the waiting set: due now, ordered by its new run_at
-      redis.call('ZADD', key_waiting(f[2], f[3]), 'XX', now, zid(id))
+      -- in the waiting set (or its lane): due now, ordered by its new run_at
+      local lane = lane_of(f[3], f[6], f[7], f[8])
+      local zkey = lane and key_lane(f[2], lane) or key_waiting(f[2], f[3])
+      redis.call('ZADD', zkey, 'XX', now, zid(id))
       redis.call('HSET', k, 'run_at', now, 'updated_at', now)
       wake(f[2])
     end

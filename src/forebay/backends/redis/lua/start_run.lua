@@ -1,7 +1,8 @@
 -- start_run: store an open run with no jobs, or find the stored run of its key.
 --
 -- KEYS[1]  prefix
--- ARGV     now, JSON [id, name, key, meta JSON text, on_complete, webhook] (false for none)
+-- ARGV     now, JSON [id, name, key, meta JSON text, on_complete, webhook, tenant] (false
+--          for none)
 -- Keys     P:run_keys (HGET/HSET), P:run:I (HSET/HGETALL), P:runs (ZADD)
 -- Returns  {1 (stored) or 0 (found by its key), id, {field, value, ...}}
 
@@ -16,7 +17,8 @@ if key then
 end
 local fields = {'state', 'open', 'meta', run[4], 'created_at', now, 'total', 0, 'waiting', 0,
                 'queued', 0, 'running', 0, 'completed', 0, 'dead', 0, 'cancelled', 0}
-local optional = {name = run[2], key = key, on_complete = run[5], webhook = run[6]}
+local optional = {name = run[2], key = key, on_complete = run[5], webhook = run[6],
+                  tenant = run[7]}
 for name, value in pairs(optional) do
   if value then
     fields[#fields + 1] = name
