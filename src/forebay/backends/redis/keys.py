@@ -148,12 +148,12 @@ TEMPLATES: dict[str, str] = {
     "runs": "{prefix}:runs",
     "runs_completed": "{prefix}:runs:completed",
     "run_keys": "{prefix}:run_keys",
-    "lane": "{prefix}:q:{queue}:lane:{lane}",
+    "lane": "{prefix}:q:{queue}:lane:{id}",
     "lanes": "{prefix}:q:{queue}:lanes",
     "buckets": "{prefix}:q:{queue}:buckets",
     "served": "{prefix}:q:{queue}:served",
     "running_keys": "{prefix}:q:{queue}:running_keys",
-    "tenant": "{prefix}:tenant:{tenant}",
+    "tenant": "{prefix}:tenant:{id}",
 }
 
 
@@ -237,14 +237,14 @@ class Keys:
         return self._name("lanes", queue=queue)
 
     def lane(self, queue: str, lane: str) -> str:
-        return self._name("lane", queue=queue, lane=lane)
+        return self._name("lane", queue=queue, id=lane)
 
     def running_keys(self, queue: str) -> str:
         return self._name("running_keys", queue=queue)
 
     def tenant(self, tenant: str) -> str:
         """Tenant ``tenant``'s counts, per queue and state."""
-        return self._name("tenant", tenant=tenant)
+        return self._name("tenant", id=tenant)
 
     def run(self, run_id: str) -> str:
         return self._name("run", id=run_id)
