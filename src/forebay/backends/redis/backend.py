@@ -760,7 +760,7 @@ class RedisBackend:
                 break
         if spec.runs_before is not None:
             total += await self._prune_runs(spec.runs_before, spec.limit)
-        await self._run("tidy")
+        await self._run("tidy", _ts(time.time()))
         return total
 
     async def _prune_runs(self, before: float, limit: int) -> int:

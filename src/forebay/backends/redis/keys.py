@@ -81,7 +81,7 @@ name, ``N`` a job id, ``R`` a priority)::
     P:q:Q:lanes                set     the lanes of Q that hold jobs
     P:q:Q:buckets              hash    Q's rate buckets (GCRA tat, epoch seconds): field ''
                                        the queue's, else a rate key's; a tat in the past is
-                                       the same as none (deleted when read)
+                                       the same as none (pruning deletes it)
     P:q:Q:served               hash    fair key ('' for none) -> when fair leasing last served it
     P:q:Q:running_keys         hash    concurrency key -> running jobs of Q with that key
                                        (every way out of running takes one off)

@@ -35,6 +35,7 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
     if f[1] == 'running' then
       ended[#ended + 1] = id
       leave_running(f[2], f[12])
+      freed_slot(f[2])
     elseif f[1] == 'queued' and num(f[5]) > 0 then
       counter:add(f[2], 'retrying', -1, f[9])
     end
