@@ -94,9 +94,7 @@ async def test_every_way_back_to_queued_puts_a_keyed_job_in_its_lane(
     assert {j.id for j in again} == ids
     # a child released by its parent's finish goes to its lane as well
     parent = got[0]
-    [child] = await store.enqueue(
-        [NewJob.create("q", {"n": 9}, after=[parent.id], rate_key="k0")]
-    )
+    [child] = await store.enqueue([NewJob.create("q", {"n": 9}, after=[parent.id], rate_key="k0")])
     assert child.state == JobState.WAITING
     for j in again:
         await store.complete([j.lease])

@@ -568,9 +568,7 @@ class RedisBackend:
             or (len(jobs) > _SCRIPT_JOBS and await self._any_stored_cap(jobs))
         )
         step = len(jobs) if whole else _SCRIPT_JOBS
-        calls = [
-            _EnqueueCall(jobs[i : i + step], depth, quotas) for i in range(0, len(jobs), step)
-        ]
+        calls = [_EnqueueCall(jobs[i : i + step], depth, quotas) for i in range(0, len(jobs), step)]
         if len(calls) == 1:
             return await self._enqueuer.submit(calls[0])
         # In order: the first slice is flushed at once, the next ones by the group commit.
