@@ -163,11 +163,32 @@ local function lease_flow(limits)
   local room, wait = flow_budget(queue, limits, state, limit, now_n)
   if room <= 0 then return {}, wait end
 
-  local candidates = {}
+  -- Best first: effective priority (aging), then run_at, then id.
+  local aging = limits.aging_s
+  local function candidate(id, run_at, priority)
+    local effective = priority
+    if aging and now_n > run_at then effective = priority + math.floor((now_n - run_at) / aging) end
+    return {id = id, id_n = tonumber(id), run_at = run_at, priority = priority,
+            effective = effective}
+  end
+  local function better(a, b)
+    if a.effective ~= b.effective then return a.effective > b.effective end
+    if a.run_at ~= b.run_at then return a.run_at < b.run_at end
+    return a.id_n < b.id_n
+  end
+
+  -- The sources of candidates, each in best-first order: a level's due prefix (read at
+  -- once), a lane's due jobs (read a few at a time, at most `need`: no more can start).
+  local sources = {}
   for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
+    local items = {}
     for _, c in ipairs(level_candidates(priority, room)) do
-      c.priority, c.level = tonumber(priority), priority
-      candidates[#candidates + 1] = c
+      local item = candidate(c.id, c.run_at, tonumber(priority))
+      item.member, item.level = c.member, priority
+      items[#items + 1] = item
+    end
+    if #items > 0 then
+      sources[#sources + 1] = {items = items, pos = 1, read = #items, need = #items, done = true}
     end
   end
   for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
@@ -187,30 +208,62 @@ local function lease_flow(limits)
       end
     end
     if need > 0 then
-      local due = redis.call('ZRANGEBYSCORE', key_lane(queue, lane), '-inf', now,
-                             'WITHSCORES', 'LIMIT', 0, need)
-      for k = 1, #due, 2 do
-        candidates[#candidates + 1] = {
-          id = unzid(due[k]), run_at = tonumber(due[k + 1]), member = due[k],
-          priority = tonumber(priority), lane = lane, rate_key = rate_key,
-          concurrency_key = concurrency_key, fair_key = fair_key}
-      end
+      sources[#sources + 1] = {
+        lane = lane, key = key_lane(queue, lane), priority = tonumber(priority),
+        fair_key = fair_key, rate_key = rate_key, concurrency_key = concurrency_key,
+        items = {}, pos = 1, read = 0, need = need, done = false}
     end
   end
 
-  -- Best first: effective priority (aging), then run_at, then id.
-  local aging = limits.aging_s
-  for _, c in ipairs(candidates) do
-    c.effective = c.priority
-    if aging and now_n > c.run_at then
-      c.effective = c.priority + math.floor((now_n - c.run_at) / aging)
+  -- A source's next candidate (nil: none left), read from its lane when needed.
+  local function head(src)
+    if src.pos > #src.items then
+      if src.done or src.read >= src.need then return nil end
+      local count = math.min(src.need - src.read, math.max(1, src.read * 2))
+      local due = redis.call('ZRANGEBYSCORE', src.key, '-inf', now, 'WITHSCORES', 'LIMIT',
+                             src.read, count)
+      local items = {}
+      for k = 1, #due, 2 do
+        local item = candidate(unzid(due[k]), tonumber(due[k + 1]), src.priority)
+        item.member, item.lane = due[k], src.lane
+        item.rate_key, item.concurrency_key = src.rate_key, src.concurrency_key
+        items[#items + 1] = item
+      end
+      src.items, src.pos, src.read = items, 1, src.read + #items
+      if #items < count then src.done = true end
+      if #items == 0 then return nil end
     end
-    c.id_n = tonumber(c.id)
+    return src.items[src.pos]
   end
-  local function better(a, b)
-    if a.effective ~= b.effective then return a.effective > b.effective end
-    if a.run_at ~= b.run_at then return a.run_at < b.run_at end
-    return a.id_n < b.id_n
+
+  -- Sources in a binary heap by their next candidate: the best candidate overall is on top.
+  local function push(heap, src)
+    src.head = head(src)
+    if src.head == nil then return end
+    heap[#heap + 1] = src
+    local i = #heap
+    while i > 1 do
+      local parent = math.floor(i / 2)
+      if not better(heap[i].head, heap[parent].head) then break end
+      heap[i], heap[parent] = heap[parent], heap[i]
+      i = parent
+    end
+  end
+  local function pop(heap)
+    local top, n = heap[1], #heap
+    heap[1] = heap[n]
+    heap[n] = nil
+    n = n - 1
+    local i = 1
+    while true do
+      local l, r, best = 2 * i, 2 * i + 1, i
+      if l <= n and better(heap[l].head, heap[best].head) then best = l end
+      if r <= n and better(heap[r].head, heap[best].head) then best = r end
+      if best == i then break end
+      heap[i], heap[best] = heap[best], heap[i]
+      i = best
+    end
+    return top
   end
 
   -- The per-key limits within this lease (flow._Admission).
@@ -244,51 +297,64 @@ local function lease_flow(limits)
     return true
   end
 
+  -- The best candidate of a heap that may start, taken off it (nil: none). A lane whose
+  -- candidate is refused leaves the heap: its other jobs have the same keys, refused too.
+  local function next_admitted(heap)
+    while #heap > 0 do
+      local src = pop(heap)
+      local c = src.head
+      src.pos = src.pos + 1
+      local ok = admit(c)
+      if ok or not src.lane then push(heap, src) end
+      if ok then return c end
+    end
+    return nil
+  end
+
   local chosen = {}
   if not limits.fair then
-    table.sort(candidates, better)
-    for _, c in ipairs(candidates) do
-      if #chosen >= room then break end
-      if admit(c) then chosen[#chosen + 1] = c end
+    local heap = {}
+    for _, src in ipairs(sources) do push(heap, src) end
+    while #chosen < room do
+      local c = next_admitted(heap)
+      if c == nil then break end
+      chosen[#chosen + 1] = c
     end
   else
     -- The fair keys take turns, one job each per round, least recently served first
     -- (never served: first; ties by key text, no key first). flow._take_turns.
     local groups, turns = {}, {}
-    for _, c in ipairs(candidates) do
-      local k = c.fair_key or ''
+    for _, src in ipairs(sources) do
+      local k = src.fair_key or ''
       if groups[k] == nil then
         groups[k] = {}
         turns[#turns + 1] = k
       end
-      table.insert(groups[k], c)
+      push(groups[k], src)
     end
     local served_key = key_served(queue)
     local marks = {}
     for _, k in ipairs(turns) do
       marks[k] = tonumber(redis.call('HGET', served_key, k)) or -math.huge
-      table.sort(groups[k], better)
     end
     table.sort(turns, function(a, b)
       if marks[a] ~= marks[b] then return marks[a] < marks[b] end
       return a < b
     end)
-    local cursor, last_served, order = {}, {}, 0
+    local last_served, order = {}, 0
     while #chosen < room and #turns > 0 do
       local still = {}
       for _, k in ipairs(turns) do
-        local jobs, i = groups[k], cursor[k] or 1
+        local heap = groups[k]
         if #chosen < room then
-          while i <= #jobs and not admit(jobs[i]) do i = i + 1 end
-          if i <= #jobs then
-            chosen[#chosen + 1] = jobs[i]
+          local c = next_admitted(heap)
+          if c ~= nil then
+            chosen[#chosen + 1] = c
             order = order + 1
             last_served[k] = order
-            i = i + 1
           end
-          cursor[k] = i
         end
-        if i <= #jobs then still[#still + 1] = k end
+        if #heap > 0 then still[#still + 1] = k end
       end
       turns = still
     end
