@@ -79,6 +79,11 @@ name, ``N`` a job id, ``R`` a priority)::
                                        NUL (a missing key is empty); score = run_at, member as
                                        in the waiting sets. Such jobs never enter a stream
     P:q:Q:lanes                set     the lanes of Q that hold jobs
+    P:q:Q:heads:R              zset    the lanes of Q at priority R that hold jobs: member =
+                                       the lane's first job (zero-padded id, as in the
+                                       waiting sets) followed by the lane, score = its run_at;
+                                       the lease walks them in (run_at, id) order and reads
+                                       only the lanes it needs
     P:q:Q:buckets              hash    Q's rate buckets (GCRA tat, epoch seconds): field ''
                                        the queue's, else a rate key's; a tat in the past is
                                        the same as none (pruning deletes it)
@@ -90,7 +95,7 @@ name, ``N`` a job id, ``R`` a priority)::
                                        the queue's counts are (tenant quotas, counts(tenant=))
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
-word (or ``stream:<integer>``, ``waiting:<integer>``, ``lane:<integer>`` NUL ...: no queue
+word (or ``stream:<integer>``, ``waiting:<integer>``, ``heads:<integer>``, ``lane:<integer>`` NUL ...: no queue
 name holds a NUL), so two queues never share a key.
 
 The Lua scripts build the same names through functions generated from :data:`TEMPLATES` by
@@ -150,6 +155,7 @@ TEMPLATES: dict[str, str] = {
     "run_keys": "{prefix}:run_keys",
     "lane": "{prefix}:q:{queue}:lane:{id}",
     "lanes": "{prefix}:q:{queue}:lanes",
+    "heads": "{prefix}:q:{queue}:heads:{priority}",
     "buckets": "{prefix}:q:{queue}:buckets",
     "served": "{prefix}:q:{queue}:served",
     "running_keys": "{prefix}:q:{queue}:running_keys",

@@ -229,11 +229,38 @@ local function lane_parts(lane)
   return parts[1], parts[2], parts[3], parts[4]
 end
 
--- A queued job leaves its lane (the lane leaves the queue's list when emptied).
-local function leave_lane(id, queue, lane)
-  local zkey = key_lane(queue, lane)
-  redis.call('ZREM', zkey, zid(id))
-  if redis.call('EXISTS', zkey) == 0 then redis.call('SREM', key_lanes(queue), lane) end
+-- The lane's entry in its priority's heads (P:q:Q:heads:R: member = zid of the lane's first
+-- job followed by the lane, score = its run_at, so equal times sort by id) after its first
+-- job may have changed from `before` (a zid, or nil); an emptied lane leaves P:q:Q:lanes.
+local function lane_head_moved(queue, lane, before)
+  local priority = string.sub(lane, 1, string.find(lane, '\0', 1, true) - 1)
+  local heads = key_heads(queue, priority)
+  local first = redis.call('ZRANGE', key_lane(queue, lane), 0, 0, 'WITHSCORES')
+  if first[1] == before then return end
+  if before then redis.call('ZREM', heads, before .. lane) end
+  if first[1] then
+    redis.call('ZADD', heads, first[2], first[1] .. lane)
+  else
+    redis.call('SREM', key_lanes(queue), lane)
+  end
+end
+
+local function lane_first(queue, lane)
+  return redis.call('ZRANGE', key_lane(queue, lane), 0, 0)[1]
+end
+
+-- Queued jobs leave their lane (members: their zid).
+local function leave_lane(queue, lane, members)
+  local before = lane_first(queue, lane)
+  bulk('ZREM', key_lane(queue, lane), members)
+  lane_head_moved(queue, lane, before)
+end
+
+-- A job's run_at in its lane (added, or moved), and the lane's head.
+local function lane_put(queue, lane, run_at, member)
+  local before = lane_first(queue, lane)
+  redis.call('ZADD', key_lane(queue, lane), run_at, member)
+  lane_head_moved(queue, lane, before)
 end
 
 -- Put a queued job where it waits (see the top of this file). Returns its new stream entry
@@ -245,8 +272,9 @@ local function place(id, queue, priority, run_at, now, quiet, lane)
   if lane then
     local zkey = key_lane(queue, lane)
     local member = zid(id)
-    redis.call('ZADD', zkey, run_at, member)
+    lane_put(queue, lane, run_at, member)
     redis.call('SADD', key_lanes(queue), lane)
+    use_level(queue, priority)
     local due = at <= tonumber(now)
     if (due and not quiet) or (not due and redis.call('ZRANGE', zkey, 0, 0)[1] == member) then
       wake(queue)

@@ -178,20 +178,11 @@ local function lease_flow(limits)
   end
 
   -- The sources of candidates, each in best-first order: a level's due prefix (read at
-  -- once), a lane's due jobs (read a few at a time, at most `need`: no more can start).
-  local sources = {}
-  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
-    local items = {}
-    for _, c in ipairs(level_candidates(priority, room)) do
-      local item = candidate(c.id, c.run_at, tonumber(priority))
-      item.member, item.level = c.member, priority
-      items[#items + 1] = item
-    end
-    if #items > 0 then
-      sources[#sources + 1] = {items = items, pos = 1, read = #items, need = #items, done = true}
-    end
-  end
-  for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+  -- once), a lane's due jobs (read a few at a time, at most `need`: no more can start), and
+  -- without fairness a level's lane heads (P:q:Q:heads:R, read a few at a time), each of
+  -- which, when it comes first, opens its lane as a source: a lease reads the lanes it
+  -- takes from (and the blocked ones it passes), not every lane of the queue.
+  local function lane_source(lane)
     local priority, fair_key, rate_key, concurrency_key = lane_parts(lane)
     local need = room
     local blocked = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
@@ -207,11 +198,31 @@ local function lease_flow(limits)
         need = math.min(need, limits.concurrency_per_key - state:running_of(concurrency_key))
       end
     end
-    if need > 0 then
-      sources[#sources + 1] = {
-        lane = lane, key = key_lane(queue, lane), priority = tonumber(priority),
-        fair_key = fair_key, rate_key = rate_key, concurrency_key = concurrency_key,
-        items = {}, pos = 1, read = 0, need = need, done = false}
+    if need <= 0 then return nil end
+    return {lane = lane, key = key_lane(queue, lane), priority = tonumber(priority),
+            fair_key = fair_key, rate_key = rate_key, concurrency_key = concurrency_key,
+            items = {}, pos = 1, read = 0, need = need, done = false}
+  end
+
+  local sources = {}
+  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
+    local items = {}
+    for _, c in ipairs(level_candidates(priority, room)) do
+      local item = candidate(c.id, c.run_at, tonumber(priority))
+      item.member, item.level = c.member, priority
+      items[#items + 1] = item
+    end
+    if #items > 0 then
+      sources[#sources + 1] = {items = items, pos = 1, read = #items, need = #items, done = true}
+    end
+    if not limits.fair then
+      sources[#sources + 1] = {heads = key_heads(queue, priority), priority = tonumber(priority),
+                               items = {}, pos = 1, read = 0, need = math.huge, done = false}
+    end
+  end
+  if limits.fair then
+    for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+      sources[#sources + 1] = lane_source(lane)
     end
   end
 
@@ -220,13 +231,21 @@ local function lease_flow(limits)
     if src.pos > #src.items then
       if src.done or src.read >= src.need then return nil end
       local count = math.min(src.need - src.read, math.max(1, src.read * 2))
-      local due = redis.call('ZRANGEBYSCORE', src.key, '-inf', now, 'WITHSCORES', 'LIMIT',
-                             src.read, count)
+      if src.heads then count = math.max(16, src.read) end
+      local due = redis.call('ZRANGEBYSCORE', src.key or src.heads, '-inf', now, 'WITHSCORES',
+                             'LIMIT', src.read, count)
       local items = {}
       for k = 1, #due, 2 do
-        local item = candidate(unzid(due[k]), tonumber(due[k + 1]), src.priority)
-        item.member, item.lane = due[k], src.lane
-        item.rate_key, item.concurrency_key = src.rate_key, src.concurrency_key
+        local item
+        if src.heads then
+          -- just before its lane's first job: the lane opens before that job is due to go
+          item = candidate('0', tonumber(due[k + 1]), src.priority)
+          item.id_n, item.opens = tonumber(string.sub(due[k], 1, 15)) - 0.5, string.sub(due[k], 16)
+        else
+          item = candidate(unzid(due[k]), tonumber(due[k + 1]), src.priority)
+          item.member, item.lane = due[k], src.lane
+          item.rate_key, item.concurrency_key = src.rate_key, src.concurrency_key
+        end
         items[#items + 1] = item
       end
       src.items, src.pos, src.read = items, 1, src.read + #items
@@ -304,9 +323,15 @@ local function lease_flow(limits)
       local src = pop(heap)
       local c = src.head
       src.pos = src.pos + 1
-      local ok = admit(c)
-      if ok or not src.lane then push(heap, src) end
-      if ok then return c end
+      if c.opens then
+        push(heap, src)
+        local lane = lane_source(c.opens)
+        if lane then push(heap, lane) end
+      else
+        local ok = admit(c)
+        if ok or not src.lane then push(heap, src) end
+        if ok then return c end
+      end
     end
     return nil
   end
@@ -369,9 +394,11 @@ local function lease_flow(limits)
 
   -- Take each job chosen from where it waits, in the order chosen.
   local from_stream, from_set = {}, {}
+  local from_lane = {}
   for _, c in ipairs(chosen) do
     if c.lane then
-      leave_lane(c.id, queue, c.lane)
+      from_lane[c.lane] = from_lane[c.lane] or {}
+      table.insert(from_lane[c.lane], c.member)
     elseif c.member then
       local zkey = key_waiting(queue, c.level)
       from_set[zkey] = from_set[zkey] or {}
@@ -381,6 +408,7 @@ local function lease_flow(limits)
     end
   end
   for zkey, members in pairs(from_set) do bulk('ZREM', zkey, members) end
+  for lane, members in pairs(from_lane) do leave_lane(queue, lane, members) end
   for level, n in pairs(from_stream) do
     -- the heads chosen are the first undelivered entries: move them to the pending list
     redis.call('XREADGROUP', 'GROUP', GROUP, LEASED, 'COUNT', n, 'STREAMS',
