@@ -176,3 +176,33 @@ async def test_a_layout_3_store_with_queued_jobs_upgrades_and_leases_them(
             assert [j.id for j in rest] == [old[2].id, old[3].id]
         finally:
             await again.close()
+
+
+async def test_lane_heads_name_each_lanes_first_job(
+    store: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """The lease walks P:q:Q:heads:R instead of every lane: after arrivals, leases, put-backs,
+    run-now and cancels, each lane's entry there is its first job, at its run_at."""
+    await store.set_queue("q", limits=FlowLimits(rate_per_key=Rate(1000, 1.0)))
+    t = time.time() + 1.0
+    jobs = await store.enqueue(
+        [new(i, rate_key=f"k{i % 3}", priority=i % 2, delay=(i % 4) * 0.5) for i in range(24)]
+    )
+    got = await lease(store, t + 1.0, limit=5)
+    await store.retry([Retry(got[0].lease, run_at=t - 10, error="e", error_type="E")])
+    await store.release([got[1].lease])
+    await store.cancel([jobs[10].id, jobs[11].id])
+    await store.run_now([j.id for j in jobs if j.payload["n"] % 4 == 3])
+    await lease(store, t + 0.2, limit=3)
+    expected: dict[str, set[tuple[str, float]]] = {}
+    for lane in await raw.smembers(store.keys.lanes("q")):
+        [(first, at)] = await raw.zrange(store.keys.lane("q", lane), 0, 0, withscores=True)
+        expected.setdefault(lane.split("\x00")[0], set()).add((first + lane, at))
+    for priority in ("0", "1"):
+        heads = await raw.zrange(store.keys.heads("q", priority), 0, -1, withscores=True)
+        assert set(heads) == expected.get(priority, set())
+    # and every queued job is still leased, best first within its priority
+    rest = await lease(store, t + 10.0, limit=100)
+    queued = await store.list_jobs(JobFilter(queue="q", state=JobState.QUEUED), limit=100)
+    assert queued == [] and len(rest) > 0
+    assert [j.priority for j in rest] == sorted((j.priority for j in rest), reverse=True)

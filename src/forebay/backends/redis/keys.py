@@ -245,6 +245,9 @@ class Keys:
     def lane(self, queue: str, lane: str) -> str:
         return self._name("lane", queue=queue, id=lane)
 
+    def heads(self, queue: str, priority: int | str) -> str:
+        return self._name("heads", queue=queue, priority=priority)
+
     def running_keys(self, queue: str) -> str:
         return self._name("running_keys", queue=queue)
 
