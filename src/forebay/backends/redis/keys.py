@@ -95,8 +95,8 @@ name, ``N`` a job id, ``R`` a priority)::
                                        the queue's counts are (tenant quotas, counts(tenant=))
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
-word (or ``stream:<integer>``, ``waiting:<integer>``, ``heads:<integer>``, ``lane:<integer>`` NUL ...: no queue
-name holds a NUL), so two queues never share a key.
+word (or ``stream:<integer>``, ``waiting:<integer>``, ``heads:<integer>``, ``lane:<integer>``
+NUL ...: no queue name holds a NUL), so two queues never share a key.
 
 The Lua scripts build the same names through functions generated from :data:`TEMPLATES` by
 :func:`lua_prelude` (``key_job(id)``, ``key_stream(queue, priority)``, ...), with the prefix
