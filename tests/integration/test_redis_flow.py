@@ -206,3 +206,20 @@ async def test_lane_heads_name_each_lanes_first_job(
     queued = await store.list_jobs(JobFilter(queue="q", state=JobState.QUEUED), limit=100)
     assert queued == [] and len(rest) > 0
     assert [j.priority for j in rest] == sorted((j.priority for j in rest), reverse=True)
+
+
+async def test_every_filter_use_narrows_to_a_tenant(store: RedisBackend) -> None:
+    t = time.time() + 1.0
+    await store.enqueue([new(i, tenant=("acme", "globex")[i % 2]) for i in range(8)])
+    got = await lease(store, t, limit=4)
+    await store.dead_letter([Failure(j.lease, error="e", error_type="E") for j in got])
+    acme, globex = JobFilter(tenant="acme"), JobFilter(tenant="globex")
+    assert {j.tenant for j in await store.list_dead(acme)} == {"acme"}
+    assert len(await store.list_dead(acme)) == 2
+    assert await store.replay(acme) == 2
+    assert await store.purge(globex) == 2
+    assert await store.cancel_where(JobFilter(tenant="acme", state=JobState.QUEUED)) == 4
+    left = await store.list_jobs(JobFilter(state=JobState.QUEUED), limit=100)
+    assert {j.tenant for j in left} == {"globex"} and len(left) == 2
+    [c] = await store.counts(tenant="acme")
+    assert (c.queued, c.cancelled, c.dead) == (0, 4, 0)
