@@ -55,6 +55,9 @@ __all__ = [
 MAX_KEY_LENGTH: Final = 200
 """The longest flow key or tenant, in characters."""
 
+_SLACK_S: Final = 1e-6
+"""Times closer than this are equal: epoch seconds near 2e9 carry about 0.2 µs of rounding, so
+a token due at ``t`` is free at ``t`` however the sum that made ``t`` rounded."""
 _UNITS: Final = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE: Final = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+)\s*$")
 _TENANT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
@@ -119,9 +122,9 @@ class Rate:
         if tat is None or tat <= now:
             return self.burst
         spare = self.tolerance - (tat - now)
-        if spare < -1e-9:
+        if spare < -_SLACK_S:
             return 0
-        return min(self.burst, math.floor(spare / self.interval + 1e-9) + 1)
+        return min(self.burst, math.floor((spare + _SLACK_S) / self.interval) + 1)
 
     def spend(self, tat: float | None, now: float, n: int) -> float:
         """The bucket's ``tat`` once ``n`` tokens are spent at ``now``."""
@@ -490,11 +493,30 @@ def plan(
         out.queue_tat = limits.rate.spend(state.queue_tat, now, taken)
     if admit.rate is not None:
         out.key_tats = {k: admit.key_tat(k) for k in admit.spent}
-    if admit.held_until:
-        out.throttled_until = min(admit.held_until)
-    elif taken >= room and limits.rate is not None and taken < limit:
-        out.throttled_until = limits.rate.free_at(out.queue_tat, now)
+    if taken < limit:
+        out.throttled_until = _next_token(limits, state, out, admit.held_until, room, now)
     return out
+
+
+def _next_token(
+    limits: FlowLimits, state: FlowState, out: Plan, held: list[float], room: int, now: float
+) -> float | None:
+    """When a token frees for jobs a lease that took less than asked may have held back: the
+    earliest of the queue's bucket (when it bounded the lease), the keys it skipped, and the
+    rate keys without a token (the SQL backends leave their jobs out of the candidates, so the
+    plan never sees them; a wake-up for a key with no job left is harmless)."""
+    times = list(held)
+    if limits.rate is not None and len(out.ids) >= room:
+        times.append(limits.rate.free_at(out.queue_tat, now))
+    per_key = limits.rate_per_key
+    if per_key is not None:
+        times.extend(
+            per_key.free_at(tat, now)
+            for tat in state.key_tats.values()
+            if per_key.available(tat, now) <= 0
+        )
+    later = [t for t in times if t > now + _SLACK_S]
+    return min(later) if later else (min(times) if times else None)
 
 
 def _take_turns(
