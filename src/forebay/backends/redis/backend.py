@@ -220,9 +220,10 @@ def _enqueue_row(j: NewJob) -> list[object]:
 
 def _flow_fields(j: NewJob) -> list[str | bool] | bool:
     """A job's tenant and flow keys as ``enqueue.lua`` takes them (False: none of them)."""
+    if j.tenant is None and j.rate_key is None and j.concurrency_key is None:
+        if j.fair_key is None:
+            return False
     values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
-    if all(v is None for v in values):
-        return False
     return [False if v is None else v for v in values]
 
 

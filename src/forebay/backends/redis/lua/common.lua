@@ -328,12 +328,15 @@ local function flow_limits(text)
           aging_s = flow_value(d.aging_s)}
 end
 
+-- Times closer than this are equal (flow._SLACK_S: epoch seconds carry rounding).
+local FLOW_SLACK_S = 1e-6
+
 -- Tokens free at now in a bucket at tat (nil: full). Rate.available.
 local function rate_available(r, tat, now)
   if tat == nil or tat <= now then return r.burst end
   local spare = r.tolerance - (tat - now)
-  if spare < -1e-9 then return 0 end
-  return math.min(r.burst, math.floor(spare / r.interval + 1e-9) + 1)
+  if spare < -FLOW_SLACK_S then return 0 end
+  return math.min(r.burst, math.floor((spare + FLOW_SLACK_S) / r.interval) + 1)
 end
 
 -- The bucket's tat once n tokens are spent at now. Rate.spend.

@@ -286,7 +286,7 @@ local function lease_flow(limits)
   end
 
   -- The per-key limits within this lease (flow._Admission).
-  local tokens, running, spent, held_until = {}, {}, {}, nil
+  local tokens, running, spent, held = {}, {}, {}, {}
   local per_key_rate, cap = limits.rate_per_key, limits.concurrency_per_key
   local function admit(c)
     local key = c.rate_key
@@ -299,7 +299,7 @@ local function lease_flow(limits)
       if left <= 0 then
         local tat = rate_spend(per_key_rate, state:tat(key), now_n, spent[key] or 0)
         local at = rate_free_at(per_key_rate, tat, now_n)
-        if held_until == nil or at < held_until then held_until = at end
+        held[#held + 1] = at
         return false
       end
     end
@@ -428,11 +428,27 @@ local function lease_flow(limits)
       redis.call('HSET', buckets, key, time_text(rate_spend(per_key_rate, state:tat(key), now_n, n)))
     end
   end
-  if held_until ~= nil then return chosen, held_until end
-  if taken >= room and limits.rate and taken < limit then
-    return chosen, rate_free_at(limits.rate, new_queue_tat or state:tat(''), now_n)
+  if taken >= limit then return chosen, nil end
+  -- Took less than asked: when a token frees for jobs it may have held back (flow._next_token):
+  -- the keys it refused, the queue's bucket when it bounded the lease, and the rate keys this
+  -- lease read that have no token (a wake-up for a key with no job left is harmless).
+  local times = held
+  if limits.rate and taken >= room then
+    times[#times + 1] = rate_free_at(limits.rate, new_queue_tat or state:tat(''), now_n)
   end
-  return chosen, nil
+  if per_key_rate then
+    for key, tat in pairs(state.tats) do
+      if key ~= '' and tat and rate_available(per_key_rate, tat, now_n) <= 0 then
+        times[#times + 1] = rate_free_at(per_key_rate, tat, now_n)
+      end
+    end
+  end
+  local later, earliest = nil, nil
+  for _, t in ipairs(times) do
+    if t > now_n + FLOW_SLACK_S and (later == nil or t < later) then later = t end
+    if earliest == nil or t < earliest then earliest = t end
+  end
+  return chosen, later or earliest
 end
 
 local function finish_lease()
