@@ -220,9 +220,14 @@ local function lease_flow(limits)
                                items = {}, pos = 1, read = 0, need = math.huge, done = false}
     end
   end
+  -- With fairness, each fair key's lanes, opened when the key's turn first comes.
+  local lanes_of = {}
   if limits.fair then
     for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
-      sources[#sources + 1] = lane_source(lane)
+      local _, fair_key = lane_parts(lane)
+      local k = fair_key or ''
+      lanes_of[k] = lanes_of[k] or {}
+      table.insert(lanes_of[k], lane)
     end
   end
 
@@ -348,19 +353,32 @@ local function lease_flow(limits)
   else
     -- The fair keys take turns, one job each per round, least recently served first
     -- (never served: first; ties by key text, no key first). flow._take_turns.
+    -- A key's lanes are read only when its turn comes: a lease that fills up in the first
+    -- round reads the lanes of the keys it serves (and of those it found nothing in).
     local groups, turns = {}, {}
-    for _, src in ipairs(sources) do
-      local k = src.fair_key or ''
-      if groups[k] == nil then
-        groups[k] = {}
-        turns[#turns + 1] = k
-      end
-      push(groups[k], src)
-    end
+    for k in pairs(lanes_of) do turns[#turns + 1] = k end
+    if #sources > 0 and lanes_of[''] == nil then turns[#turns + 1] = '' end
     local served_key = key_served(queue)
     local marks = {}
-    for _, k in ipairs(turns) do
-      marks[k] = tonumber(redis.call('HGET', served_key, k)) or -math.huge
+    for i = 1, #turns, 1000 do
+      local slice = {unpack(turns, i, math.min(i + 999, #turns))}
+      local stored = redis.call('HMGET', served_key, unpack(slice))
+      for j, k in ipairs(slice) do marks[k] = tonumber(stored[j]) or -math.huge end
+    end
+    local function group(k)
+      local heap = groups[k]
+      if heap == nil then
+        heap = {}
+        groups[k] = heap
+        if k == '' then
+          for _, src in ipairs(sources) do push(heap, src) end  -- the levels: no fair key
+        end
+        for _, lane in ipairs(lanes_of[k] or {}) do
+          local src = lane_source(lane)
+          if src then push(heap, src) end
+        end
+      end
+      return heap
     end
     table.sort(turns, function(a, b)
       if marks[a] ~= marks[b] then return marks[a] < marks[b] end
@@ -370,8 +388,9 @@ local function lease_flow(limits)
     while #chosen < room and #turns > 0 do
       local still = {}
       for _, k in ipairs(turns) do
-        local heap = groups[k]
+        local heap = groups[k] or {}
         if #chosen < room then
+          heap = group(k)
           local c = next_admitted(heap)
           if c ~= nil then
             chosen[#chosen + 1] = c
