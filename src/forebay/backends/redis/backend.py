@@ -15,6 +15,12 @@ whole picture in ``docs/redis.md``):
   merges the due members of the sorted set with the stream's undelivered entries (read with
   ``XREADGROUP``) by (``run_at``, id): the order DESIGN §3.6 promises, exactly. Each leased job
   gets a lease token and a deadline in the ``leases`` sorted set.
+* **Flow control** (:mod:`forebay.flow`): a job that carries a flow key waits in its *lane*
+  (a sorted set per priority and keys) instead of a stream; a queue with stored limits, or with
+  lanes, is leased by the same script's flow path, which reads the levels' due prefixes and
+  walks the lanes by their first job (``P:q:Q:heads:R``, or per fair key with ``fair``),
+  skipping the blocked ones, then writes back the rate buckets, the fair markers and the
+  per-key running counts. A queue with neither takes the plain path below, unchanged.
 * **A lease is the job's own deadline**: ``extend`` (the worker's heartbeat) moves it;
   ``reclaim_expired`` puts back the jobs whose deadline passed. Not ``XAUTOCLAIM``'s idle time,
   which is one visibility timeout for all jobs: a long job that heartbeats is never delivered
@@ -220,9 +226,8 @@ def _enqueue_row(j: NewJob) -> list[object]:
 
 def _flow_fields(j: NewJob) -> list[str | bool] | bool:
     """A job's tenant and flow keys as ``enqueue.lua`` takes them (False: none of them)."""
-    if j.tenant is None and j.rate_key is None and j.concurrency_key is None:
-        if j.fair_key is None:
-            return False
+    if j.tenant is None and j.rate_key is None and j.concurrency_key is None and j.fair_key is None:
+        return False
     values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
     return [False if v is None else v for v in values]
 
