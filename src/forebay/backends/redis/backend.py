@@ -15,6 +15,12 @@ whole picture in ``docs/redis.md``):
   merges the due members of the sorted set with the stream's undelivered entries (read with
   ``XREADGROUP``) by (``run_at``, id): the order DESIGN §3.6 promises, exactly. Each leased job
   gets a lease token and a deadline in the ``leases`` sorted set.
+* **Flow control** (:mod:`forebay.flow`): a job that carries a flow key waits in its *lane*
+  (a sorted set per priority and keys) instead of a stream; a queue with stored limits, or with
+  lanes, is leased by the same script's flow path, which reads the levels' due prefixes and
+  walks the lanes by their first job (``P:q:Q:heads:R``, or per fair key with ``fair``),
+  skipping the blocked ones, then writes back the rate buckets, the fair markers and the
+  per-key running counts. A queue with neither takes the plain path below, unchanged.
 * **A lease is the job's own deadline**: ``extend`` (the worker's heartbeat) moves it;
   ``reclaim_expired`` puts back the jobs whose deadline passed. Not ``XAUTOCLAIM``'s idle time,
   which is one visibility timeout for all jobs: a long job that heartbeats is never delivered
@@ -220,9 +226,9 @@ def _enqueue_row(j: NewJob) -> list[object]:
 
 def _flow_fields(j: NewJob) -> list[str | bool] | bool:
     """A job's tenant and flow keys as ``enqueue.lua`` takes them (False: none of them)."""
-    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
-    if all(v is None for v in values):
+    if j.tenant is None and j.rate_key is None and j.concurrency_key is None and j.fair_key is None:
         return False
+    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
     return [False if v is None else v for v in values]
 
 
@@ -568,9 +574,7 @@ class RedisBackend:
             or (len(jobs) > _SCRIPT_JOBS and await self._any_stored_cap(jobs))
         )
         step = len(jobs) if whole else _SCRIPT_JOBS
-        calls = [
-            _EnqueueCall(jobs[i : i + step], depth, quotas) for i in range(0, len(jobs), step)
-        ]
+        calls = [_EnqueueCall(jobs[i : i + step], depth, quotas) for i in range(0, len(jobs), step)]
         if len(calls) == 1:
             return await self._enqueuer.submit(calls[0])
         # In order: the first slice is flushed at once, the next ones by the group commit.
@@ -760,7 +764,7 @@ class RedisBackend:
                 break
         if spec.runs_before is not None:
             total += await self._prune_runs(spec.runs_before, spec.limit)
-        await self._run("tidy")
+        await self._run("tidy", _ts(time.time()))
         return total
 
     async def _prune_runs(self, before: float, limit: int) -> int:

@@ -79,9 +79,14 @@ name, ``N`` a job id, ``R`` a priority)::
                                        NUL (a missing key is empty); score = run_at, member as
                                        in the waiting sets. Such jobs never enter a stream
     P:q:Q:lanes                set     the lanes of Q that hold jobs
+    P:q:Q:heads:R              zset    the lanes of Q at priority R that hold jobs: member =
+                                       the lane's first job (zero-padded id, as in the
+                                       waiting sets) followed by the lane, score = its run_at;
+                                       the lease walks them in (run_at, id) order and reads
+                                       only the lanes it needs
     P:q:Q:buckets              hash    Q's rate buckets (GCRA tat, epoch seconds): field ''
                                        the queue's, else a rate key's; a tat in the past is
-                                       the same as none (deleted when read)
+                                       the same as none (pruning deletes it)
     P:q:Q:served               hash    fair key ('' for none) -> when fair leasing last served it
     P:q:Q:running_keys         hash    concurrency key -> running jobs of Q with that key
                                        (every way out of running takes one off)
@@ -90,8 +95,8 @@ name, ``N`` a job id, ``R`` a priority)::
                                        the queue's counts are (tenant quotas, counts(tenant=))
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
-word (or ``stream:<integer>``, ``waiting:<integer>``, ``lane:<integer>`` NUL ...: no queue
-name holds a NUL), so two queues never share a key.
+word (or ``stream:<integer>``, ``waiting:<integer>``, ``heads:<integer>``, ``lane:<integer>``
+NUL ...: no queue name holds a NUL), so two queues never share a key.
 
 The Lua scripts build the same names through functions generated from :data:`TEMPLATES` by
 :func:`lua_prelude` (``key_job(id)``, ``key_stream(queue, priority)``, ...), with the prefix
@@ -148,12 +153,13 @@ TEMPLATES: dict[str, str] = {
     "runs": "{prefix}:runs",
     "runs_completed": "{prefix}:runs:completed",
     "run_keys": "{prefix}:run_keys",
-    "lane": "{prefix}:q:{queue}:lane:{lane}",
+    "lane": "{prefix}:q:{queue}:lane:{id}",
     "lanes": "{prefix}:q:{queue}:lanes",
+    "heads": "{prefix}:q:{queue}:heads:{priority}",
     "buckets": "{prefix}:q:{queue}:buckets",
     "served": "{prefix}:q:{queue}:served",
     "running_keys": "{prefix}:q:{queue}:running_keys",
-    "tenant": "{prefix}:tenant:{tenant}",
+    "tenant": "{prefix}:tenant:{id}",
 }
 
 
@@ -237,14 +243,17 @@ class Keys:
         return self._name("lanes", queue=queue)
 
     def lane(self, queue: str, lane: str) -> str:
-        return self._name("lane", queue=queue, lane=lane)
+        return self._name("lane", queue=queue, id=lane)
+
+    def heads(self, queue: str, priority: int | str) -> str:
+        return self._name("heads", queue=queue, priority=priority)
 
     def running_keys(self, queue: str) -> str:
         return self._name("running_keys", queue=queue)
 
     def tenant(self, tenant: str) -> str:
         """Tenant ``tenant``'s counts, per queue and state."""
-        return self._name("tenant", tenant=tenant)
+        return self._name("tenant", id=tenant)
 
     def run(self, run_id: str) -> str:
         return self._name("run", id=run_id)

@@ -24,7 +24,7 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
       redis.call('HDEL', k, 'parents_left')
       waiting[#waiting + 1] = id
     elseif f[1] == 'queued' and lane_of(f[3], f[10], f[11], f[12]) then
-      leave_lane(id, f[2], lane_of(f[3], f[10], f[11], f[12]))
+      leave_lane(f[2], lane_of(f[3], f[10], f[11], f[12]), {zid(id)})
     else
       redis.call('ZREM', key_waiting(f[2], f[3]), zid(id))
       dropper:add(f[2], f[3], f[4])
@@ -35,6 +35,7 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
     if f[1] == 'running' then
       ended[#ended + 1] = id
       leave_running(f[2], f[12])
+      freed_slot(f[2])
     elseif f[1] == 'queued' and num(f[5]) > 0 then
       counter:add(f[2], 'retrying', -1, f[9])
     end

@@ -229,11 +229,38 @@ local function lane_parts(lane)
   return parts[1], parts[2], parts[3], parts[4]
 end
 
--- A queued job leaves its lane (the lane leaves the queue's list when emptied).
-local function leave_lane(id, queue, lane)
-  local zkey = key_lane(queue, lane)
-  redis.call('ZREM', zkey, zid(id))
-  if redis.call('EXISTS', zkey) == 0 then redis.call('SREM', key_lanes(queue), lane) end
+-- The lane's entry in its priority's heads (P:q:Q:heads:R: member = zid of the lane's first
+-- job followed by the lane, score = its run_at, so equal times sort by id) after its first
+-- job may have changed from `before` (a zid, or nil); an emptied lane leaves P:q:Q:lanes.
+local function lane_head_moved(queue, lane, before)
+  local priority = string.sub(lane, 1, string.find(lane, '\0', 1, true) - 1)
+  local heads = key_heads(queue, priority)
+  local first = redis.call('ZRANGE', key_lane(queue, lane), 0, 0, 'WITHSCORES')
+  if first[1] == before then return end
+  if before then redis.call('ZREM', heads, before .. lane) end
+  if first[1] then
+    redis.call('ZADD', heads, first[2], first[1] .. lane)
+  else
+    redis.call('SREM', key_lanes(queue), lane)
+  end
+end
+
+local function lane_first(queue, lane)
+  return redis.call('ZRANGE', key_lane(queue, lane), 0, 0)[1]
+end
+
+-- Queued jobs leave their lane (members: their zid).
+local function leave_lane(queue, lane, members)
+  local before = lane_first(queue, lane)
+  bulk('ZREM', key_lane(queue, lane), members)
+  lane_head_moved(queue, lane, before)
+end
+
+-- A job's run_at in its lane (added, or moved), and the lane's head.
+local function lane_put(queue, lane, run_at, member)
+  local before = lane_first(queue, lane)
+  redis.call('ZADD', key_lane(queue, lane), run_at, member)
+  lane_head_moved(queue, lane, before)
 end
 
 -- Put a queued job where it waits (see the top of this file). Returns its new stream entry
@@ -245,8 +272,9 @@ local function place(id, queue, priority, run_at, now, quiet, lane)
   if lane then
     local zkey = key_lane(queue, lane)
     local member = zid(id)
-    redis.call('ZADD', zkey, run_at, member)
+    lane_put(queue, lane, run_at, member)
     redis.call('SADD', key_lanes(queue), lane)
+    use_level(queue, priority)
     local due = at <= tonumber(now)
     if (due and not quiet) or (not due and redis.call('ZRANGE', zkey, 0, 0)[1] == member) then
       wake(queue)
@@ -271,6 +299,131 @@ local function place(id, queue, priority, run_at, now, quiet, lane)
     wake(queue)
   end
   return nil
+end
+
+-- Flow control (forebay.flow, whose module docstring is the semantics): the queue's stored
+-- limits, its rate buckets (GCRA: one tat per bucket) and its running counts.
+
+-- A rate as stored ({count, period_s, burst}; burst 0: count), or nil.
+local function flow_rate(r)
+  if r == nil or r == cjson.null then return nil end
+  local burst = tonumber(r.burst) or 0
+  if burst == 0 then burst = r.count end
+  local interval = r.period_s / r.count
+  return {burst = burst, interval = interval, tolerance = (burst - 1) * interval}
+end
+
+local function flow_value(v)
+  if v == cjson.null then return nil end
+  return v
+end
+
+-- The queue's stored limits (the settings hash's JSON text), or nil when it has none.
+local function flow_limits(text)
+  if not text then return nil end
+  local d = cjson.decode(text)
+  return {rate = flow_rate(d.rate), rate_per_key = flow_rate(d.rate_per_key),
+          concurrency = flow_value(d.concurrency),
+          concurrency_per_key = flow_value(d.concurrency_per_key), fair = d.fair == true,
+          aging_s = flow_value(d.aging_s)}
+end
+
+-- Times closer than this are equal (flow._SLACK_S: epoch seconds carry rounding).
+local FLOW_SLACK_S = 1e-6
+
+-- Tokens free at now in a bucket at tat (nil: full). Rate.available.
+local function rate_available(r, tat, now)
+  if tat == nil or tat <= now then return r.burst end
+  local spare = r.tolerance - (tat - now)
+  if spare < -FLOW_SLACK_S then return 0 end
+  return math.min(r.burst, math.floor((spare + FLOW_SLACK_S) / r.interval) + 1)
+end
+
+-- The bucket's tat once n tokens are spent at now. Rate.spend.
+local function rate_spend(r, tat, now, n)
+  local base = now
+  if tat ~= nil and tat >= now then base = tat end
+  return base + n * r.interval
+end
+
+-- When the bucket has a token again. Rate.free_at.
+local function rate_free_at(r, tat, now)
+  if tat == nil then return now end
+  return math.max(now, tat - r.tolerance)
+end
+
+-- A time as stored and answered: exact decimal text (cjson keeps 14 digits only).
+local function time_text(t)
+  return string.format('%.17g', t)
+end
+
+-- What a lease reads of a queue's flow state, each thing once per script: its bucket tats
+-- (nil: full; a past one reads as nil) and its running counts.
+local function flow_reader(queue, now)
+  local r = {tats = {}, running = {}}
+  local buckets, running = key_buckets(queue), key_running_keys(queue)
+  function r:tat(key)  -- key '' is the queue's own bucket
+    local tat = self.tats[key]
+    if tat == nil then
+      tat = tonumber(redis.call('HGET', buckets, key)) or false
+      if tat and tat < now then tat = false end
+      self.tats[key] = tat
+    end
+    return tat or nil
+  end
+  function r:running_of(key)
+    local n = self.running[key]
+    if n == nil then
+      n = num(redis.call('HGET', running, key))
+      self.running[key] = n
+    end
+    return n
+  end
+  return r
+end
+
+-- The queue-wide limits at now: how many jobs a lease may start (limit: at most this many),
+-- and, when its rate is what stops it, when the next token frees. flow.budget.
+local function flow_budget(queue, limits, state, limit, now)
+  local room = limit
+  if limits.concurrency then
+    room = math.min(room, limits.concurrency - num(redis.call('HGET', key_counts(queue), 'running')))
+  end
+  if limits.rate and room > 0 then
+    local tokens = rate_available(limits.rate, state:tat(''), now)
+    if tokens <= 0 then return 0, rate_free_at(limits.rate, state:tat(''), now) end
+    room = math.min(room, tokens)
+  end
+  return math.max(0, room), nil
+end
+
+-- Whether a lane's keys hold its jobs back at now: 'rate' (and when its key's next token
+-- frees), 'cap', or nil. flow.blocked_keys.
+local function lane_blocked(limits, state, rate_key, concurrency_key, now)
+  if limits.rate_per_key and rate_key then
+    local tat = state:tat(rate_key)
+    if rate_available(limits.rate_per_key, tat, now) <= 0 then
+      return 'rate', rate_free_at(limits.rate_per_key, tat, now)
+    end
+  end
+  if limits.concurrency_per_key and concurrency_key
+      and state:running_of(concurrency_key) >= limits.concurrency_per_key then
+    return 'cap'
+  end
+  return nil
+end
+
+-- A running job of queue left running: when the queue caps its running jobs (in all or per
+-- key), idle workers poll again (once per script), since a slot may be free.
+local capped = {}
+local function freed_slot(queue)
+  local c = capped[queue]
+  if c == nil then
+    local limits = flow_limits(redis.call('HGET', key_settings(queue), 'limits'))
+    c = limits ~= nil and (limits.concurrency ~= nil or limits.concurrency_per_key ~= nil)
+    capped[queue] = c
+  end
+  if c then wake(queue) end
 end
 
 -- Runs, dependencies and job webhooks (forebay.runs): what a job's arrival or finish does
@@ -492,6 +645,7 @@ local function put_back(id, job, run_at, now, dropper, quiet)
   dropper:add(job.queue, job.priority, job.entry)
   redis.call('HDEL', k, 'lease_token', 'lease_expires_at', 'entry')
   leave_running(job.queue, job.concurrency_key)
+  if not quiet then freed_slot(job.queue) end
   local lane = lane_of(job.priority, job.fair_key, job.rate_key, job.concurrency_key)
   local entry = place(id, job.queue, job.priority, run_at, now, quiet, lane)
   if entry then redis.call('HSET', k, 'entry', entry) end
@@ -557,6 +711,7 @@ local function finish(id, job, state, now, counter, dropper, done)
   redis.call('HDEL', key_job(id), 'lease_token', 'lease_expires_at', 'entry')
   done:add(job.queue, now, id)
   leave_running(job.queue, job.concurrency_key)
+  freed_slot(job.queue)
   counter:add(job.queue, 'running', -1, job.tenant)
   counter:add(job.queue, state, 1, job.tenant)
   if job.run_id or job.webhook or job.children then
@@ -592,111 +747,3 @@ end
 -- ends with enqueue.lua, turns it off (a schedule's tick is never refused, on every backend).
 local enqueue_checks_stored_depth = true
 
--- Flow control (forebay.flow, whose module docstring is the semantics): the queue's stored
--- limits, its rate buckets (GCRA: one tat per bucket) and its running counts.
-
--- A rate as stored ({count, period_s, burst}; burst 0: count), or nil.
-local function flow_rate(r)
-  if r == nil or r == cjson.null then return nil end
-  local burst = tonumber(r.burst) or 0
-  if burst == 0 then burst = r.count end
-  local interval = r.period_s / r.count
-  return {burst = burst, interval = interval, tolerance = (burst - 1) * interval}
-end
-
-local function flow_value(v)
-  if v == cjson.null then return nil end
-  return v
-end
-
--- The queue's stored limits (the settings hash's JSON text), or nil when it has none.
-local function flow_limits(text)
-  if not text then return nil end
-  local d = cjson.decode(text)
-  return {rate = flow_rate(d.rate), rate_per_key = flow_rate(d.rate_per_key),
-          concurrency = flow_value(d.concurrency),
-          concurrency_per_key = flow_value(d.concurrency_per_key), fair = d.fair == true,
-          aging_s = flow_value(d.aging_s)}
-end
-
--- Tokens free at now in a bucket at tat (nil: full). Rate.available.
-local function rate_available(r, tat, now)
-  if tat == nil or tat <= now then return r.burst end
-  local spare = r.tolerance - (tat - now)
-  if spare < -1e-9 then return 0 end
-  return math.min(r.burst, math.floor(spare / r.interval + 1e-9) + 1)
-end
-
--- The bucket's tat once n tokens are spent at now. Rate.spend.
-local function rate_spend(r, tat, now, n)
-  local base = now
-  if tat ~= nil and tat >= now then base = tat end
-  return base + n * r.interval
-end
-
--- When the bucket has a token again. Rate.free_at.
-local function rate_free_at(r, tat, now)
-  if tat == nil then return now end
-  return math.max(now, tat - r.tolerance)
-end
-
--- A time as stored and answered: exact decimal text (cjson keeps 14 digits only).
-local function time_text(t)
-  return string.format('%.17g', t)
-end
-
--- What a lease reads of a queue's flow state, each thing once per script: its bucket tats
--- (nil: full; a past one reads as nil) and its running counts.
-local function flow_reader(queue, now)
-  local r = {tats = {}, running = {}}
-  local buckets, running = key_buckets(queue), key_running_keys(queue)
-  function r:tat(key)  -- key '' is the queue's own bucket
-    local tat = self.tats[key]
-    if tat == nil then
-      tat = tonumber(redis.call('HGET', buckets, key)) or false
-      if tat and tat < now then tat = false end
-      self.tats[key] = tat
-    end
-    return tat or nil
-  end
-  function r:running_of(key)
-    local n = self.running[key]
-    if n == nil then
-      n = num(redis.call('HGET', running, key))
-      self.running[key] = n
-    end
-    return n
-  end
-  return r
-end
-
--- The queue-wide limits at now: how many jobs a lease may start (limit: at most this many),
--- and, when its rate is what stops it, when the next token frees. flow.budget.
-local function flow_budget(queue, limits, state, limit, now)
-  local room = limit
-  if limits.concurrency then
-    room = math.min(room, limits.concurrency - num(redis.call('HGET', key_counts(queue), 'running')))
-  end
-  if limits.rate and room > 0 then
-    local tokens = rate_available(limits.rate, state:tat(''), now)
-    if tokens <= 0 then return 0, rate_free_at(limits.rate, state:tat(''), now) end
-    room = math.min(room, tokens)
-  end
-  return math.max(0, room), nil
-end
-
--- Whether a lane's keys hold its jobs back at now: 'rate' (and when its key's next token
--- frees), 'cap', or nil. flow.blocked_keys.
-local function lane_blocked(limits, state, rate_key, concurrency_key, now)
-  if limits.rate_per_key and rate_key then
-    local tat = state:tat(rate_key)
-    if rate_available(limits.rate_per_key, tat, now) <= 0 then
-      return 'rate', rate_free_at(limits.rate_per_key, tat, now)
-    end
-  end
-  if limits.concurrency_per_key and concurrency_key
-      and state:running_of(concurrency_key) >= limits.concurrency_per_key then
-    return 'cap'
-  end
-  return nil
-end

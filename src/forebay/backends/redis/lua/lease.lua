@@ -163,14 +163,26 @@ local function lease_flow(limits)
   local room, wait = flow_budget(queue, limits, state, limit, now_n)
   if room <= 0 then return {}, wait end
 
-  local candidates = {}
-  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
-    for _, c in ipairs(level_candidates(priority, room)) do
-      c.priority, c.level = tonumber(priority), priority
-      candidates[#candidates + 1] = c
-    end
+  -- Best first: effective priority (aging), then run_at, then id.
+  local aging = limits.aging_s
+  local function candidate(id, run_at, priority)
+    local effective = priority
+    if aging and now_n > run_at then effective = priority + math.floor((now_n - run_at) / aging) end
+    return {id = id, id_n = tonumber(id), run_at = run_at, priority = priority,
+            effective = effective}
   end
-  for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+  local function better(a, b)
+    if a.effective ~= b.effective then return a.effective > b.effective end
+    if a.run_at ~= b.run_at then return a.run_at < b.run_at end
+    return a.id_n < b.id_n
+  end
+
+  -- The sources of candidates, each in best-first order: a level's due prefix (read at
+  -- once), a lane's due jobs (read a few at a time, at most `need`: no more can start), and
+  -- without fairness a level's lane heads (P:q:Q:heads:R, read a few at a time), each of
+  -- which, when it comes first, opens its lane as a source: a lease reads the lanes it
+  -- takes from (and the blocked ones it passes), not every lane of the queue.
+  local function lane_source(lane)
     local priority, fair_key, rate_key, concurrency_key = lane_parts(lane)
     local need = room
     local blocked = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
@@ -186,35 +198,100 @@ local function lease_flow(limits)
         need = math.min(need, limits.concurrency_per_key - state:running_of(concurrency_key))
       end
     end
-    if need > 0 then
-      local due = redis.call('ZRANGEBYSCORE', key_lane(queue, lane), '-inf', now,
-                             'WITHSCORES', 'LIMIT', 0, need)
-      for k = 1, #due, 2 do
-        candidates[#candidates + 1] = {
-          id = unzid(due[k]), run_at = tonumber(due[k + 1]), member = due[k],
-          priority = tonumber(priority), lane = lane, rate_key = rate_key,
-          concurrency_key = concurrency_key, fair_key = fair_key}
-      end
+    if need <= 0 then return nil end
+    return {lane = lane, key = key_lane(queue, lane), priority = tonumber(priority),
+            fair_key = fair_key, rate_key = rate_key, concurrency_key = concurrency_key,
+            items = {}, pos = 1, read = 0, need = need, done = false}
+  end
+
+  local sources = {}
+  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
+    local items = {}
+    for _, c in ipairs(level_candidates(priority, room)) do
+      local item = candidate(c.id, c.run_at, tonumber(priority))
+      item.member, item.level = c.member, priority
+      items[#items + 1] = item
+    end
+    if #items > 0 then
+      sources[#sources + 1] = {items = items, pos = 1, read = #items, need = #items, done = true}
+    end
+    if not limits.fair then
+      sources[#sources + 1] = {heads = key_heads(queue, priority), priority = tonumber(priority),
+                               items = {}, pos = 1, read = 0, need = math.huge, done = false}
+    end
+  end
+  -- With fairness, each fair key's lanes, opened when the key's turn first comes.
+  local lanes_of = {}
+  if limits.fair then
+    for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
+      local _, fair_key = lane_parts(lane)
+      local k = fair_key or ''
+      lanes_of[k] = lanes_of[k] or {}
+      table.insert(lanes_of[k], lane)
     end
   end
 
-  -- Best first: effective priority (aging), then run_at, then id.
-  local aging = limits.aging_s
-  for _, c in ipairs(candidates) do
-    c.effective = c.priority
-    if aging and now_n > c.run_at then
-      c.effective = c.priority + math.floor((now_n - c.run_at) / aging)
+  -- A source's next candidate (nil: none left), read from its lane when needed.
+  local function head(src)
+    if src.pos > #src.items then
+      if src.done or src.read >= src.need then return nil end
+      local count = math.min(src.need - src.read, math.max(1, src.read * 2))
+      if src.heads then count = math.max(16, src.read) end
+      local due = redis.call('ZRANGEBYSCORE', src.key or src.heads, '-inf', now, 'WITHSCORES',
+                             'LIMIT', src.read, count)
+      local items = {}
+      for k = 1, #due, 2 do
+        local item
+        if src.heads then
+          -- just before its lane's first job: the lane opens before that job is due to go
+          item = candidate('0', tonumber(due[k + 1]), src.priority)
+          item.id_n, item.opens = tonumber(string.sub(due[k], 1, 15)) - 0.5, string.sub(due[k], 16)
+        else
+          item = candidate(unzid(due[k]), tonumber(due[k + 1]), src.priority)
+          item.member, item.lane = due[k], src.lane
+          item.rate_key, item.concurrency_key = src.rate_key, src.concurrency_key
+        end
+        items[#items + 1] = item
+      end
+      src.items, src.pos, src.read = items, 1, src.read + #items
+      if #items < count then src.done = true end
+      if #items == 0 then return nil end
     end
-    c.id_n = tonumber(c.id)
+    return src.items[src.pos]
   end
-  local function better(a, b)
-    if a.effective ~= b.effective then return a.effective > b.effective end
-    if a.run_at ~= b.run_at then return a.run_at < b.run_at end
-    return a.id_n < b.id_n
+
+  -- Sources in a binary heap by their next candidate: the best candidate overall is on top.
+  local function push(heap, src)
+    src.head = head(src)
+    if src.head == nil then return end
+    heap[#heap + 1] = src
+    local i = #heap
+    while i > 1 do
+      local parent = math.floor(i / 2)
+      if not better(heap[i].head, heap[parent].head) then break end
+      heap[i], heap[parent] = heap[parent], heap[i]
+      i = parent
+    end
+  end
+  local function pop(heap)
+    local top, n = heap[1], #heap
+    heap[1] = heap[n]
+    heap[n] = nil
+    n = n - 1
+    local i = 1
+    while true do
+      local l, r, best = 2 * i, 2 * i + 1, i
+      if l <= n and better(heap[l].head, heap[best].head) then best = l end
+      if r <= n and better(heap[r].head, heap[best].head) then best = r end
+      if best == i then break end
+      heap[i], heap[best] = heap[best], heap[i]
+      i = best
+    end
+    return top
   end
 
   -- The per-key limits within this lease (flow._Admission).
-  local tokens, running, spent, held_until = {}, {}, {}, nil
+  local tokens, running, spent, held = {}, {}, {}, {}
   local per_key_rate, cap = limits.rate_per_key, limits.concurrency_per_key
   local function admit(c)
     local key = c.rate_key
@@ -227,7 +304,7 @@ local function lease_flow(limits)
       if left <= 0 then
         local tat = rate_spend(per_key_rate, state:tat(key), now_n, spent[key] or 0)
         local at = rate_free_at(per_key_rate, tat, now_n)
-        if held_until == nil or at < held_until then held_until = at end
+        held[#held + 1] = at
         return false
       end
     end
@@ -244,51 +321,84 @@ local function lease_flow(limits)
     return true
   end
 
+  -- The best candidate of a heap that may start, taken off it (nil: none). A lane whose
+  -- candidate is refused leaves the heap: its other jobs have the same keys, refused too.
+  local function next_admitted(heap)
+    while #heap > 0 do
+      local src = pop(heap)
+      local c = src.head
+      src.pos = src.pos + 1
+      if c.opens then
+        push(heap, src)
+        local lane = lane_source(c.opens)
+        if lane then push(heap, lane) end
+      else
+        local ok = admit(c)
+        if ok or not src.lane then push(heap, src) end
+        if ok then return c end
+      end
+    end
+    return nil
+  end
+
   local chosen = {}
   if not limits.fair then
-    table.sort(candidates, better)
-    for _, c in ipairs(candidates) do
-      if #chosen >= room then break end
-      if admit(c) then chosen[#chosen + 1] = c end
+    local heap = {}
+    for _, src in ipairs(sources) do push(heap, src) end
+    while #chosen < room do
+      local c = next_admitted(heap)
+      if c == nil then break end
+      chosen[#chosen + 1] = c
     end
   else
     -- The fair keys take turns, one job each per round, least recently served first
     -- (never served: first; ties by key text, no key first). flow._take_turns.
+    -- A key's lanes are read only when its turn comes: a lease that fills up in the first
+    -- round reads the lanes of the keys it serves (and of those it found nothing in).
     local groups, turns = {}, {}
-    for _, c in ipairs(candidates) do
-      local k = c.fair_key or ''
-      if groups[k] == nil then
-        groups[k] = {}
-        turns[#turns + 1] = k
-      end
-      table.insert(groups[k], c)
-    end
+    for k in pairs(lanes_of) do turns[#turns + 1] = k end
+    if #sources > 0 and lanes_of[''] == nil then turns[#turns + 1] = '' end
     local served_key = key_served(queue)
     local marks = {}
-    for _, k in ipairs(turns) do
-      marks[k] = tonumber(redis.call('HGET', served_key, k)) or -math.huge
-      table.sort(groups[k], better)
+    for i = 1, #turns, 1000 do
+      local slice = {unpack(turns, i, math.min(i + 999, #turns))}
+      local stored = redis.call('HMGET', served_key, unpack(slice))
+      for j, k in ipairs(slice) do marks[k] = tonumber(stored[j]) or -math.huge end
+    end
+    local function group(k)
+      local heap = groups[k]
+      if heap == nil then
+        heap = {}
+        groups[k] = heap
+        if k == '' then
+          for _, src in ipairs(sources) do push(heap, src) end  -- the levels: no fair key
+        end
+        for _, lane in ipairs(lanes_of[k] or {}) do
+          local src = lane_source(lane)
+          if src then push(heap, src) end
+        end
+      end
+      return heap
     end
     table.sort(turns, function(a, b)
       if marks[a] ~= marks[b] then return marks[a] < marks[b] end
       return a < b
     end)
-    local cursor, last_served, order = {}, {}, 0
+    local last_served, order = {}, 0
     while #chosen < room and #turns > 0 do
       local still = {}
       for _, k in ipairs(turns) do
-        local jobs, i = groups[k], cursor[k] or 1
+        local heap = groups[k] or {}
         if #chosen < room then
-          while i <= #jobs and not admit(jobs[i]) do i = i + 1 end
-          if i <= #jobs then
-            chosen[#chosen + 1] = jobs[i]
+          heap = group(k)
+          local c = next_admitted(heap)
+          if c ~= nil then
+            chosen[#chosen + 1] = c
             order = order + 1
             last_served[k] = order
-            i = i + 1
           end
-          cursor[k] = i
         end
-        if i <= #jobs then still[#still + 1] = k end
+        if #heap > 0 then still[#still + 1] = k end
       end
       turns = still
     end
@@ -303,9 +413,11 @@ local function lease_flow(limits)
 
   -- Take each job chosen from where it waits, in the order chosen.
   local from_stream, from_set = {}, {}
+  local from_lane = {}
   for _, c in ipairs(chosen) do
     if c.lane then
-      leave_lane(c.id, queue, c.lane)
+      from_lane[c.lane] = from_lane[c.lane] or {}
+      table.insert(from_lane[c.lane], c.member)
     elseif c.member then
       local zkey = key_waiting(queue, c.level)
       from_set[zkey] = from_set[zkey] or {}
@@ -315,6 +427,7 @@ local function lease_flow(limits)
     end
   end
   for zkey, members in pairs(from_set) do bulk('ZREM', zkey, members) end
+  for lane, members in pairs(from_lane) do leave_lane(queue, lane, members) end
   for level, n in pairs(from_stream) do
     -- the heads chosen are the first undelivered entries: move them to the pending list
     redis.call('XREADGROUP', 'GROUP', GROUP, LEASED, 'COUNT', n, 'STREAMS',
@@ -334,11 +447,27 @@ local function lease_flow(limits)
       redis.call('HSET', buckets, key, time_text(rate_spend(per_key_rate, state:tat(key), now_n, n)))
     end
   end
-  if held_until ~= nil then return chosen, held_until end
-  if taken >= room and limits.rate and taken < limit then
-    return chosen, rate_free_at(limits.rate, new_queue_tat or state:tat(''), now_n)
+  if taken >= limit then return chosen, nil end
+  -- Took less than asked: when a token frees for jobs it may have held back (flow._next_token):
+  -- the keys it refused, the queue's bucket when it bounded the lease, and the rate keys this
+  -- lease read that have no token (a wake-up for a key with no job left is harmless).
+  local times = held
+  if limits.rate and taken >= room then
+    times[#times + 1] = rate_free_at(limits.rate, new_queue_tat or state:tat(''), now_n)
   end
-  return chosen, nil
+  if per_key_rate then
+    for key, tat in pairs(state.tats) do
+      if key ~= '' and tat and rate_available(per_key_rate, tat, now_n) <= 0 then
+        times[#times + 1] = rate_free_at(per_key_rate, tat, now_n)
+      end
+    end
+  end
+  local later, earliest = nil, nil
+  for _, t in ipairs(times) do
+    if t > now_n + FLOW_SLACK_S and (later == nil or t < later) then later = t end
+    if earliest == nil or t < earliest then earliest = t end
+  end
+  return chosen, later or earliest
 end
 
 local function finish_lease()

@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  prefix
 -- ARGV     now, JSON [id, ...]
--- Keys     P:job:N (HMGET/HSET), P:q:Q:waiting:R or P:q:Q:lane:L (ZADD XX: the new score), P:q:Q:wake (XADD:
+-- Keys     P:job:N (HMGET/HSET), P:q:Q:waiting:R (ZADD XX: the new score) or P:q:Q:lane:L and P:q:Q:heads:R, P:q:Q:wake (XADD:
 --          idle workers poll again)
 -- Returns  the ids that are queued (and now due).
 
@@ -16,8 +16,11 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
     if not f[5] and tonumber(f[4]) > tonumber(now) then
       -- in the waiting set (or its lane): due now, ordered by its new run_at
       local lane = lane_of(f[3], f[6], f[7], f[8])
-      local zkey = lane and key_lane(f[2], lane) or key_waiting(f[2], f[3])
-      redis.call('ZADD', zkey, 'XX', now, zid(id))
+      if lane then
+        lane_put(f[2], lane, now, zid(id))
+      else
+        redis.call('ZADD', key_waiting(f[2], f[3]), 'XX', now, zid(id))
+      end
       redis.call('HSET', k, 'run_at', now, 'updated_at', now)
       wake(f[2])
     end
