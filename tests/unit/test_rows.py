@@ -45,6 +45,10 @@ STORED = {
     "after_policy": "always",
     "webhook": "https://hooks.example.com/done",
     "parent_id": 2,
+    "tenant": "acme",
+    "rate_key": "u1",
+    "concurrency_key": "host-a",
+    "fair_key": "acme",
 }
 TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at", "started_at")
 
@@ -92,6 +96,10 @@ def _expected() -> Job:
         after_policy="always",
         webhook="https://hooks.example.com/done",
         parent_id=2,
+        tenant="acme",
+        rate_key="u1",
+        concurrency_key="host-a",
+        fair_key="acme",
     )
 
 
