@@ -213,3 +213,39 @@ async def test_a_tenant_over_its_quota_gets_429_naming_it(quota_app: Forebay, fi
             assert int(full.headers["retry-after"]) >= 1
         counts = {c.queue: c.queued for c in await quota_app.counts()}
         assert counts["documents"] == 4  # nothing of the refused requests was stored
+
+
+async def test_a_tenant_token_cannot_reach_another_tenants_jobs_through_keys_runs_or_parents(
+    app: Forebay,
+) -> None:
+    declare(app)
+    async with serving(app, SETTINGS) as client:
+        [theirs] = await enqueue(client, GLOBEX, {"payload": "secret", "key": "shared"})
+        run = await client.post("/v1/runs", json={"name": "g", "key": "run-key"}, headers=GLOBEX)
+        assert run.status_code == 201, run.text
+        run_id = run.json()["id"]
+
+        # the same key on the same queue: refused, and nothing of the other job is shown
+        taken = await client.post(
+            "/v1/queues/documents/jobs", json={"payload": 1, "key": "shared"}, headers=ACME
+        )
+        assert_error(taken, 409, "key_taken")
+        assert str(theirs) not in taken.text and "secret" not in taken.text
+        again = await client.post("/v1/runs", json={"key": "run-key"}, headers=ACME)
+        assert_error(again, 409, "key_taken")
+        assert run_id not in again.text
+
+        # another tenant's run and jobs are answered as if they did not exist
+        joined = await client.post(
+            "/v1/queues/documents/jobs", json={"payload": 1, "run": run_id}, headers=ACME
+        )
+        assert_error(joined, 400, "unknown_run")
+        waits = await client.post(
+            "/v1/queues/documents/jobs", json={"payload": 1, "after": [theirs]}, headers=ACME
+        )
+        assert_error(waits, 400, "unknown_parent")
+        assert await listed(client, "/v1/jobs", ACME) == set()  # nothing stored for acme
+
+        # the owner goes on as before: its key, run and parents are its own
+        [mine] = await enqueue(client, GLOBEX, {"payload": 2, "run": run_id, "after": [theirs]})
+        assert (await app.get_job(mine)).run_id == run_id

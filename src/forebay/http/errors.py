@@ -27,6 +27,8 @@ status  ``error.type``              when
                                     running jobs can be cancelled
 409     ``job_not_queued``          run-now of a job that is not queued (running, finished)
 409     ``run_sealed``              a job asked to join a sealed (or completed) run
+409     ``key_taken``               a token bound to a tenant gave a job's or run's key that
+                                    another tenant's job or run holds (nothing of it is shown)
 413     ``body_too_large``          the body is over the limit (it was not read further)
 415     ``unsupported_media_type``  no tokens, and a JSON route's body is not sent as JSON
 422     ``payload_validation``      the queue's payload model refuses a payload; ``details``

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from forebay.errors import InvalidPayload
+from forebay.errors import InvalidPayload, JobNotFound, RunNotFound, UnknownParent, UnknownRun
 from forebay.http.body import parse_json
 from forebay.http.errors import ApiError, invalid_payload
 from forebay.http.models import JobAccepted, JobIn
@@ -61,7 +61,18 @@ def add_routes(api: FastAPI, service: Service) -> None:
         when every job had a key that was already stored (the existing jobs are returned).
         A list is stored all-or-nothing, in one transaction."""
         jobs, many = await read_jobs(service, queue, request)
+        tenant = service.tenant(request, Scope.ENQUEUE)
+        if tenant is not None:
+            await own_links(service, tenant, jobs)
         stored = await service.app.enqueue_many(jobs)
+        if tenant is not None and any(j.tenant != tenant for j in stored):
+            # A key another tenant's job holds: say so, and nothing of that job.
+            raise ApiError(
+                409,
+                "key_taken",
+                "a job with this key already exists on this queue and is not yours; "
+                "use another key",
+            )
 
         def answer() -> Response:
             body = [accepted(j) for j in stored] if many else accepted(stored[0])
@@ -90,6 +101,27 @@ async def read_jobs(service: Service, queue: str, request: Request) -> tuple[lis
     return await off_loop(
         lambda: jobs_of(queue, parse_json(raw), tenant=tenant), heavy=len(raw) > OFF_LOOP_BYTES
     )
+
+
+async def own_links(service: Service, tenant: str, jobs: list[NewJob]) -> None:
+    """Refuse, as if they did not exist, a run or parent jobs of another tenant: a token bound
+    to ``tenant`` may neither join another tenant's run nor wait on its jobs (their outcome
+    would tell it about them)."""
+    runs = {job.run_id for job in jobs if job.run_id is not None}
+    for run_id in sorted(runs):
+        try:
+            await service.own_run(tenant, run_id)
+        except RunNotFound:
+            raise UnknownRun(run_id) from None
+    parents = sorted({parent for job in jobs for parent in job.after})
+    foreign = []
+    for parent in parents:
+        try:
+            await service.own_job(tenant, parent)
+        except JobNotFound:
+            foreign.append(parent)
+    if foreign:
+        raise UnknownParent(foreign)
 
 
 def jobs_of(queue: str, body: JSON, *, tenant: str | None = None) -> tuple[list[NewJob], bool]:

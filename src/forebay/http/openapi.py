@@ -62,6 +62,11 @@ INTAKE_ERRORS: Responses = {
         "(tenant_quota_full), or the token or source over its intake rate (rate_limited, "
         "with RateLimit and RateLimit-Policy); retry after Retry-After",
     },
+    409: {
+        "model": ErrorOut,
+        "description": "A run refuses the job (run_sealed), or, for a token bound to a "
+        "tenant, the job's key is held by another tenant's job (key_taken)",
+    },
 }
 """The errors of the routes that store jobs."""
 

@@ -114,6 +114,12 @@ def add_routes(api: FastAPI, service: Service) -> None:
             webhook=given.webhook,
             tenant=tenant or given.tenant,
         )
+        if tenant is not None and run.tenant != tenant:  # the key of another tenant's run
+            raise ApiError(
+                409,
+                "key_taken",
+                "a run with this key already exists and is not yours; use another key",
+            )
         return JSONResponse(run.to_dict(), status_code=201 if run.created else 200)
 
     @api.post(
