@@ -231,6 +231,10 @@ async def test_a_tenant_token_cannot_reach_another_tenants_jobs_through_keys_run
         )
         assert_error(taken, 409, "key_taken")
         assert str(theirs) not in taken.text and "secret" not in taken.text
+        # in a list, nothing is stored: the list is all or nothing
+        both = [{"payload": 2, "key": "new"}, {"payload": 3, "key": "shared"}]
+        listed_taken = await client.post("/v1/queues/documents/jobs", json=both, headers=ACME)
+        assert_error(listed_taken, 409, "key_taken")
         again = await client.post("/v1/runs", json={"key": "run-key"}, headers=ACME)
         assert_error(again, 409, "key_taken")
         assert run_id not in again.text

@@ -66,13 +66,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
             await own_links(service, tenant, jobs)
         stored = await service.app.enqueue_many(jobs)
         if tenant is not None and any(j.tenant != tenant for j in stored):
-            # A key another tenant's job holds: say so, and nothing of that job.
-            raise ApiError(
-                409,
-                "key_taken",
-                "a job with this key already exists on this queue and is not yours; "
-                "use another key",
-            )
+            raise _key_taken()  # a race with the check in own_links: rare, and shows nothing
 
         def answer() -> Response:
             body = [accepted(j) for j in stored] if many else accepted(stored[0])
@@ -106,7 +100,8 @@ async def read_jobs(service: Service, queue: str, request: Request) -> tuple[lis
 async def own_links(service: Service, tenant: str, jobs: list[NewJob]) -> None:
     """Refuse, as if they did not exist, a run or parent jobs of another tenant: a token bound
     to ``tenant`` may neither join another tenant's run nor wait on its jobs (their outcome
-    would tell it about them)."""
+    would tell it about them); and refuse (409 ``key_taken``) a key another tenant's job holds
+    on the queue, before anything is stored."""
     runs = {job.run_id for job in jobs if job.run_id is not None}
     for run_id in sorted(runs):
         try:
@@ -122,6 +117,22 @@ async def own_links(service: Service, tenant: str, jobs: list[NewJob]) -> None:
             foreign.append(parent)
     if foreign:
         raise UnknownParent(foreign)
+    for job in jobs:  # checked before storing: a list is stored all or nothing
+        if job.key is not None:
+            try:
+                held = await service.app.get_job(job.queue, key=job.key)
+            except JobNotFound:
+                continue
+            if held.tenant != tenant:
+                raise _key_taken()
+
+
+def _key_taken() -> ApiError:
+    return ApiError(
+        409,
+        "key_taken",
+        "a job with this key already exists on this queue and is not yours; use another key",
+    )
 
 
 def jobs_of(queue: str, body: JSON, *, tenant: str | None = None) -> tuple[list[NewJob], bool]:
