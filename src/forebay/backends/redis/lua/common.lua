@@ -379,6 +379,38 @@ local function flow_reader(queue, now)
     end
     return n
   end
+  -- Read the buckets of rate_keys and the counts of concurrency_keys not read yet, each
+  -- list in one HMGET (a lease opening many lanes reads their keys together).
+  function r:prefetch(rate_keys, concurrency_keys)
+    local want = {}
+    for _, key in ipairs(rate_keys) do
+      if self.tats[key] == nil then
+        self.tats[key] = false
+        want[#want + 1] = key
+      end
+    end
+    for i = 1, #want, 1000 do
+      local slice = {unpack(want, i, math.min(i + 999, #want))}
+      local stored = redis.call('HMGET', buckets, unpack(slice))
+      for j, key in ipairs(slice) do
+        local tat = tonumber(stored[j]) or false
+        if tat and tat < now then tat = false end
+        self.tats[key] = tat
+      end
+    end
+    want = {}
+    for _, key in ipairs(concurrency_keys) do
+      if self.running[key] == nil then
+        self.running[key] = 0
+        want[#want + 1] = key
+      end
+    end
+    for i = 1, #want, 1000 do
+      local slice = {unpack(want, i, math.min(i + 999, #want))}
+      local stored = redis.call('HMGET', running, unpack(slice))
+      for j, key in ipairs(slice) do self.running[key] = num(stored[j]) end
+    end
+  end
   return r
 end
 
