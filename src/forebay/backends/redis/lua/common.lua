@@ -216,17 +216,10 @@ end
 
 -- A lane's parts: priority, fair_key, rate_key, concurrency_key (false for none).
 local function lane_parts(lane)
-  local parts, start = {}, 1
-  for _ = 1, 3 do
-    local at = string.find(lane, '\0', start, true)
-    parts[#parts + 1] = string.sub(lane, start, at - 1)
-    start = at + 1
-  end
-  parts[4] = string.sub(lane, start)
-  for i = 2, 4 do
-    if parts[i] == '' then parts[i] = false end
-  end
-  return parts[1], parts[2], parts[3], parts[4]
+  local priority, fair_key, rate_key, concurrency_key =
+    string.match(lane, '^([^%z]*)%z([^%z]*)%z([^%z]*)%z(.*)$')
+  return priority, fair_key ~= '' and fair_key, rate_key ~= '' and rate_key,
+    concurrency_key ~= '' and concurrency_key
 end
 
 -- The lane's entry in its priority's heads (P:q:Q:heads:R: member = zid of the lane's first

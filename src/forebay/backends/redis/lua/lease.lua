@@ -401,13 +401,16 @@ local function lease_flow(limits)
       local c = src.cur
       src.pos, src.cur = src.pos + 1, nil
       if src.heads then
-        -- a lane head: its lane opens holding it, and comes out on top next
+        -- a lane head: its lane opens holding it, and it is the best candidate there is
         push(heap, src)
         local lane = lane_source(c.opens, c.parts, src.priority)
         if lane then
-          lane.m[1], lane.m[2] = c.member, c.score
-          c.src, lane.cur = lane, c
-          push(heap, lane)
+          lane.m[1], lane.m[2], lane.pos = c.member, c.score, 2
+          c.src = lane
+          if not keyed or admit(lane) then
+            push(heap, lane)
+            return c
+          end
         end
       else
         local lane = c.src
