@@ -173,3 +173,25 @@ async def test_the_flow_migration_keeps_the_jobs_of_an_existing_database() -> No
                 await backend.close()
         finally:
             await raw.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_a_flow_lease_takes_its_jobs_by_id_however_deep_the_backlog(tmp_path: Path) -> None:
+    """The statement that takes a plan's jobs finds them by id, not by walking the queue's whole
+    backlog in ``jobs_due`` (the planner's choice on a table without statistics, which made each
+    flow lease cost in proportion to the queued jobs)."""
+    async with isolated_store(backend_url("postgres", tmp_path)) as backend:
+        assert isinstance(backend, PostgresBackend)
+        await backend.set_queue("q", limits=FlowLimits(rate_per_key=Rate.parse("1000/s")))
+        await backend.enqueue([new(i, rate_key=f"k{i % 7}") for i in range(3000)])
+        schema, now = backend.settings.schema, time.time()
+        async with _raw() as raw:
+            ids = await raw.fetch(f'SELECT id FROM "{schema}".jobs ORDER BY id DESC LIMIT 100')
+            sql = queries(schema)["flow_take"]
+            args = ([r[0] for r in ids], "t", 30.0, "w", now, [], [], [], "q")
+            async with raw.transaction():
+                plan = await raw.fetch("EXPLAIN " + sql, *args)
+        text = "\n".join(r[0] for r in plan)
+        assert "jobs_due" not in text, text
+        # and the lease takes the best jobs, as many as asked
+        got = await lease(backend, now, limit=100)
+        assert [j.id for j in got] == list(range(1, 101))

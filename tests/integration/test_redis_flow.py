@@ -223,3 +223,49 @@ async def test_every_filter_use_narrows_to_a_tenant(store: RedisBackend) -> None
     assert {j.tenant for j in left} == {"globex"} and len(left) == 2
     [c] = await store.counts(tenant="acme")
     assert (c.queued, c.cancelled, c.dead) == (0, 4, 0)
+
+
+async def heads_agree(store: RedisBackend, raw: aioredis.Redis) -> None:
+    """Each lane in P:q:Q:lanes holds jobs, and its entry in its level's heads is its first."""
+    expected: dict[str, set[tuple[str, float]]] = {}
+    for lane in await raw.smembers(store.keys.lanes("q")):
+        [(first, at)] = await raw.zrange(store.keys.lane("q", lane), 0, 0, withscores=True)
+        expected.setdefault(lane.split("\x00")[0], set()).add((first + lane, at))
+    for priority in ("0", "1"):
+        heads = await raw.zrange(store.keys.heads("q", priority), 0, -1, withscores=True)
+        assert set(heads) == expected.get(priority, set())
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        FlowLimits(),
+        FlowLimits(rate_per_key=Rate(1000, 1.0)),
+        FlowLimits(rate_per_key=Rate(1000, 1.0), fair=True),
+    ],
+    ids=["no-limits", "per-key-rate", "fair-one-group"],
+)
+async def test_leases_over_many_lanes_go_best_first_and_keep_the_heads(
+    store: RedisBackend, raw: aioredis.Redis, limits: FlowLimits
+) -> None:
+    """A lease takes several jobs from some lanes and the first of others, empties lanes and
+    stops before jobs not yet due: it takes the jobs in (priority, run_at, id) order, as with
+    jobs without keys (fair with one group of 40 lanes: the same), and leaves each lane's
+    head in place."""
+    await store.set_queue("q", limits=limits)
+    t = time.time() + 1.0
+    jobs = await store.enqueue(
+        [
+            new(i, rate_key=f"k{i % 40}" if i % 7 else f"k{i % 3}", priority=int(i % 5 == 0))
+            for i in range(200)
+        ]
+        + [new(200 + i, rate_key=f"k{i}", delay=30.0) for i in range(10)]
+    )
+    due = sorted(jobs[:200], key=lambda j: (-j.priority, j.run_at, j.id))
+    leased: list[int] = []
+    for limit in (1, 7, 30, 2, 100, 100):
+        got = await lease(store, t, limit=limit)
+        leased += [j.id for j in got]
+        await heads_agree(store, raw)
+    assert leased == [j.id for j in due]
+    assert await in_lanes(store, raw) == {j.id for j in jobs[200:]}

@@ -387,7 +387,9 @@ class PostgresBackend:
             # straight to the flow transaction next time (a hint: it reads the store).
             q = self._q
             took = await self._run(
-                lambda c: _flow_lease(c, q, queue, limit, token, float(lease_s), worker_id, now),
+                lambda c: _flow_lease(
+                    c, q, queue, limit, token, float(lease_s), worker_id, now, rows is None
+                ),
                 Resend.ALWAYS,
             )
             if took is None:
@@ -946,14 +948,19 @@ async def _flow_lease(
     lease_s: float,
     worker_id: str,
     now: float | None,
+    hinted: bool,
 ) -> tuple[list[Any], float | None] | None:
     """Lease from a queue with flow limits, in one transaction that holds the queue's row lock
     (so flow leases of the queue take turns across every worker): read the limits, the buckets
     and the running jobs, fetch candidates, plan (:func:`forebay.flow.plan`), take the planned
     jobs and write the buckets back. Returns the rows taken (in lease order) and when a rate
     frees a token for jobs held back; None when the queue has no limits (the plain statement
-    leases), without a transaction."""
-    if not await conn.fetchval(q["flow_limited"], queue):
+    leases), without a transaction unless ``hinted`` (the queue was last seen with limits: then
+    the transaction starts straight away, and finds out).
+
+    Round trips: BEGIN, the lock, the state, the candidates (again only when keys ran out of
+    room within the lease), one statement that takes the jobs and writes the buckets, COMMIT."""
+    if not hinted and not await conn.fetchval(q["flow_limited"], queue):
         return None
     async with conn.transaction():
         row = await conn.fetchrow(q["flow_queue"], queue)
@@ -969,12 +976,7 @@ async def _flow_lease(
             return [], wait
         no_token, full = blocked_keys(limits, state, at)
         chosen = await _flow_plan(conn, q, queue, limits, state, (no_token, full), limit, at)
-        rows: list[Any] = []
-        if chosen.ids:
-            rows = await conn.fetch(q["flow_take"], chosen.ids, token, lease_s, worker_id, at)
-            order = {job_id: n for n, job_id in enumerate(chosen.ids)}
-            rows.sort(key=lambda r: order[r[0]])
-        await _flow_save(conn, q, queue, chosen, at)
+        rows = await _flow_take(conn, q, queue, chosen, (token, lease_s, worker_id), at)
     return rows, chosen.throttled_until
 
 
@@ -1012,15 +1014,30 @@ async def _flow_plan(
         skip_full |= spent_full
 
 
-async def _flow_save(conn: Any, q: dict[str, str], queue: str, chosen: Plan, at: float) -> None:
-    """Write a plan's new bucket times and fair markers (and drop the buckets full again)."""
+async def _flow_take(
+    conn: Any,
+    q: dict[str, str],
+    queue: str,
+    chosen: Plan,
+    lease: tuple[str, float, str],
+    at: float,
+) -> list[Any]:
+    """Take a plan's jobs (``lease``: token, seconds, worker) and write its new bucket times and
+    fair markers (dropping the buckets full again), in one statement; the rows taken, in lease
+    order."""
     writes = [("rate", key, tat) for key, tat in chosen.key_tats.items()]
     if chosen.queue_tat is not None:
         writes.append(("rate", "", chosen.queue_tat))
     writes += [("fair", "" if key is None else key, v) for key, v in chosen.served.items()]
-    if writes:
-        kinds, keys, values = zip(*writes, strict=True)
-        await conn.execute(q["flow_save"], queue, at, list(kinds), list(keys), list(values))
+    if not chosen.ids and not writes:
+        return []
+    kinds, keys, values = [list(c) for c in zip(*writes, strict=True)] if writes else ([], [], [])
+    rows: list[Any] = await conn.fetch(
+        q["flow_take"], chosen.ids, *lease, at, kinds, keys, values, queue
+    )
+    order = {job_id: n for n, job_id in enumerate(chosen.ids)}
+    rows.sort(key=lambda r: order[r[0]])
+    return rows
 
 
 def _used_up(

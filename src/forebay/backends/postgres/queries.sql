@@ -170,8 +170,8 @@ RETURNING {columns}
 -- == flow control (forebay.flow): the lease of a queue with stored limits =====================
 -- One transaction: flow_queue locks the queue's row (flow leases of one queue, from any worker
 -- on any host, take turns, so caps and rates hold), then flow_state, a candidates statement,
--- forebay.flow.plan in the caller, flow_take and flow_save. Times are epoch seconds ($2: the
--- lease's now, given or the server's).
+-- forebay.flow.plan in the caller, and flow_take. Times are epoch seconds ($2: the lease's now,
+-- given or the server's).
 
 -- name: flow_limited
 -- whether the queue has flow limits (asked when the plain lease found nothing)
@@ -255,31 +255,33 @@ SELECT id, priority, run_at, rate_key, concurrency_key, fair_key FROM (
 WHERE rank <= $5
 
 -- name: flow_take
--- the planned jobs ($1) -> running, as lease does, at the lease's now ($5); a job cancelled
--- meanwhile is not taken
-UPDATE {schema}.jobs
-SET state = 'running', lease_token = $2,
-    lease_expires_at = to_timestamp($5) + make_interval(secs => $3),
-    worker_id = $4, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
-    started_at = to_timestamp($5), progress = NULL, progress_message = NULL
-WHERE id = ANY($1::bigint[]) AND state = 'queued' AND {relaxed_commit}
-RETURNING {columns}
-
--- name: flow_save
--- the plan's new bucket times and fair markers ($3 kinds, $4 keys, $5 values); buckets that
--- are full again at $2 (and not written now) are deleted
-WITH gone AS (
+-- One statement for what a plan writes: the planned jobs ($1) -> running, as lease does, at the
+-- lease's now ($5), and the plan's new bucket times and fair markers ($6 kinds, $7 keys, $8
+-- values; buckets full again at $5 and not written now are deleted). A job cancelled meanwhile
+-- is not taken. `(state = 'queued') IS TRUE` is `state = 'queued'` (state is never NULL) in a
+-- form the planner cannot match to index jobs_due's predicate: it would otherwise walk the
+-- queue's whole backlog in that index while its statistics think few jobs are queued, instead
+-- of looking the ids up by primary key.
+WITH taken AS (
+    UPDATE {schema}.jobs
+    SET state = 'running', lease_token = $2,
+        lease_expires_at = to_timestamp($5) + make_interval(secs => $3),
+        worker_id = $4, attempt = attempt + 1, deliveries = deliveries + 1, updated_at = now(),
+        started_at = to_timestamp($5), progress = NULL, progress_message = NULL
+    WHERE id = ANY($1::bigint[]) AND (state = 'queued') IS TRUE AND {relaxed_commit}
+    RETURNING {columns}
+), gone AS (
     DELETE FROM {schema}.flow
-    WHERE queue = $1 AND kind = 'rate' AND value <= $2
-        AND key <> ALL(ARRAY(SELECT w.key FROM unnest($3::text[], $4::text[]) AS w (kind, key)
+    WHERE queue = $9 AND kind = 'rate' AND value <= $5
+        AND key <> ALL(ARRAY(SELECT w.key FROM unnest($6::text[], $7::text[]) AS w (kind, key)
                              WHERE w.kind = 'rate'))
-    RETURNING 1
+), saved AS (
+    INSERT INTO {schema}.flow AS f (queue, kind, key, value)
+    SELECT $9, w.kind, w.key, w.value
+    FROM unnest($6::text[], $7::text[], $8::double precision[]) AS w (kind, key, value)
+    ON CONFLICT (queue, kind, key) DO UPDATE SET value = excluded.value
 )
-INSERT INTO {schema}.flow AS f (queue, kind, key, value)
-SELECT $1, w.kind, w.key, w.value
-FROM unnest($3::text[], $4::text[], $5::double precision[]) AS w (kind, key, value)
-WHERE (SELECT count(*) FROM gone) >= 0
-ON CONFLICT (queue, kind, key) DO UPDATE SET value = excluded.value
+SELECT {columns} FROM taken
 
 -- name: flow_queues
 -- the queues with flow limits, for counts

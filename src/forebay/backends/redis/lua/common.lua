@@ -216,17 +216,10 @@ end
 
 -- A lane's parts: priority, fair_key, rate_key, concurrency_key (false for none).
 local function lane_parts(lane)
-  local parts, start = {}, 1
-  for _ = 1, 3 do
-    local at = string.find(lane, '\0', start, true)
-    parts[#parts + 1] = string.sub(lane, start, at - 1)
-    start = at + 1
-  end
-  parts[4] = string.sub(lane, start)
-  for i = 2, 4 do
-    if parts[i] == '' then parts[i] = false end
-  end
-  return parts[1], parts[2], parts[3], parts[4]
+  local priority, fair_key, rate_key, concurrency_key =
+    string.match(lane, '^([^%z]*)%z([^%z]*)%z([^%z]*)%z(.*)$')
+  return priority, fair_key ~= '' and fair_key, rate_key ~= '' and rate_key,
+    concurrency_key ~= '' and concurrency_key
 end
 
 -- The lane's entry in its priority's heads (P:q:Q:heads:R: member = zid of the lane's first
@@ -378,6 +371,38 @@ local function flow_reader(queue, now)
       self.running[key] = n
     end
     return n
+  end
+  -- Read the buckets of rate_keys and the counts of concurrency_keys not read yet, each
+  -- list in one HMGET (a lease opening many lanes reads their keys together).
+  function r:prefetch(rate_keys, concurrency_keys)
+    local want = {}
+    for _, key in ipairs(rate_keys) do
+      if self.tats[key] == nil then
+        self.tats[key] = false
+        want[#want + 1] = key
+      end
+    end
+    for i = 1, #want, 1000 do
+      local slice = {unpack(want, i, math.min(i + 999, #want))}
+      local stored = redis.call('HMGET', buckets, unpack(slice))
+      for j, key in ipairs(slice) do
+        local tat = tonumber(stored[j]) or false
+        if tat and tat < now then tat = false end
+        self.tats[key] = tat
+      end
+    end
+    want = {}
+    for _, key in ipairs(concurrency_keys) do
+      if self.running[key] == nil then
+        self.running[key] = 0
+        want[#want + 1] = key
+      end
+    end
+    for i = 1, #want, 1000 do
+      local slice = {unpack(want, i, math.min(i + 999, #want))}
+      local stored = redis.call('HMGET', running, unpack(slice))
+      for j, key in ipairs(slice) do self.running[key] = num(stored[j]) end
+    end
   end
   return r
 end

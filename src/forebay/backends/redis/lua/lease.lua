@@ -7,8 +7,9 @@
 --          at the entries' run_at, XREADGROUP '>' as consumer leased to take);
 --          P:job:N (HGETALL/HSET/HDEL), P:leases (ZADD), P:q:Q:counts (HINCRBY), P:run:I
 --          (HINCRBY, for a job of a run)
---          With flow limits or lanes: P:q:Q:lanes (SMEMBERS), P:q:Q:lane:L (ZRANGEBYSCORE,
---          ZREM), P:q:Q:buckets, P:q:Q:served, P:q:Q:running_keys (HGET/HSET/HINCRBY)
+--          With flow limits or lanes: P:q:Q:heads:R (ZRANGEBYSCORE, ZREM, ZADD), P:q:Q:lane:L
+--          (ZRANGE, ZREM), P:q:Q:lanes (SMEMBERS with fairness, SREM), P:q:Q:buckets,
+--          P:q:Q:served, P:q:Q:running_keys (HGET/HMGET/HSET/HINCRBY)
 -- Returns  JSON [[id, fields], ...]: the leased jobs (the plain path); with flow limits or
 --          lanes, JSON {"jobs": [[id, fields], ...], "until": when a rate frees a token for
 --          jobs held back by it, as text, or null}.
@@ -162,14 +163,17 @@ local function lease_flow(limits)
   local state = flow_reader(queue, now_n)
   local room, wait = flow_budget(queue, limits, state, limit, now_n)
   if room <= 0 then return {}, wait end
+  local per_key_rate, cap = limits.rate_per_key, limits.concurrency_per_key
+  local keyed = per_key_rate ~= nil or cap ~= nil  -- whether admission looks at the keys
 
-  -- Best first: effective priority (aging), then run_at, then id.
+  -- Best first: effective priority (aging), then run_at, then id. A candidate is a table
+  -- {effective, run_at, id_n, ...}: a level's job (id, member, level), a lane's job (member,
+  -- src: its lane) or a lane head (opens: the lane, member, score), made only when it is
+  -- its source's next, so a lease makes about one per job it looks at.
   local aging = limits.aging_s
-  local function candidate(id, run_at, priority)
-    local effective = priority
-    if aging and now_n > run_at then effective = priority + math.floor((now_n - run_at) / aging) end
-    return {id = id, id_n = tonumber(id), run_at = run_at, priority = priority,
-            effective = effective}
+  local function effective(priority, run_at)
+    if aging and now_n > run_at then return priority + math.floor((now_n - run_at) / aging) end
+    return priority
   end
   local function better(a, b)
     if a.effective ~= b.effective then return a.effective > b.effective end
@@ -177,98 +181,167 @@ local function lease_flow(limits)
     return a.id_n < b.id_n
   end
 
-  -- The sources of candidates, each in best-first order: a level's due prefix (read at
-  -- once), a lane's due jobs (read a few at a time, at most `need`: no more can start), and
-  -- without fairness a level's lane heads (P:q:Q:heads:R, read a few at a time), each of
-  -- which, when it comes first, opens its lane as a source: a lease reads the lanes it
-  -- takes from (and the blocked ones it passes), not every lane of the queue.
-  local function lane_source(lane)
-    local priority, fair_key, rate_key, concurrency_key = lane_parts(lane)
+  -- The sources of candidates, each in best-first order, `cur` its next candidate (nil: not
+  -- made yet, or none left), `pos` the position of that candidate:
+  --   * a level: its due prefix (stream heads merged with the waiting set), read at once;
+  --   * a lane (P:q:Q:lane:L): its members read in rank order a few at a time (due or not:
+  --     the one after the jobs taken is the lane's new head; `ended` once a read came back
+  --     short), at most `need` of them offered (no more can start);
+  --   * a level's lane heads (P:q:Q:heads:R; with fairness, those of one fair key), read a
+  --     few at a time. A lane head is its lane's first job: when it comes first, its lane
+  --     opens as a source holding that job. So a lease reads the lanes it takes from (and
+  --     the blocked ones it passes), not every lane of the queue, and a lane it takes one
+  --     job from costs one read.
+  local function lane_source(lane, parts, priority)
+    local rate_key, concurrency_key = false, false
     local need = room
-    local blocked = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
-    if blocked == 'rate' then
-      need = 1  -- its head is held back, and says when its key frees a token
-    elseif blocked == 'cap' then
-      need = 0
-    else
-      if limits.rate_per_key and rate_key then
-        need = math.min(need, rate_available(limits.rate_per_key, state:tat(rate_key), now_n))
+    if keyed then
+      parts = parts or {lane_parts(lane)}
+      rate_key, concurrency_key = parts[3], parts[4]
+      local blocked = lane_blocked(limits, state, rate_key, concurrency_key, now_n)
+      if blocked == 'rate' then
+        need = 1  -- its head is held back, and says when its key frees a token
+      elseif blocked == 'cap' then
+        need = 0
+      else
+        if per_key_rate and rate_key then
+          need = math.min(need, rate_available(per_key_rate, state:tat(rate_key), now_n))
+        end
+        if cap and concurrency_key then
+          need = math.min(need, cap - state:running_of(concurrency_key))
+        end
       end
-      if limits.concurrency_per_key and concurrency_key then
-        need = math.min(need, limits.concurrency_per_key - state:running_of(concurrency_key))
-      end
+      if need <= 0 then return nil end
     end
-    if need <= 0 then return nil end
-    return {lane = lane, key = key_lane(queue, lane), priority = tonumber(priority),
-            fair_key = fair_key, rate_key = rate_key, concurrency_key = concurrency_key,
-            items = {}, pos = 1, read = 0, need = need, done = false}
+    return {lane = lane, priority = priority, rate_key = rate_key,
+            concurrency_key = concurrency_key, need = need, m = {}, pos = 1, ended = false}
   end
 
-  local sources = {}
-  for _, priority in ipairs(redis.call('ZREVRANGE', key_levels(queue), 0, -1)) do
-    local items = {}
+  -- The buckets and running counts of the keys of lanes (their lane_parts) read at once.
+  local function prefetch(parts)
+    local rate_keys, concurrency_keys = {}, {}
+    for _, p in ipairs(parts) do
+      if per_key_rate and p[3] then rate_keys[#rate_keys + 1] = p[3] end
+      if cap and p[4] then concurrency_keys[#concurrency_keys + 1] = p[4] end
+    end
+    if #rate_keys > 0 or #concurrency_keys > 0 then state:prefetch(rate_keys, concurrency_keys) end
+  end
+
+  local function heads_source(priority, fair_key)
+    return {heads = key_heads(queue, priority), priority = tonumber(priority), fair = fair_key,
+            due = {}, parts = {}, pos = 1, read = 0, done = false}
+  end
+
+  local sources, priorities = {}, redis.call('ZREVRANGE', key_levels(queue), 0, -1)
+  for _, priority in ipairs(priorities) do
+    local items, p = {}, tonumber(priority)
     for _, c in ipairs(level_candidates(priority, room)) do
-      local item = candidate(c.id, c.run_at, tonumber(priority))
-      item.member, item.level = c.member, priority
-      items[#items + 1] = item
+      items[#items + 1] = {effective = effective(p, c.run_at), run_at = c.run_at,
+                           id_n = tonumber(c.id), id = c.id, member = c.member, level = priority}
     end
     if #items > 0 then
-      sources[#sources + 1] = {items = items, pos = 1, read = #items, need = #items, done = true}
+      sources[#sources + 1] = {items = items, pos = 1}
     end
-    if not limits.fair then
-      sources[#sources + 1] = {heads = key_heads(queue, priority), priority = tonumber(priority),
-                               items = {}, pos = 1, read = 0, need = math.huge, done = false}
-    end
+    if not limits.fair then sources[#sources + 1] = heads_source(priority, nil) end
   end
   -- With fairness, each fair key's lanes, opened when the key's turn first comes.
-  local lanes_of = {}
+  local lanes_of, lane_count = {}, 0
   if limits.fair then
+    local find, sub = string.find, string.sub
     for _, lane in ipairs(redis.call('SMEMBERS', key_lanes(queue))) do
-      local _, fair_key = lane_parts(lane)
-      local k = fair_key or ''
-      lanes_of[k] = lanes_of[k] or {}
-      table.insert(lanes_of[k], lane)
+      -- the fair key: between the lane's first two NULs (lane_parts)
+      local a = find(lane, '\0', 1, true)
+      local k = sub(lane, a + 1, find(lane, '\0', a + 1, true) - 1)
+      local of = lanes_of[k]
+      if of == nil then
+        of = {}
+        lanes_of[k] = of
+      end
+      of[#of + 1] = lane
+      lane_count = lane_count + 1
     end
   end
 
-  -- A source's next candidate (nil: none left), read from its lane when needed.
-  local function head(src)
-    if src.pos > #src.items then
-      if src.done or src.read >= src.need then return nil end
-      local count = math.min(src.need - src.read, math.max(1, src.read * 2))
-      if src.heads then count = math.max(16, src.read) end
-      local due = redis.call('ZRANGEBYSCORE', src.key or src.heads, '-inf', now, 'WITHSCORES',
-                             'LIMIT', src.read, count)
-      local items = {}
-      for k = 1, #due, 2 do
-        local item
-        if src.heads then
-          -- just before its lane's first job: the lane opens before that job is due to go
-          item = candidate('0', tonumber(due[k + 1]), src.priority)
-          item.id_n, item.opens = tonumber(string.sub(due[k], 1, 15)) - 0.5, string.sub(due[k], 16)
-        else
-          item = candidate(unzid(due[k]), tonumber(due[k + 1]), src.priority)
-          item.member, item.lane = due[k], src.lane
-          item.rate_key, item.concurrency_key = src.rate_key, src.concurrency_key
+  -- A heads source's next lane head: the next batch of heads read when these are used up
+  -- (with per-key limits, the buckets and running counts of their lanes' keys at once).
+  local function heads_next(src)
+    while true do
+      local k = 2 * src.pos - 1
+      if k > #src.due then
+        if src.done then return nil end
+        local count = math.max(16, src.read)
+        local due = redis.call('ZRANGEBYSCORE', src.heads, '-inf', now, 'WITHSCORES',
+                               'LIMIT', src.read, count)
+        src.read = src.read + #due / 2
+        if #due < 2 * count then src.done = true end
+        src.due, src.pos, src.parts, k = due, 1, {}, 1
+        if keyed or src.fair then
+          local parts, fetch = src.parts, {}
+          for j = 1, #due, 2 do
+            local p = {lane_parts(string.sub(due[j], 16))}
+            parts[(j + 1) / 2] = p
+            if src.fair == nil or (p[2] or '') == src.fair then fetch[#fetch + 1] = p end
+          end
+          if keyed then prefetch(fetch) end
         end
-        items[#items + 1] = item
+        if #due == 0 then return nil end
       end
-      src.items, src.pos, src.read = items, 1, src.read + #items
-      if #items < count then src.done = true end
-      if #items == 0 then return nil end
+      local p = src.parts[src.pos]
+      if src.fair == nil or (p[2] or '') == src.fair then
+        local member, score = src.due[k], src.due[k + 1]
+        local first, at = string.sub(member, 1, 15), tonumber(score)
+        return {effective = effective(src.priority, at), run_at = at, id_n = tonumber(first),
+                opens = string.sub(member, 16), parts = p, member = first, score = score}
+      end
+      src.pos = src.pos + 1
     end
-    return src.items[src.pos]
+  end
+
+  -- A lane source's next job: a few more members read when these are used up (twice what
+  -- it read, and one past its `need`: the lane's new head once they are taken).
+  local function lane_next(src)
+    local pos = src.pos
+    if pos > src.need then return nil end
+    local k, m = 2 * pos - 1, src.m
+    if k > #m then
+      if src.ended then return nil end
+      local n = #m / 2
+      local count = math.min(src.need - n, math.max(1, n)) + 1
+      src.key = src.key or key_lane(queue, src.lane)
+      local got = redis.call('ZRANGE', src.key, n, n + count - 1, 'WITHSCORES')
+      if #got < 2 * count then src.ended = true end
+      for j = 1, #got do m[#m + 1] = got[j] end
+      if k > #m then return nil end
+    end
+    local at = tonumber(m[k + 1])
+    if at > now_n then return nil end
+    return {effective = effective(src.priority, at), run_at = at, id_n = tonumber(m[k]),
+            member = m[k], src = src}
+  end
+
+  -- A source's next candidate (nil: none left).
+  local function head(src)
+    if src.cur == nil then
+      if src.items then
+        src.cur = src.items[src.pos]
+      elseif src.heads then
+        src.cur = heads_next(src)
+      else
+        src.cur = lane_next(src)
+      end
+    end
+    return src.cur
   end
 
   -- Sources in a binary heap by their next candidate: the best candidate overall is on top.
   local function push(heap, src)
-    src.head = head(src)
-    if src.head == nil then return end
+    local c = head(src)
+    if c == nil then return end
     heap[#heap + 1] = src
     local i = #heap
     while i > 1 do
       local parent = math.floor(i / 2)
-      if not better(heap[i].head, heap[parent].head) then break end
+      if not better(c, heap[parent].cur) then break end
       heap[i], heap[parent] = heap[parent], heap[i]
       i = parent
     end
@@ -281,8 +354,8 @@ local function lease_flow(limits)
     local i = 1
     while true do
       local l, r, best = 2 * i, 2 * i + 1, i
-      if l <= n and better(heap[l].head, heap[best].head) then best = l end
-      if r <= n and better(heap[r].head, heap[best].head) then best = r end
+      if l <= n and better(heap[l].cur, heap[best].cur) then best = l end
+      if r <= n and better(heap[r].cur, heap[best].cur) then best = r end
       if best == i then break end
       heap[i], heap[best] = heap[best], heap[i]
       i = best
@@ -290,11 +363,10 @@ local function lease_flow(limits)
     return top
   end
 
-  -- The per-key limits within this lease (flow._Admission).
+  -- The per-key limits within this lease (flow._Admission), for a lane's job.
   local tokens, running, spent, held = {}, {}, {}, {}
-  local per_key_rate, cap = limits.rate_per_key, limits.concurrency_per_key
-  local function admit(c)
-    local key = c.rate_key
+  local function admit(src)
+    local key = src.rate_key
     if per_key_rate and key then
       local left = tokens[key]
       if left == nil then
@@ -308,7 +380,7 @@ local function lease_flow(limits)
         return false
       end
     end
-    local ckey = c.concurrency_key
+    local ckey = src.concurrency_key
     if cap and ckey then
       local n = running[ckey] or state:running_of(ckey)
       if n >= cap then return false end
@@ -326,15 +398,24 @@ local function lease_flow(limits)
   local function next_admitted(heap)
     while #heap > 0 do
       local src = pop(heap)
-      local c = src.head
-      src.pos = src.pos + 1
-      if c.opens then
+      local c = src.cur
+      src.pos, src.cur = src.pos + 1, nil
+      if src.heads then
+        -- a lane head: its lane opens holding it, and it is the best candidate there is
         push(heap, src)
-        local lane = lane_source(c.opens)
-        if lane then push(heap, lane) end
+        local lane = lane_source(c.opens, c.parts, src.priority)
+        if lane then
+          lane.m[1], lane.m[2], lane.pos = c.member, c.score, 2
+          c.src = lane
+          if not keyed or admit(lane) then
+            push(heap, lane)
+            return c
+          end
+        end
       else
-        local ok = admit(c)
-        if ok or not src.lane then push(heap, src) end
+        local lane = c.src
+        local ok = lane == nil or not keyed or admit(lane)
+        if ok or lane == nil then push(heap, src) end
         if ok then return c end
       end
     end
@@ -373,32 +454,67 @@ local function lease_flow(limits)
         if k == '' then
           for _, src in ipairs(sources) do push(heap, src) end  -- the levels: no fair key
         end
-        for _, lane in ipairs(lanes_of[k] or {}) do
-          local src = lane_source(lane)
-          if src then push(heap, src) end
+        local lanes = lanes_of[k] or {}
+        if #lanes > 16 and 4 * #lanes >= lane_count then
+          -- many lanes, a good share of all: their heads in order, read as they are needed
+          for _, priority in ipairs(priorities) do push(heap, heads_source(priority, k)) end
+        else
+          local parts = {}
+          for i, lane in ipairs(lanes) do parts[i] = {lane_parts(lane)} end
+          if keyed then prefetch(parts) end
+          for i, lane in ipairs(lanes) do
+            local src = lane_source(lane, parts[i], tonumber(parts[i][1]))
+            if src then push(heap, src) end
+          end
         end
       end
       return heap
     end
-    table.sort(turns, function(a, b)
+    -- The first round takes the keys in order from a heap of them, as far as it gets (a
+    -- lease over many keys fills up after its first few); later rounds go over the keys
+    -- the first one left with jobs, in the same order.
+    local function before(a, b)
       if marks[a] ~= marks[b] then return marks[a] < marks[b] end
       return a < b
-    end)
+    end
+    local n = #turns
+    local function sift(i)
+      while true do
+        local l, r, best = 2 * i, 2 * i + 1, i
+        if l <= n and before(turns[l], turns[best]) then best = l end
+        if r <= n and before(turns[r], turns[best]) then best = r end
+        if best == i then return end
+        turns[i], turns[best] = turns[best], turns[i]
+        i = best
+      end
+    end
+    for i = math.floor(n / 2), 1, -1 do sift(i) end
     local last_served, order = {}, 0
+    local function serve(k)
+      local heap = group(k)
+      local c = next_admitted(heap)
+      if c ~= nil then
+        chosen[#chosen + 1] = c
+        order = order + 1
+        last_served[k] = order
+      end
+      return #heap > 0
+    end
+    local still = {}
+    while #chosen < room and n > 0 do
+      local k = turns[1]
+      turns[1], turns[n] = turns[n], nil
+      n = n - 1
+      sift(1)
+      if serve(k) then still[#still + 1] = k end
+    end
+    turns = still
     while #chosen < room and #turns > 0 do
-      local still = {}
+      still = {}
       for _, k in ipairs(turns) do
-        local heap = groups[k] or {}
-        if #chosen < room then
-          heap = group(k)
-          local c = next_admitted(heap)
-          if c ~= nil then
-            chosen[#chosen + 1] = c
-            order = order + 1
-            last_served[k] = order
-          end
-        end
-        if #heap > 0 then still[#still + 1] = k end
+        local more = (groups[k] or {})[1] ~= nil
+        if #chosen < room then more = serve(k) end
+        if more then still[#still + 1] = k end
       end
       turns = still
     end
@@ -406,18 +522,28 @@ local function lease_flow(limits)
     local served = {}
     for k, n in pairs(last_served) do served[#served + 1] = {k, n} end
     table.sort(served, function(a, b) return a[2] < b[2] end)
+    local marks_new = {}
     for n, pair in ipairs(served) do
-      redis.call('HSET', served_key, pair[1], time_text(now_n + (n - 1) * 1e-6))
+      marks_new[#marks_new + 1] = pair[1]
+      marks_new[#marks_new + 1] = time_text(now_n + (n - 1) * 1e-6)
     end
+    if #marks_new > 0 then bulk('HSET', served_key, marks_new) end
   end
 
-  -- Take each job chosen from where it waits, in the order chosen.
+  -- Take each job chosen from where it waits, in the order chosen. A lane gives up the
+  -- first jobs it holds (a lane's jobs are taken in order, and a refused one closes it), so
+  -- its new head is the member read after them (or the lane is empty): each level's heads
+  -- and the lanes set change in one call each.
   local from_stream, from_set = {}, {}
-  local from_lane = {}
+  local lanes_taken, taken_of = {}, {}
   for _, c in ipairs(chosen) do
-    if c.lane then
-      from_lane[c.lane] = from_lane[c.lane] or {}
-      table.insert(from_lane[c.lane], c.member)
+    local src = c.src
+    if src then
+      if taken_of[src] == nil then
+        taken_of[src] = 0
+        lanes_taken[#lanes_taken + 1] = src
+      end
+      taken_of[src] = taken_of[src] + 1
     elseif c.member then
       local zkey = key_waiting(queue, c.level)
       from_set[zkey] = from_set[zkey] or {}
@@ -427,13 +553,44 @@ local function lease_flow(limits)
     end
   end
   for zkey, members in pairs(from_set) do bulk('ZREM', zkey, members) end
-  for lane, members in pairs(from_lane) do leave_lane(queue, lane, members) end
+  local heads_gone, heads_new, emptied = {}, {}, {}
+  for _, src in ipairs(lanes_taken) do
+    local n, m = taken_of[src], src.m
+    local key = src.key or key_lane(queue, src.lane)
+    local heads = key_heads(queue, src.priority)
+    local after, after_score = m[2 * n + 1], m[2 * n + 2]
+    if after == nil and not src.ended then
+      local next_member = redis.call('ZRANGE', key, n, n, 'WITHSCORES')
+      after, after_score = next_member[1], next_member[2]
+    end
+    local gone = {}
+    for k = 1, n do gone[k] = m[2 * k - 1] end
+    bulk('ZREM', key, gone)
+    heads_gone[heads] = heads_gone[heads] or {}
+    table.insert(heads_gone[heads], m[1] .. src.lane)
+    if after then
+      heads_new[heads] = heads_new[heads] or {}
+      table.insert(heads_new[heads], after_score)
+      table.insert(heads_new[heads], after .. src.lane)
+    else
+      emptied[#emptied + 1] = src.lane
+    end
+  end
+  for heads, members in pairs(heads_gone) do bulk('ZREM', heads, members) end
+  for heads, pairs_ in pairs(heads_new) do bulk('ZADD', heads, pairs_) end
+  if #emptied > 0 then bulk('SREM', key_lanes(queue), emptied) end
   for level, n in pairs(from_stream) do
     -- the heads chosen are the first undelivered entries: move them to the pending list
     redis.call('XREADGROUP', 'GROUP', GROUP, LEASED, 'COUNT', n, 'STREAMS',
                key_stream(queue, level), '>')
   end
-  for _, c in ipairs(chosen) do take(c.id, c.level or tostring(c.priority), nil) end
+  for _, c in ipairs(chosen) do
+    if c.src then
+      take(string.format('%d', c.id_n), tostring(c.src.priority), nil)
+    else
+      take(c.id, c.level, nil)
+    end
+  end
 
   local taken = #chosen
   local buckets = key_buckets(queue)
@@ -443,9 +600,12 @@ local function lease_flow(limits)
     redis.call('HSET', buckets, '', time_text(new_queue_tat))
   end
   if per_key_rate then
+    local tats = {}
     for key, n in pairs(spent) do
-      redis.call('HSET', buckets, key, time_text(rate_spend(per_key_rate, state:tat(key), now_n, n)))
+      tats[#tats + 1] = key
+      tats[#tats + 1] = time_text(rate_spend(per_key_rate, state:tat(key), now_n, n))
     end
+    if #tats > 0 then bulk('HSET', buckets, tats) end
   end
   if taken >= limit then return chosen, nil end
   -- Took less than asked: when a token frees for jobs it may have held back (flow._next_token):
