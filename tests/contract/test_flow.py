@@ -202,6 +202,20 @@ async def test_counts_show_jobs_held_back_by_a_key(backend: Backend, t0: float) 
     assert c.throttled == 3 and c.queued == 4
 
 
+async def test_a_tenants_throttled_count_leaves_out_its_scheduled_jobs(
+    backend: Backend, t0: float
+) -> None:
+    await backend.set_queue("q", limits=FlowLimits(rate=Rate(1, 60.0)))
+    await backend.enqueue([new(n=i, tenant="acme") for i in range(3)])
+    await backend.enqueue([new(n=10 + i, tenant="acme", delay=3600.0) for i in range(2)])
+    await backend.enqueue([new(n=20, tenant="globex")])
+    assert len(await lease(backend, t0, limit=1)) == 1  # the queue's only token
+    [acme] = await backend.counts(now=t0, tenant="acme")
+    assert (acme.queued, acme.scheduled, acme.throttled) == (4, 2, 2)
+    [every] = await backend.counts(now=t0)
+    assert (every.queued, every.scheduled, every.throttled) == (5, 2, 3)
+
+
 async def test_keys_and_tenant_are_stored_with_the_job(backend: Backend) -> None:
     [job] = await backend.enqueue(
         [new(tenant="acme", rate_key="u1", concurrency_key="host", fair_key="acme")]

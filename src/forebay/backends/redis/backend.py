@@ -853,8 +853,9 @@ class RedisBackend:
     async def counts(
         self, *, now: float | None = None, tenant: str | None = None
     ) -> list[QueueCounts]:
-        """With ``tenant``: that tenant's counts per state (kept beside the queue's) and its
-        jobs held back; ``scheduled`` and the oldest queued age are not narrowed (0, None)."""
+        """With ``tenant``: that tenant's counts per state (kept beside the queue's), its
+        scheduled jobs and its jobs held back (each found by a bounded scan of the queue's
+        waiting sets and lanes); the oldest queued age is not narrowed (None)."""
         at = time.time() if now is None else now
         result = []
         stalled = await self._stalled(at, tenant)

@@ -58,6 +58,16 @@ local function tenant_due(zkey)
   return n
 end
 
+-- The tenant's jobs due later in a waiting set or a lane (bounded as tenant_due).
+local function tenant_later(zkey)
+  local n = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', zkey, '(' .. now, '+inf', 'LIMIT', 0,
+                                     LANE_SCAN)) do
+    if redis.call('HGET', key_job(unzid(member)), 'tenant') == tenant then n = n + 1 end
+  end
+  return n
+end
+
 -- The tenant's counts per queue, as {queue = {field, value, ...}}.
 local tenant_counts = {}
 if tenant then
@@ -86,6 +96,13 @@ for _, queue in ipairs(redis.call('SMEMBERS', key_queues())) do
   end
   local counts = redis.call('HGETALL', key_counts(queue))
   local throttled = 0
+  local mine_later = 0  -- the tenant's scheduled jobs of the queue
+  if tenant and tenant_counts[queue] then
+    for _, priority in ipairs(redis.call('ZRANGE', key_levels(queue), 0, -1)) do
+      mine_later = mine_later + tenant_later(key_waiting(queue, priority))
+    end
+    for _, lane in ipairs(lanes) do mine_later = mine_later + tenant_later(key_lane(queue, lane)) end
+  end
   local limits = flow_limits(redis.call('HGET', key_settings(queue), 'limits'))
   if limits then
     local state = flow_reader(queue, now_n)
@@ -94,7 +111,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', key_queues())) do
       if tenant then
         local mine = tenant_counts[queue] or {}
         for i = 1, #mine, 2 do
-          if mine[i] == 'queued' then throttled = num(mine[i + 1]) end
+          if mine[i] == 'queued' then throttled = num(mine[i + 1]) - mine_later end
         end
       else
         for i = 1, #counts, 2 do
@@ -115,7 +132,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', key_queues())) do
     end
   end
   if tenant then
-    out[#out + 1] = {queue, tenant_counts[queue] or {}, 0, '', throttled}
+    out[#out + 1] = {queue, tenant_counts[queue] or {}, mine_later, '', throttled}
   else
     out[#out + 1] = {queue, counts, scheduled, oldest or '', throttled}
   end
