@@ -141,6 +141,30 @@ async def test_limits_set_through_one_store_hold_for_the_other(
     assert len(await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0, now=t0)) == 6
 
 
+async def test_a_store_follows_limits_and_pauses_the_other_store_sets(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    """A store that leased a queue with or without limits does not go on assuming so."""
+    a, b = two
+    await b.enqueue([NewJob.create("q", {"n": i}) for i in range(10)])
+
+    async def lease() -> int:
+        return len(await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0))
+
+    assert len(await a.lease(queue="q", limit=1, worker_id="a", lease_s=30.0)) == 1
+    await b.set_queue("q", limits=FlowLimits(concurrency=3))
+    assert await lease() == 2  # 1 running already: the cap set elsewhere holds at once
+    await b.set_queue("q", paused=True)
+    await b.set_queue("q", limits=NO_LIMITS)
+    assert await lease() == 0  # paused, while a last saw limits
+    await b.set_queue("q", limits=FlowLimits(concurrency=4))
+    assert await lease() == 0  # still paused, now with limits
+    await b.set_queue("q", paused=False)
+    assert await lease() == 1  # 3 running, cap 4
+    await b.set_queue("q", limits=NO_LIMITS)
+    assert await lease() == 6  # the rest, with the limits gone
+
+
 async def test_tenant_quotas_hold_across_two_stores(
     two: tuple[SQLiteBackend, SQLiteBackend],
 ) -> None:

@@ -239,6 +239,10 @@ class SQLiteBackend:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._lost_reported = False
         self._finishes = FinishWaiters()
+        self._limited: set[str] = set()
+        """Queues last seen with flow limits (the writer thread's): their lease asks for the
+        limits first, not after a plain pick that would walk the whole backlog to find that the
+        queue has limits. A stale entry either way costs one extra look-up, never a wrong lease."""
 
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
@@ -422,22 +426,36 @@ class SQLiteBackend:
         token = secrets.token_hex(8)
         throttled: list[float | None] = [None]  # the flow path's throttled_until
         flowed = [False]  # whether the last piece took the flow path
+        limited = self._limited
 
         def op(conn: sqlite3.Connection, chunk: int) -> str:
             at = time.time() if now is None else now
-            ids: str = conn.execute(
-                Q["lease_pick"], {"queue": queue, "now": at, "limit": chunk}
-            ).fetchone()[0]
-            if ids == "[]":
+            row = None
+            if queue in limited:  # limits last time: look them up first
+                row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
+                if row is None or row[1] is None:
+                    limited.discard(queue)
+                    row = None
+                elif row[0]:
+                    return "[]"
+            if row is None:
+                ids: str = conn.execute(
+                    Q["lease_pick"], {"queue": queue, "now": at, "limit": chunk}
+                ).fetchone()[0]
+                if ids != "[]":
+                    return take(conn, ids, at)
                 # Nothing on the plain path: paused, no due job, or flow limits to obey.
                 row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
                 if row is None or row[0] or row[1] is None:
                     return ids
-                flowed[0] = True
-                ids, throttled[0] = _flow_pick(conn, queue, _limits(row[1]), chunk, at)
-            if ids != "[]":
-                params = {"token": token, "expires": at + lease_s, "worker": worker_id}
-                conn.execute(Q["lease"], params | {"now": at, "ids": ids})
+                limited.add(queue)
+            flowed[0] = True
+            ids, throttled[0] = _flow_pick(conn, queue, _limits(row[1]), chunk, at)
+            return ids if ids == "[]" else take(conn, ids, at)
+
+        def take(conn: sqlite3.Connection, ids: str, at: float) -> str:
+            params = {"token": token, "expires": at + lease_s, "worker": worker_id}
+            conn.execute(Q["lease"], params | {"now": at, "ids": ids})
             return ids
 
         def read(conn: sqlite3.Connection, ids: str) -> list[Job]:
