@@ -1586,12 +1586,14 @@ def _flow_pick(
         no_token |= used_up[0]
         full |= used_up[1]
     assert out is not None
-    rows_out: list[list[Any]] = [["key", k, v] for k, v in out.key_tats.items()]
+    rows_out = [(v, queue, "key", k) for k, v in out.key_tats.items()]
     if out.queue_tat is not None:
-        rows_out.append(["rate", "", out.queue_tat])
-    rows_out.extend(["fair", "" if k is None else k, v] for k, v in out.served.items())
-    if rows_out:
-        conn.execute(Q["save_flow"], {"queue": queue, "rows": json.dumps(rows_out)})
+        rows_out.append((out.queue_tat, queue, "rate", ""))
+    rows_out.extend((v, queue, "fair", "" if k is None else k) for k, v in out.served.items())
+    # Most buckets and markers are there already: updating them costs half what an upsert
+    # does; should some be new, the upsert writes them all.
+    if rows_out and conn.executemany(Q["update_flow"], rows_out).rowcount < len(rows_out):
+        conn.executemany(Q["save_flow"], rows_out)
     return json.dumps(out.ids), out.throttled_until
 
 
