@@ -532,6 +532,16 @@ SELECT queue, limits FROM forebay_queues WHERE limits IS NOT NULL ORDER BY queue
 SELECT kind, key, value FROM forebay_flow
 WHERE queue = :queue AND kind IN ('rate', 'key') AND value > :now
 
+-- name: flow_queue_bucket
+-- a queue's rate bucket, when still in the future
+SELECT value FROM forebay_flow WHERE queue = :queue AND kind = 'rate' AND key = '' AND value > :now
+
+-- name: flow_key_buckets
+-- the buckets of the rate keys :keys (a JSON array) still in the future
+SELECT key, value FROM forebay_flow
+WHERE queue = :queue AND kind = 'key' AND key IN (SELECT value FROM json_each(:keys))
+  AND value > :now
+
 -- name: fair_markers
 -- when the fair keys :keys (a JSON array; '' for no key) were last served
 SELECT key, value FROM forebay_flow
