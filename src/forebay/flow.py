@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from forebay.errors import ConfigError, InvalidPayload
 
@@ -348,9 +348,8 @@ def resolve_key(name: str, spec: KeySpec | None, job: Any) -> str | None:
 # The lease plan (the SQL backends; lease.lua does the same)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A due queued job as a lease sees it."""
+class Candidate(NamedTuple):
+    """A due queued job as a lease sees it (a tuple: a lease makes one per row it reads)."""
 
     id: int
     priority: int
@@ -455,6 +454,16 @@ class _Admission:
         assert self.rate is not None
         return self.rate.spend(self.state.key_tats.get(key), self.now, self.spent.get(key, 0))
 
+    def new_tats(self) -> dict[str, float]:
+        """Each spent key's ``key_tat`` (Rate.spend, once per key: a lease may spend hundreds)."""
+        assert self.rate is not None
+        tats, now, step = self.state.key_tats, self.now, self.rate.interval
+        out: dict[str, float] = {}
+        for key, n in self.spent.items():
+            tat = tats.get(key)
+            out[key] = (now if tat is None or tat < now else tat) + n * step
+        return out
+
 
 def plan(
     limits: FlowLimits,
@@ -480,8 +489,15 @@ def plan(
         return out
     aging = limits.aging_s
 
-    def order(c: Candidate) -> tuple[int, float, int]:
-        return (-effective_priority(c.priority, c.run_at, now, aging), c.run_at, c.id)
+    if aging is None:
+
+        def order(c: Candidate) -> tuple[int, float, int]:
+            return (-c.priority, c.run_at, c.id)
+
+    else:
+
+        def order(c: Candidate) -> tuple[int, float, int]:
+            return (-effective_priority(c.priority, c.run_at, now, aging), c.run_at, c.id)
 
     admit = _Admission(limits, state, now)
     if not limits.fair:
@@ -496,7 +512,7 @@ def plan(
     if taken and limits.rate is not None:
         out.queue_tat = limits.rate.spend(state.queue_tat, now, taken)
     if admit.rate is not None:
-        out.key_tats = {k: admit.key_tat(k) for k in admit.spent}
+        out.key_tats = admit.new_tats()
     if taken < limit:
         out.throttled_until = _next_token(limits, state, out, admit.held_until, now)
     return out

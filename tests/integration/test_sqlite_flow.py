@@ -141,6 +141,50 @@ async def test_limits_set_through_one_store_hold_for_the_other(
     assert len(await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0, now=t0)) == 6
 
 
+async def test_a_store_follows_limits_and_pauses_the_other_store_sets(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    """A store that leased a queue with or without limits does not go on assuming so."""
+    a, b = two
+    await b.enqueue([NewJob.create("q", {"n": i}) for i in range(10)])
+
+    async def lease() -> int:
+        return len(await a.lease(queue="q", limit=10, worker_id="a", lease_s=30.0))
+
+    assert len(await a.lease(queue="q", limit=1, worker_id="a", lease_s=30.0)) == 1
+    await b.set_queue("q", limits=FlowLimits(concurrency=3))
+    assert await lease() == 2  # 1 running already: the cap set elsewhere holds at once
+    await b.set_queue("q", paused=True)
+    await b.set_queue("q", limits=NO_LIMITS)
+    assert await lease() == 0  # paused, while a last saw limits
+    await b.set_queue("q", limits=FlowLimits(concurrency=4))
+    assert await lease() == 0  # still paused, now with limits
+    await b.set_queue("q", paused=False)
+    assert await lease() == 1  # 3 running, cap 4
+    await b.set_queue("q", limits=NO_LIMITS)
+    assert await lease() == 6  # the rest, with the limits gone
+
+
+async def test_a_short_lease_still_reports_every_rate_key_without_a_token(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    """The key buckets are read for the candidates' keys first; a lease that comes out short
+    reads them all, so it says when the dry keys free (flow.plan's throttled_until), those
+    without a job among its candidates too."""
+    a, b = two
+    t0 = time.time() + 1.0
+    await a.set_queue("q", limits=FlowLimits(rate_per_key=Rate(1, 60.0)))
+    await b.enqueue([NewJob.create("q", {}, rate_key=k) for k in ("x", "y")])
+    first = await a.lease(queue="q", limit=1, worker_id="a", lease_s=30.0, now=t0)
+    second = await b.lease(queue="q", limit=1, worker_id="b", lease_s=30.0, now=t0 + 5.0)
+    assert [j.rate_key for j in first + second] == ["x", "y"]  # each all it asked for
+    assert first.throttled_until is None and second.throttled_until is None
+    await b.enqueue([NewJob.create("q", {}, rate_key=k) for k in ("z", "w")])
+    third = await a.lease(queue="q", limit=3, worker_id="a", lease_s=30.0, now=t0 + 10.0)
+    assert sorted(j.rate_key or "" for j in third) == ["w", "z"]
+    assert third.throttled_until == pytest.approx(t0 + 60.0, abs=1e-3)  # x's token, then y's
+
+
 async def test_tenant_quotas_hold_across_two_stores(
     two: tuple[SQLiteBackend, SQLiteBackend],
 ) -> None:

@@ -13,7 +13,8 @@ engine, and splitting it by transition would scatter the writer's rules.
   same job; the partial index ``forebay_jobs_due`` keeps its cost flat as history grows.
 * Flow control (:mod:`forebay.flow`): a queue's limits are JSON in ``forebay_queues.limits``.
   The plain lease's one look-up of that row (is it paused?) also asks whether it has limits,
-  so a queue without them leases as before. With limits, the lease reads in its own writer
+  so a queue without them leases as before (a queue seen with limits has them looked up
+  first, without that pick). With limits, the lease reads in its own writer
   operation the rate buckets and fair markers (``forebay_flow``) and the running counts, reads
   candidates best first per group (priority with aging, fair key with fair) from the indexes,
   lets :func:`~forebay.flow.plan` choose, and writes the buckets and markers back: SQLite's
@@ -88,7 +89,16 @@ from forebay.errors import (
     UnknownParent,
     UnknownRun,
 )
-from forebay.flow import NO_LIMITS, Candidate, FlowLimits, FlowState, blocked_keys, budget, plan
+from forebay.flow import (
+    NO_LIMITS,
+    Candidate,
+    FlowLimits,
+    FlowState,
+    Plan,
+    blocked_keys,
+    budget,
+    plan,
+)
 from forebay.job import (
     Completion,
     DeadCursor,
@@ -239,6 +249,9 @@ class SQLiteBackend:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._lost_reported = False
         self._finishes = FinishWaiters()
+        self._limited: set[str] = set()
+        """Queues last seen with flow limits (the writer thread's; see :func:`_pick`). Stale
+        either way, it costs one look-up more, never a wrong lease."""
 
         self.applied_on_open: list[str] = []
         """Migrations that :meth:`open` applied (``forebay migrate`` reports them)."""
@@ -422,19 +435,14 @@ class SQLiteBackend:
         token = secrets.token_hex(8)
         throttled: list[float | None] = [None]  # the flow path's throttled_until
         flowed = [False]  # whether the last piece took the flow path
+        limited = self._limited
 
         def op(conn: sqlite3.Connection, chunk: int) -> str:
             at = time.time() if now is None else now
-            ids: str = conn.execute(
-                Q["lease_pick"], {"queue": queue, "now": at, "limit": chunk}
-            ).fetchone()[0]
-            if ids == "[]":
-                # Nothing on the plain path: paused, no due job, or flow limits to obey.
-                row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
-                if row is None or row[0] or row[1] is None:
-                    return ids
+            ids, limits = _pick(conn, queue, chunk, at, limited)
+            if limits is not None:
                 flowed[0] = True
-                ids, throttled[0] = _flow_pick(conn, queue, _limits(row[1]), chunk, at)
+                ids, throttled[0] = _flow_pick(conn, queue, limits, chunk, at)
             if ids != "[]":
                 params = {"token": token, "expires": at + lease_s, "worker": worker_id}
                 conn.execute(Q["lease"], params | {"now": at, "ids": ids})
@@ -1463,6 +1471,31 @@ def _check_tenants(
 
 
 # -- flow control (forebay.flow: the lease plan) ---------------------------------------------
+def _pick(
+    conn: sqlite3.Connection, queue: str, limit: int, now: float, limited: set[str]
+) -> tuple[str, FlowLimits | None]:
+    """The plain lease's pick (a JSON array of ids), or the queue's limits when it has some
+    (the flow path's to pick). ``limited``: the queues last seen with limits, kept up to date;
+    theirs are looked up first, as the plain pick walks a queue's whole backlog before it
+    finds out that the queue has limits."""
+    if queue in limited:
+        row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
+        if row is not None and row[1] is not None:
+            return "[]", None if row[0] else _limits(row[1])
+        limited.discard(queue)
+    ids: str = conn.execute(
+        Q["lease_pick"], {"queue": queue, "now": now, "limit": limit}
+    ).fetchone()[0]
+    if ids != "[]":
+        return ids, None
+    # Nothing on the plain path: paused, no due job, or flow limits to obey.
+    row = conn.execute(Q["queue_flow"], {"queue": queue}).fetchone()
+    if row is None or row[0] or row[1] is None:
+        return ids, None
+    limited.add(queue)
+    return ids, _limits(row[1])
+
+
 _PARSED_LIMITS: dict[str, FlowLimits] = {}
 
 
@@ -1478,10 +1511,17 @@ def _limits(text: str | None) -> FlowLimits:
     return limits
 
 
-def _flow_state(conn: sqlite3.Connection, queue: str, limits: FlowLimits, now: float) -> FlowState:
-    """The buckets and running counts a lease of ``queue`` plans with (fair markers apart)."""
+def _flow_state(
+    conn: sqlite3.Connection, queue: str, limits: FlowLimits, now: float, *, keys: bool = True
+) -> FlowState:
+    """The buckets and running counts a lease of ``queue`` plans with (fair markers apart;
+    without ``keys``, the rate keys' buckets too: see :func:`_key_buckets`)."""
     state = FlowState()
-    if limits.rate is not None or limits.rate_per_key is not None:
+    if not keys:
+        if limits.rate is not None:
+            row = conn.execute(Q["flow_queue_bucket"], {"queue": queue, "now": now}).fetchone()
+            state.queue_tat = None if row is None else row[0]
+    elif limits.rate is not None or limits.rate_per_key is not None:
         for kind, key, value in conn.execute(Q["flow_buckets"], {"queue": queue, "now": now}):
             if kind == "rate":
                 state.queue_tat = value
@@ -1493,6 +1533,15 @@ def _flow_state(conn: sqlite3.Connection, queue: str, limits: FlowLimits, now: f
         rows = conn.execute(Q["running_per_key"], {"queue": queue}).fetchall()
         state.running_per_key = dict(rows)
     return state
+
+
+def _key_buckets(
+    conn: sqlite3.Connection, queue: str, now: float, candidates: Iterable[Candidate]
+) -> dict[str, float]:
+    """The buckets of the rate keys among ``candidates`` (a lease that takes all it asked for
+    plans with those alone: it neither waits nor leaves keys out)."""
+    keys = json.dumps(list({c.rate_key for c in candidates if c.rate_key is not None}))
+    return dict(conn.execute(Q["flow_key_buckets"], {"queue": queue, "now": now, "keys": keys}))
 
 
 def _fair_turns(conn: sqlite3.Connection, queue: str, state: FlowState) -> list[str | None]:
@@ -1519,8 +1568,13 @@ def _flow_pick(
     Candidates are read per group (each priority with aging, each fair key with fair), best
     first, a few per group; should the plan come out short while a group had more, the keys
     the plan used up (no token left, at the cap) are left out of the next read and the groups
-    give more, at most a few rounds."""
-    state = _flow_state(conn, queue, limits, now)
+    give more, at most a few rounds.
+
+    With a rate per key, the keys' buckets are read at first for the candidates' keys alone:
+    every other key's matters only to a plan that comes out short (when their tokens free, and
+    which keys to leave out), and then they are all read and the plan made again."""
+    partial = limits.rate_per_key is not None
+    state = _flow_state(conn, queue, limits, now, keys=not partial)
     room, wait = budget(limits, state, limit, now)
     if room <= 0:
         return "[]", wait
@@ -1558,7 +1612,14 @@ def _flow_pick(
                 more = more or len(rows) >= per
                 for row in rows:
                     candidates[row[0]] = Candidate(*row)
+        if partial:
+            state.key_tats = _key_buckets(conn, queue, now, candidates.values())
         out = plan(limits, state, candidates.values(), limit=limit, now=now)
+        if partial and len(out.ids) < limit:
+            partial = False
+            state.key_tats = _flow_state(conn, queue, limits, now).key_tats
+            blocked = blocked_keys(limits, state, now)[0]
+            out = plan(limits, state, candidates.values(), limit=limit, now=now)
         if len(out.ids) >= room or not more:
             break
         used_up = _used_up(limits, state, now, [candidates[i] for i in out.ids])
@@ -1568,13 +1629,20 @@ def _flow_pick(
         no_token |= used_up[0]
         full |= used_up[1]
     assert out is not None
-    rows_out: list[list[Any]] = [["key", k, v] for k, v in out.key_tats.items()]
-    if out.queue_tat is not None:
-        rows_out.append(["rate", "", out.queue_tat])
-    rows_out.extend(["fair", "" if k is None else k, v] for k, v in out.served.items())
-    if rows_out:
-        conn.execute(Q["save_flow"], {"queue": queue, "rows": json.dumps(rows_out)})
+    _save_flow(conn, queue, out)
     return json.dumps(out.ids), out.throttled_until
+
+
+def _save_flow(conn: sqlite3.Connection, queue: str, out: Plan) -> None:
+    """Write back the buckets and fair markers a plan moved."""
+    rows = [(v, queue, "key", k) for k, v in out.key_tats.items()]
+    if out.queue_tat is not None:
+        rows.append((out.queue_tat, queue, "rate", ""))
+    rows.extend((v, queue, "fair", "" if k is None else k) for k, v in out.served.items())
+    # Most buckets and markers are there already: updating them costs half what an upsert
+    # does; should some be new, the upsert writes them all.
+    if rows and conn.executemany(Q["update_flow"], rows).rowcount < len(rows):
+        conn.executemany(Q["save_flow"], rows)
 
 
 _FLOW_ROUNDS = 6

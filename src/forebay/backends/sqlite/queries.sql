@@ -532,18 +532,28 @@ SELECT queue, limits FROM forebay_queues WHERE limits IS NOT NULL ORDER BY queue
 SELECT kind, key, value FROM forebay_flow
 WHERE queue = :queue AND kind IN ('rate', 'key') AND value > :now
 
+-- name: flow_queue_bucket
+-- a queue's rate bucket, when still in the future
+SELECT value FROM forebay_flow WHERE queue = :queue AND kind = 'rate' AND key = '' AND value > :now
+
+-- name: flow_key_buckets
+-- the buckets of the rate keys :keys (a JSON array) still in the future
+SELECT key, value FROM forebay_flow
+WHERE queue = :queue AND kind = 'key' AND key IN (SELECT value FROM json_each(:keys))
+  AND value > :now
+
 -- name: fair_markers
 -- when the fair keys :keys (a JSON array; '' for no key) were last served
 SELECT key, value FROM forebay_flow
 WHERE queue = :queue AND kind = 'fair' AND key IN (SELECT value FROM json_each(:keys))
 
+-- name: update_flow
+-- one bucket or marker's new value (executemany: (value, queue, kind, key) each)
+UPDATE forebay_flow SET value = ?1 WHERE queue = ?2 AND kind = ?3 AND key = ?4
+
 -- name: save_flow
--- :rows is a JSON array of [kind, key, value]
-INSERT INTO forebay_flow (queue, kind, key, value)
-SELECT :queue, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
-       json_extract(r.value, '$[2]')
-FROM json_each(:rows) AS r
-WHERE true
+-- as update_flow, writing the rows not there yet
+INSERT INTO forebay_flow (value, queue, kind, key) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (queue, kind, key) DO UPDATE SET value = excluded.value
 
 -- name: prune_flow
