@@ -255,10 +255,10 @@ async def test_a_worker_starts_a_rate_limited_backlog_at_the_rate(
 ) -> None:
     # A burst of 3 lets a lease that came late (a worker descheduled on a busy machine) take
     # the tokens it missed, as it would in production; the bounds below count the burst.
-    rate, burst = 20.0, 3
+    rate, size = 20.0, 3
     started: list[float] = []
 
-    @app.handler("paced", rate_limit=Rate(20, 1.0, burst=burst), concurrency=8)
+    @app.handler("paced", rate_limit=Rate(20, 1.0, burst=size), concurrency=8)
     async def paced(job: Job) -> None:
         assert job.started_at is not None
         started.append(job.started_at.timestamp())  # the lease's time, by the store's clock
@@ -272,10 +272,10 @@ async def test_a_worker_starts_a_rate_limited_backlog_at_the_rate(
     assert [(await app.get_job(j.id)).state for j in jobs] == ["completed"] * 40
     started.sort()
     span = started[-1] - started[0]
-    assert len(started) <= rate * span + burst + 1e-6  # never past the rate and one burst
+    assert len(started) <= rate * span + size + 1e-6  # never past the rate and one burst
     for i, first in enumerate(started):  # nor in any part of the run
         window = [t for t in started[i:] if t <= first + 0.5]
-        assert len(window) <= rate * 0.5 + burst + 1e-6
+        assert len(window) <= rate * 0.5 + size + 1e-6
     gaps_ms = [round(1000 * (b - a)) for a, b in itertools.pairwise(started)]
     # with a backlog, at least 90 % of it is used
     assert len(started) >= 0.9 * rate * span, f"gaps between starts (ms): {gaps_ms}"
