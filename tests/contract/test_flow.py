@@ -259,6 +259,36 @@ async def test_a_tenant_quota_refuses_the_whole_call(backend: Backend, t0: float
     assert stored[0].tenant == "acme"
 
 
+async def test_a_key_already_stored_does_not_count_against_the_quota(
+    backend: Backend,
+) -> None:
+    quota = {"acme": 2}
+    first = await backend.enqueue(
+        [new(tenant="acme", key="a1"), new(tenant="acme", key="a2")], tenant_max_depth=quota
+    )
+    # a producer retrying at its quota gets the jobs it stored, not a refusal
+    again = await backend.enqueue([new(tenant="acme", key="a1")], tenant_max_depth=quota)
+    assert again[0].id == first[0].id and not again[0].created
+    with pytest.raises(TenantQuotaFull):  # a new job still is refused
+        await backend.enqueue(
+            [new(tenant="acme", key="a2"), new(tenant="acme", key="a3")], tenant_max_depth=quota
+        )
+    assert len(await backend.list_jobs(JobFilter(tenant="acme"))) == 2
+
+
+async def test_a_runs_completion_job_belongs_to_the_runs_tenant(backend: Backend) -> None:
+    run = await backend.start_run(NewRun.create(name="r", tenant="acme", on_complete="done"))
+    await backend.enqueue([new(run=run.id, tenant="acme")])
+    await backend.seal_run(run.id)
+    [job] = await backend.lease(queue="q", limit=1, worker_id=WORKER, lease_s=30.0)
+    await backend.complete([job.lease])
+    [done] = await backend.list_jobs(JobFilter(queue="done"))
+    assert done.key == f"run:{run.id}:complete" and done.tenant == "acme"
+    assert [j.id for j in await backend.list_jobs(JobFilter(queue="done", tenant="acme"))] == [
+        done.id
+    ]
+
+
 async def test_two_tenants_racing_their_quotas(backend: Backend) -> None:
     quota = {"acme": 5, "globex": 5}
 
