@@ -19,7 +19,9 @@ engine, and splitting it by transition would scatter the writer's rules.
   candidates best first per group (priority with aging, fair key with fair) from the indexes,
   lets :func:`~forebay.flow.plan` choose, and writes the buckets and markers back: SQLite's
   write lock makes that one step for every process on the file, so a cap holds fleet-wide.
-  Tenant quotas are counted in the enqueue's transaction (``forebay_jobs_tenant``).
+  Tenant quotas are counted in the enqueue's transaction (``forebay_jobs_tenant``); a job
+  whose key is already taken is not counted (one read of ``forebay_jobs_queue_key``, only
+  when a quota is given).
 * Payloads live in a table of their own (``forebay_payloads``): a job's row is rewritten at
   every state change, its payload is written once.
 * Wake-ups: an enqueue wakes this process's workers at once; other processes notice the
@@ -1081,17 +1083,24 @@ class _Enqueue(Mergeable):
     @staticmethod
     def merge(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[list[Job]]:
         incoming: dict[str, int] = {}
-        per_tenant: dict[str, int] = {}
         caps = _stored_depths(conn, ops)
+        # Tenant quotas (only when a caller gives some): what counts is the jobs that will be
+        # stored, not those whose key is taken (stored, or by a job given before).
+        quotas = any(op.tenant_max_depth for op in ops)
+        taken = _taken_keys(conn, ops) if quotas else set()
+        per_tenant: dict[str, int] = {}
         for op in ops:
             # Each caller's depth limit counts the jobs of the callers merged before it.
             _check_depth(conn, op.jobs, _tighter(caps, op.max_depth), incoming)
-            if op.tenant_max_depth:
-                _check_tenants(conn, op.jobs, op.tenant_max_depth, per_tenant)
+            if quotas:
+                fresh = _fresh_tenant_jobs(op.jobs, taken)
+                if op.tenant_max_depth:
+                    _check_tenants(conn, fresh, op.tenant_max_depth, per_tenant)
+                for j in fresh:
+                    if j.tenant is not None:
+                        per_tenant[j.tenant] = per_tenant.get(j.tenant, 0) + 1
             for j in op.jobs:
                 incoming[j.queue] = incoming.get(j.queue, 0) + 1
-                if j.tenant is not None:
-                    per_tenant[j.tenant] = per_tenant.get(j.tenant, 0) + 1
         effects = _Effects()
         stored = _insert(conn, [j for op in ops for j in op.jobs], effects)
         out, start = [], 0
@@ -1380,7 +1389,16 @@ def _complete_run(conn: sqlite3.Connection, run_id: str, now: float, effects: _E
     )
     jobs = []
     if on_complete is not None:
-        jobs.append(NewJob.create(on_complete, summary, key=f"run:{run_id}:complete", parsed=True))
+        # the run's tenant's job (no quota refuses it, as no max_depth does)
+        jobs.append(
+            NewJob.create(
+                on_complete,
+                summary,
+                key=f"run:{run_id}:complete",
+                tenant=row[13],
+                parsed=True,
+            )
+        )
     if webhook is not None:
         hook = webhook_payload(webhook, RUN_COMPLETED, summary)
         jobs.append(NewJob.create(WEBHOOK_QUEUE, hook, key=f"run:{run_id}:webhook", parsed=True))
@@ -1446,6 +1464,30 @@ def _check_depth(
         depth = conn.execute(Q["depth"], {"queue": queue, "cap": cap}).fetchone()[0]
         if depth + (pending or {}).get(queue, 0) + incoming > cap:
             raise QueueFull(queue, cap)
+
+
+def _taken_keys(conn: sqlite3.Connection, ops: list[_Enqueue]) -> set[tuple[str, str]]:
+    """The (queue, key) of the keyed jobs of ``ops`` with a tenant already stored (one indexed
+    read, in the enqueue's transaction)."""
+    keys = sorted({(j.queue, j.key) for op in ops for j in op.jobs if j.key and j.tenant})
+    if not keys:
+        return set()
+    rows = conn.execute(Q["taken_keys"], {"keys": json.dumps(keys)}).fetchall()
+    return {(queue, key) for queue, key in rows}
+
+
+def _fresh_tenant_jobs(jobs: list[NewJob], taken: set[tuple[str, str]]) -> list[NewJob]:
+    """The jobs with a tenant of ``jobs`` that will be stored: not those whose key is in
+    ``taken``, which gets the keys of ``jobs`` (a key given twice is stored once)."""
+    fresh = []
+    for j in jobs:
+        if j.key is not None:
+            if (j.queue, j.key) in taken:
+                continue
+            taken.add((j.queue, j.key))
+        if j.tenant is not None:
+            fresh.append(j)
+    return fresh
 
 
 def _check_tenants(

@@ -119,6 +119,14 @@ INSERT INTO forebay_payloads (job_id, payload) VALUES (?, ?)
 -- name: job_by_key
 SELECT {columns} FROM {jobs} WHERE j.queue = ? AND j.key = ?
 
+-- name: taken_keys
+-- which of :keys (a JSON array of [queue, key]) are stored, as (queue, key) rows
+-- (forebay_jobs_queue_key)
+SELECT j.queue, j.key FROM json_each(:keys) AS k
+JOIN forebay_jobs AS j
+  ON j.queue = json_extract(k.value, '$[0]') AND j.key = json_extract(k.value, '$[1]')
+WHERE j.key IS NOT NULL
+
 -- name: depth
 SELECT COUNT(*) FROM (
     SELECT 1 FROM forebay_jobs
@@ -478,7 +486,7 @@ UPDATE forebay_runs SET dead = dead - :n WHERE id = :id
 UPDATE forebay_runs SET state = 'completed', completed_at = :now
 WHERE id = :id AND state = 'sealed'
 RETURNING id, name, key, meta, on_complete, webhook, total, completed, dead, cancelled,
-          created_at, sealed_at, completed_at
+          created_at, sealed_at, completed_at, tenant
 
 -- name: insert_run
 -- a new open run; nothing when a run has its key
