@@ -1170,7 +1170,12 @@ async def _check_tenants(
 ) -> None:
     """Lock the tenants that have a quota (so two producers of one tenant cannot both pass
     it), count their unfinished jobs in every queue, and refuse each request not yet refused
-    that would take one past its quota (its verdict)."""
+    that would take one past its quota (its verdict).
+
+    Only jobs that will be stored count as incoming: a job whose (queue, key) is stored (read
+    under the tenants' locks), or comes earlier in its request, comes back as that job and
+    stores nothing. (One key in two requests of a group counts in both: a request let through
+    here may yet be refused by its links, so the other's job may be the one stored.)"""
     caps: dict[str, int] = {}
     for r in requests:
         for tenant, cap in r.tenant_depth.items():
@@ -1178,10 +1183,31 @@ async def _check_tenants(
     await conn.fetchval(q["lock_tenants"], list(caps))
     rows = await conn.fetch(q["tenant_depths"], list(caps), list(caps.values()))
     depth: Counter[str] = Counter({name: n for name, n in rows})
+    keyed = {
+        (j.queue, j.key)
+        for i, r in enumerate(requests)
+        if verdicts[i] is None
+        for j in r.jobs
+        if j.key is not None and j.tenant in r.tenant_depth
+    }
+    seen: set[tuple[str, str]] = set()
+    if keyed:
+        pairs = sorted(keyed)
+        stored = await conn.fetch(q["stored_keys"], [p[0] for p in pairs], [p[1] for p in pairs])
+        seen = {(row[0], row[1]) for row in stored}
     for index, r in enumerate(requests):
         if verdicts[index] is not None or not r.tenant_depth:
             continue
-        incoming = Counter(j.tenant for j in r.jobs if j.tenant is not None)
+        incoming: Counter[str] = Counter()
+        mine: set[tuple[str, str]] = set()
+        for j in r.jobs:
+            if j.tenant is None:
+                continue
+            if j.key is not None:
+                if (j.queue, j.key) in seen or (j.queue, j.key) in mine:
+                    continue
+                mine.add((j.queue, j.key))
+            incoming[j.tenant] += 1
         full = [
             (tenant, cap)
             for tenant, cap in r.tenant_depth.items()

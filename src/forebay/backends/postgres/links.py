@@ -163,7 +163,8 @@ class RunCounts:
 def completion_jobs(row: Sequence[Any]) -> list[NewJob]:
     """The completion jobs of a run that just completed, from its ``count_runs`` /
     ``seal_run`` row (id, name, key, meta, on_complete, webhook, state, total, completed,
-    dead, cancelled, created_at, sealed_at, completed_at)."""
+    dead, cancelled, created_at, sealed_at, completed_at, tenant). The completion job is the
+    run's tenant's; the webhook delivery belongs to no tenant."""
     run_id, name, key, meta, on_complete, webhook = row[:6]
     summary = run_summary(
         run_id=run_id,
@@ -180,7 +181,9 @@ def completion_jobs(row: Sequence[Any]) -> list[NewJob]:
     )
     jobs = []
     if on_complete is not None:
-        jobs.append(NewJob.create(on_complete, summary, key=f"run:{run_id}:complete"))
+        jobs.append(
+            NewJob.create(on_complete, summary, key=f"run:{run_id}:complete", tenant=row[14])
+        )
     if webhook is not None:
         payload = webhook_payload(webhook, RUN_COMPLETED, summary)
         jobs.append(NewJob.create(WEBHOOK_QUEUE, payload, key=f"run:{run_id}:webhook"))

@@ -113,6 +113,11 @@ SELECT NULL, NULL, NULL, NULL FROM capped WHERE yes
 SELECT {columns} FROM {schema}.jobs
 WHERE (queue, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 
+-- name: stored_keys
+-- which of these (queue, key) pairs are stored (index jobs_queue_key); a fragment of the quota
+SELECT queue, key FROM {schema}.jobs
+WHERE (queue, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+
 -- name: lock_tenants
 -- serialises enqueues of a tenant that has a quota (in name order: no deadlocks; taken after
 -- lock_queues)
@@ -762,7 +767,7 @@ FROM unnest($1::text[], $2::integer[], $3::integer[], $4::integer[], $5::integer
      AS d (id, total, completed, dead, cancelled), locked AS l
 WHERE r.id = d.id AND l.id = d.id
 RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.total, r.completed,
-          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at, l.state
+          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at, r.tenant, l.state
 
 -- name: seal_run
 -- open -> sealed; completed at once when its jobs all finished (also none); the row is locked
@@ -772,7 +777,7 @@ SET state = CASE WHEN completed + dead + cancelled = total THEN 'completed' ELSE
     completed_at = CASE WHEN completed + dead + cancelled = total THEN now() END
 WHERE id = $1 AND state = 'open'
 RETURNING r.id, r.name, r.key, r.meta, r.on_complete, r.webhook, r.state, r.total, r.completed,
-          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at
+          r.dead, r.cancelled, r.created_at, r.sealed_at, r.completed_at, r.tenant
 
 -- name: start_run
 INSERT INTO {schema}.runs (id, name, key, meta, on_complete, webhook, tenant)

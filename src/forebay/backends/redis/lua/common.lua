@@ -494,8 +494,9 @@ local function insert_job(queue, priority, run_at, state, fields, now, index, la
 end
 
 -- A job the store derives (a completion job, a webhook delivery): queued now at priority 0,
--- no run, no max_depth, once per (queue, key) when it has a key.
-local function derive_job(queue, payload, key, now)
+-- no run, no max_depth, once per (queue, key) when it has a key. tenant (false or nil: none):
+-- the job's, stored and counted in P:tenant:T as enqueue counts any job with a tenant.
+local function derive_job(queue, payload, key, now, tenant)
   local fields = {'queue', queue, 'payload', payload, 'state', 'queued', 'priority', '0',
                   'run_at', now, 'created_at', now, 'updated_at', now}
   if key then
@@ -504,9 +505,14 @@ local function derive_job(queue, payload, key, now)
     fields[#fields + 1] = 'key'
     fields[#fields + 1] = key
   end
+  if tenant then
+    fields[#fields + 1] = 'tenant'
+    fields[#fields + 1] = tenant
+  end
   local id = insert_job(queue, '0', now, 'queued', fields, now)
   if key then redis.call('HSET', key_keys(queue), key, id) end
   redis.call('HINCRBY', key_counts(queue), 'queued', 1)
+  tenant_move(tenant, queue, nil, 'queued')
 end
 
 -- A run's hash key, or nil when the run is not stored (pruned): its jobs keep the id only.
@@ -529,10 +535,12 @@ local function run_move(run_id, from, to)
   redis.call('HINCRBY', k, to, 1)
 end
 
-local RUN_DESCRIBED = {'name', 'key', 'meta', 'on_complete', 'webhook', 'created_at', 'sealed_at'}
+local RUN_DESCRIBED = {'name', 'key', 'meta', 'on_complete', 'webhook', 'created_at', 'sealed_at',
+                      'tenant'}
 
 -- The run completes when it is sealed and every job finished: state, completed_at and its
--- completion jobs (forebay.runs.run_summary, built with the stored texts of its times).
+-- completion jobs (forebay.runs.run_summary, built with the stored texts of its times); the
+-- on_complete job belongs to the run's tenant, the webhook delivery to none.
 local function complete_run_if_done(run_id, now)
   local k = key_run(run_id)
   local c = redis.call('HMGET', k, 'state', 'total', 'completed', 'dead', 'cancelled')
@@ -546,7 +554,7 @@ local function complete_run_if_done(run_id, now)
     .. ',"total":' .. num(c[2]) .. ',"completed":' .. num(c[3]) .. ',"dead":' .. num(c[4])
     .. ',"cancelled":' .. num(c[5]) .. ',"created_at":' .. f[6] .. ',"sealed_at":' .. f[7]
     .. ',"completed_at":' .. now .. '}'
-  if f[4] then derive_job(f[4], summary, 'run:' .. run_id .. ':complete', now) end
+  if f[4] then derive_job(f[4], summary, 'run:' .. run_id .. ':complete', now, f[8]) end
   if f[5] then
     local payload = '{"url":' .. jtext(f[5]) .. ',"type":' .. jtext(RUN_COMPLETED)
       .. ',"data":' .. summary .. '}'

@@ -17,7 +17,9 @@
 --          the parents' P:job:N (HGET state, HSET children), P:children:N (SADD),
 --          P:waiting_jobs (ZADD), and what a finish does (common.lua) for a job stored
 --          cancelled because a parent already failed; P:tenant:T (HGETALL: its unfinished
---          jobs; HINCRBY), P:q:Q:lane:L + P:q:Q:lanes for a job with flow keys
+--          jobs; HINCRBY; with a quota, P:q:Q:keys + P:job:N (HGET, EXISTS) of its keyed
+--          jobs: a stored key is not incoming), P:q:Q:lane:L + P:q:Q:lanes for a job with
+--          flow keys
 -- A call is checked against its runs and parents, the max_depth it names and each of its
 -- queues' stored one.
 -- Returns  JSON, per call, nothing of that call stored when refused: ['full', queue,
@@ -201,14 +203,29 @@ local function tenant_depth(tenant)
   return depth
 end
 
--- The first tenant quota this call would break, as an answer; nil when it fits.
+-- Whether job j's (queue, key) is already stored, or named by an earlier job of the same
+-- call (seen): store() then returns that job and stores nothing new. Only a job with a
+-- tenant (lookup) reads the store.
+local function key_taken(j, seen, lookup)
+  local queue, key = j[1], j[3]
+  if not key then return false end
+  local name = queue .. '\0' .. key
+  if seen[name] then return true end
+  seen[name] = true
+  if not lookup then return false end
+  local existing = redis.call('HGET', key_keys(queue), key)
+  return existing ~= false and redis.call('EXISTS', key_job(existing)) == 1
+end
+
+-- The first tenant quota this call would break, as an answer; nil when it fits. A job whose
+-- key is already stored is not incoming: the call returns the stored one.
 local function tenant_full(call)
   local quotas = call[4]
   if not quotas or next(quotas) == nil then return nil end
-  local incoming, order = {}, {}
+  local incoming, order, seen = {}, {}, {}
   for _, j in ipairs(call[2]) do
     local tenant = j[7] and j[7][1]
-    if tenant then
+    if not key_taken(j, seen, tenant) and tenant then
       if incoming[tenant] == nil then order[#order + 1] = tenant end
       incoming[tenant] = (incoming[tenant] or 0) + 1
     end
