@@ -43,6 +43,7 @@ from forebay.errors import (
     UnknownRun,
     WaitTimeout,
 )
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo
 from forebay.flow import FlowLimits, Rate
 from forebay.job import AttemptError, DeadCursor, Job, JobFilter, JobState, NewJob, QueueCounts
 from forebay.queue_config import QueueConfig
@@ -81,6 +82,7 @@ __all__ = [
     "QueueConfig",
     "QueueCounts",
     "QueueFull",
+    "QueueTotals",
     "Rate",
     "ResourceExhausted",
     "ResultTooLarge",
@@ -100,7 +102,9 @@ __all__ = [
     "UnknownRun",
     "WaitTimeout",
     "WebhookSettings",
+    "Throughput",
     "Worker",
+    "WorkerInfo",
     "WorkerSettings",
 ]
 

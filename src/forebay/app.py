@@ -22,6 +22,7 @@ from forebay.errors import (
     RunNotFound,
     WaitTimeout,
 )
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo
 from forebay.flow import FlowLimits, KeySpec, Rate
 from forebay.job import (
     DeadCursor,
@@ -30,6 +31,7 @@ from forebay.job import (
     JobState,
     NewJob,
     QueueCounts,
+    utcnow,
     validate_key,
     validate_queue_name,
 )
@@ -802,6 +804,24 @@ class Forebay:
     async def purge(self, where: JobFilter | None = None, *, dry_run: bool = False) -> int:
         """Delete dead jobs; return how many."""
         return await (await self.open()).purge(where or JobFilter(), dry_run=dry_run)
+
+    # -- the fleet ------------------------------------------------------------------------
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The worker processes registered in the store whose heartbeat is recent enough (on
+        every host; see :mod:`forebay.fleet`), oldest first."""
+        return await (await self.open()).list_workers()
+
+    async def throughput(
+        self, *, since: timedelta | datetime = timedelta(hours=1), queue: str | None = None
+    ) -> list[Throughput]:
+        """Jobs finished per queue and minute (completed, dead, reclaimed) since ``since`` (a
+        time, or how long ago), as the store counted them; ``queue``: that queue only."""
+        start = (utcnow() - since) if isinstance(since, timedelta) else since
+        return await (await self.open()).throughput(since=start.timestamp(), queue=queue)
+
+    async def totals(self) -> list[QueueTotals]:
+        """Jobs finished per queue since the store was created (completed, dead, reclaimed)."""
+        return await (await self.open()).totals()
 
     # -- schedules ----------------------------------------------------------------------
     async def save_schedules(self) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -173,6 +174,8 @@ class NewJob:
     """The key of its queue's ``concurrency_per_key``."""
     fair_key: str | None = None
     """The key fair leasing takes turns over (its queue's ``fair_key``)."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the trace its enqueue was part of (see docs/tracing.md)."""
 
     @classmethod
     def create(
@@ -195,6 +198,7 @@ class NewJob:
         rate_key: str | int | None = None,
         concurrency_key: str | int | None = None,
         fair_key: str | int | None = None,
+        traceparent: str | None = None,
         parsed: bool = False,
     ) -> NewJob:
         """A validated job. ``payload`` is JSON-ready data or a pydantic model instance (kept
@@ -211,6 +215,7 @@ class NewJob:
         rate_key = check_key("rate_key", rate_key)
         concurrency_key = check_key("concurrency_key", concurrency_key)
         fair_key = check_key("fair_key", fair_key)
+        traceparent = check_traceparent(traceparent)
         _check_names(key, run)
         parents = _check_links(after, after_policy, webhook, parent_id)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -258,6 +263,7 @@ class NewJob:
             rate_key,
             concurrency_key,
             fair_key,
+            traceparent,
         )
 
     def stored_as(
@@ -286,7 +292,30 @@ class NewJob:
             rate_key=self.rate_key,
             concurrency_key=self.concurrency_key,
             fair_key=self.fair_key,
+            traceparent=self.traceparent,
         )
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def check_traceparent(value: str | None) -> str | None:
+    """``value`` if it is a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``, lower-case
+    hex, ids not all zero), else InvalidPayload; None stays None."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or _TRACEPARENT.fullmatch(value) is None
+        or value.startswith("ff")
+        or value[3:35] == "0" * 32
+        or value[36:52] == "0" * 16
+    ):
+        raise InvalidPayload(
+            "traceparent must be a W3C trace context: 00-<32 hex trace id>-<16 hex span id>-"
+            "<2 hex flags>"
+        )
+    return value
 
 
 MAX_ATTEMPTS_LIMIT = 1000
@@ -480,6 +509,8 @@ class Job:
     """Its key for its queue's per-key concurrency cap, worked out at enqueue."""
     fair_key: str | None = None
     """Its key for fair leasing, worked out at enqueue."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the trace that enqueued it (None: none was active)."""
     created: bool = True
     """False when enqueue found an existing job with the same (queue, key)."""
     cancel_requested: bool = False
@@ -602,6 +633,7 @@ class Job:
             "rate_key": self.rate_key,
             "concurrency_key": self.concurrency_key,
             "fair_key": self.fair_key,
+            "traceparent": self.traceparent,
             "payload": _json_payload(self.payload),
             "stalled": self.is_stalled(),
         }

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 from forebay.errors import ConfigError
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo
 from forebay.flow import FlowLimits
 from forebay.job import (
     Completion,
@@ -123,6 +124,9 @@ class PruneSpec:
     runs_before: float | None = None
     """Also delete completed runs whose ``completed_at`` is older (None: keep runs). Their
     jobs are pruned by the cut-offs above, as any job."""
+    throughput_before: float | None = None
+    """Also delete the per-minute counts of minutes that start before this (None: keep them);
+    the totals are never deleted (see :mod:`forebay.fleet`)."""
 
 
 @runtime_checkable
@@ -403,4 +407,33 @@ class Backend(Protocol):
     ) -> list[Run]:
         """Runs, newest first (by id: run ids are time-ordered), paged by ``before_id``;
         ``state`` narrows to one state, ``tenant`` to that tenant's runs."""
+        ...
+
+    # -- the fleet (see :mod:`forebay.fleet`) ------------------------------------------------
+    async def save_worker(self, worker: WorkerInfo) -> None:
+        """Store (insert or replace) a worker's record; it holds until ``worker.last_seen +
+        worker.ttl_s``. Records past that time may be deleted by this call."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's record (it stopped cleanly); no record is no error."""
+        ...
+
+    async def list_workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        """The workers whose record still holds at ``now`` (default: the current time),
+        sorted by ``started_at``, then ``id``."""
+        ...
+
+    async def throughput(self, *, since: float, queue: str | None = None) -> list[Throughput]:
+        """Per queue and minute, the jobs finished from the minute of ``since`` on (minutes
+        in which nothing finished are left out), sorted by queue, then minute. The store
+        counts them in the transaction or script that finishes the jobs: ``completed`` by
+        :meth:`complete`, ``dead`` whenever a job enters ``dead`` (:meth:`dead_letter`, a
+        reclaim past ``max_deliveries``), ``reclaimed`` by :meth:`reclaim_expired`. Minutes
+        older than :data:`~forebay.fleet.THROUGHPUT_KEPT_S` are deleted by :meth:`prune`."""
+        ...
+
+    async def totals(self) -> list[QueueTotals]:
+        """Per queue, the jobs finished since the store was created (the same counts as
+        :meth:`throughput`, never pruned), sorted by queue."""
         ...

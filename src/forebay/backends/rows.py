@@ -57,6 +57,7 @@ COLUMNS: Final = (
     "rate_key",
     "concurrency_key",
     "fair_key",
+    "traceparent",
 )
 """A job's stored fields, in the order of a row. ``after_ids`` is the JSON text of the parents'
 ids (NULL: none), ``after_policy`` NULL for the default (``completed``)."""
@@ -115,6 +116,7 @@ def job_from_row(row: Sequence[Any], created: bool = True, *, epoch_times: bool 
         rate_key=row[31],
         concurrency_key=row[32],
         fair_key=row[33],
+        traceparent=row[34],
         created=created,
     )
 
@@ -166,6 +168,7 @@ def _row_from_hash(job_id: int | str, fields: Mapping[str, str]) -> tuple[Any, .
         get("rate_key"),
         get("concurrency_key"),
         get("fair_key"),
+        get("traceparent"),
     )
 
 
