@@ -49,6 +49,7 @@ STORED = {
     "rate_key": "u1",
     "concurrency_key": "host-a",
     "fair_key": "acme",
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 }
 TIMES = ("run_at", "created_at", "updated_at", "finished_at", "lease_expires_at", "started_at")
 
@@ -100,6 +101,7 @@ def _expected() -> Job:
         rate_key="u1",
         concurrency_key="host-a",
         fair_key="acme",
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     )
 
 
