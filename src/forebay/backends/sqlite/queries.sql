@@ -699,7 +699,7 @@ ORDER BY run_at, id
 LIMIT :n
 
 -- name: count_throughput
--- jobs of a queue that finished in a minute (executemany: queue, minute, completed, dead,
+-- jobs of a queue that finished in a minute (queue, minute, completed, dead,
 -- reclaimed), in the operation that finished them
 INSERT INTO forebay_throughput (queue, minute, completed, dead, reclaimed)
 VALUES (?1, ?2, ?3, ?4, ?5)
