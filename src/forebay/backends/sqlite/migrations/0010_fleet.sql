@@ -19,17 +19,17 @@ CREATE INDEX forebay_workers_expires ON forebay_workers (expires_at);
 -- transaction that finishes them; minutes past a day are pruned
 CREATE TABLE forebay_throughput (
     queue     TEXT    NOT NULL,
-    minute    INTEGER NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0,
-    dead      INTEGER NOT NULL DEFAULT 0,
-    reclaimed INTEGER NOT NULL DEFAULT 0,
+    minute    INTEGER NOT NULL CHECK (minute % 60 = 0),
+    completed INTEGER NOT NULL DEFAULT 0 CHECK (completed >= 0),
+    dead      INTEGER NOT NULL DEFAULT 0 CHECK (dead >= 0),
+    reclaimed INTEGER NOT NULL DEFAULT 0 CHECK (reclaimed >= 0),
     PRIMARY KEY (queue, minute)
 ) WITHOUT ROWID;
 
 -- the same counts per queue since the store was created, never pruned
 CREATE TABLE forebay_totals (
     queue     TEXT    PRIMARY KEY,
-    completed INTEGER NOT NULL DEFAULT 0,
-    dead      INTEGER NOT NULL DEFAULT 0,
-    reclaimed INTEGER NOT NULL DEFAULT 0
+    completed INTEGER NOT NULL DEFAULT 0 CHECK (completed >= 0),
+    dead      INTEGER NOT NULL DEFAULT 0 CHECK (dead >= 0),
+    reclaimed INTEGER NOT NULL DEFAULT 0 CHECK (reclaimed >= 0)
 ) WITHOUT ROWID;
