@@ -19,7 +19,7 @@ from forebay.backends.base import PruneSpec
 from forebay.backends.sqlite import SQLiteBackend
 from forebay.backends.sqlite.backend import _statements
 from forebay.fleet import WorkerInfo
-from forebay.job import Failure, JobFilter, JobState, NewJob
+from forebay.job import Completion, Failure, JobFilter, JobState, NewJob
 from forebay.sqlfiles import migration_files
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -187,3 +187,33 @@ async def test_pruning_without_a_cut_keeps_the_minutes(tmp_path: Path) -> None:
         assert row.completed == 1  # its minute stayed
     finally:
         await store.close()
+
+
+async def test_results_and_dead_letters_count_once_and_stale_leases_not_at_all(
+    two: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = two
+    await a.enqueue([NewJob.create("q", {"i": i}) for i in range(4)])
+    first = await a.lease(queue="q", limit=4, worker_id="dying", lease_s=1.0)
+    at = time.time() + 60
+    assert await b.reclaim_expired(now=at) == 4
+    again = await b.lease(queue="q", limit=4, worker_id="w", lease_s=30.0, now=at)
+    stale = [j.lease for j in first]
+    # The dead worker's late outcomes are refused, through either store, and count nothing.
+    refused = await asyncio.gather(
+        a.complete([Completion(stale[0], '{"late": true}')]),
+        b.dead_letter([Failure(stale[1], error="late", error_type="E")]),
+        a.complete(stale[2:]),
+    )
+    assert sorted(i for ids in refused for i in ids) == sorted(j.id for j in first)
+    [total] = await a.totals()
+    assert (total.completed, total.dead, total.reclaimed) == (0, 0, 4)
+    # The live worker's outcomes count, each once, however they were given.
+    await asyncio.gather(
+        b.complete([Completion(again[0].lease, '{"rows": 1}'), again[1].lease]),
+        a.dead_letter([Failure(j.lease, error="boom", error_type="E") for j in again[2:]]),
+    )
+    [total] = await b.totals()
+    assert (total.completed, total.dead, total.reclaimed) == (2, 2, 4)
+    [minute] = await a.throughput(since=at)
+    assert (minute.completed, minute.dead, minute.reclaimed) == (0, 0, 4)
