@@ -754,8 +754,9 @@ end
 
 -- Finished jobs counted where they finish (forebay.fleet): per queue and outcome (completed,
 -- dead, reclaimed) in the minute of the script's now (P:minute:M, listed in P:minutes) and in
--- the totals (P:totals). tally:add as each transition applies, tally:flush(now) once: a few
--- commands per queue and script call, whatever the batch.
+-- the totals (P:totals). tally:add as each transition applies, tally:flush(now) once: two
+-- commands per queue and outcome and script call, whatever the batch; the minute is listed in
+-- P:minutes by the call that creates its first count (pruning deletes both at once).
 local function new_tally()
   local t = {counts = {}, any = false}
   function t:add(queue, outcome)
@@ -768,11 +769,12 @@ local function new_tally()
     local at = tonumber(now)
     local minute = string.format('%d', at - math.fmod(at, 60))  -- fleet.minute_of, exactly
     local per_minute, totals = key_minute(minute), key_totals()
+    local first = false
     for name, n in pairs(self.counts) do
-      redis.call('HINCRBY', per_minute, name, n)
+      if redis.call('HINCRBY', per_minute, name, n) == n then first = true end
       redis.call('HINCRBY', totals, name, n)
     end
-    redis.call('ZADD', key_minutes(), minute, minute)
+    if first then redis.call('ZADD', key_minutes(), minute, minute) end
   end
   return t
 end

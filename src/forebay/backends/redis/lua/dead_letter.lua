@@ -6,7 +6,8 @@
 -- Keys     P:job:N (HMGET/HSET/HDEL), P:leases (ZREM), P:done:dead + P:q:Q:done:dead (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
 --          and what a finish does (common.lua: runs, webhooks, children),
---          P:minute:M + P:totals (HINCRBY "<queue> dead"), P:minutes (ZADD M),
+--          P:minute:M + P:totals (HINCRBY "<queue> dead"), P:minutes (ZADD M, by the
+--          call that creates the minute's first count),
 --          P:finished (PUBLISH of the ids dead-lettered)
 -- Returns  the ids refused (not running under that token).
 

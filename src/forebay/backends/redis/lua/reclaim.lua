@@ -14,7 +14,7 @@
 --          P:q:Q:wake, P:q:Q:running_keys, P:tenant:T,
 --          P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for a job of a run),
 --          P:minute:M + P:totals (HINCRBY "<queue> reclaimed", M the minute of now),
---          P:minutes (ZADD M)
+--          P:minutes (ZADD M, by the call that creates the minute's first count)
 -- Returns  {expired leases found, jobs requeued}
 
 local now, max = ARGV[1], tonumber(ARGV[2])
