@@ -236,9 +236,15 @@ def _enqueue_row(j: NewJob) -> list[object]:
 def _flow_fields(j: NewJob) -> list[str | bool] | bool:
     """A job's tenant, flow keys and traceparent as ``enqueue.lua`` takes them (False: none of
     them)."""
-    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key, j.traceparent)
-    if all(v is None for v in values):
+    if (
+        j.tenant is None
+        and j.rate_key is None
+        and j.concurrency_key is None
+        and j.fair_key is None
+        and j.traceparent is None
+    ):
         return False
+    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key, j.traceparent)
     return [False if v is None else v for v in values]
 
 
