@@ -786,8 +786,9 @@ class RedisBackend:
         if spec.runs_before is not None:
             total += await self._prune_runs(spec.runs_before, spec.limit)
         if spec.throughput_before is not None:
-            while int(await self._run("prune_minutes", _ts(spec.throughput_before), 1000)) == 1000:
-                pass
+            cut = _ts(spec.throughput_before)
+            while int(await self._run("prune_minutes", cut, 1000)) == 1000:
+                pass  # a full chunk: more minutes may start before the cut
         await self._run("tidy", _ts(time.time()))
         return total
 
@@ -825,8 +826,8 @@ class RedisBackend:
         return sorted(workers, key=lambda w: (w.started_at, w.id))
 
     async def throughput(self, *, since: float, queue: str | None = None) -> list[Throughput]:
-        """Reads the minutes from ``since``'s on (P:minutes), then each one's counts (all
-        queues', or ``queue``'s three fields): as many reads as minutes asked for."""
+        """Reads the minutes from the one of ``since`` on (P:minutes), then each one's counts
+        (every queue's, or ``queue``'s three fields): as many reads as minutes asked for."""
         client = self._require()
         outcomes = ("completed", "dead", "reclaimed")
         try:
