@@ -23,12 +23,13 @@ import httpx
 import pytest
 
 import forebay
-from forebay import Forebay, Job, PermanentError, Worker, WorkerSettings
-from forebay.errors import BackendError
+from forebay import Backoff, Forebay, Job, PermanentError, Worker, WorkerSettings
+from forebay.errors import BackendError, ConfigError
 from forebay.fleet import WorkerInfo, minute_of
 from forebay.http import ServiceSettings
 from forebay.testing import Settled, until
 from forebay.worker.maintenance import prune_once
+from forebay.worker.registry import ttl_for
 from tests.integration.test_http import serving
 
 FAST = WorkerSettings(
@@ -87,7 +88,7 @@ async def test_counts_follow_the_outcomes_and_a_burst_worker_leaves_no_record(
     tries: dict[int, int] = {}
     release = asyncio.Event()
 
-    @app.handler("docs", max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.01)
+    @app.handler("docs", max_attempts=3, backoff=Backoff(base_s=0, jitter=False))
     async def docs(job: Job) -> None:
         tries[job.id] = tries.get(job.id, 0) + 1
         if job.payload == "dead":
@@ -273,3 +274,11 @@ async def _ready_says(client: httpx.AsyncClient, *, unconsumed: list[str]) -> bo
 
 def _consumers(body: dict[str, Any]) -> dict[str, int]:
     return {q["queue"]: q["consumers"] for q in body["queues"]}
+
+
+def test_the_beat_comes_from_the_environment_and_sets_the_ttl() -> None:
+    settings = WorkerSettings.from_env({"FOREBAY_REGISTRY_EVERY_S": "8"})
+    assert settings.registry_every_s == 8.0
+    assert (ttl_for(settings.registry_every_s), ttl_for(1.0)) == (24.0, 15.0)
+    with pytest.raises(ConfigError, match="registry_every_s"):
+        WorkerSettings.from_env({"FOREBAY_REGISTRY_EVERY_S": "0"})
