@@ -23,6 +23,7 @@ the ttl, so a store that hangs cannot hold the worker's shutdown longer than tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -92,6 +93,7 @@ class Registry:
         self._stopping = False
         self._closed = False
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
         self._loop = BackgroundTask("forebay-registry", self._beat_loop)
 
     # -- the observer: counts what the settler recorded -----------------------------------
@@ -123,11 +125,12 @@ class Registry:
         await self._save()
         self._loop.start()
 
-    async def stopping(self) -> None:
-        """The worker's shutdown started: save the record saying so."""
-        if not self._stopping:
-            self._stopping = True
-            await self._save()
+    def stopping(self) -> None:
+        """The worker's shutdown started: the record says so, saved at once by the loop (the
+        shutdown does not wait for it: a slow store must not eat into the running jobs'
+        grace)."""
+        self._stopping = True
+        self._wake.set()
 
     async def stop(self) -> None:
         """Save no more and remove the record (the worker stopped cleanly). Idempotent."""
@@ -156,7 +159,10 @@ class Registry:
 
     async def _beat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._every_s)
+            with contextlib.suppress(TimeoutError):  # a beat, or woken early by stopping()
+                async with asyncio.timeout(self._every_s):
+                    await self._wake.wait()
+            self._wake.clear()
             await self._save()
 
     async def _save(self) -> None:

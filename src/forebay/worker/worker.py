@@ -179,7 +179,7 @@ class Worker:
         return installed
 
     async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
-        await self.registry.stopping()
+        self.registry.stopping()
         await self.scheduler.stop()  # a stopping worker fires no more ticks
         tasks = {entry.task for entry in lanes.running.values()}
         if tasks:
