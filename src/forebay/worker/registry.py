@@ -17,7 +17,9 @@ worker from listings for a while, never stops it.
 Concurrency hazards, and why they are safe: one lock covers every save and the close, so a
 save in flight ends before the record is removed and no save starts after (a record removed
 and then saved again would stay listed for a ttl after a clean stop); each save is bounded by
-the ttl, so a store that hangs cannot hold the worker's shutdown longer than that.
+the ttl, so a store that hangs cannot hold the worker's shutdown longer than that. The
+``stopping`` save is the loop's next beat, woken early: the shutdown does not wait for it, so a
+slow store never shortens the running jobs' grace.
 """
 
 from __future__ import annotations
