@@ -87,6 +87,7 @@ async def test_counts_follow_the_outcomes_and_a_burst_worker_leaves_no_record(
 ) -> None:
     tries: dict[int, int] = {}
     release = asyncio.Event()
+    seen_by_handler: list[str] = []
 
     @app.handler("docs", max_attempts=3, backoff=Backoff(base_s=0, jitter=False))
     async def docs(job: Job) -> None:
@@ -97,6 +98,8 @@ async def test_counts_follow_the_outcomes_and_a_burst_worker_leaves_no_record(
             raise RuntimeError("once")
         if job.payload == "slow":
             await release.wait()
+        if job.payload == "look":
+            seen_by_handler.extend(w.id for w in await app.list_workers())
 
     settled = Settled()
     app.observers.append(settled)
@@ -115,8 +118,9 @@ async def test_counts_follow_the_outcomes_and_a_burst_worker_leaves_no_record(
         await until(lambda: _counts(app, worker.worker_id, (4, 2, 0)), what="4 completed")
 
     # A burst worker registers, works and removes its record when the queue is drained.
-    await app.enqueue("docs", "ok")
+    await app.enqueue("docs", "look")
     done = await app.run_worker(["docs"], burst=True, settings=FAST)
+    assert seen_by_handler == [done.worker_id]
     assert done.processed == 1 and done.registry.completed == 1
     assert await app.list_workers() == []
 
