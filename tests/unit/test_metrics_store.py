@@ -5,13 +5,15 @@
 * a stopping worker no longer counts as a consumer, but is still a live worker;
 * ``forebay_queue_finished_total`` is the store's totals, one sample per outcome;
 * a store that does not answer sets ``forebay_backend_up`` to 0 and keeps the last values;
-* a queue that disappears from the store disappears from the gauges.
+* a queue that disappears from the store disappears from the gauges;
+* every metric is listed in docs/metrics.md and in the table of :mod:`forebay.metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -121,3 +123,16 @@ async def test_read_store_marks_a_failing_or_silent_store_down() -> None:
         metrics.update_store([QueueCounts("documents")], [], [])
         await metrics.read_store(store, timeout_s=0.05)
         assert value(metrics, "forebay_backend_up") == 0
+
+
+def test_every_exported_metric_is_documented() -> None:
+    import forebay.metrics
+
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "metrics.md").read_text()
+    reference = forebay.metrics.__doc__ or ""
+    text = Metrics().exposition().decode()
+    for family in text_string_to_metric_families(text):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"| `{name}` |" in docs, f"docs/metrics.md does not list {name}"
+        assert f"``{name}``" in reference, f"forebay.metrics' table does not list {name}"
