@@ -160,7 +160,7 @@ async def test_the_flow_migration_keeps_the_jobs_of_an_existing_database() -> No
             backend = PostgresBackend.from_url(f"{PG_URL}?schema={schema}")
             await backend.open()
             try:
-                assert backend.applied_on_open == ["0008_flow.sql"]
+                assert backend.applied_on_open == ["0008_flow.sql", "0009_fleet.sql"]
                 [c] = await backend.counts()
                 assert (c.queued, c.running) == (45, 5)
                 old = await backend.list_jobs(JobFilter(state=JobState.RUNNING))
