@@ -17,6 +17,7 @@ kept for ever, so Prometheus counters read from the store never go back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -25,10 +26,12 @@ from forebay.job import JSON
 
 __all__ = [
     "THROUGHPUT_KEPT_S",
+    "QueueConsumers",
     "QueueTotals",
     "Throughput",
     "WorkerInfo",
     "minute_of",
+    "queue_consumers",
 ]
 
 THROUGHPUT_KEPT_S: Final = 24 * 3600.0
@@ -186,3 +189,33 @@ class QueueTotals:
             "dead": self.dead,
             "reclaimed": self.reclaimed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConsumers:
+    """The live workers that consume ``queue``, and how many jobs they run at once in all
+    (each worker's whole ``concurrency``, over all its queues)."""
+
+    queue: str
+    workers: int = 0
+    concurrency: int = 0
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"queue": self.queue, "workers": self.workers, "concurrency": self.concurrency}
+
+
+def queue_consumers(
+    workers: Sequence[WorkerInfo], queues: Iterable[str] = ()
+) -> list[QueueConsumers]:
+    """Per queue, its live consumers among ``workers`` (a stopping one included: it is
+    listed until it is gone), for every queue of ``queues`` (those the store knows) and
+    every queue a worker consumes, sorted by name; a queue nothing consumes has 0 workers."""
+    names = set(queues).union(*(w.queues for w in workers))
+    return [
+        QueueConsumers(
+            name,
+            workers=sum(1 for w in workers if w.consumes(name)),
+            concurrency=sum(w.concurrency for w in workers if w.consumes(name)),
+        )
+        for name in sorted(names)
+    ]

@@ -39,6 +39,7 @@ from forebay.cli import (
     stats,
     usage,
     worker,
+    workers,
 )
 
 __all__ = ["cli", "main"]
@@ -82,6 +83,7 @@ cli.add_typer(runs.runs, name="runs")
 cli.add_typer(dead.dead, name="dead")
 cli.add_typer(queues.queue, name="queue")
 cli.command("stats")(stats.stats)
+cli.command("workers")(workers.workers)
 cli.add_typer(schedules.schedules, name="schedules")
 cli.command("migrate")(migrate.migrate)
 cli.command("serve")(serve.serve)

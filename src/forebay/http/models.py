@@ -415,8 +415,18 @@ class ErrorOut(BaseModel):
 class ReadyOut(BaseModel):
     ready: bool
     backend: dict[str, Any]
-    workers: dict[str, Any] | None
-    queues: list[dict[str, Any]]
+    workers: dict[str, Any] | None = Field(
+        description="This node's in-process workers (null: it runs none)."
+    )
+    fleet: dict[str, Any] | None = Field(
+        None, description="The live workers of every host, from the store (null: unreachable)."
+    )
+    queues: list[dict[str, Any]] = Field(
+        description="Counts per queue and state, with the live workers consuming it (consumers)."
+    )
+    unconsumed: list[str] = Field(
+        [], description="Queues that no live worker consumes (their jobs wait; still ready)."
+    )
 
 
 # -- parameters -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from forebay.errors import ForebayError
+from forebay.fleet import WorkerInfo, queue_consumers
 from forebay.http.errors import ApiError
 from forebay.http.models import ReadyOut
 from forebay.http.service import Service
@@ -37,23 +38,39 @@ def add_routes(api: FastAPI, service: Service) -> None:
         responses={503: {"model": ReadyOut, "description": "Not ready: see the details"}},
     )
     async def readyz() -> Response:
+        """Ready when the backend answers and this node's own workers (if it runs any) beat.
+
+        Also what the fleet looks like from the store (:mod:`forebay.fleet`): per queue how
+        many live workers, on any host, consume it (``consumers``), how many are live in all
+        (``fleet``), and which queues none consumes (``unconsumed``). A queue without consumers
+        leaves the node ready: the intake still stores its jobs, which run once a worker starts.
+        """
         backend: dict[str, object] = {"ok": True}
         counts: list[QueueCounts] = []
+        fleet: list[WorkerInfo] | None = None
         try:
             async with asyncio.timeout(service.settings.readiness_timeout_s):
                 store = await app.open()
                 await store.ping()
                 counts = await app.counts()
+                fleet = await store.list_workers()
         except (ForebayError, TimeoutError) as exc:
             backend = {"ok": False, "error": str(exc) or type(exc).__name__}
         health = service.workers.health()
         workers_ok = health is None or (health.running and health.fresh)
         ready = bool(backend["ok"]) and workers_ok
+        consumers = {c.queue: c.workers for c in queue_consumers(fleet or [])}
+        queues = [{**c.to_dict(), "consumers": consumers.get(c.queue, 0)} for c in counts]
         body = {
             "ready": ready,
             "backend": backend,
             "workers": None if health is None else health.to_dict(),
-            "queues": [c.to_dict() for c in counts],
+            "fleet": None if fleet is None else {"workers": len(fleet)},
+            "queues": queues,
+            # Unknown while the store does not answer: nothing is claimed about the fleet.
+            "unconsumed": []
+            if fleet is None
+            else [q["queue"] for q in queues if not q["consumers"]],
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -10,8 +10,10 @@ Per worker process:
   one pure decision (:mod:`.decision`), made once; a recorded outcome is reported to observers,
   among them the one that logs it (:mod:`.outcome_logger`); the queues' hooks then run in
   tasks of their own (:mod:`.hooks`);
-* named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`), and
-  the **scheduler**, which fires the stored schedules' due ticks (:mod:`.scheduler`);
+* named background loops: **heartbeat**, **reclaimer**, **pruner** (:mod:`.maintenance`), the
+  **scheduler**, which fires the stored schedules' due ticks (:mod:`.scheduler`), and the
+  **registry**, which keeps the worker's record in the store for every node to list
+  (:mod:`.registry`);
 * :class:`Worker` (:mod:`.worker`) puts them together and shuts down gracefully.
 
 Policy lives here, not in backends: outcome classification (DESIGN §3.4), backoff, the

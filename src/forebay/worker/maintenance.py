@@ -9,7 +9,8 @@
   expired (their worker died) and wakes the lanes to lease them;
 * **pruner** (``forebay-pruner``): every ``prune_every_s``, deletes finished jobs past their
   retention (:func:`prune_once`): each queue that sets its own retention by itself, every other
-  queue by the worker's; and completed runs past the worker's completed retention.
+  queue by the worker's; completed runs past the worker's completed retention; and the
+  per-minute throughput counts older than :data:`~forebay.fleet.THROUGHPUT_KEPT_S`.
 
 A failing round is logged and the loop goes on: a store outage pauses maintenance, never ends
 it.
@@ -26,6 +27,7 @@ from datetime import timedelta
 
 from forebay.backends.base import Backend, PruneSpec
 from forebay.errors import BackendError
+from forebay.fleet import THROUGHPUT_KEPT_S
 from forebay.job import JobState
 from forebay.lifecycle import BackgroundTask
 from forebay.queue_config import QueueConfig
@@ -134,6 +136,7 @@ async def prune_once(
             general,
             other_than=tuple(q.name for q in own),
             runs_before=general.completed_before,
+            throughput_before=now - THROUGHPUT_KEPT_S,  # every queue's minutes, once
         ),
         *(replace(_spec(settings, now, q), queue=q.name) for q in own),
     ]

@@ -32,6 +32,9 @@ class WorkerSettings:
     """Longest wait for work before leasing again (catches scheduled jobs coming due)."""
     reclaim_every_s: float = 1.0
     prune_every_s: float = 60.0
+    registry_every_s: float = 5.0
+    """How often the worker saves its record in the store (:mod:`forebay.worker.registry`);
+    the record holds ``max(3 × registry_every_s, 15)`` seconds past each save."""
     completed_retention: timedelta = timedelta(hours=1)
     """How long finished jobs are kept, for queues that set no retention of their own."""
     dead_retention: timedelta = timedelta(days=7)
@@ -47,7 +50,12 @@ class WorkerSettings:
                 continue
             if not math.isfinite(seconds) or seconds < 0:
                 raise ConfigError(f"{f.name} must be a finite, non-negative duration")
-            positive = f.name in ("idle_poll_s", "reclaim_every_s", "prune_every_s")
+            positive = f.name in (
+                "idle_poll_s",
+                "reclaim_every_s",
+                "prune_every_s",
+                "registry_every_s",
+            )
             if positive and seconds == 0:
                 raise ConfigError(f"{f.name} must be above 0 seconds")
 

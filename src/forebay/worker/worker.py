@@ -3,7 +3,8 @@
 :meth:`Worker.run` opens the backend, stores the flow limits its queues declare (so the job store
 enforces them from this worker's first lease on), starts the maintenance loops (:mod:`.maintenance`)
 and the scheduler (:mod:`.scheduler`), runs the lanes (:mod:`.lanes`) until stopped —
-SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — then shuts down (DESIGN §3.8):
+SIGTERM/SIGINT, :meth:`Worker.stop`, or in burst mode an idle store — and keeps its record in the
+store (:mod:`.registry`) from start to stop. Then it shuts down (DESIGN §3.8):
 no new leases, running jobs get ``shutdown_grace_s`` to finish, the rest are released back to
 ``queued`` without spending an attempt, every outcome is written (:mod:`.settler`), their hooks
 finish (:mod:`.hooks`), and the loops stop. A second signal during the grace (or
@@ -33,6 +34,7 @@ from forebay.schedules import Schedule
 from forebay.worker.lanes import Lanes
 from forebay.worker.maintenance import Maintenance, prune_once
 from forebay.worker.outcome_logger import OutcomeLogger
+from forebay.worker.registry import Registry
 from forebay.worker.scheduler import Scheduler
 from forebay.worker.settings import WorkerSettings
 from forebay.worker.settler import Settler
@@ -60,11 +62,15 @@ class Worker:
         self.backend = backend
         self.queues = {q.name: q for q in queues}
         self.settings = settings or WorkerSettings()
-        self.observers: list[Observer] = [OutcomeLogger(), *observers]
-        """Told about every recorded outcome; the first one logs it."""
         self.worker_id = self.settings.worker_id or (
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         )
+        self.registry = Registry(
+            backend, worker_id=self.worker_id, queues=queues, settings=self.settings
+        )
+        """This worker's record in the store, and the outcome counts it carries."""
+        self.observers: list[Observer] = [OutcomeLogger(), self.registry, *observers]
+        """Told about every recorded outcome; the first one logs it, the next counts it."""
         self._settler = Settler(backend, self.observers)
         self._stopping: asyncio.Event | None = None
         self._stop_now: asyncio.Event | None = None
@@ -134,6 +140,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         self._maintenance.start()
+        await self.registry.start(running=lambda: len(lanes.running))
         self.scheduler.start()
         log.info("worker %s started on queues %s", self.worker_id, ", ".join(self.queues))
         try:
@@ -172,6 +179,7 @@ class Worker:
         return installed
 
     async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
+        self.registry.stopping()
         await self.scheduler.stop()  # a stopping worker fires no more ticks
         tasks = {entry.task for entry in lanes.running.values()}
         if tasks:
@@ -193,6 +201,7 @@ class Worker:
         # each bounded by its queue's hook_timeout_s; cut short by stop_now()
         await self._settler.hooks.drained(self._stop_now)
         await maintenance.stop()
+        await self.registry.stop()  # last: listed as stopping until every job is settled
 
     async def _grace(self, tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
         """Wait for ``tasks`` up to the grace, or until :meth:`stop_now`; the unfinished."""
