@@ -24,7 +24,7 @@ name                                       type       labels              what
                                                                           (completed, dead,
                                                                           reclaimed)
 ``forebay_queue_workers``                  gauge      queue               live workers consuming
-                                                                          the queue (not stopping)
+                                                                          the queue (0: none)
 ``forebay_workers``                        gauge                          live workers registered
                                                                           in the store
 ``forebay_backend_up``                     gauge                          1 if the last scrape
@@ -83,7 +83,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from forebay.errors import ForebayError, ResourceExhausted
-from forebay.fleet import QueueTotals, WorkerInfo
+from forebay.fleet import QueueTotals, WorkerInfo, queue_consumers
 from forebay.job import Job, QueueCounts
 from forebay.outcome import JobOutcome
 
@@ -229,8 +229,8 @@ class Metrics:
         )
         self.queue_workers = Gauge(
             "forebay_queue_workers",
-            "Live workers consuming the queue (registered in the store, heartbeat recent, not "
-            "stopping), read from the store at scrape time.",
+            "Live workers consuming the queue (registered in the store, heartbeat recent), "
+            "read from the store at scrape time; 0 for a queue with jobs and no consumer.",
             ["queue"],
             registry=r,
         )
@@ -325,8 +325,7 @@ class Metrics:
             self.backend_up.set(0)
             return
         self.backend_up.set(1)
-        consuming = [w for w in workers if not w.stopping]
-        queues = sorted({c.queue for c in counts} | {q for w in consuming for q in w.queues})
+        consumers = queue_consumers(workers, (c.queue for c in counts))
         # No await from here to the end: a scrape never sees a half-filled gauge.
         self.queue_jobs.clear()
         self.oldest_queued_age.clear()
@@ -335,8 +334,8 @@ class Metrics:
             for state in _STATE_FIELDS:
                 self.queue_jobs.labels(c.queue, state).set(getattr(c, state))
             self.oldest_queued_age.labels(c.queue).set(c.oldest_queued_age_s or 0.0)
-        for queue in queues:
-            self.queue_workers.labels(queue).set(sum(w.consumes(queue) for w in consuming))
+        for consumed in consumers:
+            self.queue_workers.labels(consumed.queue).set(consumed.workers)
         self.workers.set(len(workers))
         self._finished.totals = tuple(totals)
 

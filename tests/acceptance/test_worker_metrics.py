@@ -178,8 +178,8 @@ def test_two_workers_export_their_counters_and_the_stores_truth(
             assert value(text, jobs, queue="documents", state="completed") == JOBS - REFUSED
             assert value(text, jobs, queue="documents", state="dead") == REFUSED
             assert value(text, "forebay_backend_up") == 1
-            assert value(text, "forebay_workers") is not None
-            assert value(text, "forebay_queue_workers", queue="documents") is not None
+            assert value(text, "forebay_workers") == 2  # both, whichever is asked
+            assert value(text, "forebay_queue_workers", queue="documents") == 2
             ready = w.get("/readyz")
             assert ready.status_code == 200, ready.text
             assert ready.json()["ready"] is True

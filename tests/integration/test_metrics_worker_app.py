@@ -85,6 +85,8 @@ async def test_two_running_workers_are_ready_and_count_their_own_jobs(url: str) 
                     finished = "forebay_queue_finished_total"
                     assert value(text, finished, queue="documents", outcome="completed") == 20
                     assert value(text, "forebay_backend_up") == 1
+                    assert value(text, "forebay_workers") == 2
+                    assert value(text, "forebay_queue_workers", queue="documents") == 2
         finally:
             for w in workers:
                 w.stop()

@@ -2,7 +2,7 @@
 
 * every queue the store counts or a live worker consumes has a ``forebay_queue_workers`` sample
   (0 when nothing consumes it: the "no live worker" alert needs that zero);
-* a stopping worker no longer counts as a consumer, but is still a live worker;
+* a stopping worker still counts until it is gone, as in ``forebay workers`` and ``/readyz``;
 * ``forebay_queue_finished_total`` is the store's totals, one sample per outcome;
 * a store that does not answer sets ``forebay_backend_up`` to 0 and keeps the last values;
 * a queue that disappears from the store disappears from the gauges;
@@ -58,6 +58,7 @@ def test_store_metrics_name_every_queue_with_its_consumers() -> None:
     counts = [
         QueueCounts("documents", queued=5, oldest_queued_age_s=12.5),
         QueueCounts("images", queued=2),
+        QueueCounts("reports", queued=1),
     ]
     totals = [QueueTotals("documents", completed=7, dead=2, reclaimed=1)]
     workers = [
@@ -71,7 +72,8 @@ def test_store_metrics_name_every_queue_with_its_consumers() -> None:
     assert value(metrics, "forebay_workers") == 3
     assert value(metrics, "forebay_queue_workers", queue="documents") == 2
     assert value(metrics, "forebay_queue_workers", queue="exports") == 1  # consumed, no jobs yet
-    assert value(metrics, "forebay_queue_workers", queue="images") == 0  # its worker is stopping
+    assert value(metrics, "forebay_queue_workers", queue="images") == 1  # until it is gone
+    assert value(metrics, "forebay_queue_workers", queue="reports") == 0  # jobs, no consumer
     assert value(metrics, "forebay_queue_jobs", queue="documents", state="queued") == 5
     assert value(metrics, "forebay_queue_oldest_queued_age_seconds", queue="documents") == 12.5
     finished = "forebay_queue_finished_total"
