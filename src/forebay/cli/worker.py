@@ -117,6 +117,7 @@ def worker(
             max=65535,
             metavar="PORT",
             envvar="FOREBAY_METRICS_PORT",
+            show_envvar=False,  # the help says it, as for the other options
             show_default=False,
             help="Serve /metrics (Prometheus), /healthz and /readyz on this port "
             "(env FOREBAY_METRICS_PORT; default: none).",
@@ -127,6 +128,7 @@ def worker(
         typer.Option(
             metavar="HOST",
             envvar="FOREBAY_METRICS_HOST",
+            show_envvar=False,
             help="The address --metrics-port listens on (env FOREBAY_METRICS_HOST).",
         ),
     ] = "0.0.0.0",  # noqa: S104  # scraped from other hosts: every interface by default
@@ -141,7 +143,8 @@ def worker(
     Logs one line per event on stderr. With **--burst** it exits once no job is due
     (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
-    processes. Every setting may also come from a FOREBAY_* environment variable (see
+    processes. With **--metrics-port N** it also serves /metrics (Prometheus), /healthz and
+    /readyz on that port. Every setting may also come from a FOREBAY_* environment variable (see
     docs/operations.md); a flag wins over its variable.
     """
     try:
