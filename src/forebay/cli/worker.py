@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["worker"]
 
-log = logging.getLogger("forebay.cli")
+log = logging.getLogger("forebay.worker")
 
 _REFRESH_S = 0.1
 _METRICS_SHUTDOWN_S = 2
