@@ -14,6 +14,11 @@ if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/
     && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq chromium >/dev/null
 fi
+# The alert rules are checked with promtool (Debian's prometheus package).
+if [ -n "${CI:-}" ] && ! command -v promtool >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy

@@ -19,6 +19,14 @@ name                                       type       labels              what
                                                                           derived ``scheduled``,
                                                                           ``retrying``)
 ``forebay_queue_oldest_queued_age_seconds``gauge      queue               age of the oldest due job
+``forebay_queue_finished_total``           counter    queue, outcome      jobs the store finished
+                                                                          since it was created
+                                                                          (completed, dead,
+                                                                          reclaimed)
+``forebay_queue_workers``                  gauge      queue               live workers consuming
+                                                                          the queue (0: none)
+``forebay_workers``                        gauge                          live workers registered
+                                                                          in the store
 ``forebay_backend_up``                     gauge                          1 if the last scrape
                                                                           reached the backend
 ``forebay_intake_requests_total``          counter    source, status      intake answers
@@ -35,8 +43,15 @@ name                                       type       labels              what
 =========================================  =========  ==================  =========================
 
 Job counters are fed by :class:`PrometheusObserver` through the observer seam, so they count
-what this process did (its enqueues, its workers' outcomes); queue gauges are read from the
-backend at scrape time and so describe the whole store. Intake metrics use ``source="api"`` for
+what this process did (its enqueues, its workers' outcomes). The store metrics
+(``forebay_queue_*``, ``forebay_workers``, ``forebay_backend_up``) are read from the backend at
+scrape time (:meth:`Metrics.read_store`) and so describe the whole fleet: every process that
+exports metrics (``forebay serve``, ``forebay worker --metrics-port``) reports the same values,
+and alert rules aggregate them with ``max by (queue)``. ``forebay_queue_finished_total`` is the
+store's own count of finished jobs (:class:`~forebay.fleet.QueueTotals`), kept in the
+transaction that finished each job and never pruned, so it only goes up whichever process
+reports it; ``outcome="reclaimed"`` counts expired leases taken back from a worker that stopped
+answering. Intake metrics use ``source="api"`` for
 ``POST /v1/queues/{queue}/jobs`` and ``source="unknown"`` for requests to an undeclared source;
 a client that hung up before its body arrived is counted with ``status="499"``.
 ``forebay_intake_throttled_total`` counts the requests an intake limit refused
@@ -56,19 +71,25 @@ adds to a small process-wide tally that every registry exports.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from forebay.errors import ResourceExhausted
+from forebay.errors import ForebayError, ResourceExhausted
+from forebay.fleet import QueueTotals, WorkerInfo, queue_consumers
 from forebay.job import Job, QueueCounts
 from forebay.outcome import JobOutcome
 
-__all__ = ["Metrics", "PrometheusObserver", "count_sink_writes_skipped"]
+__all__ = ["FleetStore", "Metrics", "PrometheusObserver", "count_sink_writes_skipped"]
+
+log = logging.getLogger("forebay.metrics")
 
 _DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 _INTAKE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -82,6 +103,8 @@ _STATE_FIELDS = (
     "scheduled",
     "retrying",
 )
+
+_FINISHED_OUTCOMES = ("completed", "dead", "reclaimed")
 
 _sink_skips: Tally[tuple[str, str]] = Tally()
 _sink_lock = threading.Lock()
@@ -110,6 +133,38 @@ class _SinkSkipCollector(Collector):
         for (sink, reason), count in sorted(items):
             family.add_metric([sink, reason], count)
         yield family
+
+
+class _FinishedCollector(Collector):
+    """``forebay_queue_finished_total``: the store's totals as last read, exported as counters
+    (the store keeps them for ever, so they never go back; a process that restarts reports
+    the same values at once)."""
+
+    def __init__(self) -> None:
+        self.totals: Sequence[QueueTotals] = ()
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "forebay_queue_finished",
+            "Jobs the store finished since it was created, by queue and outcome (completed, "
+            "dead, reclaimed = a lease taken back from a worker that stopped answering); read "
+            "from the store at scrape time, the same in every process.",
+            labels=["queue", "outcome"],
+        )
+        for totals in self.totals:  # replaced whole, never changed in place: no lock needed
+            for outcome in _FINISHED_OUTCOMES:
+                family.add_metric([totals.queue, outcome], getattr(totals, outcome))
+        yield family
+
+
+class FleetStore(Protocol):
+    """What :meth:`Metrics.read_store` reads (a :class:`~forebay.Forebay` app is one)."""
+
+    async def counts(self) -> list[QueueCounts]: ...
+
+    async def totals(self) -> list[QueueTotals]: ...
+
+    async def list_workers(self) -> list[WorkerInfo]: ...
 
 
 class Metrics:
@@ -172,6 +227,20 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.queue_workers = Gauge(
+            "forebay_queue_workers",
+            "Live workers consuming the queue (registered in the store, heartbeat recent), "
+            "read from the store at scrape time; 0 for a queue with jobs and no consumer.",
+            ["queue"],
+            registry=r,
+        )
+        self.workers = Gauge(
+            "forebay_workers",
+            "Live workers registered in the store (every host), read at scrape time.",
+            registry=r,
+        )
+        self._finished = _FinishedCollector()
+        r.register(self._finished)
         self.backend_up = Gauge(
             "forebay_backend_up", "1 if the backend answered at the last scrape.", registry=r
         )
@@ -227,19 +296,48 @@ class Metrics:
         """Count a connection the server closed (see :mod:`forebay.http.connections`)."""
         self.connections_closed.labels(reason).inc()
 
-    def update_queues(self, counts: Sequence[QueueCounts] | None) -> None:
-        """Refresh the queue gauges from ``counts`` (None: the backend did not answer)."""
+    async def read_store(self, store: FleetStore, *, timeout_s: float) -> None:
+        """Read the store metrics from ``store`` (counts, totals, live workers) within
+        ``timeout_s`` and :meth:`update_store` with them; a store that does not answer sets
+        ``forebay_backend_up`` to 0 and leaves the last values."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                counts = await store.counts()
+                totals = await store.totals()
+                workers = await store.list_workers()
+        except (ForebayError, TimeoutError) as exc:
+            log.warning("could not read the store metrics: %s", exc or type(exc).__name__)
+            self.update_store(None)
+            return
+        self.update_store(counts, totals, workers)
+
+    def update_store(
+        self,
+        counts: Sequence[QueueCounts] | None,
+        totals: Sequence[QueueTotals] = (),
+        workers: Sequence[WorkerInfo] = (),
+    ) -> None:
+        """Refresh the store metrics: per queue and state the jobs (``counts``; None: the
+        backend did not answer, the last values stay), the finished totals and the live
+        ``workers``. Every queue the store counts or a live worker consumes gets a
+        ``forebay_queue_workers`` sample, 0 when nothing consumes it."""
         if counts is None:
             self.backend_up.set(0)
             return
         self.backend_up.set(1)
-        # No await between clear() and the sets: a scrape never sees a half-filled gauge.
+        consumers = queue_consumers(workers, (c.queue for c in counts))
+        # No await from here to the end: a scrape never sees a half-filled gauge.
         self.queue_jobs.clear()
         self.oldest_queued_age.clear()
+        self.queue_workers.clear()
         for c in counts:
             for state in _STATE_FIELDS:
                 self.queue_jobs.labels(c.queue, state).set(getattr(c, state))
             self.oldest_queued_age.labels(c.queue).set(c.oldest_queued_age_s or 0.0)
+        for consumed in consumers:
+            self.queue_workers.labels(consumed.queue).set(consumed.workers)
+        self.workers.set(len(workers))
+        self._finished.totals = tuple(totals)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

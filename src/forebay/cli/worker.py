@@ -7,14 +7,24 @@ With ``--processes N`` the handler calls run in N child processes
 (:class:`~forebay.execution.pool.HandlerPool`), for handlers that need more than one core;
 leasing, heartbeats and settling stay in this process. The children ignore SIGTERM/SIGINT: this
 process ends them once its worker has shut down.
+
+With ``--metrics-port N`` the worker also answers HTTP on that port (``--metrics-host``, default
+every interface): ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for probes
+(:mod:`forebay.http.worker_app`). uvicorn serves them in the worker's own event loop, leaves the
+signals to the worker, and stops once the worker has stopped. The port is bound before anything
+starts, so a port in use is one line and exit 1. The web stack is imported only then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -40,11 +50,19 @@ from forebay.cli.session import Use, make_app, run
 from forebay.errors import ConfigError
 from forebay.execution.pool import HandlerPool
 from forebay.logs import LogLevel, configure_logging
+from forebay.metrics import Metrics, PrometheusObserver
 from forebay.worker import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["worker"]
 
+log = logging.getLogger("forebay.worker")
+
 _REFRESH_S = 0.1
+_METRICS_SHUTDOWN_S = 2
+"""How long the metrics server waits for a scrape in flight once the worker has stopped."""
 
 
 def worker(
@@ -92,6 +110,28 @@ def worker(
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Least severe log lines to print.")
     ] = LogLevel.INFO,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            metavar="PORT",
+            envvar="FOREBAY_METRICS_PORT",
+            show_envvar=False,  # the help says it, as for the other options
+            show_default=False,
+            help="Serve /metrics (Prometheus), /healthz and /readyz on this port "
+            "(env FOREBAY_METRICS_PORT; default: none).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST",
+            envvar="FOREBAY_METRICS_HOST",
+            show_envvar=False,
+            help="The address --metrics-port listens on (env FOREBAY_METRICS_HOST).",
+        ),
+    ] = "0.0.0.0",  # noqa: S104  # scraped from other hosts: every interface by default
     completed_retention: CompletedRetentionOption = None,
     dead_retention: DeadRetentionOption = None,
     cancelled_retention: CancelledRetentionOption = None,
@@ -103,7 +143,8 @@ def worker(
     Logs one line per event on stderr. With **--burst** it exits once no job is due
     (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
-    processes. Every setting may also come from a FOREBAY_* environment variable (see
+    processes. With **--metrics-port N** it also serves /metrics (Prometheus), /healthz and
+    /readyz on that port. Every setting may also come from a FOREBAY_* environment variable (see
     docs/operations.md); a flag wins over its variable.
     """
     try:
@@ -125,10 +166,11 @@ def worker(
     burst = settings.burst
     show_progress = burst and stderr().is_terminal
     configure_logging(log_level, console=stderr() if show_progress else None)
+    listening = None if metrics_port is None else _listen(metrics_host, metrics_port)
     pool = None
     if processes:
         pool = HandlerPool(app_ref, processes=processes, url=url, log_level=log_level.value)
-    done = run(_work(app, queues, settings, pool, show_progress=show_progress))
+    done = run(_work(app, queues, settings, pool, show_progress=show_progress, metrics=listening))
     if as_json:
         print_json(
             {"worker_id": done.worker_id, "queues": list(done.queues), "processed": done.processed}
@@ -144,21 +186,84 @@ async def _work(
     pool: HandlerPool | None,
     *,
     show_progress: bool,
+    metrics: socket.socket | None = None,
 ) -> Worker:
+    measured = Metrics() if metrics is not None else None
+    if measured is not None:  # before the worker is made: it copies the app's observers
+        app.observers.append(PrometheusObserver(measured))
     # Either refuses unknown queues before anything is opened.
     running = app.worker(queues, settings) if pool is None else pool.worker(app, queues, settings)
     async with app:
         if pool is not None:
             pool.start()
         try:
-            if show_progress:
-                await _run_with_progress(app, running)
-            else:
-                await running.run()
+            async with _serving_metrics(app, running, measured, metrics):
+                if show_progress:
+                    await _run_with_progress(app, running)
+                else:
+                    await running.run()
         finally:
             if pool is not None:  # after the worker's shutdown: no call is running any more
                 await pool.stop()
     return running
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The metrics socket, bound before the worker starts: a port in use is one line, exit 1."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"cannot serve metrics on {host}:{port}: the port is already in use; stop what "
+                "listens there or choose another with --metrics-port (env FOREBAY_METRICS_PORT)"
+            )
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+
+
+@contextlib.asynccontextmanager
+async def _serving_metrics(
+    app: Forebay, running: Worker, metrics: Metrics | None, listening: socket.socket | None
+) -> AsyncIterator[None]:
+    """Serve the worker's metrics and probes on ``listening`` while the body runs."""
+    if metrics is None or listening is None:
+        yield
+        return
+    import uvicorn  # here, not at the top: a worker without --metrics-port loads no web stack
+
+    from forebay.http.worker_app import create_worker_app
+
+    config = uvicorn.Config(
+        create_worker_app(app, running, metrics),
+        lifespan="off",
+        ws="none",
+        log_config=None,  # our handlers on the root logger format uvicorn's lines too
+        access_log=False,  # a scrape every few seconds is no news
+        server_header=False,
+        timeout_graceful_shutdown=_METRICS_SHUTDOWN_S,
+    )
+    server = _server(config)
+    serving = asyncio.create_task(server.serve([listening]), name="forebay-metrics-server")
+    host, port = listening.getsockname()[:2]
+    log.info("serving metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def _server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, leaving SIGTERM/SIGINT to the worker (which stops it when done)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)
 
 
 async def _run_with_progress(app: Forebay, running: Worker) -> None:

@@ -90,5 +90,5 @@ def add_routes(api: FastAPI, service: Service) -> None:
                 f"this API token is bound to tenant {tenant!r}; the metrics count every "
                 "tenant's jobs",
             )
-        service.metrics.update_queues(await service.queue_counts())
+        await service.metrics.read_store(app, timeout_s=service.settings.readiness_timeout_s)
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
