@@ -29,12 +29,13 @@ variables.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from importlib import metadata
-from types import TracebackType
-from typing import TYPE_CHECKING
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, cast
 
 from forebay.errors import Defer
 from forebay.job import Completion, Deferral, Failure, Job, Lease, NewJob, Retry
@@ -52,14 +53,23 @@ SYSTEM = "forebay"
 """``messaging.system`` of forebay's spans."""
 
 
-@functools.cache
 def available() -> bool:
     """Whether ``opentelemetry-api`` is installed (asked once)."""
+    return _trace_api() is not None
+
+
+@functools.cache
+def _trace_api() -> ModuleType | None:
     try:
-        import opentelemetry.trace  # noqa: F401
+        from opentelemetry import trace
     except ImportError:
-        return False
-    return True
+        return None
+    return trace
+
+
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER"
+"""The API's variable that names a provider to load on first use (``opentelemetry-instrument``
+and friends use it)."""
 
 
 class Tracing:
@@ -70,21 +80,29 @@ class Tracing:
         self._given = None if provider is None else _tracer_of(provider)
         self._global: object | None = None  # the global provider self._tracer was made from
         self._tracer: Tracer | None = None
+        self._from_env = _PROVIDER_FROM_ENV in os.environ
 
     def tracer(self) -> Tracer | None:
         """The tracer to use now; None while tracing is off (no opentelemetry-api, or no
         provider configured)."""
         if self._given is not None:
             return self._given
-        if not available():
+        trace = _trace_api()
+        if trace is None:
             return None
-        from opentelemetry import trace
-
-        provider = trace.get_tracer_provider()
-        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        # Asked at every enqueue and handler call: read the API's global as its
+        # get_tracer_provider() does, without that function's check of os.environ (a
+        # microsecond each time), unless a provider comes from the environment or this
+        # version of the API keeps its global elsewhere.
+        provider: object = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+        if provider is None and not self._from_env:
             return None  # nothing configured: the API would make no-op spans
+        if provider is _UNKNOWN or provider is None:
+            provider = trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            return None
         if provider is not self._global:
-            self._global, self._tracer = provider, _tracer_of(provider)
+            self._global, self._tracer = provider, _tracer_of(cast("TracerProvider", provider))
         return self._tracer
 
     def send(self, jobs: Sequence[NewJob]) -> Sending:
@@ -226,15 +244,14 @@ class Processing:
         self._failure: str | None = None
         self._completed = False
 
-    @contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self) -> AbstractContextManager[None]:
         """This span current in the block (and in the threads it starts with a copy of the
         context); an error escaping it, but :class:`~forebay.Defer`, is recorded on the span;
         a cancellation is an event ``cancelled``."""
-        span = self._span
-        if span is None:
-            yield
-            return
+        return _UNTRACED_BLOCK if self._span is None else self._current(self._span)
+
+    @contextmanager
+    def _current(self, span: Span) -> Iterator[None]:
         from opentelemetry import trace
 
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
@@ -298,6 +315,9 @@ class Processing:
             self._span.set_attribute("error.type", kind)
             self._failure = text if text.startswith(kind) else f"{kind}: {text}"
 
+
+_UNKNOWN = object()
+_UNTRACED_BLOCK: AbstractContextManager[None] = nullcontext()
 
 NOT_SENT = Sending(None)
 """What :meth:`Tracing.send` answers while tracing is off: stores nothing, costs nothing."""
