@@ -69,9 +69,11 @@ async def test_the_intake_continues_the_callers_trace(
                 for c in CALLERS
             )
         )
-    for caller, answer in zip(CALLERS, answers, strict=True):
+        shown = [(await client.get(f"/v1/jobs/{a.json()['id']}")).json() for a in answers]
+    for caller, answer, seen in zip(CALLERS, answers, shown, strict=True):
         assert answer.status_code == 201, answer.text
         job = await traced.get_job(answer.json()["id"])
+        assert seen["traceparent"] == job.traceparent
         (send,) = [
             s
             for s in exporter.get_finished_spans()

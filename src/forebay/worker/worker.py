@@ -74,7 +74,7 @@ class Worker:
         self._maintenance: Maintenance | None = None
         self._enqueue: Enqueuer = enqueue or (lambda jobs: backend.enqueue(jobs))
         """What ``job.enqueue()`` in a handler stores with (the app's ``enqueue_many``)."""
-        self.tracing = tracing or Tracing()
+        self._tracing = tracing or Tracing()
         """Makes the span each handler call runs in (default: from the global tracer provider;
         see :mod:`forebay.tracing`)."""
         self.scheduler = Scheduler(backend, schedules)
@@ -130,7 +130,7 @@ class Worker:
             self._settler,
             worker_id=self.worker_id,
             stopping=self._stopping,
-            tracing=self.tracing,
+            tracing=self._tracing,
         )
         self._maintenance = Maintenance(
             self.backend, list(self.queues.values()), self.settings, lanes
