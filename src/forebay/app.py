@@ -43,10 +43,13 @@ from forebay.runs import WEBHOOK_QUEUE, NewRun, Run, RunState
 from forebay.schedules import Cron, Every, Schedule
 from forebay.settings import check_quotas, resolve_url, tenant_quotas_from_env
 from forebay.sources import KeyFunction, Source, SourceAuth, SplitFunction
+from forebay.tracing import Tracing
 from forebay.webhooks import WebhookDelivery, WebhookSettings, webhook_queue
 from forebay.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from forebay.execution.command import Command
 
 __all__ = ["Forebay"]
@@ -68,6 +71,10 @@ class Forebay:
     tenant may have, e.g. ``{"acme": 1000, "*": 500}`` (``"*"``: every tenant without its own
     entry); an enqueue that would pass it stores nothing and raises TenantQuotaFull. Default:
     ``FOREBAY_TENANT_QUOTAS`` (``acme=1000,*=500``), else none. See docs/flow-control.md.
+
+    ``tracer_provider``: the OpenTelemetry tracer provider of this app's spans (enqueues and
+    handler runs); default: the global one, as the SDK or ``opentelemetry-instrument`` sets it
+    up from the ``OTEL_*`` variables. See docs/tracing.md.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class Forebay:
         observers: Sequence[Observer] = (),
         webhooks: WebhookSettings | None = None,
         tenant_quotas: Mapping[str, int] | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if backend is not None and url is not None:
             raise ConfigError("give url or backend, not both")
@@ -100,6 +108,7 @@ class Forebay:
         self._unsaved: set[str] = set()  # queues whose declared max_depth is not stored yet
         self._keyed: dict[str, QueueConfig] = {}  # queues that declare a flow key
         self._sync: _SyncRunner | None = None
+        self._tracing = Tracing(tracer_provider)
         self._declare_builtin_queues(webhooks)
 
     def __repr__(self) -> str:
@@ -569,17 +578,23 @@ class Forebay:
         worked out here (:meth:`QueueConfig.with_flow_keys`), whoever builds it: the HTTP
         service, the CLI, a source, ``job.enqueue``. A tenant over its quota
         (``tenant_quotas``) refuses the whole batch with TenantQuotaFull.
+
+        With tracing on (docs/tracing.md) the enqueue is a span ``send <queue>``, a child of
+        the current one, and each job that carries no ``traceparent`` stores that span's.
         """
         batch = list(jobs)
-        if self._payload_models:  # queues without a model pay this one check
-            batch = validate_jobs(batch, self._payload_models)
-        if self._keyed:  # likewise queues without a flow key
-            batch = _with_flow_keys(batch, self._keyed)
-        backend = await self.open()
-        # The queues' max_depth is the stored one (see queue()): the backend checks it.
-        stored = await backend.enqueue(
-            batch, tenant_max_depth=self._quotas_for(batch), connection=connection
-        )
+        with self._tracing.send(batch) as sent:
+            if self._payload_models:  # queues without a model pay this one check
+                batch = validate_jobs(batch, self._payload_models)
+            if self._keyed:  # likewise queues without a flow key
+                batch = _with_flow_keys(batch, self._keyed)
+            batch = sent.stamped(batch)
+            backend = await self.open()
+            # The queues' max_depth is the stored one (see queue()): the backend checks it.
+            stored = await backend.enqueue(
+                batch, tenant_max_depth=self._quotas_for(batch), connection=connection
+            )
+            sent.stored(stored)
         if self.observers:
             notify_enqueued(self.observers, stored)
         return stored
@@ -864,6 +879,7 @@ class Forebay:
             observers=self.observers,
             schedules=list(self.schedules.values()),
             enqueue=self.enqueue_many,
+            tracing=self._tracing,
         )
 
     async def run_worker(

@@ -10,6 +10,9 @@ group-committed by the backend: each awaits only its own jobs.
 Right after the token is known, its intake rate (``FOREBAY_TOKEN_RATE``) is spent: past it, 429
 ``rate_limited`` before the body is read. A token bound to a tenant enqueues that tenant's jobs:
 a job naming no tenant gets it, one naming another is refused 403 (nothing stored).
+
+With tracing on, the enqueue continues the trace of the request's ``traceparent`` header (or
+starts one): see :mod:`forebay.tracing`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from forebay.http.responses import OFF_LOOP_BYTES, OFF_LOOP_JOBS, accepted, off_
 from forebay.http.service import Service
 from forebay.http.settings import Scope
 from forebay.job import JSON, NewJob
+from forebay.tracing import continue_trace
 
 __all__ = ["JOBS_PATH", "add_routes", "jobs_of", "read_jobs"]
 
@@ -64,7 +68,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         tenant = service.tenant(request, Scope.ENQUEUE)
         if tenant is not None:
             await own_links(service, tenant, jobs)
-        stored = await service.app.enqueue_many(jobs)
+        with continue_trace(request.headers):
+            stored = await service.app.enqueue_many(jobs)
         if tenant is not None and any(j.tenant != tenant for j in stored):
             raise _key_taken()  # a race with the check in own_links: rare, and shows nothing
 

@@ -11,6 +11,9 @@ A source declared with a ``rate_limit`` accepts that many requests per period (e
 instance its own count); once the sender is authenticated, a request past it is answered 429
 ``rate_limited`` with ``Retry-After`` and nothing is stored (see :mod:`.intake_limits`). Jobs from
 sources belong to no tenant: the API tokens' tenants do not reach them.
+
+With tracing on, the enqueue continues the trace of the sender's ``traceparent`` header (or
+starts one): see :mod:`forebay.tracing`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from forebay.http.openapi import INTAKE_ERRORS, json_body
 from forebay.http.responses import OFF_LOOP_BYTES, OFF_LOOP_JOBS, accepted, off_loop, status
 from forebay.http.service import Service
 from forebay.job import NewJob
+from forebay.tracing import continue_trace
 
 __all__ = ["add_routes"]
 
@@ -74,7 +78,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
                 raise InvalidPayload("the payload is nested too deeply") from None
 
         jobs = await off_loop(to_jobs, heavy=len(raw) > OFF_LOOP_BYTES)
-        stored = await app.enqueue_many(jobs) if jobs else []
+        with continue_trace(request.headers):
+            stored = await app.enqueue_many(jobs) if jobs else []
 
         def answer() -> Response:
             body = {"source": source, "jobs": [accepted(j) for j in stored]}

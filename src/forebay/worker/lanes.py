@@ -52,6 +52,7 @@ from forebay.cancel import cancel_and_wait
 from forebay.errors import BackendError
 from forebay.job import Job, Lease
 from forebay.queue_config import QueueConfig
+from forebay.tracing import Tracing
 from forebay.worker.calls import BatchErrors, call_handler
 from forebay.worker.decision import call_timeout_s, crash_loops
 from forebay.worker.isolation import Admission, HandlerProcessDied, admit
@@ -96,8 +97,10 @@ class Lanes:
         *,
         worker_id: str,
         stopping: asyncio.Event,
+        tracing: Tracing | None = None,
     ) -> None:
         self._backend = backend
+        self._tracing = tracing or Tracing()
         self._queues = list(queues)
         self._settings = settings
         self._settler = settler
@@ -448,20 +451,24 @@ class Lanes:
         errors: BatchErrors = {}
         result: str | None = None
         started = time.perf_counter()
+        span = self._tracing.process(config.name, jobs)  # the settler ends it
         try:
             if error is None:
-                errors, result = await call_handler(
-                    config,
-                    jobs,
-                    timeout_s=call_timeout_s(jobs, config),
-                    progress=self._report_progress,
-                )
+                with span.current():  # the handler's own spans nest under it
+                    errors, result = await call_handler(
+                        config,
+                        jobs,
+                        timeout_s=call_timeout_s(jobs, config),
+                        progress=self._report_progress,
+                    )
         except asyncio.CancelledError:
             # Lease lost, cancelled, or shutdown: someone else settles (or releases) these jobs
             # (a cancelled job is settled already, in the store).
+            span.end()
             self._finish(config, jobs)
             raise
         except HandlerProcessDied as exc:
+            span.end()
             self._abandon(config, jobs, exc)
             return
         except Exception as exc:
@@ -474,13 +481,17 @@ class Lanes:
             self._settler.record(
                 [
                     Finished(
-                        job, config, error if error is not None else errors.get(job.id), duration
+                        job,
+                        config,
+                        error if error is not None else errors.get(job.id),
+                        duration,
+                        span=span,
                     )
                     for job in jobs
                 ]
             )
         else:
-            self._settler.record([Finished(jobs[0], config, None, duration, result)])
+            self._settler.record([Finished(jobs[0], config, None, duration, result, span)])
 
     def _abandon(self, config: QueueConfig, jobs: list[Job], exc: HandlerProcessDied) -> None:
         """The process running the handler died: leave the jobs unsettled, as a dead worker

@@ -45,6 +45,7 @@ from forebay.job import (
 from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
+from forebay.tracing import NOT_PROCESSED, Processing
 from forebay.worker.decision import Decision, decide
 from forebay.worker.hooks import Hooks, hooks_for
 
@@ -67,6 +68,8 @@ class Finished:
     error: BaseException | None
     duration_s: float
     result_json: str | None = None
+    span: Processing = NOT_PROCESSED
+    """The span the call ran in: told the recorded outcome, ended by the flush."""
 
 
 class Settler:
@@ -110,6 +113,9 @@ class Settler:
             log.exception(
                 "could not record %d job outcomes; they will be redelivered", len(outcomes)
             )
+        finally:
+            for finished in outcomes:  # recorded or not: a batch's span ends once
+                finished.span.end()
         return [None] * len(calls)
 
     async def _settle(self, outcomes: list[Finished]) -> None:
@@ -125,6 +131,7 @@ class Settler:
             if decision.error_text is not None:  # observers see the error that caused it
                 job = _with_error(job, decision, now)
             notify_settled(self._observers, job, decision.outcome, finished.duration_s)
+            finished.span.settled(job, decision.outcome, decision.transition)
             config = finished.config
             if config.on_success or config.on_failure or config.on_exhausted:
                 calls = hooks_for(

@@ -31,6 +31,7 @@ from forebay.observer import Observer, notify_settled
 from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
 from forebay.schedules import Schedule
+from forebay.tracing import Tracing
 from forebay.worker.lanes import Lanes
 from forebay.worker.maintenance import Maintenance, prune_once
 from forebay.worker.outcome_logger import OutcomeLogger
@@ -56,6 +57,7 @@ class Worker:
         observers: Sequence[Observer] = (),
         schedules: Sequence[Schedule] = (),
         enqueue: Enqueuer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue with a handler")
@@ -78,6 +80,9 @@ class Worker:
         self._maintenance: Maintenance | None = None
         self._enqueue: Enqueuer = enqueue or (lambda jobs: backend.enqueue(jobs))
         """What ``job.enqueue()`` in a handler stores with (the app's ``enqueue_many``)."""
+        self._tracing = tracing or Tracing()
+        """Makes the span each handler call runs in (default: from the global tracer provider;
+        see :mod:`forebay.tracing`)."""
         self.scheduler = Scheduler(backend, schedules)
         """Saves ``schedules`` (the app's) at start, then fires every stored schedule's ticks."""
 
@@ -131,6 +136,7 @@ class Worker:
             self._settler,
             worker_id=self.worker_id,
             stopping=self._stopping,
+            tracing=self._tracing,
         )
         self._maintenance = Maintenance(
             self.backend, list(self.queues.values()), self.settings, lanes
