@@ -105,11 +105,11 @@ async def test_finished_jobs_are_counted_per_queue_and_minute(backend: Backend) 
     await backend.enqueue([NewJob.create("pages", {"i": i}) for i in range(3)])
     docs = await _lease_all(backend, "docs", 5)
     pages = await _lease_all(backend, "pages", 3)
-    await backend.complete([j.lease() for j in docs[:3]])
+    await backend.complete([j.lease for j in docs[:3]])
     await backend.dead_letter(
-        [Failure(j.lease(), error="boom", error_type="ValueError") for j in docs[3:]]
+        [Failure(j.lease, error="boom", error_type="ValueError") for j in docs[3:]]
     )
-    await backend.complete([j.lease() for j in pages])
+    await backend.complete([j.lease for j in pages])
     after = time.time()
 
     rows = await backend.throughput(since=before - 120)
@@ -134,7 +134,7 @@ async def test_finished_jobs_are_counted_per_queue_and_minute(backend: Backend) 
 async def test_refused_settles_are_not_counted(backend: Backend) -> None:
     await backend.enqueue([NewJob.create("docs", {})])
     [job] = await _lease_all(backend, "docs", 1)
-    stale = job.lease()
+    stale = job.lease
     assert await backend.complete([stale]) == []
     assert await backend.complete([stale]) == [job.id]  # refused: already completed
     [total] = await backend.totals()
@@ -156,7 +156,7 @@ async def test_reclaimed_leases_are_counted_in_the_minute_of_the_reclaim(
     assert (total.completed, total.dead, total.reclaimed) == (0, 0, 4)
     # Reclaimed jobs are queued again and finish as any other.
     again = await _lease_all(backend, "docs", 4)
-    await backend.complete([j.lease() for j in again])
+    await backend.complete([j.lease for j in again])
     [total] = await backend.totals()
     assert (total.completed, total.reclaimed) == (4, 4)
 
@@ -166,7 +166,7 @@ async def test_concurrent_finishes_of_two_queues_are_all_counted(backend: Backen
         await backend.enqueue([NewJob.create(queue, {"i": i}) for i in range(40)])
     leased = {q: await _lease_all(backend, q, 40) for q in ("a", "b")}
     await asyncio.gather(
-        *(backend.complete([j.lease()]) for q in ("b", "a") for j in leased[q]),
+        *(backend.complete([j.lease]) for q in ("b", "a") for j in leased[q]),
     )
     totals = {t.queue: t.completed for t in await backend.totals()}
     assert totals == {"a": 40, "b": 40}
@@ -175,11 +175,12 @@ async def test_concurrent_finishes_of_two_queues_are_all_counted(backend: Backen
 
 
 async def test_prune_deletes_old_minutes_but_never_the_totals(backend: Backend) -> None:
-    await backend.enqueue([NewJob.create("docs", {"i": i}) for i in range(2)])
-    await backend.lease(queue="docs", limit=2, worker_id="dying", lease_s=1.0)
-    old = time.time() - 3 * 24 * 3600  # a reclaim three days ago
+    old = time.time() - 3 * 24 * 3600  # a lease, and its reclaim, three days ago
+    due = datetime.fromtimestamp(old - 60, UTC)
+    await backend.enqueue([NewJob.create("docs", {"i": i}, run_at=due) for i in range(2)])
+    await backend.lease(queue="docs", limit=2, worker_id="dying", lease_s=1.0, now=old)
     assert await backend.reclaim_expired(now=old + 10) == 2
-    await backend.complete([j.lease() for j in await _lease_all(backend, "docs", 2)])
+    await backend.complete([j.lease for j in await _lease_all(backend, "docs", 2)])
     assert len(await backend.throughput(since=old - 60)) == 2  # the old minute and this one
 
     cut = time.time() - 24 * 3600

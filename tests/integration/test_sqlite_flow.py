@@ -78,7 +78,7 @@ async def test_a_store_from_before_flow_control_keeps_its_jobs_and_settings(
     store = SQLiteBackend(path)
     await store.open()
     try:
-        assert store.applied_on_open == ["0009_flow.sql"]
+        assert store.applied_on_open == ["0009_flow.sql", "0010_fleet.sql"]
         old = sorted(await store.list_jobs(JobFilter(queue="old")), key=lambda j: j.id)
         assert [(j.key, j.payload, j.tenant, j.fair_key) for j in old] == [
             ("k1", {"i": 1}, None, None),

@@ -182,7 +182,7 @@ async def test_the_jobs_table_rebuilt_for_the_waiting_state_keeps_jobs_ids_and_i
     store = SQLiteBackend(path)
     await store.open()
     try:
-        assert store.applied_on_open == ["0008_runs.sql", "0009_flow.sql"]
+        assert store.applied_on_open == ["0008_runs.sql", "0009_flow.sql", "0010_fleet.sql"]
         old = sorted(await store.list_jobs(JobFilter(queue="old")), key=lambda j: j.id)
         assert [(j.id, j.state.value, j.key, j.payload) for j in old] == [
             (1, "queued", "k1", {"i": 1}),

@@ -42,6 +42,13 @@ engine, and splitting it by transition would scatter the writer's rules.
   Every write is serialised by SQLite's write lock, so two last jobs of a run, or two parents
   of a child, finishing at once in two processes are counted one after the other: a run
   completes, and a child is released, exactly once.
+* The fleet (:mod:`forebay.fleet`): worker records are JSON rows of ``forebay_workers``, with
+  the time they hold until (indexed: a save deletes the expired ones, a listing skips them).
+  Finished jobs are counted per queue and minute (``forebay_throughput``) and in total
+  (``forebay_totals``) in the writer operation that finishes them: one upsert of each per
+  queue and operation, however many jobs it finished (the settle's read of the jobs it holds
+  also says how many of them there are and of which queue), so a refused settle counts
+  nothing and a group commit of many settles costs a few rows more.
 * The file is watched: should it be deleted or replaced while open (an operator's ``rm``), the
   open connections would go on writing into a file no one can open again, and every job
   acknowledged from then on would be lost at the next start. So before each group commit and
@@ -91,6 +98,7 @@ from forebay.errors import (
     UnknownParent,
     UnknownRun,
 )
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import (
     NO_LIMITS,
     Candidate,
@@ -494,7 +502,7 @@ class SQLiteBackend:
                 return ((now, now, c.result_json, c.lease.job_id, c.lease.token) for c in results)
 
             leases = [c.lease for c in results]
-            refused += await self._settle(Q["complete_result"], leases, params, finish=True)
+            refused += await self._settle(Q["complete_result"], leases, params, finish=_COMPLETED)
         self._announce_finished(
             c.job_id if isinstance(c, Lease) else c.lease.job_id for c in completions
         )
@@ -532,7 +540,7 @@ class SQLiteBackend:
             )
 
         refused = await self._settle(
-            Q["dead_letter"], [f.lease for f in failures], params, finish=True
+            Q["dead_letter"], [f.lease for f in failures], params, finish=_DEAD
         )
         self._announce_finished(f.lease.job_id for f in failures)
         return refused
@@ -559,34 +567,32 @@ class SQLiteBackend:
             return []
         effects = _Effects()
         holding = Q["holding_linked"] if finish else Q["holding"]
-        pieces: list[list[tuple[str, list[int]]]] = []
-        for start in range(0, len(leases), _ROWS_PER_OP):
-            by_token: dict[str, list[int]] = {}
-            for lz in leases[start : start + _ROWS_PER_OP]:
-                by_token.setdefault(lz.token, []).append(lz.job_id)
-            pieces.append(list(by_token.items()))
 
         def op(conn: sqlite3.Connection, piece: list[tuple[str, list[int]]]) -> list[int]:
             now = time.time()
             refused: list[int] = []
             linked: list[int] = []
+            counts: dict[str, int] = {}
             for token, ids in piece:
                 asked = json.dumps(sorted(ids), separators=(",", ":"))
                 found = conn.execute(holding, {"token": token, "ids": asked}).fetchone()
                 held = found[0]
                 if held != "[]":
                     conn.execute(sql, {"ids": held, "now": now, "expires": now + lease_s})
-                if finish and found[1] != "[]":
-                    linked.extend(json.loads(found[1]))
+                    if finish:
+                        _held_finished(conn, found, counts, linked)
                 if held != asked:
                     done = set(json.loads(held))
                     refused.extend(i for i in ids if i not in done)
-            if linked:  # followed once for the piece, whatever the number of leases in it
+            # counted and followed once for the piece, whatever the number of leases in it
+            if counts:
+                _count_finished(conn, now, counts, _COMPLETED)
+            if linked:
                 _finished(conn, linked, now, effects)
             return refused
 
         refused: list[int] = []
-        for piece in pieces:
+        for piece in _by_token(leases):
             refused.extend(await self._write(functools.partial(op, piece=piece)))
         if effects:
             self._follow(effects)
@@ -598,11 +604,12 @@ class SQLiteBackend:
         leases: Sequence[Lease],
         params: Callable[[float], Iterable[tuple[Any, ...] | dict[str, Any]]],
         *,
-        finish: bool = False,
+        finish: int | None = None,
     ) -> list[int]:
         """Run one token-checked UPDATE per job; return the ids whose token did not match.
-        ``finish``: the UPDATE finishes the job and returns whether it has links, which are
-        followed in the same operation (see :func:`_finished`)."""
+        ``finish``: the UPDATE finishes the job (counted as that outcome, see
+        :func:`_count_finished`) and returns whether it has links, which are followed in the
+        same operation (see :func:`_finished`), and its queue."""
         if not leases:
             return []
         effects = _Effects()
@@ -611,18 +618,23 @@ class SQLiteBackend:
             refused = []
             execute = conn.execute
             now = time.time()
-            if not finish:
+            if finish is None:
                 for lease, args in zip(leases, params(now), strict=True):
                     if execute(sql, args).rowcount != 1:
                         refused.append(lease.job_id)
                 return refused
             linked = []
+            counts: dict[str, int] = {}
             for lease, args in zip(leases, params(now), strict=True):
                 row = execute(sql, args).fetchone()
                 if row is None:
                     refused.append(lease.job_id)
-                elif row[0]:
+                    continue
+                if row[0]:
                     linked.append(lease.job_id)
+                counts[row[1]] = counts.get(row[1], 0) + 1
+            if counts:
+                _count_finished(conn, now, counts, finish)
             if linked:
                 _finished(conn, linked, now, effects)
             return refused
@@ -635,8 +647,16 @@ class SQLiteBackend:
     async def reclaim_expired(self, *, now: float | None = None) -> int:
         at = time.time() if now is None else now
         params = _LEASE_EXPIRED | {"now": at}
-        count = await self._write(lambda c: c.execute(Q["reclaim_expired"], params).rowcount)
-        return int(count)
+
+        def op(conn: sqlite3.Connection) -> int:
+            counts = dict(conn.execute(Q["expired_per_queue"], {"now": at}).fetchall())
+            if not counts:
+                return 0
+            count = int(conn.execute(Q["reclaim_expired"], params).rowcount)
+            _count_finished(conn, at, counts, _RECLAIMED)
+            return count
+
+        return await self._write(op)
 
     # -- operator actions -----------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[int]:
@@ -694,15 +714,19 @@ class SQLiteBackend:
         else:
             sql, params["others"] = Q["prune"], jsonio.dumps(list(spec.other_than))
         runs_before = spec.runs_before
+        throughput_before = spec.throughput_before
 
         def op(conn: sqlite3.Connection) -> int:
-            """Jobs, then completed runs (each up to the limit): how many of both went."""
+            """Jobs, then completed runs (each up to the limit): how many of both went (the
+            minutes of throughput go too, uncounted)."""
             pruned = int(conn.execute(sql, params).rowcount)
             at = time.time()
             conn.execute(Q["prune_flow"], {"now": at, "fair_before": at - _FAIR_KEPT_S})
             if runs_before is not None:
                 runs = {"runs_before": runs_before, "limit": spec.limit}
                 pruned += int(conn.execute(Q["prune_runs"], runs).rowcount)
+            if throughput_before is not None:
+                conn.execute(Q["prune_throughput"], {"before": throughput_before})
             return pruned
 
         return await self._write(op)
@@ -987,6 +1011,47 @@ class SQLiteBackend:
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_run(r) for r in rows]
 
+    # -- the fleet (forebay.fleet) --------------------------------------------------------------
+    async def save_worker(self, worker: WorkerInfo) -> None:
+        params = {
+            "id": worker.id,
+            "info": jsonio.dumps(worker.to_json()),
+            "started_at": worker.started_at.timestamp(),
+            "expires_at": worker.expires_at.timestamp(),
+        }
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["drop_expired_workers"], {"now": time.time()})
+            conn.execute(Q["save_worker"], params)
+
+        await self._write(op)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write(lambda c: c.execute(Q["remove_worker"], {"id": worker_id}))
+
+    async def list_workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        params = {"now": time.time() if now is None else now}
+        rows = await self._read(lambda c: c.execute(Q["list_workers"], params).fetchall())
+        return [WorkerInfo.from_json(jsonio.loads(info)) for (info,) in rows]
+
+    async def throughput(self, *, since: float, queue: str | None = None) -> list[Throughput]:
+        params = {"since": minute_of(since), "queue": queue}
+        rows = await self._read(lambda c: c.execute(Q["throughput"], params).fetchall())
+        return [
+            Throughput(
+                queue=q,
+                minute=datetime.fromtimestamp(minute, UTC),
+                completed=completed,
+                dead=dead,
+                reclaimed=reclaimed,
+            )
+            for q, minute, completed, dead, reclaimed in rows
+        ]
+
+    async def totals(self) -> list[QueueTotals]:
+        rows = await self._read(lambda c: c.execute(Q["totals"]).fetchall())
+        return [QueueTotals(*row) for row in rows]
+
 
 def _run(row: Sequence[Any], created: bool = True) -> Run:
     return run_from_values(**dict(zip(_RUN_FIELDS, row, strict=True)), created=created)
@@ -1066,6 +1131,53 @@ class _Effects:
         return bool(self.queues or self.finished)
 
 
+def _by_token(leases: Sequence[Lease]) -> list[list[tuple[str, list[int]]]]:
+    """``leases`` in pieces of at most ``_ROWS_PER_OP``, each as (token, job ids) pairs."""
+    pieces: list[list[tuple[str, list[int]]]] = []
+    for start in range(0, len(leases), _ROWS_PER_OP):
+        by_token: dict[str, list[int]] = {}
+        for lz in leases[start : start + _ROWS_PER_OP]:
+            by_token.setdefault(lz.token, []).append(lz.job_id)
+        pieces.append(list(by_token.items()))
+    return pieces
+
+
+_COMPLETED, _DEAD, _RECLAIMED = 0, 1, 2
+"""The outcomes a finish counts (their places in count_throughput's counts)."""
+
+
+def _held_finished(
+    conn: sqlite3.Connection, found: Sequence[Any], counts: dict[str, int], linked: list[int]
+) -> None:
+    """Note what the jobs a ``holding_linked`` row held and just finished: those with links in
+    ``linked``, and their number per queue in ``counts`` (its count when they are of one queue,
+    as a lease's jobs are; else one more read of their queues)."""
+    held, with_links, n, least, greatest = found
+    if with_links != "[]":
+        linked.extend(json.loads(with_links))
+    if least == greatest:
+        counts[least] = counts.get(least, 0) + n
+        return
+    for queue, k in conn.execute(Q["finished_queues"], {"ids": held}):
+        counts[queue] = counts.get(queue, 0) + k
+
+
+def _count_finished(
+    conn: sqlite3.Connection, now: float, counts: dict[str, int], outcome: int
+) -> None:
+    """Count ``counts`` (jobs per queue that just finished as ``outcome``) into the minute of
+    ``now`` and the queues' totals: one upsert of each per queue, in the operation that
+    finished them, so the counts commit (or not) with the finishes."""
+    minute = minute_of(now)
+    rows = []
+    for queue, n in counts.items():
+        row: list[Any] = [queue, minute, 0, 0, 0]
+        row[2 + outcome] = n
+        rows.append(row)
+    conn.executemany(Q["count_throughput"], rows)
+    conn.executemany(Q["count_totals"], rows)
+
+
 class _Enqueue(Mergeable):
     """One caller's enqueue; concurrent callers' enqueues merge into one insert."""
 
@@ -1130,11 +1242,12 @@ def _insert(
 
 
 def _store_plain(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[Job]:
-    """Store jobs without links, queued. Jobs without a tenant or flow keys (the most) go in
-    with the columns they have: each column is one more JSON look-up per job."""
+    """Store jobs without links, queued. Jobs without a tenant, flow keys or a trace context
+    (the most) go in with the columns they have: each column is one more JSON look-up per
+    job."""
     states = [JobState.QUEUED] * len(jobs)
     for j in jobs:
-        if j.tenant or j.rate_key or j.concurrency_key or j.fair_key:
+        if j.tenant or j.rate_key or j.concurrency_key or j.fair_key or j.traceparent:
             rows = [_row(j, now) for j in jobs]
             return _store(conn, jobs, Q["insert_flow_jobs"], rows, now, states)
     rows = [_row(j, now, flow=False) for j in jobs]
@@ -1426,10 +1539,11 @@ def _row(j: NewJob, now: float, *, flow: bool = True) -> tuple[Any, ...]:
         j.rate_key,
         j.concurrency_key,
         j.fair_key,
+        j.traceparent,
     )
 
 
-_ROW_ERROR = 19
+_ROW_ERROR = 20
 """Where a linked job's error is in its row (``_row`` and then insert_linked_jobs' fields)."""
 
 

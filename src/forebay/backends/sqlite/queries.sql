@@ -36,6 +36,9 @@ DROP TABLE IF EXISTS forebay_queues;
 DROP TABLE IF EXISTS forebay_runs;
 DROP TABLE IF EXISTS forebay_deps;
 DROP TABLE IF EXISTS forebay_flow;
+DROP TABLE IF EXISTS forebay_workers;
+DROP TABLE IF EXISTS forebay_throughput;
+DROP TABLE IF EXISTS forebay_totals;
 DROP TABLE IF EXISTS forebay_migrations;
 
 -- name: next_job_id
@@ -57,29 +60,30 @@ ORDER BY j.key
 ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
 
 -- name: insert_flow_jobs
--- as insert_jobs, for jobs some of which have a tenant or flow keys: each array goes on with
--- [tenant, rate_key, concurrency_key, fair_key]
+-- as insert_jobs, for jobs some of which have a tenant, flow keys or a trace context: each
+-- array goes on with [tenant, rate_key, concurrency_key, fair_key, traceparent]
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
-                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key)
+                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                          traceparent)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
        json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
        json_extract(j.value, '$[8]'), json_extract(j.value, '$[9]'),
        json_extract(j.value, '$[10]'), json_extract(j.value, '$[11]'),
-       json_extract(j.value, '$[12]')
+       json_extract(j.value, '$[12]'), json_extract(j.value, '$[13]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
 ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
 
 -- name: insert_linked_jobs
--- as insert_jobs, for jobs with links: each array goes on with [state, after_ids,
+-- as insert_flow_jobs, for jobs with links: each array goes on with [state, after_ids,
 -- after_policy, webhook, parent_id, finished_at, error, error_type]
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
                           max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key,
-                          state, after_ids, after_policy, webhook, parent_id, finished_at, error,
-                          error_type)
+                          traceparent, state, after_ids, after_policy, webhook, parent_id,
+                          finished_at, error, error_type)
 SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
        json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
@@ -90,7 +94,7 @@ SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[14]'), json_extract(j.value, '$[15]'),
        json_extract(j.value, '$[16]'), json_extract(j.value, '$[17]'),
        json_extract(j.value, '$[18]'), json_extract(j.value, '$[19]'),
-       json_extract(j.value, '$[20]')
+       json_extract(j.value, '$[20]'), json_extract(j.value, '$[21]')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -109,8 +113,9 @@ FROM (SELECT id, queue, key FROM forebay_jobs WHERE id > :after ORDER BY id)
 
 -- name: insert_job_returning
 INSERT INTO forebay_jobs (queue, key, priority, run_at, run_id, created_at, updated_at,
-                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          max_attempts, timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                          traceparent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 
 -- name: insert_payload
@@ -167,9 +172,12 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_token = :token AND sta
 
 -- name: holding_linked
 -- as holding, and which of those have links a finish must follow (a run, a webhook, waiting
--- children), as a second JSON array: for most jobs one probe of an empty index
+-- children), as a second JSON array: for most jobs one probe of an empty index; then how many
+-- are held, and the least and greatest of their queues (one queue, as a lease's jobs are: the
+-- finish counts them at once; else see finished_queues)
 SELECT json_group_array(id),
-       json_group_array(id) FILTER (WHERE {linked})
+       json_group_array(id) FILTER (WHERE {linked}),
+       COUNT(*), MIN(queue), MAX(queue)
 FROM forebay_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_token = :token AND state = 'running'
 
@@ -201,7 +209,7 @@ UPDATE forebay_jobs
 SET state = 'completed', finished_at = ?, updated_at = ?, result = ?,
     lease_token = NULL, lease_expires_at = NULL, progress = 100, error = NULL, error_type = NULL
 WHERE id = ? AND lease_token = ? AND state = 'running'
-RETURNING {linked}
+RETURNING {linked}, queue
 
 -- name: retry
 UPDATE forebay_jobs
@@ -216,7 +224,7 @@ SET state = 'dead', error = :error, error_type = :error_type, finished_at = :now
     updated_at = :now, errors = {append_error},
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND state = 'running'
-RETURNING {linked}
+RETURNING {linked}, queue
 
 -- name: defer
 UPDATE forebay_jobs
@@ -231,6 +239,17 @@ SET state = 'queued', updated_at = ?,
     attempt = attempt - 1, deliveries = deliveries - 1,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ? AND lease_token = ? AND state = 'running'
+
+-- name: finished_queues
+-- the jobs :ids (a JSON array) per queue, as (queue, count) rows
+SELECT queue, COUNT(*) FROM forebay_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+GROUP BY queue
+
+-- name: expired_per_queue
+-- the running jobs whose lease expired before :now per queue, as (queue, count) rows: what
+-- reclaim_expired takes back, read in its operation (forebay_jobs_leases)
+SELECT queue, COUNT(*) FROM forebay_jobs WHERE state = 'running' AND lease_expires_at < :now
+GROUP BY queue
 
 -- name: reclaim_expired
 -- :error and :error_type say that the lease expired; the history gets them too (no traceback)
@@ -678,3 +697,48 @@ WHERE queue = :queue AND state = 'queued' AND fair_key IS NULL AND priority = :p
   AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full)))
 ORDER BY run_at, id
 LIMIT :n
+
+-- name: count_throughput
+-- jobs of a queue that finished in a minute (executemany: queue, minute, completed, dead,
+-- reclaimed), in the operation that finished them
+INSERT INTO forebay_throughput (queue, minute, completed, dead, reclaimed)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (queue, minute) DO UPDATE SET
+    completed = completed + excluded.completed, dead = dead + excluded.dead,
+    reclaimed = reclaimed + excluded.reclaimed
+
+-- name: count_totals
+-- as count_throughput, into the queue's totals (the minute, ?2, is not used)
+INSERT INTO forebay_totals (queue, completed, dead, reclaimed) VALUES (?1, ?3, ?4, ?5)
+ON CONFLICT (queue) DO UPDATE SET
+    completed = completed + excluded.completed, dead = dead + excluded.dead,
+    reclaimed = reclaimed + excluded.reclaimed
+
+-- name: throughput
+-- the minutes from :since on (of :queue, when not NULL), by queue and minute
+SELECT queue, minute, completed, dead, reclaimed FROM forebay_throughput
+WHERE minute >= :since AND (:queue IS NULL OR queue = :queue)
+ORDER BY queue, minute
+
+-- name: totals
+SELECT queue, completed, dead, reclaimed FROM forebay_totals ORDER BY queue
+
+-- name: prune_throughput
+DELETE FROM forebay_throughput WHERE minute < :before
+
+-- name: drop_expired_workers
+-- the worker records that stopped holding before :now (forebay_workers_expires)
+DELETE FROM forebay_workers WHERE expires_at < :now
+
+-- name: save_worker
+INSERT INTO forebay_workers (id, info, started_at, expires_at)
+VALUES (:id, :info, :started_at, :expires_at)
+ON CONFLICT (id) DO UPDATE SET
+    info = excluded.info, started_at = excluded.started_at, expires_at = excluded.expires_at
+
+-- name: remove_worker
+DELETE FROM forebay_workers WHERE id = :id
+
+-- name: list_workers
+-- the records that still hold at :now
+SELECT info FROM forebay_workers WHERE expires_at > :now ORDER BY started_at, id
