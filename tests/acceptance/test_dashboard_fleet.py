@@ -178,8 +178,11 @@ def snap(page: Page, view: str, size: str, selector: str) -> None:
     width, height = SIZES[size]
     section = page.locator(selector)
     section.scroll_into_view_if_needed()
-    section.screenshot(path=ARTIFACTS / f"{view}-{size}-{width}x{height}.png")
     page.screenshot(path=ARTIFACTS / f"{view}-{size}-{width}x{height}-screen.png")
+    # The whole section, without the sticky header drawn over it.
+    page.evaluate("document.querySelector('header').style.position = 'static'")
+    section.screenshot(path=ARTIFACTS / f"{view}-{size}-{width}x{height}.png")
+    page.evaluate("document.querySelector('header').style.position = ''")
 
 
 def fits_or_scrolls_inside(page: Page, table: str) -> None:

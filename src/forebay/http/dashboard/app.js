@@ -984,9 +984,10 @@
 
   function renderJob(job) {
     const bar = $("job-progress-bar");
-    if (job.progress === null || job.progress === undefined) bar.removeAttribute("value");
-    else bar.value = Number(job.progress);
-    bar.title = job.progress === null || job.progress === undefined ? "no progress reported" : `${job.progress}%`;
+    const reported = job.progress !== null && job.progress !== undefined;
+    bar.hidden = !reported; // no bar for a job that reported no progress
+    bar.value = reported ? Number(job.progress) : 0;
+    bar.title = reported ? `${job.progress}%` : "";
     const progress =
       job.progress === null || job.progress === undefined
         ? "—"
