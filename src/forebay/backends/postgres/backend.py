@@ -32,6 +32,11 @@ Protocol on one engine (connections, schema and wake-ups live in modules of thei
   ``flow``) and running counts, fetches candidates, runs :func:`forebay.flow.plan` and writes
   the buckets back. Tenant quotas lock the tenant (an advisory lock) and count its unfinished
   jobs in the enqueue's transaction, as ``max_depth`` does for a queue.
+* The fleet (:mod:`forebay.fleet`): worker records (``workers``, one row per process, a
+  ``jsonb`` of its :class:`~forebay.fleet.WorkerInfo`), and finished jobs counted per queue
+  and minute (``throughput``) and in total (``totals``) by data-modifying CTEs of the
+  statements that finish them (settle, reclaim), each counter spread over a few rows so that
+  the finishes of many connections do not commit one at a time behind its row lock.
 * Schedules (``schedules`` table): a firing is one transaction, the compare-and-set of the
   schedule's last tick and the insert of the tick's jobs, the row locked until it commits.
 * Errors are translated at the boundary and operations ride out a server restart
@@ -85,6 +90,7 @@ from forebay.errors import (
     QueueFull,
     TenantQuotaFull,
 )
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import (
     NO_LIMITS,
     Candidate,
@@ -124,6 +130,9 @@ _ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's ba
 _SETTLE_GROUP_ROWS = 20_000
 _LINKED_HINTS = 100_000  # leased jobs with links remembered at most (see _settle_round)
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
+# How long past its expiry a worker's record is kept before a save deletes it (listings leave it
+# out at once): a worker whose clock lags the server's is not deleted while it lives.
+_WORKER_GRACE_S = 60.0
 
 
 # Not frozen: built per call (and _Settlement per job) on the hot path, where frozen dataclasses
@@ -598,13 +607,18 @@ class PostgresBackend:
             spec.queue if one else list(spec.other_than),
         )
         pruned = int(await self._run(lambda c: c.fetchval(sql, *args), Resend.ALWAYS))
-        if spec.runs_before is not None:  # counted too: a caller goes on while either is full
-            runs_sql = self._q["prune_runs"]
-            before = _dt(spec.runs_before)
-            pruned += int(
-                await self._run(lambda c: c.fetchval(runs_sql, before, spec.limit), Resend.ALWAYS)
-            )
+        # The runs and minutes are counted too: a caller goes on while either is full.
+        for name, before in (
+            ("prune_runs", spec.runs_before),
+            ("prune_throughput", spec.throughput_before),
+        ):
+            if before is not None:
+                pruned += await self._prune_before(name, _dt(before), spec.limit)
         return pruned
+
+    async def _prune_before(self, name: str, before: datetime, limit: int) -> int:
+        sql = self._q[name]
+        return int(await self._run(lambda c: c.fetchval(sql, before, limit), Resend.ALWAYS))
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -798,6 +812,39 @@ class PostgresBackend:
             return int(count)
 
         return await self._run(op, Resend.IF_UNSENT)
+
+    # -- the fleet ----------------------------------------------------------------------------
+    async def save_worker(self, worker: WorkerInfo) -> None:
+        sql = self._q["save_worker"]
+        args = (
+            worker.id,
+            jsonio.dumps(worker.to_json()),
+            worker.started_at,
+            worker.expires_at,
+            _WORKER_GRACE_S,
+        )
+        await self._run(lambda c: c.execute(sql, *args), Resend.ALWAYS)  # an upsert: repeatable
+
+    async def remove_worker(self, worker_id: str) -> None:
+        sql = self._q["remove_worker"]
+        await self._run(lambda c: c.execute(sql, worker_id), Resend.ALWAYS)
+
+    async def list_workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        sql = self._q["list_workers"]
+        at = None if now is None else _dt(now)
+        rows = await self._run(lambda c: c.fetch(sql, at), Resend.ALWAYS)
+        return [WorkerInfo.from_json(jsonio.loads(r[0])) for r in rows]
+
+    async def throughput(self, *, since: float, queue: str | None = None) -> list[Throughput]:
+        sql = self._q["throughput"]
+        start = _dt(minute_of(since))
+        rows = await self._run(lambda c: c.fetch(sql, start, queue), Resend.ALWAYS)
+        return [Throughput(*r) for r in rows]
+
+    async def totals(self) -> list[QueueTotals]:
+        sql = self._q["totals"]
+        rows = await self._run(lambda c: c.fetch(sql), Resend.ALWAYS)
+        return [QueueTotals(*r) for r in rows]
 
     # -- runs -------------------------------------------------------------------------------
     async def start_run(self, run: NewRun) -> Run:
@@ -1316,6 +1363,7 @@ def _linked_args(jobs: list[NewJob], decided: list[tuple[str, str | None]]) -> t
         [j.rate_key for j in jobs],
         [j.concurrency_key for j in jobs],
         [j.fair_key for j in jobs],
+        [j.traceparent for j in jobs],
     )
 
 
@@ -1406,10 +1454,10 @@ async def _count_runs(conn: Any, q: dict[str, str], counts: RunCounts) -> list[N
 
 
 def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
-    """The ``enqueue`` statement's arrays ($1 to $9, then $11 to $14: tenant and flow keys). A
-    column whose every value is the default is sent as
-    NULL (``unnest`` pads it with NULLs, the statement fills in the default): encoding arrays
-    element by element is most of the client's cost of a bulk enqueue."""
+    """The ``enqueue`` statement's arrays ($1 to $9, then $11 to $15: tenant, flow keys and
+    trace context). A column whose every value is the default is sent as NULL (``unnest``
+    pads it with NULLs, the statement fills in the default): encoding arrays element by
+    element is most of the client's cost of a bulk enqueue."""
     queue = jobs[0].queue
     queues = None if all(j.queue == queue for j in jobs) else [j.queue for j in jobs]
     keys = [j.key for j in jobs] if any(j.key is not None for j in jobs) else None
@@ -1429,7 +1477,7 @@ def _insert_args(jobs: list[NewJob]) -> tuple[Any, ...]:
         [getattr(j, name) for j in jobs]
         if any(getattr(j, name) is not None for j in jobs)
         else None
-        for name in ("tenant", "rate_key", "concurrency_key", "fair_key")
+        for name in ("tenant", "rate_key", "concurrency_key", "fair_key", "traceparent")
     ]
     return payloads, queue, queues, keys, priorities, run_ats, run_ids, attempts, timeouts, *flow
 

@@ -47,8 +47,8 @@ DROP SCHEMA IF EXISTS {schema} CASCADE
 -- Rows get ids in input order (the identity is drawn row by row, in ordinality order), also
 -- for rows whose key already exists, so sorting the returned rows by id gives input order.
 -- Workers waiting on a queue that now has due jobs are woken at commit.
--- $8, $9 (a job's own max_attempts, timeout_s) and $11 to $14 (tenant, rate_key,
--- concurrency_key, fair_key) may be NULL when all NULL.
+-- $8, $9 (a job's own max_attempts, timeout_s) and $11 to $15 (tenant, rate_key,
+-- concurrency_key, fair_key, traceparent) may be NULL when all NULL.
 -- $10: look for a stored max_depth first. When one of the queues has one, nothing is inserted
 -- and one row of NULLs answers: the caller then enqueues in a transaction that locks and counts
 -- those queues (lock_queues, depths). A queue without a limit costs one primary-key lookup.
@@ -59,15 +59,17 @@ WITH capped AS (
     ) AS yes
 ), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, tenant, rate_key, concurrency_key, fair_key)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                               traceparent)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
            COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s, j.tenant,
-           j.rate_key, j.concurrency_key, j.fair_key
+           j.rate_key, j.concurrency_key, j.fair_key, j.traceparent
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
                 $8::integer[], $9::double precision[], $11::text[], $12::text[], $13::text[],
-                $14::text[])
+                $14::text[], $15::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, tenant, rate_key, concurrency_key, fair_key, ord)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                               traceparent, ord)
     WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
@@ -89,15 +91,17 @@ WITH capped AS (
     ) AS yes
 ), inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, tenant, rate_key, concurrency_key, fair_key)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                               traceparent)
     SELECT COALESCE(j.queue, $2), j.payload::json, j.key, COALESCE(j.priority, 0),
            COALESCE(j.run_at, now()), j.run_id, j.max_attempts, j.timeout_s, j.tenant,
-           j.rate_key, j.concurrency_key, j.fair_key
+           j.rate_key, j.concurrency_key, j.fair_key, j.traceparent
     FROM unnest($1::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::text[],
                 $8::integer[], $9::double precision[], $11::text[], $12::text[], $13::text[],
-                $14::text[])
+                $14::text[], $15::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
-                               timeout_s, tenant, rate_key, concurrency_key, fair_key, ord)
+                               timeout_s, tenant, rate_key, concurrency_key, fair_key,
+                               traceparent, ord)
     WHERE NOT (SELECT yes FROM capped)
     ORDER BY j.ord
     RETURNING id, queue, key, run_at, created_at
@@ -338,6 +342,7 @@ RETURNING id
 -- Jobs it finished (completed, dead) are announced on the finish channel at commit, in one
 -- notification for the whole statement: their ids, comma-separated, or `*` (every waiter
 -- re-reads) when more than 300 would not fit in a notification's 8000 bytes. So does cancel.
+-- Jobs it finished are counted (counted, summed: see the fleet section) in the same statement.
 WITH s AS (
     SELECT job_id, token, COALESCE(outcome, $7) AS outcome, at, message, kind, traceback, result
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
@@ -381,6 +386,22 @@ WITH s AS (
     SELECT pg_notify('{finish_channel}',
                      CASE WHEN count(*) <= 300 THEN string_agg(id::text, ',') ELSE '*' END)
     FROM settled WHERE state IN ('completed', 'dead') HAVING count(*) > 0
+), counted AS (
+    INSERT INTO {schema}.throughput AS t (queue, minute, slot, completed, dead)
+    SELECT queue, to_timestamp(floor(EXTRACT(EPOCH FROM now()) / 60) * 60), {counter_slot},
+           count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'dead')
+    FROM settled WHERE state IN ('completed', 'dead')
+    GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, minute, slot) DO UPDATE
+    SET completed = t.completed + excluded.completed, dead = t.dead + excluded.dead
+), summed AS (
+    INSERT INTO {schema}.totals AS t (queue, slot, completed, dead)
+    SELECT queue, {counter_slot},
+           count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'dead')
+    FROM settled WHERE state IN ('completed', 'dead')
+    GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, slot) DO UPDATE
+    SET completed = t.completed + excluded.completed, dead = t.dead + excluded.dead
 )
 SELECT id FROM settled
 WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM finished) >= 0
@@ -388,6 +409,8 @@ WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM finished) >= 0
 -- name: reclaim_expired
 -- No notification: the reclaiming worker wakes its own lanes, others find the jobs by polling
 -- (as on every backend), and the worker that lost the lease does not race to take it back.
+-- The leases taken back are counted in the minute of the reclaim's now ($1, or the server's),
+-- in the same statement (see the fleet section).
 WITH reclaimed AS (
     UPDATE {schema}.jobs
     SET state = 'queued', attempt = GREATEST(attempt - 1, 0), updated_at = now(),
@@ -406,7 +429,18 @@ WITH reclaimed AS (
         WHERE state = 'running' AND lease_expires_at < COALESCE($1::timestamptz, now())
         FOR UPDATE SKIP LOCKED
     )) AND {relaxed_commit}
-    RETURNING 1
+    RETURNING queue
+), counted AS (
+    INSERT INTO {schema}.throughput AS t (queue, minute, slot, reclaimed)
+    SELECT queue,
+           to_timestamp(floor(EXTRACT(EPOCH FROM COALESCE($1::timestamptz, now())) / 60) * 60),
+           {counter_slot}, count(*)
+    FROM reclaimed GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, minute, slot) DO UPDATE SET reclaimed = t.reclaimed + excluded.reclaimed
+), summed AS (
+    INSERT INTO {schema}.totals AS t (queue, slot, reclaimed)
+    SELECT queue, {counter_slot}, count(*) FROM reclaimed GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, slot) DO UPDATE SET reclaimed = t.reclaimed + excluded.reclaimed
 )
 SELECT count(*) FROM reclaimed
 
@@ -650,20 +684,20 @@ WITH inserted AS (
     INSERT INTO {schema}.jobs (queue, payload, key, priority, run_at, run_id, max_attempts,
                                timeout_s, state, finished_at, error, error_type, after_ids,
                                after_policy, webhook, parent_id, tenant, rate_key,
-                               concurrency_key, fair_key)
+                               concurrency_key, fair_key, traceparent)
     SELECT j.queue, j.payload::json, j.key, j.priority, COALESCE(j.run_at, now()), j.run_id,
            j.max_attempts, j.timeout_s, j.state,
            CASE WHEN j.state = 'cancelled' THEN now() END, j.error, j.error_type, j.after_ids,
            j.after_policy, j.webhook, j.parent_id, j.tenant, j.rate_key, j.concurrency_key,
-           j.fair_key
+           j.fair_key, j.traceparent
     FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[],
                 $6::text[], $7::integer[], $8::double precision[], $9::text[], $10::text[],
                 $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],
-                $16::text[], $17::text[], $18::text[], $19::text[])
+                $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
          WITH ORDINALITY AS j (payload, queue, key, priority, run_at, run_id, max_attempts,
                                timeout_s, state, error, error_type, after_ids, after_policy,
                                webhook, parent_id, tenant, rate_key, concurrency_key, fair_key,
-                               ord)
+                               traceparent, ord)
     ORDER BY j.ord
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue, key, run_at, created_at, state
@@ -816,6 +850,71 @@ LIMIT $3
 WITH pruned AS (
     DELETE FROM {schema}.runs WHERE id IN (
         SELECT id FROM {schema}.runs WHERE state = 'completed' AND completed_at < $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) AND {relaxed_commit}
+    RETURNING 1
+)
+SELECT count(*) FROM pruned
+
+-- == the fleet (forebay.fleet): worker records and finished-job counts =======================
+-- Finished jobs are counted by the statement that finishes them (settle: completed and dead;
+-- reclaim_expired: reclaimed), as data-modifying CTEs over the rows it changed, so a refused
+-- settle counts nothing and a count is lost only with its finish. Each adds to its queue's row
+-- of the current minute (throughput) and to its queue's totals. Those rows are hot: every
+-- finish of a queue, from any worker, updates them and holds their lock until it commits. So
+-- each counter is spread over a few rows, one per slot, and a statement writes the slot of its
+-- connection's server process (counter_slot): the finishes of different connections seldom
+-- wait for each other's commits, and reads sum the slots. The rows are written in queue
+-- order, throughput before totals, by every statement: no deadlocks among counters, and
+-- counters are always locked after the jobs they count.
+
+-- name: counter_slot
+pg_backend_pid() % 8
+
+-- name: save_worker
+-- insert or replace a worker's record; records expired a while ago ($5: how long, so that a
+-- worker whose clock lags the server's is not deleted while it lives) are deleted, skipping
+-- those another save is deleting or writing (no waits, no deadlocks)
+WITH gone AS (
+    DELETE FROM {schema}.workers WHERE id = ANY(ARRAY(
+        SELECT id FROM {schema}.workers
+        WHERE expires_at < now() - make_interval(secs => $5) AND id <> $1
+        FOR UPDATE SKIP LOCKED
+    ))
+)
+INSERT INTO {schema}.workers AS w (id, info, started_at, expires_at)
+VALUES ($1, $2::jsonb, $3, $4)
+ON CONFLICT (id) DO UPDATE
+SET info = excluded.info, started_at = excluded.started_at, expires_at = excluded.expires_at
+
+-- name: remove_worker
+DELETE FROM {schema}.workers WHERE id = $1
+
+-- name: list_workers
+-- the records that hold at $1 (NULL: the server's now)
+SELECT info::text FROM {schema}.workers
+WHERE expires_at > COALESCE($1::timestamptz, now())
+ORDER BY started_at, id
+
+-- name: throughput
+-- per queue ($2: only that one) and minute, from minute $1 on, the slots summed
+SELECT queue, minute, sum(completed)::bigint, sum(dead)::bigint, sum(reclaimed)::bigint
+FROM {schema}.throughput
+WHERE minute >= $1 AND ($2::text IS NULL OR queue = $2)
+GROUP BY queue, minute
+ORDER BY queue, minute
+
+-- name: totals
+SELECT queue, sum(completed)::bigint, sum(dead)::bigint, sum(reclaimed)::bigint
+FROM {schema}.totals
+GROUP BY queue
+ORDER BY queue
+
+-- name: prune_throughput
+-- the minutes that start before $1, at most $2 rows
+WITH pruned AS (
+    DELETE FROM {schema}.throughput WHERE (queue, minute, slot) IN (
+        SELECT queue, minute, slot FROM {schema}.throughput WHERE minute < $1
         LIMIT $2 FOR UPDATE SKIP LOCKED
     ) AND {relaxed_commit}
     RETURNING 1

@@ -67,7 +67,7 @@ def _names(schema: str) -> dict[str, str]:
 def queries(schema: str) -> dict[str, str]:
     """The named queries of ``queries.sql`` for one schema."""
     values = _names(schema) | {"columns": COLUMNS, "relaxed_commit": _RELAXED_COMMIT}
-    return render_queries(_PACKAGE, values, inline=("filter", "run_counted"))
+    return render_queries(_PACKAGE, values, inline=("filter", "run_counted", "counter_slot"))
 
 
 @cache
