@@ -165,7 +165,8 @@ async def test_a_layout_3_store_with_queued_jobs_upgrades_and_leases_them(
         await again.open()
         try:
             assert again.applied_on_open == [
-                "redis key layout 4 (flow control: lanes, rate buckets, tenants)"
+                "redis key layout 4 (flow control: lanes, rate buckets, tenants)",
+                "redis key layout 5 (worker records, finished-job counts)",
             ]
             assert await raw.get(store.keys.schema) == str(LAYOUT_VERSION)
             await again.set_queue("q", limits=FlowLimits(rate=Rate(2, 1.0), fair=True))

@@ -79,6 +79,7 @@ async def test_a_layout_1_store_is_indexed_per_queue_when_opened(
                 "redis key layout 2 (finished jobs indexed per queue)",
                 "redis key layout 3 (runs and waiting jobs)",
                 "redis key layout 4 (flow control: lanes, rate buckets, tenants)",
+                "redis key layout 5 (worker records, finished-job counts)",
             ]
             assert await raw.get(store.keys.schema) == str(LAYOUT_VERSION)
             assert await raw.zcard(store.keys.queue_done("a", "dead")) == 3

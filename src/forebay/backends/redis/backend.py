@@ -35,6 +35,11 @@ whole picture in ``docs/redis.md``):
 * **Waiting for a job to finish**: the scripts that finish jobs publish their ids, and a
   process that waits subscribes (:mod:`~forebay.backends.redis.subscriber`).
 
+* **The fleet** (:mod:`forebay.fleet`): worker records are one hash (id -> JSON) beside a
+  sorted set of their deadlines, so a listing reads only the records that hold; the scripts
+  that complete, dead-letter and reclaim jobs count them per queue in a hash per minute (and
+  in a hash of totals) in the same script, so only transitions that applied are counted.
+
 * **Schedules** are two hashes (definitions, last ticks); ``fire_schedule.lua`` moves a last
   tick and stores the tick's jobs in one script (its source ends with ``enqueue.lua``).
 
@@ -90,6 +95,7 @@ from forebay.errors import (
     UnknownParent,
     UnknownRun,
 )
+from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import FlowLimits
 from forebay.group_commit import GroupCommit
 from forebay.job import (
@@ -154,6 +160,9 @@ _SCRIPTS = (
     "start_run",
     "seal_run",
     "prune_runs",
+    "save_worker",
+    "workers",
+    "prune_minutes",
 )
 _DEAD_CHUNK = 500
 """Dead-set entries read per step of a dead-letter listing."""
@@ -225,10 +234,11 @@ def _enqueue_row(j: NewJob) -> list[object]:
 
 
 def _flow_fields(j: NewJob) -> list[str | bool] | bool:
-    """A job's tenant and flow keys as ``enqueue.lua`` takes them (False: none of them)."""
-    if j.tenant is None and j.rate_key is None and j.concurrency_key is None and j.fair_key is None:
+    """A job's tenant, flow keys and traceparent as ``enqueue.lua`` takes them (False: none of
+    them)."""
+    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key, j.traceparent)
+    if all(v is None for v in values):
         return False
-    values = (j.tenant, j.rate_key, j.concurrency_key, j.fair_key)
     return [False if v is None else v for v in values]
 
 
@@ -457,6 +467,11 @@ class RedisBackend:
             # before carry no flow key and no tenant, so they stay where they wait.
             await client.set(self.keys.schema, 4)
             applied.append("redis key layout 4 (flow control: lanes, rate buckets, tenants)")
+        if version < 5:
+            # The fleet's keys are new (worker records, finished-job counts, counted from now
+            # on); jobs stored before carry no traceparent, which reads as none.
+            await client.set(self.keys.schema, 5)
+            applied.append("redis key layout 5 (worker records, finished-job counts)")
         return applied
 
     async def _index_queue_done(self, client: aioredis.Redis) -> None:
@@ -764,6 +779,9 @@ class RedisBackend:
                 break
         if spec.runs_before is not None:
             total += await self._prune_runs(spec.runs_before, spec.limit)
+        if spec.throughput_before is not None:
+            while int(await self._run("prune_minutes", _ts(spec.throughput_before), 1000)) == 1000:
+                pass
         await self._run("tidy", _ts(time.time()))
         return total
 
@@ -778,6 +796,62 @@ class RedisBackend:
             if n < ask:
                 break
         return deleted
+
+    # -- the fleet ------------------------------------------------------------------------
+    async def save_worker(self, worker: WorkerInfo) -> None:
+        expires_at = _ts(worker.expires_at.timestamp())
+        record = _json(worker.to_json())
+        await self._run("save_worker", _ts(time.time()), worker.id, expires_at, record)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        client = self._require()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.workers, worker_id)
+                pipe.zrem(self.keys.worker_deadlines, worker_id)
+                await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    async def list_workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        records = await self._run("workers", _ts(time.time() if now is None else now))
+        workers = [WorkerInfo.from_json(json.loads(r)) for r in records]
+        return sorted(workers, key=lambda w: (w.started_at, w.id))
+
+    async def throughput(self, *, since: float, queue: str | None = None) -> list[Throughput]:
+        """Reads the minutes from ``since``'s on (P:minutes), then each one's counts (all
+        queues', or ``queue``'s three fields): as many reads as minutes asked for."""
+        client = self._require()
+        outcomes = ("completed", "dead", "reclaimed")
+        try:
+            minutes = cast(
+                list[str],
+                await client.zrangebyscore(self.keys.minutes, minute_of(since), "+inf"),
+            )
+            if not minutes:
+                return []
+            pipe = client.pipeline(transaction=False)
+            for minute in minutes:
+                if queue is None:
+                    pipe.hgetall(self.keys.minute(int(minute)))
+                else:
+                    pipe.hmget(self.keys.minute(int(minute)), [f"{queue} {o}" for o in outcomes])
+            answers = await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        rows: list[Throughput] = []
+        for minute, answer in zip(minutes, answers, strict=True):
+            fields = answer if queue is None else _named(queue, outcomes, answer)
+            at = datetime.fromtimestamp(int(minute), UTC)
+            rows += [Throughput(q, at, **counts) for q, counts in _per_queue(fields).items()]
+        return sorted(rows, key=lambda r: (r.queue, r.minute))
+
+    async def totals(self) -> list[QueueTotals]:
+        try:
+            fields = cast(dict[str, str], await self._require().hgetall(self.keys.totals))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        return [QueueTotals(q, **counts) for q, counts in sorted(_per_queue(fields).items())]
 
     # -- reading --------------------------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -1196,6 +1270,20 @@ def _enqueue_argument(calls: Sequence[_EnqueueCall]) -> bytes:
         return _json(batch).encode("utf-8")
     except UnicodeEncodeError as exc:  # NewJob.create refuses such texts: a bypass
         raise InvalidPayload(f"a job of the batch is not valid Unicode text: {exc}") from None
+
+
+def _named(queue: str, outcomes: Sequence[str], values: Sequence[str | None]) -> dict[str, str]:
+    """An HMGET answer of ``queue``'s outcome fields as a hash would give them."""
+    return {f"{queue} {o}": v for o, v in zip(outcomes, values, strict=True) if v is not None}
+
+
+def _per_queue(fields: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Counts stored as ``"<queue> <outcome>" -> n`` (P:minute:M, P:totals), per queue."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, value in fields.items():
+        queue, outcome = name.rsplit(" ", 1)
+        counts.setdefault(queue, {})[outcome] = int(value)
+    return counts
 
 
 def _settings(row: Sequence[Any]) -> QueueSettings:

@@ -17,7 +17,9 @@ name, ``N`` a job id, ``R`` a priority)::
                                        while it has one; its links: after_ids (JSON text),
                                        after_policy, webhook, parent_id, ``parents_left``
                                        (while waiting: parents not yet finished) and
-                                       ``children`` ("1" while P:children:N holds ids)
+                                       ``children`` ("1" while P:children:N holds ids);
+                                       ``traceparent``: the W3C trace context of its enqueue
+                                       (absent when none was given)
     P:jobs                     zset    every stored job, score = id (listings, newest first)
     P:leases                   zset    running jobs, score = lease_expires_at (reclaiming)
     P:done:completed           zset    finished jobs per terminal state, score = finished_at
@@ -93,6 +95,22 @@ name, ``N`` a job id, ``R`` a priority)::
     P:tenant:T                 hash    tenant T's jobs per queue and state: field
                                        "<queue> <state>" (and "<queue> retrying"), kept where
                                        the queue's counts are (tenant quotas, counts(tenant=))
+    P:workers                  hash    worker id -> its record, WorkerInfo.to_json() as JSON
+                                       text (saved by every heartbeat, deleted at a clean stop)
+    P:worker_deadlines         zset    worker id, score = when its record stops holding
+                                       (last_seen + ttl_s); listings read the ids scored from
+                                       now on, and every save deletes the records (and ids)
+                                       already past theirs
+    P:minute:M                 hash    jobs finished in the minute that starts at M (epoch
+                                       seconds, a multiple of 60): field "<queue> <outcome>"
+                                       (outcome completed, dead or reclaimed) -> how many,
+                                       counted by the script that finished them
+    P:minutes                  zset    every M that has a P:minute:M, score = member = M:
+                                       a throughput read takes the minutes from its start on,
+                                       pruning deletes the ones before its cut-off
+    P:totals                   hash    "<queue> <outcome>" -> jobs finished since the store
+                                       was created (or upgraded to layout 5), counted with
+                                       P:minute:M and never pruned
 
 Queue names only hold letters, digits and ``-_.:``, and every per-queue key ends in a fixed
 word (or ``stream:<integer>``, ``waiting:<integer>``, ``heads:<integer>``, ``lane:<integer>``
@@ -116,11 +134,12 @@ __all__ = [
     "lua_prelude",
 ]
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """Bumped when the layout changes incompatibly; ``open`` refuses a newer one and upgrades an
 older one (2: finished jobs are indexed per queue as well, ``P:q:Q:done:S``; 3: runs and
 waiting jobs, which an older forebay would neither count nor release; 4: flow control, jobs
-with flow keys in lanes an older forebay would never lease)."""
+with flow keys in lanes an older forebay would never lease; 5: the fleet, worker records and
+finished-job counts that an older forebay would not keep, and a job's ``traceparent``)."""
 
 GROUP = "workers"
 """The consumer group of every stream."""
@@ -160,6 +179,11 @@ TEMPLATES: dict[str, str] = {
     "served": "{prefix}:q:{queue}:served",
     "running_keys": "{prefix}:q:{queue}:running_keys",
     "tenant": "{prefix}:tenant:{id}",
+    "workers": "{prefix}:workers",
+    "worker_deadlines": "{prefix}:worker_deadlines",
+    "minute": "{prefix}:minute:{id}",
+    "minutes": "{prefix}:minutes",
+    "totals": "{prefix}:totals",
 }
 
 
@@ -261,6 +285,27 @@ class Keys:
     @property
     def runs(self) -> str:
         return self._name("runs")
+
+    @property
+    def workers(self) -> str:
+        """Worker id -> its record (JSON text)."""
+        return self._name("workers")
+
+    @property
+    def worker_deadlines(self) -> str:
+        return self._name("worker_deadlines")
+
+    def minute(self, minute: int) -> str:
+        """The finished-job counts of the minute that starts at ``minute`` (epoch seconds)."""
+        return self._name("minute", id=minute)
+
+    @property
+    def minutes(self) -> str:
+        return self._name("minutes")
+
+    @property
+    def totals(self) -> str:
+        return self._name("totals")
 
     def everything(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (glob characters escaped)."""

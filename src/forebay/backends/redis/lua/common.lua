@@ -752,6 +752,31 @@ local function finish(id, job, state, now, counter, dropper, done)
   end
 end
 
+-- Finished jobs counted where they finish (forebay.fleet): per queue and outcome (completed,
+-- dead, reclaimed) in the minute of the script's now (P:minute:M, listed in P:minutes) and in
+-- the totals (P:totals). tally:add as each transition applies, tally:flush(now) once: a few
+-- commands per queue and script call, whatever the batch.
+local function new_tally()
+  local t = {counts = {}, any = false}
+  function t:add(queue, outcome)
+    local name = queue .. ' ' .. outcome
+    self.counts[name] = (self.counts[name] or 0) + 1
+    self.any = true
+  end
+  function t:flush(now)
+    if not self.any then return end
+    local at = tonumber(now)
+    local minute = string.format('%d', at - math.fmod(at, 60))  -- fleet.minute_of, exactly
+    local per_minute, totals = key_minute(minute), key_totals()
+    for name, n in pairs(self.counts) do
+      redis.call('HINCRBY', per_minute, name, n)
+      redis.call('HINCRBY', totals, name, n)
+    end
+    redis.call('ZADD', key_minutes(), minute, minute)
+  end
+  return t
+end
+
 -- Tell whoever waits for the jobs a script finished, in any process: one PUBLISH of their
 -- ids, comma-separated (`done` holds finished_at, id pairs, as ZADD takes them).
 local function announce_finished(done)

@@ -7,11 +7,12 @@
 --          (ZADD),
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:counts (HINCRBY),
 --          and what a finish does (common.lua: runs, webhooks, children),
+--          P:minute:M + P:totals (HINCRBY "<queue> completed"), P:minutes (ZADD M),
 --          P:finished (PUBLISH of the ids completed)
 -- Returns  the ids refused (not running under that token).
 
 local now = ARGV[1]
-local counter, dropper, done = new_counter(), new_dropper(), new_done()
+local counter, dropper, done, tally = new_counter(), new_dropper(), new_done(), new_tally()
 
 local refused = settle(function(id, job, row)
   local k = key_job(id)
@@ -24,8 +25,10 @@ local refused = settle(function(id, job, row)
   end
   if job.failed then redis.call('HDEL', k, 'error', 'error_type') end
   finish(id, job, 'completed', now, counter, dropper, done)
+  tally:add(job.queue, 'completed')
 end)
 
+tally:flush(now)
 done:flush('completed')
 announce_finished(done.all)
 dropper:flush()

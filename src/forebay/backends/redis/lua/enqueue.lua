@@ -4,7 +4,8 @@
 -- ARGV     now, JSON [call, ...] where call = [[[queue, max_depth, incoming], ...],
 --          [[queue, payload, key, priority, run_at, run_id, flow(, max_attempts, timeout_s(,
 --          after, after_policy, webhook, parent_id))], ...], has links, {tenant: quota}]
---          (flow: [tenant, rate_key, concurrency_key, fair_key] or false when none is given;
+--          (flow: [tenant, rate_key, concurrency_key, fair_key, traceparent] or false when
+--          none is given;
 --          tenant quota '*': every tenant without its own;
 --          key, run_at, run_id, max_attempts, timeout_s, after, after_policy, webhook,
 --          parent_id: false for none; run_at none = now; after: the parents' ids as strings,
@@ -115,6 +116,7 @@ local function store(j)
     if flow[2] then append(fields, 'rate_key', flow[2]) end
     if flow[3] then append(fields, 'concurrency_key', flow[3]) end
     if flow[4] then append(fields, 'fair_key', flow[4]) end
+    if flow[5] then append(fields, 'traceparent', flow[5]) end
     lane = lane_of(priority, flow[4], flow[2], flow[3])
   end
   if j[8] then append(fields, 'max_attempts', string.format('%d', j[8])) end

@@ -12,11 +12,13 @@
 --          P:q:Q:stream:R (XACK + XDEL of the job's entry), P:q:Q:waiting:R (ZADD at its
 --          unchanged run_at: it keeps its place; a job with flow keys: its lane), P:q:Q:levels,
 --          P:q:Q:wake, P:q:Q:running_keys, P:tenant:T,
---          P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for a job of a run)
+--          P:q:Q:counts (HINCRBY), P:run:I (HINCRBY, for a job of a run),
+--          P:minute:M + P:totals (HINCRBY "<queue> reclaimed", M the minute of now),
+--          P:minutes (ZADD M)
 -- Returns  {expired leases found, jobs requeued}
 
 local now, max = ARGV[1], tonumber(ARGV[2])
-local counter, dropper = new_counter(), new_dropper()
+local counter, dropper, tally = new_counter(), new_dropper(), new_tally()
 local expired = redis.call('ZRANGEBYSCORE', key_leases(), '-inf', '(' .. now, 'LIMIT', 0, max)
 local requeued = 0
 for _, id in ipairs(expired) do
@@ -35,10 +37,12 @@ for _, id in ipairs(expired) do
     counter:add(f[2], 'running', -1, f[8])
     counter:add(f[2], 'queued', 1, f[8])
     if attempt > 0 then counter:add(f[2], 'retrying', 1, f[8]) end
+    tally:add(f[2], 'reclaimed')
     requeued = requeued + 1
   end
 end
 if #expired > 0 then bulk('ZREM', key_leases(), expired) end
 dropper:flush()
 counter:flush()
+tally:flush(now)
 return {#expired, requeued}
