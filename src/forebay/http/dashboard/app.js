@@ -942,14 +942,15 @@
     await loadJob();
   }
 
-  // While the shown job is unfinished it is read again every LIVE_MS (its progress moves).
+  // While the shown job runs it is read again every LIVE_MS (its progress moves); otherwise
+  // with the rest of the page.
   const LIVE_MS = 500;
   let liveTimer = null;
 
   function followJob(job) {
     if (liveTimer !== null) clearTimeout(liveTimer);
     liveTimer = null;
-    const live = !FINAL_STATES.has(String(job.state));
+    const live = job.state === "running";
     $("job-live").hidden = !live;
     if (live && !document.hidden) {
       liveTimer = setTimeout(() => {
