@@ -498,6 +498,12 @@ def test_an_action_asks_for_a_token_that_may_act(
     expect(row.locator(".badge.paused")).to_have_text("paused")  # done without a second click
     assert counts(server, queue)["paused"] is True
     fits_or_scrolls_inside(page, "#queues-table")
+    box = page.locator("#queues-table").locator("xpath=..")
+    hidden = box.evaluate("node => node.scrollWidth - node.clientWidth")
+    if size == "desktop":
+        assert hidden <= 0  # every column in sight on a laptop
+    else:
+        assert hidden > 0  # on a phone the table scrolls in its box, not the page
     snap(page, "queues", size, "#queues")
     row.locator("button.pause-toggle").click()
     expect(row.locator(".badge.paused")).to_have_count(0)

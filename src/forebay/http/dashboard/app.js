@@ -299,7 +299,8 @@
     const rows = queues.map((q) => {
       const tr = el("tr");
       tr.dataset.queue = String(q.queue);
-      const name = el("th", q.queue);
+      const name = el("th");
+      name.append(el("span", q.queue, "name"));
       name.scope = "row";
       if (q.declared === false) name.append(el("span", " (not declared)", "muted"));
       if (q.paused === true) {
@@ -491,7 +492,8 @@
     const consumers = queues.map((q) => {
       const tr = el("tr");
       tr.dataset.queue = String(q.queue);
-      const name = el("th", q.queue);
+      const name = el("th");
+      name.append(el("span", q.queue, "name"));
       name.scope = "row";
       if (!q.workers) {
         const badge = el("span", "no live worker", "badge unconsumed");
