@@ -66,6 +66,9 @@ APP = textwrap.dedent(
                 await asyncio.sleep(0.02)
         return {"steps": 3}
 
+    app.queue("reports")
+    app.schedule("reports", cron="0 3 * * *", tz="Europe/Berlin", name="nightly-report")
+
     for size in ("desktop", "phone"):
         app.handler(f"ok-{size}", concurrency=4)(done)
         app.handler(f"bad-{size}", max_attempts=1)(poison)
@@ -510,6 +513,10 @@ def test_an_action_asks_for_a_token_that_may_act(
     assert counts(server, queue)["paused"] is False
     page.locator("#queues").scroll_into_view_if_needed()
     snap(page, "overview", size, "body")
+    nightly = page.locator('#schedules-body tr[data-schedule="nightly-report"] td')
+    expect(nightly.nth(1)).to_have_text("0 3 * * *")
+    expect(nightly.nth(2)).to_have_text("Europe/Berlin")
+    snap(page, "schedules", size, "#schedules")
 
 
 def test_the_server_refuses_every_action_to_a_read_token(server: Server) -> None:
