@@ -76,6 +76,7 @@ APP = textwrap.dedent(
         app.handler(f"slow-{size}", lease_s=30.0)(stepped)
         app.queue(f"hold-{size}")  # handled elsewhere: its jobs stay queued here
         app.queue(f"remote-c-{size}")  # likewise, and no worker consumes it
+        app.queue(f"listed-{size}")  # likewise: the jobs the filters find
     """
 )
 
@@ -329,7 +330,7 @@ def chart_sum(page: Page, name: str) -> int:
 def test_jobs_are_filtered_by_queue_state_key_and_run(
     server: Server, page: Page, size: str
 ) -> None:
-    ok, hold = f"ok-{size}", f"hold-{size}"
+    ok, hold = f"ok-{size}", f"listed-{size}"
     run = api(server, "POST", "/v1/runs", {"name": f"import {size}"})
     finished = enqueue(server, ok, [{"payload": n, "key": f"doc-{n}"} for n in range(2)])
     in_run = enqueue(server, hold, [{"payload": n, "run": run["id"]} for n in range(2)])
