@@ -189,6 +189,13 @@ def snap(page: Page, view: str, size: str, selector: str) -> None:
     page.evaluate("document.querySelector('header').style.position = ''")
 
 
+def columns_line_up(page: Page, table: str) -> None:
+    """Every row of the table has a cell under each heading."""
+    headings = page.locator(f"{table} thead th").count()
+    cells = page.locator(f"{table} tbody tr").evaluate_all("rows => rows.map(r => r.cells.length)")
+    assert cells and set(cells) == {headings}, (table, headings, cells)
+
+
 def fits_or_scrolls_inside(page: Page, table: str) -> None:
     """A table wider than its box scrolls inside the box (never the page)."""
     box = page.locator(f"{table}").locator("xpath=..")
@@ -266,6 +273,8 @@ def test_workers_show_their_queues_counts_and_badges(server: Server, page: Page,
     expect(c.locator('[data-col="workers"]')).to_have_text("0")
     expect(c.locator(".badge")).to_have_text("no live worker")
     fits_or_scrolls_inside(page, "#workers-table")
+    columns_line_up(page, "#workers-table")
+    columns_line_up(page, "#consumers-table")
     snap(page, "workers", size, "#workers")
 
     async def leave(app: Forebay) -> None:
@@ -382,6 +391,8 @@ def test_jobs_are_filtered_by_queue_state_key_and_run(
     run_row = page.locator(f'#runs-body tr[data-run-id="{run["id"]}"]')
     expect(run_row.locator('[data-col="queued"]')).to_have_text("2")
     expect(run_row.locator('[data-col="progress"]')).to_have_text("0/2")
+    for table in ("#runs-table", "#recent-table", "#queues-table"):
+        columns_line_up(page, table)
     snap(page, "runs", size, "#runs")
     page.click("#run-jobs")
     expect(page.locator("#jobs-run")).to_have_value(run["id"])
@@ -451,6 +462,7 @@ def test_dead_letters_are_purged_after_a_dry_run(server: Server, page: Page, siz
     expect(page.locator("#dead-yes")).to_have_text("Purge")
     assert counts(server, queue)["dead"] == 3  # the question came from a dry run
     fits_or_scrolls_inside(page, "#dead-table")
+    columns_line_up(page, "#dead-table")
     snap(page, "dead", size, "#dead")
     page.click("#dead-no")
     expect(page.locator("#dead-status")).to_have_text("Nothing purged.")
