@@ -309,19 +309,19 @@ def test_dead_letters_are_paged_and_replayed(shared: Server, page: Page) -> None
     wait_for_states(server, [newest], "completed")
 
     page.click("#replay-shown")
-    expect(page.locator("#replay-question")).to_have_text("Replay 50 dead jobs shown?")
+    expect(page.locator("#dead-question")).to_have_text("Replay 50 dead jobs shown?")
     assert queue_counts(server, "letters")["dead"] == 51  # the question came from a dry run
-    page.click("#replay-yes")
+    page.click("#dead-yes")
     expect(page.locator("#dead-status")).to_have_text("Replayed 50 jobs.")
     expect(rows).to_have_count(1)
 
     page.click("#replay-filtered")
-    expect(page.locator("#replay-question")).to_have_text("Replay 1 dead job matching the filter?")
-    page.click("#replay-no")
+    expect(page.locator("#dead-question")).to_have_text("Replay 1 dead job matching the filter?")
+    page.click("#dead-no")
     expect(page.locator("#dead-status")).to_have_text("Nothing replayed.")
     assert queue_counts(server, "letters")["dead"] == 1
     page.click("#replay-filtered")
-    page.click("#replay-yes")
+    page.click("#dead-yes")
     expect(page.locator("#dead-status")).to_have_text("Replayed 1 job.")
     expect(page.locator("#dead-empty")).to_be_visible()
     expect(cell(page, "letters", "dead")).to_have_text("0")

@@ -8,8 +8,8 @@ wait on each other in this layer: each awaits its own enqueue, and the backend g
 concurrent ones (DESIGN §6).
 
 The routes live by resource, each module adding its own: :mod:`.intake`, :mod:`.sources`,
-:mod:`.jobs`, :mod:`.runs`, :mod:`.queues`, :mod:`.schedules`, :mod:`.dead`, :mod:`.probes`, and
-the dashboard at ``/``.
+:mod:`.jobs`, :mod:`.runs`, :mod:`.queues`, :mod:`.schedules`, :mod:`.dead`, :mod:`.workers`,
+:mod:`.probes`, and the dashboard at ``/``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ from fastapi import FastAPI
 
 from forebay.app import Forebay
 from forebay.execution import tuning
-from forebay.http import dead, intake, jobs, probes, queues, runs, schedules, sources
+from forebay.http import (
+    dead,
+    intake,
+    jobs,
+    probes,
+    queues,
+    runs,
+    schedules,
+    sources,
+    workers,
+)
 from forebay.http.api_docs import mount_api_docs
 from forebay.http.cross_site import BrowserGuard, allow_cross_origin
 from forebay.http.dashboard import mount_dashboard
@@ -84,6 +94,7 @@ def create_app(
     queues.add_routes(api, service)
     schedules.add_routes(api, service)
     dead.add_routes(api, service)
+    workers.add_routes(api, service)
     probes.add_routes(api, service)
     mount_dashboard(api)
     mount_api_docs(api)

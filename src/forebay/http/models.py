@@ -18,6 +18,7 @@ __all__ = [
     "DeadPage",
     "ErrorOut",
     "FieldErrorOut",
+    "FleetOut",
     "JobAccepted",
     "JobDetailOut",
     "JobIn",
@@ -33,6 +34,7 @@ __all__ = [
     "RunOut",
     "RunsPage",
     "SourceAccepted",
+    "ThroughputOut",
     "WithoutNul",
     "job_id_path",
 ]
@@ -410,6 +412,65 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+class WorkerOut(BaseModel):
+    """One live worker process, as it registered in the store (docs/fleet.md)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str] = Field(description="The queues it leases from.")
+    concurrency: int = Field(description="Jobs it runs at once, over all its queues.")
+    version: str = Field(description="The forebay version it runs.")
+    started_at: datetime
+    last_seen: datetime = Field(description="Its last heartbeat.")
+    expires_at: datetime = Field(
+        description="It drops out of this list then unless it heartbeats again."
+    )
+    completed: int = Field(description="Jobs it completed since it started.")
+    failed: int = Field(description="Runs of its that failed (retried or dead-lettered).")
+    running: int = Field(description="Jobs it runs now.")
+    stopping: bool = Field(description="Shutting down: finishing its jobs, leasing no more.")
+
+
+class QueueConsumersOut(BaseModel):
+    queue: str
+    workers: int = Field(description="Live workers that lease from this queue.")
+    concurrency: int = Field(description="The sum of their concurrency.")
+
+
+class FleetOut(BaseModel):
+    workers: list[WorkerOut] = Field(description="The live workers, the longest running first.")
+    queues: list[QueueConsumersOut] = Field(
+        description="Every queue the store holds jobs of or a live worker consumes, by name."
+    )
+
+
+class ThroughputRowOut(BaseModel):
+    queue: str
+    minute: datetime = Field(description="The start of the minute.")
+    completed: int
+    dead: int = Field(description="Jobs that entered dead in that minute.")
+    reclaimed: int = Field(description="Expired leases taken back from a worker gone silent.")
+
+
+class QueueTotalsOut(BaseModel):
+    queue: str
+    completed: int
+    dead: int
+    reclaimed: int
+
+
+class ThroughputOut(BaseModel):
+    minutes: int = Field(description="How many minutes back the series goes.")
+    since: datetime = Field(description="The start of the first minute the series covers.")
+    series: list[ThroughputRowOut] = Field(
+        description="Per queue and minute with a finished job (minutes without any are left out)."
+    )
+    totals: list[QueueTotalsOut] = Field(
+        description="Per queue, since the store was created (never decreases)."
+    )
 
 
 class ReadyOut(BaseModel):

@@ -151,18 +151,59 @@
     $("token-change").hidden = !memoryToken;
   }
 
-  $("token-form").addEventListener("submit", (event) => {
+  // An action (pause, resume, cancel, run now, replay, purge, seal) the token in use may not
+  // do: the panel asks for one that may, and does the action once it is given.
+  let pendingAction = null;
+
+  function askForActionToken(err, what, retry) {
+    pendingAction = retry;
+    $("token-title").textContent = "A token that may act";
+    $("token-message").textContent = `${err.message} (HTTP ${err.status} ${err.type})`;
+    $("token-retry").textContent = `Give a token with the admin scope to ${what}; it is done then.`;
+    $("token-retry").hidden = false;
+    $("token-change").hidden = true;
+    $("token-panel").hidden = false;
+    $("token-input").focus();
+  }
+
+  function resetTokenPanel() {
+    pendingAction = null;
+    $("token-title").textContent = "API token";
+    $("token-retry").hidden = true;
+    $("token-retry").textContent = "";
+  }
+
+  // A POST that acts: its answer, or null once the error is shown in errorId. For a token
+  // that may not act, the token panel asks for one, then calls again() (the whole action).
+  async function act(errorId, what, path, body, again) {
+    try {
+      const answer = await call("POST", path, body);
+      hideError(errorId);
+      return answer;
+    } catch (err) {
+      showError(errorId, err);
+      if (again && (err.status === 403 || err.status === 401)) askForActionToken(err, what, again);
+      return null;
+    }
+  }
+
+  $("token-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     storeToken($("token-input").value.trim());
     $("token-input").value = "";
     $("token-message").textContent = "";
     $("token-panel").hidden = true;
+    $("token-change").hidden = !memoryToken;
     tokenNeeded = false;
     lastDead = null;
+    const retry = pendingAction;
+    resetTokenPanel();
+    if (retry !== null) await retry();
     refreshNow();
   });
 
   $("token-forget").addEventListener("click", () => {
+    resetTokenPanel();
     storeToken("");
     $("token-input").value = "";
     $("token-message").textContent = "";
@@ -247,12 +288,10 @@
   // Pause or resume a queue for every worker (admin scope), then show the queues again.
   async function setPaused(queue, pause) {
     const action = pause ? "pause" : "resume";
-    try {
-      await call("POST", `/v1/queues/${encodeURIComponent(queue)}/${action}`);
-      hideError("queues-error");
-    } catch (err) {
-      showError("queues-error", err);
-    }
+    const path = `/v1/queues/${encodeURIComponent(queue)}/${action}`;
+    await act("queues-error", `${action} queue ${queue}`, path, undefined, () =>
+      setPaused(queue, pause),
+    );
     await loadQueues();
   }
 
@@ -260,7 +299,8 @@
     const rows = queues.map((q) => {
       const tr = el("tr");
       tr.dataset.queue = String(q.queue);
-      const name = el("th", q.queue);
+      const name = el("th");
+      name.append(el("span", q.queue, "name"));
       name.scope = "row";
       if (q.declared === false) name.append(el("span", " (not declared)", "muted"));
       if (q.paused === true) {
@@ -352,17 +392,19 @@
   function updateQueueChoices(names) {
     if (names.join("\n") === queueNames.join("\n")) return;
     queueNames = names;
-    const select = $("dead-queue");
-    const chosen = select.value;
-    const options = [el("option", "all queues")];
-    options[0].value = "";
-    for (const name of names) {
-      const option = el("option", name);
-      option.value = name;
-      options.push(option);
+    for (const id of ["dead-queue", "jobs-queue", "throughput-queue"]) {
+      const select = $(id);
+      const chosen = select.value;
+      const options = [el("option", "all queues")];
+      options[0].value = "";
+      for (const name of names) {
+        const option = el("option", name);
+        option.value = name;
+        options.push(option);
+      }
+      select.replaceChildren(...options);
+      select.value = names.includes(chosen) ? chosen : "";
     }
-    select.replaceChildren(...options);
-    select.value = names.includes(chosen) ? chosen : "";
   }
 
   function jobLinkCell(id) {
@@ -370,10 +412,239 @@
     const link = el("button", id, "link");
     link.type = "button";
     link.title = "Show this job";
-    link.addEventListener("click", () => showJob(id));
+    link.addEventListener("click", () => {
+      showJob(id);
+      $("job").scrollIntoView();
+    });
     cell.append(link);
     return cell;
   }
+
+  // -- workers ---------------------------------------------------------------------------------
+  // A worker is stale once half its record's lifetime passed without a heartbeat (it saves
+  // its record every third of it): it may be stuck, and drops out of the list at expires_at.
+  function workerStatus(worker, nowMs) {
+    const seen = new Date(worker.last_seen).getTime();
+    const ttlMs = new Date(worker.expires_at).getTime() - seen;
+    const badges = [];
+    if (worker.stopping === true) badges.push(["stopping", "finishing its running jobs, leasing no more"]);
+    if (Number.isFinite(seen) && nowMs - seen > ttlMs / 2) {
+      badges.push(["stale", `no heartbeat for ${formatAge((nowMs - seen) / 1000)}`]);
+    }
+    if (!badges.length) badges.push(["live", "heartbeating"]);
+    return badges;
+  }
+
+  async function loadWorkers() {
+    const data = await load("workers-error", "/v1/workers");
+    if (data === null) return;
+    renderWorkers(
+      Array.isArray(data.workers) ? data.workers : [],
+      Array.isArray(data.queues) ? data.queues : [],
+    );
+  }
+
+  function renderWorkers(workers, queues) {
+    const nowMs = Date.now();
+    const rows = workers.map((w) => {
+      const tr = el("tr");
+      tr.dataset.workerId = String(w.id);
+      const name = el("th", w.id);
+      name.scope = "row";
+      const status = el("td", null, "status");
+      for (const [badge, title] of workerStatus(w, nowMs)) {
+        const span = el("span", badge, `badge ${badge}`);
+        span.title = title;
+        status.append(span, " ");
+      }
+      const running = el("td", `${w.running}/${w.concurrency}`, "num");
+      running.dataset.col = "running";
+      const completed = el("td", w.completed, "num");
+      completed.dataset.col = "completed";
+      const failed = el("td", w.failed, w.failed ? "num" : "num zero");
+      failed.dataset.col = "failed";
+      const queuesCell = el("td", Array.isArray(w.queues) ? w.queues.join(", ") : "");
+      queuesCell.dataset.col = "queues";
+      const seen = el("td", `${formatAge((nowMs - new Date(w.last_seen).getTime()) / 1000)} ago`);
+      seen.dataset.col = "last_seen";
+      seen.title = formatTime(w.last_seen);
+      tr.append(
+        name,
+        status,
+        el("td", w.host),
+        el("td", w.pid, "num"),
+        queuesCell,
+        running,
+        completed,
+        failed,
+        el("td", w.version),
+        el("td", formatTime(w.started_at)),
+        seen,
+      );
+      return tr;
+    });
+    $("workers-body").replaceChildren(...rows);
+    $("workers-empty").hidden = rows.length > 0;
+    const running = workers.reduce((n, w) => n + (Number(w.running) || 0), 0);
+    const slots = workers.reduce((n, w) => n + (Number(w.concurrency) || 0), 0);
+    $("workers-summary").textContent =
+      `${plural(workers.length, "live worker")}, running ${running} of ${slots} slots.`;
+    const consumers = queues.map((q) => {
+      const tr = el("tr");
+      tr.dataset.queue = String(q.queue);
+      const name = el("th");
+      name.append(el("span", q.queue, "name"));
+      name.scope = "row";
+      if (!q.workers) {
+        const badge = el("span", "no live worker", "badge unconsumed");
+        badge.title = "Jobs of this queue are stored but nothing runs them now";
+        name.append(" ", badge);
+      }
+      const count = el("td", q.workers, q.workers ? "num" : "num zero");
+      count.dataset.col = "workers";
+      const slotsCell = el("td", q.concurrency, q.concurrency ? "num" : "num zero");
+      slotsCell.dataset.col = "concurrency";
+      tr.append(name, count, slotsCell);
+      return tr;
+    });
+    $("consumers-body").replaceChildren(...consumers);
+  }
+
+  // -- throughput ------------------------------------------------------------------------------
+  const SVG = "http://www.w3.org/2000/svg";
+  const CHART_HEIGHT = 170;
+  const CHART_PAD = { left: 34, right: 8, top: 10, bottom: 22 };
+  let lastThroughput = null;
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    return node;
+  }
+
+  async function loadThroughput() {
+    const params = new URLSearchParams({ minutes: $("throughput-window").value });
+    if ($("throughput-queue").value) params.set("queue", $("throughput-queue").value);
+    const data = await load("throughput-error", `/v1/throughput?${params}`);
+    if (data === null) return;
+    lastThroughput = data;
+    renderThroughput(data);
+  }
+
+  // The series as one bucket per minute (every queue added up), oldest first.
+  function perMinute(data) {
+    const minutes = Number(data.minutes) || 60;
+    const start = new Date(data.since).getTime();
+    const buckets = [];
+    for (let i = 0; i < minutes; i += 1) {
+      buckets.push({ at: start + i * 60000, completed: 0, dead: 0, reclaimed: 0 });
+    }
+    for (const row of Array.isArray(data.series) ? data.series : []) {
+      const i = Math.round((new Date(row.minute).getTime() - start) / 60000);
+      if (i < 0 || i >= minutes) continue;
+      buckets[i].completed += Number(row.completed) || 0;
+      buckets[i].dead += Number(row.dead) || 0;
+      buckets[i].reclaimed += Number(row.reclaimed) || 0;
+    }
+    return buckets;
+  }
+
+  function clock(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function renderThroughput(data) {
+    const buckets = perMinute(data);
+    const sum = (name) => buckets.reduce((n, b) => n + b[name], 0);
+    const span = $("throughput-window").selectedOptions[0].textContent;
+    const reclaimed = sum("reclaimed");
+    $("throughput-summary").textContent =
+      `Last ${span}: ${sum("completed")} completed, ${sum("dead")} dead` +
+      (reclaimed ? `, ${reclaimed} leases reclaimed.` : ".");
+    drawChart(buckets);
+    const totals = (Array.isArray(data.totals) ? data.totals : []).map((t) => {
+      const tr = el("tr");
+      tr.dataset.queue = String(t.queue);
+      const name = el("th", t.queue);
+      name.scope = "row";
+      tr.append(name);
+      for (const column of ["completed", "dead", "reclaimed"]) {
+        const td = el("td", t[column], t[column] ? "num" : "num zero");
+        td.dataset.col = column;
+        tr.append(td);
+      }
+      return tr;
+    });
+    $("throughput-totals-body").replaceChildren(...totals);
+  }
+
+  // Stacked bars per minute, completed below dead, drawn to the box's width.
+  function drawChart(buckets) {
+    const box = $("throughput-chart");
+    const width = Math.max(box.clientWidth, 200);
+    const plotW = width - CHART_PAD.left - CHART_PAD.right;
+    const plotH = CHART_HEIGHT - CHART_PAD.top - CHART_PAD.bottom;
+    const top = Math.max(1, ...buckets.map((b) => b.completed + b.dead));
+    const step = plotW / buckets.length;
+    const y = (n) => CHART_PAD.top + plotH - (n / top) * plotH;
+    const chart = svg("svg", {
+      width,
+      height: CHART_HEIGHT,
+      viewBox: `0 0 ${width} ${CHART_HEIGHT}`,
+      role: "img",
+      "aria-label": "Jobs completed and dead per minute",
+    });
+    chart.append(
+      svg("line", { x1: CHART_PAD.left, x2: width - CHART_PAD.right, y1: y(0), y2: y(0), class: "axis" }),
+      svg("line", { x1: CHART_PAD.left, x2: width - CHART_PAD.right, y1: y(top), y2: y(top), class: "grid" }),
+    );
+    const label = (text, x, yPos, anchor) => {
+      const node = svg("text", { x, y: yPos, "text-anchor": anchor, class: "tick" });
+      node.textContent = text;
+      return node;
+    };
+    chart.append(label(String(top), CHART_PAD.left - 4, y(top) + 4, "end"));
+    chart.append(label("0", CHART_PAD.left - 4, y(0) + 4, "end"));
+    const bottom = CHART_HEIGHT - 6;
+    chart.append(label(clock(buckets[0].at), CHART_PAD.left, bottom, "start"));
+    chart.append(label(clock(buckets[buckets.length - 1].at), width - CHART_PAD.right, bottom, "end"));
+    const gap = step > 4 ? 1 : 0;
+    buckets.forEach((b, i) => {
+      const group = svg("g", { class: "minute" });
+      group.dataset.minute = new Date(b.at).toISOString();
+      group.dataset.completed = String(b.completed);
+      group.dataset.dead = String(b.dead);
+      const title = svg("title");
+      title.textContent = `${clock(b.at)}: ${b.completed} completed, ${b.dead} dead`;
+      group.append(title);
+      const x = CHART_PAD.left + i * step;
+      const w = Math.max(step - gap, 0.5);
+      // a transparent hit area over the whole minute, so its title shows on hover
+      group.append(svg("rect", { x, y: CHART_PAD.top, width: w, height: plotH, class: "hit" }));
+      if (b.completed) {
+        group.append(svg("rect", { x, y: y(b.completed), width: w, height: y(0) - y(b.completed), class: "completed" }));
+      }
+      if (b.dead) {
+        const base = y(b.completed);
+        group.append(svg("rect", { x, y: y(b.completed + b.dead), width: w, height: base - y(b.completed + b.dead), class: "dead" }));
+      }
+      chart.append(group);
+    });
+    box.replaceChildren(chart);
+  }
+
+  $("throughput-window").addEventListener("change", () => loadThroughput());
+  $("throughput-queue").addEventListener("change", () => loadThroughput());
+  $("throughput-filter").addEventListener("submit", (event) => event.preventDefault());
+
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    if (resizing !== null) cancelAnimationFrame(resizing);
+    resizing = requestAnimationFrame(() => {
+      resizing = null;
+      if (lastThroughput !== null) drawChart(perMinute(lastThroughput));
+    });
+  });
 
   // -- runs ----------------------------------------------------------------------------------
   const RUNS_LIMIT = 20;
@@ -499,18 +770,23 @@
     $("run-view").hidden = false;
   }
 
-  $("run-seal").addEventListener("click", async () => {
-    const id = shownRunId;
-    if (id === null) return;
-    try {
-      const run = await call("POST", `/v1/runs/${encodeURIComponent(id)}/seal`);
-      hideError("runs-error");
-      renderRun(run);
-      $("run-status").textContent = `Run ${runLabel(run)} sealed.`;
-      loadRuns();
-    } catch (err) {
-      showError("runs-error", err);
-    }
+  async function sealRun(id) {
+    const path = `/v1/runs/${encodeURIComponent(id)}/seal`;
+    const run = await act("runs-error", "seal the run", path, undefined, () => sealRun(id));
+    if (run === null) return;
+    if (id === shownRunId) renderRun(run);
+    $("run-status").textContent = `Run ${runLabel(run)} sealed.`;
+    loadRuns();
+  }
+
+  $("run-seal").addEventListener("click", () => {
+    if (shownRunId !== null) sealRun(shownRunId);
+  });
+
+  $("run-jobs").addEventListener("click", () => {
+    if (shownRunId === null) return;
+    filterJobs({ run_id: shownRunId });
+    $("recent").scrollIntoView();
   });
 
   // -- schedules -----------------------------------------------------------------------------
@@ -540,36 +816,112 @@
     $("schedules-empty").hidden = rows.length > 0;
   }
 
-  // -- recent jobs ---------------------------------------------------------------------------
-  const RECENT_LIMIT = 15;
+  // -- jobs, by queue, state, key and run -------------------------------------------------------
+  const JOBS_LIMIT = 25;
+  const jobsFilter = { queue: "", state: "", key: "", run_id: "" };
+  let jobsBefore = null; // the page shown: null is the newest
+  const newerJobPages = [];
+  let nextJobsBefore = null;
 
   async function loadRecent() {
-    const data = await load("recent-error", `/v1/jobs?limit=${RECENT_LIMIT}`);
-    if (data !== null) renderRecent(Array.isArray(data.jobs) ? data.jobs : []);
+    const params = new URLSearchParams({ limit: String(JOBS_LIMIT) });
+    for (const [name, value] of Object.entries(jobsFilter)) if (value) params.set(name, value);
+    if (jobsBefore !== null) params.set("before_id", String(jobsBefore));
+    const data = await load("recent-error", `/v1/jobs?${params}`);
+    if (data === null) {
+      $("recent-body").replaceChildren();
+      $("recent-empty").hidden = true;
+      return;
+    }
+    renderRecent(Array.isArray(data.jobs) ? data.jobs : [], data.next_before_id ?? null);
   }
 
-  function renderRecent(jobs) {
+  function progressText(job) {
+    const pct = job.progress === null || job.progress === undefined ? "" : `${job.progress}%`;
+    return [pct, job.progress_message ?? ""].filter(Boolean).join(" ");
+  }
+
+  function runFilterCell(runId) {
+    const cell = el("td");
+    if (!runId) {
+      cell.textContent = "—";
+      return cell;
+    }
+    const link = el("button", String(runId).slice(0, 12) + (String(runId).length > 12 ? "…" : ""), "link");
+    link.type = "button";
+    link.title = `Show the jobs of run ${runId}`;
+    link.addEventListener("click", () => filterJobs({ run_id: String(runId) }));
+    cell.append(link);
+    return cell;
+  }
+
+  function renderRecent(jobs, next) {
+    nextJobsBefore = next;
     const rows = jobs.map((job) => {
       const tr = el("tr");
       tr.dataset.jobId = String(job.id);
       const idCell = jobLinkCell(job.id);
       const state = el("td", shownState(job), "state");
       state.dataset.state = shownState(job);
-      const pct = job.progress === null || job.progress === undefined ? "" : `${job.progress}%`;
-      const progress = [pct, job.progress_message ?? ""].filter(Boolean).join(" ");
       tr.append(
         idCell,
         el("td", job.queue),
         state,
         el("td", job.attempt, "num"),
-        el("td", progress || "—"),
+        el("td", progressText(job) || "—"),
         el("td", formatTime(job.updated_at)),
+        el("td", job.key ?? "—", "key"),
+        runFilterCell(job.run_id),
       );
       return tr;
     });
     $("recent-body").replaceChildren(...rows);
     $("recent-empty").hidden = rows.length > 0;
+    $("jobs-newer").disabled = jobsBefore === null;
+    $("jobs-older").disabled = nextJobsBefore === null;
+    $("jobs-page").textContent = `page ${newerJobPages.length + 1}`;
   }
+
+  // Show the first page of the jobs that match `given` (the form shows it too).
+  function filterJobs(given) {
+    Object.assign(jobsFilter, { queue: "", state: "", key: "", run_id: "" }, given);
+    $("jobs-queue").value = jobsFilter.queue;
+    $("jobs-state").value = jobsFilter.state;
+    $("jobs-key").value = jobsFilter.key;
+    $("jobs-run").value = jobsFilter.run_id;
+    jobsBefore = null;
+    newerJobPages.length = 0;
+    return loadRecent();
+  }
+
+  $("jobs-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    filterJobs({
+      queue: $("jobs-queue").value,
+      state: $("jobs-state").value,
+      key: $("jobs-key").value.trim(),
+      run_id: $("jobs-run").value.trim(),
+    });
+  });
+
+  for (const id of ["jobs-queue", "jobs-state"]) {
+    $(id).addEventListener("change", () => $("jobs-filter").requestSubmit());
+  }
+
+  $("jobs-clear").addEventListener("click", () => filterJobs({}));
+
+  $("jobs-older").addEventListener("click", () => {
+    if (nextJobsBefore === null) return;
+    newerJobPages.push(jobsBefore);
+    jobsBefore = nextJobsBefore;
+    loadRecent();
+  });
+
+  $("jobs-newer").addEventListener("click", () => {
+    if (jobsBefore === null) return;
+    jobsBefore = newerJobPages.length ? newerJobPages.pop() : null;
+    loadRecent();
+  });
 
   // -- job lookup ----------------------------------------------------------------------------
   let shownJobId = null;
@@ -588,7 +940,26 @@
     shownJobId = String(id);
     $("job-id").value = shownJobId;
     $("job-status").textContent = "";
+    if (location.hash !== `#job-${shownJobId}`) history.replaceState(null, "", `#job-${shownJobId}`);
     await loadJob();
+  }
+
+  // While the shown job runs it is read again every LIVE_MS (its progress moves); otherwise
+  // with the rest of the page.
+  const LIVE_MS = 500;
+  let liveTimer = null;
+
+  function followJob(job) {
+    if (liveTimer !== null) clearTimeout(liveTimer);
+    liveTimer = null;
+    const live = job.state === "running";
+    $("job-live").hidden = !live;
+    if (live && !document.hidden) {
+      liveTimer = setTimeout(() => {
+        liveTimer = null;
+        loadJob();
+      }, LIVE_MS);
+    }
   }
 
   async function loadJob() {
@@ -606,6 +977,7 @@
     if (id !== shownJobId) return;
     hideError("job-error");
     renderJob(job);
+    followJob(job);
   }
 
   // A running job whose lease expired shows as "stalled" (its stored state stays running).
@@ -614,6 +986,11 @@
   }
 
   function renderJob(job) {
+    const bar = $("job-progress-bar");
+    const reported = job.progress !== null && job.progress !== undefined;
+    bar.hidden = !reported; // no bar for a job that reported no progress
+    bar.value = reported ? Number(job.progress) : 0;
+    bar.title = reported ? `${job.progress}%` : "";
     const progress =
       job.progress === null || job.progress === undefined
         ? "—"
@@ -660,6 +1037,7 @@
     $("job-result").textContent = hasResult ? JSON.stringify(job.result, null, 2) : "";
     renderErrors(Array.isArray(job.errors) ? job.errors : []);
     $("job-cancel").hidden = !["waiting", "queued", "running"].includes(job.state);
+    $("job-run-now").hidden = job.state !== "queued";
     $("job-view").hidden = false;
   }
 
@@ -682,19 +1060,36 @@
     $("job-errors-section").hidden = errors.length === 0;
   }
 
-  $("job-cancel").addEventListener("click", async () => {
-    const id = shownJobId;
-    if (id === null) return;
-    try {
-      const job = await call("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`);
-      hideError("job-error");
+  async function jobAction(id, action, done) {
+    const path = `/v1/jobs/${encodeURIComponent(id)}/${action}`;
+    const what = action === "cancel" ? `cancel job ${id}` : `run job ${id} now`;
+    const job = await act("job-error", what, path, undefined, () => jobAction(id, action, done));
+    if (job === null) return;
+    if (String(id) === shownJobId) {
       renderJob(job);
-      $("job-status").textContent = `Job ${id} cancelled.`;
-      loadQueues();
-    } catch (err) {
-      showError("job-error", err);
+      followJob(job);
     }
+    $("job-status").textContent = done;
+    loadQueues();
+    loadRecent();
+  }
+
+  $("job-cancel").addEventListener("click", () => {
+    const id = shownJobId;
+    if (id !== null) jobAction(id, "cancel", `Job ${id} cancelled.`);
   });
+
+  $("job-run-now").addEventListener("click", () => {
+    const id = shownJobId;
+    if (id !== null) jobAction(id, "run-now", `Job ${id} is due now.`);
+  });
+
+  function jobFromHash() {
+    const match = /^#job-([1-9][0-9]*)$/.exec(location.hash);
+    if (match && match[1] !== shownJobId) showJob(match[1]);
+  }
+
+  window.addEventListener("hashchange", jobFromHash);
 
   // -- dead letters --------------------------------------------------------------------------
   const deadFilter = { queue: "", error_type: "" };
@@ -703,7 +1098,7 @@
   let nextBeforeId = null;
   let shownDeadIds = [];
   let lastDead = null; // the last page rendered, to skip re-rendering an unchanged page
-  let pendingReplay = null;
+  let pendingDead = null;
 
   function filterBody() {
     const body = {};
@@ -771,7 +1166,7 @@
   function firstDeadPage() {
     beforeId = null;
     newerPages.length = 0;
-    dismissReplay();
+    dismissConfirm();
     return reloadDead();
   }
 
@@ -791,36 +1186,40 @@
     if (nextBeforeId === null) return;
     newerPages.push(beforeId);
     beforeId = nextBeforeId;
-    dismissReplay();
+    dismissConfirm();
     reloadDead();
   });
 
   $("dead-newer").addEventListener("click", () => {
     if (beforeId === null) return;
     beforeId = newerPages.length ? newerPages.pop() : null;
-    dismissReplay();
+    dismissConfirm();
     reloadDead();
   });
 
-  async function afterReplay(message) {
+  async function afterDeadAction(message) {
     $("dead-status").textContent = message;
-    await Promise.allSettled([reloadDead(), loadQueues(), loadJob()]);
+    await Promise.allSettled([reloadDead(), loadQueues(), loadJob(), loadRecent()]);
   }
 
   async function replayOne(id) {
-    try {
-      const answer = await call("POST", "/v1/dead/replay", { ids: [id] });
-      hideError("dead-error");
-      await afterReplay(
-        answer.replayed ? `Job ${id} replayed.` : `Job ${id} is not dead any more.`,
-      );
-    } catch (err) {
-      showError("dead-error", err);
-    }
+    const answer = await act("dead-error", `replay job ${id}`, "/v1/dead/replay", { ids: [id] }, () =>
+      replayOne(id),
+    );
+    if (answer === null) return;
+    await afterDeadAction(answer.replayed ? `Job ${id} replayed.` : `Job ${id} is not dead any more.`);
   }
 
-  async function askReplay(which) {
-    dismissReplay();
+  // What the dead-letter actions say: the verb, the count's key in the answer, the past tense.
+  const DEAD_ACTIONS = {
+    replay: { verb: "Replay", counted: "replayed", done: "Replayed" },
+    purge: { verb: "Purge", counted: "purged", done: "Purged" },
+  };
+
+  // Replay or purge (action) the dead jobs shown or matching the filter (which): a dry run
+  // first counts them, and the question says how many; nothing happens until it is confirmed.
+  async function askDead(action, which) {
+    dismissConfirm();
     const body = filterBody();
     let what = Object.keys(body).length ? "matching the filter" : "in every queue";
     if (which === "shown") {
@@ -831,49 +1230,62 @@
       body.ids = shownDeadIds.slice();
       what = "shown";
     }
-    let answer;
-    try {
-      answer = await call("POST", "/v1/dead/replay", { ...body, dry_run: true });
-    } catch (err) {
-      showError("dead-error", err);
-      return;
-    }
-    hideError("dead-error");
-    const count = Number(answer.replayed) || 0;
+    const words = DEAD_ACTIONS[action];
+    const answer = await act(
+      "dead-error",
+      `${action} dead jobs`,
+      `/v1/dead/${action}`,
+      { ...body, dry_run: true },
+      () => askDead(action, which),
+    );
+    if (answer === null) return;
+    const count = Number(answer[words.counted]) || 0;
     if (count === 0) {
-      $("dead-status").textContent = "No dead jobs match: nothing to replay.";
+      $("dead-status").textContent = `No dead jobs match: nothing to ${action}.`;
       return;
     }
-    pendingReplay = body;
+    pendingDead = { action, body };
     $("dead-status").textContent = "";
-    $("replay-question").textContent = `Replay ${plural(count, "dead job")} ${what}?`;
-    $("replay-confirm").hidden = false;
-    $("replay-yes").focus();
+    const warning = action === "purge" ? " They are deleted for good." : "";
+    $("dead-question").textContent = `${words.verb} ${plural(count, "dead job")} ${what}?${warning}`;
+    $("dead-yes").textContent = words.verb;
+    $("dead-yes").className = action === "purge" ? "danger" : "primary";
+    $("dead-confirm").hidden = false;
+    $("dead-yes").focus();
   }
 
-  function dismissReplay() {
-    pendingReplay = null;
-    $("replay-confirm").hidden = true;
-    $("replay-question").textContent = "";
+  function dismissConfirm() {
+    pendingDead = null;
+    $("dead-confirm").hidden = true;
+    $("dead-question").textContent = "";
   }
 
-  $("replay-shown").addEventListener("click", () => askReplay("shown"));
-  $("replay-filtered").addEventListener("click", () => askReplay("filtered"));
-  $("replay-no").addEventListener("click", () => {
-    dismissReplay();
-    $("dead-status").textContent = "Nothing replayed.";
+  async function doDead(action, body) {
+    const words = DEAD_ACTIONS[action];
+    const answer = await act(
+      "dead-error",
+      `${action} dead jobs`,
+      `/v1/dead/${action}`,
+      { ...body, dry_run: false },
+      () => doDead(action, body),
+    );
+    if (answer === null) return;
+    await afterDeadAction(`${words.done} ${plural(Number(answer[words.counted]) || 0, "job")}.`);
+  }
+
+  $("replay-shown").addEventListener("click", () => askDead("replay", "shown"));
+  $("replay-filtered").addEventListener("click", () => askDead("replay", "filtered"));
+  $("purge-shown").addEventListener("click", () => askDead("purge", "shown"));
+  $("purge-filtered").addEventListener("click", () => askDead("purge", "filtered"));
+  $("dead-no").addEventListener("click", () => {
+    const action = pendingDead === null ? "replay" : pendingDead.action;
+    dismissConfirm();
+    $("dead-status").textContent = `Nothing ${DEAD_ACTIONS[action].counted}.`;
   });
-  $("replay-yes").addEventListener("click", async () => {
-    const body = pendingReplay;
-    dismissReplay();
-    if (body === null) return;
-    try {
-      const answer = await call("POST", "/v1/dead/replay", { ...body, dry_run: false });
-      hideError("dead-error");
-      await afterReplay(`Replayed ${plural(Number(answer.replayed) || 0, "job")}.`);
-    } catch (err) {
-      showError("dead-error", err);
-    }
+  $("dead-yes").addEventListener("click", () => {
+    const pending = pendingDead;
+    dismissConfirm();
+    if (pending !== null) doDead(pending.action, pending.body);
   });
 
   // -- refreshing ----------------------------------------------------------------------------
@@ -884,9 +1296,18 @@
     timer = null;
     ticking = true;
     try {
-      const work = [loadHealth(), loadQueues(), loadRuns(), loadRun(), loadRecent(), loadJob()];
+      const work = [
+        loadHealth(),
+        loadQueues(),
+        loadThroughput(),
+        loadWorkers(),
+        loadRuns(),
+        loadRun(),
+        loadRecent(),
+        loadJob(),
+      ];
       // The newest page follows new dead letters; older pages and a pending replay stay put.
-      if (beforeId === null && pendingReplay === null) work.push(loadDead());
+      if (beforeId === null && pendingDead === null) work.push(loadDead());
       work.push(loadSchedules());
       await Promise.allSettled(work);
       $("refreshed").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -918,5 +1339,6 @@
   });
 
   $("token-change").hidden = !memoryToken;
+  jobFromHash();
   tick();
 })();
