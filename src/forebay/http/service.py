@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from forebay.app import Forebay
 from forebay.backends import Backend
-from forebay.errors import BackendError, ForebayError, JobNotFound, RunNotFound
+from forebay.errors import BackendError, JobNotFound, RunNotFound
 from forebay.execution.supervisor import InProcessWorkers
 from forebay.http.auth import Authorizer
 from forebay.http.body import read_body
@@ -23,7 +23,7 @@ from forebay.http.cross_site import require_json
 from forebay.http.errors import ApiError
 from forebay.http.intake_limits import IntakeLimiter
 from forebay.http.settings import ApiToken, Scope, ServiceSettings
-from forebay.job import Job, QueueCounts
+from forebay.job import Job
 from forebay.logs import EnqueueLogger
 from forebay.metrics import Metrics, PrometheusObserver
 from forebay.observer import Observer
@@ -176,14 +176,6 @@ class Service:
         if tenant is not None and run.tenant != tenant:
             raise RunNotFound(run_id)
         return run
-
-    async def queue_counts(self) -> list[QueueCounts] | None:
-        try:
-            async with asyncio.timeout(self.settings.readiness_timeout_s):
-                return await self.app.counts()
-        except (ForebayError, TimeoutError) as exc:
-            log.warning("could not read queue counts: %s", exc or type(exc).__name__)
-            return None
 
 
 def retention(settings: ServiceSettings) -> dict[str, timedelta]:

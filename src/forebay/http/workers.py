@@ -17,7 +17,7 @@ from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from forebay.fleet import THROUGHPUT_KEPT_S, WorkerInfo, minute_of
+from forebay.fleet import THROUGHPUT_KEPT_S, minute_of, queue_consumers
 from forebay.http.errors import ApiError
 from forebay.http.models import FleetOut, QueueParam, ThroughputOut
 from forebay.http.openapi import ERRORS
@@ -56,7 +56,10 @@ def add_routes(api: FastAPI, service: Service) -> None:
         workers = await app.list_workers()
         known = {c.queue for c in await app.counts()}
         return JSONResponse(
-            {"workers": [w.to_dict() for w in workers], "queues": consumers(workers, known)}
+            {
+                "workers": [w.to_dict() for w in workers],
+                "queues": [q.to_dict() for q in queue_consumers(workers, known)],
+            }
         )
 
     @api.get(
@@ -83,19 +86,6 @@ def add_routes(api: FastAPI, service: Service) -> None:
             "totals": [t.to_dict() for t in totals],
         }
         return JSONResponse(body)
-
-
-def consumers(workers: list[WorkerInfo], known: set[str]) -> list[JSON]:
-    """Per queue (``known`` and every queue a worker consumes), sorted by name: how many of
-    ``workers`` consume it and their summed concurrency."""
-    names = sorted(known.union(*(w.queues for w in workers)))
-    rows: list[JSON] = []
-    for name in names:
-        mine = [w for w in workers if w.consumes(name)]
-        rows.append(
-            {"queue": name, "workers": len(mine), "concurrency": sum(w.concurrency for w in mine)}
-        )
-    return rows
 
 
 def _authorize(service: Service, request: Request) -> None:
