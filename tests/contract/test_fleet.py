@@ -175,9 +175,9 @@ async def test_concurrent_finishes_of_two_queues_are_all_counted(backend: Backen
 
 
 async def test_prune_deletes_old_minutes_but_never_the_totals(backend: Backend) -> None:
-    old = time.time() - 3 * 24 * 3600  # a reclaim three days ago, of leases taken then
-    then = datetime.fromtimestamp(old - 60, UTC)
-    await backend.enqueue([NewJob.create("docs", {"i": i}, run_at=then) for i in range(2)])
+    old = time.time() - 3 * 24 * 3600  # a lease, and its reclaim, three days ago
+    due = datetime.fromtimestamp(old - 60, UTC)
+    await backend.enqueue([NewJob.create("docs", {"i": i}, run_at=due) for i in range(2)])
     await backend.lease(queue="docs", limit=2, worker_id="dying", lease_s=1.0, now=old)
     assert await backend.reclaim_expired(now=old + 10) == 2
     await backend.complete([j.lease for j in await _lease_all(backend, "docs", 2)])
