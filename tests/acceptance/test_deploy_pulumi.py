@@ -107,7 +107,7 @@ def test_the_secret_holds_the_token_and_the_database_url_as_secrets(mocks: Mocks
     writer = program().writer
 
     def check(args: list[Any]) -> None:
-        string_data, is_secret = args
+        string_data, is_secret = args[:2]
         assert string_data == {
             "HF_TOKEN": SECRETS["hfToken"],
             "FOREBAY_URL": SECRETS["databaseUrl"],
@@ -121,7 +121,10 @@ def test_the_secret_holds_the_token_and_the_database_url_as_secrets(mocks: Mocks
         assert all(value not in str(created(mocks, "Deployment")) for value in SECRETS.values())
 
     return pulumi.Output.all(
-        writer.secret.string_data, pulumi.Output.from_input(writer.secret.string_data).is_secret()
+        writer.secret.string_data,
+        pulumi.Output.from_input(writer.secret.string_data).is_secret(),
+        writer.config_map.id,  # every resource created before the check reads them
+        writer.deployment.id,
     ).apply(check)
 
 
@@ -131,7 +134,7 @@ def test_a_token_set_in_clear_config_is_still_kept_secret(mocks: Mocks) -> Any:
     writer = program().writer
 
     def check(args: list[Any]) -> None:
-        _, is_secret = args
+        is_secret = args[1]
         assert is_secret is True
         sent = created(mocks, "Secret")["stringData"]
         assert sent[rpc._special_sig_key] == rpc._special_secret_sig
