@@ -104,7 +104,7 @@ def worker(
     (showing a progress bar on a terminal); otherwise it runs until SIGTERM or Ctrl-C, then
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
     processes. Every setting may also come from a FOREBAY_* environment variable (see
-    docs/settings.md); a flag wins over its variable.
+    docs/operations.md); a flag wins over its variable.
     """
     try:
         settings = WorkerSettings.from_env(
