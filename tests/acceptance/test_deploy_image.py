@@ -1,6 +1,7 @@
 """deploy/Dockerfile builds, and the image runs forebay as it should: the `forebay` command as
 entrypoint, a non-root user, an intake container and two worker containers sharing one store
-finish jobs posted over HTTP, the HEALTHCHECK passes, and SIGTERM stops a container cleanly.
+finish jobs posted over HTTP, the workers answer their probes on their metrics ports and are
+listed by the fleet, the HEALTHCHECK passes in each, and SIGTERM stops each cleanly.
 
 Built with podman (or docker, when a daemon answers). The base image is
 ``FOREBAY_TEST_PYTHON_IMAGE``, else ``python:3.12-slim`` when it is already present, else one
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/forebay-test:latest"
 DEBIAN_BASE = "localhost/forebay-test-python:bookworm"
 TOKEN = "deploy-test-token"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 UID = 10001
 
 APP = """
@@ -73,7 +76,7 @@ class Runtime:
         return self("image", "inspect", image, check=False).returncode == 0
 
 
-def _answers(binary: str | None) -> bool:
+def _runtime_answers(binary: str | None) -> bool:
     if binary is None:
         return False
     probe = subprocess.run([binary, "info"], capture_output=True, text=True, timeout=60)
@@ -83,11 +86,11 @@ def _answers(binary: str | None) -> bool:
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
     podman, docker = shutil.which("podman"), shutil.which("docker")
-    if _answers(podman):
+    if _runtime_answers(podman):
         assert podman is not None
         # chroot isolation: RUN steps need no OCI runtime (nor cgroups) to build.
         return Runtime(podman, build_flags=["--isolation", "chroot", "--format", "docker"])
-    if _answers(docker):
+    if _runtime_answers(docker):
         assert docker is not None
         return Runtime(docker)
     pytest.skip("no container runtime answers here (podman info / docker info fail)")
@@ -207,6 +210,7 @@ class Fleet:
     base: str
     intake: str
     workers: list[str]
+    metrics_ports: list[int]
 
     def logs(self) -> str:
         return "\n".join(
@@ -274,53 +278,112 @@ def fleet(started: Runtime, store_url: str, tmp_path: Path) -> Iterator[Fleet]:
     try:
         started("run", "-d", "--name", intake, *common, IMAGE, "serve", "app:app", "--no-workers")
         names.append(intake)
-        for name in workers:
-            started("run", "-d", "--name", name, *common, IMAGE, "worker", "app:app")
+        metrics_ports = [free_port() for _ in workers]
+        for name, metrics_port in zip(workers, metrics_ports, strict=True):
+            started(
+                "run",
+                "-d",
+                "--name",
+                name,
+                *common,
+                # As in deploy/compose.yaml, where each worker has a network of its own.
+                "-e",
+                f"FOREBAY_HEALTHCHECK_URL=http://127.0.0.1:{metrics_port}/healthz",
+                "-e",
+                "FOREBAY_REGISTRY_EVERY_S=1",
+                IMAGE,
+                "worker",
+                "app:app",
+                "--metrics-port",
+                str(metrics_port),
+            )
             names.append(name)
-        yield Fleet(started, f"http://127.0.0.1:{port}", intake, workers)
+        yield Fleet(started, f"http://127.0.0.1:{port}", intake, workers, metrics_ports)
     finally:
         for name in names:
             started("rm", "-f", "-t", "0", name, check=False)
 
 
-def test_an_intake_and_two_workers_in_containers_finish_jobs_posted_over_http(
-    fleet: Fleet,
-) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+def _answers(*urls: str) -> bool:
+    try:
+        return all(httpx.get(url, timeout=1).status_code == 200 for url in urls)
+    except httpx.TransportError:
+        return False
 
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{fleet.base}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
 
-    testing.wait_until(healthy, timeout_s=60, what="the intake's /healthz", context=fleet.logs)
+def _post_jobs(fleet: Fleet, count: int) -> list[int]:
     ids = []
-    for n in range(20):
+    for n in range(count):
         posted = httpx.post(
             f"{fleet.base}/v1/queues/documents/jobs",
             json={"payload": {"url": "x" * n}},
-            headers=headers,
+            headers=HEADERS,
         )
         assert posted.status_code == 201, posted.text
         ids.append(posted.json()["id"])
+    return ids
 
-    def all_completed() -> bool:
-        for job_id in ids:
-            got = httpx.get(f"{fleet.base}/v1/jobs/{job_id}", headers=headers)
-            assert got.status_code == 200, got.text
-            if got.json()["state"] != "completed":
-                return False
-        return True
 
-    testing.wait_until(all_completed, timeout_s=60, what="20 jobs done", context=fleet.logs)
-    last = httpx.get(f"{fleet.base}/v1/jobs/{ids[-1]}", headers=headers).json()
+def _all_completed(fleet: Fleet, ids: list[int]) -> bool:
+    for job_id in ids:
+        got = httpx.get(f"{fleet.base}/v1/jobs/{job_id}", headers=HEADERS)
+        assert got.status_code == 200, got.text
+        if got.json()["state"] != "completed":
+            return False
+    return True
+
+
+def _worker_records(fleet: Fleet) -> list[dict[str, Any]]:
+    """`forebay workers --json`, run in the intake's container."""
+    listed = fleet.runtime("exec", fleet.intake, "forebay", "workers", "--json")
+    records: list[dict[str, Any]] = json.loads(listed.stdout)["workers"]
+    return records
+
+
+def test_an_intake_and_two_workers_in_containers_finish_jobs_posted_over_http(
+    fleet: Fleet,
+) -> None:
+    testing.wait_until(
+        lambda: _answers(f"{fleet.base}/healthz"),
+        timeout_s=60,
+        what="the intake's /healthz",
+        context=fleet.logs,
+    )
+    # What the Kubernetes probes of deploy/kubernetes ask each worker, on its metrics port.
+    testing.wait_until(
+        lambda: _answers(*(f"http://127.0.0.1:{p}/readyz" for p in fleet.metrics_ports)),
+        timeout_s=60,
+        what="the workers' /readyz",
+        context=fleet.logs,
+    )
+    ids = _post_jobs(fleet, 20)
+    testing.wait_until(
+        lambda: _all_completed(fleet, ids), timeout_s=60, what="20 jobs done", context=fleet.logs
+    )
+    last = httpx.get(f"{fleet.base}/v1/jobs/{ids[-1]}", headers=HEADERS).json()
     assert last["result"] == {"pages": 19}
 
+    # Both workers registered in the store, seen from the intake's container; their counts
+    # are saved at each beat (every second here).
+    testing.wait_until(
+        lambda: sum(r["completed"] for r in _worker_records(fleet)) == 20,
+        timeout_s=30,
+        what="the workers' records to count 20 jobs",
+        context=fleet.logs,
+    )
+    records = _worker_records(fleet)
+    assert len(records) == 2
+    assert all("documents" in r["queues"] and not r["stopping"] for r in records), records
+    assert len({r["id"] for r in records}) == 2  # each pid 1, in a container of its own
+    metrics = httpx.get(f"http://127.0.0.1:{fleet.metrics_ports[0]}/metrics").text
+    assert "forebay_workers 2.0" in metrics
+
     if fleet.runtime.podman:
-        # The image's HEALTHCHECK, run as the runtime runs it.
-        check = fleet.runtime("healthcheck", "run", fleet.intake, check=False)
-        assert check.returncode == 0, check.stdout + check.stderr
+        # The image's HEALTHCHECK, run as the runtime runs it: the intake's on its HTTP port,
+        # each worker's on its metrics port (FOREBAY_HEALTHCHECK_URL).
+        for name in [fleet.intake, *fleet.workers]:
+            check = fleet.runtime("healthcheck", "run", name, check=False)
+            assert check.returncode == 0, name + check.stdout + check.stderr
 
     # SIGTERM: each container shuts down gracefully and exits 0, well inside its grace.
     for name in [fleet.intake, *fleet.workers]:
