@@ -259,6 +259,10 @@ def fleet(started: Runtime, store_url: str, tmp_path: Path) -> Iterator[Fleet]:
     tag = uuid.uuid4().hex[:8]
     common = [
         *started.run_flags,
+        # As deploy/kubernetes runs them: a read-only root filesystem, a scratch /tmp.
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
         "--network",
         "host",
         "-v",
