@@ -145,6 +145,7 @@ def _base_image(runtime: Runtime, folder: Path) -> str:
 @pytest.fixture(scope="module")
 def image(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> str:
     base = _base_image(runtime, tmp_path_factory.mktemp("base"))
+    before = runtime("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
     built = runtime(
         "build",
         *runtime.build_flags,
@@ -160,6 +161,9 @@ def image(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> str:
         check=False,
     )
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    after = runtime("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
+    if before and before != after:
+        runtime("rmi", before, check=False)  # the previous run's image, now untagged
     return IMAGE
 
 
