@@ -19,6 +19,14 @@ if [ -n "${CI:-}" ] && ! command -v promtool >/dev/null && command -v apt-get >/
     && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# The deploy recipes: podman builds deploy/Dockerfile (runc starts its containers where crun
+# cannot, debootstrap makes a Python base image from Debian's packages when no registry serves
+# one), docker-compose validates deploy/compose.yaml.
+if [ -n "${CI:-}" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    for tool in podman runc debootstrap docker-compose; do
+        command -v "$tool" >/dev/null || apt-get install -y -qq "$tool" >/dev/null
+    done
+fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy

@@ -758,7 +758,7 @@ class Forebay:
     async def cancel(self, *job_ids: int) -> list[int]:
         """Cancel queued or running jobs; return the ids that were cancelled (not those already
         finished, or unknown). A running job is cancelled at once in the store; the worker
-        running it stops its handler at its next heartbeat (see docs/operations.md)."""
+        running it stops its handler at its next heartbeat (see docs/controls.md)."""
         return await (await self.open()).cancel(job_ids)
 
     async def cancel_where(self, where: JobFilter, *, dry_run: bool = False) -> int:

@@ -1,5 +1,5 @@
 """Operator controls, on every backend: stored queue settings (pause, max_depth), cancelling
-running jobs, run-now and cancel by filter (docs/operations.md)."""
+running jobs, run-now and cancel by filter (docs/controls.md)."""
 
 from __future__ import annotations
 

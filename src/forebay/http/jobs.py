@@ -1,6 +1,6 @@
 """``GET /v1/jobs`` and ``GET /v1/jobs/{job_id}``: reading jobs (``read`` scope);
 ``POST /v1/jobs/{job_id}/cancel``, ``POST /v1/jobs/cancel`` (by filter) and
-``POST /v1/jobs/{job_id}/run-now``: the operator's controls (``admin``, docs/operations.md).
+``POST /v1/jobs/{job_id}/run-now``: the operator's controls (``admin``, docs/controls.md).
 
 ``GET /v1/jobs?run_id=R`` lists the jobs of a run (docs/runs.md);
 ``GET /v1/jobs?queue=Q&key=K`` finds the job a producer enqueued with its own idempotency key;
@@ -150,7 +150,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
 
 
 def _add_controls(api: FastAPI, service: Service) -> None:
-    """The operator's controls on jobs (``admin`` scope, docs/operations.md)."""
+    """The operator's controls on jobs (``admin`` scope, docs/controls.md)."""
     app = service.app
 
     @api.post(

@@ -1,7 +1,7 @@
 """``GET /v1/queues``: every queue the store or the app knows, with its counts per state, the
 age of its oldest queued job, its stored settings (paused, max_depth) and what the app declares
 for it; ``POST /v1/queues/{queue}/pause`` and ``/resume`` (``admin`` scope): stop or restart
-every worker leasing it, on every host (docs/operations.md).
+every worker leasing it, on every host (docs/controls.md).
 
 Each row also shows the queue's flow limits (``limits``: the stored ones, else those the app
 declares) and how many due jobs they hold back now (``throttled``). For a token bound to a
