@@ -145,7 +145,7 @@ def worker(
     shuts down gracefully and exits 0. With **--processes N** the handlers run in N child
     processes. With **--metrics-port N** it also serves /metrics (Prometheus), /healthz and
     /readyz on that port. Every setting may also come from a FOREBAY_* environment variable (see
-    docs/operations.md); a flag wins over its variable.
+    docs/settings.md); a flag wins over its variable.
     """
     try:
         settings = WorkerSettings.from_env(
