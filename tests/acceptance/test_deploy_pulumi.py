@@ -6,6 +6,8 @@ on its metrics port and a grace above its shutdown grace."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -64,11 +66,38 @@ STACK = {
 
 @pytest.fixture
 def mocks() -> Iterator[Mocks]:
+    # Pulumi's test runner drives the thread's current event loop; the async tests before this
+    # one closed theirs, so each Pulumi test gets a loop of its own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False)
-    configure({**STACK, **SECRETS}, secret=set(SECRETS))
-    yield mocks
-    pulumi.runtime.set_all_config({})
+    try:
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False)
+        configure({**STACK, **SECRETS}, secret=set(SECRETS))
+        yield mocks
+    finally:
+        pulumi.runtime.set_all_config({})
+        _close_with_its_executor(loop)
+
+
+def _close_with_its_executor(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the test's loop once the threads of its executor ended. Pulumi's mock engine
+    runs in those threads and leaves an event loop in each (never closed); they are freed when
+    the threads end, here, and their warnings are Pulumi's, not forebay's."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = _ignore_unclosed
+    try:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _ignore_unclosed(unraisable: Any) -> None:
+    if not isinstance(unraisable.exc_value, ResourceWarning):
+        sys.__unraisablehook__(unraisable)
 
 
 def program() -> ModuleType:
