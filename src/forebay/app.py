@@ -108,7 +108,8 @@ class Forebay:
         self._unsaved: set[str] = set()  # queues whose declared max_depth is not stored yet
         self._keyed: dict[str, QueueConfig] = {}  # queues that declare a flow key
         self._sync: _SyncRunner | None = None
-        self._tracing = Tracing(tracer_provider)
+        self.tracing = Tracing(tracer_provider)
+        """How this app traces its enqueues and the runs of its workers (docs/tracing.md)."""
         self._declare_builtin_queues(webhooks)
 
     def __repr__(self) -> str:
@@ -583,7 +584,7 @@ class Forebay:
         the current one, and each job that carries no ``traceparent`` stores that span's.
         """
         batch = list(jobs)
-        with self._tracing.send(batch) as sent:
+        with self.tracing.send(batch) as sent:
             if self._payload_models:  # queues without a model pay this one check
                 batch = validate_jobs(batch, self._payload_models)
             if self._keyed:  # likewise queues without a flow key
@@ -879,7 +880,7 @@ class Forebay:
             observers=self.observers,
             schedules=list(self.schedules.values()),
             enqueue=self.enqueue_many,
-            tracing=self._tracing,
+            tracing=self.tracing,
         )
 
     async def run_worker(

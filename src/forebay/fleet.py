@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from forebay.errors import BackendError
 from forebay.job import JSON
 
 __all__ = [
+    "RECORD_GRACE_S",
     "THROUGHPUT_KEPT_S",
     "QueueConsumers",
     "QueueTotals",
@@ -36,6 +38,11 @@ __all__ = [
 
 THROUGHPUT_KEPT_S: Final = 24 * 3600.0
 """How long the per-minute counts are kept (the totals are kept for ever)."""
+
+RECORD_GRACE_S: Final = 60.0
+"""How long past its expiry a worker's record is kept before another worker's save deletes it.
+Listings leave an expired record out at once; the grace only keeps a saver whose clock runs
+ahead of the others' from deleting records that still hold by their writers' clocks."""
 
 
 def minute_of(epoch_s: float) -> int:
@@ -120,33 +127,45 @@ class WorkerInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, JSON]) -> WorkerInfo:
-        def number(name: str) -> float:
-            value = data[name]
-            assert isinstance(value, int | float)
-            return float(value)
+        """The record a backend stored; BackendError when it is not one (written by a newer
+        or broken version)."""
+        try:
+            queues = data["queues"]
+            if not isinstance(queues, list):
+                raise TypeError("queues is not a list")
+            return cls(
+                id=str(data["id"]),
+                host=str(data["host"]),
+                pid=_whole(data, "pid"),
+                queues=tuple(str(q) for q in queues),
+                concurrency=_whole(data, "concurrency"),
+                version=str(data["version"]),
+                started_at=datetime.fromtimestamp(_number(data, "started_at"), UTC),
+                last_seen=datetime.fromtimestamp(_number(data, "last_seen"), UTC),
+                ttl_s=_number(data, "ttl_s"),
+                completed=_whole(data, "completed"),
+                failed=_whole(data, "failed"),
+                running=_whole(data, "running"),
+                stopping=bool(data.get("stopping", False)),
+            )
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise BackendError(
+                f"a stored worker record is not one this version reads: {exc}"
+            ) from exc
 
-        def whole(name: str) -> int:
-            value = data.get(name, 0)
-            assert isinstance(value, int)
-            return value
 
-        queues = data["queues"]
-        assert isinstance(queues, list)
-        return cls(
-            id=str(data["id"]),
-            host=str(data["host"]),
-            pid=whole("pid"),
-            queues=tuple(str(q) for q in queues),
-            concurrency=whole("concurrency"),
-            version=str(data["version"]),
-            started_at=datetime.fromtimestamp(number("started_at"), UTC),
-            last_seen=datetime.fromtimestamp(number("last_seen"), UTC),
-            ttl_s=number("ttl_s"),
-            completed=whole("completed"),
-            failed=whole("failed"),
-            running=whole("running"),
-            stopping=bool(data.get("stopping", False)),
-        )
+def _number(data: dict[str, JSON], name: str) -> float:
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is not a number")
+    return float(value)
+
+
+def _whole(data: dict[str, JSON], name: str) -> int:
+    value = data.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is not a whole number")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -299,44 +299,51 @@ class Metrics:
     async def read_store(self, store: FleetStore, *, timeout_s: float) -> None:
         """Read the store metrics from ``store`` (counts, totals, live workers) within
         ``timeout_s`` and :meth:`update_store` with them; a store that does not answer sets
-        ``forebay_backend_up`` to 0 and leaves the last values."""
+        ``forebay_backend_up`` to 0 and leaves the last values. Workers that cannot be listed
+        (a record this version cannot read) leave the fleet gauges as they were."""
         try:
             async with asyncio.timeout(timeout_s):
                 counts = await store.counts()
                 totals = await store.totals()
-                workers = await store.list_workers()
         except (ForebayError, TimeoutError) as exc:
             log.warning("could not read the store metrics: %s", exc or type(exc).__name__)
             self.update_store(None)
             return
+        workers: list[WorkerInfo] | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                workers = await store.list_workers()
+        except (ForebayError, TimeoutError) as exc:
+            log.warning("could not list the live workers: %s", exc or type(exc).__name__)
         self.update_store(counts, totals, workers)
 
     def update_store(
         self,
         counts: Sequence[QueueCounts] | None,
         totals: Sequence[QueueTotals] = (),
-        workers: Sequence[WorkerInfo] = (),
+        workers: Sequence[WorkerInfo] | None = (),
     ) -> None:
         """Refresh the store metrics: per queue and state the jobs (``counts``; None: the
         backend did not answer, the last values stay), the finished totals and the live
         ``workers``. Every queue the store counts or a live worker consumes gets a
-        ``forebay_queue_workers`` sample, 0 when nothing consumes it."""
+        ``forebay_queue_workers`` sample, 0 when nothing consumes it (``workers`` None: not
+        known, the fleet gauges keep their last values)."""
         if counts is None:
             self.backend_up.set(0)
             return
         self.backend_up.set(1)
-        consumers = queue_consumers(workers, (c.queue for c in counts))
         # No await from here to the end: a scrape never sees a half-filled gauge.
         self.queue_jobs.clear()
         self.oldest_queued_age.clear()
-        self.queue_workers.clear()
         for c in counts:
             for state in _STATE_FIELDS:
                 self.queue_jobs.labels(c.queue, state).set(getattr(c, state))
             self.oldest_queued_age.labels(c.queue).set(c.oldest_queued_age_s or 0.0)
-        for consumed in consumers:
-            self.queue_workers.labels(consumed.queue).set(consumed.workers)
-        self.workers.set(len(workers))
+        if workers is not None:
+            self.queue_workers.clear()
+            for consumed in queue_consumers(workers, (c.queue for c in counts)):
+                self.queue_workers.labels(consumed.queue).set(consumed.workers)
+            self.workers.set(len(workers))
         self._finished.totals = tuple(totals)
 
     def exposition(self) -> bytes:

@@ -165,3 +165,34 @@ async def test_forebay_workers_lists_two_worker_processes_until_they_are_gone(
 
 async def _pids_gone(app: Forebay) -> bool:
     return not await _pids(app)
+
+
+def test_a_worker_logs_json_lines_when_told_by_its_environment(tmp_path: Path) -> None:
+    (tmp_path / "fleetapp.py").write_text(APP)
+    url = backend_url("sqlite", tmp_path)
+    env = _env(tmp_path, url) | {"FOREBAY_LOG_FORMAT": "json"}
+    done = subprocess.run(
+        [sys.executable, "-m", "forebay", "worker", "fleetapp:app", "--burst"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    messages = [line["message"] for line in lines]
+    assert any("started on queues" in m for m in messages)
+    assert any("stopped after 0 jobs" in m for m in messages)
+    assert {line["logger"] for line in lines} >= {"forebay.worker"}
+
+    env["FOREBAY_LOG_FORMAT"] = "xml"
+    refused = subprocess.run(
+        [sys.executable, "-m", "forebay", "worker", "fleetapp:app", "--burst"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--log-format must be text or json" in refused.stderr

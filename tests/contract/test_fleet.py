@@ -47,6 +47,9 @@ async def test_saved_workers_are_listed_until_their_ttl_passes(backend: Backend)
     assert listed[0] == older  # every field round-trips
     assert listed[1].queues == ("docs", "pages") and listed[1].concurrency == 8
 
+    # A record holds until last_seen + ttl_s, not at that instant, on every backend.
+    assert [w.id for w in await backend.list_workers(now=now + 14.999)] == ["w-older", "w-newer"]
+    assert [w.id for w in await backend.list_workers(now=now + 15)] == ["w-newer"]
     # w-older stops heartbeating: gone once its 15 s have passed, w-newer holds for 60 s.
     assert [w.id for w in await backend.list_workers(now=now + 16)] == ["w-newer"]
     assert await backend.list_workers(now=now + 61) == []

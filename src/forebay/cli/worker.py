@@ -110,6 +110,15 @@ def worker(
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Least severe log lines to print.")
     ] = LogLevel.INFO,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            metavar="text|json",
+            envvar="FOREBAY_LOG_FORMAT",
+            show_envvar=False,
+            help="Log lines as text or JSON (env FOREBAY_LOG_FORMAT).",
+        ),
+    ] = "text",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -165,7 +174,9 @@ def worker(
             app.queues[name] = replace(config, concurrency=concurrency)
     burst = settings.burst
     show_progress = burst and stderr().is_terminal
-    configure_logging(log_level, console=stderr() if show_progress else None)
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, not {log_format!r}", EXIT_USAGE)
+    configure_logging(log_level, console=stderr() if show_progress else None, log_format=log_format)
     listening = None if metrics_port is None else _listen(metrics_host, metrics_port)
     pool = None
     if processes:
@@ -247,11 +258,22 @@ async def _serving_metrics(
     serving = asyncio.create_task(server.serve([listening]), name="forebay-metrics-server")
     host, port = listening.getsockname()[:2]
     log.info("serving metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+    serving.add_done_callback(_report_metrics_server)
     try:
         yield
     finally:
         server.should_exit = True
-        await serving
+        # The server's own failure was logged when it happened: it never turns the worker's
+        # clean stop into a failure, nor hides the worker's own error.
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+def _report_metrics_server(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the metrics server stopped: %s; the worker goes on without /metrics",
+            task.exception(),
+        )
 
 
 def _server(config: uvicorn.Config) -> uvicorn.Server:

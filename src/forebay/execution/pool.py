@@ -200,6 +200,7 @@ class HandlerPool:
             observers=app.observers,
             schedules=list(app.schedules.values()),
             enqueue=app.enqueue_many,
+            tracing=app.tracing,
         )
 
     # -- calls ---------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ bound to a tenant is refused ``/metrics`` (403), which counts every tenant's job
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from forebay.app import Forebay
 from forebay.errors import ForebayError
 from forebay.fleet import WorkerInfo, queue_consumers
 from forebay.http.errors import ApiError
@@ -20,6 +22,8 @@ from forebay.http.service import Service
 from forebay.job import QueueCounts
 
 __all__ = ["add_routes"]
+
+log = logging.getLogger("forebay.http")
 
 
 def add_routes(api: FastAPI, service: Service) -> None:
@@ -53,9 +57,10 @@ def add_routes(api: FastAPI, service: Service) -> None:
                 store = await app.open()
                 await store.ping()
                 counts = await app.counts()
-                fleet = await store.list_workers()
         except (ForebayError, TimeoutError) as exc:
             backend = {"ok": False, "error": str(exc) or type(exc).__name__}
+        else:
+            fleet = await _live_workers(app, service.settings.readiness_timeout_s)
         health = service.workers.health()
         workers_ok = health is None or (health.running and health.fresh)
         ready = bool(backend["ok"]) and workers_ok
@@ -92,3 +97,14 @@ def add_routes(api: FastAPI, service: Service) -> None:
             )
         await service.metrics.read_store(app, timeout_s=service.settings.readiness_timeout_s)
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _live_workers(app: Forebay, timeout_s: float) -> list[WorkerInfo] | None:
+    """The live workers, or None when they cannot be read: what the fleet looks like is news
+    for the operator, never a reason to take the intake out of service."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await app.list_workers()
+    except (ForebayError, TimeoutError) as exc:
+        log.warning("could not list the live workers: %s", exc or type(exc).__name__)
+        return None

@@ -42,11 +42,13 @@ from forebay.outcome import JobOutcome
 from forebay.queue_config import QueueConfig
 from forebay.worker.settings import WorkerSettings
 
-__all__ = ["Registry", "ttl_for"]
+__all__ = ["STOP_WAIT_S", "Registry", "ttl_for"]
 
 log = logging.getLogger("forebay.worker")
 
 _MIN_TTL_S = 15.0
+STOP_WAIT_S = 5.0
+"""Longest a stopping worker waits for a save in flight, and then for its record's removal."""
 
 
 def ttl_for(registry_every_s: float) -> float:
@@ -135,14 +137,20 @@ class Registry:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Save no more and remove the record (the worker stopped cleanly). Idempotent."""
-        async with self._lock:  # a save in flight ends first; none starts after
-            if self._closed:
-                return
-            self._closed = True
+        """Save no more and remove the record (the worker stopped cleanly). Idempotent.
+
+        Bounded by :data:`STOP_WAIT_S` twice (a save in flight, then the removal), so a store
+        that hangs adds seconds, not the record's ttl, to a shutdown; a record a hung store
+        kept drops out of listings within its ttl."""
+        if self._closed:
+            return
+        self._closed = True  # no save starts after this (checked under the lock)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WAIT_S), self._lock:
+                pass  # a save in flight ends first, so it cannot land after the removal
         await self._loop.stop()
         try:
-            async with asyncio.timeout(self._record.ttl_s):
+            async with asyncio.timeout(STOP_WAIT_S):
                 await self._backend.remove_worker(self._record.id)
         except (BackendError, TimeoutError) as exc:
             log.warning(

@@ -186,6 +186,15 @@ class Worker:
 
     async def _shutdown(self, lanes: Lanes, maintenance: Maintenance) -> None:
         self.registry.stopping()
+        try:
+            await self._settle_running(lanes)
+        finally:
+            # Even when the store failed the release: no heartbeat, pruner or registry save
+            # outlives this worker (a supervisor may start another in this process).
+            await maintenance.stop()
+            await self.registry.stop()  # last: listed as stopping until every job is settled
+
+    async def _settle_running(self, lanes: Lanes) -> None:
         await self.scheduler.stop()  # a stopping worker fires no more ticks
         tasks = {entry.task for entry in lanes.running.values()}
         if tasks:
@@ -206,8 +215,6 @@ class Worker:
         await self._settler.drained()
         # each bounded by its queue's hook_timeout_s; cut short by stop_now()
         await self._settler.hooks.drained(self._stop_now)
-        await maintenance.stop()
-        await self.registry.stop()  # last: listed as stopping until every job is settled
 
     async def _grace(self, tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
         """Wait for ``tasks`` up to the grace, or until :meth:`stop_now`; the unfinished."""

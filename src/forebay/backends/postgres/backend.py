@@ -90,7 +90,7 @@ from forebay.errors import (
     QueueFull,
     TenantQuotaFull,
 )
-from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
+from forebay.fleet import RECORD_GRACE_S, QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import (
     NO_LIMITS,
     Candidate,
@@ -130,9 +130,6 @@ _ENQUEUE_GROUP_ROWS = 20_000  # rows per group-committed INSERT (one caller's ba
 _SETTLE_GROUP_ROWS = 20_000
 _LINKED_HINTS = 100_000  # leased jobs with links remembered at most (see _settle_round)
 _LISTEN_WAIT_S = 2.0  # longest a first lease waits for LISTEN before falling back to polling
-# How long past its expiry a worker's record is kept before a save deletes it (listings leave it
-# out at once): a worker whose clock lags the server's is not deleted while it lives.
-_WORKER_GRACE_S = 60.0
 
 
 # Not frozen: built per call (and _Settlement per job) on the hot path, where frozen dataclasses
@@ -821,7 +818,7 @@ class PostgresBackend:
             jsonio.dumps(worker.to_json()),
             worker.started_at,
             worker.expires_at,
-            _WORKER_GRACE_S,
+            RECORD_GRACE_S,
         )
         await self._run(lambda c: c.execute(sql, *args), Resend.ALWAYS)  # an upsert: repeatable
 

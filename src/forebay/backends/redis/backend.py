@@ -95,7 +95,7 @@ from forebay.errors import (
     UnknownParent,
     UnknownRun,
 )
-from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
+from forebay.fleet import RECORD_GRACE_S, QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import FlowLimits
 from forebay.group_commit import GroupCommit
 from forebay.job import (
@@ -808,7 +808,8 @@ class RedisBackend:
     async def save_worker(self, worker: WorkerInfo) -> None:
         expires_at = _ts(worker.expires_at.timestamp())
         record = _json(worker.to_json())
-        await self._run("save_worker", _ts(time.time()), worker.id, expires_at, record)
+        before = _ts(time.time() - RECORD_GRACE_S)
+        await self._run("save_worker", before, worker.id, expires_at, record)
 
     async def remove_worker(self, worker_id: str) -> None:
         client = self._require()

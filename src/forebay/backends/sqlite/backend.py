@@ -98,7 +98,7 @@ from forebay.errors import (
     UnknownParent,
     UnknownRun,
 )
-from forebay.fleet import QueueTotals, Throughput, WorkerInfo, minute_of
+from forebay.fleet import RECORD_GRACE_S, QueueTotals, Throughput, WorkerInfo, minute_of
 from forebay.flow import (
     NO_LIMITS,
     Candidate,
@@ -1021,7 +1021,7 @@ class SQLiteBackend:
         }
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["drop_expired_workers"], {"now": time.time()})
+            conn.execute(Q["drop_expired_workers"], {"before": time.time() - RECORD_GRACE_S})
             conn.execute(Q["save_worker"], params)
 
         await self._write(op)

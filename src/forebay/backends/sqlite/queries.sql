@@ -727,8 +727,8 @@ SELECT queue, completed, dead, reclaimed FROM forebay_totals ORDER BY queue
 DELETE FROM forebay_throughput WHERE minute < :before
 
 -- name: drop_expired_workers
--- the worker records that stopped holding before :now (forebay_workers_expires)
-DELETE FROM forebay_workers WHERE expires_at < :now
+-- the worker records that stopped holding before :before (forebay_workers_expires)
+DELETE FROM forebay_workers WHERE expires_at < :before
 
 -- name: save_worker
 INSERT INTO forebay_workers (id, info, started_at, expires_at)
