@@ -16,8 +16,9 @@ import pulumi_kubernetes as k8s
 APP = "forebay.contrib.labelstudio:app"
 METRICS_PORT = 9100
 GRACE_MARGIN_S = 15
-"""How far the pod's termination grace exceeds the worker's shutdown grace: time to stop
-leasing, put unfinished jobs back and flush, before the kubelet's SIGKILL."""
+"""How far the pod's termination grace exceeds the worker's shutdown grace: time to put the
+unfinished jobs back, write the last outcomes, wait for the queue hooks still running and remove
+the worker's record, before the kubelet's SIGKILL (which cuts off a hook still running then)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,36 @@ class HfWriterConfig:
     shutdown_grace_s: int = 30
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key, value in (
+            ("replicas", self.replicas),
+            ("commitIntervalS", self.commit_interval_s),
+            ("shutdownGraceS", self.shutdown_grace_s),
+        ):
+            if value < 0:
+                raise pulumi.RunError(f"{key} is {value}: it cannot be negative")
+        if self.uses_volume_claim and self.replicas > 1:
+            # Two writers on one dataset folder would write the same shards and Hub state
+            # (.forebay/hub.json) over each other; a ReadWriteOnce claim may even be mounted by
+            # pods of one node at once.
+            raise pulumi.RunError(
+                f"replicas is {self.replicas}, but the dataset {self.dataset!r} is on a "
+                "ReadWriteOnce volume claim, which takes one writer at a time: set replicas to "
+                "1 (or 0), or put the dataset on an object store (dataset s3://bucket/prefix)"
+            )
+
+    @property
+    def uses_volume_claim(self) -> bool:
+        """The dataset is a folder on the pod's /data volume: a ReadWriteOnce claim of its own
+        (a dataset on an object store, s3://..., needs none)."""
+        return self.dataset.startswith("/data")
+
     @classmethod
     def from_pulumi(cls, config: pulumi.Config) -> HfWriterConfig:
+        def integer(key: str, default: int) -> int:
+            value = config.get_int(key)
+            return default if value is None else value  # an explicit 0 stays 0
+
         return cls(
             image=config.require("image"),
             hf_repo=config.require("hfRepo"),
@@ -48,12 +77,12 @@ class HfWriterConfig:
             database_url=config.require_secret("databaseUrl"),
             webhook_secret=config.require_secret("webhookSecret"),
             stage_url=config.get_secret("stageUrl"),
-            replicas=config.get_int("replicas") or 1,
+            replicas=integer("replicas", 1),
             namespace=config.get("namespace"),
             dataset=config.get("dataset") or "/data/dataset",
             dataset_storage=config.get("datasetStorage") or "10Gi",
-            commit_interval_s=config.get_int("commitIntervalS") or 120,
-            shutdown_grace_s=config.get_int("shutdownGraceS") or 30,
+            commit_interval_s=integer("commitIntervalS", 120),
+            shutdown_grace_s=integer("shutdownGraceS", 30),
         )
 
 
@@ -168,7 +197,7 @@ def hf_writer(cfg: HfWriterConfig) -> HfWriter:
     data_volume = k8s.core.v1.VolumeArgs(
         name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()
     )
-    if cfg.dataset.startswith("/data"):
+    if cfg.uses_volume_claim:
         claim = k8s.core.v1.PersistentVolumeClaim(
             cfg.name,
             metadata=k8s.meta.v1.ObjectMetaArgs(namespace=cfg.namespace, labels=labels),
@@ -191,7 +220,8 @@ def hf_writer(cfg: HfWriterConfig) -> HfWriter:
         spec=k8s.apps.v1.DeploymentSpecArgs(
             replicas=cfg.replicas,
             selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
-            # One writer at a time on the volume: the old pod finishes before the new starts.
+            # One writer at a time on the volume (HfWriterConfig refuses replicas > 1 with a
+            # claim): the old pod finishes before the new starts.
             strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
             template=k8s.core.v1.PodTemplateSpecArgs(
                 metadata=k8s.meta.v1.ObjectMetaArgs(

@@ -82,6 +82,22 @@ def test_the_runtime_runs_as_a_non_root_user_before_its_entrypoint(
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
 
 
+def test_the_app_and_data_folders_belong_to_the_runtime_user(
+    dockerfile: list[Instruction],
+) -> None:
+    """/app (the working folder) and /data (for a volume holding an SQLite store, as in
+    docs/operations.md) are the user's: a named volume mounted on /data starts with its owner."""
+    runtime = stages(dockerfile)[-1]
+    runs = " ".join(i.args for i in runtime if i.keyword == "RUN")
+    assert "mkdir -p /app /data" in runs
+    assert "chown forebay:forebay /app /data" in runs
+    assert "--uid 10001" in runs
+    (user,) = [i.args for i in runtime if i.keyword == "USER"]
+    assert user == "10001:10001"
+    (workdir,) = [i.args for i in runtime if i.keyword == "WORKDIR"]
+    assert workdir == "/app"
+
+
 def test_the_entrypoint_is_forebay_serving_by_default(dockerfile: list[Instruction]) -> None:
     runtime = stages(dockerfile)[-1]
     (entrypoint,) = [json.loads(i.args) for i in runtime if i.keyword == "ENTRYPOINT"]

@@ -400,6 +400,34 @@ def test_an_intake_and_two_workers_in_containers_finish_jobs_posted_over_http(
         assert code.strip() == "0", fleet.logs()
 
 
+def test_a_named_volume_on_data_holds_an_sqlite_store(started: Runtime) -> None:
+    """docs/operations.md's `docker run ... -v forebay-data:/data` with
+    FOREBAY_URL=sqlite:////data/forebay.db: a fresh named volume on /data starts owned by the
+    image's user, so forebay creates its store there (the app's folder being read-only)."""
+    volume = f"forebay-test-data-{uuid.uuid4().hex[:8]}"
+    started("volume", "create", volume)
+    try:
+        common = [*started.run_flags, "--read-only", "-v", f"{volume}:/data"]
+        migrated = started(
+            "run",
+            "--rm",
+            *common,
+            "-e",
+            "FOREBAY_URL=sqlite:////data/forebay.db",
+            IMAGE,
+            "migrate",
+            check=False,
+        )
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        listed = started(
+            "run", "--rm", *common, "--entrypoint", "ls", IMAGE, "-ln", "/data", check=False
+        )
+        assert "forebay.db" in listed.stdout, listed.stdout + listed.stderr
+        assert f" {UID} {UID} " in listed.stdout
+    finally:
+        started("volume", "rm", "-f", volume, check=False)
+
+
 def test_the_healthcheck_fails_when_nothing_answers(started: Runtime) -> None:
     """The HEALTHCHECK command itself: it fails (exit 1) where no /healthz answers."""
     inspect = started("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", IMAGE)

@@ -2,7 +2,7 @@
 Kubernetes OpenAPI schemas (``kubernetes-validate`` ships them: no cluster), the KEDA
 ScaledObject against a schema of KEDA's documented spec, and the properties an operator relies
 on: probes on /healthz and /readyz, a worker grace above its shutdown grace, disruption
-budgets, Prometheus scraping, and autoscaling on the queue's depth."""
+budgets that never block a drain, Prometheus scraping, and autoscaling on the due jobs."""
 
 from __future__ import annotations
 
@@ -176,15 +176,33 @@ def test_the_service_routes_to_the_intake(base: dict[tuple[str, str], Obj]) -> N
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+def allowed_disruptions(budget: Obj, healthy: int) -> int:
+    """How many of ``healthy`` pods the budget lets an eviction take down at once (its
+    integer forms, as the disruption controller computes them)."""
+    spec = budget["spec"]
+    if "maxUnavailable" in spec:
+        return max(0, min(healthy, spec["maxUnavailable"]))
+    return max(0, healthy - spec["minAvailable"])
+
+
 @pytest.mark.parametrize("name", ["forebay-intake", "forebay-worker"])
-def test_a_disruption_budget_keeps_one_pod_of_each(
+def test_a_disruption_budget_evicts_one_pod_at_a_time_and_never_blocks_a_drain(
     base: dict[tuple[str, str], Obj], name: str
 ) -> None:
     budget = base["PodDisruptionBudget", name]
     deployment = base["Deployment", name]
-    assert budget["spec"]["minAvailable"] == 1
-    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
-    assert deployment["spec"]["replicas"] > budget["spec"]["minAvailable"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    replicas = deployment["spec"]["replicas"]
+    # One pod at a time: at the manifest's replicas, the others keep serving...
+    assert allowed_disruptions(budget, replicas) == 1 < replicas
+    # ...and at any count down to one pod (KEDA's floor, an overlay's single replica), a
+    # drain can still evict: `kubectl drain` never waits forever.
+    assert all(allowed_disruptions(budget, n) == 1 for n in range(1, 11))
+
+
+def test_a_min_available_budget_would_block_a_drain_at_one_replica() -> None:
+    """Why maxUnavailable: minAvailable 1 lets no eviction through at a single replica."""
+    assert allowed_disruptions({"spec": {"minAvailable": 1}}, 1) == 0
 
 
 # KEDA's ScaledObject (keda.sh/v1alpha1), as documented in "Scaling Deployments, StatefulSets &
@@ -287,25 +305,30 @@ PROMETHEUS_TRIGGER_SCHEMA: dict[str, Any] = {
 }
 
 
-def test_keda_scales_the_workers_on_the_queued_depth(keda: dict[tuple[str, str], Obj]) -> None:
+def test_keda_scales_the_workers_on_the_due_jobs(keda: dict[tuple[str, str], Obj]) -> None:
     scaled = keda["ScaledObject", "forebay-worker"]
     jsonschema.validate(scaled, SCALED_OBJECT_SCHEMA)
     spec = scaled["spec"]
     target = keda["Deployment", spec["scaleTargetRef"]["name"]]
     assert target["spec"]["template"]["spec"]["containers"][0]["args"][0] == "worker"
     assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
-    # Scaling down never goes below the disruption budget's floor.
-    assert (
-        spec["minReplicaCount"]
-        >= keda["PodDisruptionBudget", "forebay-worker"]["spec"]["minAvailable"]
-    )
+    # At KEDA's floor the disruption budget still lets a drain evict the last worker.
+    budget = keda["PodDisruptionBudget", "forebay-worker"]
+    assert allowed_disruptions(budget, spec["minReplicaCount"]) >= 1
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus"
     jsonschema.validate(trigger["metadata"], PROMETHEUS_TRIGGER_SCHEMA)
-    query = trigger["metadata"]["query"]
-    assert 'forebay_queue_jobs{state="queued"}' in query
-    # Every process exports the store's counts: the max per queue, never their sum.
-    assert "max by (queue)" in query
+    query = " ".join(trigger["metadata"]["query"].split())
+    # Due jobs: queued minus those not due yet (scheduled: a future run_at, a retry's backoff),
+    # per queue, then added up. Every process exports the store's counts: the max per queue,
+    # never their sum. The same expression as deploy/prometheus/alerts.yml's due jobs.
+    due = (
+        'max by (queue) (forebay_queue_jobs{state="queued"}) '
+        '- max by (queue) (forebay_queue_jobs{state="scheduled"})'
+    )
+    assert query == f"sum( {due} )"
+    alerts = " ".join((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text().split())
+    assert due in alerts
 
 
 def test_the_scaled_object_schema_refuses_a_misspelt_field(

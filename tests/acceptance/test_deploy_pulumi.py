@@ -2,7 +2,8 @@
 cloud, no cluster, no pulumi CLI. It declares a Secret whose values stay secrets (encrypted in
 the state), a ConfigMap for the rest, and a Deployment that runs the writer worker with the
 secrets as environment variables, the image and replica count of the stack's config, probes
-on its metrics port and a grace above its shutdown grace."""
+on its metrics port and a grace above its shutdown grace; it refuses more than one writer on
+its ReadWriteOnce volume claim, and keeps an explicit 0 in the config."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def configure(config: dict[str, str], secret: set[str]) -> None:
 
 STACK = {
     "image": "registry.example.com/forebay:0.1.0-hf",
-    "replicas": "2",
+    "replicas": "1",
     "namespace": "ingest",
     "hfRepo": "my-org/annotations",
 }
@@ -181,7 +182,8 @@ def test_the_deployment_runs_the_writer_with_the_secrets_as_env(mocks: Mocks) ->
         config = created(mocks, "ConfigMap")
         assert deployment["metadata"]["namespace"] == "ingest"
         spec = deployment["spec"]
-        assert spec["replicas"] == 2  # from the stack's config
+        assert spec["replicas"] == 1  # from the stack's config
+        assert spec["strategy"] == {"type": "Recreate"}  # one writer at a time on the volume
         pod = spec["template"]["spec"]
         (container,) = pod["containers"]
         assert container["image"] == STACK["image"]
@@ -207,7 +209,7 @@ def test_the_deployment_runs_the_writer_with_the_secrets_as_env(mocks: Mocks) ->
             assert container[probe]["httpGet"]["path"] == path
             assert ports[container[probe]["httpGet"]["port"]] == 9100
         grace_s = float(config["data"]["FOREBAY_SHUTDOWN_GRACE_S"])
-        assert pod["terminationGracePeriodSeconds"] > grace_s
+        assert pod["terminationGracePeriodSeconds"] >= grace_s + 15
         assert pod["securityContext"]["runAsNonRoot"] is True
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim_name
@@ -227,15 +229,23 @@ def test_the_deployment_runs_the_writer_with_the_secrets_as_env(mocks: Mocks) ->
 
 @pulumi.runtime.test
 def test_a_staging_database_and_a_dataset_on_an_object_store(mocks: Mocks) -> Any:
-    """The optional staging URL is one more secret; a dataset on s3:// needs no volume claim."""
+    """The optional staging URL is one more secret; a dataset on s3:// needs no volume claim,
+    so more than one replica is accepted then."""
     configure(
-        {**STACK, **SECRETS, "stageUrl": "postgresql://stage:pw@pg/stage", "dataset": "s3://b/p"},
+        {
+            **STACK,
+            **SECRETS,
+            "stageUrl": "postgresql://stage:pw@pg/stage",
+            "dataset": "s3://b/p",
+            "replicas": "3",
+        },
         secret={*SECRETS, "stageUrl"},
     )
     writer = program().writer
 
     def check(string_data: dict[str, str]) -> None:
         assert string_data["FOREBAY_STAGE_URL"] == "postgresql://stage:pw@pg/stage"
+        assert unwrap(created(mocks, "Deployment"))["spec"]["replicas"] == 3
         container = unwrap(created(mocks, "Deployment"))["spec"]["template"]["spec"]
         env = {e["name"] for e in container["containers"][0]["env"]}
         assert "FOREBAY_STAGE_URL" in env
@@ -249,6 +259,48 @@ def test_a_staging_database_and_a_dataset_on_an_object_store(mocks: Mocks) -> An
     return pulumi.Output.all(writer.secret.string_data, writer.deployment.id).apply(
         lambda args: check(args[0])
     )
+
+
+@pytest.mark.parametrize("replicas", ["2", "5"])
+def test_more_than_one_writer_on_the_volume_claim_is_refused(mocks: Mocks, replicas: str) -> None:
+    """The dataset folder is on a ReadWriteOnce claim: one writer at a time. The program stops
+    with a clear error before declaring anything."""
+    configure({**STACK, **SECRETS, "replicas": replicas}, secret=set(SECRETS))
+    with pytest.raises(pulumi.RunError) as refused:
+        program()
+    message = str(refused.value)
+    assert f"replicas is {replicas}" in message
+    assert "ReadWriteOnce" in message and "one writer at a time" in message
+    assert "s3://" in message  # what to do instead
+    assert mocks.created == {}
+
+
+def test_a_negative_setting_is_refused(mocks: Mocks) -> None:
+    configure({**STACK, **SECRETS, "shutdownGraceS": "-1"}, secret=set(SECRETS))
+    with pytest.raises(pulumi.RunError, match="shutdownGraceS is -1"):
+        program()
+    assert mocks.created == {}
+
+
+@pulumi.runtime.test
+def test_an_explicit_zero_is_kept_not_replaced_by_the_default(mocks: Mocks) -> Any:
+    """replicas 0 (the writer scaled to zero), shutdownGraceS 0 and commitIntervalS 0 are
+    what the stack says, not the defaults (1, 30 and 120)."""
+    configure(
+        {**STACK, **SECRETS, "replicas": "0", "shutdownGraceS": "0", "commitIntervalS": "0"},
+        secret=set(SECRETS),
+    )
+    writer = program().writer
+
+    def check(_: Any) -> None:
+        deployment = unwrap(created(mocks, "Deployment"))
+        data = created(mocks, "ConfigMap")["data"]
+        assert deployment["spec"]["replicas"] == 0
+        assert data["FOREBAY_SHUTDOWN_GRACE_S"] == "0"
+        assert data["FOREBAY_HF_COMMIT_INTERVAL_S"] == "0"
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 15
+
+    return pulumi.Output.all(writer.config_map.id, writer.deployment.id).apply(check)
 
 
 def test_the_worker_is_started_as_docs_labelstudio_says() -> None:

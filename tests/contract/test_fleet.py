@@ -37,7 +37,7 @@ def worker(worker_id: str, *, started: float, seen: float, ttl_s: float = 15.0) 
 
 # -- worker records ----------------------------------------------------------------------------
 async def test_saved_workers_are_listed_until_their_ttl_passes(backend: Backend) -> None:
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds: the expiry instant is exact
     older = worker("w-older", started=now - 100, seen=now, ttl_s=15.0)
     newer = worker("w-newer", started=now - 10, seen=now, ttl_s=60.0)
     await asyncio.gather(backend.save_worker(newer), backend.save_worker(older))
