@@ -6,6 +6,7 @@ the build context to what the wheel is made of; and hadolint finds nothing to sa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -139,3 +140,33 @@ def test_hadolint_finds_nothing() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _docker_runs(markdown: str) -> list[str]:
+    """The `docker run` commands of a Markdown file's bash blocks, continuation lines joined."""
+    runs = []
+    for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip().startswith("docker run"):
+                runs.append(" ".join(command.split()))
+    return runs
+
+
+def test_the_docs_docker_runs_have_a_writable_store_and_the_right_healthcheck() -> None:
+    """docs/operations.md's `docker run` examples work with this image: with the app's folder
+    mounted read-only, the store is not the default ./forebay.db there but an SQLite file on
+    /data (the user's) or a shared store; a worker serves its probes on its metrics port, where
+    the HEALTHCHECK asks (FOREBAY_HEALTHCHECK_URL)."""
+    runs = _docker_runs((ROOT / "docs" / "operations.md").read_text())
+    assert runs
+    for run in runs:
+        if ":/app:ro" in run:
+            (url,) = re.findall(r"-e FOREBAY_URL=(\S+)", run)
+            assert url.startswith(("sqlite:////data/", '"$FOREBAY_URL"')), run
+            if url.startswith("sqlite:////data/"):
+                assert re.search(r"-v [\w-]+:/data ", run), run
+        if " worker " in run:
+            assert "--metrics-port 9100" in run, run
+            assert "-e FOREBAY_HEALTHCHECK_URL=http://127.0.0.1:9100/healthz" in run, run
+    assert any(" serve " in run and ":/app:ro" in run for run in runs)
+    assert any(" worker " in run for run in runs)

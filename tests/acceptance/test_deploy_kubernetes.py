@@ -331,6 +331,17 @@ def test_keda_scales_the_workers_on_the_due_jobs(keda: dict[tuple[str, str], Obj
     assert due in alerts
 
 
+def test_docs_operations_shows_the_scaled_objects_query_and_budgets(
+    keda: dict[tuple[str, str], Obj],
+) -> None:
+    docs = " ".join((ROOT / "docs" / "operations.md").read_text().split())
+    query = " ".join(
+        keda["ScaledObject", "forebay-worker"]["spec"]["triggers"][0]["metadata"]["query"].split()
+    )
+    assert query in docs
+    assert "`maxUnavailable: 1`" in docs
+
+
 def test_the_scaled_object_schema_refuses_a_misspelt_field(
     keda: dict[tuple[str, str], Obj],
 ) -> None:
