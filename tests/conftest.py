@@ -11,6 +11,18 @@ from forebay.backends import Backend
 from forebay.testing import isolated_store
 from tests.servers import BACKENDS, backend_url
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh), the tests that drive Chromium
+    share one worker: their module-scoped browser and service then start once per module, not
+    once per worker and again each time a worker comes back to the module, and two browsers
+    never compete for the machine's two cores."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 # Property tests check behaviour, not speed: on a busy or shared machine, generating examples
 # and running them may be slow, which must not fail the suite.
 settings.register_profile("forebay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
