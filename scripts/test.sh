@@ -31,4 +31,6 @@ fi
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy
 .venv/bin/lint-imports  # the floor plan: layers only point down (pyproject.toml)
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist); tests marked with xdist_group share one worker (tests/conftest.py).
+# Arguments come last and win: `bash scripts/test.sh tests/unit -n 0` runs in one process.
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

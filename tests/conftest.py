@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,29 @@ from forebay import Forebay
 from forebay.backends import Backend
 from forebay.testing import isolated_store
 from tests.servers import BACKENDS, backend_url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Subprocesses get the environment that ``os.environ`` shows. pytest imports readline
+    before it loads this file, and GNU readline writes LINES and COLUMNS (80 and 24 without a
+    terminal) into the process's C environment only: every subprocess inherited them, the
+    pytest-xdist workers too, where the CLI's rich tables (forebay/cli/output.py) were then
+    drawn 80 columns wide instead of the 200 they get in one process."""
+    for name in ("COLUMNS", "LINES"):
+        if name not in os.environ:
+            os.unsetenv(name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh), the tests that drive Chromium
+    share one worker: their module-scoped browser and service then start once per module, not
+    once per worker and again each time a worker comes back to the module, and two browsers
+    never compete for the machine's two cores."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
 
 # Property tests check behaviour, not speed: on a busy or shared machine, generating examples
 # and running them may be slow, which must not fail the suite.

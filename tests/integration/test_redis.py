@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from importlib import resources
 from typing import Any
 
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
@@ -69,6 +70,11 @@ def new(queue: str = "q", **kw: Any) -> NewJob:
 
 async def lease(store: RedisBackend, limit: int = 10, lease_s: float = 30.0) -> list[Job]:
     return await store.lease(queue="q", limit=limit, worker_id="w", lease_s=lease_s)
+
+
+def own_tcp_addresses() -> set[str]:
+    """``host:port`` of this process's TCP sockets, as CLIENT LIST shows its clients' ``addr``."""
+    return {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="tcp")}
 
 
 async def keys_of(raw: aioredis.Redis, store: RedisBackend) -> list[str]:
@@ -156,7 +162,11 @@ async def test_waiters_ride_out_a_killed_finish_subscription(
     first, second = await store.enqueue([new(), new()])
     before = {c["id"] for c in await raw.client_list(_type="pubsub")}
     assert await store.wait_for_finish(first.id, timeout_s=0) is not None  # subscribes
-    ours = [c["id"] for c in await raw.client_list(_type="pubsub") if c["id"] not in before]
+    new_ones = [c for c in await raw.client_list(_type="pubsub") if c["id"] not in before]
+    # Tests in other processes (another pytest-xdist worker) may subscribe meanwhile: ours is
+    # the one on a socket of this process (when the server sees our address, as on 127.0.0.1).
+    mine = own_tcp_addresses()
+    ours = [c["id"] for c in new_ones if c["addr"] in mine] or [c["id"] for c in new_ones]
     assert len(ours) == 1 and store._subscriber.subscribed
     await raw.client_kill_filter(_id=ours[0])
     # While it resubscribes, waiters re-read every 0.5 s; once back, messages wake them.
