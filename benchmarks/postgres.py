@@ -51,6 +51,7 @@ from harness import Row, lease_ack_rate, peer_python, peers_dir, print_table, ru
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 from forebay.backends.postgres import PostgresBackend  # noqa: E402
+from forebay.backends.postgres.backend import _insert_args  # noqa: E402
 from forebay.backends.postgres.schema import queries  # noqa: E402
 
 PAYLOAD = {"doc": "x" * 40}
@@ -220,8 +221,11 @@ async def raw_session(dsn: str) -> tuple[Any, dict[str, str], str]:
 
 
 def _args(rows: int) -> tuple[Any, ...]:
-    """The enqueue statement's parameters for ``rows`` plain jobs of one queue."""
-    return ([json.dumps(PAYLOAD)] * rows, "bench", None, None, None, None, None)
+    """The enqueue statement's parameters for ``rows`` plain jobs of one queue, built as the
+    backend builds them (so the raw phase follows the statement's parameters as they change);
+    $10, whether a queue's max_depth is looked up, is false: no queue here has one."""
+    args = _insert_args([NewJob.create("bench", PAYLOAD)] * rows)
+    return (*args[:9], False, *args[9:])
 
 
 async def raw_insert(dsn: str, n: int, per_statement: int) -> float:
