@@ -12,28 +12,18 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from forebay import Forebay, Job, JobState, Worker, WorkerSettings
+from forebay import Forebay, Job, JobState, WorkerSettings
 from forebay.execution.pool import HandlerPool
 from forebay.testing import until
+from tests.contract.workers import running
 
 FAST = WorkerSettings(handle_signals=False, idle_poll_s=0.2, shutdown_grace_s=5)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def state_of(app: Forebay, job_id: int) -> JobState:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -26,23 +24,13 @@ from forebay import (
     NewJob,
     Rate,
     TenantQuotaFull,
-    Worker,
     WorkerSettings,
 )
 from forebay.flow import NO_LIMITS
 from forebay.testing import drain
+from tests.contract.workers import running
 
 FAST = WorkerSettings(handle_signals=False, idle_poll_s=0.05, shutdown_grace_s=5)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def wait_all(app: Forebay, jobs: list[Job]) -> list[Job]:

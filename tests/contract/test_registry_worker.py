@@ -14,8 +14,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,28 +21,19 @@ import httpx
 import pytest
 
 import forebay
-from forebay import Backoff, Forebay, Job, PermanentError, Worker, WorkerSettings
+from forebay import Backoff, Forebay, Job, PermanentError, WorkerSettings
 from forebay.errors import BackendError, ConfigError
 from forebay.fleet import WorkerInfo, minute_of
 from forebay.http import ServiceSettings
 from forebay.testing import Settled, until
 from forebay.worker.maintenance import prune_once
 from forebay.worker.registry import ttl_for
+from tests.contract.workers import running
 from tests.integration.test_http import serving
 
 FAST = WorkerSettings(
     handle_signals=False, idle_poll_s=0.2, shutdown_grace_s=10, registry_every_s=0.05
 )
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def listed(app: Forebay) -> dict[str, WorkerInfo]:

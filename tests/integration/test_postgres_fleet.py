@@ -23,11 +23,11 @@ import pytest
 from forebay import JobFilter, JobState, NewJob
 from forebay.backends import PruneSpec
 from forebay.backends.postgres import PostgresBackend
-from forebay.backends.postgres.schema import migrations, queries
 from forebay.fleet import WorkerInfo
 from forebay.job import Failure
 from forebay.runs import NewRun
-from forebay.testing import isolated_store
+from tests.integration.fleets import postgres_fleet
+from tests.old_stores import postgres_schema_at
 from tests.servers import PG_URL, backend_url, unique_name
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -38,19 +38,8 @@ BACKENDS = 3
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[list[PostgresBackend]]:
     """Backends on one schema, each with its own connections (a fleet of workers)."""
-    async with isolated_store(backend_url("postgres", tmp_path)) as first:
-        assert isinstance(first, PostgresBackend)
-        others = [
-            PostgresBackend.from_url(f"{PG_URL}?schema={first.settings.schema}")
-            for _ in range(BACKENDS - 1)
-        ]
-        for other in others:
-            await other.open()
-        try:
-            yield [first, *others]
-        finally:
-            for other in others:
-                await other.close()
+    async with postgres_fleet(tmp_path, BACKENDS) as backends:
+        yield backends
 
 
 def worker(worker_id: str, now: float) -> WorkerInfo:
@@ -198,10 +187,9 @@ async def test_pruning_minutes_goes_in_bounded_batches(fleet: list[PostgresBacke
 async def test_the_fleet_migration_keeps_the_jobs_of_an_existing_database() -> None:
     backend_url("postgres", Path("."))  # the server must answer (a failure in CI)
     schema = unique_name("forebay_fleetmig")
-    q = queries(schema)
     raw = await asyncpg.connect(PG_URL)
     try:
-        await _previous_release(raw, q, schema)
+        await _previous_release(raw, schema)
         backend = PostgresBackend.from_url(f"{PG_URL}?schema={schema}")
         await backend.open()
         try:
@@ -214,15 +202,10 @@ async def test_the_fleet_migration_keeps_the_jobs_of_an_existing_database() -> N
         await raw.close()
 
 
-async def _previous_release(raw: Any, q: dict[str, str], schema: str) -> None:
+async def _previous_release(raw: Any, schema: str) -> None:
     """A database as the previous release left it: migrations up to 0008, with 30 queued jobs
     and 5 running ones whose lease has expired."""
-    await raw.execute(q["create_schema"])
-    await raw.execute(q["create_migrations_table"])
-    for version, name, sql in migrations(schema):
-        if version <= 8:
-            await raw.execute(sql)
-            await raw.execute(q["record_migration"], version, name)
+    await postgres_schema_at(raw, schema, 9)
     await raw.execute(
         f'INSERT INTO "{schema}".jobs (queue, payload) '
         "SELECT 'a', json_build_object('n', n) FROM generate_series(1, 35) AS n"

@@ -21,10 +21,12 @@ import pytest
 
 from forebay import JobFilter, JobState, NewJob
 from forebay.backends.postgres import PostgresBackend
-from forebay.backends.postgres.schema import migrations, queries
+from forebay.backends.postgres.schema import queries
 from forebay.errors import TenantQuotaFull
 from forebay.flow import FlowLimits, Rate
 from forebay.testing import isolated_store
+from tests.integration.fleets import postgres_fleet
+from tests.old_stores import postgres_schema_at
 from tests.servers import PG_URL, backend_url, unique_name
 
 WORKERS = 4
@@ -33,19 +35,8 @@ WORKERS = 4
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[list[PostgresBackend]]:
     """Backends on one schema, each with its own connections (a fleet of workers)."""
-    async with isolated_store(backend_url("postgres", tmp_path)) as first:
-        assert isinstance(first, PostgresBackend)
-        others = [
-            PostgresBackend.from_url(f"{PG_URL}?schema={first.settings.schema}")
-            for _ in range(WORKERS - 1)
-        ]
-        for other in others:
-            await other.open()
-        try:
-            yield [first, *others]
-        finally:
-            for other in others:
-                await other.close()
+    async with postgres_fleet(tmp_path, WORKERS) as backends:
+        yield backends
 
 
 def new(n: int = 0, **kw: Any) -> NewJob:
@@ -141,16 +132,10 @@ async def _raw() -> AsyncIterator[Any]:
 
 async def test_the_flow_migration_keeps_the_jobs_of_an_existing_database() -> None:
     schema = unique_name("forebay_flowmig")
-    q = queries(schema)
     async with _raw() as raw:
         try:
             # A database as the previous release left it: migrations up to 0007, with jobs.
-            await raw.execute(q["create_schema"])
-            await raw.execute(q["create_migrations_table"])
-            for version, name, sql in migrations(schema):
-                if version <= 7:
-                    await raw.execute(sql)
-                    await raw.execute(q["record_migration"], version, name)
+            await postgres_schema_at(raw, schema, 8)
             await raw.execute(
                 f'INSERT INTO "{schema}".jobs (queue, payload, priority) '
                 "SELECT 'q', json_build_object('n', n), n % 3 FROM generate_series(1, 50) AS n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -36,32 +35,9 @@ from forebay.backends import PruneSpec, backend_from_url
 from forebay.backends.redis import RedisBackend
 from forebay.backends.redis.keys import GROUP, LAYOUT_VERSION, TEMPLATES
 from forebay.job import Deferral, Failure, Lease, Retry
-from forebay.testing import isolated_store, isolated_url
-from tests.servers import REDIS_URL, require_server
+from tests.servers import REDIS_URL
 
 FAR = 10_000.0
-
-
-@pytest.fixture
-def redis_url() -> str:
-    require_server("Redis", REDIS_URL)
-    return isolated_url(REDIS_URL)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisBackend]:
-    async with isolated_store(redis_url) as backend:
-        assert isinstance(backend, RedisBackend)
-        yield backend
-
-
-@pytest.fixture
-async def raw(store: RedisBackend) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def new(queue: str = "q", **kw: Any) -> NewJob:

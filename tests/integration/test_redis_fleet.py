@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
-import pytest
 import redis.asyncio as aioredis
 
 from forebay import NewJob
@@ -23,32 +21,9 @@ from forebay.backends.redis import RedisBackend
 from forebay.backends.redis.keys import LAYOUT_VERSION, TEMPLATES
 from forebay.fleet import WorkerInfo, minute_of
 from forebay.job import Failure
-from forebay.testing import isolated_store, isolated_url
-from tests.servers import REDIS_URL, require_server
+from forebay.testing import isolated_store
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    require_server("Redis", REDIS_URL)
-    return isolated_url(REDIS_URL)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisBackend]:
-    async with isolated_store(redis_url) as backend:
-        assert isinstance(backend, RedisBackend)
-        yield backend
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def worker(worker_id: str, seen: float, ttl_s: float = 15.0) -> WorkerInfo:

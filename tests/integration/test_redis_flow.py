@@ -9,7 +9,6 @@ key would stay blocked for good. Tenants' counts live beside the queues'.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,32 +18,9 @@ from forebay.backends.redis import RedisBackend
 from forebay.backends.redis.keys import LAYOUT_VERSION
 from forebay.flow import FlowLimits, Rate
 from forebay.job import Deferral, Failure, Retry
-from forebay.testing import isolated_store, isolated_url
-from tests.servers import REDIS_URL, require_server
+from forebay.testing import isolated_store
 
 WORKER = "redis-flow"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    require_server("Redis", REDIS_URL)
-    return isolated_url(REDIS_URL)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisBackend]:
-    async with isolated_store(redis_url) as backend:
-        assert isinstance(backend, RedisBackend)
-        yield backend
-
-
-@pytest.fixture
-async def raw(store: RedisBackend) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def new(n: int = 0, **kw: object) -> NewJob:

@@ -4,9 +4,7 @@ its own, and a store of key layout 1 (one index for every queue) is upgraded on 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from forebay import NewJob
@@ -14,23 +12,7 @@ from forebay.backends import PruneSpec
 from forebay.backends.redis import RedisBackend
 from forebay.backends.redis.keys import LAYOUT_VERSION
 from forebay.job import Failure, Lease
-from forebay.testing import isolated_store, isolated_url
-from tests.servers import REDIS_URL, require_server
-
-
-@pytest.fixture
-def redis_url() -> str:
-    require_server("Redis", REDIS_URL)
-    return isolated_url(REDIS_URL)
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+from forebay.testing import isolated_store
 
 
 async def _finish(store: RedisBackend, queue: str, n: int) -> list[int]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from fnmatch import fnmatchcase
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from forebay import EnqueueError, Job, JobFilter, JobState, NewJob
@@ -25,25 +23,6 @@ from forebay.backends.redis.keys import TEMPLATES
 from forebay.errors import RunSealed, UnknownParent, UnknownRun
 from forebay.job import Failure
 from forebay.runs import NewRun, RunState
-from forebay.testing import isolated_store, isolated_url
-from tests.servers import REDIS_URL, require_server
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[RedisBackend]:
-    require_server("Redis", REDIS_URL)
-    async with isolated_store(isolated_url(REDIS_URL)) as backend:
-        assert isinstance(backend, RedisBackend)
-        yield backend
-
-
-@pytest.fixture
-async def raw(store: RedisBackend) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def new(queue: str = "q", **kw: Any) -> NewJob:

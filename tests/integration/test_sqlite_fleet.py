@@ -7,7 +7,6 @@ see each other's workers and add up each other's counts.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,43 +16,23 @@ import pytest
 
 from forebay.backends.base import PruneSpec
 from forebay.backends.sqlite import SQLiteBackend
-from forebay.backends.sqlite.backend import _statements
 from forebay.fleet import WorkerInfo
 from forebay.job import Completion, Failure, JobFilter, JobState, NewJob
-from forebay.sqlfiles import migration_files
+from tests.integration.fleets import sqlite_pair
+from tests.old_stores import sqlite_add_jobs, sqlite_store_at
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def _store_before_fleet(path: Path) -> None:
     """A job store as version 9 of the schema left it: two queued jobs and one running."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite_store_at(path, 10)
     try:
-        conn.execute(
-            "CREATE TABLE forebay_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for number, name, sql in migration_files("forebay.backends.sqlite"):
-            if number >= 10:
-                break
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO forebay_migrations VALUES (?, ?, ?)", (number, name, 0.0))
         now = time.time() - 1.0
-        for i in range(1, 3):
-            conn.execute(
-                "INSERT INTO forebay_jobs (queue, key, run_at, created_at, updated_at, tenant)"
-                " VALUES ('old', ?, ?, ?, ?, 'acme')",
-                (f"k{i}", now, now, now),
-            )
-            conn.execute("INSERT INTO forebay_payloads VALUES (?, ?)", (i, f'{{"i":{i}}}'))
-        conn.execute(
-            "INSERT INTO forebay_jobs (queue, key, state, run_at, created_at, updated_at,"
-            " attempt, deliveries, lease_token, lease_expires_at, worker_id, started_at)"
-            " VALUES ('old', 'k3', 'running', ?, ?, ?, 1, 1, 'tok', ?, 'gone', ?)",
-            (now, now, now, now + 0.5, now),
-        )
-        conn.execute("INSERT INTO forebay_payloads VALUES (3, '{\"i\":3}')")
+        sqlite_add_jobs(conn, "old", ["k1", "k2"], now, tenant="acme")
+        running = {"state": "running", "attempt": 1, "deliveries": 1, "lease_token": "tok"}
+        running |= {"lease_expires_at": now + 0.5, "worker_id": "gone", "started_at": now}
+        sqlite_add_jobs(conn, "old", ["k3"], now, **running)
     finally:
         conn.close()
 
@@ -124,15 +103,8 @@ async def test_a_store_from_before_the_fleet_keeps_its_jobs_and_counts_from_then
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBackend]]:
     """Two stores open on one file, as two worker processes would have."""
-    path = tmp_path / "fleet.db"
-    a, b = SQLiteBackend(path), SQLiteBackend(path)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with sqlite_pair(tmp_path / "fleet.db") as two:
+        yield two
 
 
 async def test_two_stores_on_one_file_list_each_others_workers(

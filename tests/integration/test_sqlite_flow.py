@@ -16,36 +16,20 @@ import pytest
 from forebay.backends.base import PruneSpec
 from forebay.backends.sqlite import SQLiteBackend
 from forebay.backends.sqlite import backend as sqlite_backend
-from forebay.backends.sqlite.backend import _statements
 from forebay.errors import TenantQuotaFull
 from forebay.flow import NO_LIMITS, FlowLimits, Rate
 from forebay.job import Failure, JobFilter, JobState, NewJob
 from forebay.runs import NewRun
-from forebay.sqlfiles import migration_files
+from tests.integration.fleets import sqlite_pair
+from tests.old_stores import sqlite_add_jobs, sqlite_store_at
 
 
 def _store_before_flow(path: Path) -> None:
     """A job store as version 8 of the schema left it, with jobs and a paused queue."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite_store_at(path, 9)
     try:
-        conn.execute(
-            "CREATE TABLE forebay_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for number, name, sql in migration_files("forebay.backends.sqlite"):
-            if number >= 9:
-                break
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO forebay_migrations VALUES (?, ?, ?)", (number, name, 0.0))
         now = time.time() - 1.0
-        for i in range(1, 4):
-            conn.execute(
-                "INSERT INTO forebay_jobs (queue, key, run_at, created_at, updated_at)"
-                " VALUES ('old', ?, ?, ?, ?)",
-                (f"k{i}", now, now, now),
-            )
-            conn.execute("INSERT INTO forebay_payloads VALUES (?, ?)", (i, f'{{"i":{i}}}'))
+        sqlite_add_jobs(conn, "old", ["k1", "k2", "k3"], now)
         conn.execute(
             "INSERT INTO forebay_queues (queue, paused, max_depth, updated_at)"
             " VALUES ('held', 1, 10, ?)",
@@ -57,17 +41,9 @@ def _store_before_flow(path: Path) -> None:
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBackend]]:
-    """Two stores open on one file, as two worker processes would have (each its own writer
-    thread and connections, so SQLite's file lock is all that orders them)."""
-    path = tmp_path / "flow.db"
-    a, b = SQLiteBackend(path), SQLiteBackend(path)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    """Two stores open on one file, as two worker processes would have."""
+    async with sqlite_pair(tmp_path / "flow.db") as two:
+        yield two
 
 
 async def test_a_store_from_before_flow_control_keeps_its_jobs_and_settings(

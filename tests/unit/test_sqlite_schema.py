@@ -11,24 +11,15 @@ from pathlib import Path
 
 from forebay.backends.base import PruneSpec
 from forebay.backends.sqlite import SQLiteBackend
-from forebay.backends.sqlite.backend import _statements
 from forebay.job import DeadCursor, Failure, JobFilter, Lease, NewJob
 from forebay.sqlfiles import migration_files
+from tests.old_stores import sqlite_add_jobs, sqlite_store_at
 
 
 def _version_1_store(path: Path, payloads: list[str]) -> None:
     """A job store as version 1 of the schema left it, holding one queued job per payload."""
-    (version, name, sql) = migration_files("forebay.backends.sqlite")[0]
-    assert version == 1
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite_store_at(path, 2)
     try:
-        conn.execute(
-            "CREATE TABLE forebay_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for statement in _statements(sql):
-            conn.execute(statement)
-        conn.execute("INSERT INTO forebay_migrations VALUES (1, ?, ?)", (name, time.time()))
         now = time.time()
         conn.executemany(
             "INSERT INTO forebay_jobs (queue, payload, key, run_at, created_at, updated_at)"
@@ -129,24 +120,6 @@ async def test_dead_pages_cross_an_instant_whose_microseconds_round_two_ways(
         await store.close()
 
 
-def _store_before(path: Path, version: int) -> None:
-    """An empty job store as the migrations before ``version`` left it."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute(
-            "CREATE TABLE forebay_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for number, name, sql in migration_files("forebay.backends.sqlite"):
-            if number >= version:
-                break
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO forebay_migrations VALUES (?, ?, ?)", (number, name, 0.0))
-    finally:
-        conn.close()
-
-
 def _schema(path: Path) -> dict[str, str]:
     conn = sqlite3.connect(path)
     try:
@@ -162,19 +135,15 @@ async def test_the_jobs_table_rebuilt_for_the_waiting_state_keeps_jobs_ids_and_i
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "jobs.db"
-    _store_before(path, 8)
+    sqlite_store_at(path, 8).close()
     before = _schema(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         now = time.time()
         for i, state in enumerate(["queued", "completed", "dead", "queued"], start=1):
             finished = None if state == "queued" else now
-            conn.execute(
-                "INSERT INTO forebay_jobs (queue, state, key, run_at, created_at, updated_at,"
-                " finished_at, run_id) VALUES ('old', ?, ?, ?, ?, ?, ?, 'free text')",
-                (state, f"k{i}", now, now, now, finished),
-            )
-            conn.execute("INSERT INTO forebay_payloads VALUES (?, ?)", (i, f'{{"i":{i}}}'))
+            columns = {"state": state, "finished_at": finished, "run_id": "free text"}
+            sqlite_add_jobs(conn, "old", [f"k{i}"], now, **columns)
         conn.execute("DELETE FROM forebay_jobs WHERE id = 4")  # the counter stays at 4
     finally:
         conn.close()
