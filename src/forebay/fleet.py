@@ -91,21 +91,14 @@ class WorkerInfo:
         return queue in self.queues
 
     def to_dict(self) -> dict[str, JSON]:
-        return {
-            "id": self.id,
-            "host": self.host,
-            "pid": self.pid,
-            "queues": list(self.queues),
-            "concurrency": self.concurrency,
-            "version": self.version,
-            "started_at": _iso(self.started_at),
-            "last_seen": _iso(self.last_seen),
-            "expires_at": _iso(self.expires_at),
-            "completed": self.completed,
-            "failed": self.failed,
-            "running": self.running,
-            "stopping": self.stopping,
-        }
+        """What HTTP and ``--json`` show: the stored fields, times in ISO 8601, and when the
+        record stops holding (``expires_at``) instead of its ttl."""
+        out = self.to_json()
+        del out["ttl_s"]
+        out["started_at"] = _iso(self.started_at)
+        out["last_seen"] = _iso(self.last_seen)
+        out["expires_at"] = _iso(self.expires_at)
+        return out
 
     def to_json(self) -> dict[str, JSON]:
         """What a backend stores (epoch seconds; read back by :meth:`from_json`)."""
