@@ -12,9 +12,19 @@ p50/p99 for:
 * ``enqueue``: ``POST /v1/queues/bench/jobs`` — answered after the job is committed.
 
 The headline is enqueue/bare. Then the enqueue endpoint is driven at 80 % of its measured
-maximum rate (paced per connection) to report the ack latency a sender sees under steady load,
-and the server's resident memory is shown before and after (``--soak-s 600`` for the 10-minute
-memory check).
+maximum rate to report the ack latency a sender sees under steady load, and the server's
+resident memory is shown before and after (``--soak-s 600`` for the 10-minute memory check).
+
+The paced phase is an open loop, like ``labelstudio.py``'s: request ``n`` is due at
+``start + n / rate`` whatever the answers before it did, it waits for a free connection (of
+``--connections``) if none is, and its latency runs from its due time (not its send time: a
+late send is latency too) to its answer. wrk's ``delay()`` would pause after each answer and
+time from the send, hiding the wait of a slow server (coordinated omission). The paced client is
+a minimal asyncio HTTP/1.1 client in this process; the rate it reached is printed beside the
+target (below it: the client or the server could not keep up, and the latencies show it).
+
+Beside each rate: CPU seconds per 1,000 requests of the server process and of the client (wrk,
+or this process for the paced phase), on the same cores. The ratios come last.
 
     python benchmarks/intake.py                      # every available backend, 3 x 10 s per phase
     python benchmarks/intake.py --backend sqlite --duration-s 5 --repeats 1   # a quick look
@@ -28,6 +38,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -41,7 +52,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -75,12 +86,16 @@ class Measure:
     p99_ms: list[float] = field(default_factory=list)
     errors: int = 0
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds in, MB)
+    server_cpu: list[float] = field(default_factory=list)  # CPU s per 1,000 requests
+    client_cpu: list[float] = field(default_factory=list)  # CPU s per 1,000 requests
 
     def add(self, other: Measure) -> None:
         self.rps += other.rps
         self.p50_ms += other.p50_ms
         self.p99_ms += other.p99_ms
         self.errors += other.errors
+        self.server_cpu += other.server_cpu
+        self.client_cpu += other.client_cpu
 
     @property
     def rate(self) -> float:
@@ -88,15 +103,43 @@ class Measure:
 
     def row(self, backend: str, endpoint: str, note: str = "") -> str:
         if not self.rps:
-            return f"| {backend} | {endpoint} | n/a | | | {note} |"
+            return f"| {backend} | {endpoint} | n/a | | | | | {note} |"
         p50 = statistics.median(self.p50_ms)
         p99 = statistics.median(self.p99_ms)
         spread = f" [{min(self.rps):,.0f}-{max(self.rps):,.0f}]" if len(self.rps) > 1 else ""
         errors = f"{self.errors} non-2xx/errors; " if self.errors else ""
         return (
             f"| {backend} | {endpoint} | {self.rate:,.0f}{spread} | {p50:.2f} | {p99:.2f} "
+            f"| {_median(self.server_cpu):.3f} | {_median(self.client_cpu):.3f} "
             f"| {errors}{note} |"
         )
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def server_cpu_s(server: psutil.Process) -> float:
+    """CPU seconds (user + system) of the server process and its live children so far."""
+    total = 0.0
+    for proc in [server, *server.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished (waited for) children: wrk's, after its run."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 # -- wrk ----------------------------------------------------------------------------------------
@@ -110,12 +153,14 @@ def _ms(text: str) -> float:
     return float(found.group(1)) * _UNITS_MS[found.group(2)]
 
 
-def parse_wrk(output: str) -> Measure:
+def parse_wrk(output: str) -> tuple[Measure, int]:
+    """wrk's figures, and how many requests it completed."""
     measure = Measure()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    if not (rps and p50 and p99):
+    done = re.search(r"(\d+) requests in ", output)
+    if not (rps and p50 and p99 and done):
         raise RuntimeError(f"could not read wrk's output:\n{output}")
     measure.rps.append(float(rps.group(1)))
     measure.p50_ms.append(_ms(p50.group(1)))
@@ -127,18 +172,16 @@ def parse_wrk(output: str) -> Measure:
     measure.errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         measure.errors += sum(int(n) for n in socket_errors.groups())
-    return measure
+    return measure, int(done.group(1))
 
 
-def wrk_script(folder: Path, body: str, delay_ms: float | None) -> Path:
+def wrk_script(folder: Path, body: str) -> Path:
     script = folder / f"post-{secrets.token_hex(3)}.lua"
     lines = [
         'wrk.method = "POST"',
         f"wrk.body = {json.dumps(body)}",
         'wrk.headers["Content-Type"] = "application/json"',
     ]
-    if delay_ms is not None:
-        lines.append(f"function delay() return {delay_ms:.3f} end")
     script.write_text("\n".join(lines) + "\n")
     return script
 
@@ -149,9 +192,10 @@ def run_wrk(
     *,
     connections: int,
     duration_s: float,
-    watch: psutil.Process | None = None,
+    server: psutil.Process | None = None,
 ) -> Measure:
-    """One wrk run; with ``watch``, that process's resident memory is sampled every 5 s."""
+    """One closed-loop wrk run (each connection sends as soon as it has its answer); with
+    ``server``, the CPU of that process and of wrk per 1,000 requests."""
     command = [
         "wrk",
         "--threads",
@@ -167,24 +211,147 @@ def run_wrk(
         str(script),
         url,
     ]
-    if watch is None:
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        return parse_wrk(done.stdout)
-    samples: list[tuple[float, float]] = []
-    started = time.monotonic()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
-        while True:
-            samples.append((time.monotonic() - started, watch.memory_info().rss / 2**20))
-            try:
-                output, _ = proc.communicate(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, command, output)
-    measure = parse_wrk(output)
-    measure.rss_mb = samples
+    server0 = server_cpu_s(server) if server else 0.0
+    client0 = children_cpu_s()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    client1 = children_cpu_s()
+    measure, requests = parse_wrk(done.stdout)
+    if server and requests:
+        measure.server_cpu.append((server_cpu_s(server) - server0) / requests * 1000)
+        measure.client_cpu.append((client1 - client0) / requests * 1000)
     return measure
+
+
+# -- the paced (open-loop) client ---------------------------------------------------------------
+class Poster:
+    """A minimal HTTP/1.1 keep-alive client with a fixed pool of connections: far cheaper per
+    request than httpx, so the paced phase measures the server more than the client."""
+
+    def __init__(self, url: str, body: str, connections: int) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        payload = body.encode()
+        self.request = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        self.connections = connections
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]
+        self._idle = asyncio.Queue()
+
+    async def open(self) -> None:
+        for _ in range(self.connections):
+            self._idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+
+    async def post(self) -> int:
+        """Send the request on the next free connection; the answer's status (0: no answer)."""
+        pair = await self._idle.get()
+        try:
+            if pair is None:  # a connection that failed before: open it again
+                pair = await asyncio.open_connection(self.host, self.port)
+            reader, writer = pair
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lowered = head.lower()
+            at = lowered.index(b"content-length:") + 15
+            await reader.readexactly(int(lowered[at : lowered.index(b"\r\n", at)]))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            if pair is not None:
+                pair[1].close()
+            self._idle.put_nowait(None)
+            return 0
+        except asyncio.CancelledError:  # timed out: the connection is in an unknown state
+            if pair is not None:
+                pair[1].close()
+            self._idle.put_nowait(None)
+            raise
+        self._idle.put_nowait(pair)
+        return status
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            pair = self._idle.get_nowait()
+            if pair is not None:
+                pair[1].close()
+
+
+async def paced(
+    url: str,
+    body: str,
+    *,
+    rate: float,
+    duration_s: float,
+    connections: int,
+    server: psutil.Process,
+    watch_memory: bool = False,
+) -> tuple[Measure, float]:
+    """Post at ``rate`` for ``duration_s``, open loop: return the figures (latency from each
+    request's due time to its 2xx answer) and the rate reached (2xx answers per second, from
+    the first due time to the last answer)."""
+    poster = Poster(url, body, connections)
+    await poster.open()
+    latencies: list[float] = []
+    errors = 0
+    samples: list[tuple[float, float]] = []
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def post(due: float) -> None:
+        nonlocal errors
+        try:
+            status = await asyncio.wait_for(poster.post(), timeout=10)  # as wrk's
+        except TimeoutError:
+            status = 0
+        if 200 <= status < 300:
+            latencies.append(now() - due)
+        else:
+            errors += 1
+
+    async def sample_memory() -> None:
+        while True:
+            samples.append((now() - start, server.memory_info().rss / 2**20))
+            await asyncio.sleep(5)
+
+    now = time.perf_counter
+    total = max(1, int(rate * duration_s))
+    server0, client0 = server_cpu_s(server), own_cpu_s()
+    start = now()
+    sampler = asyncio.create_task(sample_memory()) if watch_memory else None
+    for n in range(total):
+        due = start + n / rate
+        delay = due - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(post(due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    elapsed = now() - start
+    server1, client1 = server_cpu_s(server), own_cpu_s()
+    if sampler is not None:
+        sampler.cancel()
+        samples.append((elapsed, server.memory_info().rss / 2**20))
+    await poster.close()
+    measure = Measure(errors=errors, rss_mb=samples)
+    if latencies:
+        latencies.sort()
+        measure.rps.append(len(latencies) / elapsed)
+        measure.p50_ms.append(statistics.median(latencies) * 1000)
+        measure.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
+        measure.server_cpu.append((server1 - server0) / total * 1000)
+        measure.client_cpu.append((client1 - client0) / total * 1000)
+    return measure, len(latencies) / elapsed
+
+
+def run_paced(url: str, body: str, **kwargs: Any) -> tuple[Measure, float]:
+    """:func:`paced` on a loop of its own (uvloop where it is there, as forebay's server runs)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(paced(url, body, **kwargs))
+    return uvloop.run(paced(url, body, **kwargs))
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -317,15 +484,17 @@ class Result:
     enqueue: Measure
     paced: Measure
     paced_target: float
+    paced_reached: float
     rss_before_mb: float
     rss_after_mb: float
     soak: Measure | None = None
+    soak_reached: float = float("nan")
 
 
 def bench_backend(name: str, url: str, folder: Path, args: argparse.Namespace) -> Result:
     payload = {"doc": "x" * max(0, args.body_bytes - 40), "source": "bench"}
     body = json.dumps({"payload": payload})
-    closed = wrk_script(folder, body, None)
+    closed = wrk_script(folder, body)
     bare, enqueue = Measure(), Measure()
     with serving(url, folder) as (base, server):
         jobs_url = f"{base}/v1/queues/bench/jobs"
@@ -333,60 +502,56 @@ def bench_backend(name: str, url: str, folder: Path, args: argparse.Namespace) -
         run_wrk(bare_url, closed, connections=args.connections, duration_s=2)  # warm-up
         run_wrk(jobs_url, closed, connections=args.connections, duration_s=2)
         rss_before = server.memory_info().rss / 2**20
+        closed_run = {"connections": args.connections, "duration_s": args.duration_s}
         for _ in range(args.repeats):  # interleaved, so drift hits both alike
-            bare.add(
-                run_wrk(bare_url, closed, connections=args.connections, duration_s=args.duration_s)
-            )
-            enqueue.add(
-                run_wrk(jobs_url, closed, connections=args.connections, duration_s=args.duration_s)
-            )
+            bare.add(run_wrk(bare_url, closed, server=server, **closed_run))
+            enqueue.add(run_wrk(jobs_url, closed, server=server, **closed_run))
         target = 0.8 * enqueue.rate
-        delay_ms = paced_delay_ms(jobs_url, folder, body, target, args.connections)
-        paced = run_wrk(
-            jobs_url,
-            wrk_script(folder, body, delay_ms),
-            connections=args.connections,
-            duration_s=args.duration_s,
-        )
-        soak = None
+        paced_run = {"rate": target, "connections": args.connections, "server": server}
+        paced, reached = run_paced(jobs_url, body, duration_s=args.duration_s, **paced_run)
+        soak, soak_reached = None, float("nan")
         if args.soak_s:
-            soak = run_wrk(
-                jobs_url,
-                wrk_script(folder, body, delay_ms),
-                connections=args.connections,
-                duration_s=args.soak_s,
-                watch=server,
+            soak, soak_reached = run_paced(
+                jobs_url, body, duration_s=args.soak_s, watch_memory=True, **paced_run
             )
         rss_after = server.memory_info().rss / 2**20
-    return Result(name, bare, enqueue, paced, target, rss_before, rss_after, soak)
-
-
-def paced_delay_ms(url: str, folder: Path, body: str, target: float, connections: int) -> float:
-    """The per-connection pause that makes wrk send ``target`` requests/s in total.
-
-    wrk pauses after each answer, so a connection sends one request per (pause + latency):
-    start from the pause alone, measure, and take the measured latency off the pause.
-    """
-    pause_ms = 1000 * connections / target
-    probe = run_wrk(url, wrk_script(folder, body, pause_ms), connections=connections, duration_s=3)
-    latency_ms = 1000 * connections / probe.rate - pause_ms
-    return max(0.0, pause_ms - latency_ms)
+    return Result(
+        name, bare, enqueue, paced, target, reached, rss_before, rss_after, soak, soak_reached
+    )
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\n### HTTP intake ({args.connections} connections, {args.duration_s:g} s x "
-        f"{args.repeats}, ~{args.body_bytes} B bodies, wrk on the same machine)\n"
+        f"{args.repeats}, ~{args.body_bytes} B bodies, the client on the same machine)\n"
     )
-    print("| backend | endpoint | requests/s | p50 ms | p99 ms | note |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "Closed loop (wrk): latency from each send. Paced (open loop, this script's client): "
+        "latency from each request's due time; requests/s is the rate of 2xx answers reached.\n"
+    )
+    print(
+        "| backend | endpoint | requests/s | p50 ms | p99 ms | server CPU s / 1,000 requests "
+        "| client CPU s / 1,000 requests | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        ratio = r.enqueue.rate / r.bare.rate if r.bare.rate else float("nan")
-        print(r.bare.row(r.backend, "bare (no enqueue)"))
-        print(r.enqueue.row(r.backend, "enqueue (durable)", f"**{ratio:.0%} of bare**"))
-        print(r.paced.row(r.backend, "enqueue at 80 % of max", f"target {r.paced_target:,.0f}/s"))
+        print(r.bare.row(r.backend, "bare (no enqueue), closed loop"))
+        print(r.enqueue.row(r.backend, "enqueue (durable), closed loop"))
+        print(
+            r.paced.row(
+                r.backend,
+                "enqueue paced at 80 % of max",
+                f"reached {r.paced_reached:,.0f}/s of a {r.paced_target:,.0f}/s target",
+            )
+        )
         if r.soak is not None:
-            print(r.soak.row(r.backend, f"enqueue soak {args.soak_s:g} s", "at 80 % of max"))
+            print(
+                r.soak.row(
+                    r.backend,
+                    f"enqueue paced, soak {args.soak_s:g} s",
+                    f"reached {r.soak_reached:,.0f}/s of a {r.paced_target:,.0f}/s target",
+                )
+            )
     print("\n| backend | server RSS before | after | change |")
     print("|---|---|---|---|")
     for r in results:
@@ -408,6 +573,15 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
 
         peak = max(mb for _s, mb in samples)
         print(f"| {r.backend} | {at(60)} | {at(300)} | {at(float('inf'))} | {peak:.1f} MB |")
+    print("\n### ratios (medians of this run)\n")
+    for r in results:
+        ratio = r.enqueue.rate / r.bare.rate if r.bare.rate else float("nan")
+        cpu = _median(r.enqueue.server_cpu) / _median(r.bare.server_cpu)
+        print(f"* {r.backend}: enqueue / bare requests/s (closed loop): {ratio:.2f}x")
+        print(f"* {r.backend}: enqueue / bare server CPU per request: {cpu:.2f}x")
+        print(
+            f"* {r.backend}: paced rate reached / target: {r.paced_reached / r.paced_target:.2f}x"
+        )
 
 
 def main() -> None:

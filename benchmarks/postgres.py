@@ -15,7 +15,8 @@ database. Phases:
   (group commit: many callers' jobs per INSERT and commit);
 * ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
 * ``process no-op, 1 / 2 worker processes``: separate worker processes drain a backlog of no-op
-  jobs (rate = jobs / (last job start - first job start), as the peer harness measures);
+  jobs (rate = jobs / (last job start - first job start), as the peer harness measures); the
+  handler does what the peers' no-op job does: one ``O_APPEND`` write of a line to a file;
 * ``enqueue->start latency``: a worker idles, jobs are enqueued one at a time at ``--rate``
   per second; p50 and p99 of (handler start - time before the enqueue call), in ms;
 * ``lease+ack, N queued``: lease 100 + complete 100 through the backend, with 10,000 and with
@@ -24,6 +25,10 @@ database. Phases:
   jobs table with its indexes is sampled (it should stay bounded, not grow with N);
 * raw asyncpg: forebay's own SQL statements (from its ``queries.sql``) in a plain loop on one
   connection, without forebay's Python around them: the ceiling for each phase.
+
+Beside each rate: CPU seconds per 1,000 jobs of the client process doing the work (for
+processing: the worker processes, from their first job to the end of their run). PostgreSQL's
+own CPU is not counted, nor the peers'. The ratios come last.
 """
 
 from __future__ import annotations
@@ -47,7 +52,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import asyncpg  # noqa: E402
-from harness import Row, lease_ack_rate, peer_python, peers_dir, print_table, run_peer  # noqa: E402
+from harness import (  # noqa: E402
+    Marks,
+    Row,
+    cpu_per_1k,
+    lease_ack_rate,
+    peer_python,
+    peers_dir,
+    print_ratios,
+    print_table,
+    ratio_lines,
+    run_peer,
+)
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 from forebay.backends.postgres import PostgresBackend  # noqa: E402
@@ -79,40 +95,41 @@ def fresh(dsn: str) -> str:
 
 
 # -- forebay phases ----------------------------------------------------------------------------
-async def enqueue_one_caller(url: str, n: int) -> float:
+async def enqueue_one_caller(url: str, n: int) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             await app.enqueue("bench", PAYLOAD)
-        rate = n / (time.perf_counter() - t0)
+        rate, cpu = n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
     await drop(url)
-    return rate
+    return rate, cpu
 
 
-async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> float:
+async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> tuple[float, float]:
     async with Forebay(url) as app:
 
         async def caller(k: int) -> None:
             for _ in range(k):
                 await app.enqueue("bench", PAYLOAD)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
-        rate = (n // callers * callers) / (time.perf_counter() - t0)
+        done = n // callers * callers
+        rate, cpu = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     await drop(url)
-    return rate
+    return rate, cpu
 
 
-async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> float:
+async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(0, n, batch):
             await app.enqueue_many(
                 NewJob.create("bench", PAYLOAD) for _ in range(min(batch, n - i))
             )
-        rate = n / (time.perf_counter() - t0)
+        rate, cpu = n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
     await drop(url)
-    return rate
+    return rate, cpu
 
 
 async def fill(url: str, n: int, queue: str = "bench") -> None:
@@ -125,30 +142,50 @@ async def fill(url: str, n: int, queue: str = "bench") -> None:
         await conn.close()
 
 
-def process_in_children(url: str, n: int, concurrency: int, procs: int) -> float:
-    """Drain ``n`` queued no-op jobs with ``procs`` worker processes; return jobs/s."""
+def process_in_children(url: str, n: int, concurrency: int, procs: int) -> tuple[float, float]:
+    """Drain ``n`` queued no-op jobs with ``procs`` worker processes; return (jobs/s, CPU s per
+    1,000 jobs of the worker processes). Each job appends a line to a file, as the peers' jobs
+    do; the file must hold ``n`` lines after."""
+    marks = Path(tempfile.gettempdir()) / f"forebay-bench-marks-{os.getpid()}.txt"
+    marks.unlink(missing_ok=True)
     argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(concurrency)]
+    argv += ["--marks", str(marks)]
     children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
     reports = [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
     done = sum(r["n"] for r in reports)
-    if done != n:
-        raise RuntimeError(f"workers processed {done} jobs, expected {n}")
+    lines = marks.read_bytes().count(b"\n") if marks.exists() else 0
+    marks.unlink(missing_ok=True)
+    if done != n or lines != n:
+        raise RuntimeError(f"workers processed {done} jobs ({lines} lines written), expected {n}")
     first = min(r["first"] for r in reports if r["n"])
     last = max(r["last"] for r in reports if r["n"])
-    return done / (last - first)
+    cpu = sum(r["cpu_s"] for r in reports)
+    return done / (last - first), cpu / done * 1000
 
 
-async def child_worker(url: str, concurrency: int) -> None:
+async def child_worker(url: str, concurrency: int, marks_path: str | None) -> None:
     app = Forebay(url)
     stamps: list[float] = []
+    cpu0 = [0.0]
+    marks = Marks(marks_path or os.devnull)
 
     @app.handler("bench", concurrency=concurrency)
     async def noop(job: Job) -> None:
+        marks.mark()  # the peers' per-job work: one line appended to a file
+        if not stamps:
+            cpu0[0] = time.process_time()
         stamps.append(time.time())
 
     await app.run_worker(burst=True, settings=WorkerSettings(burst=True, handle_signals=False))
+    cpu = time.process_time() - cpu0[0] if stamps else 0.0
     await app.close()
-    report = {"n": len(stamps), "first": stamps[0] if stamps else 0, "last": max(stamps, default=0)}
+    marks.close()
+    report = {
+        "n": len(stamps),
+        "first": stamps[0] if stamps else 0,
+        "last": max(stamps, default=0),
+        "cpu_s": cpu,
+    }
     print(json.dumps(report))
 
 
@@ -228,37 +265,41 @@ def _args(rows: int) -> tuple[Any, ...]:
     return (*args[:9], False, *args[9:])
 
 
-async def raw_insert(dsn: str, n: int, per_statement: int) -> float:
+async def raw_insert(dsn: str, n: int, per_statement: int) -> tuple[float, float]:
     conn, q, url = await raw_session(dsn)
     args = _args(per_statement)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(n // per_statement):
         await conn.fetch(q["enqueue_plain"], *args)
-    rate = (n // per_statement * per_statement) / (time.perf_counter() - t0)
+    done = n // per_statement * per_statement
+    rate, cpu = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     await conn.close()
     await drop(url)
-    return rate
+    return rate, cpu
 
 
-async def raw_claim_ack(dsn: str, n: int, per_batch: int = 100) -> float:
+async def raw_claim_ack(dsn: str, n: int, per_batch: int = 100) -> tuple[float, float]:
     conn, q, url = await raw_session(dsn)
     for i in range(0, n, 10_000):
         await conn.fetch(q["enqueue_plain"], *_args(min(10_000, n - i)))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     done = 0
     while True:
-        rows = await conn.fetch(q["lease"], "bench", per_batch, "token", 60.0, "raw")
+        # $6, the time to lease at: NULL (the server's now(), as the backend leases)
+        rows = await conn.fetch(q["lease"], "bench", per_batch, "token", 60.0, "raw", None)
         if not rows:
             break
         k = len(rows)
         ids, tokens = [r[0] for r in rows], ["token"] * k
-        # outcomes, run_at, messages, kinds: NULL; all "complete"; no tracebacks, no results
-        await conn.fetch(q["settle"], ids, tokens, None, None, None, None, "complete", None, None)
+        # outcomes, run_at, messages, kinds: NULL; all "complete"; no tracebacks, no results;
+        # $10: not jobs others wait on (the backend's plain settle)
+        settle = (ids, tokens, None, None, None, None, "complete", None, None, False)
+        await conn.fetch(q["settle"], *settle)
         done += k
-    rate = done / (time.perf_counter() - t0)
+    rate, cpu = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     await conn.close()
     await drop(url)
-    return rate
+    return rate, cpu
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -272,13 +313,13 @@ def forebay_rows(args: argparse.Namespace) -> list[Row]:
         Row("forebay", "process no-op, 2 worker processes", note=note),
     ]
     for _ in range(args.repeats):
-        rows[0].values.append(asyncio.run(enqueue_one_caller(fresh(args.dsn), args.n // 4)))
-        rows[1].values.append(asyncio.run(enqueue_concurrent(fresh(args.dsn), args.n)))
-        rows[2].values.append(asyncio.run(enqueue_bulk(fresh(args.dsn), args.n * 5)))
+        rows[0].add(asyncio.run(enqueue_one_caller(fresh(args.dsn), args.n // 4)))
+        rows[1].add(asyncio.run(enqueue_concurrent(fresh(args.dsn), args.n)))
+        rows[2].add(asyncio.run(enqueue_bulk(fresh(args.dsn), args.n * 5)))
         for procs, row in ((1, rows[3]), (2, rows[4])):
             url = fresh(args.dsn)
             asyncio.run(fill(url, args.n * 2))
-            row.values.append(process_in_children(url, args.n * 2, args.concurrency, procs))
+            row.add(process_in_children(url, args.n * 2, args.concurrency, procs))
             asyncio.run(drop(url))
     return rows
 
@@ -291,10 +332,10 @@ def raw_rows(args: argparse.Namespace) -> list[Row]:
         Row("raw asyncpg", "claim+ack 100 per batch", note="forebay's lease + settle"),
     ]
     for _ in range(args.repeats):
-        rows[0].values.append(asyncio.run(raw_insert(args.dsn, args.n // 4, 1)))
-        rows[1].values.append(asyncio.run(raw_insert(args.dsn, args.n * 5, 100)))
-        rows[2].values.append(asyncio.run(raw_insert(args.dsn, args.n * 5, 1000)))
-        rows[3].values.append(asyncio.run(raw_claim_ack(args.dsn, args.n * 2)))
+        rows[0].add(asyncio.run(raw_insert(args.dsn, args.n // 4, 1)))
+        rows[1].add(asyncio.run(raw_insert(args.dsn, args.n * 5, 100)))
+        rows[2].add(asyncio.run(raw_insert(args.dsn, args.n * 5, 1000)))
+        rows[3].add(asyncio.run(raw_claim_ack(args.dsn, args.n * 2)))
     return rows
 
 
@@ -315,10 +356,10 @@ def backlog_rows(args: argparse.Namespace) -> list[Row]:
         url = fresh(args.dsn)
         asyncio.run(fill(url, backlog + per_repeat * args.repeats))
         row = Row("forebay", f"lease+ack 100/batch, {backlog:,} queued")
-        row.values = [asyncio.run(lease_ack_rate(url, per_repeat)) for _ in range(args.repeats)]
+        for _ in range(args.repeats):
+            row.add(asyncio.run(lease_ack_rate(url, per_repeat)))
         asyncio.run(drop(url))
         rows.append(row)
-    rows[1].note = f"{rows[1].median / rows[0].median:.0%} of the rate at 10,000"
     return rows
 
 
@@ -415,10 +456,10 @@ def peer_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
         results = run_peer(directory, python, peer, config=config, n=n, repeats=args.repeats)
         how = str(results[0]["enqueue_how"]) if results else "failed"
         name = f"{peer} ({config})"
-        rows.append(Row(name, "enqueue", [float(r["enqueue_rate"]) for r in results], note=how))  # type: ignore[arg-type]
-        rows.append(
-            Row(name, "process no-op", [float(r["process_rate"]) for r in results], note=f"N={n}")  # type: ignore[arg-type]
-        )
+        rates = [float(r["enqueue_rate"]) for r in results]  # type: ignore[arg-type]
+        rows.append(Row(name, "enqueue", rates, note=f"{how}; CPU not measured"))
+        rates = [float(r["process_rate"]) for r in results]  # type: ignore[arg-type]
+        rows.append(Row(name, "process no-op", rates, note=f"N={n}; CPU not measured"))
     extra = ("--rate", str(args.rate), "--seconds", str(args.latency_seconds))
     results = run_peer(
         directory, python, "pgqueuer", latency=True, repeats=args.repeats, extra=extra
@@ -459,6 +500,7 @@ def main() -> None:
     ap.add_argument("--peers", help="peer harness directory (run_peers.py); or FOREBAY_BENCH_PEERS")
     ap.add_argument("--peers-python", help="Python with the peers installed")
     ap.add_argument("--child-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--marks", help=argparse.SUPPRESS)
     ap.add_argument("--latency-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--churn-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -467,7 +509,7 @@ def main() -> None:
         lambda record: "autovacuum is off" not in record.getMessage()
     )
     if args.child_worker:
-        asyncio.run(child_worker(args.child_worker, args.concurrency))
+        asyncio.run(child_worker(args.child_worker, args.concurrency, args.marks))
         return
     if args.latency_child:
         asyncio.run(latency_child(*args.latency_child))
@@ -480,22 +522,25 @@ def main() -> None:
     raw = raw_rows(args)
     ours = forebay_rows(args)
     baseline = {
-        "enqueue 1 caller": raw[0].median,
-        "enqueue 100 callers": raw[0].median,
-        "enqueue bulk": raw[2].median,
-        "process no-op, 1 worker process": raw[3].median,
-        "process no-op, 2 worker processes": raw[3].median,
+        "enqueue 1 caller": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
+        "enqueue 100 callers": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
+        "enqueue bulk": (f"{raw[2].system} {raw[2].phase}", raw[2].median),
+        "process no-op, 1 worker process": (f"{raw[3].system} {raw[3].phase}", raw[3].median),
+        "process no-op, 2 worker processes": (f"{raw[3].system} {raw[3].phase}", raw[3].median),
     }
+    ratios = ratio_lines(ours, baseline)
+    ratios.append(
+        f"forebay process no-op, 2 worker processes / 1: {ours[4].median / ours[3].median:.2f}x"
+    )
     autovacuum = "on" if asyncio.run(_autovacuum_on(args.dsn)) else "OFF"
     print(
         f"PostgreSQL at {args.dsn.split('@')[-1]}, synchronous_commit=on, autovacuum "
         f"{autovacuum}; {os.cpu_count()} cores"
     )
     print_table(
-        "forebay vs raw asyncpg running forebay's statements (ratio: forebay / raw: single-row "
-        "commits for single enqueues, 1,000-row statements for bulk, claim+ack for processing)",
+        "forebay and raw asyncpg running forebay's statements (CPU: the client process doing "
+        "the work; PostgreSQL's not counted)",
         ours + raw,
-        baseline=baseline,
     )
     ours_latency = latency_rows(args)
     peers, peer_latency = peer_rows(args)
@@ -504,16 +549,21 @@ def main() -> None:
         print_table("peers in the same run", peers)
         pgq_proc = by.get("pgqueuer (default)|process no-op", float("nan"))
         pgq_bulk = by.get("pgqueuer (default)|enqueue", float("nan"))
-        print(
-            f"\nforebay / PgQueuer, same run: no-op processing (1 process) "
-            f"{ours[3].median / pgq_proc:.2f}x, bulk enqueue {ours[2].median / pgq_bulk:.2f}x, "
-            f"2 processes vs 1: {ours[4].median / ours[3].median:.2f}x"
+        ratios.append(
+            f"forebay process no-op, 1 worker process / PgQueuer (default) process no-op: "
+            f"{ours[3].median / pgq_proc:.2f}x"
         )
+        ratios.append(f"forebay enqueue bulk / PgQueuer enqueue: {ours[2].median / pgq_bulk:.2f}x")
     print_table("idle enqueue->start latency", ours_latency + peer_latency)
     if not args.no_backlog:
-        print_table("leasing cost vs backlog", backlog_rows(args))
+        leasing = backlog_rows(args)
+        print_table("leasing cost vs backlog", leasing)
+        ratios.append(
+            f"{leasing[1].phase} / {leasing[0].phase}: {leasing[1].median / leasing[0].median:.2f}x"
+        )
     if args.churn:
         print_table("table size over a long run, pruning completed jobs at once", churn_rows(args))
+    print_ratios(ratios)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ Every figure is a median [min-max] of ``--repeats``. Phases:
 * ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
 * ``process no-op, 1 worker process``: a separate worker process drains a backlog of no-op jobs
   (rate = jobs / (last job start - first job start), as the peer harness measures); every run
-  checks that exactly N jobs ran, each once;
+  checks that exactly N jobs ran, each once; the handler does what the peers' no-op job does:
+  one ``O_APPEND`` write of a line to a file per job (so does the latency worker's);
 * ``enqueue->start latency``: an idle worker process, single enqueues at 100 jobs/s: p50/p99;
 * raw redis-py: XADD one per round trip, XADD pipelined by 100, XREADGROUP + XACK of 100;
 * Redis memory (``used_memory``) before, with a backlog, after processing, after pruning.
+
+Beside each rate: CPU seconds per 1,000 jobs of the client process doing the work (for
+processing: the worker process, from its first job to the end of its run). The Redis server's
+CPU is not counted, nor the peers'. The ratios and the targets come last.
 """
 
 from __future__ import annotations
@@ -48,7 +53,17 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 import redis  # noqa: E402
 
 sys.path.append(str(HERE))
-from harness import Row, peer_python, peers_dir, print_table, run_peer  # noqa: E402
+from harness import (  # noqa: E402
+    Marks,
+    Row,
+    cpu_per_1k,
+    peer_python,
+    peers_dir,
+    print_ratios,
+    print_table,
+    ratio_lines,
+    run_peer,
+)
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 from forebay.backends.redis import RedisBackend  # noqa: E402
@@ -113,32 +128,33 @@ def used_memory_mb(url: str) -> float:
 
 
 # -- forebay phases ---------------------------------------------------------------------------
-async def enqueue_one_caller(url: str, n: int) -> float:
+async def enqueue_one_caller(url: str, n: int) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             await app.enqueue(QUEUE, PAYLOAD)
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
 
 
-async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> float:
+async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> tuple[float, float]:
     async with Forebay(url) as app:
 
         async def caller(k: int) -> None:
             for _ in range(k):
                 await app.enqueue(QUEUE, PAYLOAD)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
-        return (n // callers * callers) / (time.perf_counter() - t0)
+        done = n // callers * callers
+        return done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
 
 
-async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> float:
+async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(0, n, batch):
             await app.enqueue_many(NewJob.create(QUEUE, PAYLOAD) for _ in range(min(batch, n - i)))
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
 
 
 async def fill(url: str, n: int) -> None:
@@ -149,53 +165,80 @@ async def fill(url: str, n: int) -> None:
             )
 
 
-def child(mode: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+def child(mode: str, url: str, args: argparse.Namespace, marks: Path) -> dict[str, Any]:
     """Run this script as a worker process in ``mode``; return its JSON report."""
     argv = [sys.executable, __file__, f"--child-{mode}", url]
-    argv += ["--concurrency", str(args.concurrency), "--n", str(args.n)]
+    argv += ["--concurrency", str(args.concurrency), "--n", str(args.n), "--marks", str(marks)]
     out = subprocess.run(argv, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def process(url: str, n: int, args: argparse.Namespace) -> float:
-    """Drain ``n`` queued no-op jobs with one worker process; check each ran exactly once."""
+def marks_file() -> Path:
+    path = Path(tempfile.gettempdir()) / f"forebay-bench-marks-{os.getpid()}.txt"
+    path.unlink(missing_ok=True)
+    return path
+
+
+def process(url: str, n: int, args: argparse.Namespace) -> tuple[float, float]:
+    """Drain ``n`` queued no-op jobs with one worker process; check each ran exactly once.
+    Return (jobs/s, CPU s per 1,000 jobs of the worker process)."""
     flush(url)
     asyncio.run(fill(url, n))
-    report = child("worker", url, args)
-    if report["n"] != n or report["distinct"] != n:
-        raise RuntimeError(f"{report['n']} runs of {report['distinct']} jobs, expected {n} of {n}")
-    return float(n / (report["last"] - report["first"]))
+    marks = marks_file()
+    report = child("worker", url, args, marks)
+    lines = marks.read_bytes().count(b"\n") if marks.exists() else 0
+    marks.unlink(missing_ok=True)
+    if report["n"] != n or report["distinct"] != n or lines != n:
+        raise RuntimeError(
+            f"{report['n']} runs of {report['distinct']} jobs ({lines} lines written), "
+            f"expected {n} of {n}"
+        )
+    return float(n / (report["last"] - report["first"])), report["cpu_s"] / n * 1000
 
 
-async def child_worker(url: str, concurrency: int) -> None:
+async def child_worker(url: str, concurrency: int, marks_path: str) -> None:
     app = Forebay(url)
     stamps: list[float] = []
     ids: set[int] = set()
+    cpu0 = [0.0]
+    marks = Marks(marks_path)
 
     @app.handler(QUEUE, concurrency=concurrency)
     async def noop(job: Job) -> None:
+        marks.mark()  # the peers' per-job work: one line appended to a file
+        if not stamps:
+            cpu0[0] = time.process_time()
         stamps.append(time.time())
         ids.add(job.id)
 
     await app.run_worker(burst=True, settings=WorkerSettings(handle_signals=False))
+    cpu = time.process_time() - cpu0[0]
     await app.close()
-    print(
-        json.dumps({"n": len(stamps), "distinct": len(ids), "first": stamps[0], "last": stamps[-1]})
-    )
+    marks.close()
+    report = {
+        "n": len(stamps),
+        "distinct": len(ids),
+        "first": stamps[0],
+        "last": stamps[-1],
+        "cpu_s": cpu,
+    }
+    print(json.dumps(report))
 
 
-async def child_latency(url: str, jobs: int) -> None:
+async def child_latency(url: str, jobs: int, marks_path: str) -> None:
     """An idle worker: report enqueue->start latencies of ``jobs`` jobs (after a warm-up)."""
     app = Forebay(url)
     latencies: list[float] = []
     done = asyncio.Event()
+    marks = Marks(marks_path)
 
     @app.handler(QUEUE, concurrency=8)
     async def noop(job: Job) -> None:
         started = time.time()
         ts = float(job.payload["ts"])  # type: ignore[index,arg-type,call-overload]
+        marks.mark(ts)  # the peers' per-job work: one line appended to a file
         if ts > 0:
             latencies.append((started - ts) * 1000)
             if len(latencies) >= jobs:
@@ -208,6 +251,7 @@ async def child_latency(url: str, jobs: int) -> None:
     worker.stop()
     await running
     await app.close()
+    marks.close()
     print(json.dumps({"jobs": len(latencies), "latencies_ms": latencies}))
 
 
@@ -227,13 +271,16 @@ async def produce_at_rate(url: str, rate: float, jobs: int) -> None:
 def latency(url: str, args: argparse.Namespace) -> tuple[float, float]:
     flush(url)
     jobs = int(args.rate * args.latency_seconds)
+    marks = marks_file()
     argv = [sys.executable, __file__, "--child-latency", url, "--n", str(jobs)]
+    argv += ["--marks", str(marks)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError("the latency worker did not start")
     asyncio.run(produce_at_rate(url, args.rate, jobs))
     report = json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1])
+    marks.unlink(missing_ok=True)
     values = sorted(report["latencies_ms"])
     return percentile(values, 50), percentile(values, 99)
 
@@ -281,26 +328,29 @@ async def memory_run(url: str, jobs: int, concurrency: int) -> list[Row]:
 
 
 # -- raw redis-py -----------------------------------------------------------------------------
-def raw_rates(url: str, n: int) -> tuple[float, float, float]:
+Measured = tuple[float, float]  # (jobs/s, CPU s per 1,000 jobs)
+
+
+def raw_rates(url: str, n: int) -> tuple[Measured, Measured, Measured]:
     """XADD one per round trip, XADD pipelined by 100, XREADGROUP + XACK of 100 per call."""
     r = redis.Redis.from_url(url)
     fields = {"p": json.dumps(PAYLOAD)}
     r.delete("raw")
     k = n // 4
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(k):
         r.xadd("raw", fields)
-    single = k / (time.perf_counter() - t0)
+    single = k / (time.perf_counter() - t0), cpu_per_1k(cpu0, k)
     r.delete("raw")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(n // 100):
         pipe = r.pipeline(transaction=False)
         for _ in range(100):
             pipe.xadd("raw", fields)
         pipe.execute()
-    piped = (n // 100 * 100) / (time.perf_counter() - t0)
+    piped = (n // 100 * 100) / (time.perf_counter() - t0), cpu_per_1k(cpu0, n // 100 * 100)
     r.xgroup_create("raw", "g", id="0")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     done = 0
     while True:
         got = r.xreadgroup("g", "c", {"raw": ">"}, count=100)
@@ -309,7 +359,7 @@ def raw_rates(url: str, n: int) -> tuple[float, float, float]:
         ids = [entry_id for entry_id, _ in got[0][1]]
         r.xack("raw", "g", *ids)
         done += len(ids)
-    consumed = done / (time.perf_counter() - t0)
+    consumed = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     r.delete("raw")
     r.close()
     return single, piped, consumed
@@ -325,12 +375,12 @@ def forebay_rows(url: str, args: argparse.Namespace) -> list[Row]:
     ]
     for _ in range(args.repeats):
         flush(url)
-        rows[0].values.append(asyncio.run(enqueue_one_caller(url, args.n // 4)))
+        rows[0].add(asyncio.run(enqueue_one_caller(url, args.n // 4)))
         flush(url)
-        rows[1].values.append(asyncio.run(enqueue_concurrent(url, args.n)))
+        rows[1].add(asyncio.run(enqueue_concurrent(url, args.n)))
         flush(url)
-        rows[2].values.append(asyncio.run(enqueue_bulk(url, args.n * 5)))
-        rows[3].values.append(process(url, args.n * 2, args))
+        rows[2].add(asyncio.run(enqueue_bulk(url, args.n * 5)))
+        rows[3].add(process(url, args.n * 2, args))
     rows[3].note += f", {args.n * 2:,} jobs, each ran exactly once"
     return rows
 
@@ -343,8 +393,8 @@ def raw_rows(url: str, args: argparse.Namespace) -> list[Row]:
     ]
     for _ in range(args.repeats):
         flush(url)
-        for row, value in zip(rows, raw_rates(url, args.n * 5), strict=True):
-            row.values.append(value)
+        for row, measured in zip(rows, raw_rates(url, args.n * 5), strict=True):
+            row.add(measured)
     return rows
 
 
@@ -371,13 +421,14 @@ def peer_rows(url: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]
         results = run_peer(directory, python, peer, config=config, n=n, repeats=args.repeats)
         how = str(results[0]["enqueue_how"]) if results else "failed"
         complete = all(bool(r["complete"]) for r in results) if results else False
-        rows.append(Row(peer, "enqueue", [float(r["enqueue_rate"]) for r in results], note=how))
+        rates = [float(r["enqueue_rate"]) for r in results]
+        rows.append(Row(peer, "enqueue", rates, note=f"{how}; CPU not measured"))
         rows.append(
             Row(
                 peer,
                 "process no-op",
                 [float(r["process_rate"]) for r in results],
-                note=f"config {config}, {n:,} jobs, exactly N ran: {complete}",
+                note=f"config {config}, {n:,} jobs, exactly N ran: {complete}; CPU not measured",
             )
         )
     if not args.no_latency:
@@ -456,14 +507,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 repeat, small sizes: a smoke run")
     ap.add_argument("--child-worker", help=argparse.SUPPRESS)
     ap.add_argument("--child-latency", help=argparse.SUPPRESS)
+    ap.add_argument("--marks", help=argparse.SUPPRESS)
     args = ap.parse_args()
     # The benchmark's server has no persistence on purpose (like the peers'): no warning about it.
     logging.getLogger("forebay.backends.redis").setLevel(logging.ERROR)
     if args.child_worker:
-        asyncio.run(child_worker(args.child_worker, args.concurrency))
+        asyncio.run(child_worker(args.child_worker, args.concurrency, args.marks))
         return
     if args.child_latency:
-        asyncio.run(child_latency(args.child_latency, args.n))
+        asyncio.run(child_latency(args.child_latency, args.n, args.marks))
         return
     if args.quick:
         args.repeats, args.n, args.scale = 1, 4000, 0.25
@@ -486,15 +538,14 @@ def run(url: str, args: argparse.Namespace) -> None:
     latency = [] if args.no_latency else latency_rows(url, args)
     peers, peer_latency = peer_rows(url, args)
     baseline = {
-        "enqueue 1 caller": raw[0].median,
-        "enqueue 100 callers": raw[0].median,
-        "enqueue bulk": raw[1].median,
-        "process no-op, 1 worker process": raw[2].median,
+        "enqueue 1 caller": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
+        "enqueue 100 callers": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
+        "enqueue bulk": (f"{raw[1].system} {raw[1].phase}", raw[1].median),
+        "process no-op, 1 worker process": (f"{raw[2].system} {raw[2].phase}", raw[2].median),
     }
     print_table(
-        "forebay vs raw redis-py (ratio: forebay / the matching raw loop)",
+        "forebay and raw redis-py (CPU: the client process doing the work; Redis's not counted)",
         ours + raw,
-        baseline=baseline,
     )
     if peers:
         print_table("peers in the same run, same server", peers)
@@ -505,6 +556,7 @@ def run(url: str, args: argparse.Namespace) -> None:
             "Redis memory over a run with pruning",
             asyncio.run(memory_run(url, args.memory_jobs, args.concurrency)),
         )
+    print_ratios(ratio_lines(ours, baseline))
     targets(ours, raw, peers, latency)
 
 

@@ -11,9 +11,14 @@ Every figure is jobs per second, median [min-max] of ``--repeats``, at the defau
 * ``enqueue 100 callers``: 100 concurrent callers, each awaiting its own enqueue (group commit);
 * ``enqueue bulk``: ``app.enqueue_many`` with 1,000 jobs per call;
 * ``process no-op, 1 worker process``: a separate worker process drains a backlog of no-op jobs
-  (rate = jobs / (last job start - first job start), as the peer harness measures);
+  (rate = jobs / (last job start - first job start), as the peer harness measures); the handler
+  does what the peers' no-op job does: one ``O_APPEND`` write of a line to a file per job;
 * raw sqlite3: the same writes with the stdlib, no queue logic: single-row commits, 100-row
   transactions, claim (UPDATE ... RETURNING) + ack of 100 per transaction.
+
+Beside each rate: CPU seconds per 1,000 jobs of the process doing the work (for processing: the
+worker processes, from their first job to the end of their run; SQLite runs in-process, so this
+is all the CPU there is). The peers' CPU is not measured. The ratios come last.
 """
 
 from __future__ import annotations
@@ -32,7 +37,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Row, lease_ack_rate, peer_python, peers_dir, print_table, rss_mb, run_peer  # noqa: E402
+from harness import (  # noqa: E402
+    Marks,
+    Row,
+    cpu_per_1k,
+    lease_ack_rate,
+    peer_python,
+    peers_dir,
+    print_ratios,
+    print_table,
+    ratio_lines,
+    rss_mb,
+    run_peer,
+)
 
 from forebay import Forebay, Job, NewJob, WorkerSettings  # noqa: E402
 
@@ -46,34 +63,35 @@ def fresh_url(tmp: Path, name: str) -> str:
 
 
 # -- forebay phases ----------------------------------------------------------------------------
-async def enqueue_one_caller(url: str, n: int) -> float:
+async def enqueue_one_caller(url: str, n: int) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             await app.enqueue("bench", PAYLOAD)
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
 
 
-async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> float:
+async def enqueue_concurrent(url: str, n: int, callers: int = 100) -> tuple[float, float]:
     async with Forebay(url) as app:
 
         async def caller(k: int) -> None:
             for _ in range(k):
                 await app.enqueue("bench", PAYLOAD)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
-        return (n // callers * callers) / (time.perf_counter() - t0)
+        done = n // callers * callers
+        return done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
 
 
-async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> float:
+async def enqueue_bulk(url: str, n: int, batch: int = 1000) -> tuple[float, float]:
     async with Forebay(url) as app:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(0, n, batch):
             await app.enqueue_many(
                 NewJob.create("bench", PAYLOAD) for _ in range(min(batch, n - i))
             )
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), cpu_per_1k(cpu0, n)
 
 
 async def fill(url: str, n: int, queue: str = "bench") -> None:
@@ -82,41 +100,56 @@ async def fill(url: str, n: int, queue: str = "bench") -> None:
             await app.enqueue_many(NewJob.create(queue, PAYLOAD) for _ in range(min(5000, n - i)))
 
 
-def process_in_child(url: str, n: int, concurrency: int, procs: int = 1) -> tuple[float, float]:
-    """Drain ``n`` queued no-op jobs with worker processes; return (jobs/s, peak RSS MB)."""
+def process_in_child(
+    url: str, n: int, concurrency: int, procs: int = 1
+) -> tuple[float, float, float]:
+    """Drain ``n`` queued no-op jobs with worker processes; return (jobs/s, CPU s per 1,000
+    jobs of the worker processes, peak RSS MB). Each job appends a line to a file, as the
+    peers' jobs do; the file must hold ``n`` lines after."""
+    marks = Path(url.removeprefix("sqlite:///") + ".marks")
+    marks.unlink(missing_ok=True)
     argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(concurrency)]
+    argv += ["--marks", str(marks)]
     children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
     reports = [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
     done = sum(r["n"] for r in reports)
-    if done != n:
-        raise RuntimeError(f"workers processed {done} jobs, expected {n}")
-    first = min(r["first"] for r in reports)
-    last = max(r["last"] for r in reports)
-    return done / (last - first), max(r["rss_mb"] for r in reports)
+    lines = marks.read_bytes().count(b"\n")
+    marks.unlink()
+    if done != n or lines != n:
+        raise RuntimeError(f"workers processed {done} jobs ({lines} lines written), expected {n}")
+    first = min(r["first"] for r in reports if r["n"])
+    last = max(r["last"] for r in reports if r["n"])
+    cpu = sum(r["cpu_s"] for r in reports)
+    return done / (last - first), cpu / done * 1000, max(r["rss_mb"] for r in reports)
 
 
-async def child_worker(url: str, concurrency: int) -> None:
+async def child_worker(url: str, concurrency: int, marks_path: str | None) -> None:
     app = Forebay(url)
-    stamps = [0.0, 0.0, 0.0]  # jobs, first start, last start (no per-job memory)
+    stamps = [0.0, 0.0, 0.0, 0.0]  # jobs, first start, last start, CPU at the first start
     samples: list[float] = []
+    marks = Marks(marks_path or os.devnull)
 
     @app.handler("bench", concurrency=concurrency)
     async def noop(job: Job) -> None:
+        marks.mark()  # the peers' per-job work: one line appended to a file
         now = time.time()
         if not stamps[0]:
-            stamps[1] = now
+            stamps[1], stamps[3] = now, time.process_time()
         stamps[0] += 1
         stamps[2] = now
         if stamps[0] % 50_000 == 0:
             samples.append(rss_mb())
 
     await app.run_worker(burst=True, settings=WorkerSettings(burst=True, handle_signals=False))
+    cpu = time.process_time() - stamps[3] if stamps[0] else 0.0
     await app.close()
+    marks.close()
     samples.append(rss_mb())
     report = {
         "n": int(stamps[0]),
         "first": stamps[1],
         "last": stamps[2],
+        "cpu_s": cpu,
         "rss_mb": max(samples),
         "rss_samples": samples,
     }
@@ -140,20 +173,21 @@ def raw_db(path: Path) -> sqlite3.Connection:
     return db
 
 
-def raw_insert(path: Path, n: int, per_tx: int) -> float:
+def raw_insert(path: Path, n: int, per_tx: int) -> tuple[float, float]:
     db = raw_db(path)
     body = json.dumps(PAYLOAD)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(n // per_tx):
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO q (payload) VALUES (?)", [(body,)] * per_tx)
         db.execute("COMMIT")
-    rate = (n // per_tx * per_tx) / (time.perf_counter() - t0)
+    done = n // per_tx * per_tx
+    rate, cpu = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     db.close()
-    return rate
+    return rate, cpu
 
 
-def raw_claim_ack(path: Path, n: int, per_tx: int = 100) -> float:
+def raw_claim_ack(path: Path, n: int, per_tx: int = 100) -> tuple[float, float]:
     db = raw_db(path)
     db.execute("BEGIN")
     db.executemany("INSERT INTO q (payload) VALUES (?)", [(json.dumps(PAYLOAD),)] * n)
@@ -162,7 +196,7 @@ def raw_claim_ack(path: Path, n: int, per_tx: int = 100) -> float:
         "UPDATE q SET state = 1 WHERE id IN "
         "(SELECT id FROM q WHERE state = 0 ORDER BY id LIMIT ?) RETURNING id, payload"
     )
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     done = 0
     while True:
         db.execute("BEGIN IMMEDIATE")
@@ -174,9 +208,9 @@ def raw_claim_ack(path: Path, n: int, per_tx: int = 100) -> float:
         db.executemany("UPDATE q SET state = 2 WHERE id = ?", [(r[0],) for r in rows])
         db.execute("COMMIT")
         done += len(rows)
-    rate = done / (time.perf_counter() - t0)
+    rate, cpu = done / (time.perf_counter() - t0), cpu_per_1k(cpu0, done)
     db.close()
-    return rate
+    return rate, cpu
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -189,14 +223,14 @@ def forebay_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
         Row("forebay", "process no-op, 2 worker processes", note=f"concurrency {args.concurrency}"),
     ]
     for _ in range(args.repeats):
-        rows[0].values.append(asyncio.run(enqueue_one_caller(fresh_url(tmp, "one"), args.n // 4)))
-        rows[1].values.append(asyncio.run(enqueue_concurrent(fresh_url(tmp, "many"), args.n)))
-        rows[2].values.append(asyncio.run(enqueue_bulk(fresh_url(tmp, "bulk"), args.n * 5)))
+        rows[0].add(asyncio.run(enqueue_one_caller(fresh_url(tmp, "one"), args.n // 4)))
+        rows[1].add(asyncio.run(enqueue_concurrent(fresh_url(tmp, "many"), args.n)))
+        rows[2].add(asyncio.run(enqueue_bulk(fresh_url(tmp, "bulk"), args.n * 5)))
         for procs, row in ((1, rows[3]), (2, rows[4])):
             url = fresh_url(tmp, "proc")
             asyncio.run(fill(url, args.n * 2))
-            rate, _ = process_in_child(url, args.n * 2, args.concurrency, procs)
-            row.values.append(rate)
+            rate, cpu, _ = process_in_child(url, args.n * 2, args.concurrency, procs)
+            row.add((rate, cpu))
     return rows
 
 
@@ -208,9 +242,9 @@ def raw_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
     ]
     path = tmp / "raw.db"
     for _ in range(args.repeats):
-        rows[0].values.append(raw_insert(path, args.n // 4, 1))
-        rows[1].values.append(raw_insert(path, args.n * 5, 100))
-        rows[2].values.append(raw_claim_ack(path, args.n * 2))
+        rows[0].add(raw_insert(path, args.n // 4, 1))
+        rows[1].add(raw_insert(path, args.n * 5, 100))
+        rows[2].add(raw_claim_ack(path, args.n * 2))
     return rows
 
 
@@ -220,12 +254,9 @@ def backlog_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
         url = fresh_url(tmp, f"backlog{backlog}")
         asyncio.run(fill(url, backlog + 20_000))
         row = Row("forebay", f"lease+ack 100/batch, {backlog:,} queued")
-        row.values = [
-            asyncio.run(lease_ack_rate(url, 20_000 // args.repeats)) for _ in range(args.repeats)
-        ]
+        for _ in range(args.repeats):
+            row.add(asyncio.run(lease_ack_rate(url, 20_000 // args.repeats)))
         rows.append(row)
-    ratio = rows[1].median / rows[0].median
-    rows[1].note = f"{ratio:.0%} of the rate at 10,000"
     return rows
 
 
@@ -233,6 +264,7 @@ def memory_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
     url = fresh_url(tmp, "memory")
     asyncio.run(fill(url, args.memory_jobs))
     argv = [sys.executable, __file__, "--child-worker", url, "--concurrency", str(args.concurrency)]
+    argv += ["--marks", str(tmp / "memory.marks")]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
     samples = report["rss_samples"]
@@ -249,6 +281,10 @@ def memory_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
     ]
 
 
+PEER_ENGINES = {"pgqueuer": "PostgreSQL", "dramatiq": "Redis"}
+"""The peers run here, and the engine each runs on: none of them runs on SQLite."""
+
+
 def peer_rows(args: argparse.Namespace) -> list[Row]:
     directory = peers_dir(args.peers)
     if directory is None:
@@ -257,12 +293,23 @@ def peer_rows(args: argparse.Namespace) -> list[Row]:
     rows = []
     for peer in ("pgqueuer", "dramatiq"):
         results = run_peer(directory, python, peer, n=args.n, repeats=args.repeats)
+        engine = PEER_ENGINES[peer]
         rows.append(
-            Row(peer, "enqueue (peer's fastest API)", [float(r["enqueue_rate"]) for r in results])
-        )  # type: ignore[arg-type]
+            Row(
+                peer,
+                "enqueue (peer's fastest API)",
+                [float(r["enqueue_rate"]) for r in results],  # type: ignore[arg-type]
+                note=f"on {engine}; CPU not measured",
+            )
+        )
         rows.append(
-            Row(peer, "process no-op (peer default)", [float(r["process_rate"]) for r in results])
-        )  # type: ignore[arg-type]
+            Row(
+                peer,
+                "process no-op (peer default)",
+                [float(r["process_rate"]) for r in results],  # type: ignore[arg-type]
+                note=f"on {engine}; CPU not measured",
+            )
+        )
     return rows
 
 
@@ -284,37 +331,53 @@ def main() -> None:
     ap.add_argument("--peers", help="peer harness directory (run_peers.py); or FOREBAY_BENCH_PEERS")
     ap.add_argument("--peers-python", help="Python with the peers installed")
     ap.add_argument("--child-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--marks", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_worker:
-        asyncio.run(child_worker(args.child_worker, args.concurrency))
+        asyncio.run(child_worker(args.child_worker, args.concurrency, args.marks))
         return
     with tempfile.TemporaryDirectory(prefix="forebay-bench-") as tmpdir:
         tmp = Path(tmpdir)
         raw = raw_rows(args, tmp)
         ours = forebay_rows(args, tmp)
+        single = f"raw sqlite3 {raw[0].phase}"
         baseline = {
-            "enqueue 1 caller": raw[0].median,
-            "enqueue 100 callers": raw[0].median,
-            "enqueue bulk": raw[1].median,
+            "enqueue 1 caller": (single, raw[0].median),
+            "enqueue 100 callers": (single, raw[0].median),
+            "enqueue bulk": (f"raw sqlite3 {raw[1].phase}", raw[1].median),
+            "process no-op, 1 worker process": (f"raw sqlite3 {raw[2].phase}", raw[2].median),
+            "process no-op, 2 worker processes": (f"raw sqlite3 {raw[2].phase}", raw[2].median),
         }
-        print(f"sqlite {sqlite3.sqlite_version}, WAL, synchronous=FULL; {os.cpu_count()} cores")
-        print_table(
-            "forebay vs raw sqlite3 (ratio: forebay / raw single-row or 100-row commits)",
-            ours + raw,
-            baseline=baseline,
+        ratios = ratio_lines(ours, baseline)
+        ratios.append(
+            f"forebay process no-op, 2 worker processes / 1: {ours[4].median / ours[3].median:.2f}x"
         )
+        print(f"sqlite {sqlite3.sqlite_version}, WAL, synchronous=FULL; {os.cpu_count()} cores")
+        print_table("forebay and raw sqlite3 (CPU: the process doing the work)", ours + raw)
         peers = peer_rows(args)
         if peers:
-            fastest = max(r.median for r in peers if r.phase.startswith("process"))
             print_table(
-                "peers in the same run (ratio: forebay 1-process no-op rate / the peer's)",
-                peers,
+                "peers, measured after the above (on PostgreSQL and Redis, not SQLite)", peers
             )
-            print(f"\nforebay 1-process no-op / fastest peer: {ours[3].median / fastest:.2f}x")
+            for r in peers:
+                if r.phase.startswith("process") and r.values:
+                    ratio = ours[3].median / r.median
+                    ratios.append(
+                        f"forebay on SQLite, process no-op 1 worker process / {r.system} on "
+                        f"{PEER_ENGINES[r.system]}, process no-op: {ratio:.2f}x (different "
+                        "engines and durability, measured minutes apart: not a like-for-like "
+                        "comparison)"
+                    )
         if args.backlog:
-            print_table("leasing cost vs backlog", backlog_rows(args, tmp))
+            leasing = backlog_rows(args, tmp)
+            print_table("leasing cost vs backlog", leasing)
+            ratios.append(
+                f"{leasing[1].phase} / {leasing[0].phase}: "
+                f"{leasing[1].median / leasing[0].median:.2f}x"
+            )
         if args.memory:
             print_table("worker memory", memory_rows(args, tmp))
+        print_ratios(ratios)
 
 
 if __name__ == "__main__":
