@@ -196,3 +196,42 @@ def test_a_worker_logs_json_lines_when_told_by_its_environment(tmp_path: Path) -
         timeout=120,
     )
     assert refused.returncode == 2 and "--log-format must be text or json" in refused.stderr
+
+
+GC_APP = """
+import gc
+from forebay import Forebay
+
+app = Forebay()
+
+@app.handler("gc")
+async def threshold(job):
+    return {"gen0": gc.get_threshold()[0], "frozen": gc.get_freeze_count() > 0}
+"""
+
+
+async def test_a_worker_process_tunes_its_garbage_collector_as_serve_does(
+    tmp_path: Path,
+) -> None:
+    """A standalone worker makes as many short-lived objects per job as the service: it
+    freezes its start-up heap and raises the first threshold too (forebay.execution.tuning)."""
+    from forebay.execution.tuning import GEN0_THRESHOLD
+
+    (tmp_path / "gcapp.py").write_text(GC_APP)
+    url = backend_url("sqlite", tmp_path)
+    app = Forebay(url)
+    try:
+        job = await app.enqueue("gc", {})
+        done = subprocess.run(
+            [sys.executable, "-m", "forebay", "worker", "gcapp:app", "--burst"],
+            cwd=tmp_path,
+            env=_env(tmp_path, url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        finished = await app.get_job(job.id)
+        assert finished.result == {"gen0": GEN0_THRESHOLD, "frozen": True}
+    finally:
+        await app.close()

@@ -49,6 +49,7 @@ from forebay.cli.output import EXIT_USAGE, fail, print_json, stderr, stdout
 from forebay.cli.session import Use, make_app, run
 from forebay.errors import ConfigError
 from forebay.execution.pool import HandlerPool
+from forebay.execution.tuning import tune_gc
 from forebay.logs import LogLevel, configure_logging
 from forebay.metrics import Metrics, PrometheusObserver
 from forebay.worker import Worker, WorkerSettings
@@ -181,6 +182,7 @@ def worker(
     pool = None
     if processes:
         pool = HandlerPool(app_ref, processes=processes, url=url, log_level=log_level.value)
+    tune_gc()  # the app is imported and built: this process is a worker from here on
     done = run(_work(app, queues, settings, pool, show_progress=show_progress, metrics=listening))
     if as_json:
         print_json(

@@ -1,5 +1,7 @@
-"""Process tuning a long-running forebay process applies once it has started: ``forebay serve``
-and every handler process (:mod:`forebay.execution.child`).
+"""Process tuning a long-running forebay process applies once it has started: ``forebay serve``,
+``forebay worker`` and every handler process (:mod:`forebay.execution.child`). A worker run
+inside an application's own process (``app.run_worker()``) leaves the process's collector to the
+application.
 
 CPython's cyclic garbage collector runs a full collection, which walks every tracked object in
 the process, each time enough objects have survived the younger generations. A server that keeps
