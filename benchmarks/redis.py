@@ -3,11 +3,21 @@
     python benchmarks/redis.py                                   # forebay + raw redis-py
     python benchmarks/redis.py --peers DIR --peers-python PY     # + RQ, arq, SAQ, Celery, Dramatiq
     python benchmarks/redis.py --quick                           # one repeat, small N: a smoke run
+    python benchmarks/redis.py --persistence off                 # only the no-persistence server
 
-By default a private ``redis-server`` is started on a free port (no persistence, like the peer
-harness's server) and stopped at the end: the peers' harness empties its database (FLUSHDB)
-before each run, so it must not be a server anything else uses. ``--redis-url`` points at another
-server instead (its database will be flushed).
+By default a private ``redis-server`` is started on a free port and stopped at the end: the peers'
+harness empties its database (FLUSHDB) before each run, so it must not be a server anything else
+uses. ``--redis-url`` points at another server instead (its database will be flushed; it is
+measured once, with whatever persistence it has).
+
+``--persistence`` picks the private server's durability: ``off`` (no AOF, no RDB snapshots, like
+the peer harness's server), ``everysec`` (``--appendonly yes --appendfsync everysec``, what
+docs/redis.md recommends, the AOF in the run's temporary folder) or ``both`` (the default: two
+private servers, one of each, and every repeat runs each part -- raw redis-py, forebay, latency --
+on one after the other, in alternating order, so a drift of the machine does not land on one of
+them). Each row's system says which server (``forebay [off]``, ``forebay [everysec]``); the peers
+and the targets use the first server only. With ``both``, the ratio everysec / off of the main
+forebay figures (and of raw redis-py's, for scale) comes last.
 
 Every figure is a median [min-max] of ``--repeats``. Phases:
 
@@ -83,10 +93,17 @@ LATENCY_PEERS = ("saq", "celery", "dramatiq")
 
 
 # -- a private server -------------------------------------------------------------------------
+PERSISTENCE: dict[str, list[str]] = {  # --persistence mode -> redis-server arguments
+    "off": ["--save", "", "--appendonly", "no"],
+    "everysec": ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+}
+
+
 class PrivateRedis:
     """redis-server on a free port in a temporary folder, stopped by its pid."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistence: str = "off") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")
         if binary is None:
             sys.exit("redis-server is not installed: install it, or pass --redis-url")
@@ -94,7 +111,7 @@ class PrivateRedis:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory)]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+        argv += [*PERSISTENCE[persistence], "--daemonize", "no", "--logfile", ""]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
@@ -411,6 +428,9 @@ def latency_rows(url: str, args: argparse.Namespace) -> list[Row]:
 def peer_rows(url: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     directory = peers_dir(args.peers)
     if directory is None:
+        given = args.peers or os.environ.get("FOREBAY_BENCH_PEERS")
+        if given:
+            print(f"peers skipped: {given} has no run_peers.py", flush=True)
         return [], []
     python = peer_python(args.peers_python)
     state = tempfile.mkdtemp(prefix="forebay-bench-peers-")
@@ -445,7 +465,8 @@ def peer_rows(url: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]
 
 def median(rows: list[Row], system: str, phase: str) -> float:
     for r in rows:
-        if r.system == system and r.phase.startswith(phase) and r.values:
+        # "forebay [off]" is forebay: the tag says which server.
+        if r.system.split(" [")[0] == system and r.phase.startswith(phase) and r.values:
             return statistics.median(r.values)
     return float("nan")
 
@@ -505,11 +526,19 @@ def main() -> None:
     ap.add_argument("--peers-python", help="Python with the peers installed")
     ap.add_argument("--scale", type=float, default=1.0, help="scale the peers' job counts")
     ap.add_argument("--quick", action="store_true", help="1 repeat, small sizes: a smoke run")
+    ap.add_argument(
+        "--persistence",
+        choices=["off", "everysec", "both"],
+        help="the private server's AOF: off, everysec (appendfsync everysec), or both, one run "
+        "each (default: both; not with --redis-url)",
+    )
     ap.add_argument("--child-worker", help=argparse.SUPPRESS)
     ap.add_argument("--child-latency", help=argparse.SUPPRESS)
     ap.add_argument("--marks", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    # The benchmark's server has no persistence on purpose (like the peers'): no warning about it.
+    if args.redis_url and args.persistence:
+        ap.error("--persistence starts private servers: not with --redis-url")
+    # The benchmark's server may have no persistence on purpose (like the peers'): no warning.
     logging.getLogger("forebay.backends.redis").setLevel(logging.ERROR)
     if args.child_worker:
         asyncio.run(child_worker(args.child_worker, args.concurrency, args.marks))
@@ -520,44 +549,151 @@ def main() -> None:
     if args.quick:
         args.repeats, args.n, args.scale = 1, 4000, 0.25
         args.latency_seconds, args.memory_jobs = 3.0, min(args.memory_jobs, 20_000)
+    servers: list[PrivateRedis] = []
+    chosen: list[tuple[str, str]] = []  # (label, url)
     with tempfile.TemporaryDirectory(prefix="forebay-bench-redis-") as tmp:
-        server = None if args.redis_url else PrivateRedis(Path(tmp))
-        url = args.redis_url or server.url  # type: ignore[union-attr]
         try:
-            run(url, args)
+            if args.redis_url:
+                chosen = [("", args.redis_url)]
+            else:
+                both = args.persistence in (None, "both")
+                for mode in ["off", "everysec"] if both else [args.persistence]:
+                    servers.append(PrivateRedis(Path(tmp) / mode, mode))
+                    chosen.append((mode, servers[-1].url))
+            results = measure(chosen, args)
         finally:
-            if server is not None:
+            for server in servers:
                 server.stop()
+    report(results)
 
 
-def run(url: str, args: argparse.Namespace) -> None:
-    info = redis.Redis.from_url(url).info("server")
-    print(f"redis {info['redis_version']}; redis-py {redis.__version__}; {os.cpu_count()} cores")
-    raw = raw_rows(url, args)
-    ours = forebay_rows(url, args)
-    latency = [] if args.no_latency else latency_rows(url, args)
-    peers, peer_latency = peer_rows(url, args)
-    baseline = {
+class Result:
+    """One server's figures; ``label`` ("off", "everysec", "" for --redis-url) tags the rows."""
+
+    def __init__(self, label: str, url: str) -> None:
+        self.label = label
+        self.url = url
+        self.raw: list[Row] = []
+        self.ours: list[Row] = []
+        self.latency: list[Row] = []
+        self.peers: list[Row] = []
+        self.peer_latency: list[Row] = []
+        self.memory: list[Row] = []
+
+
+def describe(label: str, url: str) -> None:
+    client = redis.Redis.from_url(url)
+    info = client.info("server")
+    try:
+        config = client.config_get("appendonly") | client.config_get("appendfsync")
+        config |= client.config_get("save")
+        aof = f"appendonly {config['appendonly']}, appendfsync {config['appendfsync']}, "
+        aof += f"save {config['save']!r}"
+    except redis.ResponseError:
+        aof = "persistence unknown (CONFIG GET refused)"
+    client.close()
+    print(
+        f"redis {info['redis_version']} [{label or 'given'}: {aof}]; "
+        f"redis-py {redis.__version__}; {os.cpu_count()} cores",
+        flush=True,
+    )
+
+
+def merge(into: list[Row], new: list[Row]) -> list[Row]:
+    """Append one repeat's rows to the rows so far (the first repeat's rows start them)."""
+    if not into:
+        return new
+    for a, b in zip(into, new, strict=True):
+        a.values += b.values
+        a.cpu += b.cpu
+        a.note = b.note
+    return into
+
+
+def measure(servers: list[tuple[str, str]], args: argparse.Namespace) -> list[Result]:
+    """Every phase on every server, interleaved: each repeat runs each part (raw, forebay,
+    latency) on one server after the other, in alternating order, so a drift of the machine
+    over the run does not land on one server. The peers run on the first server only."""
+    results = [Result(label, url) for label, url in servers]
+    for res in results:
+        describe(res.label, res.url)
+    once = argparse.Namespace(**{**vars(args), "repeats": 1})
+    for k in range(args.repeats):
+        order = results if k % 2 == 0 else results[::-1]
+        for res in order:
+            res.raw = merge(res.raw, raw_rows(res.url, once))
+        for res in order:
+            res.ours = merge(res.ours, forebay_rows(res.url, once))
+        if not args.no_latency:
+            for res in order:
+                res.latency = merge(res.latency, latency_rows(res.url, once))
+    results[0].peers, results[0].peer_latency = peer_rows(results[0].url, args)
+    for res in results:
+        if args.memory_jobs:
+            res.memory = asyncio.run(memory_run(res.url, args.memory_jobs, args.concurrency))
+        if res.label:
+            rows = res.raw + res.ours + res.latency + res.memory + res.peers + res.peer_latency
+            for row in rows:
+                row.system = f"{row.system} [{res.label}]"
+    return results
+
+
+def report(results: list[Result]) -> None:
+    def all_of(field: str) -> list[Row]:
+        return [row for res in results for row in getattr(res, field)]
+
+    server = "the server in [brackets]"
+    print_table(
+        f"forebay and raw redis-py (CPU: the client process doing the work; Redis's not counted; "
+        f"{server})",
+        all_of("ours") + all_of("raw"),
+    )
+    if all_of("peers"):
+        print_table(f"peers in the same run ({server})", all_of("peers"))
+    if all_of("latency") or all_of("peer_latency"):
+        print_table("idle enqueue->start latency", all_of("latency") + all_of("peer_latency"))
+    if all_of("memory"):
+        print_table("Redis memory over a run with pruning", all_of("memory"))
+    lines: list[str] = []
+    for res in results:
+        lines += ratio_lines(res.ours, baseline(res.raw))
+    print_ratios(lines)
+    first = results[0]
+    if len(results) > 1:
+        print(f"\n(targets: on the [{first.label}] server, where the peers ran)")
+    targets(first.ours, first.raw, first.peers, first.latency)
+    if len(results) > 1:
+        persistence_ratios(results)
+
+
+def persistence_ratios(results: list[Result]) -> None:
+    """everysec / off for the main forebay figures (and raw redis-py, for scale), last."""
+    by = {res.label: res for res in results}
+    off, every = by.get("off"), by.get("everysec")
+    if off is None or every is None:
+        return
+    print("\n### everysec / off (medians of this run; < 1 for a rate, > 1 for latency: slower)\n")
+    before = off.ours + off.latency + off.raw
+    for a, b in zip(before, every.ours + every.latency + every.raw, strict=True):
+        name = a.system.removesuffix(" [off]")
+        if not a.values or not b.values or not a.median:
+            print(f"* {name} {a.phase}: n/a")
+            continue
+        line = f"* {name} {a.phase}: {b.median / a.median:.2f}x ({b.median:,.1f} / {a.median:,.1f}"
+        line += f" {a.unit})"
+        if a.cpu and b.cpu:
+            cpu = statistics.median(b.cpu) / statistics.median(a.cpu)
+            line += f"; CPU s / 1,000 jobs {cpu:.2f}x"
+        print(line)
+
+
+def baseline(raw: list[Row]) -> dict[str, tuple[str, float]]:
+    return {
         "enqueue 1 caller": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
         "enqueue 100 callers": (f"{raw[0].system} {raw[0].phase}", raw[0].median),
         "enqueue bulk": (f"{raw[1].system} {raw[1].phase}", raw[1].median),
         "process no-op, 1 worker process": (f"{raw[2].system} {raw[2].phase}", raw[2].median),
     }
-    print_table(
-        "forebay and raw redis-py (CPU: the client process doing the work; Redis's not counted)",
-        ours + raw,
-    )
-    if peers:
-        print_table("peers in the same run, same server", peers)
-    if latency or peer_latency:
-        print_table("idle enqueue->start latency", latency + peer_latency)
-    if args.memory_jobs:
-        print_table(
-            "Redis memory over a run with pruning",
-            asyncio.run(memory_run(url, args.memory_jobs, args.concurrency)),
-        )
-    print_ratios(ratio_lines(ours, baseline))
-    targets(ours, raw, peers, latency)
 
 
 if __name__ == "__main__":
