@@ -45,8 +45,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final, cast
 
-import orjson
-
 from forebay.errors import InvalidPayload
 from forebay.job import JSON
 
@@ -122,22 +120,6 @@ CREDENTIAL_SUFFIX: Final = "token"
 ``csrftoken``, ``token_count``; not ``tokens``, the words of a tokenised text)."""
 
 _WORDS: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-# What a body's JSON text holds, lower-cased, if any of its keys names a credential: each
-# credential word, or the piece of it that no separator splits (``api_key``: "key",
-# ``pass_word``: "pass", ``task_data_login``: "login"). A body without any is not walked.
-# Searched one by one: quicker than one regular expression of them all.
-_MAY_NAME_A_CREDENTIAL: Final = (
-    b"secret",
-    b"pass",
-    b"credential",
-    b"cookie",
-    b"key",
-    b"session",
-    b"login",
-    b"auth",
-    b"pwd",
-    b"token",
-)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -365,9 +347,8 @@ def scrub(value: JSON) -> JSON:
     """``value`` without keys that name credentials, at any depth.
 
     Only what holds such a key is copied: the rest is shared with ``value`` (bodies are parsed
-    fresh for every request, and big annotation bodies rarely hold a credential). A value whose
-    JSON text names no such key is returned as it is without a walk (the text is several times
-    quicker to search than the objects are to walk).
+    fresh for every request, and big annotation bodies rarely hold a credential). A value with
+    no such key is returned as it is without a copy (its dicts' keys are judged once per shape).
     """
     if isinstance(value, dict | list) and _may_name_a_secret(value):
         return _scrub(value)
@@ -375,11 +356,32 @@ def scrub(value: JSON) -> JSON:
 
 
 def _may_name_a_secret(value: JSON) -> bool:
-    try:
-        text = orjson.dumps(value).lower()
-    except orjson.JSONEncodeError:  # what orjson cannot write (integers beyond 64 bits)
-        return True
-    return any(map(text.__contains__, _MAY_NAME_A_CREDENTIAL))  # no generator per search
+    """Whether :func:`_scrub` would drop a key of ``value`` (or fail on one that is not a
+    string): a key naming a credential in a dict it reaches (dicts and lists, at any depth).
+
+    Each dict's keys are judged once per tuple of keys: the results of an annotation, however
+    many, share a few shapes, so only their values are walked.
+    """
+    if isinstance(value, dict):
+        if _keys_may_name_a_secret(tuple(value)):
+            return True
+        values: Iterable[JSON] = value.values()
+    elif isinstance(value, list):
+        values = value
+    else:
+        return False
+    for item in values:  # noqa: SIM110 (a loop: no generator per dict)
+        if isinstance(item, _CONTAINERS) and _may_name_a_secret(item):
+            return True
+    return False
+
+
+_CONTAINERS: Final = (dict, list)  # what _scrub walks into (a tuple: quicker than dict | list)
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys_may_name_a_secret(keys: tuple[object, ...]) -> bool:
+    return any(not isinstance(k, str) or names_a_credential(k) for k in keys)
 
 
 def _scrub(value: JSON) -> JSON:

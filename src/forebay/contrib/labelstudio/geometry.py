@@ -45,6 +45,8 @@ __all__ = [
     "normalise_rotate",
     "pages_from_pdf",
     "pdf_to_box",
+    "shown_corners",
+    "user_corners",
 ]
 
 Point: TypeAlias = tuple[float, float]
@@ -162,19 +164,7 @@ class PercentBox:
         Order: top-left, top-right, bottom-right, bottom-left of the box as drawn. The
         rotation turns the box about its top-left corner, in the page's true proportions.
         """
-        sw, sh = page.shown_width_pt, page.shown_height_pt
-        left, top = self.x / 100 * sw, self.y / 100 * sh
-        w, h = self.width / 100 * sw, self.height / 100 * sh
-        theta = math.radians(self.rotation)
-        cos, sin = math.cos(theta), math.sin(theta)
-        # With y pointing down, this matrix turns vectors clockwise on screen.
-        along = (w * cos, w * sin)
-        down = (-h * sin, h * cos)
-        tl = (left, top)
-        tr = (left + along[0], top + along[1])
-        br = (tr[0] + down[0], tr[1] + down[1])
-        bl = (left + down[0], top + down[1])
-        return tl, tr, br, bl
+        return shown_corners(self.x, self.y, self.width, self.height, self.rotation, page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +191,45 @@ class PdfBox:
         return max(p[1] for p in self.polygon)
 
 
+def shown_corners(
+    x: float, y: float, width: float, height: float, rotation: float, page: PageGeometry
+) -> tuple[Point, Point, Point, Point]:
+    """:meth:`PercentBox.corners` of the box ``x, y, width, height, rotation`` (percent and
+    degrees), without building one."""
+    if page.rotate in (90, 270):
+        sw, sh = page.height_pt, page.width_pt
+    else:
+        sw, sh = page.width_pt, page.height_pt
+    left, top = x / 100 * sw, y / 100 * sh
+    w, h = width / 100 * sw, height / 100 * sh
+    theta = math.radians(rotation)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # With y pointing down, this matrix turns vectors clockwise on screen.
+    along_x, along_y = w * cos, w * sin
+    down_x, down_y = -h * sin, h * cos
+    right_x, right_y = left + along_x, top + along_y
+    return (
+        (left, top),
+        (right_x, right_y),
+        (right_x + down_x, right_y + down_y),
+        (left + down_x, top + down_y),
+    )
+
+
+def user_corners(
+    x: float, y: float, width: float, height: float, rotation: float, page: PageGeometry
+) -> tuple[Point, Point, Point, Point]:
+    """The polygon of :func:`box_to_pdf` (top-left, top-right, bottom-right, bottom-left as
+    drawn, in user space) of the box ``x, y, width, height, rotation``, without building a
+    :class:`PercentBox` or a :class:`PdfBox` (the per-region path of the records)."""
+    (a, b), (c, d), (e, f), (g, h) = shown_corners(x, y, width, height, rotation, page)
+    to_user = page.to_user
+    return to_user(a, b), to_user(c, d), to_user(e, f), to_user(g, h)
+
+
 def box_to_pdf(box: PercentBox, page: PageGeometry) -> PdfBox:
     """Convert a Label Studio box on ``page`` to PDF user-space points."""
-    tl, tr, br, bl = (page.to_user(*p) for p in box.corners(page))
-    return PdfBox((tl, tr, br, bl))
+    return PdfBox(user_corners(box.x, box.y, box.width, box.height, box.rotation, page))
 
 
 def pdf_to_box(pdf: PdfBox, page: PageGeometry) -> PercentBox:

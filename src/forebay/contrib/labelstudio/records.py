@@ -40,7 +40,7 @@ from typing import Final, Literal, NamedTuple, TypeAlias, cast
 
 from forebay import jsonio
 from forebay.contrib.labelstudio.events import SCRUB_RULE, parse_time, scrub
-from forebay.contrib.labelstudio.geometry import PageGeometry, PercentBox, box_to_pdf
+from forebay.contrib.labelstudio.geometry import PageGeometry, user_corners
 from forebay.contrib.labelstudio.pages import PageSource
 from forebay.job import JSON
 
@@ -361,7 +361,9 @@ def _box(
         return None
     x, y, w, h = (float(n) for n in numbers if n is not None)
     page = page_list[page_index]
-    pdf = box_to_pdf(PercentBox(x, y, w, h, rotation), page)
+    # The corners, and the bounds from them, as box_to_pdf and PdfBox give them (the same
+    # arithmetic, the same order of the minima and maxima) without building either per row.
+    tl, tr, br, bl = user_corners(x, y, w, h, rotation, page)
     labels = _strings(value.get(str(result.get("type"))))
     return _with_id(
         "pdf_boxes",
@@ -371,11 +373,11 @@ def _box(
             "region_id": region_id,
             "page_index": page_index,
             "label": labels[0] if labels else None,
-            "x0": pdf.x0,
-            "y0": pdf.y0,
-            "x1": pdf.x1,
-            "y1": pdf.y1,
-            "polygon": [c for point in pdf.polygon for c in point],
+            "x0": min(tl[0], tr[0], br[0], bl[0]),
+            "y0": min(tl[1], tr[1], br[1], bl[1]),
+            "x1": max(tl[0], tr[0], br[0], bl[0]),
+            "y1": max(tl[1], tr[1], br[1], bl[1]),
+            "polygon": [tl[0], tl[1], tr[0], tr[1], br[0], br[1], bl[0], bl[1]],
             "rotation": rotation,
             "page_box": page.box,
             "page_rotate": page.rotate,
@@ -473,12 +475,25 @@ def _event(change: JSON, kind: str, action: object, received_at: datetime) -> Re
 def _with_id(table: str, row: Record, key: tuple[object, ...], version: datetime | None) -> Record:
     """``row`` with its ``change_id`` first. ``version``: ``updated_at``, or for a delete
     the time it was received."""
-    stamp = _iso(version) if row.get("op") != "delete" else f"delete@{_iso(version)}"
     # json.dumps([table, [str(k) ...], stamp], separators=(",", ":")), spelled out: the same
-    # text (the same ids as ever) without building an encoder per row.
-    parts = ",".join(f'"{k}"' if type(k) is int else _quote(str(k)) for k in key)
-    material = f"[{_quoted(table)},[{parts}],{_quoted(stamp)}]"
+    # text (the same ids as ever) without building an encoder per row. All of it but the
+    # key's last part (a region's id) is shared by an annotation's rows: it is made once.
+    head, suffix = _id_frame(table, key[:-1], version, row.get("op") == "delete")
+    last = key[-1]
+    part = f'"{last}"' if type(last) is int else _quote(str(last))
+    material = head + part + suffix
     return {"change_id": hashlib.sha256(material.encode()).hexdigest()[:32], **row}
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_frame(
+    table: str, head: tuple[object, ...], version: datetime | None, delete: bool
+) -> tuple[str, str]:
+    """The text of :func:`_with_id` before and after the key's last part. ``head`` holds
+    ints, strings and None (ids read by ``_int``; never a bool, which equals an int here)."""
+    stamp = f"delete@{_iso(version)}" if delete else _iso(version)
+    parts = "".join((f'"{k}"' if type(k) is int else _quote(str(k))) + "," for k in head)
+    return f"[{_quoted(table)},[{parts}", f"],{_quoted(stamp)}]"
 
 
 @functools.lru_cache(maxsize=4096)
