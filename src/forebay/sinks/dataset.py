@@ -29,14 +29,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import operator
 import os
 import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 from forebay.errors import ConfigError, MissingExtra, SinkError, SinkRejected, SinkUnavailable
 from forebay.lifecycle import BackgroundTask
@@ -58,6 +60,11 @@ DatasetBatch: TypeAlias = Mapping[str, Sequence[Mapping[str, object]]]
 """Rows to write, per table."""
 
 SHARD_NAME: Final = re.compile(r"train-(\d{5,})-([0-9a-f]{16})\.parquet")
+
+_EPOCH: Final = datetime(1970, 1, 1)
+_EPOCH_UTC: Final = _EPOCH.replace(tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_DATETIME_OR_NONE: Final = frozenset({datetime, type(None)})
 
 
 @dataclass(slots=True)
@@ -101,6 +108,7 @@ class DatasetSink:
         self.hub = hub
         self._folder = _Folder(self.root, dict(storage_options or {}))
         self._schemas: dict[str, Any] = {}
+        self._timestamps: dict[str, frozenset[str]] = {}
         self._state: dict[str, _TableState] = {}
         self._pending: list[tuple[DatasetBatch, asyncio.Future[WriteResult]]] = []
         self._flusher = BackgroundTask("forebay-dataset-flush", self._flush_loop)
@@ -122,6 +130,10 @@ class DatasetSink:
                 return
             pa = _pyarrow()
             self._schemas = {t: _schema(pa, cols) for t, cols in self.tables.items()}
+            self._timestamps = {
+                t: frozenset(n for n, kind in cols if kind == "timestamp")
+                for t, cols in self.tables.items()
+            }
             try:
                 await asyncio.to_thread(self._folder.write_if_changed, "README.md", self.readme())
             except OSError as exc:
@@ -251,7 +263,24 @@ class DatasetSink:
             ids: list[str] = []
             fresh: set[str] = set()
             for i, batch in enumerate(batches):
-                for row in batch.get(table, ()):
+                batch_rows = batch.get(table, ())
+                if not batch_rows:
+                    continue
+                batch_ids = list(
+                    map(str, map(operator.methodcaller("get", self.id_column), batch_rows))
+                )
+                unique = set(batch_ids)
+                if (
+                    len(unique) == len(batch_ids)
+                    and unique.isdisjoint(state.seen)
+                    and unique.isdisjoint(fresh)
+                ):  # the usual case: every row new
+                    counts[i][(table, "applied")] = len(batch_ids)
+                    fresh |= unique
+                    ids += batch_ids
+                    rows += batch_rows
+                    continue
+                for row in batch_rows:
                     row_id = str(row.get(self.id_column))
                     outcome: WriteOutcome = (
                         "duplicate" if row_id in state.seen or row_id in fresh else "applied"
@@ -273,8 +302,8 @@ class DatasetSink:
         pa = _pyarrow()
         pq = _parquet()
         schema = self._schemas[table]
-        columns = {name: [row.get(name) for row in rows] for name in schema.names}
         try:
+            columns = _columns(rows, schema.names, self._timestamps[table])
             data = pa.Table.from_pydict(columns, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             raise SinkRejected(f"rows do not fit table {table!r}: {exc}") from exc
@@ -305,6 +334,43 @@ class DatasetSink:
         """The shards of ``table``, relative to the root, in write order."""
         names = [n for n in self._folder.names(f"data/{table}") if SHARD_NAME.fullmatch(n)]
         return [f"data/{table}/{n}" for n in sorted(names)]
+
+
+def _columns(
+    rows: Sequence[Mapping[str, object]], names: Sequence[str], timestamps: frozenset[str]
+) -> dict[str, Sequence[object]]:
+    """``rows`` as one sequence per column (a C-level transpose when every row has every
+    column), timestamp columns of datetimes as microseconds since the epoch."""
+    try:
+        if len(names) == 1:
+            by_column: list[Sequence[object]] = [list(map(operator.itemgetter(names[0]), rows))]
+        else:
+            by_column = list(zip(*map(operator.itemgetter(*names), rows), strict=True))
+    except KeyError:  # a row without some column: None there
+        by_column = [[row.get(name) for row in rows] for name in names]
+    columns = dict(zip(names, by_column, strict=True))
+    for name in timestamps:
+        columns[name] = _microseconds(columns[name])
+    return columns
+
+
+def _microseconds(values: Sequence[object]) -> Sequence[object]:
+    """Datetimes as pyarrow stores them in a ``timestamp("us", tz="UTC")`` column (an aware
+    one as its instant, a naive one as UTC), converted once per distinct value: a batch's rows
+    mostly share a few times. Left to pyarrow when anything else is there."""
+    try:
+        distinct = set(values)
+    except TypeError:  # unhashable: not datetimes
+        return values
+    if not set(map(type, distinct)) <= _DATETIME_OR_NONE:
+        return values
+    lookup = {v: None if v is None else _to_microseconds(cast(datetime, v)) for v in distinct}
+    return list(map(lookup.__getitem__, values))
+
+
+def _to_microseconds(value: datetime) -> int:
+    epoch = _EPOCH if value.utcoffset() is None else _EPOCH_UTC
+    return (value - epoch) // _MICROSECOND
 
 
 def _warm_up(pa: Any, schema: Any) -> None:

@@ -136,24 +136,27 @@ def stage_statements(records: Records) -> tuple[list[Statement], WriteResult]:
     sql = load_queries(MIGRATIONS)
     statements: list[Statement] = []
     dropped: list[WriteResult] = []
-    upserts = {t: [r for r in records.get(t, []) if r.get("op") != "delete"] for t in _UPSERTS}
+    # Each table's upserts, and those of them that have every key column (one pass).
+    upserts: dict[str, list[Record]] = {}
+    keyed: dict[str, list[Record]] = {}
+    for table, key_columns in _KEYS.items():
+        rows, with_keys = upserts[table], keyed[table] = [], []
+        for row in records.get(table, ()):
+            if row.get("op") != "delete":
+                rows.append(row)
+                if None not in map(row.get, key_columns):
+                    with_keys.append(row)
     deletes = {t: _unique_deletes(t, records.get(t, [])) for t in _DELETES}
     for table in ("projects", "documents", "annotations"):
-        rows, result = _unique_newest(table, upserts[table])
+        rows, result = _unique_newest(table, keyed[table])
         dropped.append(result)
         if rows:
             statements.append(Statement(table, sql[f"upsert_{table}"], _arrays(table, rows)))
     if upserts["annotations"]:
-        ids = sorted(
-            {
-                cast(int, r["annotation_id"])
-                for r in upserts["annotations"]
-                if _keyed("annotations", r)
-            }
-        )
+        ids = sorted({cast(int, r["annotation_id"]) for r in keyed["annotations"]})
         statements.append(Statement("annotations", sql["prune_regions"], (ids,)))
     for table in ("extractions", "pdf_boxes"):
-        rows, result = _unique_newest(table, upserts[table])
+        rows, result = _unique_newest(table, keyed[table])
         dropped.append(result)
         if rows:
             statements.append(Statement(table, sql[f"upsert_{table}"], _arrays(table, rows)))
@@ -199,17 +202,17 @@ def _locks(
     return ["*", *map(str, known)], [everything, *(p in deleting for p in known)]
 
 
-def _keyed(table: str, row: Record) -> bool:
-    return None not in map(row.get, _KEYS[table])
-
-
 def _key(table: str) -> Callable[[Record], Hashable]:
     return operator.itemgetter(*_KEYS[table])  # every record has all its table's columns
 
 
-def _unique_newest(table: str, rows: Sequence[Record]) -> tuple[list[Record], WriteResult]:
-    keyed = [r for r in rows if _keyed(table, r)]
-    kept, older, duplicates = newest_per_key(keyed, _key(table), lambda r: r.get("updated_at"))
+def _unique_newest(table: str, keyed: list[Record]) -> tuple[list[Record], WriteResult]:
+    """The newest of ``keyed`` (rows with every key column) per key, and the counts of those
+    dropped. Most batches repeat no key: then every row is kept as it is, in its order."""
+    key = _key(table)
+    if len(set(map(key, keyed))) == len(keyed):
+        return keyed, WriteResult()
+    kept, older, duplicates = newest_per_key(keyed, key, lambda r: r.get("updated_at"))
     counts: dict[tuple[str, WriteOutcome], int] = {
         (table, "older"): older,
         (table, "duplicate"): duplicates,
@@ -261,7 +264,10 @@ def _text_literal(items: tuple[str, ...]) -> str:
 
 
 def _float_array(value: object) -> str | None:
-    """A list of finite floats as a ``float8[]`` literal (``repr`` reads back exactly)."""
+    """A list of finite Python floats (as records hold them) as a ``float8[]`` literal:
+    ``{1.5, 2.0}`` (a list's ``str`` writes each float as its ``repr``, which reads back
+    exactly; PostgreSQL skips the spaces)."""
     if value is None:
         return None
-    return "{" + ",".join(repr(float(x)) for x in cast("list[float]", value)) + "}"
+    items = value if isinstance(value, list) else list(cast("list[float]", value))
+    return "{" + str(items)[1:-1] + "}"
