@@ -131,19 +131,27 @@ from forebay import Forebay
 app = Forebay()
 marks = pathlib.Path(os.environ["MARKS"])
 
+
+def mark(name, text):
+    # written whole, then renamed: a reader that sees the file sees all of it
+    part = marks / (name + ".part")
+    part.write_text(text)
+    os.replace(part, marks / name)
+
+
 @app.handler("threads", lease_s=0.3)
 def in_thread(job):
-    (marks / f"{job.id}.pid").write_text(str(os.getpid()))
+    mark(f"{job.id}.pid", str(os.getpid()))
     while True:  # never polls the flag: only terminating its process stops it
         time.sleep(0.05)
 
 @app.handler("tasks", lease_s=0.3)
 async def in_task(job):
-    (marks / f"{job.id}.pid").write_text(str(os.getpid()))
+    mark(f"{job.id}.pid", str(os.getpid()))
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
-        (marks / f"{job.id}.stopped").write_text("cancelled")
+        mark(f"{job.id}.stopped", "cancelled")
         raise
 """
 
