@@ -78,6 +78,18 @@ def _workers(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess[
     return done
 
 
+def _burst(folder: Path, env: dict[str, str], app: str) -> subprocess.CompletedProcess[str]:
+    """``forebay worker APP --burst`` run to its end in ``folder``."""
+    return subprocess.run(
+        [sys.executable, "-m", "forebay", "worker", app, "--burst"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _fleet(folder: Path, url: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(_workers(folder, url, "--json").stdout)
     return body
@@ -171,14 +183,7 @@ def test_a_worker_logs_json_lines_when_told_by_its_environment(tmp_path: Path) -
     (tmp_path / "fleetapp.py").write_text(APP)
     url = backend_url("sqlite", tmp_path)
     env = _env(tmp_path, url) | {"FOREBAY_LOG_FORMAT": "json"}
-    done = subprocess.run(
-        [sys.executable, "-m", "forebay", "worker", "fleetapp:app", "--burst"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _burst(tmp_path, env, "fleetapp:app")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     messages = [line["message"] for line in lines]
@@ -187,14 +192,7 @@ def test_a_worker_logs_json_lines_when_told_by_its_environment(tmp_path: Path) -
     assert {line["logger"] for line in lines} >= {"forebay.worker"}
 
     env["FOREBAY_LOG_FORMAT"] = "xml"
-    refused = subprocess.run(
-        [sys.executable, "-m", "forebay", "worker", "fleetapp:app", "--burst"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    refused = _burst(tmp_path, env, "fleetapp:app")
     assert refused.returncode == 2 and "--log-format must be text or json" in refused.stderr
 
 
@@ -222,14 +220,7 @@ async def test_a_worker_process_tunes_its_garbage_collector_as_serve_does(
     app = Forebay(url)
     try:
         job = await app.enqueue("gc", {})
-        done = subprocess.run(
-            [sys.executable, "-m", "forebay", "worker", "gcapp:app", "--burst"],
-            cwd=tmp_path,
-            env=_env(tmp_path, url),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _burst(tmp_path, _env(tmp_path, url), "gcapp:app")
         assert done.returncode == 0, done.stderr
         finished = await app.get_job(job.id)
         assert finished.result == {"gen0": GEN0_THRESHOLD, "frozen": True}
