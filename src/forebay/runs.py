@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,13 +91,24 @@ class RunState(enum.StrEnum):
 
 def new_run_id() -> str:
     """A new run id: 32 hex digits, a UUIDv7 (time-ordered, so ids sort as runs were started
-    to the millisecond), which :meth:`Backend.list_runs` pages by."""
+    to the millisecond), which :meth:`Backend.list_runs` pages by. Within one process the ids
+    strictly increase, also for runs started in the same millisecond (RFC 9562 §6.2: the
+    random bits then count up from the previous id)."""
+    global _last_run_id
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 4 & ((1 << 76) - 1))
     # variant bits 10xx in the top of the last 64 bits
     value = value & ~(0x3 << 62) | (0x2 << 62)
+    with _run_id_lock:  # ids may be made from several threads (sync helpers, handlers)
+        if value <= _last_run_id:
+            value = _last_run_id + 1  # same millisecond (or a clock stepped back)
+        _last_run_id = value
     return f"{value:032x}"
+
+
+_last_run_id = 0
+_run_id_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)

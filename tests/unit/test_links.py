@@ -4,6 +4,7 @@ before anything reaches a store."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -77,3 +78,9 @@ def test_run_ids_are_time_ordered() -> None:
     time.sleep(0.002)
     second = new_run_id()
     assert first < second and len({new_run_id() for _ in range(100)}) == 100
+
+
+def test_run_ids_made_in_the_same_millisecond_still_increase() -> None:
+    ids = [new_run_id() for _ in range(2000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[::100])
